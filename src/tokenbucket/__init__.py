@@ -1,0 +1,36 @@
+"""Token bucket rate limiting: exact, thread-safe, fast, and framework-agnostic.
+
+The core (this package's top level) is pure Python with no I/O::
+
+    >>> from tokenbucket import BucketRegistry, Rule
+    >>> limits = BucketRegistry(Rule(capacity=10, refill_rate=1.0))
+    >>> limits.try_consume("203.0.113.7")
+    True
+
+Adapters live in submodules and import their frameworks only when imported themselves.
+"""
+
+from ._bucket import TokenBucket
+from ._clock import Clock, ManualClock
+from ._decision import Decision, RateLimitExceeded
+from ._memory import MemoryStore
+from ._registry import BucketRegistry
+from ._rule import EPSILON, Rule
+from ._store import AsyncStore, Outcome, Store
+
+__all__ = [
+    "EPSILON",
+    "AsyncStore",
+    "BucketRegistry",
+    "Clock",
+    "Decision",
+    "ManualClock",
+    "MemoryStore",
+    "Outcome",
+    "RateLimitExceeded",
+    "Rule",
+    "Store",
+    "TokenBucket",
+]
+
+__version__ = "0.1.0"

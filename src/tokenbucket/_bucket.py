@@ -1,0 +1,114 @@
+"""A single token bucket: the registry's arithmetic for one unnamed key."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ._clock import Clock
+from ._decision import Decision, decide
+from ._memory import MemoryStore
+from ._rule import Rule
+from ._validate import check_amount, check_capacity, check_rate
+
+_KEY = ""
+
+
+class TokenBucket:
+    """A thread-safe token bucket holding up to ``capacity`` tokens, refilled at ``refill_rate``/s.
+
+    It starts full and refills lazily when used (no threads or timers). Each request takes
+    ``amount`` tokens if the bucket has them; a denied request takes nothing.
+
+    Args:
+        capacity: the burst size, a finite number in (0, 1e12].
+        refill_rate: tokens added per second, a finite number in [0, 1e12]; 0 never refills.
+        clock: zero-argument callable returning seconds; defaults to :func:`time.monotonic`.
+            Pass a [`ManualClock`][tokenbucket.ManualClock] in tests.
+
+    Example::
+
+        >>> clock = ManualClock()
+        >>> bucket = TokenBucket(capacity=10, refill_rate=1.0, clock=clock)
+        >>> bucket.try_consume(10), bucket.try_consume()
+        (True, False)
+        >>> decision = bucket.consume()
+        >>> decision.allowed, decision.retry_after
+        (False, 1.0)
+        >>> clock.advance(1.0)
+        1.0
+        >>> bucket.tokens
+        1.0
+    """
+
+    __slots__ = ("_rule", "_store")
+
+    def __init__(self, capacity: float, refill_rate: float, *, clock: Optional[Clock] = None):
+        self._rule = Rule(capacity, refill_rate)
+        self._store = MemoryStore(clock=clock, stripes=1)
+
+    @property
+    def capacity(self) -> float:
+        """The most tokens the bucket holds."""
+        return self._rule.capacity
+
+    @property
+    def refill_rate(self) -> float:
+        """Tokens added per second."""
+        return self._rule.refill_rate
+
+    @property
+    def rule(self) -> Rule:
+        """The bucket's current [`Rule`][tokenbucket.Rule]."""
+        return self._rule
+
+    @property
+    def tokens(self) -> float:
+        """The token level now, after refilling."""
+        return float(self._store.take(_KEY, 0, self._rule, False)[1])
+
+    def try_consume(self, amount: float = 1) -> bool:
+        """Take ``amount`` tokens (default 1) if available; return whether they were taken."""
+        if amount.__class__ is not int or amount <= 0:
+            amount = check_amount(amount)
+        return self._store.take(_KEY, amount, self._rule, True)[0]
+
+    def consume(self, amount: float = 1) -> Decision:
+        """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision]."""
+        if amount.__class__ is not int or amount <= 0:
+            amount = check_amount(amount)
+        allowed, level, rule = self._store.take(_KEY, amount, self._rule, True)
+        return decide(allowed, level, amount, rule)
+
+    def peek(self, amount: float = 1) -> Decision:
+        """Return the decision `consume` would make now, without taking tokens."""
+        amount = check_amount(amount)
+        allowed, level, rule = self._store.take(_KEY, amount, self._rule, False)
+        return decide(allowed, level, amount, rule)
+
+    def update(
+        self, *, capacity: Optional[float] = None, refill_rate: Optional[float] = None
+    ) -> Rule:
+        """Change the capacity and/or refill rate now; return the new rule.
+
+        The tokens earned at the old rate are settled first. The bucket keeps its deficit
+        (tokens missing from full), capped at the new capacity: a full bucket stays full, and a
+        bucket 3 tokens short of 10 is 3 tokens short of 50 after raising the capacity to 50.
+        Invalid values raise before anything changes.
+        """
+        if capacity is None and refill_rate is None:
+            raise ValueError("at least one of 'capacity' or 'refill_rate' is required")
+        capacity = None if capacity is None else check_capacity(capacity)
+        refill_rate = None if refill_rate is None else check_rate(refill_rate)
+        rule = self._store.update_rule(_KEY, self._rule, capacity, refill_rate)
+        self._rule = rule
+        return rule
+
+    def reset(self) -> None:
+        """Refill the bucket to full."""
+        self._store.reset(_KEY)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBucket(capacity={self.capacity!r}, refill_rate={self.refill_rate!r}, "
+            f"tokens={self.tokens!r})"
+        )

@@ -1,0 +1,78 @@
+"""The outcome of one admission check, and the exception that carries a denial.
+
+Everything a caller needs to act on a decision (admit, report headers, wait) is a field here, so
+adapters never reach back into the bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from ._rule import Rule
+
+
+class Decision(NamedTuple):
+    """What a bucket answered to one request. Truthy exactly when the request was allowed.
+
+    Attributes:
+        allowed: whether the tokens were taken. A denial takes nothing.
+        remaining: the token level after this decision (a float, never below 0).
+        retry_after: seconds until this request would be allowed: ``0.0`` when allowed,
+            ``math.inf`` when it never can be (more than the capacity, or a bucket that does not
+            refill).
+        reset_after: seconds until the bucket is full again: ``0.0`` when full, ``math.inf`` when
+            it is not full and never refills.
+        limit: the capacity of the rule that decided.
+    """
+
+    allowed: bool
+    remaining: float
+    retry_after: float
+    reset_after: float
+    limit: float
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def decide(allowed: bool, level: float, amount: float, rule: Rule) -> Decision:
+    """Build the decision a store's outcome ``(allowed, level, rule)`` means for ``amount``."""
+    capacity = rule.capacity
+    rate = rule.refill_rate
+    remaining = float(level) if level > 0.0 else 0.0
+    if allowed:
+        retry_after = 0.0
+    elif amount > capacity or not rate:
+        retry_after = math.inf
+    else:
+        retry_after = (amount - level) / rate
+    missing = capacity - remaining
+    if missing <= 0.0:
+        reset_after = 0.0
+    elif rate:
+        reset_after = missing / rate
+    else:
+        reset_after = math.inf
+    return tuple.__new__(Decision, (allowed, remaining, retry_after, reset_after, capacity))
+
+
+class RateLimitExceeded(Exception):
+    """Raised by [`rate_limit`][tokenbucket.rate_limit] when a call is denied.
+
+    Attributes:
+        decision: the denying [`Decision`][tokenbucket.Decision].
+        retry_after: shortcut for ``decision.retry_after`` (seconds; ``inf`` if never).
+    """
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.retry_after = decision.retry_after
+        if math.isinf(decision.retry_after):
+            when = "the request can never be allowed"
+        else:
+            when = f"retry after {decision.retry_after:.3f} s"
+        super().__init__(f"rate limit exceeded: {when}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (RateLimitExceeded, (self.decision,))

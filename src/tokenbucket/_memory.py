@@ -1,0 +1,234 @@
+"""The in-process store: every bucket's arithmetic, its locking and its forgetting.
+
+State per key is one tuple ``(base, used, rule, lock)``: at the instant ``base`` the bucket was
+``used`` tokens short of full under ``rule``, and ``lock`` is the stripe lock that guards the
+key. The level at ``now`` is ``capacity - max(0, used - (now - base) * refill_rate)``.
+
+Why this shape: ``base`` is a clock reading and ``used`` a sum of request sizes (exact while they
+are integers), so each decision rounds once, in ``(now - base) * refill_rate``; nothing is
+accumulated across calls, so polling cannot drift the level. When a bucket is found full its
+state restarts at ``(now, 0)``, and a full bucket is indistinguishable from a missing one, which
+is what lets the store forget it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+from ._clock import Clock
+from ._rule import Rule
+from ._store import Outcome
+
+_State = Tuple[float, float, Rule, "threading.Lock"]
+
+#: Sweeps run after this many new keys at the least, so small stores are not swept constantly.
+_MIN_SWEEP_INTERVAL = 64
+
+
+def _deficit(base: float, used: float, rule: Rule, now: float) -> float:
+    """Tokens missing from full at ``now`` for state ``(base, used)`` under ``rule``."""
+    if now > base:
+        missing = used - (now - base) * rule.refill_rate
+        return missing if missing > 0 else 0
+    return used  # a clock that went backwards earns nothing
+
+
+class MemoryStore:
+    """The default [`Store`][tokenbucket.Store]: bucket state in a dict, in this process.
+
+    Args:
+        clock: zero-argument callable returning seconds; defaults to :func:`time.monotonic`.
+        max_keys: hard cap on tracked buckets, or None for no cap. Buckets that have refilled to
+            full are always forgotten lazily (they are indistinguishable from new ones), so
+            memory follows the number of recently active keys. The cap bounds it under a flood
+            of distinct keys: while ``max_keys`` buckets are tracked, a key without a bucket is
+            treated as an *empty* bucket and denied. An attacker therefore cannot get a fresh
+            bucket by pushing others out, and legitimate new keys get in as soon as refilled
+            buckets are reclaimed.
+        stripes: number of locks shared by the keys (a power of two). Each decision holds its
+            key's stripe lock from reading the clock to writing the state; unrelated keys share a
+            lock only when their hashes collide.
+
+    Forgetting is amortised O(1) and needs no thread: after every ``max(64, n // 2)`` new keys
+    (``n`` = keys tracked after the last sweep), the next new key sweeps the whole dict once,
+    dropping buckets that are full.
+    """
+
+    __slots__ = (
+        "_admission",
+        "_clock",
+        "_mask",
+        "_max_keys",
+        "_overrides",
+        "_states",
+        "_stripes",
+        "_until_sweep",
+    )
+
+    def __init__(
+        self,
+        *,
+        clock: Optional[Clock] = None,
+        max_keys: Optional[int] = None,
+        stripes: int = 64,
+    ) -> None:
+        if clock is not None and not callable(clock):
+            raise TypeError(f"'clock' must be a zero-argument callable, got {clock!r}")
+        if max_keys is not None:
+            if isinstance(max_keys, bool) or not isinstance(max_keys, int):
+                raise TypeError(f"'max_keys' must be an int or None, got {max_keys!r}")
+            if max_keys < 1:
+                raise ValueError(f"'max_keys' must be >= 1, got {max_keys!r}")
+        if isinstance(stripes, bool) or not isinstance(stripes, int):
+            raise TypeError(f"'stripes' must be an int, got {stripes!r}")
+        if stripes < 1 or stripes & (stripes - 1):
+            raise ValueError(f"'stripes' must be a power of two >= 1, got {stripes!r}")
+        self._clock: Clock = time.monotonic if clock is None else clock
+        self._states: Dict[str, _State] = {}
+        self._overrides: Dict[str, Rule] = {}
+        self._stripes: List[threading.Lock] = [threading.Lock() for _ in range(stripes)]
+        self._mask = stripes - 1
+        self._max_keys = max_keys
+        self._admission = threading.Lock()
+        self._until_sweep = _MIN_SWEEP_INTERVAL
+
+    def __len__(self) -> int:
+        """Return how many buckets are tracked (full ones not yet forgotten included)."""
+        return len(self._states)
+
+    @property
+    def max_keys(self) -> Optional[int]:
+        """The cap on tracked buckets, or None."""
+        return self._max_keys
+
+    def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
+        """See [`Store.take`][tokenbucket.Store.take]. This is the hot path."""
+        states = self._states
+        state = states.get(key)
+        if state is None:
+            if self._until_sweep <= 0:
+                self._sweep()
+            lock = self._stripes[hash(key) & self._mask]
+        else:
+            # Every state of a key carries the same stripe lock, so this is the key's lock
+            # even if the state changes before we hold it; we read the state again below.
+            lock = state[3]
+        lock.acquire()
+        try:
+            now = self._clock()
+            state = states.get(key)
+            used: float
+            debt: float
+            if state is None:
+                rule = self._overrides.get(key, default)
+                base = now
+                used = debt = 0
+            else:
+                base, used, rule, _ = state
+                if rule is not default:
+                    current = self._overrides.get(key, default)
+                    if current is not rule:
+                        # The default changed since this state was written: settle it under
+                        # the rule it was written with, then carry the deficit over.
+                        deficit = _deficit(base, used, rule, now)
+                        base, used, rule = now, min(deficit, current.capacity), current
+                        if commit:
+                            states[key] = (base, used, rule, lock)
+                if now > base:
+                    debt = used - (now - base) * rule.refill_rate
+                    if debt <= 0:
+                        base = now
+                        used = debt = 0
+                else:
+                    debt = used
+            if debt + amount > rule._ceiling:
+                return False, rule.capacity - debt, rule
+            if commit:
+                if state is None:
+                    if not self._admit(key, (base, amount, rule, lock)):
+                        # At the cap an untracked key counts as an empty bucket.
+                        return False, 0.0, rule
+                else:
+                    states[key] = (base, used + amount, rule, lock)
+            return True, rule.capacity - debt - amount, rule
+        finally:
+            lock.release()
+
+    def _admit(self, key: str, state: _State) -> bool:
+        """Track a new key unless the cap is reached. Caller holds the key's stripe lock."""
+        with self._admission:
+            self._until_sweep -= 1
+            if self._max_keys is not None and len(self._states) >= self._max_keys:
+                return False
+            self._states[key] = state
+            return True
+
+    def _sweep(self) -> None:
+        """Forget every bucket that is full now. Takes all stripe locks, in order."""
+        for lock in self._stripes:
+            lock.acquire()
+        try:
+            if self._until_sweep > 0:
+                return  # another thread swept while we waited
+            now = self._clock()
+            states = self._states
+            full = [
+                key
+                for key, (base, used, rule, _) in states.items()
+                if _deficit(base, used, rule, now) <= 0
+            ]
+            for key in full:
+                del states[key]
+            self._until_sweep = max(_MIN_SWEEP_INTERVAL, len(states) // 2)
+        finally:
+            for lock in reversed(self._stripes):
+                lock.release()
+
+    def get_rule(self, key: str, /) -> Optional[Rule]:
+        """See [`Store.get_rule`][tokenbucket.Store.get_rule]."""
+        return self._overrides.get(key)
+
+    def update_rule(
+        self,
+        key: str,
+        default: Rule,
+        capacity: Optional[float],
+        refill_rate: Optional[float],
+        /,
+    ) -> Rule:
+        """See [`Store.update_rule`][tokenbucket.Store.update_rule]."""
+        with self._stripes[hash(key) & self._mask]:
+            rule = self._overrides.get(key, default).replace(
+                capacity=capacity, refill_rate=refill_rate
+            )
+            self._rebase(key, rule)
+            self._overrides[key] = rule
+            return rule
+
+    def remove_rule(self, key: str, default: Rule, /) -> Optional[Rule]:
+        """See [`Store.remove_rule`][tokenbucket.Store.remove_rule]."""
+        with self._stripes[hash(key) & self._mask]:
+            if key not in self._overrides:
+                return None
+            self._rebase(key, default)
+            return self._overrides.pop(key)
+
+    def reset(self, key: str, /) -> None:
+        """See [`Store.reset`][tokenbucket.Store.reset]."""
+        with self._stripes[hash(key) & self._mask]:
+            self._states.pop(key, None)
+
+    def _rebase(self, key: str, rule: Rule) -> None:
+        """Settle ``key``'s bucket now and move it to ``rule``. Caller holds the key's lock."""
+        state = self._states.get(key)
+        if state is None:
+            return  # full, and full under any rule
+        base, used, old, lock = state
+        now = self._clock()
+        deficit = min(_deficit(base, used, old, now), rule.capacity)
+        if deficit > 0:
+            self._states[key] = (now, deficit, rule, lock)
+        else:
+            del self._states[key]

@@ -1,0 +1,265 @@
+"""The registry: one token bucket per key, a default rule, per-key overrides, runtime updates.
+
+It validates input, passes the current default to its store and turns store outcomes into
+decisions. Bucket arithmetic and overrides live in the store, so the same registry runs on the
+in-process store or a shared one (Redis). Every method has an awaitable counterpart (``a``
+prefix); with a synchronous store those simply run the synchronous code, which never blocks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, NoReturn, Optional, Union
+
+from ._clock import Clock
+from ._decision import Decision, decide
+from ._memory import MemoryStore
+from ._rule import Rule
+from ._store import AsyncStore, Outcome, Store
+from ._validate import check_amount, check_capacity, check_key, check_rate
+
+
+class BucketRegistry:
+    """Token buckets by key (a client IP, a user, an API key), all under one default rule.
+
+    Args:
+        default: the [`Rule`][tokenbucket.Rule] for keys without an override.
+        store: where state and overrides live; a new [`MemoryStore`][tokenbucket.MemoryStore]
+            by default. A store whose methods are coroutines (an
+            [`AsyncStore`][tokenbucket.AsyncStore]) is used through the ``a``-prefixed methods.
+        clock: for the default store only: zero-argument callable returning seconds.
+        max_keys: for the default store only: hard cap on tracked buckets (see
+            [`MemoryStore`][tokenbucket.MemoryStore]).
+
+    Example::
+
+        >>> registry = BucketRegistry(Rule(capacity=2, refill_rate=1.0), clock=ManualClock())
+        >>> [registry.try_consume("203.0.113.7") for _ in range(3)]
+        [True, True, False]
+        >>> registry.update_rule("203.0.113.7", capacity=50)
+        Rule(capacity=50, refill_rate=1.0)
+        >>> registry.consume("203.0.113.7").remaining
+        47.0
+
+    Rule changes take effect at once and never lose track of what a key has used: the bucket is
+    settled at the old rule up to the change, and its deficit (tokens missing from full) carries
+    over, capped at the new capacity. A key without a bucket is full under its new rule. Changing
+    the default settles each bucket the first time it is read afterwards.
+    """
+
+    __slots__ = ("_async", "_default", "_store", "_sync")
+
+    def __init__(
+        self,
+        default: Rule,
+        *,
+        store: Union[Store, AsyncStore, None] = None,
+        clock: Optional[Clock] = None,
+        max_keys: Optional[int] = None,
+    ) -> None:
+        if not isinstance(default, Rule):
+            raise TypeError(f"'default' must be a Rule, got {default!r}")
+        if store is None:
+            store = MemoryStore(clock=clock, max_keys=max_keys)
+        elif clock is not None or max_keys is not None:
+            raise TypeError("'clock' and 'max_keys' configure the default store; pass them to it")
+        self._default = default
+        self._store: Union[Store, AsyncStore] = store
+        self._sync: Store
+        self._async: AsyncStore
+        if inspect.iscoroutinefunction(getattr(store, "take", None)):
+            self._sync = _RequiresAwait(store)
+            self._async = store  # type: ignore[assignment]
+        else:
+            self._sync = store  # type: ignore[assignment]
+            self._async = _Awaitable(self._sync)
+
+    @property
+    def default(self) -> Rule:
+        """The rule of keys without an override."""
+        return self._default
+
+    @property
+    def store(self) -> Union[Store, AsyncStore]:
+        """The store holding bucket state and overrides."""
+        return self._store
+
+    def try_consume(self, key: str, amount: float = 1) -> bool:
+        """Take ``amount`` tokens from ``key``'s bucket if it has them; return whether it did."""
+        if amount.__class__ is not int or amount <= 0 or key.__class__ is not str:
+            key, amount = check_key(key), check_amount(amount)
+        return self._sync.take(key, amount, self._default, True)[0]
+
+    def consume(self, key: str, amount: float = 1) -> Decision:
+        """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision].
+
+        A denial is a decision (``allowed`` False, with ``retry_after``), never an exception.
+        """
+        if amount.__class__ is not int or amount <= 0 or key.__class__ is not str:
+            key, amount = check_key(key), check_amount(amount)
+        return _decision(self._sync.take(key, amount, self._default, True), amount)
+
+    def peek(self, key: str, amount: float = 1) -> Decision:
+        """Return the decision ``consume(key, amount)`` would make now, without taking tokens."""
+        key, amount = check_key(key), check_amount(amount)
+        return _decision(self._sync.take(key, amount, self._default, False), amount)
+
+    def tokens(self, key: str) -> float:
+        """Return ``key``'s token level now (its capacity if it has no bucket)."""
+        return float(self._sync.take(check_key(key), 0, self._default, False)[1])
+
+    def rule_for(self, key: str) -> Rule:
+        """Return the rule that applies to ``key``: its override, else the default."""
+        override = self._sync.get_rule(check_key(key))
+        return self._default if override is None else override
+
+    def update_rule(
+        self,
+        key: str,
+        *,
+        capacity: Optional[float] = None,
+        refill_rate: Optional[float] = None,
+    ) -> Rule:
+        """Give ``key`` its own rule, changing the given fields of its current one; return it.
+
+        Omitted fields keep the value of the key's current rule. The key's bucket is settled at
+        the old rule first; see the class docstring. Invalid values raise before anything
+        changes.
+        """
+        key, capacity, refill_rate = _check_update(key, capacity, refill_rate)
+        return self._sync.update_rule(key, self._default, capacity, refill_rate)
+
+    def remove_rule(self, key: str) -> Optional[Rule]:
+        """Drop ``key``'s override (settling its bucket first); return it, or None if none."""
+        return self._sync.remove_rule(check_key(key), self._default)
+
+    def reset(self, key: str) -> None:
+        """Refill ``key``'s bucket to full. Its override, if any, stays."""
+        self._sync.reset(check_key(key))
+
+    def update_default(
+        self, *, capacity: Optional[float] = None, refill_rate: Optional[float] = None
+    ) -> Rule:
+        """Change the default rule's given fields; return the new default.
+
+        Buckets under the default are settled at the rule they were last written with the first
+        time they are read after the change.
+        """
+        if capacity is None and refill_rate is None:
+            raise ValueError("at least one of 'capacity' or 'refill_rate' is required")
+        self._default = self._default.replace(capacity=capacity, refill_rate=refill_rate)
+        return self._default
+
+    async def atry_consume(self, key: str, amount: float = 1) -> bool:
+        """Awaitable `try_consume`."""
+        key, amount = check_key(key), check_amount(amount)
+        return (await self._async.take(key, amount, self._default, True))[0]
+
+    async def aconsume(self, key: str, amount: float = 1) -> Decision:
+        """Awaitable `consume`."""
+        key, amount = check_key(key), check_amount(amount)
+        return _decision(await self._async.take(key, amount, self._default, True), amount)
+
+    async def apeek(self, key: str, amount: float = 1) -> Decision:
+        """Awaitable `peek`."""
+        key, amount = check_key(key), check_amount(amount)
+        return _decision(await self._async.take(key, amount, self._default, False), amount)
+
+    async def atokens(self, key: str) -> float:
+        """Awaitable `tokens`."""
+        return float((await self._async.take(check_key(key), 0, self._default, False))[1])
+
+    async def arule_for(self, key: str) -> Rule:
+        """Awaitable `rule_for`."""
+        override = await self._async.get_rule(check_key(key))
+        return self._default if override is None else override
+
+    async def aupdate_rule(
+        self,
+        key: str,
+        *,
+        capacity: Optional[float] = None,
+        refill_rate: Optional[float] = None,
+    ) -> Rule:
+        """Awaitable `update_rule`."""
+        key, capacity, refill_rate = _check_update(key, capacity, refill_rate)
+        return await self._async.update_rule(key, self._default, capacity, refill_rate)
+
+    async def aremove_rule(self, key: str) -> Optional[Rule]:
+        """Awaitable `remove_rule`."""
+        return await self._async.remove_rule(check_key(key), self._default)
+
+    async def areset(self, key: str) -> None:
+        """Awaitable `reset`."""
+        await self._async.reset(check_key(key))
+
+    def __repr__(self) -> str:
+        return f"BucketRegistry({self._default!r}, store={self._store!r})"
+
+
+def _decision(outcome: Outcome, amount: float) -> Decision:
+    allowed, level, rule = outcome
+    return decide(allowed, level, amount, rule)
+
+
+def _check_update(
+    key: object, capacity: Optional[float], refill_rate: Optional[float]
+) -> tuple[str, Optional[float], Optional[float]]:
+    """Validate an override change completely before anything is changed."""
+    checked_key = check_key(key)
+    if capacity is None and refill_rate is None:
+        raise ValueError("at least one of 'capacity' or 'refill_rate' is required")
+    return (
+        checked_key,
+        None if capacity is None else check_capacity(capacity),
+        None if refill_rate is None else check_rate(refill_rate),
+    )
+
+
+class _Awaitable:
+    """Presents a synchronous store as an async one (its methods never block)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
+        return self._store.take(key, amount, default, commit)
+
+    async def get_rule(self, key: str, /) -> Optional[Rule]:
+        return self._store.get_rule(key)
+
+    async def update_rule(
+        self,
+        key: str,
+        default: Rule,
+        capacity: Optional[float],
+        refill_rate: Optional[float],
+        /,
+    ) -> Rule:
+        return self._store.update_rule(key, default, capacity, refill_rate)
+
+    async def remove_rule(self, key: str, default: Rule, /) -> Optional[Rule]:
+        return self._store.remove_rule(key, default)
+
+    async def reset(self, key: str, /) -> None:
+        self._store.reset(key)
+
+
+class _RequiresAwait:
+    """Stands in for the synchronous store when the store is async: every call explains."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        def refuse(*args: object) -> NoReturn:
+            raise TypeError(
+                f"{self._store!r} is an async store: use the awaitable registry methods "
+                f"(for example 'await registry.aconsume(key)')"
+            )
+
+        return refuse
