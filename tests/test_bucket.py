@@ -266,9 +266,11 @@ class TestUpdate:
         bucket.update(capacity=50)
         assert bucket.tokens == 43.0
         bucket.update(capacity=5)
-        assert bucket.tokens == 0.0  # 7 missing, capped at the new capacity
+        assert bucket.tokens == 0.0  # 7 missing of 5: 2 tokens in debt
+        decision = bucket.consume()
+        assert (decision.allowed, decision.retry_after, decision.reset_after) == (False, 3.0, 7.0)
         bucket.update(capacity=20)
-        assert bucket.tokens == 15.0
+        assert bucket.tokens == 13.0
 
     def test_both_fields_and_properties(self):
         """update() can change both fields; the bucket reports its new rule."""

@@ -115,7 +115,9 @@ class TestRuleConstructors:
         """Rule.parse reads the limits/slowapi notation."""
         assert Rule.parse(text) == rule
 
-    @pytest.mark.parametrize("text", ["", "ten/second", "10/fortnight", "10", "/second", "0/second"])
+    @pytest.mark.parametrize(
+        "text", ["", "ten/second", "10/fortnight", "10", "/second", "0/second"]
+    )
     def test_parse_rejects(self, text):
         """Unparseable or zero rates raise ValueError quoting the text."""
         with pytest.raises(ValueError, match="got"):

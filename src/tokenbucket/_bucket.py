@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ._clock import Clock
-from ._decision import Decision, decide
+from ._decision import Decision, clamp, decide
 from ._memory import MemoryStore
 from ._rule import Rule
 from ._validate import check_amount, check_capacity, check_rate
@@ -64,7 +64,7 @@ class TokenBucket:
     @property
     def tokens(self) -> float:
         """The token level now, after refilling."""
-        return float(self._store.take(_KEY, 0, self._rule, False)[1])
+        return clamp(self._store.take(_KEY, 0, self._rule, False)[1])
 
     def try_consume(self, amount: float = 1) -> bool:
         """Take ``amount`` tokens (default 1) if available; return whether they were taken."""
@@ -90,10 +90,11 @@ class TokenBucket:
     ) -> Rule:
         """Change the capacity and/or refill rate now; return the new rule.
 
-        The tokens earned at the old rate are settled first. The bucket keeps its deficit
-        (tokens missing from full), capped at the new capacity: a full bucket stays full, and a
-        bucket 3 tokens short of 10 is 3 tokens short of 50 after raising the capacity to 50.
-        Invalid values raise before anything changes.
+        The tokens earned at the old rate are settled first. Then the bucket keeps its deficit
+        (tokens missing from full): a full bucket stays full, and a bucket 3 tokens short of 10
+        is 3 tokens short of 50 after raising the capacity to 50. Tokens used stay used, so
+        lowering the capacity to 2 leaves that bucket 1 token in debt: it admits nothing until
+        it has refilled past 0. Invalid values raise before anything changes.
         """
         if capacity is None and refill_rate is None:
             raise ValueError("at least one of 'capacity' or 'refill_rate' is required")

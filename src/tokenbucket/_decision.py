@@ -36,18 +36,26 @@ class Decision(NamedTuple):
         return self.allowed
 
 
+def clamp(level: float) -> float:
+    """Return a store's raw level as reported: a float, never below 0.
+
+    A request admitted within EPSILON of the boundary can leave the raw level a hair below 0.
+    """
+    return float(level) if level > 0.0 else 0.0
+
+
 def decide(allowed: bool, level: float, amount: float, rule: Rule) -> Decision:
     """Build the decision a store's outcome ``(allowed, level, rule)`` means for ``amount``."""
     capacity = rule.capacity
     rate = rule.refill_rate
-    remaining = float(level) if level > 0.0 else 0.0
+    remaining = clamp(level)
     if allowed:
         retry_after = 0.0
     elif amount > capacity or not rate:
         retry_after = math.inf
     else:
         retry_after = (amount - level) / rate
-    missing = capacity - remaining
+    missing = capacity - level
     if missing <= 0.0:
         reset_after = 0.0
     elif rate:

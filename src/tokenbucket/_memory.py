@@ -132,8 +132,7 @@ class MemoryStore:
                     if current is not rule:
                         # The default changed since this state was written: settle it under
                         # the rule it was written with, then carry the deficit over.
-                        deficit = _deficit(base, used, rule, now)
-                        base, used, rule = now, min(deficit, current.capacity), current
+                        base, used, rule = now, _deficit(base, used, rule, now), current
                         if commit:
                             states[key] = (base, used, rule, lock)
                 if now > base:
@@ -227,7 +226,7 @@ class MemoryStore:
             return  # full, and full under any rule
         base, used, old, lock = state
         now = self._clock()
-        deficit = min(_deficit(base, used, old, now), rule.capacity)
+        deficit = _deficit(base, used, old, now)
         if deficit > 0:
             self._states[key] = (now, deficit, rule, lock)
         else:

@@ -12,7 +12,7 @@ import inspect
 from typing import Any, NoReturn, Optional, Union
 
 from ._clock import Clock
-from ._decision import Decision, decide
+from ._decision import Decision, clamp, decide
 from ._memory import MemoryStore
 from ._rule import Rule
 from ._store import AsyncStore, Outcome, Store
@@ -43,8 +43,9 @@ class BucketRegistry:
 
     Rule changes take effect at once and never lose track of what a key has used: the bucket is
     settled at the old rule up to the change, and its deficit (tokens missing from full) carries
-    over, capped at the new capacity. A key without a bucket is full under its new rule. Changing
-    the default settles each bucket the first time it is read afterwards.
+    over, so a full bucket stays full and a lowered capacity can leave a bucket in debt. A key
+    without a bucket is full under its new rule. Changing the default settles each bucket the
+    first time it is read afterwards.
     """
 
     __slots__ = ("_async", "_default", "_store", "_sync")
@@ -106,7 +107,7 @@ class BucketRegistry:
 
     def tokens(self, key: str) -> float:
         """Return ``key``'s token level now (its capacity if it has no bucket)."""
-        return float(self._sync.take(check_key(key), 0, self._default, False)[1])
+        return clamp(self._sync.take(check_key(key), 0, self._default, False)[1])
 
     def rule_for(self, key: str) -> Rule:
         """Return the rule that applies to ``key``: its override, else the default."""
@@ -167,7 +168,7 @@ class BucketRegistry:
 
     async def atokens(self, key: str) -> float:
         """Awaitable `tokens`."""
-        return float((await self._async.take(check_key(key), 0, self._default, False))[1])
+        return clamp((await self._async.take(check_key(key), 0, self._default, False))[1])
 
     async def arule_for(self, key: str) -> Rule:
         """Awaitable `rule_for`."""

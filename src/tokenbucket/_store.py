@@ -13,7 +13,8 @@ Semantics every store must keep (the conformance tests hold each store to them):
   step. A denial consumes nothing.
 * State written under one rule and read under another is first settled under the rule it was
   written with, up to the instant of reading. What carries over is the deficit (tokens missing
-  from full), capped at the new capacity.
+  from full): tokens used stay used. Below a lowered capacity the level goes negative (the
+  bucket is in debt) and refills from there.
 * ``take(key, 0, default, False)`` reads the level without changing anything (the registry
   never passes an amount of 0 otherwise).
 * ``update_rule`` and ``remove_rule`` settle the key's bucket at the instant of the change.

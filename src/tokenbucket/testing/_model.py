@@ -19,7 +19,7 @@ class ExactBucket:
     would answer with infinite precision. It follows the library's documented semantics: it
     starts full; ``level(t) = min(capacity, level(s) + (t - s) * refill_rate)``; a clock reading
     earlier than the last one earns nothing; a rule change keeps the deficit (tokens missing from
-    full), capped at the new capacity.
+    full), so under a lowered capacity the level can be negative (a debt that refills first).
 
     Example::
 
@@ -79,7 +79,7 @@ class ExactBucket:
             self.capacity = Fraction(capacity)
         if refill_rate is not None:
             self.refill_rate = Fraction(refill_rate)
-        self.level = self.capacity - min(max(deficit, Fraction(0)), self.capacity)
+        self.level = self.capacity - deficit
 
     def __repr__(self) -> str:
         return (
