@@ -291,6 +291,8 @@ class TestAsync:
                 self.inner.reset(key)
 
         registry = BucketRegistry(Rule(2, 1.0), store=AsyncMemory())
+        assert registry.is_async
+        assert not BucketRegistry(Rule(2, 1.0)).is_async
         with pytest.raises(TypeError, match="is an async store: use the awaitable"):
             registry.try_consume(IP)
         with pytest.raises(TypeError, match=r"await registry\.aconsume"):

@@ -81,6 +81,11 @@ class BucketRegistry:
         return self._default
 
     @property
+    def is_async(self) -> bool:
+        """Whether the store is async, so that only the ``a``-prefixed methods work."""
+        return isinstance(self._sync, _RequiresAwait)
+
+    @property
     def store(self) -> Union[Store, AsyncStore]:
         """The store holding bucket state and overrides."""
         return self._store
