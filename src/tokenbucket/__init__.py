@@ -13,6 +13,7 @@ Adapters live in submodules and import their frameworks only when imported thems
 from ._bucket import TokenBucket
 from ._clock import Clock, ManualClock
 from ._decision import Decision, RateLimitExceeded
+from ._decorator import rate_limit
 from ._memory import MemoryStore
 from ._registry import BucketRegistry
 from ._rule import EPSILON, Rule
@@ -31,6 +32,7 @@ __all__ = [
     "Rule",
     "Store",
     "TokenBucket",
+    "rate_limit",
 ]
 
 __version__ = "0.1.0"

@@ -59,6 +59,14 @@ class ManualClock:
             self._now += step
             return self._now
 
+    def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds``: a drop-in for :func:`time.sleep` that takes no time.
+
+        Pass it as ``sleep=clock.sleep`` to [`rate_limit`][tokenbucket.rate_limit] so waiting
+        calls move the manual clock instead of the real one.
+        """
+        self.advance(seconds)
+
     def set(self, now: float) -> None:
         """Jump to the reading ``now``, forwards or backwards."""
         value = _finite("now", now)

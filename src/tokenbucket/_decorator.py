@@ -1,0 +1,145 @@
+"""The ``rate_limit`` decorator: a registry in front of plain sync and async functions.
+
+The wrapper is chosen once, at decoration time; both share the decision logic and differ only
+in how they wait (``time.sleep`` or ``await asyncio.sleep``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+import time
+from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
+
+from typing_extensions import ParamSpec
+
+from ._decision import Decision, RateLimitExceeded
+from ._registry import BucketRegistry
+from ._rule import Rule
+from ._validate import check_amount
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def rate_limit(
+    limiter: Union[BucketRegistry, Rule],
+    *,
+    key: Optional[Callable[..., str]] = None,
+    cost: float = 1,
+    wait: bool = False,
+    max_wait: float = math.inf,
+    sleep: Optional[Callable[[float], Any]] = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Limit how often the decorated function runs; works on sync and async functions.
+
+    Args:
+        limiter: a [`BucketRegistry`][tokenbucket.BucketRegistry] (share it to share limits),
+            or a [`Rule`][tokenbucket.Rule] for a private registry.
+        key: called with the call's arguments, returns the bucket key (e.g. ``lambda user,
+            **kw: user.id``). Default: one bucket for the function (its qualified name).
+        cost: tokens each call takes (default 1).
+        wait: if True, a denied call waits until its tokens are available instead of raising,
+            as long as the wait fits in ``max_wait`` seconds (it raises at once if not).
+        max_wait: the longest a call waits in total, in seconds (default: no limit).
+        sleep: how to wait, for tests: a function of seconds, e.g.
+            [`ManualClock.sleep`][tokenbucket.ManualClock.sleep]; for async functions it may
+            return an awaitable. Default ``time.sleep`` / ``asyncio.sleep``.
+
+    Raises:
+        RateLimitExceeded: from the decorated function when a call is denied (and not waited
+            for); it carries the [`Decision`][tokenbucket.Decision], so ``retry_after`` is there.
+
+    Example::
+
+        >>> clock = ManualClock()
+        >>> @rate_limit(BucketRegistry(Rule(2, 1.0), clock=clock))
+        ... def fetch(page):
+        ...     return f"page {page}"
+        >>> fetch(1), fetch(2)
+        ('page 1', 'page 2')
+        >>> fetch(3)
+        Traceback (most recent call last):
+        ...
+        tokenbucket._decision.RateLimitExceeded: rate limit exceeded: retry after 1.000 s
+    """
+    registry = _registry(limiter)
+    amount = check_amount(cost)
+    if not isinstance(wait, bool):
+        raise TypeError(f"'wait' must be a bool, got {wait!r}")
+    if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):
+        raise TypeError(f"'max_wait' must be a number, got {max_wait!r}")
+    if not max_wait >= 0:
+        raise ValueError(f"'max_wait' must be >= 0, got {max_wait!r}")
+    if key is not None and not callable(key):
+        raise TypeError(f"'key' must be a callable, got {key!r}")
+    if sleep is not None and not callable(sleep):
+        raise TypeError(f"'sleep' must be a callable, got {sleep!r}")
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if not callable(func):
+            raise TypeError(f"rate_limit decorates callables, got {func!r}")
+        default_key = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}"
+
+        def key_of(args: Any, kwargs: Any) -> str:
+            return default_key if key is None else key(*args, **kwargs)
+
+        if inspect.iscoroutinefunction(func):
+            nap = sleep or asyncio.sleep
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                name = key_of(args, kwargs)
+                waited = 0.0
+                while True:
+                    decision = await registry.aconsume(name, amount)
+                    pause = _pause(decision, wait, max_wait - waited)
+                    if pause is None:
+                        return await cast(Callable[P, Awaitable[Any]], func)(*args, **kwargs)
+                    result = nap(pause)
+                    if inspect.isawaitable(result):
+                        await result
+                    waited += pause
+
+            return cast(Callable[P, R], async_wrapper)
+
+        if registry.is_async:
+            raise TypeError(
+                f"{func!r} is synchronous but the registry's store is async; "
+                "decorate an async function or use a synchronous store"
+            )
+        nap_sync = sleep or time.sleep
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            name = key_of(args, kwargs)
+            waited = 0.0
+            while True:
+                pause = _pause(registry.consume(name, amount), wait, max_wait - waited)
+                if pause is None:
+                    return func(*args, **kwargs)
+                nap_sync(pause)
+                waited += pause
+
+        return wrapper
+
+    return decorate
+
+
+def _pause(decision: Decision, wait: bool, budget: float) -> Optional[float]:
+    """Return None to run the call now, or how long to wait; raise if the call is refused."""
+    if decision.allowed:
+        return None
+    if not wait or decision.retry_after > budget:
+        raise RateLimitExceeded(decision)
+    return decision.retry_after
+
+
+def _registry(limiter: object) -> BucketRegistry:
+    if isinstance(limiter, BucketRegistry):
+        return limiter
+    if isinstance(limiter, Rule):
+        return BucketRegistry(limiter)
+    raise TypeError(f"'limiter' must be a BucketRegistry or a Rule, got {limiter!r}")

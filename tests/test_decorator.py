@@ -1,0 +1,234 @@
+import asyncio
+import math
+
+import pytest
+
+from tokenbucket import (
+    BucketRegistry,
+    Decision,
+    ManualClock,
+    RateLimitExceeded,
+    Rule,
+    rate_limit,
+)
+
+
+def registry(capacity=2, rate=1.0):
+    clock = ManualClock()
+    return BucketRegistry(Rule(capacity, rate), clock=clock), clock
+
+
+class TestSync:
+    def test_raises_with_the_decision(self):
+        """The call after the burst raises RateLimitExceeded carrying the denial."""
+        reg, _ = registry(2, 0.5)
+        calls = []
+
+        @rate_limit(reg)
+        def work(x):
+            calls.append(x)
+            return x * 2
+
+        assert [work(1), work(2)] == [2, 4]
+        with pytest.raises(RateLimitExceeded) as info:
+            work(3)
+        assert info.value.decision == Decision(False, 0.0, 2.0, 4.0, 2)
+        assert info.value.retry_after == 2.0
+        assert str(info.value) == "rate limit exceeded: retry after 2.000 s"
+        assert calls == [1, 2]
+
+    def test_preserves_metadata(self):
+        """functools.wraps keeps name, docstring and signature visible."""
+        reg, _ = registry()
+
+        @rate_limit(reg)
+        def documented(a: int, b: str = "x") -> str:
+            """Doc."""
+            return b * a
+
+        assert documented.__name__ == "documented"
+        assert documented.__doc__ == "Doc."
+        assert documented(2, b="y") == "yy"
+
+    def test_key_function_sees_the_arguments(self):
+        """Each user gets their own bucket through the key function."""
+        reg, _ = registry(1, 0)
+
+        @rate_limit(reg, key=lambda user, **_: f"user:{user}")
+        def fetch(user, page=1):
+            return (user, page)
+
+        assert fetch("ann") == ("ann", 1)
+        assert fetch("bob", page=2) == ("bob", 2)
+        with pytest.raises(RateLimitExceeded):
+            fetch("ann", page=3)
+        assert reg.tokens("user:ann") == 0.0
+
+    def test_cost(self):
+        """cost= takes that many tokens per call."""
+        reg, _ = registry(5, 0)
+
+        @rate_limit(reg, cost=2)
+        def heavy():
+            return True
+
+        assert heavy()
+        assert heavy()
+        with pytest.raises(RateLimitExceeded):
+            heavy()
+
+    def test_rule_makes_a_private_registry(self):
+        """A Rule gives the function its own limit."""
+
+        @rate_limit(Rule(1, 0))
+        def once():
+            return "ok"
+
+        assert once() == "ok"
+        with pytest.raises(RateLimitExceeded) as info:
+            once()
+        assert info.value.retry_after == math.inf
+        assert str(info.value) == "rate limit exceeded: the request can never be allowed"
+
+    def test_methods_share_by_key(self):
+        """Methods work; the key function receives self."""
+        reg, _ = registry(1, 0)
+
+        class Client:
+            def __init__(self, name):
+                self.name = name
+
+            @rate_limit(reg, key=lambda self, *a: self.name)
+            def get(self, path):
+                return f"{self.name}{path}"
+
+        a, b = Client("a"), Client("b")
+        assert (a.get("/x"), b.get("/y")) == ("a/x", "b/y")
+        with pytest.raises(RateLimitExceeded):
+            a.get("/z")
+
+    def test_waits_with_manual_clock(self):
+        """wait=True sleeps exactly retry_after on the injected clock, then runs."""
+        reg, clock = registry(1, 0.5)
+        sleeps = []
+
+        def sleep(seconds):
+            sleeps.append(seconds)
+            clock.sleep(seconds)
+
+        @rate_limit(reg, wait=True, sleep=sleep)
+        def work():
+            return clock()
+
+        assert work() == 0.0
+        assert work() == 2.0
+        assert work() == 4.0
+        assert sleeps == [2.0, 2.0]
+
+    def test_wait_gives_up_when_too_long(self):
+        """A wait beyond max_wait raises at once, without sleeping."""
+        reg, clock = registry(1, 0.5)
+
+        @rate_limit(reg, wait=True, max_wait=1.5, sleep=clock.sleep)
+        def work():
+            return True
+
+        assert work()
+        with pytest.raises(RateLimitExceeded) as info:
+            work()
+        assert info.value.retry_after == 2.0
+        assert clock() == 0.0
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "message"),
+        [
+            ({"cost": 0}, ValueError, "'amount' must be a finite number > 0, got 0"),
+            ({"wait": 1}, TypeError, "'wait' must be a bool, got 1"),
+            ({"max_wait": -1}, ValueError, "'max_wait' must be >= 0, got -1"),
+            ({"max_wait": "5"}, TypeError, "'max_wait' must be a number, got '5'"),
+            ({"key": "ip"}, TypeError, "'key' must be a callable, got 'ip'"),
+            ({"sleep": 3}, TypeError, "'sleep' must be a callable, got 3"),
+        ],
+    )
+    def test_bad_options(self, kwargs, error, message):
+        """Options are validated when decorating, naming the option."""
+        with pytest.raises(error) as info:
+            rate_limit(Rule(1, 1), **kwargs)
+        assert str(info.value) == message
+
+    def test_bad_limiter(self):
+        """The limiter must be a registry or a rule."""
+        with pytest.raises(TypeError, match="'limiter' must be a BucketRegistry or a Rule"):
+            rate_limit("10/second")  # type: ignore[arg-type]
+
+
+class TestAsync:
+    def test_async_raises_and_runs(self):
+        """Async functions get an async wrapper with the same behaviour."""
+        reg, _ = registry(2, 1.0)
+
+        @rate_limit(reg)
+        async def work(x):
+            await asyncio.sleep(0)
+            return x
+
+        async def scenario():
+            assert await work(1) == 1
+            assert await work(2) == 2
+            with pytest.raises(RateLimitExceeded) as info:
+                await work(3)
+            return info.value.decision
+
+        assert asyncio.run(scenario()) == Decision(False, 0.0, 1.0, 2.0, 2)
+        assert asyncio.iscoroutinefunction(work)
+
+    def test_async_waits_with_async_sleep(self):
+        """wait=True awaits an async sleep function."""
+        reg, clock = registry(1, 4.0)
+        slept = []
+
+        async def sleep(seconds):
+            slept.append(seconds)
+            clock.sleep(seconds)
+
+        @rate_limit(reg, wait=True, sleep=sleep)
+        async def work():
+            return clock()
+
+        async def scenario():
+            return [await work() for _ in range(3)]
+
+        assert asyncio.run(scenario()) == [0.0, 0.25, 0.5]
+        assert slept == [0.25, 0.25]
+
+    def test_async_method(self):
+        """Async methods work with a key of self."""
+        reg, _ = registry(1, 0)
+
+        class Api:
+            @rate_limit(reg, key=lambda self: "api")
+            async def ping(self):
+                return "pong"
+
+        async def scenario():
+            api = Api()
+            first = await api.ping()
+            with pytest.raises(RateLimitExceeded):
+                await api.ping()
+            return first
+
+        assert asyncio.run(scenario()) == "pong"
+
+    def test_sync_function_with_async_store_is_refused(self):
+        """A sync function cannot use an async store: TypeError at decoration."""
+
+        class AsyncStore:
+            async def take(self, key, amount, default, commit):
+                raise AssertionError("not reached")
+
+        reg = BucketRegistry(Rule(1, 1), store=AsyncStore())  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="synchronous but the registry's store is async"):
+
+            @rate_limit(reg)
+            def work():
+                return None
