@@ -1,4 +1,7 @@
-"""Property tests: the real bucket and registry against an exact (Fraction) model."""
+"""Property tests: the real bucket and registry against the exact (Fraction) models.
+
+They use the same tools users get (tokenbucket.testing): one source of truth.
+"""
 
 from __future__ import annotations
 
@@ -7,239 +10,127 @@ from fractions import Fraction
 
 from hypothesis import assume
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from tokenbucket import EPSILON, BucketRegistry, ManualClock, Rule, TokenBucket
-from tokenbucket.testing import ExactBucket
-
-# Where float error could reach EPSILON the comparison would be meaningless, so capacities and
-# rates stay where rounding is far below it (the arithmetic rounds once, relative 2**-52).
-capacities = st.one_of(
-    st.integers(1, 1000), st.floats(0.01, 1000, allow_nan=False, allow_infinity=False)
-)
-rates = st.one_of(
-    st.just(0), st.integers(1, 100), st.floats(0.001, 1000, allow_nan=False, allow_infinity=False)
-)
-amounts = st.one_of(st.integers(1, 50), st.floats(0.001, 50, allow_nan=False))
-steps = st.one_of(
-    st.just(0.0),
-    st.floats(1e-12, 1e-6),
-    st.floats(0.0, 5.0),
-    st.floats(5.0, 2000.0),
-)
+from tokenbucket import BucketRegistry, ManualClock, TokenBucket
+from tokenbucket.testing import ExactRegistry
+from tokenbucket.testing.stateful import LimiterMachine
+from tokenbucket.testing.strategies import amounts, capacities, refill_rates, rules, steps
 
 TOLERANCE = 1e-9
 
 
-def check_decision(real_allowed: bool, model: ExactBucket, now: float, amount: float) -> None:
-    """Real and exact agree, except that the real bucket may admit within EPSILON of the edge."""
-    level = model.advance(now)
-    if real_allowed:
-        assert level >= Fraction(amount) - Fraction(EPSILON) - Fraction(1e-12), (level, amount)
-    else:
-        assert level < Fraction(amount), (level, amount)
-    model.consume(now, amount, force=real_allowed)
+class BucketMachine(LimiterMachine):
+    """TokenBucket under the shared machine, plus decisions, retries and rule updates."""
 
-
-class BucketMachine(RuleBasedStateMachine):
-    """One TokenBucket: consume, advance, update; levels and totals checked against the model."""
-
-    @initialize(capacity=capacities, rate=rates, start=st.floats(0, 1e6))
-    def start(self, capacity, rate, start):
-        self.clock = ManualClock(start)
-        self.bucket = TokenBucket(capacity, rate, clock=self.clock)
-        self.model = ExactBucket(capacity, rate, start)
-        self.start_at = Fraction(start)
-        self.admitted = Fraction(0)
-        self.max_capacity = Fraction(capacity)
-        self.max_rate = Fraction(rate)
+    def create(self, rule, clock):
         self.last_denial = None
+        return TokenBucket(rule.capacity, rule.refill_rate, clock=clock)
 
-    @rule(dt=steps)
-    def advance(self, dt):
-        self.clock.advance(dt)
-        self.last_denial = None
+    def attempt(self, bucket, amount):
+        return bucket.try_consume(amount)
+
+    @rule(amount=amounts())
+    def consume(self, amount):
+        decision = self.limiter.consume(amount)
+        self.record(amount, decision.allowed)
+        if not decision.allowed:
+            self.last_denial = (amount, decision, self.clock(), self.admitted)
 
     @precondition(lambda self: self.last_denial is not None)
     @rule()
     def advance_to_retry(self):
         """At the first clock reading at or after a denied request's due instant, it passes."""
-        amount, decision = self.last_denial
+        amount, decision, at, admitted = self.last_denial
         self.last_denial = None
-        now = self.clock()
-        exact_wait = self.model.retry_after(now, amount)
+        assume(self.clock() == at and self.admitted == admitted)  # nothing changed since
+        exact_wait = self.model.retry_after(at, amount)
         if exact_wait < 0:
-            assert decision.retry_after == float("inf")
+            assert decision.retry_after == math.inf
             return
         assert abs(Fraction(decision.retry_after) - exact_wait) <= 1e-9 * max(1, exact_wait)
-        due = Fraction(now) + exact_wait
+        due = Fraction(at) + exact_wait
         reading = float(due)
         while Fraction(reading) < due:
             reading = math.nextafter(reading, math.inf)
         self.clock.set(reading)
-        assert self.bucket.consume(amount).allowed, (decision, self.bucket, self.model)
-        check_decision(True, self.model, reading, amount)
-        self.admitted += Fraction(amount)
+        allowed = self.limiter.try_consume(amount)
+        assert allowed, (decision, self.limiter, self.model)
+        self.record(amount, allowed)
 
-    @rule(amount=amounts, use_decision=st.booleans())
-    def consume(self, amount, use_decision):
-        self.last_denial = None
-        if use_decision:
-            decision = self.bucket.consume(amount)
-            allowed = decision.allowed
-            if not allowed:
-                self.last_denial = (amount, decision)
-        else:
-            allowed = self.bucket.try_consume(amount)
-        check_decision(allowed, self.model, self.clock(), amount)
-        if allowed:
-            self.admitted += Fraction(amount)
-
-    @rule(capacity=st.none() | capacities, rate=st.none() | rates)
+    @rule(capacity=st.none() | capacities(), rate=st.none() | refill_rates())
     def update(self, capacity, rate):
         assume(capacity is not None or rate is not None)
-        self.bucket.update(capacity=capacity, refill_rate=rate)
-        self.model.update(self.clock(), capacity, rate)
-        self.max_capacity = max(self.max_capacity, Fraction(self.bucket.capacity))
-        self.max_rate = max(self.max_rate, Fraction(self.bucket.refill_rate))
+        self.note_rule(self.limiter.update(capacity=capacity, refill_rate=rate))
         self.last_denial = None
 
     @invariant()
     def level_matches_model(self):
-        tokens = self.bucket.tokens
+        tokens = self.limiter.tokens
         exact = max(self.model.advance(self.clock()), Fraction(0))  # a debt is reported as 0
         assert abs(Fraction(tokens) - exact) <= TOLERANCE
-        assert 0 <= tokens <= self.bucket.capacity
-
-    @invariant()
-    def never_over_admits(self):
-        elapsed = Fraction(self.clock()) - self.start_at
-        assert self.admitted <= self.max_capacity + self.max_rate * elapsed + TOLERANCE
-
-
-class ExactRegistry:
-    """The registry's documented semantics, by key, in exact arithmetic."""
-
-    def __init__(self, default: Rule):
-        self.default = default
-        self.version = 0
-        self.overrides: dict[str, Rule] = {}
-        self.buckets: dict[str, tuple[ExactBucket, object]] = {}
-
-    def tag(self, key):
-        return ("override", self.overrides[key]) if key in self.overrides else self.version
-
-    def rule(self, key):
-        return self.overrides.get(key, self.default)
-
-    def bucket(self, key, now, commit):
-        """The key's model bucket at ``now``, settled if its rule changed (stored if commit)."""
-        current = self.rule(key)
-        if key in self.buckets:
-            bucket, tag = self.buckets[key]
-            if tag != self.tag(key):
-                bucket = _copy(bucket)
-                bucket.update(now, current.capacity, current.refill_rate)
-                if commit:
-                    self.buckets[key] = (bucket, self.tag(key))
-            return bucket
-        bucket = ExactBucket(current.capacity, current.refill_rate, now)
-        if commit:
-            self.buckets[key] = (bucket, self.tag(key))
-        return bucket
-
-    def change(self, key, now, new_rule):
-        """Settle ``key`` under its recorded rule at ``now``, then move it to ``new_rule``."""
-        if key in self.buckets:
-            bucket, _ = self.buckets[key]
-            bucket.update(now, new_rule.capacity, new_rule.refill_rate)
-        if new_rule is None:
-            self.overrides.pop(key, None)
-        else:
-            self.overrides[key] = new_rule
-        if key in self.buckets:
-            self.buckets[key] = (self.buckets[key][0], self.tag(key))
-
-
-def _copy(bucket):
-    clone = ExactBucket(bucket.capacity, bucket.refill_rate, bucket.last)
-    clone.level = bucket.level
-    return clone
+        assert 0 <= tokens <= self.limiter.capacity
 
 
 KEYS = st.sampled_from(["a", "b", "c"])
 
 
 class RegistryMachine(RuleBasedStateMachine):
-    """A registry with overrides, default changes and resets, against ExactRegistry."""
+    """A registry with overrides, default changes, resets and sweeps, against ExactRegistry."""
 
-    @initialize(capacity=capacities, rate=rates)
-    def start(self, capacity, rate):
+    @initialize(rule=rules())
+    def start(self, rule):
         self.clock = ManualClock(1000.0)
-        self.registry = BucketRegistry(Rule(capacity, rate), clock=self.clock)
-        self.registry.store._until_sweep = 3  # sweep often, to prove forgetting is invisible
-        self.model = ExactRegistry(Rule(capacity, rate))
+        self.registry = BucketRegistry(rule, clock=self.clock)
+        self.registry.store._until_sweep = 3  # sweep often: forgetting must be invisible
+        self.model = ExactRegistry(rule)
 
-    @rule(dt=steps)
-    def advance(self, dt):
-        self.clock.advance(dt)
+    @rule(seconds=steps())
+    def advance(self, seconds):
+        self.clock.advance(seconds)
 
-    @rule(key=KEYS, amount=amounts)
+    @rule(key=KEYS, amount=amounts())
     def consume(self, key, amount):
         allowed = self.registry.consume(key, amount).allowed
-        check_decision(allowed, self.model.bucket(key, self.clock(), True), self.clock(), amount)
+        self.model.bucket(key, self.clock()).follow(self.clock(), amount, allowed)
 
-    @rule(key=KEYS, amount=amounts)
+    @rule(key=KEYS, amount=amounts())
     def peek(self, key, amount):
-        decision = self.registry.peek(key, amount)
-        model = _copy(self.model.bucket(key, self.clock(), False))
-        check_decision(decision.allowed, model, self.clock(), amount)
+        allowed = self.registry.peek(key, amount).allowed
+        self.model.bucket(key, self.clock(), commit=False).follow(self.clock(), amount, allowed)
 
-    @rule(key=KEYS, capacity=st.none() | capacities, rate=st.none() | rates)
+    @rule(key=KEYS, capacity=st.none() | capacities(), rate=st.none() | refill_rates())
     def update_rule(self, key, capacity, rate):
         assume(capacity is not None or rate is not None)
         new = self.registry.update_rule(key, capacity=capacity, refill_rate=rate)
-        assert new == self.model.rule(key).replace(capacity=capacity, refill_rate=rate)
-        self.model.change(key, self.clock(), new)
+        assert new == self.model.rule_for(key).replace(capacity=capacity, refill_rate=rate)
+        self.model.set_override(key, self.clock(), new)
 
     @rule(key=KEYS)
     def remove_rule(self, key):
         removed = self.registry.remove_rule(key)
         assert removed == self.model.overrides.get(key)
         if removed is not None:
-            if key in self.model.buckets:
-                self.model.buckets[key][0].update(
-                    self.clock(), self.model.default.capacity, self.model.default.refill_rate
-                )
-            del self.model.overrides[key]
-            if key in self.model.buckets:
-                self.model.buckets[key] = (self.model.buckets[key][0], self.model.tag(key))
+            self.model.set_override(key, self.clock(), None)
 
-    @rule(capacity=st.none() | capacities, rate=st.none() | rates)
+    @rule(capacity=st.none() | capacities(), rate=st.none() | refill_rates())
     def update_default(self, capacity, rate):
         assume(capacity is not None or rate is not None)
-        self.model.default = self.registry.update_default(capacity=capacity, refill_rate=rate)
-        self.model.version += 1
+        self.model.set_default(self.registry.update_default(capacity=capacity, refill_rate=rate))
 
     @rule(key=KEYS)
     def reset(self, key):
         self.registry.reset(key)
-        self.model.buckets.pop(key, None)
+        self.model.reset(key)
 
     @invariant()
     def levels_match(self):
         for key in ("a", "b", "c"):
             tokens = self.registry.tokens(key)
-            exact = max(self.model.bucket(key, self.clock(), False).advance(self.clock()), 0)
-            assert abs(Fraction(tokens) - exact) <= TOLERANCE, key
+            level = self.model.bucket(key, self.clock(), commit=False).advance(self.clock())
+            assert abs(Fraction(tokens) - max(level, 0)) <= TOLERANCE, key
             assert 0 <= tokens <= self.registry.rule_for(key).capacity
-            assert self.registry.rule_for(key) == self.model.rule(key)
+            assert self.registry.rule_for(key) == self.model.rule_for(key)
 
 
 TestBucketModel = BucketMachine.TestCase

@@ -1,15 +1,22 @@
-"""An exact reference model of one token bucket, in rational arithmetic.
+"""Exact reference models of a bucket and a registry, in rational arithmetic.
 
-It is written from the textbook definition (level and last instant, refill clamped at capacity),
-not from the library's representation, so comparing the two checks the library's arithmetic.
+They are written from the textbook definition (level and last instant, refill clamped at
+capacity), not from the library's representation, so comparing the two checks the library's
+arithmetic.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Optional, Union
+from typing import Dict, Optional, Tuple, Union
+
+from .._rule import EPSILON, Rule
 
 Real = Union[int, float, Fraction]
+
+#: How far below the boundary a real decision may admit: the library's EPSILON, plus room for
+#: the one rounding of its arithmetic on the model's value ranges.
+SLACK = Fraction(EPSILON) + Fraction(1, 10**12)
 
 
 class ExactBucket:
@@ -36,6 +43,12 @@ class ExactBucket:
         self.level = self.capacity
         self.last = Fraction(start)
 
+    def copy(self) -> ExactBucket:
+        """Return an independent copy (for what-if questions)."""
+        clone = ExactBucket(self.capacity, self.refill_rate, self.last)
+        clone.level = self.level
+        return clone
+
     def advance(self, now: Real) -> Fraction:
         """Refill up to ``now`` (no-op if ``now`` is not later than the last instant)."""
         t = Fraction(now)
@@ -52,13 +65,31 @@ class ExactBucket:
         """Take ``amount`` at ``now`` if available; return whether it did.
 
         ``force`` makes the model follow a decision made elsewhere (taking the tokens, or not,
-        regardless), which keeps it in step with an implementation whose float arithmetic
-        decided a request within rounding distance of the boundary.
+        regardless).
         """
         allowed = self.allows(now, amount) if force is None else force
         if allowed:
             self.level -= Fraction(amount)
         return allowed
+
+    def follow(self, now: Real, amount: Real, allowed: bool) -> None:
+        """Check a real decision against the model, then take the same step.
+
+        A real limiter may admit a request up to ``EPSILON`` tokens (1e-9) before the exact
+        boundary (float arithmetic cannot place it exactly); anything else is a disagreement.
+
+        Raises:
+            AssertionError: the real decision disagrees with exact arithmetic.
+        """
+        level = self.advance(now)
+        wanted = Fraction(amount)
+        if allowed and level < wanted - SLACK:
+            raise AssertionError(
+                f"admitted {amount} at {now} with only {float(level)} tokens ({self!r})"
+            )
+        if not allowed and level >= wanted:
+            raise AssertionError(f"denied {amount} at {now} with {float(level)} tokens ({self!r})")
+        self.consume(now, amount, force=allowed)
 
     def retry_after(self, now: Real, amount: Real) -> Fraction:
         """Seconds from ``now`` until ``amount`` is available (0 if it is; -1 if never)."""
@@ -86,3 +117,67 @@ class ExactBucket:
             f"ExactBucket(capacity={self.capacity}, refill_rate={self.refill_rate}, "
             f"level={self.level}, last={self.last})"
         )
+
+
+class ExactRegistry:
+    """The documented semantics of [`BucketRegistry`][tokenbucket.BucketRegistry], exactly.
+
+    Keys without a bucket are full under their rule (override, else default). A per-key rule
+    change settles that key at once; a default change settles each bucket the first time it is
+    read (with ``commit``) afterwards, under the rule it was written with. Nothing is forgotten,
+    so comparing it with a real registry also checks that forgetting full buckets is invisible.
+    """
+
+    def __init__(self, default: Rule) -> None:
+        self.default = default
+        self.overrides: Dict[str, Rule] = {}
+        self._version = 0
+        self._buckets: Dict[str, Tuple[ExactBucket, object]] = {}
+
+    def rule_for(self, key: str) -> Rule:
+        """The key's override, else the default."""
+        return self.overrides.get(key, self.default)
+
+    def bucket(self, key: str, now: Real, commit: bool = True) -> ExactBucket:
+        """The key's bucket at ``now``, settled if its rule changed (kept only if ``commit``).
+
+        With ``commit=False`` the result is a copy: use it to ask, not to consume.
+        """
+        current = self.rule_for(key)
+        tag = self._tag(key)
+        if key in self._buckets:
+            bucket, written = self._buckets[key]
+            if written != tag:
+                bucket = bucket.copy()
+                bucket.update(now, current.capacity, current.refill_rate)
+                if commit:
+                    self._buckets[key] = (bucket, tag)
+        else:
+            bucket = ExactBucket(current.capacity, current.refill_rate, now)
+            if commit:
+                self._buckets[key] = (bucket, tag)
+        return bucket if commit else bucket.copy()
+
+    def set_override(self, key: str, now: Real, rule: Optional[Rule]) -> None:
+        """Settle ``key`` under the rule it was written with, then give it ``rule`` (or none)."""
+        if rule is None:
+            self.overrides.pop(key, None)
+        else:
+            self.overrides[key] = rule
+        if key in self._buckets:
+            bucket, _ = self._buckets[key]
+            current = self.rule_for(key)
+            bucket.update(now, current.capacity, current.refill_rate)
+            self._buckets[key] = (bucket, self._tag(key))
+
+    def set_default(self, rule: Rule) -> None:
+        """Change the default rule (buckets settle lazily, as in the library)."""
+        self.default = rule
+        self._version += 1
+
+    def reset(self, key: str) -> None:
+        """Forget ``key``'s bucket: it is full again."""
+        self._buckets.pop(key, None)
+
+    def _tag(self, key: str) -> object:
+        return ("override", self.overrides[key]) if key in self.overrides else self._version
