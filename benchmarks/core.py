@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import platform
 import statistics
 import sys
@@ -242,6 +243,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--calls", type=int, default=200_000, help="calls per cell per round")
     parser.add_argument("--only", nargs="*", help="contender names to run (default: all)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
     names = args.only or list(CONTENDERS)
     for name in names:
@@ -297,6 +299,20 @@ def main() -> None:
         "\nRatios are each library's time (or bytes) divided by tokenbucket's; >1x means "
         "tokenbucket is faster (smaller)."
     )
+    if args.json:
+        results = {
+            "machine": f"Python {platform.python_version()} on {platform.machine()}, {_cpu()}",
+            "rounds": args.rounds,
+            "calls": args.calls,
+            "microseconds": {
+                scenario: {name: statistics.median(samples[(scenario, name)]) for name in names}
+                for scenario, _ in TIMED
+            },
+            "bytes_per_key": memory,
+            "threaded_admitted": admitted,
+        }
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
 
 
 def _cpu() -> str:

@@ -1,0 +1,149 @@
+"""Draw the documentation's figures from real runs.
+
+Run:  .venv/bin/pip install -e '.[docs]' && .venv/bin/python docs/figures.py
+
+* img/token-level.png: a real TokenBucket on a ManualClock, fed a burst and then steady
+  traffic faster than its refill rate; the level is read from the bucket itself.
+* img/benchmark-*.png: bars from the JSON the benchmark scripts write (docs/data/*.json,
+  produced by ``benchmarks/core.py --json docs/data/benchmark-core.json`` and friends).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from tokenbucket import ManualClock, TokenBucket
+
+HERE = Path(__file__).parent
+IMG = HERE / "img"
+DATA = HERE / "data"
+
+
+def token_level() -> Path:
+    """A burst of 14 requests at t=1 s, then 4 requests/s from t=4 s to t=12 s, rate 2/s."""
+    clock = ManualClock()
+    bucket = TokenBucket(capacity=10, refill_rate=2.0, clock=clock)
+    requests = [1.0 + i * 0.01 for i in range(14)] + [4.0 + i * 0.25 for i in range(33)]
+    times: List[float] = []
+    levels: List[float] = []
+    allowed: List[Tuple[float, float]] = []
+    denied: List[Tuple[float, float]] = []
+    step = 0.01
+    t = 0.0
+    pending = sorted(requests)
+    while t <= 16.0 + 1e-9:
+        while pending and pending[0] <= t + 1e-12:
+            at = pending.pop(0)
+            clock.set(at)
+            decision = bucket.consume()
+            (allowed if decision.allowed else denied).append((at, decision.remaining))
+        clock.set(t)
+        times.append(t)
+        levels.append(bucket.tokens)
+        t = round(t + step, 10)
+
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
+    ax.plot(times, levels, color="#3f51b5", linewidth=1.8, label="tokens in the bucket")
+    ax.axhline(10, color="#9e9e9e", linestyle="--", linewidth=1, label="capacity (burst) = 10")
+    ax.scatter(
+        [a for a, _ in allowed],
+        [lvl for _, lvl in allowed],
+        s=14,
+        color="#2e7d32",
+        zorder=3,
+        label=f"allowed ({len(allowed)})",
+    )
+    ax.scatter(
+        [a for a, _ in denied],
+        [lvl for _, lvl in denied],
+        s=22,
+        marker="x",
+        color="#c62828",
+        zorder=3,
+        label=f"denied ({len(denied)})",
+    )
+    ax.annotate(
+        "burst of 14: 10 pass",
+        xy=(1.1, 0.3),
+        xytext=(1.6, 6.5),
+        arrowprops={"arrowstyle": "->", "color": "#555"},
+    )
+    ax.annotate(
+        "4 req/s against a refill of 2/s:\nabout every other request passes",
+        xy=(8.0, 0.4),
+        xytext=(6.3, 5.2),
+        arrowprops={"arrowstyle": "->", "color": "#555"},
+    )
+    ax.annotate(
+        "idle: refills at 2 tokens/s",
+        xy=(14.0, 4.5),
+        xytext=(12.3, 8.2),
+        arrowprops={"arrowstyle": "->", "color": "#555"},
+    )
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("tokens")
+    ax.set_ylim(-0.5, 11)
+    ax.set_xlim(0, 16)
+    ax.set_title("TokenBucket(capacity=10, refill_rate=2.0): a burst, then steady traffic")
+    ax.legend(loc="upper right", fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = IMG / "token-level.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
+    """Horizontal bars, one group per scenario, from docs/data/<name>.json."""
+    source = DATA / f"{name}.json"
+    if not source.exists():
+        return None
+    results = json.loads(source.read_text())
+    table: Dict[str, Dict[str, float]] = results["microseconds"]
+    scenarios = list(table)
+    libraries = list(next(iter(table.values())))
+    fig, axes = plt.subplots(
+        1, len(scenarios), figsize=(4.2 * len(scenarios), 0.42 * len(libraries) + 1.4), dpi=110
+    )
+    if len(scenarios) == 1:
+        axes = [axes]
+    for ax, scenario in zip(axes, scenarios):
+        values = [table[scenario][lib] for lib in libraries]
+        colors = ["#3f51b5" if lib.startswith("tokenbucket") else "#9e9e9e" for lib in libraries]
+        ax.barh(libraries, values, color=colors)
+        ax.invert_yaxis()
+        ax.set_title(scenario, fontsize=10)
+        ax.set_xlabel(unit)
+        for y, value in enumerate(values):
+            ax.text(value, y, f" {value:.2f}", va="center", fontsize=7)
+        ax.margins(x=0.25)
+        if ax is not axes[0]:
+            ax.set_yticklabels([])
+    fig.suptitle(f"{title} ({results['machine']}; lower is better)", fontsize=10)
+    fig.tight_layout()
+    path = IMG / f"{name}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    """Draw every figure whose data is present."""
+    IMG.mkdir(exist_ok=True)
+    made = [token_level()]
+    made.append(benchmark_bars("benchmark-core", "One in-memory decision", "µs per decision"))
+    for path in made:
+        if path is not None:
+            print(f"wrote {path.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()
