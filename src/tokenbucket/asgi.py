@@ -1,0 +1,359 @@
+"""ASGI middleware: rate limiting for any ASGI app (FastAPI, Starlette, Litestar, Quart, ...).
+
+    from tokenbucket import BucketRegistry, Rule
+    from tokenbucket.asgi import RateLimitMiddleware
+
+    limits = BucketRegistry(Rule(capacity=10, refill_rate=1.0))
+    app = RateLimitMiddleware(app, registry=limits)
+    # or, in FastAPI and Starlette: app.add_middleware(RateLimitMiddleware, registry=limits)
+
+This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live; it
+imports no framework.
+"""
+
+from __future__ import annotations
+
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    MutableMapping,
+    Optional,
+    Tuple,
+    Union,
+)
+
+from . import _http
+from ._decision import Decision
+from ._http import (
+    DEFAULT_ADMIN_PATH,
+    DEFAULT_MAX_BODY,
+    UNKNOWN_CLIENT,
+    DecisionHook,
+    KeyFunc,
+    Policy,
+    RequestView,
+    Response,
+)
+from ._registry import BucketRegistry
+from ._rule import Rule
+
+__all__ = ["RateLimitMiddleware", "RequestView"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+_RawHeaders = List[Tuple[bytes, bytes]]
+
+_OWN_FIELDS = frozenset(name.encode() for name in _http.OWN_FIELDS)
+# ASGI wants lower-case header names; these are the ones the hot path sends.
+_NAMES = {
+    name: name.lower().encode()
+    for name in (
+        "RateLimit",
+        "RateLimit-Policy",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    )
+}
+
+
+class RateLimitMiddleware:
+    """Rate-limit an ASGI app: one token bucket per client, 429 when it is empty.
+
+    Each ``http`` request takes ``cost`` tokens from the bucket of ``key(request)`` (the client
+    IP by default). An allowed request goes on to the app, and its response gets the rate-limit
+    header fields; a denied one gets ``429 Too Many Requests`` with ``Retry-After`` and a JSON
+    body, and never reaches the app. ``lifespan`` and other non-HTTP scopes pass through
+    untouched.
+
+    WebSocket connections are limited at the handshake, by the same key, cost, exemptions and
+    routes: a denied handshake is refused before it is accepted, with the 429 response when the
+    server supports the ``websocket.http.response`` extension, else with ``websocket.close``
+    (which servers turn into ``403``). Messages on an accepted connection are not limited, and
+    an allowed handshake passes through unchanged (without rate-limit header fields).
+
+    When ``scope["client"]`` is None (a Unix socket, some test servers) the default key is
+    ``"unknown"``: all such requests share one bucket. Behind a proxy, pass a key function such
+    as [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
+
+    Args:
+        app: the ASGI app to protect.
+        registry: the [`BucketRegistry`][tokenbucket.BucketRegistry] holding the buckets. An
+            async store (Redis) is used through the awaitable methods.
+        key: ``key(request) -> str``, the bucket key of a
+            [`RequestView`][tokenbucket.asgi.RequestView]; the client IP by default.
+        cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
+        exempt: requests that are never limited nor counted: a list of paths (``"/health"``;
+            ``"/static/*"`` for a prefix), or a predicate ``exempt(request) -> bool``.
+        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, with the same path syntax.
+            A request matching a route (the exact path first, then the longest prefix) is counted
+            in that route's bucket for its key instead of the default one. Route buckets share
+            the registry's store.
+        dry_run: compute, report (header fields, ``on_decision``) but never refuse a request.
+            Useful to roll a limit out. The admin path stays protected.
+        headers: which rate-limit header fields to send: ``"draft"`` (default; ``RateLimit``
+            and ``RateLimit-Policy`` from the IETF draft), ``"legacy"``
+            (``X-RateLimit-Limit``, ``-Remaining``, ``-Reset``: seconds until full),
+            ``"both"`` or None. Fields the app sets itself are left as the app set them.
+        on_decision: called as ``on_decision(request, key, decision)`` after every counted
+            request, e.g. to count denials. Its exceptions propagate.
+        admin_token: enables the runtime rule API at ``admin_path`` when a non-empty str; see
+            [`AdminAPI`][tokenbucket._http.AdminAPI]. Without it that path is an ordinary one.
+        admin_path: where the admin API listens (default ``/admin/update-rule``).
+        max_body: largest admin request body accepted, in bytes (default 4096); larger is 413.
+
+    Raises:
+        TypeError: an option has the wrong type (the message names the option and value).
+        ValueError: an option has a bad value.
+    """
+
+    __slots__ = ("_admin", "_options", "app")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        registry: BucketRegistry,
+        key: Optional[KeyFunc] = None,
+        cost: Union[float, Callable[[RequestView], float]] = 1,
+        exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
+        routes: Optional[Mapping[str, Rule]] = None,
+        dry_run: bool = False,
+        headers: Optional[str] = "draft",
+        on_decision: Optional[DecisionHook] = None,
+        admin_token: Optional[str] = None,
+        admin_path: str = DEFAULT_ADMIN_PATH,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"'app' must be an ASGI app (a callable), got {app!r}")
+        self.app = app
+        self._options = _http.Options(
+            registry=registry,
+            key=key,
+            cost=cost,
+            exempt=exempt,
+            routes=routes,
+            dry_run=dry_run,
+            headers=headers,
+            on_decision=on_decision,
+            admin_token=admin_token,
+            admin_path=admin_path,
+            max_body=max_body,
+        )
+        self._admin = self._options.admin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        options = self._options
+        path: str = scope["path"]
+        admin = self._admin
+        if admin is not None and path == admin.path:
+            await self._admin_request(scope, receive, send)
+            return
+        view: Optional[RequestView] = None
+        if options.exempt_paths is not None and options.is_exempt_path(path):
+            await self.app(scope, receive, send)
+            return
+        if options.exempt_func is not None:
+            view = _view(scope)
+            if options.exempt_func(view):
+                await self.app(scope, receive, send)
+                return
+        policy, decision = await self._decide(scope, path, view)
+        fields = options.headers_for(decision, policy)
+        if not decision.allowed and not options.dry_run:
+            await _send_response(send, _http.denial(decision, fields))
+            return
+        if not fields:
+            await self.app(scope, receive, send)
+            return
+        extra = [(_NAMES[name], value.encode()) for name, value in fields]
+
+        async def send_with_fields(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = _add_fields(message, extra)
+            await send(message)
+
+        await self.app(scope, receive, send_with_fields)
+
+    async def _decide(
+        self, scope: Scope, path: str, view: Optional[RequestView]
+    ) -> Tuple[Policy, Decision]:
+        """Count the request against its bucket; return the policy and the decision."""
+        options = self._options
+        policy = options.default
+        if options.route_exact or options.route_prefixes:
+            policy = options.policy_for(path)
+        if options.key_func is None:
+            client = scope.get("client")
+            key = client[0] if client else UNKNOWN_CLIENT
+        else:
+            view = view or _view(scope)
+            key = options.key_func(view)
+        if options.cost_func is None:
+            cost = options.cost
+        else:
+            view = view or _view(scope)
+            cost = options.cost_func(view)
+        bucket = policy.prefix + key if policy.prefix else key
+        if options.is_async:
+            decision = await policy.registry.aconsume(bucket, cost)
+        else:
+            decision = policy.registry.consume(bucket, cost)
+        if options.on_decision is not None:
+            options.on_decision(view or _view(scope), key, decision)
+        return policy, decision
+
+    async def _admin_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        admin = self._admin
+        assert admin is not None
+        view = _view(scope)
+        status = admin.authorize(view.header("authorization"))
+        if status:
+            # Counted against the caller's bucket, whatever dry_run or exempt say.
+            policy, decision = await self._decide(scope, view.path, view)
+            fields = self._options.headers_for(decision, policy)
+            if decision.allowed:
+                response = admin.refusal(status, fields)
+            else:
+                response = _http.denial(decision, fields)
+            await _send_response(send, response)
+            return
+        body = b""
+        if admin.wants_body(view.method):
+            refused = admin.body_too_large(view.header("content-length"))
+            if refused is not None:
+                await _send_response(send, refused)
+                return
+            read = await _read_body(receive, admin.max_body)
+            if read is None:
+                await _send_response(send, admin.too_large())
+                return
+            body = read
+        op = admin.parse(view.method, view.query_string, body)
+        if isinstance(op, Response):
+            response = op
+        elif self._options.is_async:
+            response = await _http.arun_admin(op)
+        else:
+            response = _http.run_admin(op)
+        await _send_response(send, response)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        options = self._options
+        path: str = scope["path"]
+        view: Optional[RequestView] = None
+        if options.exempt_paths is not None and options.is_exempt_path(path):
+            await self.app(scope, receive, send)
+            return
+        if options.exempt_func is not None:
+            view = _view(scope)
+            if options.exempt_func(view):
+                await self.app(scope, receive, send)
+                return
+        policy, decision = await self._decide(scope, path, view)
+        if decision.allowed or options.dry_run:
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return  # the client left before the handshake completed
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            response = _http.denial(decision, options.headers_for(decision, policy))
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": response.status,
+                    "headers": _encode(response.headers),
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            # Before the accept, the server answers the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "Rate limit exceeded"})
+
+
+def _decode_headers(scope: Scope) -> Dict[str, str]:
+    headers: Dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers") or ():
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        previous = headers.get(name)
+        headers[name] = value if previous is None else f"{previous}, {value}"
+    return headers
+
+
+def _view(scope: Scope) -> RequestView:
+    client = scope.get("client")
+    return RequestView(
+        scope.get("method", "GET"),
+        scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http"),
+        scope["path"],
+        (scope.get("query_string") or b"").decode("latin-1"),
+        client[0] if client else None,
+        scope,
+        _decode_headers,
+    )
+
+
+def _encode(fields: _http.HeaderList) -> _RawHeaders:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
+
+
+def _add_fields(message: Message, extra: _RawHeaders) -> Message:
+    """Return ``message`` (a response start) with the ``extra`` fields the app did not set."""
+    headers = message.get("headers") or []
+    for name, _ in headers:
+        if name.lower() in _OWN_FIELDS:
+            present = {name.lower() for name, _ in headers}
+            extra = [field for field in extra if field[0].lower() not in present]
+            break
+    combined = list(headers)
+    combined.extend(extra)
+    message = dict(message)
+    message["headers"] = combined
+    return message
+
+
+async def _send_response(send: Send, response: Response) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": _encode(response.headers),
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
+    """Read the request body; None as soon as it is over ``limit`` bytes."""
+    chunks: List[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # disconnected: what we answer goes nowhere
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
