@@ -53,6 +53,8 @@ UNKNOWN_CLIENT = "unknown"
 
 #: Response header fields: name/value pairs, as both middlewares exchange them with this module.
 HeaderList = List[Tuple[str, str]]
+#: The same as ASGI carries them: bytes, lower-case names.
+RawHeaderList = List[Tuple[bytes, bytes]]
 
 #: A key function: the request view in, the bucket key out.
 KeyFunc = Callable[["RequestView"], str]
@@ -161,23 +163,32 @@ class Policy:
     pattern, so route buckets and overrides never mix with the default ones.
     """
 
-    __slots__ = ("_cache", "field_name", "name", "prefix", "registry")
+    __slots__ = ("_cache", "field_name", "name", "prefix", "raw_field_name", "registry")
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
         self.name = name
         self.registry = registry
         self.prefix = prefix
         self.field_name = _sf_string(name)
-        # (limit, RateLimit-Policy value) of the last limit seen: limits rarely change.
-        self._cache: Tuple[float, str] = (math.nan, "")
+        self.raw_field_name = self.field_name.encode("ascii")
+        # The RateLimit-Policy value for the last limit seen (limits rarely change):
+        # (limit, value, value as bytes).
+        self._cache: Tuple[float, str, bytes] = (math.nan, "", b"")
+
+    def _policy(self, limit: float) -> Tuple[float, str, bytes]:
+        cache = self._cache
+        if cache[0] != limit:
+            value = f"{self.field_name};q={int(limit)}"
+            cache = self._cache = (limit, value, value.encode("ascii"))
+        return cache
 
     def policy_value(self, limit: float) -> str:
         """Return the ``RateLimit-Policy`` field value for a bucket of capacity ``limit``."""
-        cached_limit, value = self._cache
-        if cached_limit != limit:
-            value = f"{self.field_name};q={int(limit)}"
-            self._cache = (limit, value)
-        return value
+        return self._policy(limit)[1]
+
+    def raw_policy_value(self, limit: float) -> bytes:
+        """Return `policy_value` as bytes."""
+        return self._policy(limit)[2]
 
 
 def _sf_string(text: str) -> str:
@@ -185,23 +196,48 @@ def _sf_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# The two functions below write the same fields, as str for WSGI and as bytes (lower-case names)
+# for ASGI, each in one pass: they are on every request's path. Decision fields by index:
+# 0 allowed, 1 remaining, 2 retry_after, 3 reset_after, 4 limit.
+
+
 def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderList:
     """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set)."""
-    limit = decision.limit
-    remaining = int(decision.remaining)
+    remaining = int(decision[1])
     fields: HeaderList = []
     if mode & _DRAFT:
-        window = decision.reset_after if decision.allowed else decision.retry_after
-        state = f"{policy.field_name};r={remaining}"
-        if window != math.inf:
-            state = f"{state};t={math.ceil(window)}"
-        fields.append(("RateLimit-Policy", policy.policy_value(limit)))
+        window = decision[3] if decision[0] else decision[2]
+        if window == math.inf:
+            state = f"{policy.field_name};r={remaining}"
+        else:
+            state = f"{policy.field_name};r={remaining};t={math.ceil(window)}"
+        fields.append(("RateLimit-Policy", policy.policy_value(decision[4])))
         fields.append(("RateLimit", state))
     if mode & _LEGACY:
-        fields.append(("X-RateLimit-Limit", str(int(limit))))
+        fields.append(("X-RateLimit-Limit", str(int(decision[4]))))
         fields.append(("X-RateLimit-Remaining", str(remaining)))
-        if decision.reset_after != math.inf:
-            fields.append(("X-RateLimit-Reset", str(math.ceil(decision.reset_after))))
+        if decision[3] != math.inf:
+            fields.append(("X-RateLimit-Reset", str(math.ceil(decision[3]))))
+    return fields
+
+
+def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> RawHeaderList:
+    """Return `rate_limit_headers` as ASGI wants them: bytes, with lower-case names."""
+    remaining = int(decision[1])
+    fields: RawHeaderList = []
+    if mode & _DRAFT:
+        window = decision[3] if decision[0] else decision[2]
+        if window == math.inf:
+            state = b"%b;r=%d" % (policy.raw_field_name, remaining)
+        else:
+            state = b"%b;r=%d;t=%d" % (policy.raw_field_name, remaining, math.ceil(window))
+        fields.append((b"ratelimit-policy", policy.raw_policy_value(decision[4])))
+        fields.append((b"ratelimit", state))
+    if mode & _LEGACY:
+        fields.append((b"x-ratelimit-limit", b"%d" % int(decision[4])))
+        fields.append((b"x-ratelimit-remaining", b"%d" % remaining))
+        if decision[3] != math.inf:
+            fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(decision[3])))
     return fields
 
 
@@ -418,6 +454,10 @@ class Options:
     def headers_for(self, decision: Decision, policy: Policy) -> HeaderList:
         """Return the rate-limit header fields to add to a response, in the configured mode."""
         return rate_limit_headers(decision, policy, self.header_mode)
+
+    def raw_headers_for(self, decision: Decision, policy: Policy) -> RawHeaderList:
+        """Return `headers_for` as bytes with lower-case names, as ASGI carries them."""
+        return raw_rate_limit_headers(decision, policy, self.header_mode)
 
 
 def _check_cost(cost: object) -> Number:

@@ -52,17 +52,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _RawHeaders = List[Tuple[bytes, bytes]]
 
 _OWN_FIELDS = frozenset(name.encode() for name in _http.OWN_FIELDS)
-# ASGI wants lower-case header names; these are the ones the hot path sends.
-_NAMES = {
-    name: name.lower().encode()
-    for name in (
-        "RateLimit",
-        "RateLimit-Policy",
-        "X-RateLimit-Limit",
-        "X-RateLimit-Remaining",
-        "X-RateLimit-Reset",
-    )
-}
 
 
 class RateLimitMiddleware:
@@ -115,7 +104,7 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = ("_admin", "_options", "app")
+    __slots__ = ("_admin", "_admin_path", "_options", "app")
 
     def __init__(
         self,
@@ -150,22 +139,21 @@ class RateLimitMiddleware:
             max_body=max_body,
         )
         self._admin = self._options.admin
+        self._admin_path = None if self._admin is None else self._admin.path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
-        kind = scope["type"]
-        if kind != "http":
-            if kind == "websocket":
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
                 await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
-        options = self._options
         path: str = scope["path"]
-        admin = self._admin
-        if admin is not None and path == admin.path:
+        if path == self._admin_path:
             await self._admin_request(scope, receive, send)
             return
+        options = self._options
         view: Optional[RequestView] = None
         if options.exempt_paths is not None and options.is_exempt_path(path):
             await self.app(scope, receive, send)
@@ -175,31 +163,8 @@ class RateLimitMiddleware:
             if options.exempt_func(view):
                 await self.app(scope, receive, send)
                 return
-        policy, decision = await self._decide(scope, path, view)
-        fields = options.headers_for(decision, policy)
-        if not decision.allowed and not options.dry_run:
-            await _send_response(send, _http.denial(decision, fields))
-            return
-        if not fields:
-            await self.app(scope, receive, send)
-            return
-        extra = [(_NAMES[name], value.encode()) for name, value in fields]
-
-        async def send_with_fields(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = _add_fields(message, extra)
-            await send(message)
-
-        await self.app(scope, receive, send_with_fields)
-
-    async def _decide(
-        self, scope: Scope, path: str, view: Optional[RequestView]
-    ) -> Tuple[Policy, Decision]:
-        """Count the request against its bucket; return the policy and the decision."""
-        options = self._options
-        policy = options.default
-        if options.route_exact or options.route_prefixes:
-            policy = options.policy_for(path)
+        # The same steps as _decide, inlined: this is every request's path.
+        policy = options.policy_for(path) if options.routes else options.default
         if options.key_func is None:
             client = scope.get("client")
             key = client[0] if client else UNKNOWN_CLIENT
@@ -211,11 +176,49 @@ class RateLimitMiddleware:
         else:
             view = view or _view(scope)
             cost = options.cost_func(view)
-        bucket = policy.prefix + key if policy.prefix else key
         if options.is_async:
-            decision = await policy.registry.aconsume(bucket, cost)
+            decision = await policy.registry.aconsume(policy.prefix + key, cost)
         else:
-            decision = policy.registry.consume(bucket, cost)
+            decision = policy.registry.consume(policy.prefix + key, cost)
+        if options.on_decision is not None:
+            options.on_decision(view or _view(scope), key, decision)
+        if not decision.allowed and not options.dry_run:
+            fields = options.headers_for(decision, policy)
+            await _send_response(send, _http.denial(decision, fields))
+            return
+        if not options.header_mode:
+            await self.app(scope, receive, send)
+            return
+        extra = options.raw_headers_for(decision, policy)
+
+        async def send_with_fields(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _add_fields(message, extra)
+            await send(message)
+
+        await self.app(scope, receive, send_with_fields)
+
+    async def _decide(
+        self, scope: Scope, path: str, view: Optional[RequestView]
+    ) -> Tuple[Policy, Decision]:
+        """Count the request against its bucket; return the policy and the decision."""
+        options = self._options
+        policy = options.policy_for(path) if options.routes else options.default
+        if options.key_func is None:
+            client = scope.get("client")
+            key = client[0] if client else UNKNOWN_CLIENT
+        else:
+            view = view or _view(scope)
+            key = options.key_func(view)
+        if options.cost_func is None:
+            cost = options.cost
+        else:
+            view = view or _view(scope)
+            cost = options.cost_func(view)
+        if options.is_async:
+            decision = await policy.registry.aconsume(policy.prefix + key, cost)
+        else:
+            decision = policy.registry.consume(policy.prefix + key, cost)
         if options.on_decision is not None:
             options.on_decision(view or _view(scope), key, decision)
         return policy, decision
@@ -316,19 +319,18 @@ def _encode(fields: _http.HeaderList) -> _RawHeaders:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
 
 
-def _add_fields(message: Message, extra: _RawHeaders) -> Message:
-    """Return ``message`` (a response start) with the ``extra`` fields the app did not set."""
-    headers = message.get("headers") or []
+def _add_fields(message: Message, extra: _RawHeaders) -> None:
+    """Add the ``extra`` fields the app did not set itself to ``message``, a response start."""
+    headers = message.get("headers")
+    if not headers:
+        message["headers"] = extra
+        return
     for name, _ in headers:
         if name.lower() in _OWN_FIELDS:
             present = {name.lower() for name, _ in headers}
-            extra = [field for field in extra if field[0].lower() not in present]
+            extra = [field for field in extra if field[0] not in present]
             break
-    combined = list(headers)
-    combined.extend(extra)
-    message = dict(message)
-    message["headers"] = combined
-    return message
+    message["headers"] = [*headers, *extra]
 
 
 async def _send_response(send: Send, response: Response) -> None:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
 
+_INITIALS = frozenset("RrXx")
+
 
 class RateLimitMiddleware:
     """Rate-limit a WSGI app: one token bucket per client, 429 when it is empty.
@@ -72,7 +74,7 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = ("_admin", "_options", "app")
+    __slots__ = ("_admin", "_admin_path", "_options", "app")
 
     def __init__(
         self,
@@ -112,6 +114,7 @@ class RateLimitMiddleware:
             max_body=max_body,
         )
         self._admin = self._options.admin
+        self._admin_path = None if self._admin is None else self._admin.path
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
@@ -119,8 +122,7 @@ class RateLimitMiddleware:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         if not path.isascii():
             path = path.encode("latin-1").decode("utf-8", "replace")
-        admin = self._admin
-        if admin is not None and path == admin.path:
+        if path == self._admin_path:
             return self._admin_request(environ, path, start_response)
         view: Optional[RequestView] = None
         if options.exempt_paths is not None and options.is_exempt_path(path):
@@ -129,12 +131,28 @@ class RateLimitMiddleware:
             view = _view(environ, path)
             if options.exempt_func(view):
                 return self.app(environ, start_response)
-        policy, decision = self._decide(environ, path, view)
-        fields = options.headers_for(decision, policy)
+        # The same steps as _decide, inlined: this is every request's path.
+        policy = options.policy_for(path) if options.routes else options.default
+        if options.key_func is None:
+            key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
+        else:
+            view = view or _view(environ, path)
+            key = options.key_func(view)
+        if options.cost_func is None:
+            cost = options.cost
+        else:
+            view = view or _view(environ, path)
+            cost = options.cost_func(view)
+        decision = policy.registry.consume(policy.prefix + key, cost)
+        if options.on_decision is not None:
+            options.on_decision(view or _view(environ, path), key, decision)
         if not decision.allowed and not options.dry_run:
-            return _respond(start_response, _http.denial(decision, fields))
-        if not fields:
+            return _respond(
+                start_response, _http.denial(decision, options.headers_for(decision, policy))
+            )
+        if not options.header_mode:
             return self.app(environ, start_response)
+        fields = options.headers_for(decision, policy)
 
         def start_with_fields(
             status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
@@ -150,9 +168,7 @@ class RateLimitMiddleware:
         self, environ: WSGIEnvironment, path: str, view: Optional[RequestView]
     ) -> tuple[Policy, Decision]:
         options = self._options
-        policy = options.default
-        if options.route_exact or options.route_prefixes:
-            policy = options.policy_for(path)
+        policy = options.policy_for(path) if options.routes else options.default
         if options.key_func is None:
             key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
         else:
@@ -163,8 +179,7 @@ class RateLimitMiddleware:
         else:
             view = view or _view(environ, path)
             cost = options.cost_func(view)
-        bucket = policy.prefix + key if policy.prefix else key
-        decision = policy.registry.consume(bucket, cost)
+        decision = policy.registry.consume(policy.prefix + key, cost)
         if options.on_decision is not None:
             options.on_decision(view or _view(environ, path), key, decision)
         return policy, decision
@@ -236,7 +251,8 @@ def _view(environ: WSGIEnvironment, path: str) -> RequestView:
 def _add_fields(headers: HeaderList, extra: HeaderList) -> HeaderList:
     """Return the app's ``headers`` followed by the ``extra`` fields it did not set itself."""
     for name, _ in headers:
-        if name.lower() in OWN_FIELDS:
+        # Every field of ours starts with R or X: most names are ruled out without lower().
+        if name[:1] in _INITIALS and name.lower() in OWN_FIELDS:
             present = {name.lower() for name, _ in headers}
             return [*headers, *(field for field in extra if field[0].lower() not in present)]
     return [*headers, *extra]
