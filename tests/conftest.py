@@ -86,7 +86,9 @@ class Harness:
         if content_length == "auto":
             content_length = str(len(body)) if body or method in ("POST", "PUT") else None
         if self.kind == "asgi":
-            return asyncio.run(self._asgi(method, path, query, fields, body, client, chunks, content_length))
+            return asyncio.run(
+                self._asgi(method, path, query, fields, body, client, chunks, content_length)
+            )
         return self._wsgi(method, path, query, fields, body, client, content_length)
 
     async def _asgi(
@@ -169,7 +171,9 @@ class Harness:
             environ.pop("REMOTE_ADDR", None)
         captured: Dict[str, Any] = {}
 
-        def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
+        def start_response(
+            status: str, headers: List[Tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             captured["status"] = status
             captured["headers"] = headers
             return lambda data: None

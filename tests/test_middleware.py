@@ -242,7 +242,9 @@ class TestOptions:
     def test_on_decision_counts_denials(self, make):
         """on_decision receives the request view, the key and the Decision."""
         seen = []
-        h = make(on_decision=lambda request, key, decision: seen.append((request.path, key, decision)))
+        h = make(
+            on_decision=lambda request, key, decision: seen.append((request.path, key, decision))
+        )
         for _ in range(4):
             h.request(path="/x")
         assert [path for path, _, _ in seen] == ["/x"] * 4
@@ -272,19 +274,43 @@ class TestValidation:
             ({"cost": "1"}, TypeError, r"^'cost' must be a number > 0 or a callable, got '1'$"),
             ({"exempt": "/health"}, TypeError, r"^'exempt' must be a list of paths, not a single"),
             ({"exempt": 5}, TypeError, r"^'exempt' must be a list of paths or a callable, got 5$"),
-            ({"exempt": ["health"]}, ValueError, r"^'exempt' paths must start with '/', got 'health'$"),
+            (
+                {"exempt": ["health"]},
+                ValueError,
+                r"^'exempt' paths must start with '/', got 'health'$",
+            ),
             ({"exempt": [b"/x"]}, TypeError, r"^'exempt' paths must be str, got b'/x'$"),
             ({"routes": ["/login"]}, TypeError, r"^'routes' must be a mapping of path to Rule"),
             ({"routes": {"/login": 5}}, TypeError, r"^'routes' values must be Rule objects, got 5"),
             ({"routes": {"login": Rule(1, 1)}}, ValueError, r"^'routes' paths must start with '/'"),
-            ({"routes": {"/é": Rule(1, 1)}}, ValueError, r"^'routes' paths must be printable ASCII"),
+            (
+                {"routes": {"/é": Rule(1, 1)}},
+                ValueError,
+                r"^'routes' paths must be printable ASCII",
+            ),
             ({"dry_run": 1}, TypeError, r"^'dry_run' must be a bool, got 1$"),
-            ({"headers": "ietf"}, ValueError, r"^'headers' must be 'draft', 'legacy', 'both' or None, got 'ietf'$"),
-            ({"on_decision": "log"}, TypeError, r"^'on_decision' must be a callable or None, got 'log'$"),
+            (
+                {"headers": "ietf"},
+                ValueError,
+                r"^'headers' must be 'draft', 'legacy', 'both' or None, got 'ietf'$",
+            ),
+            (
+                {"on_decision": "log"},
+                TypeError,
+                r"^'on_decision' must be a callable or None, got 'log'$",
+            ),
             ({"admin_token": ""}, ValueError, r"^'admin_token' must be a non-empty str"),
             ({"admin_token": 123}, TypeError, r"^'admin_token' must be a str or None, got 123$"),
-            ({"admin_token": "a b"}, ValueError, r"^'admin_token' must be printable ASCII without spaces"),
-            ({"admin_path": "admin"}, ValueError, r"^'admin_path' must start with '/', got 'admin'$"),
+            (
+                {"admin_token": "a b"},
+                ValueError,
+                r"^'admin_token' must be printable ASCII without spaces",
+            ),
+            (
+                {"admin_path": "admin"},
+                ValueError,
+                r"^'admin_path' must start with '/', got 'admin'$",
+            ),
             ({"admin_path": None}, TypeError, r"^'admin_path' must be a str, got None$"),
             ({"max_body": 0}, ValueError, r"^'max_body' must be >= 1, got 0$"),
             ({"max_body": 1.5}, TypeError, r"^'max_body' must be an int, got 1.5$"),
@@ -306,5 +332,7 @@ class TestValidation:
         from tokenbucket.wsgi import RateLimitMiddleware as Wsgi
 
         cls = Asgi if kind == "asgi" else Wsgi
-        with pytest.raises(TypeError, match=r"^'app' must be an? [AW]SGI app \(a callable\), got 3$"):
+        with pytest.raises(
+            TypeError, match=r"^'app' must be an? [AW]SGI app \(a callable\), got 3$"
+        ):
             cls(3, registry=BucketRegistry(Rule(1, 1)))

@@ -506,7 +506,8 @@ class AdminAPI:
 
     * ``POST {path}`` with ``{"client_id": "203.0.113.7", "capacity": 50, "refill_rate": 10.0}``
       gives that client its own rule now; either number may be omitted (it keeps its current
-      value), not both. Add ``"route": "/login"`` to change the client's rule of a route.
+      value), not both. Add ``"route": "/login"`` to change the client's rule of a route
+      (``null``, as responses write it, is the default limiter).
     * ``GET {path}?client_id=203.0.113.7[&route=/login]`` reads the client's rule and level.
     * ``DELETE {path}?client_id=...[&route=...]`` removes the client's override: it is back
       on the default rule. Removing an override that does not exist is not an error.
