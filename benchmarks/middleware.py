@@ -284,7 +284,7 @@ def table(
     for name, values in samples.items():
         median = statistics.median(values)
         if name == bare:
-            lines.append(f"| {name} | {median:.1f} | – | – | – |")
+            lines.append(f"| {name} | {median:.1f} | - | - | - |")
             continue
         ratio = f"{added[name] / ours:.1f}x" if ours > 0 else "n/a"
         fields = ", ".join(headers.get(name, [])) or "none"
