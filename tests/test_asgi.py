@@ -270,6 +270,24 @@ class TestProtocol:
             "RequestView(method='GET', path='/café', query_string='', client=None)"
         )
 
+    def test_bad_content_length_is_400(self):
+        """A Content-Length that is not a number is 400, before the body is read."""
+        registry = BucketRegistry(Rule(5, 1.0))
+        middleware = RateLimitMiddleware(echo_socket, registry=registry, admin_token=TOKEN)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/admin/update-rule",
+            "headers": [
+                (b"authorization", f"Bearer {TOKEN}".encode()),
+                (b"content-length", b"12x"),
+            ],
+            "client": (IP, 1),
+        }
+        sent = run(_call(middleware, scope, []))
+        assert sent[0]["status"] == 400
+        assert json.loads(sent[1]["body"]) == {"error": "invalid Content-Length: '12x'"}
+
     def test_disconnect_while_reading_admin_body(self):
         """A client that leaves mid-body gets an answer for what it sent: invalid JSON, 400."""
         registry = BucketRegistry(Rule(5, 1.0))

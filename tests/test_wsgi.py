@@ -187,3 +187,19 @@ class TestPep3333:
         )
         assert status == "413 Request Entity Too Large"
         assert json.loads(out) == {"error": "request body is larger than 64 bytes"}
+
+    def test_bad_content_length_is_400(self):
+        """A CONTENT_LENGTH that is not a number is 400 (called directly: the validator
+        refuses such an environ itself)."""
+        app = RateLimitMiddleware(hello, registry=BucketRegistry(Rule(5, 1.0)), admin_token=TOKEN)
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/admin/update-rule",
+            "CONTENT_LENGTH": "-3",
+            "HTTP_AUTHORIZATION": f"Bearer {TOKEN}",
+            "wsgi.input": io.BytesIO(b"{}"),
+        }
+        captured = {}
+        body = b"".join(app(environ, lambda status, headers: captured.update(status=status)))
+        assert captured["status"] == "400 Bad Request"
+        assert json.loads(body) == {"error": "invalid Content-Length: '-3'"}
