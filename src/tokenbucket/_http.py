@@ -163,7 +163,16 @@ class Policy:
     pattern, so route buckets and overrides never mix with the default ones.
     """
 
-    __slots__ = ("_cache", "field_name", "name", "prefix", "raw_field_name", "registry")
+    __slots__ = (
+        "field_name",
+        "limit",
+        "name",
+        "policy",
+        "prefix",
+        "raw_field_name",
+        "raw_policy",
+        "registry",
+    )
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
         self.name = name
@@ -171,24 +180,16 @@ class Policy:
         self.prefix = prefix
         self.field_name = _sf_string(name)
         self.raw_field_name = self.field_name.encode("ascii")
-        # The RateLimit-Policy value for the last limit seen (limits rarely change):
-        # (limit, value, value as bytes).
-        self._cache: Tuple[float, str, bytes] = (math.nan, "", b"")
+        # The RateLimit-Policy value (str and bytes) for the last limit seen: limits rarely
+        # change, so the hot path compares one number.
+        self.limit = math.nan
+        self.policy = ""
+        self.raw_policy = b""
 
-    def _policy(self, limit: float) -> Tuple[float, str, bytes]:
-        cache = self._cache
-        if cache[0] != limit:
-            value = f"{self.field_name};q={int(limit)}"
-            cache = self._cache = (limit, value, value.encode("ascii"))
-        return cache
-
-    def policy_value(self, limit: float) -> str:
-        """Return the ``RateLimit-Policy`` field value for a bucket of capacity ``limit``."""
-        return self._policy(limit)[1]
-
-    def raw_policy_value(self, limit: float) -> bytes:
-        """Return `policy_value` as bytes."""
-        return self._policy(limit)[2]
+    def set_limit(self, limit: float) -> None:
+        """Compute the ``RateLimit-Policy`` value for a bucket of capacity ``limit``."""
+        value = f"{self.field_name};q={int(limit)}"
+        self.policy, self.raw_policy, self.limit = value, value.encode("ascii"), limit
 
 
 def _sf_string(text: str) -> str:
@@ -197,47 +198,52 @@ def _sf_string(text: str) -> str:
 
 
 # The two functions below write the same fields, as str for WSGI and as bytes (lower-case names)
-# for ASGI, each in one pass: they are on every request's path. Decision fields by index:
-# 0 allowed, 1 remaining, 2 retry_after, 3 reset_after, 4 limit.
+# for ASGI, each in one pass: they are on every request's path.
 
 
 def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderList:
     """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set)."""
-    remaining = int(decision[1])
+    allowed, remaining, retry_after, reset_after, limit = decision
+    if limit != policy.limit:
+        policy.set_limit(limit)
+    left = int(remaining)
     fields: HeaderList = []
     if mode & _DRAFT:
-        window = decision[3] if decision[0] else decision[2]
+        window = reset_after if allowed else retry_after
         if window == math.inf:
-            state = f"{policy.field_name};r={remaining}"
+            state = f"{policy.field_name};r={left}"
         else:
-            state = f"{policy.field_name};r={remaining};t={math.ceil(window)}"
-        fields.append(("RateLimit-Policy", policy.policy_value(decision[4])))
+            state = f"{policy.field_name};r={left};t={math.ceil(window)}"
+        fields.append(("RateLimit-Policy", policy.policy))
         fields.append(("RateLimit", state))
     if mode & _LEGACY:
-        fields.append(("X-RateLimit-Limit", str(int(decision[4]))))
-        fields.append(("X-RateLimit-Remaining", str(remaining)))
-        if decision[3] != math.inf:
-            fields.append(("X-RateLimit-Reset", str(math.ceil(decision[3]))))
+        fields.append(("X-RateLimit-Limit", str(int(limit))))
+        fields.append(("X-RateLimit-Remaining", str(left)))
+        if reset_after != math.inf:
+            fields.append(("X-RateLimit-Reset", str(math.ceil(reset_after))))
     return fields
 
 
 def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> RawHeaderList:
     """Return `rate_limit_headers` as ASGI wants them: bytes, with lower-case names."""
-    remaining = int(decision[1])
+    allowed, remaining, retry_after, reset_after, limit = decision
+    if limit != policy.limit:
+        policy.set_limit(limit)
+    left = int(remaining)
     fields: RawHeaderList = []
     if mode & _DRAFT:
-        window = decision[3] if decision[0] else decision[2]
+        window = reset_after if allowed else retry_after
         if window == math.inf:
-            state = b"%b;r=%d" % (policy.raw_field_name, remaining)
+            state = b"%b;r=%d" % (policy.raw_field_name, left)
         else:
-            state = b"%b;r=%d;t=%d" % (policy.raw_field_name, remaining, math.ceil(window))
-        fields.append((b"ratelimit-policy", policy.raw_policy_value(decision[4])))
+            state = b"%b;r=%d;t=%d" % (policy.raw_field_name, left, math.ceil(window))
+        fields.append((b"ratelimit-policy", policy.raw_policy))
         fields.append((b"ratelimit", state))
     if mode & _LEGACY:
-        fields.append((b"x-ratelimit-limit", b"%d" % int(decision[4])))
-        fields.append((b"x-ratelimit-remaining", b"%d" % remaining))
-        if decision[3] != math.inf:
-            fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(decision[3])))
+        fields.append((b"x-ratelimit-limit", b"%d" % int(limit)))
+        fields.append((b"x-ratelimit-remaining", b"%d" % left))
+        if reset_after != math.inf:
+            fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(reset_after)))
     return fields
 
 
@@ -435,6 +441,19 @@ class Options:
             else:
                 self.route_exact[pattern] = policy
         self.route_prefixes = tuple(sorted(prefixes, key=lambda item: len(item[0]), reverse=True))
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether requests need nothing but the default key, cost and registry (a fast path)."""
+        return (
+            self.exempt_paths is None
+            and self.exempt_func is None
+            and not self.routes
+            and self.key_func is None
+            and self.cost_func is None
+            and self.on_decision is None
+            and not self.is_async
+        )
 
     def policy_for(self, path: str) -> Policy:
         """Return the policy for ``path``: an exact route, else the longest prefix, else default."""

@@ -104,7 +104,7 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = ("_admin", "_admin_path", "_options", "app")
+    __slots__ = ("_admin", "_admin_path", "_consume", "_options", "_plain", "app")
 
     def __init__(
         self,
@@ -140,6 +140,9 @@ class RateLimitMiddleware:
         )
         self._admin = self._options.admin
         self._admin_path = None if self._admin is None else self._admin.path
+        options = self._options
+        self._plain = options.is_plain
+        self._consume = registry.consume
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -154,34 +157,22 @@ class RateLimitMiddleware:
             await self._admin_request(scope, receive, send)
             return
         options = self._options
-        view: Optional[RequestView] = None
-        if options.exempt_paths is not None and options.is_exempt_path(path):
-            await self.app(scope, receive, send)
-            return
-        if options.exempt_func is not None:
-            view = _view(scope)
-            if options.exempt_func(view):
+        if self._plain:
+            # No exemptions, routes, key or cost function, hook or async store: the common case.
+            policy = options.default
+            client = scope.get("client")
+            decision = self._consume(client[0] if client else UNKNOWN_CLIENT, options.cost)
+        else:
+            view: Optional[RequestView] = None
+            if options.exempt_paths is not None and options.is_exempt_path(path):
                 await self.app(scope, receive, send)
                 return
-        # The same steps as _decide, inlined: this is every request's path.
-        policy = options.policy_for(path) if options.routes else options.default
-        if options.key_func is None:
-            client = scope.get("client")
-            key = client[0] if client else UNKNOWN_CLIENT
-        else:
-            view = view or _view(scope)
-            key = options.key_func(view)
-        if options.cost_func is None:
-            cost = options.cost
-        else:
-            view = view or _view(scope)
-            cost = options.cost_func(view)
-        if options.is_async:
-            decision = await policy.registry.aconsume(policy.prefix + key, cost)
-        else:
-            decision = policy.registry.consume(policy.prefix + key, cost)
-        if options.on_decision is not None:
-            options.on_decision(view or _view(scope), key, decision)
+            if options.exempt_func is not None:
+                view = _view(scope)
+                if options.exempt_func(view):
+                    await self.app(scope, receive, send)
+                    return
+            policy, decision = await self._decide(scope, path, view)
         if not decision.allowed and not options.dry_run:
             fields = options.headers_for(decision, policy)
             await _send_response(send, _http.denial(decision, fields))

@@ -74,7 +74,7 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = ("_admin", "_admin_path", "_options", "app")
+    __slots__ = ("_admin", "_admin_path", "_consume", "_options", "_plain", "app")
 
     def __init__(
         self,
@@ -115,6 +115,8 @@ class RateLimitMiddleware:
         )
         self._admin = self._options.admin
         self._admin_path = None if self._admin is None else self._admin.path
+        self._plain = self._options.is_plain
+        self._consume = registry.consume
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
@@ -124,32 +126,22 @@ class RateLimitMiddleware:
             path = path.encode("latin-1").decode("utf-8", "replace")
         if path == self._admin_path:
             return self._admin_request(environ, path, start_response)
-        view: Optional[RequestView] = None
-        if options.exempt_paths is not None and options.is_exempt_path(path):
-            return self.app(environ, start_response)
-        if options.exempt_func is not None:
-            view = _view(environ, path)
-            if options.exempt_func(view):
+        if self._plain:
+            # No exemptions, routes, key or cost function, or hook: the common case.
+            policy = options.default
+            decision = self._consume(environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT, options.cost)
+        else:
+            view: Optional[RequestView] = None
+            if options.exempt_paths is not None and options.is_exempt_path(path):
                 return self.app(environ, start_response)
-        # The same steps as _decide, inlined: this is every request's path.
-        policy = options.policy_for(path) if options.routes else options.default
-        if options.key_func is None:
-            key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
-        else:
-            view = view or _view(environ, path)
-            key = options.key_func(view)
-        if options.cost_func is None:
-            cost = options.cost
-        else:
-            view = view or _view(environ, path)
-            cost = options.cost_func(view)
-        decision = policy.registry.consume(policy.prefix + key, cost)
-        if options.on_decision is not None:
-            options.on_decision(view or _view(environ, path), key, decision)
+            if options.exempt_func is not None:
+                view = _view(environ, path)
+                if options.exempt_func(view):
+                    return self.app(environ, start_response)
+            policy, decision = self._decide(environ, path, view)
         if not decision.allowed and not options.dry_run:
-            return _respond(
-                start_response, _http.denial(decision, options.headers_for(decision, policy))
-            )
+            denied = _http.denial(decision, options.headers_for(decision, policy))
+            return _respond(start_response, denied)
         if not options.header_mode:
             return self.app(environ, start_response)
         fields = options.headers_for(decision, policy)
