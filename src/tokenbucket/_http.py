@@ -98,7 +98,8 @@ class RequestView:
             by ``PATH_INFO``).
         query_string: the raw query string, without the ``?``.
         client: the peer's address as the server reports it, or None if it reports none. It is
-            the proxy's address behind a proxy; see [`TrustedProxyKey`][tokenbucket.proxies].
+            the proxy's address behind a proxy; see
+            [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
         raw: the ASGI scope or the WSGI environ, for anything the view does not cover.
     """
 

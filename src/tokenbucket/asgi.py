@@ -7,6 +7,19 @@
     app = RateLimitMiddleware(app, registry=limits)
     # or, in FastAPI and Starlette: app.add_middleware(RateLimitMiddleware, registry=limits)
 
+Runtime rule API (both middlewares), on when ``admin_token=`` is a non-empty str; every request
+needs ``Authorization: Bearer <token>``:
+
+* ``POST /admin/update-rule`` with ``{"client_id": "203.0.113.7", "capacity": 50,
+  "refill_rate": 10.0}``: give that client its own rule, now (either number may be omitted).
+* ``GET /admin/update-rule?client_id=203.0.113.7``: read its rule and current token level.
+* ``DELETE /admin/update-rule?client_id=203.0.113.7``: remove its override.
+
+Add ``"route"`` (body) or ``&route=`` (query) to address a route's limiter. Requests without the
+right token are counted against the caller's own bucket (429 once it is empty, else 401/403), so
+the token cannot be guessed faster than the limit allows. Bad input gets a 4xx JSON error and
+changes nothing. The full contract is in the ``AdminAPI`` docstring in ``tokenbucket._http``.
+
 This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live; it
 imports no framework.
 """
@@ -91,11 +104,14 @@ class RateLimitMiddleware:
         headers: which rate-limit header fields to send: ``"draft"`` (default; ``RateLimit``
             and ``RateLimit-Policy`` from the IETF draft), ``"legacy"``
             (``X-RateLimit-Limit``, ``-Remaining``, ``-Reset``: seconds until full),
-            ``"both"`` or None. Fields the app sets itself are left as the app set them.
+            ``"both"`` or None. The draft is the default because it is the one written
+            specification (the legacy fields have none, and services disagree on what
+            ``Reset`` means); choose ``"both"`` for clients that only read the legacy ones.
+            Fields the app sets itself are left as the app set them.
         on_decision: called as ``on_decision(request, key, decision)`` after every counted
             request, e.g. to count denials. Its exceptions propagate.
         admin_token: enables the runtime rule API at ``admin_path`` when a non-empty str; see
-            [`AdminAPI`][tokenbucket._http.AdminAPI]. Without it that path is an ordinary one.
+            the module docstring. Without it that path is an ordinary one.
         admin_path: where the admin API listens (default ``/admin/update-rule``).
         max_body: largest admin request body accepted, in bytes (default 4096); larger is 413.
 

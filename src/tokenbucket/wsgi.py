@@ -6,8 +6,10 @@
     limits = BucketRegistry(Rule(capacity=10, refill_rate=1.0))
     app.wsgi_app = RateLimitMiddleware(app.wsgi_app, registry=limits)  # Flask
 
-This module only translates WSGI (PEP 3333) to and from ``tokenbucket._http``, where the
-decisions live; it imports no framework.
+The options, the rate-limit header fields, the 429 response and the runtime rule API at
+``/admin/update-rule`` are those of ``tokenbucket.asgi`` (see its docstring). This module only
+translates WSGI (PEP 3333) to and from ``tokenbucket._http``, where the decisions live; it imports
+no framework.
 """
 
 from __future__ import annotations
