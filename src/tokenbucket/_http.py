@@ -208,20 +208,23 @@ def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderL
     if limit != policy.limit:
         policy.set_limit(limit)
     left = int(remaining)
-    fields: HeaderList = []
     if mode & _DRAFT:
         window = reset_after if allowed else retry_after
         if window == math.inf:
             state = f"{policy.field_name};r={left}"
         else:
             state = f"{policy.field_name};r={left};t={math.ceil(window)}"
-        fields.append(("RateLimit-Policy", policy.policy))
-        fields.append(("RateLimit", state))
-    if mode & _LEGACY:
-        fields.append(("X-RateLimit-Limit", str(int(limit))))
-        fields.append(("X-RateLimit-Remaining", str(left)))
-        if reset_after != math.inf:
-            fields.append(("X-RateLimit-Reset", str(math.ceil(reset_after))))
+        fields = [("RateLimit-Policy", policy.policy), ("RateLimit", state)]
+        if not mode & _LEGACY:
+            return fields
+    elif mode & _LEGACY:
+        fields = []
+    else:
+        return []
+    fields.append(("X-RateLimit-Limit", str(int(limit))))
+    fields.append(("X-RateLimit-Remaining", str(left)))
+    if reset_after != math.inf:
+        fields.append(("X-RateLimit-Reset", str(math.ceil(reset_after))))
     return fields
 
 
@@ -231,20 +234,23 @@ def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> Raw
     if limit != policy.limit:
         policy.set_limit(limit)
     left = int(remaining)
-    fields: RawHeaderList = []
     if mode & _DRAFT:
         window = reset_after if allowed else retry_after
         if window == math.inf:
             state = b"%b;r=%d" % (policy.raw_field_name, left)
         else:
             state = b"%b;r=%d;t=%d" % (policy.raw_field_name, left, math.ceil(window))
-        fields.append((b"ratelimit-policy", policy.raw_policy))
-        fields.append((b"ratelimit", state))
-    if mode & _LEGACY:
-        fields.append((b"x-ratelimit-limit", b"%d" % int(limit)))
-        fields.append((b"x-ratelimit-remaining", b"%d" % left))
-        if reset_after != math.inf:
-            fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(reset_after)))
+        fields = [(b"ratelimit-policy", policy.raw_policy), (b"ratelimit", state)]
+        if not mode & _LEGACY:
+            return fields
+    elif mode & _LEGACY:
+        fields = []
+    else:
+        return []
+    fields.append((b"x-ratelimit-limit", b"%d" % int(limit)))
+    fields.append((b"x-ratelimit-remaining", b"%d" % left))
+    if reset_after != math.inf:
+        fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(reset_after)))
     return fields
 
 

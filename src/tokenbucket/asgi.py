@@ -65,6 +65,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _RawHeaders = List[Tuple[bytes, bytes]]
 
 _OWN_FIELDS = frozenset(name.encode() for name in _http.OWN_FIELDS)
+_INITIALS = frozenset((b"r", b"R", b"x", b"X"))
 
 
 class RateLimitMiddleware:
@@ -120,7 +121,16 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = ("_admin", "_admin_path", "_consume", "_options", "_plain", "app")
+    __slots__ = (
+        "_admin",
+        "_admin_path",
+        "_consume",
+        "_cost",
+        "_mode",
+        "_options",
+        "_plain",
+        "app",
+    )
 
     def __init__(
         self,
@@ -158,7 +168,10 @@ class RateLimitMiddleware:
         self._admin_path = None if self._admin is None else self._admin.path
         options = self._options
         self._plain = options.is_plain
+        # Read on every request: kept here, one attribute lookup away.
         self._consume = registry.consume
+        self._cost = options.cost
+        self._mode = options.header_mode
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -177,7 +190,7 @@ class RateLimitMiddleware:
             # No exemptions, routes, key or cost function, hook or async store: the common case.
             policy = options.default
             client = scope.get("client")
-            decision = self._consume(client[0] if client else UNKNOWN_CLIENT, options.cost)
+            decision = self._consume(client[0] if client else UNKNOWN_CLIENT, self._cost)
         else:
             view: Optional[RequestView] = None
             if options.exempt_paths is not None and options.is_exempt_path(path):
@@ -189,14 +202,15 @@ class RateLimitMiddleware:
                     await self.app(scope, receive, send)
                     return
             policy, decision = await self._decide(scope, path, view)
-        if not decision.allowed and not options.dry_run:
+        if not decision[0] and not options.dry_run:  # denied
             fields = options.headers_for(decision, policy)
             await _send_response(send, _http.denial(decision, fields))
             return
-        if not options.header_mode:
+        mode = self._mode
+        if not mode:
             await self.app(scope, receive, send)
             return
-        extra = options.raw_headers_for(decision, policy)
+        extra = _http.raw_rate_limit_headers(decision, policy, mode)
 
         async def send_with_fields(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -333,7 +347,8 @@ def _add_fields(message: Message, extra: _RawHeaders) -> None:
         message["headers"] = extra
         return
     for name, _ in headers:
-        if name.lower() in _OWN_FIELDS:
+        # Every field of ours starts with r or x: most names are ruled out without lower().
+        if name[:1] in _INITIALS and name.lower() in _OWN_FIELDS:
             present = {name.lower() for name, _ in headers}
             extra = [field for field in extra if field[0] not in present]
             break

@@ -76,7 +76,16 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = ("_admin", "_admin_path", "_consume", "_options", "_plain", "app")
+    __slots__ = (
+        "_admin",
+        "_admin_path",
+        "_consume",
+        "_cost",
+        "_mode",
+        "_options",
+        "_plain",
+        "app",
+    )
 
     def __init__(
         self,
@@ -118,7 +127,10 @@ class RateLimitMiddleware:
         self._admin = self._options.admin
         self._admin_path = None if self._admin is None else self._admin.path
         self._plain = self._options.is_plain
+        # Read on every request: kept here, one attribute lookup away.
         self._consume = registry.consume
+        self._cost = self._options.cost
+        self._mode = self._options.header_mode
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
@@ -131,7 +143,7 @@ class RateLimitMiddleware:
         if self._plain:
             # No exemptions, routes, key or cost function, or hook: the common case.
             policy = options.default
-            decision = self._consume(environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT, options.cost)
+            decision = self._consume(environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT, self._cost)
         else:
             view: Optional[RequestView] = None
             if options.exempt_paths is not None and options.is_exempt_path(path):
@@ -141,12 +153,13 @@ class RateLimitMiddleware:
                 if options.exempt_func(view):
                     return self.app(environ, start_response)
             policy, decision = self._decide(environ, path, view)
-        if not decision.allowed and not options.dry_run:
+        if not decision[0] and not options.dry_run:  # denied
             denied = _http.denial(decision, options.headers_for(decision, policy))
             return _respond(start_response, denied)
-        if not options.header_mode:
+        mode = self._mode
+        if not mode:
             return self.app(environ, start_response)
-        fields = options.headers_for(decision, policy)
+        fields = _http.rate_limit_headers(decision, policy, mode)
 
         def start_with_fields(
             status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
