@@ -3,13 +3,16 @@
 ASGI: a bare Starlette app, the same app behind tokenbucket's middleware, and behind slowapi's
 middleware (its pure-ASGI and its BaseHTTPMiddleware variants). WSGI: a bare Flask app, behind
 tokenbucket's WSGI middleware, and with Flask-Limiter. Every limiter allows every request (the
-allowed path) and adds its rate-limit headers where it can.
+allowed path) and adds its rate-limit headers where it can. Two last tables time tokenbucket's
+middlewares around the smallest possible apps: their own cost, with warm CPU caches (inside a
+framework the same code runs with colder caches and costs more).
 
 Each round runs every variant for ``--requests`` calls, in an order rotated per round, so drift
 (CPU frequency, caches) spreads evenly, with garbage collection paused inside a timed batch (as
 ``timeit`` does); the table reports the median over rounds of the mean time per request, the
-overhead added over the bare app (the median over rounds of the difference within a round) and
-its ratio to tokenbucket's.
+overhead added over the bare app (the median over rounds of the difference within a round, and
+the difference of the best rounds: on a shared machine the best is the least disturbed figure)
+and its ratio to tokenbucket's.
 
     pip install -e '.[test,bench]'
     python benchmarks/middleware.py [--rounds 15] [--requests 2000]
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import io
+import json
 import statistics
 import sys
 import time
@@ -49,7 +53,7 @@ def starlette_app() -> Any:
     return Starlette(routes=[Route("/", home)])
 
 
-def asgi_variants() -> Dict[str, Any]:
+def asgi_variants(peers: bool = True) -> Dict[str, Any]:
     from tokenbucket.asgi import RateLimitMiddleware
 
     variants: Dict[str, Any] = {"bare Starlette": starlette_app()}
@@ -59,6 +63,8 @@ def asgi_variants() -> Dict[str, Any]:
     app = starlette_app()
     app.add_middleware(RateLimitMiddleware, registry=BucketRegistry(LIMIT), headers="both")
     variants["tokenbucket (headers='both')"] = app
+    if not peers:
+        return variants
     try:
         from slowapi import Limiter, _rate_limit_exceeded_handler
         from slowapi.errors import RateLimitExceeded
@@ -152,7 +158,7 @@ def flask_app() -> Any:
     return app
 
 
-def wsgi_variants() -> Dict[str, Callable[..., Any]]:
+def wsgi_variants(peers: bool = True) -> Dict[str, Callable[..., Any]]:
     from tokenbucket.wsgi import RateLimitMiddleware
 
     variants: Dict[str, Callable[..., Any]] = {"bare Flask": flask_app().wsgi_app}
@@ -162,6 +168,8 @@ def wsgi_variants() -> Dict[str, Callable[..., Any]]:
     variants["tokenbucket (headers='both')"] = RateLimitMiddleware(
         flask_app().wsgi_app, registry=BucketRegistry(LIMIT), headers="both"
     )
+    if not peers:
+        return variants
     try:
         from flask_limiter import Limiter
         from flask_limiter.util import get_remote_address
@@ -236,6 +244,43 @@ def check_wsgi_headers(app: Callable[..., Any]) -> List[str]:
     return [name for name in headers if "ratelimit" in name.lower()]
 
 
+# ------------------------------------------------------------------------------- minimal apps
+
+
+async def minimal_asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def minimal_wsgi_app(environ: Any, start_response: Any) -> List[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+def minimal_asgi_variants() -> Dict[str, Any]:
+    from tokenbucket.asgi import RateLimitMiddleware
+
+    return {
+        "minimal app": minimal_asgi_app,
+        "tokenbucket": RateLimitMiddleware(minimal_asgi_app, registry=BucketRegistry(LIMIT)),
+    }
+
+
+def minimal_wsgi_variants() -> Dict[str, Any]:
+    from tokenbucket.wsgi import RateLimitMiddleware
+
+    return {
+        "minimal app": minimal_wsgi_app,
+        "tokenbucket": RateLimitMiddleware(minimal_wsgi_app, registry=BucketRegistry(LIMIT)),
+    }
+
+
 # --------------------------------------------------------------------------------------- runner
 
 
@@ -269,26 +314,35 @@ def measure(
 def table(
     title: str, samples: Dict[str, List[float]], bare: str, headers: Dict[str, List[str]]
 ) -> str:
-    """Medians per variant; "added" is the median over rounds of (variant - bare) that round."""
+    """Per variant: the median and the best round; "added" is over the bare app.
+
+    The median added time is the median over rounds of (variant - bare) within a round; the
+    best is the difference of the best rounds, the figure least disturbed by other processes.
+    """
     added = {
         name: statistics.median(v - b for v, b in zip(values, samples[bare]))
         for name, values in samples.items()
     }
+    best = {name: min(values) for name, values in samples.items()}
     ours = added["tokenbucket"]
     lines = [
         f"### {title}",
         "",
-        "| variant | µs / request | added µs | added vs tokenbucket | rate-limit headers |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| variant | µs / request (median) | added µs (median) | added µs (best) "
+        "| added vs tokenbucket | rate-limit headers |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, values in samples.items():
         median = statistics.median(values)
         if name == bare:
-            lines.append(f"| {name} | {median:.1f} | - | - | - |")
+            lines.append(f"| {name} | {median:.1f} (best {best[name]:.1f}) | - | - | - | - |")
             continue
         ratio = f"{added[name] / ours:.1f}x" if ours > 0 else "n/a"
         fields = ", ".join(headers.get(name, [])) or "none"
-        lines.append(f"| {name} | {median:.1f} | {added[name]:.1f} | {ratio} | {fields} |")
+        lines.append(
+            f"| {name} | {median:.1f} | {added[name]:.1f} | {best[name] - best[bare]:.1f} "
+            f"| {ratio} | {fields} |"
+        )
     return "\n".join(lines)
 
 
@@ -296,9 +350,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--json", help="also write every sample to this file")
+    parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="leave out slowapi and Flask-Limiter",
+    )
     args = parser.parse_args(argv)
 
-    asgi = asgi_variants()
+    asgi = asgi_variants(peers=not args.no_peers)
     loop = asyncio.new_event_loop()
 
     def run_asgi(app: Any, n: int) -> Tuple[float, int]:
@@ -308,14 +368,43 @@ def main(argv: Optional[List[str]] = None) -> None:
     asgi_samples = measure(asgi, run_asgi, args.rounds, args.requests)
     loop.close()
 
-    wsgi = wsgi_variants()
+    wsgi = wsgi_variants(peers=not args.no_peers)
     wsgi_headers = {name: check_wsgi_headers(app) for name, app in wsgi.items()}
     wsgi_samples = measure(wsgi, wsgi_batch, args.rounds, args.requests)
+
+    # The middleware alone, around the smallest apps: its own cost, without a framework's
+    # per-request work evicting its code and data from the CPU caches between calls.
+    loop = asyncio.new_event_loop()
+    minimal_asgi = minimal_asgi_variants()
+    minimal_asgi_samples = measure(minimal_asgi, run_asgi, args.rounds, args.requests)
+    loop.close()
+    minimal_wsgi = minimal_wsgi_variants()
+    minimal_wsgi_samples = measure(minimal_wsgi, wsgi_batch, args.rounds, args.requests)
 
     print(f"Python {sys.version.split()[0]}, {args.rounds} rounds x {args.requests} requests\n")
     print(table("ASGI (Starlette)", asgi_samples, "bare Starlette", asgi_headers))
     print()
     print(table("WSGI (Flask)", wsgi_samples, "bare Flask", wsgi_headers))
+    print()
+    asgi_minimal_headers = {"tokenbucket": check_asgi_headers(minimal_asgi["tokenbucket"])}
+    wsgi_minimal_headers = {"tokenbucket": check_wsgi_headers(minimal_wsgi["tokenbucket"])}
+    print(table("ASGI, minimal app", minimal_asgi_samples, "minimal app", asgi_minimal_headers))
+    print()
+    print(table("WSGI, minimal app", minimal_wsgi_samples, "minimal app", wsgi_minimal_headers))
+    if args.json:
+        results = {
+            "python": sys.version.split()[0],
+            "rounds": args.rounds,
+            "requests": args.requests,
+            "us_per_request": {
+                "asgi": asgi_samples,
+                "wsgi": wsgi_samples,
+                "asgi_minimal": minimal_asgi_samples,
+                "wsgi_minimal": minimal_wsgi_samples,
+            },
+        }
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=1)
 
 
 if __name__ == "__main__":
