@@ -135,16 +135,15 @@ class RateLimitMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
         options = self._options
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        if not path.isascii():
-            path = path.encode("latin-1").decode("utf-8", "replace")
-        if path == self._admin_path:
-            return self._admin_request(environ, path, start_response)
-        if self._plain:
-            # No exemptions, routes, key or cost function, or hook: the common case.
+        if self._plain and self._admin is None:
+            # No admin API, exemptions, routes, key or cost function, or hook: the common case,
+            # which does not even need the path.
             policy = options.default
             decision = self._consume(environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT, self._cost)
         else:
+            path = _path(environ)
+            if path == self._admin_path:
+                return self._admin_request(environ, path, start_response)
             view: Optional[RequestView] = None
             if options.exempt_paths is not None and options.is_exempt_path(path):
                 return self.app(environ, start_response)
@@ -152,7 +151,12 @@ class RateLimitMiddleware:
                 view = _view(environ, path)
                 if options.exempt_func(view):
                     return self.app(environ, start_response)
-            policy, decision = self._decide(environ, path, view)
+            if self._plain:
+                policy = options.default
+                key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
+                decision = self._consume(key, self._cost)
+            else:
+                policy, decision = self._decide(environ, path, view)
         if not decision[0] and not options.dry_run:  # denied
             denied = _http.denial(decision, options.headers_for(decision, policy))
             return _respond(start_response, denied)
@@ -229,6 +233,14 @@ def _read_body(environ: WSGIEnvironment, admin: _http.AdminAPI) -> Union[bytes, 
         body = bytes(stream.read(admin.max_body + 1))
         return admin.too_large() if len(body) > admin.max_body else body
     return b""
+
+
+def _path(environ: WSGIEnvironment) -> str:
+    """``SCRIPT_NAME`` + ``PATH_INFO``, decoded as UTF-8 like an ASGI path."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if not path.isascii():
+        path = path.encode("latin-1").decode("utf-8", "replace")
+    return str(path)
 
 
 def _decode_headers(environ: WSGIEnvironment) -> Dict[str, str]:
