@@ -1,0 +1,32 @@
+"""No dependencies at all: a plain WSGI app, the middleware and the standard library's server.
+
+    python examples/wsgiref_app.py [port]
+
+Try the admin API (the token is printed at start-up):
+
+    curl -X POST localhost:8000/admin/update-rule -H "Authorization: Bearer $TOKEN" \\
+         -d '{"client_id": "127.0.0.1", "capacity": 50, "refill_rate": 10.0}'
+"""
+
+import os
+import secrets
+import sys
+from wsgiref.simple_server import make_server
+
+from tokenbucket import BucketRegistry, Rule
+from tokenbucket.wsgi import RateLimitMiddleware
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+    return [b"hello\n"]
+
+
+registry = BucketRegistry(Rule(capacity=10, refill_rate=1.0))
+token = os.environ.get("TOKENBUCKET_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+app = RateLimitMiddleware(hello, registry=registry, admin_token=token, headers="both")
+
+if __name__ == "__main__":
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
+    print(f"http://127.0.0.1:{port}/  admin token: {token}", flush=True)
+    make_server("127.0.0.1", port, app).serve_forever()

@@ -1,0 +1,755 @@
+"""The HTTP decisions both middlewares share, written once and free of I/O (sans-IO).
+
+What belongs here: the request view that key, ``exempt`` and ``cost`` callables receive; option
+validation; choosing a route's limiter; the rate-limit header fields; the 429 response; and the
+admin API, from an HTTP request (method, query, ``Authorization``, body bytes) to a response
+(status, headers, JSON body). What must not: sockets, asyncio, ASGI or WSGI messages, or any web
+framework. ``asgi.py`` and ``wsgi.py`` translate their protocol to and from what is here.
+
+Header fields follow draft-ietf-httpapi-ratelimit-headers-11 (May 2026; section 3 for
+``RateLimit-Policy``, section 4 for ``RateLimit``): both are Structured Field Lists (RFC 9651)
+of Items whose value is the policy name as a String, with Integer parameters::
+
+    RateLimit-Policy: "default";q=10
+    RateLimit: "default";r=7;t=3
+
+``q`` is the bucket's capacity (floored to an integer), ``r`` the tokens left (floored) and ``t``
+the whole seconds (ceiling) until the bucket is full again; on a denial ``t`` is the wait until
+the request could pass, equal to ``Retry-After``, as the draft asks that ``Retry-After`` never
+end before the effective window. The draft's optional ``w`` (window) is left out: a token bucket
+has no fixed window, and the refill rate of a per-client override is not known to the adapter
+without a second store call. ``t`` is omitted when the bucket never refills.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from http import HTTPStatus
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Union,
+)
+from urllib.parse import parse_qsl
+
+from ._decision import Decision
+from ._registry import BucketRegistry
+from ._rule import Rule
+from ._validate import MAX_VALUE, Number, check_capacity, check_rate
+
+#: The key used for a request whose client address the server did not report (``scope["client"]``
+#: is None, or ``REMOTE_ADDR`` is missing or empty: a Unix socket, some test clients). All such
+#: requests share this one bucket; behind a proxy on a Unix socket, pass a key function.
+UNKNOWN_CLIENT = "unknown"
+
+#: Response header fields: name/value pairs, as both middlewares exchange them with this module.
+HeaderList = List[Tuple[str, str]]
+#: The same as ASGI carries them: bytes, lower-case names.
+RawHeaderList = List[Tuple[bytes, bytes]]
+
+#: A key function: the request view in, the bucket key out.
+KeyFunc = Callable[["RequestView"], str]
+
+#: What ``on_decision`` is called with: the request view, its key and the decision.
+DecisionHook = Callable[["RequestView", str, Decision], None]
+
+DEFAULT_ADMIN_PATH = "/admin/update-rule"
+DEFAULT_MAX_BODY = 4096
+
+_HEADER_MODES = {"draft": 1, "legacy": 2, "both": 3, None: 0}
+_DRAFT = 1
+_LEGACY = 2
+#: Lower-case names of every field this module may add, to leave alone those the app set itself.
+OWN_FIELDS = frozenset(
+    (
+        "ratelimit",
+        "ratelimit-policy",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    )
+)
+_JSON = ("Content-Type", "application/json")
+_ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route")
+_ADMIN_METHODS = "GET, POST, DELETE"
+
+
+class RequestView:
+    """The parts of an HTTP request that key, ``exempt`` and ``cost`` callables see.
+
+    Both middlewares build the same view, so one key function serves ASGI and WSGI apps alike::
+
+        def api_key(request: RequestView) -> str:
+            return request.header("x-api-key") or request.client or "unknown"
+
+    Attributes:
+        method: the request method, upper case (``"GET"`` for a WebSocket handshake).
+        scheme: ``"http"``, ``"https"``, ``"ws"`` or ``"wss"``.
+        path: the decoded path, without the query string (under WSGI, ``SCRIPT_NAME`` followed
+            by ``PATH_INFO``).
+        query_string: the raw query string, without the ``?``.
+        client: the peer's address as the server reports it, or None if it reports none. It is
+            the proxy's address behind a proxy; see
+            [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
+        raw: the ASGI scope or the WSGI environ, for anything the view does not cover.
+    """
+
+    __slots__ = ("_decode", "_headers", "client", "method", "path", "query_string", "raw", "scheme")
+
+    def __init__(
+        self,
+        method: str,
+        scheme: str,
+        path: str,
+        query_string: str,
+        client: Optional[str],
+        raw: Any,
+        decode_headers: Callable[[Any], Dict[str, str]],
+    ) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.path = path
+        self.query_string = query_string
+        self.client = client
+        self.raw = raw
+        self._decode = decode_headers
+        self._headers: Optional[Dict[str, str]] = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Request header fields by lower-case name; repeated fields are joined with ``", "``."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = self._decode(self.raw)
+        return headers
+
+    def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """Return the header field ``name`` (any case), or ``default`` if it is absent."""
+        return self.headers.get(name.lower(), default)
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestView(method={self.method!r}, path={self.path!r}, "
+            f"query_string={self.query_string!r}, client={self.client!r})"
+        )
+
+
+class Response(NamedTuple):
+    """A complete response produced by this module: the middleware sends it as it is."""
+
+    status: int
+    headers: HeaderList
+    body: bytes
+
+
+def status_line(status: int) -> str:
+    """Return the WSGI status line for ``status``, e.g. ``"429 Too Many Requests"``."""
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+class Policy:
+    """One limiter the middleware applies: a registry, a key namespace and a header name.
+
+    The default policy uses the middleware's registry as it is. A route's policy is a
+    registry of its own sharing that registry's store, with keys namespaced by the route
+    pattern, so route buckets and overrides never mix with the default ones.
+    """
+
+    __slots__ = (
+        "field_name",
+        "limit",
+        "name",
+        "policy",
+        "prefix",
+        "raw_field_name",
+        "raw_policy",
+        "registry",
+    )
+
+    def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
+        self.name = name
+        self.registry = registry
+        self.prefix = prefix
+        self.field_name = _sf_string(name)
+        self.raw_field_name = self.field_name.encode("ascii")
+        # The RateLimit-Policy value (str and bytes) for the last limit seen: limits rarely
+        # change, so the hot path compares one number.
+        self.limit = math.nan
+        self.policy = ""
+        self.raw_policy = b""
+
+    def set_limit(self, limit: float) -> None:
+        """Compute the ``RateLimit-Policy`` value for a bucket of capacity ``limit``."""
+        value = f"{self.field_name};q={int(limit)}"
+        self.policy, self.raw_policy, self.limit = value, value.encode("ascii"), limit
+
+
+def _sf_string(text: str) -> str:
+    """Serialise ``text`` as a Structured Field String (RFC 9651, section 4.1.6)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# The two functions below write the same fields, as str for WSGI and as bytes (lower-case names)
+# for ASGI, each in one pass: they are on every request's path.
+
+
+def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderList:
+    """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set)."""
+    allowed, remaining, retry_after, reset_after, limit = decision
+    if limit != policy.limit:
+        policy.set_limit(limit)
+    left = int(remaining)
+    if mode & _DRAFT:
+        window = reset_after if allowed else retry_after
+        if window == math.inf:
+            state = f"{policy.field_name};r={left}"
+        else:
+            state = f"{policy.field_name};r={left};t={math.ceil(window)}"
+        fields = [("RateLimit-Policy", policy.policy), ("RateLimit", state)]
+        if not mode & _LEGACY:
+            return fields
+    elif mode & _LEGACY:
+        fields = []
+    else:
+        return []
+    fields.append(("X-RateLimit-Limit", str(int(limit))))
+    fields.append(("X-RateLimit-Remaining", str(left)))
+    if reset_after != math.inf:
+        fields.append(("X-RateLimit-Reset", str(math.ceil(reset_after))))
+    return fields
+
+
+def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> RawHeaderList:
+    """Return `rate_limit_headers` as ASGI wants them: bytes, with lower-case names."""
+    allowed, remaining, retry_after, reset_after, limit = decision
+    if limit != policy.limit:
+        policy.set_limit(limit)
+    left = int(remaining)
+    if mode & _DRAFT:
+        window = reset_after if allowed else retry_after
+        if window == math.inf:
+            state = b"%b;r=%d" % (policy.raw_field_name, left)
+        else:
+            state = b"%b;r=%d;t=%d" % (policy.raw_field_name, left, math.ceil(window))
+        fields = [(b"ratelimit-policy", policy.raw_policy), (b"ratelimit", state)]
+        if not mode & _LEGACY:
+            return fields
+    elif mode & _LEGACY:
+        fields = []
+    else:
+        return []
+    fields.append((b"x-ratelimit-limit", b"%d" % int(limit)))
+    fields.append((b"x-ratelimit-remaining", b"%d" % left))
+    if reset_after != math.inf:
+        fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(reset_after)))
+    return fields
+
+
+def retry_after_seconds(decision: Decision) -> Optional[int]:
+    """Return ``Retry-After`` for a denial: whole seconds, rounded up, at least 1; None if never."""
+    wait = decision.retry_after
+    if wait == math.inf:
+        return None
+    return max(1, math.ceil(wait))
+
+
+def denial(decision: Decision, fields: HeaderList) -> Response:
+    """Return the 429 response for a denied ``decision``, carrying the rate-limit ``fields``.
+
+    The JSON body is ``{"error": "Rate limit exceeded", "retry_after": s, "limit": n,
+    "remaining": n}``. ``retry_after`` equals the ``Retry-After`` header; both are absent (the
+    body says ``null``) when the request can never pass: a bucket that does not refill, or a
+    request costing more than the capacity.
+    """
+    wait = retry_after_seconds(decision)
+    body = (
+        f'{{"error": "Rate limit exceeded", "retry_after": {"null" if wait is None else wait}, '
+        f'"limit": {int(decision.limit)}, "remaining": {int(decision.remaining)}}}'
+    ).encode()
+    headers = [_JSON, ("Content-Length", str(len(body)))]
+    if wait is not None:
+        headers.append(("Retry-After", str(wait)))
+    headers.extend(fields)
+    return Response(429, headers, body)
+
+
+def json_response(
+    status: int, payload: Mapping[str, Any], extra: Optional[HeaderList] = None
+) -> Response:
+    """Return a JSON response with ``status``, ``payload`` and any ``extra`` header fields."""
+    body = json.dumps(payload, allow_nan=False).encode()
+    headers = [_JSON, ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    if extra:
+        headers.extend(extra)
+    return Response(status, headers, body)
+
+
+def _error(status: int, message: str, extra: Optional[HeaderList] = None) -> Response:
+    return json_response(status, {"error": message}, extra)
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut to a length fit for an error message about untrusted input."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class PathSet:
+    """A set of path patterns: exact paths, and prefixes written with a trailing ``*``."""
+
+    __slots__ = ("exact", "prefixes")
+
+    def __init__(self, exact: Iterable[str], prefixes: Iterable[str]) -> None:
+        self.exact = frozenset(exact)
+        # Longest first, so that the most specific prefix matches first.
+        self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.exact or (
+            isinstance(path, str) and bool(self.prefixes) and path.startswith(self.prefixes)
+        )
+
+
+def _check_pattern(option: str, pattern: object) -> str:
+    if not isinstance(pattern, str):
+        raise TypeError(f"{option!r} paths must be str, got {pattern!r}")
+    if not pattern.startswith("/"):
+        raise ValueError(f"{option!r} paths must start with '/', got {pattern!r}")
+    return pattern
+
+
+def _paths(option: str, patterns: Iterable[object]) -> PathSet:
+    if isinstance(patterns, (str, bytes)):
+        raise TypeError(f"{option!r} must be a list of paths, not a single path: {patterns!r}")
+    exact: List[str] = []
+    prefixes: List[str] = []
+    for pattern in patterns:
+        text = _check_pattern(option, pattern)
+        if text.endswith("*"):
+            prefixes.append(text[:-1])
+        else:
+            exact.append(text)
+    return PathSet(exact, prefixes)
+
+
+class Options:
+    """Every middleware option, validated once; both middlewares hold one of these.
+
+    Invalid options raise ``TypeError`` (wrong type) or ``ValueError`` (bad value), naming the
+    option and the value. See the middlewares' docstrings for what each option means.
+    """
+
+    __slots__ = (
+        "admin",
+        "cost",
+        "cost_func",
+        "default",
+        "dry_run",
+        "exempt_func",
+        "exempt_paths",
+        "header_mode",
+        "is_async",
+        "key_func",
+        "on_decision",
+        "route_exact",
+        "route_prefixes",
+        "routes",
+    )
+
+    def __init__(
+        self,
+        *,
+        registry: BucketRegistry,
+        key: Optional[KeyFunc],
+        cost: Union[float, Callable[[RequestView], float]],
+        exempt: Union[Iterable[str], Callable[[RequestView], bool], None],
+        routes: Optional[Mapping[str, Rule]],
+        dry_run: bool,
+        headers: Optional[str],
+        on_decision: Optional[DecisionHook],
+        admin_token: Optional[str],
+        admin_path: str,
+        max_body: int,
+    ) -> None:
+        if not isinstance(registry, BucketRegistry):
+            raise TypeError(f"'registry' must be a BucketRegistry, got {registry!r}")
+        if key is not None and not callable(key):
+            raise TypeError(f"'key' must be a callable taking a RequestView, got {key!r}")
+        self.key_func = key
+        self.cost: Number = 1
+        self.cost_func: Optional[Callable[[RequestView], float]] = None
+        if callable(cost):
+            self.cost_func = cost
+        else:
+            self.cost = _check_cost(cost)
+        self.exempt_func: Optional[Callable[[RequestView], bool]] = None
+        self.exempt_paths: Optional[PathSet] = None
+        if callable(exempt):
+            self.exempt_func = exempt
+        elif exempt is not None:
+            try:
+                self.exempt_paths = _paths("exempt", exempt)
+            except TypeError as exc:
+                if not isinstance(exempt, Iterable):
+                    raise TypeError(
+                        f"'exempt' must be a list of paths or a callable, got {exempt!r}"
+                    ) from None
+                raise exc
+        if not isinstance(dry_run, bool):
+            raise TypeError(f"'dry_run' must be a bool, got {dry_run!r}")
+        self.dry_run = dry_run
+        if headers not in _HEADER_MODES:
+            raise ValueError(
+                f"'headers' must be 'draft', 'legacy', 'both' or None, got {headers!r}"
+            )
+        self.header_mode = _HEADER_MODES[headers]
+        if on_decision is not None and not callable(on_decision):
+            raise TypeError(f"'on_decision' must be a callable or None, got {on_decision!r}")
+        self.on_decision = on_decision
+        self.is_async = registry.is_async
+        self.default = Policy("default", registry, "")
+        self.routes: Dict[str, Policy] = {}
+        self.route_exact: Dict[str, Policy] = {}
+        self.route_prefixes: Tuple[Tuple[str, Policy], ...] = ()
+        if routes is not None:
+            self._set_routes(registry, routes)
+        self.admin: Optional[AdminAPI] = None
+        if admin_token is not None:
+            self.admin = AdminAPI(admin_token, admin_path, max_body, self)
+        else:
+            _check_admin_path(admin_path)
+            _check_max_body(max_body)
+
+    def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Rule]) -> None:
+        if not isinstance(routes, Mapping):
+            raise TypeError(f"'routes' must be a mapping of path to Rule, got {routes!r}")
+        prefixes: List[Tuple[str, Policy]] = []
+        for pattern, rule in routes.items():
+            _check_pattern("routes", pattern)
+            if not all(" " <= char <= "~" for char in pattern):
+                raise ValueError(f"'routes' paths must be printable ASCII, got {pattern!r}")
+            if not isinstance(rule, Rule):
+                raise TypeError(
+                    f"'routes' values must be Rule objects, got {rule!r} for {pattern!r}"
+                )
+            policy = Policy(pattern, BucketRegistry(rule, store=registry.store), pattern + "\0")
+            self.routes[pattern] = policy
+            if pattern.endswith("*"):
+                prefixes.append((pattern[:-1], policy))
+            else:
+                self.route_exact[pattern] = policy
+        self.route_prefixes = tuple(sorted(prefixes, key=lambda item: len(item[0]), reverse=True))
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether requests need nothing but the default key, cost and registry (a fast path)."""
+        return (
+            self.exempt_paths is None
+            and self.exempt_func is None
+            and not self.routes
+            and self.key_func is None
+            and self.cost_func is None
+            and self.on_decision is None
+            and not self.is_async
+        )
+
+    def policy_for(self, path: str) -> Policy:
+        """Return the policy for ``path``: an exact route, else the longest prefix, else default."""
+        policy = self.route_exact.get(path)
+        if policy is not None:
+            return policy
+        for prefix, policy in self.route_prefixes:
+            if path.startswith(prefix):
+                return policy
+        return self.default
+
+    def is_exempt_path(self, path: str) -> bool:
+        """Whether ``path`` is among the exempt paths (the predicate is the adapter's to call)."""
+        paths = self.exempt_paths
+        return paths is not None and path in paths
+
+    def headers_for(self, decision: Decision, policy: Policy) -> HeaderList:
+        """Return the rate-limit header fields to add to a response, in the configured mode."""
+        return rate_limit_headers(decision, policy, self.header_mode)
+
+    def raw_headers_for(self, decision: Decision, policy: Policy) -> RawHeaderList:
+        """Return `headers_for` as bytes with lower-case names, as ASGI carries them."""
+        return raw_rate_limit_headers(decision, policy, self.header_mode)
+
+
+def _check_cost(cost: object) -> Number:
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)):
+        raise TypeError(f"'cost' must be a number > 0 or a callable, got {cost!r}")
+    if not cost > 0 or not math.isfinite(cost):
+        raise ValueError(f"'cost' must be a finite number > 0, got {cost!r}")
+    return cost
+
+
+def _check_admin_path(path: object) -> str:
+    if not isinstance(path, str):
+        raise TypeError(f"'admin_path' must be a str, got {path!r}")
+    if not path.startswith("/"):
+        raise ValueError(f"'admin_path' must start with '/', got {path!r}")
+    return path
+
+
+def _check_max_body(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"'max_body' must be an int, got {size!r}")
+    if size < 1:
+        raise ValueError(f"'max_body' must be >= 1, got {size!r}")
+    return size
+
+
+class AdminOp(NamedTuple):
+    """A validated, authorised admin request, ready to run against its policy's registry."""
+
+    action: str  # "get", "update" or "remove"
+    client_id: str
+    policy: Policy
+    capacity: Optional[Number] = None
+    refill_rate: Optional[Number] = None
+
+    @property
+    def key(self) -> str:
+        """The bucket key of ``client_id`` in its policy's namespace."""
+        return self.policy.prefix + self.client_id
+
+
+class AdminAPI:
+    """The runtime rule API served at ``path`` when the middleware has an admin token.
+
+    Endpoints (all answer JSON, and ``Cache-Control: no-store``):
+
+    * ``POST {path}`` with ``{"client_id": "203.0.113.7", "capacity": 50, "refill_rate": 10.0}``
+      gives that client its own rule now; either number may be omitted (it keeps its current
+      value), not both. Add ``"route": "/login"`` to change the client's rule of a route
+      (``null``, as responses write it, is the default limiter).
+    * ``GET {path}?client_id=203.0.113.7[&route=/login]`` reads the client's rule and level.
+    * ``DELETE {path}?client_id=...[&route=...]`` removes the client's override: it is back
+      on the default rule. Removing an override that does not exist is not an error.
+
+    Each answers ``200`` with ``{"client_id", "route", "capacity", "refill_rate", "tokens",
+    "override"}`` (DELETE adds ``"removed"``, whether there was an override). ``tokens`` is the
+    level now and ``override`` whether the client has its own rule.
+
+    Requests need ``Authorization: Bearer <token>``, compared in constant time. A request with a
+    valid token is not counted against any bucket. A request to ``path`` without one is counted
+    against the caller's own bucket first, so the token cannot be guessed faster than the limit
+    allows (even in dry-run mode): it gets ``429`` once that bucket is empty, else ``401`` if it
+    had no bearer token and ``403`` if the token was wrong. With a valid token, bad input gets
+    ``400`` (invalid JSON, not an object, missing, unknown or repeated fields, wrong types,
+    values out of range: zero, negative, NaN, infinite or above 1e12), ``413`` for a body over
+    ``max_body`` bytes and ``405`` (with ``Allow``) for another method, and changes nothing.
+    """
+
+    __slots__ = ("_expected", "_options", "max_body", "path")
+
+    def __init__(self, token: object, path: object, max_body: object, options: Options) -> None:
+        if not isinstance(token, str):
+            raise TypeError(f"'admin_token' must be a str or None, got {token!r}")
+        if not token:
+            raise ValueError("'admin_token' must be a non-empty str (or None to disable the API)")
+        if not all("!" <= char <= "~" for char in token):
+            raise ValueError(
+                "'admin_token' must be printable ASCII without spaces "
+                "(for example secrets.token_urlsafe(32))"
+            )
+        self._expected = token.encode("ascii")
+        self.path = _check_admin_path(path)
+        self.max_body = _check_max_body(max_body)
+        self._options = options
+
+    def authorize(self, authorization: Optional[str]) -> int:
+        """Return 0 if ``authorization`` carries the token, else 401 (no bearer token) or 403."""
+        if not authorization:
+            return 401
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return 401
+        offered = credentials.strip().encode("latin-1", "replace")
+        return 0 if hmac.compare_digest(offered, self._expected) else 403
+
+    def refusal(self, status: int, fields: HeaderList) -> Response:
+        """Return the 401 or 403 response to an unauthorised request, with its ``fields``."""
+        if status == 401:
+            fields = [("WWW-Authenticate", 'Bearer realm="tokenbucket admin"'), *fields]
+            return _error(401, "missing bearer token", fields)
+        return _error(403, "invalid admin token", fields)
+
+    def wants_body(self, method: str) -> bool:
+        """Whether an authorised request with ``method`` needs its body read (POST)."""
+        return method == "POST"
+
+    def body_too_large(self, content_length: Optional[str]) -> Optional[Response]:
+        """Check a declared ``Content-Length`` before reading: a 400 or 413 response, or None."""
+        if content_length is None:
+            return None
+        text = content_length.strip()
+        if not text.isdigit() or not text.isascii():
+            return _error(400, f"invalid Content-Length: {_short(content_length)}")
+        if int(text) > self.max_body:
+            return self.too_large()
+        return None
+
+    def too_large(self) -> Response:
+        """Return the 413 response for a body over ``max_body`` bytes."""
+        return _error(413, f"request body is larger than {self.max_body} bytes")
+
+    def parse(self, method: str, query_string: str, body: bytes) -> Union[Response, AdminOp]:
+        """Turn an authorised request into an operation, or into the 4xx that refuses it."""
+        if method == "POST":
+            return self._parse_update(body)
+        if method in ("GET", "DELETE"):
+            return self._parse_query("get" if method == "GET" else "remove", query_string)
+        return _error(405, f"method {_short(method)} not allowed", [("Allow", _ADMIN_METHODS)])
+
+    def _route(self, route: object) -> Union[Response, Policy]:
+        if route is None:
+            return self._options.default
+        if not isinstance(route, str):
+            return _error(400, f"'route' must be a string, got {_short(route)}")
+        policy = self._options.routes.get(route)
+        if policy is None:
+            known = ", ".join(repr(name) for name in self._options.routes) or "none"
+            return _error(400, f"'route' must be a configured route ({known}), got {_short(route)}")
+        return policy
+
+    def _parse_query(self, action: str, query_string: str) -> Union[Response, AdminOp]:
+        try:
+            pairs = parse_qsl(
+                query_string, keep_blank_values=True, strict_parsing=False, max_num_fields=8
+            )
+        except ValueError:
+            return _error(400, "too many query parameters")
+        params: Dict[str, str] = {}
+        for name, value in pairs:
+            if name not in ("client_id", "route"):
+                return _error(400, f"unknown query parameter {_short(name)}")
+            if name in params:
+                return _error(400, f"query parameter {name!r} given more than once")
+            params[name] = value
+        client_id = params.get("client_id")
+        if not client_id:
+            return _error(400, "query parameter 'client_id' is required and must be non-empty")
+        policy = self._route(params.get("route"))
+        if isinstance(policy, Response):
+            return policy
+        return AdminOp(action, client_id, policy)
+
+    def _parse_update(self, body: bytes) -> Union[Response, AdminOp]:
+        try:
+            data = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
+        except _Repeated as exc:
+            return _error(400, f"field {_short(exc.args[0])} given more than once")
+        except (ValueError, RecursionError):
+            return _error(400, "body must be valid JSON (UTF-8)")
+        if not isinstance(data, dict):
+            return _error(400, f"body must be a JSON object, got {type(data).__name__}")
+        unknown = [name for name in data if name not in _ADMIN_FIELDS]
+        if unknown:
+            return _error(
+                400,
+                f"unknown field {_short(unknown[0])}; expected 'client_id', 'capacity', "
+                f"'refill_rate' and optionally 'route'",
+            )
+        client_id = data.get("client_id")
+        if "client_id" not in data:
+            return _error(400, "field 'client_id' is required")
+        if not isinstance(client_id, str) or not client_id:
+            return _error(400, f"'client_id' must be a non-empty string, got {_short(client_id)}")
+        if "capacity" not in data and "refill_rate" not in data:
+            return _error(400, "at least one of 'capacity' or 'refill_rate' is required")
+        numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
+        for name in numbers:
+            if name in data:
+                checked = _admin_number(name, data[name])
+                if isinstance(checked, Response):
+                    return checked
+                numbers[name] = checked
+        policy = self._route(data.get("route"))
+        if isinstance(policy, Response):
+            return policy
+        return AdminOp("update", client_id, policy, numbers["capacity"], numbers["refill_rate"])
+
+
+def _admin_number(name: str, value: object) -> Union[Response, Number]:
+    """Check a rule field from the admin API: a finite number in (0, 1e12], never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _error(400, f"{name!r} must be a number, got {_short(value)}")
+    if isinstance(value, int) and value > MAX_VALUE:
+        # Checked here: the core would overflow converting a huge int to float first.
+        return _error(400, f"{name!r} must be at most {MAX_VALUE:g}, got {_short(value)}")
+    if not value > 0:
+        return _error(400, f"{name!r} must be a finite number > 0, got {_short(value)}")
+    try:
+        return check_capacity(value, name) if name == "capacity" else check_rate(value, name)
+    except (TypeError, ValueError) as exc:
+        return _error(400, str(exc))
+
+
+class _Repeated(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    result: Dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise _Repeated(name)
+        result[name] = value
+    return result
+
+
+def _admin_result(op: AdminOp, rule: Rule, tokens: float, removed: Optional[bool]) -> Response:
+    registry = op.policy.registry
+    payload: Dict[str, Any] = {
+        "client_id": op.client_id,
+        "route": None if op.policy.prefix == "" else op.policy.name,
+        "capacity": rule.capacity,
+        "refill_rate": rule.refill_rate,
+        "tokens": tokens,
+        # rule_for returns the registry's default object itself when there is no override.
+        "override": rule is not registry.default,
+    }
+    if removed is not None:
+        payload["removed"] = removed
+    return json_response(200, payload)
+
+
+def run_admin(op: AdminOp) -> Response:
+    """Carry out ``op`` on a synchronous registry and return the 200 response."""
+    registry = op.policy.registry
+    key = op.key
+    removed: Optional[bool] = None
+    if op.action == "update":
+        registry.update_rule(key, capacity=op.capacity, refill_rate=op.refill_rate)
+    elif op.action == "remove":
+        removed = registry.remove_rule(key) is not None
+    return _admin_result(op, registry.rule_for(key), registry.tokens(key), removed)
+
+
+async def arun_admin(op: AdminOp) -> Response:
+    """Carry out ``op`` on a registry through its awaitable methods; return the 200 response."""
+    registry = op.policy.registry
+    key = op.key
+    removed: Optional[bool] = None
+    if op.action == "update":
+        await registry.aupdate_rule(key, capacity=op.capacity, refill_rate=op.refill_rate)
+    elif op.action == "remove":
+        removed = (await registry.aremove_rule(key)) is not None
+    rule = await registry.arule_for(key)
+    return _admin_result(op, rule, await registry.atokens(key), removed)

@@ -1,0 +1,383 @@
+"""ASGI middleware: rate limiting for any ASGI app (FastAPI, Starlette, Litestar, Quart, ...).
+
+    from tokenbucket import BucketRegistry, Rule
+    from tokenbucket.asgi import RateLimitMiddleware
+
+    limits = BucketRegistry(Rule(capacity=10, refill_rate=1.0))
+    app = RateLimitMiddleware(app, registry=limits)
+    # or, in FastAPI and Starlette: app.add_middleware(RateLimitMiddleware, registry=limits)
+
+Runtime rule API (both middlewares), on when ``admin_token=`` is a non-empty str; every request
+needs ``Authorization: Bearer <token>``:
+
+* ``POST /admin/update-rule`` with ``{"client_id": "203.0.113.7", "capacity": 50,
+  "refill_rate": 10.0}``: give that client its own rule, now (either number may be omitted).
+* ``GET /admin/update-rule?client_id=203.0.113.7``: read its rule and current token level.
+* ``DELETE /admin/update-rule?client_id=203.0.113.7``: remove its override.
+
+Add ``"route"`` (body) or ``&route=`` (query) to address a route's limiter. Requests without the
+right token are counted against the caller's own bucket (429 once it is empty, else 401/403), so
+the token cannot be guessed faster than the limit allows. Bad input gets a 4xx JSON error and
+changes nothing. The full contract is in the ``AdminAPI`` docstring in ``tokenbucket._http``.
+
+This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live; it
+imports no framework.
+"""
+
+from __future__ import annotations
+
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    MutableMapping,
+    Optional,
+    Tuple,
+    Union,
+)
+
+from . import _http
+from ._decision import Decision
+from ._http import (
+    DEFAULT_ADMIN_PATH,
+    DEFAULT_MAX_BODY,
+    UNKNOWN_CLIENT,
+    DecisionHook,
+    KeyFunc,
+    Policy,
+    RequestView,
+    Response,
+)
+from ._registry import BucketRegistry
+from ._rule import Rule
+
+__all__ = ["RateLimitMiddleware", "RequestView"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+_RawHeaders = List[Tuple[bytes, bytes]]
+
+_OWN_FIELDS = frozenset(name.encode() for name in _http.OWN_FIELDS)
+_INITIALS = frozenset((b"r", b"R", b"x", b"X"))
+
+
+class RateLimitMiddleware:
+    """Rate-limit an ASGI app: one token bucket per client, 429 when it is empty.
+
+    Each ``http`` request takes ``cost`` tokens from the bucket of ``key(request)`` (the client
+    IP by default). An allowed request goes on to the app, and its response gets the rate-limit
+    header fields; a denied one gets ``429 Too Many Requests`` with ``Retry-After`` and a JSON
+    body, and never reaches the app. ``lifespan`` and other non-HTTP scopes pass through
+    untouched.
+
+    WebSocket connections are limited at the handshake, by the same key, cost, exemptions and
+    routes: a denied handshake is refused before it is accepted, with the 429 response when the
+    server supports the ``websocket.http.response`` extension, else with ``websocket.close``
+    (which servers turn into ``403``). Messages on an accepted connection are not limited, and
+    an allowed handshake passes through unchanged (without rate-limit header fields).
+
+    When ``scope["client"]`` is None (a Unix socket, some test servers) the default key is
+    ``"unknown"``: all such requests share one bucket. Behind a proxy, pass a key function such
+    as [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
+
+    Args:
+        app: the ASGI app to protect.
+        registry: the [`BucketRegistry`][tokenbucket.BucketRegistry] holding the buckets. An
+            async store (Redis) is used through the awaitable methods.
+        key: ``key(request) -> str``, the bucket key of a
+            [`RequestView`][tokenbucket.asgi.RequestView]; the client IP by default.
+        cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
+        exempt: requests that are never limited nor counted: a list of paths (``"/health"``;
+            ``"/static/*"`` for a prefix), or a predicate ``exempt(request) -> bool``.
+        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, with the same path syntax.
+            A request matching a route (the exact path first, then the longest prefix) is counted
+            in that route's bucket for its key instead of the default one. Route buckets share
+            the registry's store.
+        dry_run: compute, report (header fields, ``on_decision``) but never refuse a request.
+            Useful to roll a limit out. The admin path stays protected.
+        headers: which rate-limit header fields to send: ``"draft"`` (default; ``RateLimit``
+            and ``RateLimit-Policy`` from the IETF draft), ``"legacy"``
+            (``X-RateLimit-Limit``, ``-Remaining``, ``-Reset``: seconds until full),
+            ``"both"`` or None. The draft is the default because it is the one written
+            specification (the legacy fields have none, and services disagree on what
+            ``Reset`` means); choose ``"both"`` for clients that only read the legacy ones.
+            Fields the app sets itself are left as the app set them.
+        on_decision: called as ``on_decision(request, key, decision)`` after every counted
+            request, e.g. to count denials. Its exceptions propagate.
+        admin_token: enables the runtime rule API at ``admin_path`` when a non-empty str; see
+            the module docstring. Without it that path is an ordinary one.
+        admin_path: where the admin API listens (default ``/admin/update-rule``).
+        max_body: largest admin request body accepted, in bytes (default 4096); larger is 413.
+
+    Raises:
+        TypeError: an option has the wrong type (the message names the option and value).
+        ValueError: an option has a bad value.
+    """
+
+    __slots__ = (
+        "_admin",
+        "_admin_path",
+        "_consume",
+        "_cost",
+        "_mode",
+        "_options",
+        "_plain",
+        "app",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        registry: BucketRegistry,
+        key: Optional[KeyFunc] = None,
+        cost: Union[float, Callable[[RequestView], float]] = 1,
+        exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
+        routes: Optional[Mapping[str, Rule]] = None,
+        dry_run: bool = False,
+        headers: Optional[str] = "draft",
+        on_decision: Optional[DecisionHook] = None,
+        admin_token: Optional[str] = None,
+        admin_path: str = DEFAULT_ADMIN_PATH,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"'app' must be an ASGI app (a callable), got {app!r}")
+        self.app = app
+        self._options = _http.Options(
+            registry=registry,
+            key=key,
+            cost=cost,
+            exempt=exempt,
+            routes=routes,
+            dry_run=dry_run,
+            headers=headers,
+            on_decision=on_decision,
+            admin_token=admin_token,
+            admin_path=admin_path,
+            max_body=max_body,
+        )
+        self._admin = self._options.admin
+        self._admin_path = None if self._admin is None else self._admin.path
+        options = self._options
+        self._plain = options.is_plain
+        # Read on every request: kept here, one attribute lookup away.
+        self._consume = registry.consume
+        self._cost = options.cost
+        self._mode = options.header_mode
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == self._admin_path:
+            await self._admin_request(scope, receive, send)
+            return
+        options = self._options
+        if self._plain:
+            # No exemptions, routes, key or cost function, hook or async store: the common case.
+            policy = options.default
+            client = scope.get("client")
+            decision = self._consume(client[0] if client else UNKNOWN_CLIENT, self._cost)
+        else:
+            view: Optional[RequestView] = None
+            if options.exempt_paths is not None and options.is_exempt_path(path):
+                await self.app(scope, receive, send)
+                return
+            if options.exempt_func is not None:
+                view = _view(scope)
+                if options.exempt_func(view):
+                    await self.app(scope, receive, send)
+                    return
+            policy, decision = await self._decide(scope, path, view)
+        if not decision[0] and not options.dry_run:  # denied
+            fields = options.headers_for(decision, policy)
+            await _send_response(send, _http.denial(decision, fields))
+            return
+        mode = self._mode
+        if not mode:
+            await self.app(scope, receive, send)
+            return
+        extra = _http.raw_rate_limit_headers(decision, policy, mode)
+
+        async def send_with_fields(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _add_fields(message, extra)
+            await send(message)
+
+        await self.app(scope, receive, send_with_fields)
+
+    async def _decide(
+        self, scope: Scope, path: str, view: Optional[RequestView]
+    ) -> Tuple[Policy, Decision]:
+        """Count the request against its bucket; return the policy and the decision."""
+        options = self._options
+        policy = options.policy_for(path) if options.routes else options.default
+        if options.key_func is None:
+            client = scope.get("client")
+            key = client[0] if client else UNKNOWN_CLIENT
+        else:
+            view = view or _view(scope)
+            key = options.key_func(view)
+        if options.cost_func is None:
+            cost = options.cost
+        else:
+            view = view or _view(scope)
+            cost = options.cost_func(view)
+        if options.is_async:
+            decision = await policy.registry.aconsume(policy.prefix + key, cost)
+        else:
+            decision = policy.registry.consume(policy.prefix + key, cost)
+        if options.on_decision is not None:
+            options.on_decision(view or _view(scope), key, decision)
+        return policy, decision
+
+    async def _admin_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        admin = self._admin
+        assert admin is not None
+        view = _view(scope)
+        status = admin.authorize(view.header("authorization"))
+        if status:
+            # Counted against the caller's bucket, whatever dry_run or exempt say.
+            policy, decision = await self._decide(scope, view.path, view)
+            fields = self._options.headers_for(decision, policy)
+            if decision.allowed:
+                response = admin.refusal(status, fields)
+            else:
+                response = _http.denial(decision, fields)
+            await _send_response(send, response)
+            return
+        body = b""
+        if admin.wants_body(view.method):
+            refused = admin.body_too_large(view.header("content-length"))
+            if refused is not None:
+                await _send_response(send, refused)
+                return
+            read = await _read_body(receive, admin.max_body)
+            if read is None:
+                await _send_response(send, admin.too_large())
+                return
+            body = read
+        op = admin.parse(view.method, view.query_string, body)
+        if isinstance(op, Response):
+            response = op
+        elif self._options.is_async:
+            response = await _http.arun_admin(op)
+        else:
+            response = _http.run_admin(op)
+        await _send_response(send, response)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        options = self._options
+        path: str = scope["path"]
+        view: Optional[RequestView] = None
+        if options.exempt_paths is not None and options.is_exempt_path(path):
+            await self.app(scope, receive, send)
+            return
+        if options.exempt_func is not None:
+            view = _view(scope)
+            if options.exempt_func(view):
+                await self.app(scope, receive, send)
+                return
+        policy, decision = await self._decide(scope, path, view)
+        if decision.allowed or options.dry_run:
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return  # the client left before the handshake completed
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            response = _http.denial(decision, options.headers_for(decision, policy))
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": response.status,
+                    "headers": _encode(response.headers),
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            # Before the accept, the server answers the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "Rate limit exceeded"})
+
+
+def _decode_headers(scope: Scope) -> Dict[str, str]:
+    headers: Dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers") or ():
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        previous = headers.get(name)
+        headers[name] = value if previous is None else f"{previous}, {value}"
+    return headers
+
+
+def _view(scope: Scope) -> RequestView:
+    client = scope.get("client")
+    return RequestView(
+        scope.get("method", "GET"),
+        scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http"),
+        scope["path"],
+        (scope.get("query_string") or b"").decode("latin-1"),
+        client[0] if client else None,
+        scope,
+        _decode_headers,
+    )
+
+
+def _encode(fields: _http.HeaderList) -> _RawHeaders:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
+
+
+def _add_fields(message: Message, extra: _RawHeaders) -> None:
+    """Add the ``extra`` fields the app did not set itself to ``message``, a response start."""
+    headers = message.get("headers")
+    if not headers:
+        message["headers"] = extra
+        return
+    for name, _ in headers:
+        # Every field of ours starts with r or x: most names are ruled out without lower().
+        if name[:1] in _INITIALS and name.lower() in _OWN_FIELDS:
+            present = {name.lower() for name, _ in headers}
+            extra = [field for field in extra if field[0] not in present]
+            break
+    message["headers"] = [*headers, *extra]
+
+
+async def _send_response(send: Send, response: Response) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": _encode(response.headers),
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
+    """Read the request body; None as soon as it is over ``limit`` bytes."""
+    chunks: List[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # disconnected: what we answer goes nowhere
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

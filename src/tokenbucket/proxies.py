@@ -1,0 +1,204 @@
+"""Client addresses behind reverse proxies: a key function that trusts only the proxies you name.
+
+Behind a proxy or load balancer every request comes from the proxy's address, so the default key
+(the peer address) would put all clients in one bucket. The proxy reports the real client in
+``X-Forwarded-For`` or ``Forwarded`` (RFC 7239), and
+[`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey] reads it, safely.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, List, Optional, Tuple, Union
+
+from ._http import UNKNOWN_CLIENT, RequestView
+
+__all__ = ["TrustedProxyKey"]
+
+_Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+_HEADERS = ("x-forwarded-for", "forwarded")
+
+
+class TrustedProxyKey:
+    """A key function: the client address as reported by your own proxies.
+
+    Warning:
+        ``X-Forwarded-For`` and ``Forwarded`` are ordinary request header fields: any client can
+        send them, with any value. Trusting them blindly lets every client choose its own bucket,
+        to evade the limit or to exhaust someone else's. This key believes them only as far as
+        your proxies vouch for them. If the peer is not one of the ``trusted`` proxies, the
+        fields are ignored and the peer address is the key. If it is, the list is read from
+        right to left (each proxy appends the address it saw): entries that are themselves
+        trusted proxies are skipped, and the first one that is not is the client. Entries
+        further left were written by the client and are never read. List every proxy in front
+        of the app, and nothing else: a trusted network that includes client addresses lets
+        those clients forge the header.
+
+    An entry that is not an IP address (``unknown``, an obfuscated ``_name``, garbage) stops the
+    walk: the address of the trusted proxy that reported it is the key. A proxy that reports a
+    port (``203.0.113.7:4711``, ``"[2001:db8::1]:4711"``) is understood; keys are normalised
+    addresses without ports, IPv4-mapped IPv6 addresses as IPv4.
+
+    Args:
+        trusted: addresses and networks of your proxies: ``"10.0.0.0/8"``, ``"127.0.0.1"``,
+            ``"::1"``, or :mod:`ipaddress` objects. The string ``"unix"`` trusts requests that
+            carry no peer address (a proxy on a Unix socket).
+        header: ``"x-forwarded-for"`` (default) or ``"forwarded"``.
+
+    Example::
+
+        >>> from tokenbucket.proxies import TrustedProxyKey
+        >>> key = TrustedProxyKey(["10.0.0.0/8"])
+        >>> key.client_address("10.0.0.2", "198.51.100.9, 203.0.113.7, 10.0.0.1")
+        '203.0.113.7'
+        >>> key.client_address("192.0.2.1", "203.0.113.7")  # not from a trusted proxy
+        '192.0.2.1'
+
+    Pass it as ``key=`` to either middleware.
+    """
+
+    __slots__ = ("_header", "_networks", "_unix")
+
+    def __init__(
+        self,
+        trusted: Iterable[Union[str, _Address, _Network]],
+        *,
+        header: str = "x-forwarded-for",
+    ) -> None:
+        if isinstance(trusted, (str, bytes)):
+            raise TypeError(f"'trusted' must be a list of addresses or networks, got {trusted!r}")
+        networks: List[_Network] = []
+        unix = False
+        for entry in trusted:
+            if entry == "unix":
+                unix = True
+                continue
+            if isinstance(entry, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                networks.append(ipaddress.ip_network(entry))
+            elif isinstance(entry, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+                networks.append(entry)
+            elif isinstance(entry, str):
+                try:
+                    networks.append(ipaddress.ip_network(entry.strip()))
+                except ValueError:
+                    raise ValueError(
+                        f"'trusted' entries must be IP addresses or networks, got {entry!r}"
+                    ) from None
+            else:
+                raise TypeError(
+                    f"'trusted' entries must be str or ipaddress objects, got {entry!r}"
+                )
+        if not networks and not unix:
+            raise ValueError("'trusted' must name at least one proxy address or network")
+        if not isinstance(header, str) or header.lower() not in _HEADERS:
+            raise ValueError(f"'header' must be 'x-forwarded-for' or 'forwarded', got {header!r}")
+        self._networks = tuple(networks)
+        self._unix = unix
+        self._header = header.lower()
+
+    def __call__(self, request: RequestView) -> str:
+        """Return the bucket key for ``request``: its client address."""
+        return self.client_address(request.client, request.header(self._header))
+
+    def client_address(self, peer: Optional[str], field: Optional[str]) -> str:
+        """Return the client address for a request from ``peer`` carrying header value ``field``.
+
+        ``peer`` is the address the server reports (None if none); ``field`` the value of the
+        configured header (None if absent; repeated fields joined with commas).
+        """
+        if peer is None:
+            if not self._unix:
+                return UNKNOWN_CLIENT
+            current = UNKNOWN_CLIENT
+        else:
+            address = _parse(peer)
+            if address is None:
+                return peer
+            current = str(address)
+            if not self._trusts(address):
+                return current
+        if not field:
+            return current
+        hops = _forwarded_for(field) if self._header == "forwarded" else field.split(",")
+        for hop in reversed(hops):
+            address = _parse(hop) if hop is not None else None
+            if address is None:
+                return current  # the trusted proxy to the right reported no usable address
+            current = str(address)
+            if not self._trusts(address):
+                return current
+        return current  # every hop is a trusted proxy: the leftmost is the client
+
+    def _trusts(self, address: _Address) -> bool:
+        return any(address in network for network in self._networks)
+
+    def __repr__(self) -> str:
+        trusted = [str(network) for network in self._networks] + (["unix"] if self._unix else [])
+        return f"TrustedProxyKey({trusted!r}, header={self._header!r})"
+
+
+def _parse(text: str) -> Optional[_Address]:
+    """Parse one hop (``addr``, ``addr:port``, ``[v6]``, ``[v6]:port``), or None."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _forwarded_for(field: str) -> List[Optional[str]]:
+    """Return the ``for=`` value of each element of a ``Forwarded`` field (None if none)."""
+    hops: List[Optional[str]] = []
+    for element in _split_quoted(field, ","):
+        value: Optional[str] = None
+        for pair in _split_quoted(element, ";"):
+            name, _, raw = pair.partition("=")
+            if name.strip().lower() == "for":
+                value = _unquote(raw.strip())
+        hops.append(value)
+    return hops
+
+
+def _split_quoted(text: str, separator: str) -> List[str]:
+    """Split ``text`` at ``separator`` outside double-quoted strings."""
+    parts: List[str] = []
+    start = 0
+    quoted = escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        chars: Tuple[str, ...] = tuple(value[1:-1])
+        out: List[str] = []
+        escaped = False
+        for char in chars:
+            if escaped or char != "\\":
+                out.append(char)
+                escaped = False
+            else:
+                escaped = True
+        return "".join(out)
+    return value

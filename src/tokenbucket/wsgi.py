@@ -1,0 +1,282 @@
+"""WSGI middleware: rate limiting for any WSGI app (Flask, Django, Falcon, Bottle, ...).
+
+    from tokenbucket import BucketRegistry, Rule
+    from tokenbucket.wsgi import RateLimitMiddleware
+
+    limits = BucketRegistry(Rule(capacity=10, refill_rate=1.0))
+    app.wsgi_app = RateLimitMiddleware(app.wsgi_app, registry=limits)  # Flask
+
+The options, the rate-limit header fields, the 429 response and the runtime rule API at
+``/admin/update-rule`` are those of ``tokenbucket.asgi`` (see its docstring). This module only
+translates WSGI (PEP 3333) to and from ``tokenbucket._http``, where the decisions live; it imports
+no framework.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional, Union
+
+from . import _http
+from ._decision import Decision
+from ._http import (
+    DEFAULT_ADMIN_PATH,
+    DEFAULT_MAX_BODY,
+    OWN_FIELDS,
+    UNKNOWN_CLIENT,
+    DecisionHook,
+    HeaderList,
+    KeyFunc,
+    Policy,
+    RequestView,
+    Response,
+)
+from ._registry import BucketRegistry
+from ._rule import Rule
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["RateLimitMiddleware", "RequestView"]
+
+_INITIALS = frozenset("RrXx")
+
+
+class RateLimitMiddleware:
+    """Rate-limit a WSGI app: one token bucket per client, 429 when it is empty.
+
+    The options and behaviour are those of the ASGI
+    [`RateLimitMiddleware`][tokenbucket.asgi.RateLimitMiddleware]: the same request view reaches
+    ``key``, ``cost`` and ``exempt``, the same header fields, 429 response and admin API. The
+    client address is ``REMOTE_ADDR``; when it is missing or empty the default key is
+    ``"unknown"`` (one shared bucket). The middleware is PEP 3333 compliant (it passes
+    ``wsgiref.validate``).
+
+    The registry must be synchronous: a WSGI server has no event loop to await an async store
+    on, so an async-store registry is refused with ``TypeError``.
+
+    Args:
+        app: the WSGI app to protect.
+        registry: the [`BucketRegistry`][tokenbucket.BucketRegistry] holding the buckets.
+        key: ``key(request) -> str`` of a [`RequestView`][tokenbucket.wsgi.RequestView]; the
+            client IP by default.
+        cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
+        exempt: requests never limited nor counted: paths (``"/static/*"`` for a prefix) or a
+            predicate.
+        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``.
+        dry_run: compute and report, never refuse (the admin path stays protected).
+        headers: ``"draft"`` (default), ``"legacy"``, ``"both"`` or None.
+        on_decision: ``on_decision(request, key, decision)`` after each counted request.
+        admin_token: enables the runtime rule API at ``admin_path``.
+        admin_path: default ``/admin/update-rule``.
+        max_body: largest admin request body in bytes (default 4096).
+
+    Raises:
+        TypeError: an option has the wrong type, or the registry's store is async.
+        ValueError: an option has a bad value.
+    """
+
+    __slots__ = (
+        "_admin",
+        "_admin_path",
+        "_consume",
+        "_cost",
+        "_mode",
+        "_options",
+        "_plain",
+        "app",
+    )
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        registry: BucketRegistry,
+        key: Optional[KeyFunc] = None,
+        cost: Union[float, Callable[[RequestView], float]] = 1,
+        exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
+        routes: Optional[Mapping[str, Rule]] = None,
+        dry_run: bool = False,
+        headers: Optional[str] = "draft",
+        on_decision: Optional[DecisionHook] = None,
+        admin_token: Optional[str] = None,
+        admin_path: str = DEFAULT_ADMIN_PATH,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"'app' must be a WSGI app (a callable), got {app!r}")
+        if isinstance(registry, BucketRegistry) and registry.is_async:
+            raise TypeError(
+                f"'registry' uses an async store ({registry.store!r}), which WSGI cannot await; "
+                "use a synchronous store, or the ASGI middleware"
+            )
+        self.app = app
+        self._options = _http.Options(
+            registry=registry,
+            key=key,
+            cost=cost,
+            exempt=exempt,
+            routes=routes,
+            dry_run=dry_run,
+            headers=headers,
+            on_decision=on_decision,
+            admin_token=admin_token,
+            admin_path=admin_path,
+            max_body=max_body,
+        )
+        self._admin = self._options.admin
+        self._admin_path = None if self._admin is None else self._admin.path
+        self._plain = self._options.is_plain
+        # Read on every request: kept here, one attribute lookup away.
+        self._consume = registry.consume
+        self._cost = self._options.cost
+        self._mode = self._options.header_mode
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Handle one WSGI request."""
+        options = self._options
+        if self._plain and self._admin is None:
+            # No admin API, exemptions, routes, key or cost function, or hook: the common case,
+            # which does not even need the path.
+            policy = options.default
+            decision = self._consume(environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT, self._cost)
+        else:
+            path = _path(environ)
+            if path == self._admin_path:
+                return self._admin_request(environ, path, start_response)
+            view: Optional[RequestView] = None
+            if options.exempt_paths is not None and options.is_exempt_path(path):
+                return self.app(environ, start_response)
+            if options.exempt_func is not None:
+                view = _view(environ, path)
+                if options.exempt_func(view):
+                    return self.app(environ, start_response)
+            if self._plain:
+                policy = options.default
+                key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
+                decision = self._consume(key, self._cost)
+            else:
+                policy, decision = self._decide(environ, path, view)
+        if not decision[0] and not options.dry_run:  # denied
+            denied = _http.denial(decision, options.headers_for(decision, policy))
+            return _respond(start_response, denied)
+        mode = self._mode
+        if not mode:
+            return self.app(environ, start_response)
+        fields = _http.rate_limit_headers(decision, policy, mode)
+
+        def start_with_fields(
+            status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            combined = _add_fields(headers, fields)
+            if exc_info is None:
+                return start_response(status, combined)
+            return start_response(status, combined, exc_info)
+
+        return self.app(environ, start_with_fields)
+
+    def _decide(
+        self, environ: WSGIEnvironment, path: str, view: Optional[RequestView]
+    ) -> tuple[Policy, Decision]:
+        options = self._options
+        policy = options.policy_for(path) if options.routes else options.default
+        if options.key_func is None:
+            key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
+        else:
+            view = view or _view(environ, path)
+            key = options.key_func(view)
+        if options.cost_func is None:
+            cost = options.cost
+        else:
+            view = view or _view(environ, path)
+            cost = options.cost_func(view)
+        decision = policy.registry.consume(policy.prefix + key, cost)
+        if options.on_decision is not None:
+            options.on_decision(view or _view(environ, path), key, decision)
+        return policy, decision
+
+    def _admin_request(
+        self, environ: WSGIEnvironment, path: str, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        admin = self._admin
+        assert admin is not None
+        view = _view(environ, path)
+        status = admin.authorize(view.header("authorization"))
+        if status:
+            # Counted against the caller's bucket, whatever dry_run or exempt say.
+            policy, decision = self._decide(environ, path, view)
+            fields = self._options.headers_for(decision, policy)
+            if decision.allowed:
+                return _respond(start_response, admin.refusal(status, fields))
+            return _respond(start_response, _http.denial(decision, fields))
+        body = b""
+        if admin.wants_body(view.method):
+            read = _read_body(environ, admin)
+            if isinstance(read, Response):
+                return _respond(start_response, read)
+            body = read
+        op = admin.parse(view.method, view.query_string, body)
+        response = op if isinstance(op, Response) else _http.run_admin(op)
+        return _respond(start_response, response)
+
+
+def _read_body(environ: WSGIEnvironment, admin: _http.AdminAPI) -> Union[bytes, Response]:
+    """Read the request body, refusing one over the limit without reading it all."""
+    declared = environ.get("CONTENT_LENGTH") or None
+    refused = admin.body_too_large(declared)
+    if refused is not None:
+        return refused
+    stream = environ["wsgi.input"]
+    if declared is not None:
+        return bytes(stream.read(int(declared)))
+    if environ.get("wsgi.input_terminated"):
+        body = bytes(stream.read(admin.max_body + 1))
+        return admin.too_large() if len(body) > admin.max_body else body
+    return b""
+
+
+def _path(environ: WSGIEnvironment) -> str:
+    """``SCRIPT_NAME`` + ``PATH_INFO``, decoded as UTF-8 like an ASGI path."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if not path.isascii():
+        path = path.encode("latin-1").decode("utf-8", "replace")
+    return str(path)
+
+
+def _decode_headers(environ: WSGIEnvironment) -> Dict[str, str]:
+    headers: Dict[str, str] = {}
+    for name, value in environ.items():
+        if name.startswith("HTTP_"):
+            headers[name[5:].replace("_", "-").lower()] = value
+    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        value = environ.get(name)
+        if value:
+            headers[name.replace("_", "-").lower()] = value
+    return headers
+
+
+def _view(environ: WSGIEnvironment, path: str) -> RequestView:
+    return RequestView(
+        environ.get("REQUEST_METHOD", "GET"),
+        environ.get("wsgi.url_scheme", "http"),
+        path,
+        environ.get("QUERY_STRING", ""),
+        environ.get("REMOTE_ADDR") or None,
+        environ,
+        _decode_headers,
+    )
+
+
+def _add_fields(headers: HeaderList, extra: HeaderList) -> HeaderList:
+    """Return the app's ``headers`` followed by the ``extra`` fields it did not set itself."""
+    for name, _ in headers:
+        # Every field of ours starts with R or X: most names are ruled out without lower().
+        if name[:1] in _INITIALS and name.lower() in OWN_FIELDS:
+            present = {name.lower() for name, _ in headers}
+            return [*headers, *(field for field in extra if field[0].lower() not in present)]
+    return [*headers, *extra]
+
+
+def _respond(start_response: StartResponse, response: Response) -> Iterable[bytes]:
+    start_response(_http.status_line(response.status), list(response.headers))
+    return [response.body]

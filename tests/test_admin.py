@@ -1,0 +1,509 @@
+"""The admin API (runtime rule updates over HTTP), each test run against ASGI and WSGI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from tokenbucket import BucketRegistry, Rule
+
+IP = "203.0.113.7"
+TOKEN = "s3cret-Token_123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PATH = "/admin/update-rule"
+SEED = {"client_id": "127.0.0.1", "capacity": 50, "refill_rate": 10.0}
+
+
+def post(h, payload, headers=AUTH, **kwargs):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return h.request("POST", PATH, headers=headers, body=body, **kwargs)
+
+
+@pytest.fixture
+def admin(make):
+    return lambda **options: make(admin_token=TOKEN, **options)
+
+
+class TestUpdate:
+    def test_seed_request_updates_rule_now(self, admin):
+        """The seed's POST changes 127.0.0.1's rule immediately."""
+        h = admin()
+        response = post(h, SEED)
+        assert response.status == 200
+        assert response.header("cache-control") == "no-store"
+        assert response.json() == {
+            "client_id": "127.0.0.1",
+            "route": None,
+            "capacity": 50,
+            "refill_rate": 10.0,
+            "tokens": 50.0,
+            "override": True,
+        }
+        assert h.registry.rule_for("127.0.0.1") == Rule(50, 10.0)
+        assert h.seen == []  # the app never saw it
+
+    def test_new_limit_takes_effect(self, admin):
+        """After raising the capacity, an exhausted client gets the extra tokens at once."""
+        h = admin()
+        for _ in range(3):
+            h.request(client="127.0.0.1")
+        assert h.request(client="127.0.0.1").status == 429
+        assert post(h, {"client_id": "127.0.0.1", "capacity": 5}).status == 200
+        # 3 used of 5: two more pass.
+        assert [h.request(client="127.0.0.1").status for _ in range(3)] == [200, 200, 429]
+
+    def test_partial_updates_keep_the_other_field(self, admin):
+        """Either field may be omitted: it keeps its current value."""
+        h = admin()
+        assert post(h, {"client_id": IP, "refill_rate": 2.5}).json()["capacity"] == 3
+        assert post(h, {"client_id": IP, "capacity": 7}).json()["refill_rate"] == 2.5
+        assert h.registry.rule_for(IP) == Rule(7, 2.5)
+
+    def test_valid_token_is_not_counted_even_when_limited(self, admin):
+        """Authorised admin requests take no tokens and work when the caller is limited."""
+        h = admin()
+        for _ in range(3):
+            h.request()
+        assert h.registry.tokens(IP) == 0.0
+        for _ in range(5):
+            assert post(h, {"client_id": "x", "capacity": 9}).status == 200
+        assert h.registry.tokens(IP) == 0.0
+
+    def test_chunked_body_is_read_whole(self, admin, kind):
+        """An ASGI body in several messages (more_body) is read completely."""
+        h = admin()
+        body = json.dumps(SEED).encode()
+        kwargs = {"chunks": [body[:5], body[5:20], body[20:]]} if kind == "asgi" else {}
+        assert post(h, body, **kwargs).status == 200
+        assert h.registry.rule_for("127.0.0.1") == Rule(50, 10.0)
+
+    def test_route_override(self, admin):
+        """ "route" selects a route's limiter: the override applies on that route only."""
+        h = admin(routes={"/login": Rule(1, 0.1)})
+        response = post(h, {"client_id": IP, "capacity": 4, "route": "/login"})
+        assert response.status == 200
+        assert response.json()["route"] == "/login"
+        assert [h.request(path="/login").status for _ in range(5)] == [200] * 4 + [429]
+        assert h.registry.rule_for(IP) == Rule(3, 1.0)
+
+
+class TestReadAndRemove:
+    def test_get_reads_rule_and_level(self, admin):
+        """GET ?client_id= returns the client's rule, its level and whether it is an override."""
+        h = admin()
+        h.request()
+        h.clock.advance(0.5)
+        response = h.request("GET", PATH, query=f"client_id={IP}", headers=AUTH)
+        assert response.status == 200
+        assert response.json() == {
+            "client_id": IP,
+            "route": None,
+            "capacity": 3,
+            "refill_rate": 1.0,
+            "tokens": 2.5,
+            "override": False,
+        }
+        assert h.registry.tokens(IP) == 2.5  # reading took nothing
+
+    def test_delete_removes_override(self, admin):
+        """DELETE drops the override (removed: true), then is a no-op (removed: false)."""
+        h = admin()
+        h.registry.update_rule(IP, capacity=10)
+        first = h.request("DELETE", PATH, query=f"client_id={IP}", headers=AUTH)
+        assert first.status == 200
+        assert first.json()["removed"] is True
+        assert first.json()["override"] is False
+        assert first.json()["capacity"] == 3
+        assert h.registry.rule_for(IP) == Rule(3, 1.0)
+        again = h.request("DELETE", PATH, query=f"client_id={IP}", headers=AUTH)
+        assert again.json()["removed"] is False
+
+    def test_query_values_are_percent_decoded(self, admin):
+        """client_id in the query string is URL-decoded (IPv6 colons, spaces)."""
+        h = admin()
+        h.registry.update_rule("2001:db8::1", capacity=8)
+        response = h.request("GET", PATH, query="client_id=2001%3Adb8%3A%3A1", headers=AUTH)
+        assert response.json()["capacity"] == 8
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("", "query parameter 'client_id' is required and must be non-empty"),
+            ("client_id=", "query parameter 'client_id' is required and must be non-empty"),
+            ("client=1", "unknown query parameter 'client'"),
+            ("client_id=a&client_id=b", "query parameter 'client_id' given more than once"),
+            ("client_id=a&route=/nope", "'route' must be a configured route (none), got '/nope'"),
+            ("&".join(f"p{i}=1" for i in range(20)), "too many query parameters"),
+        ],
+    )
+    def test_bad_query(self, admin, query, message):
+        """Bad GET/DELETE queries get 400 naming the parameter."""
+        h = admin()
+        for method in ("GET", "DELETE"):
+            response = h.request(method, PATH, query=query, headers=AUTH)
+            assert response.status == 400
+            assert response.json() == {"error": message}
+
+
+class TestAuthorisation:
+    def test_missing_token_is_401_and_counted(self, admin):
+        """No Authorization: 401 with WWW-Authenticate, and a token taken from the caller."""
+        h = admin()
+        response = post(h, SEED, headers={})
+        assert response.status == 401
+        assert response.header("www-authenticate") == 'Bearer realm="tokenbucket admin"'
+        assert response.json() == {"error": "missing bearer token"}
+        assert response.header("ratelimit") == '"default";r=2;t=1'
+        assert h.registry.tokens(IP) == 2.0
+        assert h.registry.rule_for("127.0.0.1") == Rule(3, 1.0)
+
+    @pytest.mark.parametrize(
+        "value", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", TOKEN, "Token " + TOKEN]
+    )
+    def test_not_a_bearer_token_is_401(self, admin, value):
+        """Other schemes and empty bearer credentials are 401."""
+        h = admin()
+        assert post(h, SEED, headers={"Authorization": value}).status == 401
+
+    @pytest.mark.parametrize(
+        "value",
+        ["Bearer wrong", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN.upper()}"],
+    )
+    def test_wrong_token_is_403_and_counted(self, admin, value):
+        """A wrong token is 403, counted, and changes nothing."""
+        h = admin()
+        response = post(h, SEED, headers={"Authorization": value})
+        assert response.status == 403
+        assert response.json() == {"error": "invalid admin token"}
+        assert h.registry.tokens(IP) == 2.0
+        assert h.registry.rule_for("127.0.0.1") == Rule(3, 1.0)
+
+    def test_scheme_is_case_insensitive(self, admin):
+        """'bearer' and 'BEARER' work, with surrounding spaces."""
+        h = admin()
+        assert post(h, SEED, headers={"Authorization": f"bearer {TOKEN}"}).status == 200
+        assert post(h, SEED, headers={"Authorization": f"  BEARER   {TOKEN}  "}).status == 200
+
+    def test_guessing_is_rate_limited(self, admin):
+        """Wrong tokens drain the caller's bucket, then get 429; the right token still works."""
+        h = admin()
+        statuses = [
+            post(h, SEED, headers={"Authorization": f"Bearer guess{i}"}).status for i in range(5)
+        ]
+        assert statuses == [403, 403, 403, 429, 429]
+        denied = post(h, SEED, headers={"Authorization": "Bearer guess"})
+        assert denied.header("retry-after") == "1"
+        assert h.registry.rule_for("127.0.0.1") == Rule(3, 1.0)
+        # The right token still works: it is not counted.
+        assert post(h, SEED).status == 200
+
+    def test_guessing_is_limited_in_dry_run_and_when_exempt(self, admin):
+        """dry_run and exempt do not open the admin path to unlimited guessing."""
+        h = admin(dry_run=True, exempt=lambda request: True)
+        statuses = [post(h, SEED, headers={}).status for _ in range(4)]
+        assert statuses == [401, 401, 401, 429]
+
+    def test_refused_before_reading_body_or_checking_method(self, admin):
+        """Unauthorised requests get 401/403 whatever the method or body size."""
+        h = admin(max_body=10)
+        assert h.request("PUT", PATH, body=b"x" * 100).status == 401
+        assert h.request("PATCH", PATH, headers={"Authorization": "Bearer no"}).status == 403
+
+    def test_without_token_the_path_is_ordinary(self, make):
+        """With no admin_token, the admin path reaches the app and is counted."""
+        h = make()
+        response = post(h, SEED, headers=AUTH)
+        assert response.status == 200
+        assert response.body == b"app"
+        assert h.seen == [PATH]
+        assert h.registry.tokens(IP) == 2.0
+
+    def test_custom_admin_path(self, admin):
+        """admin_path moves the API; the default path becomes ordinary."""
+        h = admin(admin_path="/_limits")
+        assert (
+            h.request("POST", "/_limits", headers=AUTH, body=json.dumps(SEED).encode()).status
+            == 200
+        )
+        assert post(h, SEED).body == b"app"
+
+
+BAD_BODIES = [
+    (b"", "body must be valid JSON (UTF-8)"),
+    (b"{", "body must be valid JSON (UTF-8)"),
+    (b"\xff\xfe{}", "body must be valid JSON (UTF-8)"),
+    (b'{"client_id": "a", "capacity": NaN}', "body must be valid JSON (UTF-8)"),
+    (b'{"client_id": "a", "capacity": Infinity}', "body must be valid JSON (UTF-8)"),
+    (b"[" * 3000 + b"]" * 3000, "body must be valid JSON (UTF-8)"),
+    (b'{"client_id": "a", "capacity": 1' + b"0" * 5000 + b"}", "body must be valid JSON (UTF-8)"),
+    (b"[]", "body must be a JSON object, got list"),
+    (b'"x"', "body must be a JSON object, got str"),
+    (b"null", "body must be a JSON object, got NoneType"),
+    (b'{"client_id": "a", "capacity": 1, "capacity": 2}', "field 'capacity' given more than once"),
+    (
+        {"client_id": "a", "capacity": 1, "burst": 2},
+        "unknown field 'burst'; expected 'client_id', 'capacity', 'refill_rate' "
+        "and optionally 'route'",
+    ),
+    ({"capacity": 5}, "field 'client_id' is required"),
+    ({"client_id": "", "capacity": 5}, "'client_id' must be a non-empty string, got ''"),
+    ({"client_id": 7, "capacity": 5}, "'client_id' must be a non-empty string, got 7"),
+    ({"client_id": None, "capacity": 5}, "'client_id' must be a non-empty string, got None"),
+    ({"client_id": "a"}, "at least one of 'capacity' or 'refill_rate' is required"),
+    ({"client_id": "a", "capacity": True}, "'capacity' must be a number, got True"),
+    ({"client_id": "a", "capacity": "50"}, "'capacity' must be a number, got '50'"),
+    ({"client_id": "a", "capacity": None}, "'capacity' must be a number, got None"),
+    ({"client_id": "a", "refill_rate": [1]}, "'refill_rate' must be a number, got [1]"),
+    ({"client_id": "a", "capacity": 0}, "'capacity' must be a finite number > 0, got 0"),
+    ({"client_id": "a", "capacity": -5}, "'capacity' must be a finite number > 0, got -5"),
+    ({"client_id": "a", "refill_rate": 0}, "'refill_rate' must be a finite number > 0, got 0"),
+    (
+        {"client_id": "a", "refill_rate": -0.5},
+        "'refill_rate' must be a finite number > 0, got -0.5",
+    ),
+    (
+        {"client_id": "a", "capacity": 1e13},
+        "'capacity' must be at most 1e+12, got 10000000000000.0",
+    ),
+    (
+        {"client_id": "a", "refill_rate": 10**13},
+        "'refill_rate' must be at most 1e+12, got 10000000000000",
+    ),
+    (
+        {"client_id": "a", "capacity": 10**400},
+        "'capacity' must be at most 1e+12, got " + repr(10**400)[:77] + "...",
+    ),
+    ({"client_id": "a", "capacity": 1e308 * 10}, "body must be valid JSON (UTF-8)"),
+    (b'{"client_id": "a", "capacity": 1e999}', "'capacity' must be a finite number > 0, got inf"),
+    (
+        {"client_id": "a", "capacity": 1, "route": "/x"},
+        "'route' must be a configured route (none), got '/x'",
+    ),
+    ({"client_id": "a", "capacity": 1, "route": 5}, "'route' must be a string, got 5"),
+    (
+        {"client_id": "x" * 200, "capacity": "y" * 200},
+        "'capacity' must be a number, got '" + "y" * 76 + "...",
+    ),
+]
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(("payload", "message"), BAD_BODIES)
+    def test_bad_body_is_400_and_changes_nothing(self, admin, payload, message):
+        """Every kind of bad body: 400 with a message naming the field, and no change."""
+        h = admin(max_body=16384)
+        if isinstance(payload, dict) and any(
+            isinstance(v, float) and not math.isfinite(v) for v in payload.values()
+        ):
+            payload = json.dumps(payload).encode()  # Python writes Infinity: invalid JSON
+        response = post(h, payload)
+        assert response.status == 400
+        assert response.json() == {"error": message}
+        assert h.registry.rule_for("a") == Rule(3, 1.0)
+        assert h.registry.tokens(IP) == 3.0
+
+    def test_declared_body_over_limit_is_413_unread(self, admin):
+        """A Content-Length over max_body is refused without reading the body."""
+        h = admin(max_body=64)
+        body = json.dumps({**SEED, "client_id": "x" * 100}).encode()
+        response = post(h, body)
+        assert response.status == 413
+        assert response.json() == {"error": "request body is larger than 64 bytes"}
+        assert h.registry.rule_for("x" * 100) == Rule(3, 1.0)
+
+    def test_streamed_body_over_limit_is_413(self, admin, kind):
+        """Without Content-Length, reading stops once the body passes max_body."""
+        h = admin(max_body=64)
+        if kind == "asgi":
+            chunks = [b"{" + b" " * 40, b" " * 40, b"never read"]
+            response = h.request("POST", PATH, headers=AUTH, chunks=chunks, content_length=None)
+            assert response.status == 413
+        else:
+            # WSGI without Content-Length and without wsgi.input_terminated: the body is empty.
+            response = h.request("POST", PATH, headers=AUTH, body=b"{}", content_length=None)
+            assert response.status == 400
+
+    @pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "OPTIONS"])
+    def test_other_methods_are_405_with_allow(self, admin, method):
+        """Other methods: 405 with Allow, and nothing changes."""
+        h = admin()
+        response = h.request(method, PATH, headers=AUTH, body=json.dumps(SEED).encode())
+        assert response.status == 405
+        assert response.header("allow") == "GET, POST, DELETE"
+        assert response.json() == {"error": f"method {method!r} not allowed"}
+        assert h.registry.rule_for("127.0.0.1") == Rule(3, 1.0)
+
+
+# ------------------------------------------------------------------------------- fuzzing
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_numbers = st.one_of(
+    st.integers(min_value=-5, max_value=10**13),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1, 1e12, 1e12 + 1, 10**400, True, False, "5", None]),
+    _json,
+)
+_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "client_id": st.one_of(st.sampled_from(["victim", "203.0.113.9", ""]), _json),
+        "capacity": _numbers,
+        "refill_rate": _numbers,
+        "route": st.one_of(st.sampled_from(["/login", "/nope"]), _json),
+        "extra": _json,
+    },
+)
+_good_numbers = st.one_of(
+    st.integers(min_value=1, max_value=10**12),
+    st.floats(min_value=1e-9, max_value=1e12, allow_nan=False, allow_infinity=False),
+)
+_plausible = st.fixed_dictionaries(
+    {"client_id": st.sampled_from(["victim", "203.0.113.9", "a"])},
+    optional={
+        "capacity": st.one_of(_good_numbers, _numbers),
+        "refill_rate": st.one_of(_good_numbers, _numbers),
+        "route": st.sampled_from(["/login", "/nope", None]),
+    },
+)
+_bodies = st.one_of(
+    _plausible.map(lambda obj: json.dumps(obj).encode()),
+    _plausible.map(lambda obj: json.dumps(obj).encode()),
+    _objects.map(lambda obj: json.dumps(obj).encode()),
+    _json.map(lambda value: json.dumps(value).encode()),
+    st.binary(max_size=120),
+)
+_header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=40)
+_authorization = st.one_of(
+    st.just(f"Bearer {TOKEN}"),
+    st.just(f"Bearer {TOKEN}"),
+    st.none(),
+    st.sampled_from(
+        [f"Bearer {TOKEN}", f"bearer {TOKEN}", f"Bearer {TOKEN} ", "Bearer", "Basic x"]
+    ),
+    _header_text,
+    _header_text.map(lambda text: "Bearer " + text),
+)
+_queries = st.one_of(
+    st.sampled_from(["", "client_id=victim", "client_id=victim&route=/login", "route=/x"]),
+    st.just("client_id=victim"),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40),
+)
+_methods = st.sampled_from(["POST", "POST", "GET", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"])
+
+
+def _valid_number(value):
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and 0 < value <= 1e12
+        and math.isfinite(value)
+    )
+
+
+def _expected_update(body):
+    """The (client_id, route, capacity, refill_rate) a valid body asks for, or None."""
+    pairs_seen = []
+
+    def hook(pairs):
+        pairs_seen.append([name for name, _ in pairs])
+        return dict(pairs)
+
+    def constant(name):
+        raise ValueError(name)
+
+    try:
+        data = json.loads(body, object_pairs_hook=hook, parse_constant=constant)
+    except (ValueError, RecursionError):
+        return None
+    if any(len(names) != len(set(names)) for names in pairs_seen) or not isinstance(data, dict):
+        return None
+    if set(data) - {"client_id", "capacity", "refill_rate", "route"}:
+        return None
+    client_id = data.get("client_id")
+    if not isinstance(client_id, str) or not client_id:
+        return None
+    if "capacity" not in data and "refill_rate" not in data:
+        return None
+    if any(name in data and not _valid_number(data[name]) for name in ("capacity", "refill_rate")):
+        return None
+    if data.get("route") not in (None, "/login"):  # null is the default, as responses write it
+        return None
+    return client_id, data.get("route"), data.get("capacity"), data.get("refill_rate")
+
+
+def _rules(h, clients):
+    """Every (client, route) rule the fuzzed request could change."""
+    registries = {None: h.registry, "/login": BucketRegistry(Rule(2, 1.0), store=h.registry.store)}
+    prefixes = {None: "", "/login": "/login\0"}
+    return {
+        (client, route): registry.rule_for(prefixes[route] + client)
+        for client in clients
+        for route, registry in registries.items()
+    }
+
+
+def _authorised(authorization):
+    if authorization is None:
+        return False
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return scheme.lower() == "bearer" and credentials.strip() == TOKEN
+
+
+@settings(max_examples=250, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=_methods, body=_bodies, authorization=_authorization, query=_queries)
+def test_fuzz_admin_never_5xx_and_changes_only_when_valid(make, method, body, authorization, query):
+    """Hostile methods, bodies, tokens and queries: never a 5xx; rules change only when valid."""
+    h = make(admin_token=TOKEN, routes={"/login": Rule(2, 1.0)})
+    h.registry.update_rule("victim", capacity=7)
+    expected = _expected_update(body)
+    clients = ["victim", "203.0.113.9"] + ([expected[0]] if expected else [])
+    before = _rules(h, clients)
+    headers = {} if authorization is None else {"Authorization": authorization}
+
+    response = h.request(method, PATH, query=query, headers=headers, body=body)
+
+    event(f"{method} {response.status}")
+    assert 200 <= response.status < 500
+    assert response.header("content-type") == "application/json"
+    assert isinstance(response.json(), dict)
+    after = _rules(h, clients)
+    changed = {key for key in before if before[key] != after[key]}
+    if not _authorised(authorization):
+        assert response.status in (401, 403, 429)
+        assert not changed
+    elif method == "POST":
+        if expected is None:
+            assert response.status == 400
+            assert not changed
+        else:
+            client_id, route, capacity, refill_rate = expected
+            assert response.status == 200
+            old = before[(client_id, route)]
+            assert after[(client_id, route)] == Rule(
+                old.capacity if capacity is None else capacity,
+                old.refill_rate if refill_rate is None else refill_rate,
+            )
+            assert changed <= {(client_id, route)}
+    elif method == "DELETE":
+        assert response.status in (200, 400)
+        assert changed <= {("victim", None)}
+        if changed:
+            assert response.json()["removed"] is True
+            assert after[("victim", None)] == Rule(3, 1.0)
+    else:
+        assert response.status in ((200, 400) if method == "GET" else (405,))
+        assert not changed

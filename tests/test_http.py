@@ -1,0 +1,107 @@
+"""The sans-IO layer on its own: header fields, the 429 response, structured-field strings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokenbucket import BucketRegistry, Decision, Rule
+from tokenbucket._http import (
+    Policy,
+    denial,
+    rate_limit_headers,
+    raw_rate_limit_headers,
+    retry_after_seconds,
+    status_line,
+)
+
+_seconds = st.one_of(st.floats(min_value=0, max_value=1e12), st.just(math.inf))
+_decisions = st.builds(
+    Decision,
+    st.booleans(),
+    st.floats(min_value=0, max_value=1e12),
+    _seconds,
+    _seconds,
+    st.one_of(
+        st.integers(min_value=1, max_value=10**12), st.floats(min_value=1e-9, max_value=1e12)
+    ),
+)
+
+
+def policy(name="default"):
+    return Policy(name, BucketRegistry(Rule(1, 1)), "")
+
+
+@given(decision=_decisions, mode=st.sampled_from([0, 1, 2, 3]))
+def test_raw_fields_are_the_str_fields_as_asgi_bytes(decision, mode):
+    """The ASGI (bytes) and WSGI (str) writers agree field for field, in every mode."""
+    text = rate_limit_headers(decision, policy(), mode)
+    raw = raw_rate_limit_headers(decision, policy(), mode)
+    assert raw == [(name.lower().encode(), value.encode()) for name, value in text]
+    assert len(text) == {0: 0, 1: 2, 2: 3, 3: 5}[mode] - (
+        mode & 2 and decision.reset_after == math.inf
+    )
+
+
+@pytest.mark.parametrize(
+    ("decision", "expected"),
+    [
+        (Decision(True, 9.0, 0.0, 1.0, 10), ['"default";q=10', '"default";r=9;t=1']),
+        (Decision(True, 8.7, 0.0, 1.3, 10), ['"default";q=10', '"default";r=8;t=2']),
+        (Decision(False, 0.4, 0.6, 9.6, 10), ['"default";q=10', '"default";r=0;t=1']),
+        (Decision(False, 0.0, math.inf, math.inf, 1), ['"default";q=1', '"default";r=0']),
+        (Decision(True, 0.0, 0.0, 0.0, 2.5), ['"default";q=2', '"default";r=0;t=0']),
+    ],
+)
+def test_draft_values(decision, expected):
+    """q floors the capacity, r floors the level, t ceils the wait (retry wait when denied)."""
+    assert [value for _, value in rate_limit_headers(decision, policy(), 1)] == expected
+
+
+def test_policy_value_follows_the_limit():
+    """The cached RateLimit-Policy value is recomputed when the limit changes."""
+    p = policy()
+    assert rate_limit_headers(Decision(True, 1, 0, 1, 5), p, 1)[0][1] == '"default";q=5'
+    assert rate_limit_headers(Decision(True, 1, 0, 1, 50), p, 1)[0][1] == '"default";q=50'
+
+
+def test_structured_field_string_escapes():
+    """Policy names are SF Strings: quotes and backslashes are escaped (RFC 9651 4.1.6)."""
+    assert policy('/a"b\\c').field_name == '"/a\\"b\\\\c"'
+
+
+@pytest.mark.parametrize(
+    ("wait", "expected"),
+    [(0.0, 1), (1e-12, 1), (1.0, 1), (1.0000001, 2), (59.5, 60), (math.inf, None)],
+)
+def test_retry_after_whole_seconds_at_least_one(wait, expected):
+    """Retry-After is the wait rounded up, never below 1; None when it can never pass."""
+    assert retry_after_seconds(Decision(False, 0.0, wait, wait, 1)) == expected
+
+
+def test_denial_response():
+    """The 429: JSON body, Content-Length, Retry-After, then the fields given."""
+    response = denial(Decision(False, 0.5, 2.5, 9.5, 10), [("RateLimit", "x")])
+    assert response.status == 429
+    assert json.loads(response.body) == {
+        "error": "Rate limit exceeded",
+        "retry_after": 3,
+        "limit": 10,
+        "remaining": 0,
+    }
+    assert response.headers == [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(response.body))),
+        ("Retry-After", "3"),
+        ("RateLimit", "x"),
+    ]
+
+
+def test_status_lines():
+    """WSGI status lines carry the standard reason phrase."""
+    assert status_line(429) == "429 Too Many Requests"
+    assert status_line(413) == "413 Request Entity Too Large"

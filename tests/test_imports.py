@@ -1,0 +1,51 @@
+"""Importing the package and its adapters pulls in no web framework or server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+FRAMEWORKS = {
+    "starlette",
+    "fastapi",
+    "flask",
+    "werkzeug",
+    "django",
+    "uvicorn",
+    "gunicorn",
+    "waitress",
+    "httpx",
+    "anyio",
+    "asgiref",
+    "pydantic",
+    "h11",
+    "redis",
+}
+
+
+def test_adapters_import_no_framework():
+    """import tokenbucket, .asgi, .wsgi and .proxies: none of the frameworks is loaded."""
+    code = (
+        "import json, sys\n"
+        "import tokenbucket, tokenbucket.asgi, tokenbucket.wsgi, tokenbucket.proxies\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    loaded = set(json.loads(output))
+    assert "tokenbucket" in loaded
+    assert loaded & FRAMEWORKS == set()
+
+
+def test_public_names():
+    """The adapters export exactly their documented names."""
+    import tokenbucket.asgi
+    import tokenbucket.proxies
+    import tokenbucket.wsgi
+
+    assert tokenbucket.asgi.__all__ == ["RateLimitMiddleware", "RequestView"]
+    assert tokenbucket.wsgi.__all__ == ["RateLimitMiddleware", "RequestView"]
+    assert tokenbucket.proxies.__all__ == ["TrustedProxyKey"]
+    assert tokenbucket.asgi.RequestView is tokenbucket.wsgi.RequestView

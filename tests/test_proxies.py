@@ -1,0 +1,152 @@
+"""TrustedProxyKey: forwarded headers believed only as far as trusted proxies vouch for them."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from tokenbucket.proxies import TrustedProxyKey
+
+CLIENT = "203.0.113.7"
+
+
+class TestXForwardedFor:
+    key = TrustedProxyKey(["10.0.0.0/8", "127.0.0.1"])
+
+    @pytest.mark.parametrize(
+        ("peer", "field", "expected"),
+        [
+            # From an untrusted peer the header is ignored, whatever it says.
+            ("192.0.2.1", "198.51.100.1", "192.0.2.1"),
+            ("192.0.2.1", None, "192.0.2.1"),
+            # From a trusted proxy: the rightmost entry that is not a trusted proxy.
+            ("10.0.0.2", CLIENT, CLIENT),
+            ("10.0.0.2", f"{CLIENT}, 10.0.0.1", CLIENT),
+            ("10.0.0.2", f"{CLIENT},10.0.0.1,10.9.9.9", CLIENT),
+            ("127.0.0.1", f"{CLIENT}", CLIENT),
+            # Spoofed entries to the left of the real client are never read.
+            ("10.0.0.2", f"1.1.1.1, 10.0.0.5, {CLIENT}, 10.0.0.1", CLIENT),
+            ("10.0.0.2", f"spoofed, {CLIENT}", CLIENT),
+            # A trusted proxy without the header, or with an empty one, is itself the client.
+            ("10.0.0.2", None, "10.0.0.2"),
+            ("10.0.0.2", "", "10.0.0.2"),
+            # Every entry trusted: the leftmost one.
+            ("10.0.0.2", "10.0.0.7, 10.0.0.1", "10.0.0.7"),
+            # Garbage reported by a trusted proxy: the proxy that reported it.
+            ("10.0.0.2", "unknown", "10.0.0.2"),
+            ("10.0.0.2", f"{CLIENT}, garbage, 10.0.0.3", "10.0.0.3"),
+            ("10.0.0.2", " , ", "10.0.0.2"),
+            # Ports and IPv6, normalised.
+            ("10.0.0.2", f"{CLIENT}:4711", CLIENT),
+            ("10.0.0.2", "[2001:db8::1]:4711", "2001:db8::1"),
+            ("10.0.0.2", "2001:DB8:0:0::1", "2001:db8::1"),
+            ("10.0.0.2", "[2001:db8::1", "10.0.0.2"),
+            ("::ffff:10.0.0.2", CLIENT, CLIENT),
+            ("10.0.0.2", "::ffff:203.0.113.7", CLIENT),
+        ],
+    )
+    def test_walk_right_to_left(self, peer, field, expected):
+        """Entries are read right to left, skipping trusted proxies, only from a trusted peer."""
+        assert self.key.client_address(peer, field) == expected
+
+    def test_untrusted_non_ip_peer_is_returned_as_is(self):
+        """A peer that is not an address (a test client name) is the key, untouched."""
+        assert self.key.client_address("testclient", CLIENT) == "testclient"
+
+    def test_missing_peer(self):
+        """Without a peer address the key is 'unknown' unless 'unix' is trusted."""
+        assert self.key.client_address(None, CLIENT) == "unknown"
+        unix = TrustedProxyKey(["unix"])
+        assert unix.client_address(None, f"1.1.1.1, {CLIENT}") == CLIENT
+        assert unix.client_address(None, None) == "unknown"
+        assert unix.client_address("192.0.2.1", CLIENT) == "192.0.2.1"
+
+
+class TestForwarded:
+    key = TrustedProxyKey(["10.0.0.0/8"], header="forwarded")
+
+    @pytest.mark.parametrize(
+        ("field", "expected"),
+        [
+            (f"for={CLIENT}", CLIENT),
+            (f"for={CLIENT};proto=https;by=10.0.0.2", CLIENT),
+            (f'for="{CLIENT}:4711"', CLIENT),
+            ('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::17"),
+            (f"for=1.1.1.1, for={CLIENT}, for=10.0.0.1", CLIENT),
+            (f"For={CLIENT}", CLIENT),
+            (f'for={CLIENT};ext="a,b;c", for=10.0.0.1', CLIENT),
+            ("for=unknown", "10.0.0.2"),
+            ("for=_hidden", "10.0.0.2"),
+            (f"proto=https, for={CLIENT}", CLIENT),
+            (f"for={CLIENT}, proto=https", "10.0.0.2"),
+            ('for="\\"x"', "10.0.0.2"),
+        ],
+    )
+    def test_forwarded_elements(self, field, expected):
+        """RFC 7239 'for=' values: quoted, with ports, IPv6, other parameters ignored."""
+        assert self.key.client_address("10.0.0.2", field) == expected
+
+
+class TestAsKeyFunction:
+    def test_both_middlewares_use_it(self, make):
+        """As key=, it reads the header from the request view under ASGI and WSGI."""
+        h = make(key=TrustedProxyKey(["10.0.0.0/8"]))
+        headers = {"X-Forwarded-For": f"6.6.6.6, {CLIENT}"}
+        for _ in range(3):
+            assert h.request(client="10.0.0.2", headers=headers).status == 200
+        assert h.request(client="10.0.0.3", headers=headers).status == 429
+        assert h.registry.tokens(CLIENT) == 0.0
+        # A client connecting directly cannot pick a bucket with the header.
+        assert h.request(client=CLIENT, headers={"X-Forwarded-For": "8.8.8.8"}).status == 429
+        assert h.registry.tokens("8.8.8.8") == 3.0
+
+    def test_repeated_header_fields_are_joined(self):
+        """Two X-Forwarded-For fields (ASGI keeps both; WSGI servers join them) form one list."""
+        from tokenbucket._http import RequestView
+
+        view = RequestView(
+            "GET",
+            "http",
+            "/",
+            "",
+            "10.0.0.2",
+            [(b"x-forwarded-for", b"6.6.6.6"), (b"X-Forwarded-For", CLIENT.encode())],
+            lambda raw: _join(raw),
+        )
+        assert TrustedProxyKey(["10.0.0.0/8"])(view) == CLIENT
+
+
+def _join(raw):
+    from tokenbucket.asgi import _decode_headers
+
+    return _decode_headers({"headers": raw})
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("trusted", "header", "error", "message"),
+        [
+            ("10.0.0.0/8", "x-forwarded-for", TypeError, r"^'trusted' must be a list"),
+            ([], "x-forwarded-for", ValueError, r"^'trusted' must name at least one proxy"),
+            (["10.0.0.1/8"], "x-forwarded-for", ValueError, r"^'trusted' entries must be IP"),
+            (["proxy.local"], "x-forwarded-for", ValueError, r"got 'proxy.local'$"),
+            ([10], "x-forwarded-for", TypeError, r"^'trusted' entries must be str or ipaddress"),
+            (["10.0.0.1"], "x-real-ip", ValueError, r"^'header' must be 'x-forwarded-for' or"),
+        ],
+    )
+    def test_bad_arguments(self, trusted, header, error, message):
+        """Bad arguments raise at construction, naming the argument and the value."""
+        with pytest.raises(error, match=message):
+            TrustedProxyKey(trusted, header=header)
+
+    def test_ipaddress_objects_and_repr(self):
+        """ipaddress objects are accepted; the repr lists what is trusted."""
+        key = TrustedProxyKey(
+            [ipaddress.ip_address("10.0.0.1"), ipaddress.ip_network("fd00::/8"), "unix"],
+            header="Forwarded",
+        )
+        assert (
+            repr(key) == "TrustedProxyKey(['10.0.0.1/32', 'fd00::/8', 'unix'], header='forwarded')"
+        )
+        assert key.client_address("fd00::5", f"for={CLIENT}") == CLIENT

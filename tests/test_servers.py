@@ -1,0 +1,284 @@
+"""Real servers over loopback, as a user runs them: uvicorn (ASGI), gunicorn (WSGI), the demo.
+
+Each server runs in a subprocess on 127.0.0.1 (a socket bound here and handed over, or a free
+port), is sent a bounded number of requests by a real HTTP client, and is always terminated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import httpx
+import pytest
+
+TOKEN = "server-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROOT = Path(__file__).resolve().parent.parent
+
+# Capacity 5, refilled at one token per 1000 s: nothing refills during a test.
+ASGI_APP = """
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from tokenbucket import BucketRegistry, Rule
+from tokenbucket.asgi import RateLimitMiddleware
+
+
+async def home(request):
+    return PlainTextResponse("hello")
+
+app = Starlette(routes=[Route("/", home)])
+app.add_middleware(
+    RateLimitMiddleware,
+    registry=BucketRegistry(Rule(5, 0.001)),
+    admin_token="server-test-token",
+    headers="both",
+)
+"""
+
+WSGI_APP = """
+from tokenbucket import BucketRegistry, Rule
+from tokenbucket.wsgi import RateLimitMiddleware
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+app = RateLimitMiddleware(
+    hello,
+    registry=BucketRegistry(Rule(5, 0.001)),
+    admin_token="server-test-token",
+    headers="both",
+)
+"""
+
+
+class Server:
+    """A server subprocess: its output is collected; it is terminated on exit."""
+
+    def __init__(
+        self,
+        args: List[str],
+        port: int,
+        *,
+        cwd: Path,
+        env: Optional[Dict[str, str]] = None,
+        pass_fds: tuple = (),
+    ) -> None:
+        self.port = port
+        self.lines: List[str] = []
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            pass_fds=pass_fds,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the port accepts connections and an HTTP request gets an answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._reader.join(timeout=5)
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.output}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"server not ready after {timeout} s:\n{self.output}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def exercise(base: str) -> None:
+    """The scenario every server goes through: burst, 429, admin update, new limit."""
+    with httpx.Client(base_url=base, timeout=10) as client:
+        allowed = [client.get("/") for _ in range(5)]
+        assert [r.status_code for r in allowed] == [200] * 5
+        assert allowed[0].text == "hello"
+        assert allowed[0].headers["ratelimit-policy"] == '"default";q=5'
+        assert allowed[0].headers["x-ratelimit-remaining"] == "4"
+        assert allowed[4].headers["ratelimit"].startswith('"default";r=0;t=')
+
+        denied = client.get("/")
+        assert denied.status_code == 429
+        retry_after = int(denied.headers["retry-after"])
+        assert 900 <= retry_after <= 1000  # one token at 0.001/s
+        assert denied.json() == {
+            "error": "Rate limit exceeded",
+            "retry_after": retry_after,
+            "limit": 5,
+            "remaining": 0,
+        }
+        assert denied.headers["ratelimit"] == f'"default";r=0;t={retry_after}'
+
+        # A wrong token is counted against the (empty) bucket: 429, and nothing changes.
+        guess = client.post(
+            "/admin/update-rule",
+            json={"client_id": "127.0.0.1", "capacity": 100},
+            headers={"Authorization": "Bearer guess"},
+        )
+        assert guess.status_code == 429
+
+        update = client.post(
+            "/admin/update-rule", json={"client_id": "127.0.0.1", "capacity": 8}, headers=AUTH
+        )
+        assert update.status_code == 200, update.text
+        assert update.json()["capacity"] == 8
+        assert update.json()["override"] is True
+
+        after = [client.get("/").status_code for _ in range(4)]
+        assert after == [200, 200, 200, 429]  # 5 used of 8
+
+        read = client.get("/admin/update-rule", params={"client_id": "127.0.0.1"}, headers=AUTH)
+        assert read.json()["capacity"] == 8
+        assert read.json()["tokens"] < 0.01
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "asgi_app.py").write_text(textwrap.dedent(ASGI_APP))
+    (tmp_path / "wsgi_app.py").write_text(textwrap.dedent(WSGI_APP))
+    return tmp_path
+
+
+def test_uvicorn_serves_asgi_middleware(app_dir: Path) -> None:
+    """uvicorn on a socket handed over by fd: the full scenario over real HTTP."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    try:
+        args = [sys.executable, "-m", "uvicorn", "--fd", str(sock.fileno()), "asgi_app:app"]
+        args += ["--no-proxy-headers", "--log-level", "warning"]
+        with Server(args, port, cwd=app_dir, pass_fds=(sock.fileno(),)) as server:
+            server.wait_ready()
+            exercise(f"http://127.0.0.1:{port}")
+    finally:
+        sock.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gunicorn runs on Unix only")
+def test_gunicorn_serves_wsgi_middleware(app_dir: Path) -> None:
+    """gunicorn with one sync worker: the full scenario over real HTTP."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    try:
+        args = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{sock.fileno()}"]
+        args += ["--workers", "1", "--log-level", "warning", "wsgi_app:app"]
+        with Server(args, port, cwd=app_dir, pass_fds=(sock.fileno(),)) as server:
+            server.wait_ready()
+            exercise(f"http://127.0.0.1:{port}")
+    finally:
+        sock.close()
+
+
+def _start_demo(port: int, env: Optional[Dict[str, str]] = None) -> Server:
+    args = [sys.executable, "-m", "tokenbucket.demo", "--port", str(port)]
+    return Server(args, port, cwd=ROOT, env=env)
+
+
+def test_demo_gateway_as_a_user_runs_it() -> None:
+    """python -m tokenbucket.demo: 10 x 200, then 429; the printed token drives the admin API."""
+    port = free_port()
+    env = {"TOKENBUCKET_ADMIN_TOKEN": ""}  # empty: the demo generates one
+    with _start_demo(port, env) as server:
+        server.wait_ready()
+        match = re.search(r"admin token \(generated[^)]*\): (\S+)", server.output)
+        assert match, server.output
+        token = match.group(1)
+        assert f"http://127.0.0.1:{port}/" in server.output
+        assert "curl" in server.output
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            statuses = [client.get("/").status_code for _ in range(11)]
+            assert statuses == [200] * 10 + [429]
+            # Forwarded headers are not believed: no fresh bucket by claiming another address.
+            spoofed = client.get("/", headers={"X-Forwarded-For": "198.51.100.1"})
+            assert spoofed.status_code == 429
+            assert client.get("/health").status_code == 200
+            update = client.post(
+                "/admin/update-rule",
+                json={"client_id": "127.0.0.1", "capacity": 50, "refill_rate": 10.0},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert update.status_code == 200, update.text
+            assert update.json()["capacity"] == 50
+            assert client.get("/").status_code == 200
+
+
+def test_demo_takes_token_from_environment_and_validates_options() -> None:
+    """The token comes from TOKENBUCKET_ADMIN_TOKEN; bad options exit with a usage error."""
+    port = free_port()
+    with _start_demo(port, {"TOKENBUCKET_ADMIN_TOKEN": TOKEN}) as server:
+        server.wait_ready()
+        assert f"admin token (from TOKENBUCKET_ADMIN_TOKEN): {TOKEN}" in server.output
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            read = client.get("/admin/update-rule", params={"client_id": "127.0.0.1"}, headers=AUTH)
+            assert read.json()["capacity"] == 10
+            assert read.json()["refill_rate"] == 1.0
+    bad = subprocess.run(
+        [sys.executable, "-m", "tokenbucket.demo", "--capacity", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2
+    assert "--capacity must be a finite number > 0, got 0" in bad.stderr

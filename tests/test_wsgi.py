@@ -1,0 +1,205 @@
+"""WSGI-only behaviour: Flask in-process, PEP 3333 details, async stores refused."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import wsgiref.util
+import wsgiref.validate
+
+import httpx
+import pytest
+
+from tokenbucket import BucketRegistry, ManualClock, MemoryStore, Rule
+from tokenbucket.wsgi import RateLimitMiddleware
+
+IP = "203.0.113.7"
+TOKEN = "s3cret-Token_123"
+
+
+def call(app, **environ):
+    """Call ``app`` through wsgiref.validate; return (status, headers, body)."""
+    base = {"SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "", "REMOTE_ADDR": IP}
+    base["wsgi.input"] = io.BytesIO()
+    base.update(environ)
+    wsgiref.util.setup_testing_defaults(base)
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"], captured["headers"] = status, headers
+        return lambda data: None
+
+    result = wsgiref.validate.validator(app)(base, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()
+    return captured["status"], dict(captured["headers"]), body
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+class TestFlask:
+    def make_app(self, **options):
+        from flask import Flask, request
+
+        app = Flask(__name__)
+
+        @app.route("/")
+        def index():
+            return {"client": request.remote_addr}
+
+        registry = BucketRegistry(Rule(2, 1.0), clock=ManualClock())
+        app.wsgi_app = RateLimitMiddleware(app.wsgi_app, registry=registry, **options)
+        return app, registry
+
+    def test_flask_test_client(self):
+        """Flask behind the middleware: two 200s with headers, then 429."""
+        app, registry = self.make_app()
+        client = app.test_client()
+        responses = [client.get("/", environ_base={"REMOTE_ADDR": IP}) for _ in range(3)]
+        assert [r.status_code for r in responses] == [200, 200, 429]
+        assert responses[0].get_json() == {"client": IP}
+        assert responses[0].headers["RateLimit"] == '"default";r=1;t=1'
+        assert responses[2].headers["Retry-After"] == "1"
+        assert responses[2].get_json()["retry_after"] == 1
+        assert registry.tokens(IP) == 0.0
+
+    def test_flask_admin_through_httpx_wsgi_transport(self):
+        """httpx.WSGITransport drives the admin API of a Flask app."""
+        app, registry = self.make_app(admin_token=TOKEN)
+        transport = httpx.WSGITransport(app=app, remote_addr=IP)
+        with httpx.Client(transport=transport, base_url="http://testserver") as client:
+            assert [client.get("/").status_code for _ in range(3)] == [200, 200, 429]
+            update = client.post(
+                "/admin/update-rule",
+                json={"client_id": IP, "capacity": 4, "refill_rate": 2.0},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert update.status_code == 200
+            assert update.json()["tokens"] == 2.0
+            assert [client.get("/").status_code for _ in range(3)] == [200, 200, 429]
+        assert registry.rule_for(IP) == Rule(4, 2.0)
+
+
+class TestPep3333:
+    def test_async_store_is_refused(self):
+        """A registry on an async store cannot serve WSGI: TypeError at construction."""
+
+        class AsyncStore:
+            def __init__(self):
+                self.inner = MemoryStore()
+
+            async def take(self, key, amount, default, commit, /):
+                return self.inner.take(key, amount, default, commit)
+
+        registry = BucketRegistry(Rule(1, 1), store=AsyncStore())
+        with pytest.raises(TypeError, match=r"^'registry' uses an async store \(.*\), which WSGI"):
+            RateLimitMiddleware(hello, registry=registry)
+
+    def test_exc_info_is_passed_on(self):
+        """An app that replaces its status with exc_info still gets the fields added."""
+
+        def failing(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError:
+                start_response(
+                    "500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info()
+                )
+            return [b"error"]
+
+        app = RateLimitMiddleware(failing, registry=BucketRegistry(Rule(2, 1.0)))
+        status, headers, body = call(app)
+        assert status == "500 Internal Server Error"
+        assert headers["RateLimit-Policy"] == '"default";q=2'
+        assert body == b"error"
+
+    def test_script_name_is_part_of_the_path(self):
+        """Paths are SCRIPT_NAME + PATH_INFO, as under ASGI: exempt and admin match them."""
+        seen = []
+        registry = BucketRegistry(Rule(1, 1.0), clock=ManualClock())
+        app = RateLimitMiddleware(
+            hello,
+            registry=registry,
+            exempt=["/api/health"],
+            key=lambda r: seen.append(r.path) or "k",
+        )
+        assert call(app, SCRIPT_NAME="/api", PATH_INFO="/health")[0] == "200 OK"
+        assert registry.tokens("k") == 1.0
+        call(app, SCRIPT_NAME="/api", PATH_INFO="/items")
+        assert seen == ["/api/items"]
+
+    def test_non_ascii_path_is_decoded_like_asgi(self):
+        """PATH_INFO carries UTF-8 bytes as latin-1; the view shows the decoded path."""
+        views = []
+        app = RateLimitMiddleware(
+            hello, registry=BucketRegistry(Rule(5, 1.0)), exempt=lambda r: views.append(r)
+        )
+        call(app, PATH_INFO="/café".encode().decode("latin-1"))
+        assert views[0].path == "/café"
+
+    def test_headers_view_includes_content_fields(self):
+        """CONTENT_TYPE and CONTENT_LENGTH appear as content-type and content-length."""
+        views = []
+        app = RateLimitMiddleware(
+            hello, registry=BucketRegistry(Rule(5, 1.0)), exempt=lambda r: views.append(r)
+        )
+        call(
+            app,
+            REQUEST_METHOD="POST",
+            CONTENT_TYPE="application/json",
+            CONTENT_LENGTH="2",
+            HTTP_X_FORWARDED_FOR="1.2.3.4",
+            **{"wsgi.input": io.BytesIO(b"{}")},
+        )
+        headers = views[0].headers
+        assert headers["content-type"] == "application/json"
+        assert headers["content-length"] == "2"
+        assert headers["x-forwarded-for"] == "1.2.3.4"
+
+    def test_terminated_input_without_length(self):
+        """wsgi.input_terminated: a body without Content-Length is read up to max_body."""
+        registry = BucketRegistry(Rule(5, 1.0))
+        app = RateLimitMiddleware(hello, registry=registry, admin_token=TOKEN, max_body=64)
+        auth = f"Bearer {TOKEN}"
+        body = json.dumps({"client_id": "a", "capacity": 9}).encode()
+        status, _, out = call(
+            app,
+            REQUEST_METHOD="POST",
+            PATH_INFO="/admin/update-rule",
+            HTTP_AUTHORIZATION=auth,
+            **{"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True},
+        )
+        assert status == "200 OK"
+        assert registry.rule_for("a") == Rule(9, 1.0)
+        status, _, out = call(
+            app,
+            REQUEST_METHOD="POST",
+            PATH_INFO="/admin/update-rule",
+            HTTP_AUTHORIZATION=auth,
+            **{"wsgi.input": io.BytesIO(b" " * 65 + body), "wsgi.input_terminated": True},
+        )
+        assert status == "413 Request Entity Too Large"
+        assert json.loads(out) == {"error": "request body is larger than 64 bytes"}
+
+    def test_bad_content_length_is_400(self):
+        """A CONTENT_LENGTH that is not a number is 400 (called directly: the validator
+        refuses such an environ itself)."""
+        app = RateLimitMiddleware(hello, registry=BucketRegistry(Rule(5, 1.0)), admin_token=TOKEN)
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/admin/update-rule",
+            "CONTENT_LENGTH": "-3",
+            "HTTP_AUTHORIZATION": f"Bearer {TOKEN}",
+            "wsgi.input": io.BytesIO(b"{}"),
+        }
+        captured = {}
+        body = b"".join(app(environ, lambda status, headers: captured.update(status=status)))
+        assert captured["status"] == "400 Bad Request"
+        assert json.loads(body) == {"error": "invalid Content-Length: '-3'"}
