@@ -275,7 +275,7 @@ BAD_BODIES = [
     ),
     (
         {"client_id": "a", "capacity": 10**400},
-        "'capacity' must be at most 1e+12, got " + repr(10**400)[:77] + "...",
+        "'capacity' must be at most 1e+12, got " + "1" + "0" * 39 + "..." + "0" * 12,
     ),
     ({"client_id": "a", "capacity": 1e308 * 10}, "body must be valid JSON (UTF-8)"),
     (b'{"client_id": "a", "capacity": 1e999}', "'capacity' must be a finite number > 0, got inf"),
@@ -286,7 +286,7 @@ BAD_BODIES = [
     ({"client_id": "a", "capacity": 1, "route": 5}, "'route' must be a string, got 5"),
     (
         {"client_id": "x" * 200, "capacity": "y" * 200},
-        "'capacity' must be a number, got '" + "y" * 76 + "...",
+        "'capacity' must be a number, got '" + "y" * 39 + "..." + "y" * 11 + "'",
     ),
 ]
 

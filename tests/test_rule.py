@@ -133,3 +133,22 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+class TestHostileValues:
+    @pytest.mark.parametrize("value", [10**400, 2**1024, 10**20])
+    def test_huge_integers_are_too_large_not_an_overflow(self, value):
+        """Integers beyond 1e12 raise ValueError naming the field, never OverflowError."""
+        for field, build in (
+            ("capacity", lambda v: Rule(v, 1)),
+            ("refill_rate", lambda v: Rule(1, v)),
+        ):
+            with pytest.raises(ValueError, match=f"^'{field}' must be at most 1e\\+12, got "):
+                build(value)
+
+    def test_long_values_are_shortened_in_messages(self):
+        """A hostile, huge value is quoted in part, not in full."""
+        with pytest.raises(ValueError, match="'capacity' must be a finite number") as info:
+            Rule(-(10**400), 1)
+        assert len(str(info.value)) < 120
+        assert "..." in str(info.value)

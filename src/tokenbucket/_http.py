@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl
 from ._decision import Decision
 from ._registry import BucketRegistry
 from ._rule import Rule
-from ._validate import MAX_VALUE, Number, check_capacity, check_rate
+from ._validate import Number, check_capacity, check_rate, show
 
 #: The key used for a request whose client address the server did not report (``scope["client"]``
 #: is None, or ``REMOTE_ADDR`` is missing or empty: a Unix socket, some test clients). All such
@@ -295,12 +295,6 @@ def json_response(
 
 def _error(status: int, message: str, extra: Optional[HeaderList] = None) -> Response:
     return json_response(status, {"error": message}, extra)
-
-
-def _short(value: object) -> str:
-    """``repr(value)``, cut to a length fit for an error message about untrusted input."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class PathSet:
@@ -596,7 +590,7 @@ class AdminAPI:
             return None
         text = content_length.strip()
         if not text.isdigit() or not text.isascii():
-            return _error(400, f"invalid Content-Length: {_short(content_length)}")
+            return _error(400, f"invalid Content-Length: {show(content_length)}")
         if int(text) > self.max_body:
             return self.too_large()
         return None
@@ -611,17 +605,17 @@ class AdminAPI:
             return self._parse_update(body)
         if method in ("GET", "DELETE"):
             return self._parse_query("get" if method == "GET" else "remove", query_string)
-        return _error(405, f"method {_short(method)} not allowed", [("Allow", _ADMIN_METHODS)])
+        return _error(405, f"method {show(method)} not allowed", [("Allow", _ADMIN_METHODS)])
 
     def _route(self, route: object) -> Union[Response, Policy]:
         if route is None:
             return self._options.default
         if not isinstance(route, str):
-            return _error(400, f"'route' must be a string, got {_short(route)}")
+            return _error(400, f"'route' must be a string, got {show(route)}")
         policy = self._options.routes.get(route)
         if policy is None:
             known = ", ".join(repr(name) for name in self._options.routes) or "none"
-            return _error(400, f"'route' must be a configured route ({known}), got {_short(route)}")
+            return _error(400, f"'route' must be a configured route ({known}), got {show(route)}")
         return policy
 
     def _parse_query(self, action: str, query_string: str) -> Union[Response, AdminOp]:
@@ -634,7 +628,7 @@ class AdminAPI:
         params: Dict[str, str] = {}
         for name, value in pairs:
             if name not in ("client_id", "route"):
-                return _error(400, f"unknown query parameter {_short(name)}")
+                return _error(400, f"unknown query parameter {show(name)}")
             if name in params:
                 return _error(400, f"query parameter {name!r} given more than once")
             params[name] = value
@@ -650,7 +644,7 @@ class AdminAPI:
         try:
             data = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
         except _Repeated as exc:
-            return _error(400, f"field {_short(exc.args[0])} given more than once")
+            return _error(400, f"field {show(exc.args[0])} given more than once")
         except (ValueError, RecursionError):
             return _error(400, "body must be valid JSON (UTF-8)")
         if not isinstance(data, dict):
@@ -659,14 +653,14 @@ class AdminAPI:
         if unknown:
             return _error(
                 400,
-                f"unknown field {_short(unknown[0])}; expected 'client_id', 'capacity', "
+                f"unknown field {show(unknown[0])}; expected 'client_id', 'capacity', "
                 f"'refill_rate' and optionally 'route'",
             )
         client_id = data.get("client_id")
         if "client_id" not in data:
             return _error(400, "field 'client_id' is required")
         if not isinstance(client_id, str) or not client_id:
-            return _error(400, f"'client_id' must be a non-empty string, got {_short(client_id)}")
+            return _error(400, f"'client_id' must be a non-empty string, got {show(client_id)}")
         if "capacity" not in data and "refill_rate" not in data:
             return _error(400, "at least one of 'capacity' or 'refill_rate' is required")
         numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
@@ -685,12 +679,9 @@ class AdminAPI:
 def _admin_number(name: str, value: object) -> Union[Response, Number]:
     """Check a rule field from the admin API: a finite number in (0, 1e12], never a bool."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return _error(400, f"{name!r} must be a number, got {_short(value)}")
-    if isinstance(value, int) and value > MAX_VALUE:
-        # Checked here: the core would overflow converting a huge int to float first.
-        return _error(400, f"{name!r} must be at most {MAX_VALUE:g}, got {_short(value)}")
+        return _error(400, f"{name!r} must be a number, got {show(value)}")
     if not value > 0:
-        return _error(400, f"{name!r} must be a finite number > 0, got {_short(value)}")
+        return _error(400, f"{name!r} must be a finite number > 0, got {show(value)}")
     try:
         return check_capacity(value, name) if name == "capacity" else check_rate(value, name)
     except (TypeError, ValueError) as exc:

@@ -18,32 +18,43 @@ MAX_VALUE = 1e12
 Number = Union[int, float]
 
 
+def show(value: object) -> str:
+    """``repr(value)``, shortened if long: error messages quote input, which may be hostile."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]}"
+
+
 def _number(name: str, value: object) -> Number:
     # bool is an int subclass, but True tokens is always a mistake.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name!r} must be a number, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name!r} must be a number, got {show(value)} ({type(value).__name__})")
     if isinstance(value, int):
         return int(value)
     return float(value)
 
 
+def _finite(number: Number) -> bool:
+    # Integers are always finite (and too large ones overflow math.isfinite).
+    return isinstance(number, int) or math.isfinite(number)
+
+
 def check_capacity(value: object, name: str = "capacity") -> Number:
     """Return ``value`` if it is a valid bucket capacity: a finite number in (0, 1e12]."""
     number = _number(name, value)
-    if not number > 0 or not math.isfinite(number):
-        raise ValueError(f"{name!r} must be a finite number > 0, got {value!r}")
+    if not number > 0 or not _finite(number):
+        raise ValueError(f"{name!r} must be a finite number > 0, got {show(value)}")
     if number > MAX_VALUE:
-        raise ValueError(f"{name!r} must be at most {MAX_VALUE:g}, got {value!r}")
+        raise ValueError(f"{name!r} must be at most {MAX_VALUE:g}, got {show(value)}")
     return number
 
 
 def check_rate(value: object, name: str = "refill_rate") -> Number:
     """Return ``value`` if it is a valid refill rate: a finite number in [0, 1e12]."""
     number = _number(name, value)
-    if not number >= 0 or not math.isfinite(number):
-        raise ValueError(f"{name!r} must be a finite number >= 0, got {value!r}")
+    if not number >= 0 or not _finite(number):
+        raise ValueError(f"{name!r} must be a finite number >= 0, got {show(value)}")
     if number > MAX_VALUE:
-        raise ValueError(f"{name!r} must be at most {MAX_VALUE:g}, got {value!r}")
+        raise ValueError(f"{name!r} must be at most {MAX_VALUE:g}, got {show(value)}")
     return number
 
 
@@ -54,8 +65,8 @@ def check_amount(value: object) -> Number:
     for a float become ``inf`` so that the arithmetic cannot overflow.
     """
     number = _number("amount", value)
-    if not number > 0 or not math.isfinite(number):
-        raise ValueError(f"'amount' must be a finite number > 0, got {value!r}")
+    if not number > 0 or not _finite(number):
+        raise ValueError(f"'amount' must be a finite number > 0, got {show(value)}")
     if isinstance(number, int) and number > 2**53:
         # Integers this large exceed every capacity; as a float they decide the same and cannot
         # overflow the arithmetic.
@@ -69,5 +80,5 @@ def check_amount(value: object) -> Number:
 def check_key(value: object) -> str:
     """Return ``value`` if it is a valid bucket key: a ``str``."""
     if not isinstance(value, str):
-        raise TypeError(f"'key' must be a str, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"'key' must be a str, got {show(value)} ({type(value).__name__})")
     return value
