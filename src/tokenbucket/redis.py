@@ -30,6 +30,7 @@ Importing this module imports redis-py; importing ``tokenbucket`` never does.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import math
@@ -64,6 +65,13 @@ _log = logging.getLogger("tokenbucket.redis")
 
 #: The one script every operation runs (see its header for the data layout and arguments).
 _SCRIPT = resources.files("tokenbucket").joinpath("_lua").joinpath("bucket.lua").read_text("utf-8")
+#: Its SHA1, the name EVALSHA calls it by (Redis computes the same from the text).
+_SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest().encode("ascii")
+
+# Arguments are sent as bytes, encoded once where possible (redis-py passes bytes through).
+_ONE = b"1"
+_TAKE = b"take"
+_PEEK = b"peek"
 
 #: What counts as Redis being unavailable: redis-py's errors (connection, timeout, a server that
 #: is loading or out of memory, ...) and socket errors that escape them.
@@ -112,6 +120,7 @@ class _Base:
     __slots__ = (
         "_client",
         "_down",
+        "_encoded",
         "_fallback",
         "_lock",
         "_log_after",
@@ -120,7 +129,6 @@ class _Base:
         "_prefix",
         "_retry_at",
         "_retry_interval",
-        "_script",
         "_seen",
     )
 
@@ -132,7 +140,7 @@ class _Base:
         retry_interval: float,
         is_async: bool,
     ) -> None:
-        if not callable(getattr(client, "register_script", None)):
+        if not callable(getattr(client, "evalsha", None)):
             raise TypeError(f"'client' must be a redis-py client, got {client!r}")
         if inspect.iscoroutinefunction(getattr(client, "execute_command", None)) != is_async:
             wanted, other = ("an async", "Redis") if is_async else ("a sync", "AsyncRedis")
@@ -148,7 +156,6 @@ class _Base:
         if not interval >= 0 or not math.isfinite(interval):
             raise ValueError(f"'retry_interval' must be a finite number >= 0, got {interval!r}")
         self._client = client
-        self._script = client.register_script(_SCRIPT)
         self._prefix = prefix
         self._policy = on_error
         self._retry_interval = float(interval)
@@ -159,6 +166,7 @@ class _Base:
         self._log_after = 0.0
         self._fallback = MemoryStore()
         self._seen: Dict[str, Rule] = {}
+        self._encoded: Tuple[Optional[Rule], bytes, bytes] = (None, b"", b"")
 
     @property
     def client(self) -> Any:
@@ -189,15 +197,31 @@ class _Base:
         # surrogatepass: every str is a valid key, and distinct keys stay distinct.
         return (self._prefix + key).encode("utf-8", "surrogatepass")
 
+    def _take_args(self, key: str, amount: float, default: Rule, commit: bool) -> Tuple[bytes, ...]:
+        """Return the script's key and arguments for a decision, as bytes."""
+        encoded = self._encoded
+        if encoded[0] is not default:  # the default rule's numbers, encoded once per rule
+            encoded = (default, _encode(default.capacity), _encode(default.refill_rate))
+            self._encoded = encoded
+        return (
+            self._name(key),
+            _TAKE if commit else _PEEK,
+            encoded[1],
+            encoded[2],
+            _ONE if amount == 1 else _encode(amount),
+        )
+
     def _outcome(self, key: str, reply: Any, default: Rule) -> Outcome:
-        """Turn a ``take`` reply into an outcome: ``[allowed, level]`` or with ``C, R``."""
-        if len(reply) == 2:
+        """Turn a ``take`` reply, ``'<allowed><level>[ <C> <R>]'``, into an outcome."""
+        text: str = reply if reply.__class__ is str else reply.decode()
+        if " " not in text:
             if self._seen:
                 self._seen.pop(key, None)
-            return reply[0] == 1, float(reply[1]), default
-        rule = _rule(reply[2], reply[3])
+            return text[0] == "1", float(text[1:]), default
+        level, capacity, refill_rate = text[1:].split(" ")
+        rule = _rule(capacity, refill_rate)
         self._remember(key, rule)
-        return reply[0] == 1, float(reply[1]), rule
+        return text[0] == "1", float(level), rule
 
     def _remember(self, key: str, rule: Optional[Rule]) -> None:
         """Keep the override last seen for ``key``, for decisions while Redis is down."""
@@ -271,6 +295,11 @@ class _Base:
         )
 
 
+def _encode(number: float) -> bytes:
+    """Write a number as the script reads it back exactly (``repr``, as redis-py does)."""
+    return repr(number).encode("ascii")
+
+
 def _describe(client: Any) -> str:
     """Name a client by where it connects, not by redis-py's long repr."""
     pool = getattr(client, "connection_pool", None)
@@ -280,10 +309,6 @@ def _describe(client: Any) -> str:
     else:
         where = f"{options.get('host', '?')}:{options.get('port', '?')}/{options.get('db', 0)}"
     return f"<{type(client).__name__} {where}>"
-
-
-def _take_args(amount: float, default: Rule, commit: bool) -> Tuple[Any, ...]:
-    return ("take", default.capacity, default.refill_rate, amount, 1 if commit else 0)
 
 
 def _update_args(
@@ -402,14 +427,34 @@ class RedisStore(_Base):
         """See [`Store.take`][tokenbucket.Store.take]. One EVALSHA; never raises for Redis."""
         if self._down and self._skip():
             return self._degraded(key, amount, default, commit)
+        args = self._take_args(key, amount, default, commit)
         try:
-            reply = self._script((self._name(key),), _take_args(amount, default, commit))
+            try:
+                reply = self._client.evalsha(_SHA, _ONE, *args)
+            except redis.exceptions.NoScriptError:  # a new or flushed server: load it once
+                self._client.script_load(_SCRIPT)
+                reply = self._client.evalsha(_SHA, _ONE, *args)
         except _ERRORS as error:
             self._failed(error)
             return self._degraded(key, amount, default, commit)
         if self._down:
             self._recovered()
         return self._outcome(key, reply, default)
+
+    def _run(self, call: str, key: str, *args: Any) -> Any:
+        """Run the script for an admin call; raise RedisUnavailableError if Redis fails."""
+        name = self._name(key)
+        try:
+            try:
+                reply = self._client.evalsha(_SHA, _ONE, name, *args)
+            except redis.exceptions.NoScriptError:
+                self._client.script_load(_SCRIPT)
+                reply = self._client.evalsha(_SHA, _ONE, name, *args)
+        except _ERRORS as error:
+            raise self._unavailable(call, key, error) from error
+        if self._down:
+            self._recovered()
+        return reply
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""
@@ -432,36 +477,20 @@ class RedisStore(_Base):
         /,
     ) -> Rule:
         """See [`Store.update_rule`][tokenbucket.Store.update_rule]. Atomic; raises on outage."""
-        try:
-            reply = self._script((self._name(key),), _update_args(default, capacity, refill_rate))
-        except _ERRORS as error:
-            raise self._unavailable("update_rule", key, error) from error
-        if self._down:
-            self._recovered()
+        reply = self._run("update_rule", key, *_update_args(default, capacity, refill_rate))
         rule = _rule(reply[0], reply[1])
         self._remember(key, rule)
         return rule
 
     def remove_rule(self, key: str, default: Rule, /) -> Optional[Rule]:
         """See [`Store.remove_rule`][tokenbucket.Store.remove_rule]. Atomic; raises on outage."""
-        try:
-            args = ("remove", default.capacity, default.refill_rate)
-            reply = self._script((self._name(key),), args)
-        except _ERRORS as error:
-            raise self._unavailable("remove_rule", key, error) from error
-        if self._down:
-            self._recovered()
+        reply = self._run("remove_rule", key, "remove", default.capacity, default.refill_rate)
         self._remember(key, None)
         return None if reply is None else _rule(reply[0], reply[1])
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]. Raises RedisUnavailableError."""
-        try:
-            self._script((self._name(key),), ("reset", "", ""))
-        except _ERRORS as error:
-            raise self._unavailable("reset", key, error) from error
-        if self._down:
-            self._recovered()
+        self._run("reset", key, "reset", "", "")
 
 
 class AsyncRedisStore(_Base):
@@ -541,14 +570,34 @@ class AsyncRedisStore(_Base):
         """See [`Store.take`][tokenbucket.Store.take]. One EVALSHA; never raises for Redis."""
         if self._down and self._skip():
             return self._degraded(key, amount, default, commit)
+        args = self._take_args(key, amount, default, commit)
         try:
-            reply = await self._script((self._name(key),), _take_args(amount, default, commit))
+            try:
+                reply = await self._client.evalsha(_SHA, _ONE, *args)
+            except redis.exceptions.NoScriptError:  # a new or flushed server: load it once
+                await self._client.script_load(_SCRIPT)
+                reply = await self._client.evalsha(_SHA, _ONE, *args)
         except _ERRORS as error:
             self._failed(error)
             return self._degraded(key, amount, default, commit)
         if self._down:
             self._recovered()
         return self._outcome(key, reply, default)
+
+    async def _run(self, call: str, key: str, *args: Any) -> Any:
+        """Run the script for an admin call; raise RedisUnavailableError if Redis fails."""
+        name = self._name(key)
+        try:
+            try:
+                reply = await self._client.evalsha(_SHA, _ONE, name, *args)
+            except redis.exceptions.NoScriptError:
+                await self._client.script_load(_SCRIPT)
+                reply = await self._client.evalsha(_SHA, _ONE, name, *args)
+        except _ERRORS as error:
+            raise self._unavailable(call, key, error) from error
+        if self._down:
+            self._recovered()
+        return reply
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""
@@ -571,36 +620,18 @@ class AsyncRedisStore(_Base):
         /,
     ) -> Rule:
         """See [`Store.update_rule`][tokenbucket.Store.update_rule]. Atomic; raises on outage."""
-        try:
-            reply = await self._script(
-                (self._name(key),), _update_args(default, capacity, refill_rate)
-            )
-        except _ERRORS as error:
-            raise self._unavailable("update_rule", key, error) from error
-        if self._down:
-            self._recovered()
+        reply = await self._run("update_rule", key, *_update_args(default, capacity, refill_rate))
         rule = _rule(reply[0], reply[1])
         self._remember(key, rule)
         return rule
 
     async def remove_rule(self, key: str, default: Rule, /) -> Optional[Rule]:
         """See [`Store.remove_rule`][tokenbucket.Store.remove_rule]. Atomic; raises on outage."""
-        try:
-            reply = await self._script(
-                (self._name(key),), ("remove", default.capacity, default.refill_rate)
-            )
-        except _ERRORS as error:
-            raise self._unavailable("remove_rule", key, error) from error
-        if self._down:
-            self._recovered()
+        args = ("remove", default.capacity, default.refill_rate)
+        reply = await self._run("remove_rule", key, *args)
         self._remember(key, None)
         return None if reply is None else _rule(reply[0], reply[1])
 
     async def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]. Raises RedisUnavailableError."""
-        try:
-            await self._script((self._name(key),), ("reset", "", ""))
-        except _ERRORS as error:
-            raise self._unavailable("reset", key, error) from error
-        if self._down:
-            self._recovered()
+        await self._run("reset", key, "reset", "", "")
