@@ -5,8 +5,8 @@
 semantics of [`MemoryStore`][tokenbucket.MemoryStore]; only where the state lives differs. Each
 decision is one round trip: an EVALSHA of one Lua script (``_lua/bucket.lua``, shipped with the
 package) that reads the server's clock, refills, checks, consumes and writes atomically. The
-script, its arguments and the parsing of its replies are shared by both stores; only the call
-differs (``script(...)`` or ``await script(...)``).
+script, its arguments, the parsing of its replies and the failure policy are shared by both
+stores; only the call differs (``client.evalsha(...)`` or ``await client.evalsha(...)``).
 
 Keys: each rate-limited key is one Redis hash, ``prefix + key``, holding the bucket state and
 the key's rule override. Every call touches that one key, so Redis Cluster works. A hash without
@@ -82,8 +82,8 @@ _POLICIES = ("fallback", "deny", "allow")
 #: Overrides remembered for the fallback policy, at most; beyond it the memory is cleared.
 _MAX_SEEN = 10_000
 
-SyncClient = Union["redis.Redis", "redis.cluster.RedisCluster"]
-AsyncClient = Union["redis.asyncio.Redis", "redis.asyncio.cluster.RedisCluster"]
+_SyncClient = Union["redis.Redis", "redis.cluster.RedisCluster"]
+_AsyncClient = Union["redis.asyncio.Redis", "redis.asyncio.cluster.RedisCluster"]
 
 
 class RedisUnavailableError(ConnectionError):
@@ -154,7 +154,9 @@ class _Base:
             raise ValueError(f"'on_error' must be one of {_POLICIES!r}, got {on_error!r}")
         interval = _number("retry_interval", retry_interval)
         if not interval >= 0 or not math.isfinite(interval):
-            raise ValueError(f"'retry_interval' must be a finite number >= 0, got {interval!r}")
+            raise ValueError(
+                f"'retry_interval' must be a finite number >= 0, got {retry_interval!r}"
+            )
         self._client = client
         self._prefix = prefix
         self._policy = on_error
@@ -373,7 +375,7 @@ class RedisStore(_Base):
 
     def __init__(
         self,
-        client: SyncClient,
+        client: _SyncClient,
         *,
         prefix: str = "tokenbucket:",
         on_error: str = "fallback",
@@ -397,10 +399,10 @@ class RedisStore(_Base):
 
         The client waits at most ``socket_timeout`` seconds for a reply and
         ``socket_connect_timeout`` (default: ``socket_timeout``) to connect, and retries a
-        broken connection once, at once, never a timeout; redis-py's defaults (5 s timeouts,
-        10 retries with backoff) would stall a request for a minute. ``client_options`` go to
-        ``redis.Redis.from_url``. [`close`][tokenbucket.redis.RedisStore.close] closes the
-        client.
+        broken connection once, at once, never a timeout; redis-py's own defaults (in 8.x: 5 s
+        timeouts and 10 retries with backoff) could hold a request for most of a minute.
+        ``client_options`` go to ``redis.Redis.from_url`` and override these.
+        [`close`][tokenbucket.redis.RedisStore.close] closes the client.
         """
         options: Dict[str, Any] = {
             **_client_options(socket_timeout, socket_connect_timeout),
@@ -519,7 +521,7 @@ class AsyncRedisStore(_Base):
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: _AsyncClient,
         *,
         prefix: str = "tokenbucket:",
         on_error: str = "fallback",
