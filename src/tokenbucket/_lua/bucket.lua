@@ -53,15 +53,20 @@ local function deficit(base, used, per_s)
   return used -- the clock went backwards: nothing earned
 end
 
--- Write the given fields of the state (base, used) under the rule (capacity c, refill rate r),
--- then, without an override, expire the key when the bucket is full again: at base + used / r.
-local function save(fields, base, used, r)
-  redis.call('HSET', key, unpack(fields))
+-- Write the state (base, used) under the rule (capacity c, refill rate r, per_s as a number);
+-- only u if not whole (t, c and r unchanged). Then, without an override, expire the key when the
+-- bucket is full again: at base + used / per_s.
+local function save(base, used, c, r, per_s, whole)
+  if whole then
+    redis.call('HSET', key, 't', base, 'u', used, 'c', c, 'r', r)
+  else
+    redis.call('HSET', key, 'u', used)
+  end
   if override then
     return
   end
-  if r > 0 then
-    local ms = math.ceil(((base - now) / 1000000 + used / r) * 1000)
+  if per_s > 0 then
+    local ms = math.ceil(((base - now) / 1000000 + used / per_s) * 1000)
     if ms < 1e15 then -- else: full only after ~30,000 years, or never
       redis.call('PEXPIRE', key, ms + 1)
       return
@@ -96,7 +101,7 @@ if op == 'take' or op == 'peek' then
       if op == 'take' and used + amount > capacity + 1e-9 then
         -- Denied, but the settled state is written all the same.
         if used > 0 then
-          save({'t', base, 'u', used, 'c', cap, 'r', rate}, base, used, refill)
+          save(base, used, cap, rate, refill, true)
         else
           forget()
         end
@@ -118,11 +123,7 @@ if op == 'take' or op == 'peek' then
     level = level - amount
     if op == 'take' then
       used = used + amount
-      if fresh then
-        save({'t', base, 'u', used, 'c', cap, 'r', rate}, base, used, refill)
-      else
-        save({'u', used}, base, used, refill)
-      end
+      save(base, used, cap, rate, refill, fresh)
     end
   end
   -- One string (cheaper to send and parse than an array): the flag, then the level.
@@ -140,7 +141,7 @@ local function rebase(c, r)
   end
   local missing = deficit(tonumber(s[1]), tonumber(s[2]), tonumber(s[4]))
   if missing > 0 then
-    save({'t', now, 'u', missing, 'c', c, 'r', r}, now, missing, tonumber(r))
+    save(now, missing, c, r, tonumber(r), true)
   else
     forget()
   end
