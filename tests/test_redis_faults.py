@@ -60,7 +60,11 @@ class Async(Sync):
 
     def __init__(self, url, **options):
         self.loop = asyncio.new_event_loop()
-        super().__init__(url, **options)
+
+        async def make():  # in the loop that uses it (Python 3.9's asyncio needs that)
+            Sync.__init__(self, url, **options)
+
+        self._run(make())
 
     def _run(self, awaitable):
         return self.loop.run_until_complete(awaitable)

@@ -59,8 +59,15 @@ class Backend:
     def store(self):
         if self.kind == "memory":
             return MemoryStore(clock=ManualClock(1000.0))
-        cls = RedisStore if self.kind == "redis" else AsyncRedisStore
-        store = cls.from_url(self.url, prefix=self.prefix, on_error="deny", socket_timeout=5)
+        options = {"prefix": self.prefix, "on_error": "deny", "socket_timeout": 5}
+        if self.loop is None:
+            store = RedisStore.from_url(self.url, **options)
+        else:
+
+            async def make():  # in the loop that uses it (Python 3.9's asyncio needs that)
+                return AsyncRedisStore.from_url(self.url, **options)
+
+            store = self.loop.run_until_complete(make())
         self.stores.append(store)
         return store
 

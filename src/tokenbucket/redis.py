@@ -543,9 +543,10 @@ class AsyncRedisStore(_Base):
     ) -> AsyncRedisStore:
         """Connect to ``url`` with bounded timeouts; see [`RedisStore.from_url`][tokenbucket.redis.RedisStore.from_url].
 
-        No connection is made until the first call, so this may run outside the event loop that
-        will use the store. [`aclose`][tokenbucket.redis.AsyncRedisStore.aclose] closes the
-        client.
+        No connection is made until the first call. The store must be used from one event loop
+        (redis-py's asyncio connections belong to the loop that opened them); on Python 3.9 also
+        create it while that loop runs (for example in an ASGI lifespan startup).
+        [`aclose`][tokenbucket.redis.AsyncRedisStore.aclose] closes the client.
         """  # noqa: E501 - a cross-reference cannot be wrapped
         options: Dict[str, Any] = {
             **_client_options(socket_timeout, socket_connect_timeout),
