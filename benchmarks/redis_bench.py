@@ -10,9 +10,9 @@ Before timing, each contender makes 1,000 decisions under MONITOR and INFO comma
 commands its client sent per decision (= round trips, none of them pipeline) and what the
 server ran per decision, scripts' inner commands included.
 
-Usage (starts its own redis-server on a free port unless given --url)::
+Run (it starts its own redis-server on a free port unless given --url)::
 
-    .venv/bin/pip install -e '.[redis]' limits throttled-py
+    .venv/bin/pip install -e '.[redis,bench]'
     .venv/bin/python benchmarks/redis_bench.py [--rounds 5] [--seconds 0.5]
 """
 
@@ -370,7 +370,7 @@ def main():
     names = [n for n in CONTENDERS if not options.only or n in options.only or n.startswith("INCR")]
     missing = [p for p in ("limits", "throttled-py") if version(p) == "not installed"]
     if missing:
-        sys.exit(f"install the peers first: pip install {' '.join(missing)}")
+        sys.exit(f"install the peers first: pip install -e '.[redis,bench]' ({missing})")
 
     process = workdir = None
     if options.url:
