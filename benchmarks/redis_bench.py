@@ -6,9 +6,9 @@ do) is the floor. Four modes: sync on one thread (one connection), sync on 8 thr
 a client (a pool of connections), async one call at a time (one connection) and async with 32
 concurrent tasks (a pool). Rounds interleave the contenders; the table gives medians.
 
-Before timing, each contender makes 1,000 decisions under MONITOR and INFO commandstats: the
-commands its client sent per decision (= round trips, none of them pipeline) and what the
-server ran per decision, scripts' inner commands included.
+Before timing, each contender makes 1,000 decisions under INFO commandstats (what the server
+ran per decision, scripts' inner commands included, and the server time it took) and 1,000
+under MONITOR (the commands its client sent per decision: its round trips, as none pipelines).
 
 Run (it starts its own redis-server on a free port unless given --url)::
 
@@ -268,23 +268,28 @@ class Monitor:
 
 
 def round_trips(name, url, port, decisions=1000):
-    """Client commands and server commands per decision, sync and async, for a contender."""
+    """Client commands and server commands per decision, sync and async, for a contender.
+
+    Two passes of ``decisions``: the first under INFO commandstats alone (what the server ran,
+    and its time), the second under MONITOR (what the client sent; MONITOR slows the server).
+    """
     admin = redis.Redis.from_url(url)
     out = {}
     for kind in ("sync", "async"):
         admin.flushall()
         make_sync, make_async = CONTENDERS[name]
-        monitor = None
         if kind == "sync":
             decide, close = make_sync(url)
             for key in KEYS[:50]:
                 decide(key)
             admin.config_resetstat()
+            for i in range(decisions):
+                decide(KEYS[i % len(KEYS)])
+            stats = admin.info("commandstats")
             monitor = Monitor(port)
             time.sleep(0.1)
             for i in range(decisions):
                 decide(KEYS[i % len(KEYS)])
-            stats = admin.info("commandstats")
             monitor.close()
             close()
         else:
@@ -294,11 +299,13 @@ def round_trips(name, url, port, decisions=1000):
                 for key in KEYS[:50]:
                     await decide(key)
                 admin.config_resetstat()
+                for i in range(decisions):
+                    await decide(KEYS[i % len(KEYS)])
+                stats = admin.info("commandstats")
                 watcher = Monitor(port)
                 await asyncio.sleep(0.1)
                 for i in range(decisions):
                     await decide(KEYS[i % len(KEYS)])
-                stats = admin.info("commandstats")
                 await close()
                 return watcher, stats
 
@@ -313,7 +320,9 @@ def round_trips(name, url, port, decisions=1000):
             command.decode(): count / decisions
             for command, count in monitor.client_commands.items()
         }
-        out[kind] = (client, server)
+        # Server time of what the client sent (a script's time includes its inner commands).
+        busy = sum(stats.get(f"cmdstat_{command}", {}).get("usec", 0) for command in client)
+        out[kind] = (client, server, busy / decisions)
     admin.close()
     return out
 
@@ -389,13 +398,16 @@ def main():
             f"limits {version('limits')}, throttled-py {version('throttled-py')}\n"
         )
         print("## Round trips per decision\n")
-        print("| contender | mode | client commands (MONITOR) | server commands (commandstats) |")
-        print("| --- | --- | --- | --- |")
+        print(
+            "| contender | mode | client commands (MONITOR) | server commands (commandstats) "
+            "| server µs |"
+        )
+        print("| --- | --- | --- | --- | ---: |")
         for name in names:
-            for kind, (client, server) in round_trips(name, url, port).items():
+            for kind, (client, server, busy) in round_trips(name, url, port).items():
                 sent = ", ".join(f"{c} {n:.2f}" for c, n in sorted(client.items()))
                 ran = ", ".join(f"{c} {n:.2f}" for c, n in sorted(server.items()))
-                print(f"| {name} | {kind} | {sent} | {ran} |")
+                print(f"| {name} | {kind} | {sent} | {ran} | {busy:.1f} |")
 
         results = {name: {mode: [] for mode in modes} for name in names}
         for round_number in range(options.rounds):
