@@ -155,7 +155,7 @@ def test_admin_calls_raise_a_clear_error(own_redis, driver):
     for call, name in zip(
         limits.admin_calls("k"), ["update_rule", "remove_rule", "reset", "get_rule"]
     ):
-        with pytest.raises(RedisUnavailableError, match=rf"^{name}\('k'\) could not reach Redis"):
+        with pytest.raises(RedisUnavailableError, match=rf"^{name}\('k'\) failed in Redis"):
             call()
     assert issubclass(RedisUnavailableError, ConnectionError)
     assert limits.decide("k") == [True]  # decisions still never raise
@@ -216,4 +216,22 @@ def test_outage_logged_once_per_window_and_recovery_logged(own_redis, caplog):
         "Redis available again; decisions go through Redis"
     ]
     assert store.available
+    store.close()
+
+
+def test_an_error_on_one_key_does_not_open_the_breaker(redis_url, caplog):
+    """A key holding another type fails alone: its decisions follow the policy, others go on."""
+    caplog.set_level(logging.WARNING, logger="tokenbucket.redis")
+    store = RedisStore.from_url(redis_url, on_error="deny")
+    limits = BucketRegistry(Rule(3, 0), store=store)
+    admin = redis.Redis.from_url(redis_url)
+    admin.rpush("tokenbucket:odd", "not a bucket")
+    assert [limits.try_consume("odd") for _ in range(3)] == [False] * 3
+    assert store.available
+    assert [limits.try_consume("fine") for _ in range(4)] == [True, True, True, False]
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith("Redis refused a call (ResponseError: ")
+    with pytest.raises(RedisUnavailableError, match=r"^update_rule\('odd'\) failed in Redis"):
+        limits.update_rule("odd", capacity=5)
+    admin.close()
     store.close()

@@ -15,15 +15,17 @@ same), so memory follows the number of recently active clients; a hash with an o
 expires (the override must survive). Overrides live only in Redis, with no local cache, so an
 ``update_rule`` through any process applies to every process from its next decision on.
 
-Failures: while Redis does not answer, decisions follow ``on_error`` and never raise; admin
-calls (``update_rule``, ``remove_rule``, ``reset``, ``get_rule``) raise
+Failures: while Redis does not answer, decisions follow ``on_error`` and never raise (a circuit
+breaker keeps an outage from costing a timeout per decision); a decision that Redis answers with
+an error (a key of another type under the prefix, a server out of memory) follows ``on_error``
+too, alone. Admin calls (``update_rule``, ``remove_rule``, ``reset``, ``get_rule``) raise
 [`RedisUnavailableError`][tokenbucket.redis.RedisUnavailableError], a builtin
 :class:`ConnectionError`, so adapters can map it to 503 without importing this module.
 
 Exceptions::
 
     ConnectionError (builtin)
-     └── RedisUnavailableError   an admin call could not reach Redis
+     └── RedisUnavailableError   an admin call failed in Redis (no answer, or an error)
 
 Importing this module imports redis-py; importing ``tokenbucket`` never does.
 """
@@ -73,9 +75,12 @@ _ONE = b"1"
 _TAKE = b"take"
 _PEEK = b"peek"
 
-#: What counts as Redis being unavailable: redis-py's errors (connection, timeout, a server that
-#: is loading or out of memory, ...) and socket errors that escape them.
+#: What a decision survives: every redis-py error and socket errors that escape them.
 _ERRORS = (redis.exceptions.RedisError, OSError)
+#: The slow ones, which open the circuit breaker: no answer (or no answer yet) from Redis. Other
+#: errors (a key of another type, a server out of memory) come back at once, so each decision
+#: that meets one just follows the policy.
+_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 _POLICIES = ("fallback", "deny", "allow")
 
@@ -89,7 +94,8 @@ _AsyncClient = Union["redis.asyncio.Redis", "redis.asyncio.cluster.RedisCluster"
 class RedisUnavailableError(ConnectionError):
     """An admin call (``update_rule``, ``remove_rule``, ``reset``, ``get_rule``) failed.
 
-    Raised when Redis did not answer; the error it raised is the ``__cause__``. The change may
+    Raised when Redis did not answer or answered with an error; redis-py's exception is the
+    ``__cause__``. The change may
     or may not have been applied: retry it (every admin call is idempotent). Decisions never
     raise this; they follow the store's ``on_error`` policy.
     """
@@ -245,21 +251,31 @@ class _Base:
             return False
 
     def _failed(self, error: BaseException) -> None:
-        """Open the breaker; log once per window (and at most once a second)."""
+        """Open the breaker if Redis did not answer; log once per window (at most once a second)."""
         now = time.monotonic()
+        outage = isinstance(error, _OUTAGES)
         with self._lock:
-            self._down = True
-            self._retry_at = now + self._retry_interval
+            if outage:
+                self._down = True
+                self._retry_at = now + self._retry_interval
             if now < self._log_after:
                 return
             self._log_after = now + max(self._retry_interval, 1.0)
-        _log.warning(
-            "Redis unavailable (%s: %s); deciding with on_error=%r, retrying in %g s",
-            type(error).__name__,
-            error,
-            self._policy,
-            self._retry_interval,
-        )
+        if outage:
+            _log.warning(
+                "Redis unavailable (%s: %s); deciding with on_error=%r, retrying in %g s",
+                type(error).__name__,
+                error,
+                self._policy,
+                self._retry_interval,
+            )
+        else:
+            _log.warning(
+                "Redis refused a call (%s: %s); that decision followed on_error=%r",
+                type(error).__name__,
+                error,
+                self._policy,
+            )
 
     def _recovered(self) -> None:
         """Close the breaker after a successful call."""
@@ -286,7 +302,7 @@ class _Base:
     def _unavailable(self, call: str, key: str, error: BaseException) -> RedisUnavailableError:
         self._failed(error)
         return RedisUnavailableError(
-            f"{call}({key!r}) could not reach Redis ({type(error).__name__}: {error}); "
+            f"{call}({key!r}) failed in Redis ({type(error).__name__}: {error}); "
             f"it may not have been applied"
         )
 
