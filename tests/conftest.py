@@ -3,6 +3,11 @@
 ``make(**options)`` (parametrised over ASGI and WSGI) returns a `Harness` whose ``request()``
 calls the middleware directly: a raw ASGI call on a fresh event loop, or a WSGI call through
 ``wsgiref.validate`` so that every WSGI test also checks PEP 3333 compliance.
+
+Also a real redis-server for the Redis store's tests (``redis_server``, ``redis_url``,
+``own_redis``), on 127.0.0.1 and a free port, without persistence. Those tests never skip: when
+redis-server is missing or does not start, every test that needs it fails with a message saying
+so (scripts/test.sh installs it).
 """
 
 from __future__ import annotations
@@ -10,6 +15,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import wsgiref.util
 import wsgiref.validate
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -200,3 +210,138 @@ def make(kind: str) -> Any:
         return Harness(kind, **options)
 
     return factory
+
+
+# -- a real redis-server -------------------------------------------------------------------------
+
+STARTUP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ping(port: int, timeout: float = 0.5) -> bool:
+    """Whether a Redis server answers PING on 127.0.0.1:port (raw RESP, no client library)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+            connection.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return connection.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One redis-server process that a test can stop and start again on the same port."""
+
+    def __init__(self, executable: str = "redis-server") -> None:
+        self.executable = executable
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="tokenbucket-redis-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        path = shutil.which(self.executable)
+        if path is None:
+            pytest.fail(
+                f"{self.executable!r} not found on PATH: the Redis tests need a real server "
+                "(apt-get install -y redis-server; scripts/test.sh installs it)",
+                pytrace=False,
+            )
+        # A port found free can be taken before the server binds it: try a few.
+        for _ in range(3):
+            self._log = open(f"{self._dir.name}/redis.log", "wb")  # noqa: SIM115
+            self.process = subprocess.Popen(
+                [
+                    path,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self._dir.name,
+                    "--loglevel",
+                    "warning",
+                ],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while time.monotonic() < deadline and self.process.poll() is None:
+                if ping(self.port):
+                    return
+                time.sleep(0.01)
+            output = self._stop_process()
+            if self.process.returncode is not None and b"Address already in use" in output:
+                self.port = free_port()
+                continue
+            break
+        pytest.fail(
+            f"redis-server did not start on 127.0.0.1:{self.port} within {STARTUP_TIMEOUT} s; "
+            f"its output:\n{output.decode(errors='replace')}",
+            pytrace=False,
+        )
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL); its data is gone (no persistence)."""
+        self._stop_process()
+
+    def _stop_process(self) -> bytes:
+        process = self.process
+        if process is None:
+            return b""
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._log.close()
+        with open(self._log.name, "rb") as log:
+            return log.read()
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A redis-server shared by the whole session. Tests must not stop it."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The shared server's URL, its data flushed before the test."""
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as connection:
+        connection.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
+        assert connection.recv(64).startswith(b"+OK")
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis():
+    """A redis-server for this test alone, which it may stop and start again (same port)."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

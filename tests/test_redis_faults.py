@@ -1,0 +1,237 @@
+"""Redis going away and coming back: the failure policy, bounded waits, recovery, logging.
+
+Each test that stops Redis runs its own redis-server (``own_redis``). Waits are measured and
+asserted as generous upper bounds; nothing sleeps to let a bucket refill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import pytest
+import redis
+
+from tokenbucket import BucketRegistry, Rule
+from tokenbucket.redis import AsyncRedisStore, RedisStore, RedisUnavailableError
+
+# Three requests through Redis on a bucket of 3, then Redis stops: what the next 5 get.
+DURING_OUTAGE = {
+    "fallback": [True, True, True, False, False],  # a fresh per-process bucket of 3
+    "deny": [False] * 5,
+    "allow": [True] * 5,
+}
+
+
+class Sync:
+    """Drives a sync store; ``Async`` offers the same calls on an async one."""
+
+    cls = RedisStore
+
+    def __init__(self, url, **options):
+        self.store = self.cls.from_url(url, **options)
+        self.limits = BucketRegistry(Rule(3, 0), store=self.store)
+
+    def decide(self, key, times=1):
+        return [self.limits.try_consume(key) for _ in range(times)]
+
+    def consume(self, key):
+        return self.limits.consume(key)
+
+    def update_rule(self, key, **fields):
+        return self.limits.update_rule(key, **fields)
+
+    def admin_calls(self, key):
+        return [
+            lambda: self.limits.update_rule(key, capacity=9),
+            lambda: self.limits.remove_rule(key),
+            lambda: self.limits.reset(key),
+            lambda: self.limits.rule_for(key),
+        ]
+
+    def close(self):
+        self.store.close()
+
+
+class Async(Sync):
+    cls = AsyncRedisStore
+
+    def __init__(self, url, **options):
+        self.loop = asyncio.new_event_loop()
+
+        async def make():  # in the loop that uses it (Python 3.9's asyncio needs that)
+            Sync.__init__(self, url, **options)
+
+        self._run(make())
+
+    def _run(self, awaitable):
+        return self.loop.run_until_complete(awaitable)
+
+    def decide(self, key, times=1):
+        return [self._run(self.limits.atry_consume(key)) for _ in range(times)]
+
+    def consume(self, key):
+        return self._run(self.limits.aconsume(key))
+
+    def update_rule(self, key, **fields):
+        return self._run(self.limits.aupdate_rule(key, **fields))
+
+    def admin_calls(self, key):
+        return [
+            lambda: self._run(self.limits.aupdate_rule(key, capacity=9)),
+            lambda: self._run(self.limits.aremove_rule(key)),
+            lambda: self._run(self.limits.areset(key)),
+            lambda: self._run(self.limits.arule_for(key)),
+        ]
+
+    def close(self):
+        self._run(self.store.aclose())
+        self.loop.close()
+
+
+@pytest.fixture(params=[Sync, Async], ids=["sync", "async"])
+def driver(request):
+    made = []
+
+    def make(url, **options):
+        made.append(request.param(url, **options))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+@pytest.mark.parametrize("policy", ["fallback", "deny", "allow"])
+def test_outage_applies_the_policy_then_recovers(own_redis, driver, policy):
+    """Redis stops: decisions follow on_error and never raise; it starts again: they resume."""
+    limits = driver(own_redis.url, on_error=policy, retry_interval=0)
+    assert limits.decide("k", 3) == [True, True, True]  # through Redis: now empty
+    assert limits.store.available
+    own_redis.stop()
+    assert limits.decide("k", 5) == DURING_OUTAGE[policy]
+    assert not limits.store.available
+    own_redis.start()  # same port, no data: every bucket is full again
+    assert limits.decide("k", 4) == [True, True, True, False]
+    assert limits.store.available
+    check = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    assert check.hget("tokenbucket:k", "u") == "3"  # the decisions went through Redis
+    check.close()
+
+
+def test_deny_and_allow_decisions_are_complete(own_redis):
+    """deny reports an empty bucket; allow a full one (a request beyond capacity still fails)."""
+    store = RedisStore.from_url(own_redis.url, on_error="deny", retry_interval=60)
+    limits = BucketRegistry(Rule(4, 2.0), store=store)
+    own_redis.stop()
+    decision = limits.consume("k")
+    assert (decision.allowed, decision.remaining, decision.retry_after) == (False, 0.0, 0.5)
+    store.close()
+    store = RedisStore.from_url(own_redis.url, on_error="allow", retry_interval=60)
+    limits = BucketRegistry(Rule(4, 2.0), store=store)
+    assert limits.consume("k", 3).remaining == 1.0
+    assert limits.consume("k", 4).remaining == 0.0
+    assert not limits.consume("k", 5).allowed
+    assert limits.tokens("k") == 4.0
+    store.close()
+
+
+def test_fallback_keeps_overrides_it_has_seen(own_redis, driver):
+    """A key whose override this store saw keeps that rule while Redis is down."""
+    limits = driver(own_redis.url, retry_interval=60)
+    assert limits.update_rule("vip", capacity=5) == Rule(5, 0)
+    own_redis.stop()
+    assert limits.decide("vip", 6) == [True] * 5 + [False]
+    assert limits.decide("plain", 4) == [True] * 3 + [False]
+
+
+def test_admin_calls_raise_a_clear_error(own_redis, driver):
+    """update_rule, remove_rule, reset and rule_for raise RedisUnavailableError, a builtin
+    ConnectionError naming the call and the key."""
+    limits = driver(own_redis.url, retry_interval=60)
+    own_redis.stop()
+    for call, name in zip(
+        limits.admin_calls("k"), ["update_rule", "remove_rule", "reset", "get_rule"]
+    ):
+        with pytest.raises(RedisUnavailableError, match=rf"^{name}\('k'\) failed in Redis"):
+            call()
+    assert issubclass(RedisUnavailableError, ConnectionError)
+    assert limits.decide("k") == [True]  # decisions still never raise
+
+
+@pytest.fixture
+def silent_server():
+    """A socket on 127.0.0.1 that accepts connections (via the backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+def test_a_silent_server_costs_one_bounded_timeout(silent_server, driver):
+    """A decision waits at most about socket_timeout; then the breaker skips Redis."""
+    limits = driver(silent_server, socket_timeout=0.3, retry_interval=60)
+    start = time.monotonic()
+    assert limits.decide("k") == [True]  # fallback
+    first = time.monotonic() - start
+    assert first < 0.3 + 1.5  # one timeout, not redis-py's 5 s x 10 retries
+    start = time.monotonic()
+    assert limits.decide("k", 50) == [True, True, False] + [False] * 47
+    assert time.monotonic() - start < 0.3  # 50 decisions, not one of them waited for Redis
+    assert not limits.store.available
+
+
+def test_only_one_caller_probes_when_the_window_ends(silent_server):
+    """With the window over, one decision probes Redis; the others keep deciding locally."""
+    store = RedisStore.from_url(silent_server, socket_timeout=0.3, retry_interval=0.05)
+    limits = BucketRegistry(Rule(100, 0), store=store)
+    limits.try_consume("k")  # opens the breaker
+    deadline = time.monotonic() + 0.05
+    while time.monotonic() < deadline:  # let the window pass
+        time.sleep(0.01)
+    assert not store._skip()  # this caller takes the probe ...
+    assert store._skip()  # ... and everyone else still skips
+    store.close()
+
+
+def test_outage_logged_once_per_window_and_recovery_logged(own_redis, caplog):
+    """One warning when Redis goes away (not one per request), one when it is back."""
+    caplog.set_level(logging.WARNING, logger="tokenbucket.redis")
+    store = RedisStore.from_url(own_redis.url, retry_interval=60)
+    limits = BucketRegistry(Rule(3, 0), store=store)
+    limits.try_consume("k")
+    own_redis.stop()
+    for _ in range(20):
+        limits.try_consume("k")
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1
+    assert messages[0].startswith("Redis unavailable (ConnectionError: ")
+    assert "deciding with on_error='fallback', retrying in 60 s" in messages[0]
+    own_redis.start()
+    caplog.clear()
+    limits.rule_for("k")  # an admin call always tries Redis, and closes the breaker
+    assert [record.getMessage() for record in caplog.records] == [
+        "Redis available again; decisions go through Redis"
+    ]
+    assert store.available
+    store.close()
+
+
+def test_an_error_on_one_key_does_not_open_the_breaker(redis_url, caplog):
+    """A key holding another type fails alone: its decisions follow the policy, others go on."""
+    caplog.set_level(logging.WARNING, logger="tokenbucket.redis")
+    store = RedisStore.from_url(redis_url, on_error="deny")
+    limits = BucketRegistry(Rule(3, 0), store=store)
+    admin = redis.Redis.from_url(redis_url)
+    admin.rpush("tokenbucket:odd", "not a bucket")
+    assert [limits.try_consume("odd") for _ in range(3)] == [False] * 3
+    assert store.available
+    assert [limits.try_consume("fine") for _ in range(4)] == [True, True, True, False]
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith("Redis refused a call (ResponseError: ")
+    with pytest.raises(RedisUnavailableError, match=r"^update_rule\('odd'\) failed in Redis"):
+        limits.update_rule("odd", capacity=5)
+    admin.close()
+    store.close()

@@ -1,0 +1,367 @@
+"""One contract for every store: MemoryStore, RedisStore and AsyncRedisStore decide alike.
+
+Each test runs through a BucketRegistry on every backend. Redis time cannot be injected, so the
+scripted sequences either do not refill (refill_rate 0: decisions are then exact and must equal
+the in-memory store's) or assert bounds over the wall time measured around the calls (the
+in-memory store runs on a frozen ManualClock, so it sits at the lower bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenbucket import BucketRegistry, Decision, ManualClock, MemoryStore, Rule
+from tokenbucket.redis import AsyncRedisStore, RedisStore
+
+BACKENDS = ["memory", "redis", "redis-async"]
+
+
+class Limits:
+    """A registry on one backend, called the same way whatever the backend.
+
+    Async registries run their ``a``-prefixed methods on one event loop, so the async client's
+    connections stay on the loop that made them.
+    """
+
+    def __init__(self, registry, loop=None):
+        self.registry = registry
+        self.loop = loop
+
+    def __getattr__(self, name):
+        if self.loop is None or name == "update_default":
+            return getattr(self.registry, name)
+        method = getattr(self.registry, "a" + name)
+        return lambda *args, **kwargs: self.loop.run_until_complete(method(*args, **kwargs))
+
+
+class Backend:
+    """Makes registries on one kind of store; closes what it opened."""
+
+    def __init__(self, kind, url=None, prefix="tokenbucket:"):
+        self.kind = kind
+        self.url = url
+        self.prefix = prefix
+        self.loop = asyncio.new_event_loop() if kind == "redis-async" else None
+        self.stores = []
+
+    def make(self, default, store=None):
+        if store is None:
+            store = self.store()
+        return Limits(BucketRegistry(default, store=store), self.loop)
+
+    def store(self):
+        if self.kind == "memory":
+            return MemoryStore(clock=ManualClock(1000.0))
+        options = {"prefix": self.prefix, "on_error": "deny", "socket_timeout": 5}
+        if self.loop is None:
+            store = RedisStore.from_url(self.url, **options)
+        else:
+
+            async def make():  # in the loop that uses it (Python 3.9's asyncio needs that)
+                return AsyncRedisStore.from_url(self.url, **options)
+
+            store = self.loop.run_until_complete(make())
+        self.stores.append(store)
+        return store
+
+    def close(self):
+        for store in self.stores:
+            if self.loop is None:
+                store.close()
+            else:
+                self.loop.run_until_complete(store.aclose())
+        for store in self.stores:
+            assert store.available, "a Redis call failed during the test"
+        if self.loop is not None:
+            self.loop.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    kind = request.param
+    url = request.getfixturevalue("redis_url") if kind != "memory" else None
+    made = Backend(kind, url)
+    yield made
+    made.close()
+
+
+def run(limits, steps):
+    """Run scripted (method, *args) steps; return every result."""
+    out = []
+    for method, *args in steps:
+        kwargs = args.pop() if args and isinstance(args[-1], dict) else {}
+        out.append(getattr(limits, method)(*args, **kwargs))
+    return out
+
+
+def reference(default, steps):
+    """The same steps on a fresh in-memory registry with a frozen clock."""
+    return run(Limits(BucketRegistry(default, clock=ManualClock(1000.0))), steps)
+
+
+# Scripted sequences without refill: every backend must return exactly what memory returns.
+SCRIPTS = {
+    "drain": (
+        Rule(5, 0),
+        [
+            ("consume", "k", 2),
+            ("consume", "k", 2),
+            ("consume", "k", 2),
+            ("peek", "k", 1),
+            ("try_consume", "k"),
+            ("try_consume", "k"),
+            ("tokens", "k"),
+            ("tokens", "other"),
+        ],
+    ),
+    "fractions": (
+        Rule(1, 0),
+        [*[("try_consume", "k", 0.1)] * 11, ("tokens", "k"), ("peek", "k", 1e-10)],
+    ),
+    "too-large": (
+        Rule(3, 0),
+        [("consume", "k", 4), ("consume", "k", 10**30), ("peek", "k", 3.5), ("consume", "k", 3)],
+    ),
+    "override-into-debt": (
+        Rule(10, 0),
+        [
+            ("consume", "k", 8),
+            ("update_rule", "k", {"capacity": 5}),
+            ("tokens", "k"),
+            ("peek", "k"),
+            ("consume", "k"),
+            ("update_rule", "k", {"capacity": 20}),
+            ("consume", "k", 12),
+            ("consume", "k"),
+            ("rule_for", "k"),
+        ],
+    ),
+    "partial-updates": (
+        Rule(10, 0),
+        [
+            ("update_rule", "k", {"capacity": 20}),
+            ("update_rule", "k", {"refill_rate": 0.0}),
+            ("update_rule", "k", {"capacity": 7.5, "refill_rate": 0}),
+            ("rule_for", "k"),
+            ("rule_for", "other"),
+            ("consume", "k", 7.5),
+        ],
+    ),
+    "remove-rule": (
+        Rule(10, 0),
+        [
+            ("update_rule", "k", {"capacity": 50}),
+            ("consume", "k", 45),
+            ("remove_rule", "k"),
+            ("remove_rule", "k"),
+            ("rule_for", "k"),
+            ("tokens", "k"),
+            ("peek", "k"),
+            ("remove_rule", "never"),
+        ],
+    ),
+    "reset-keeps-override": (
+        Rule(10, 0),
+        [
+            ("update_rule", "k", {"capacity": 3}),
+            ("consume", "k", 3),
+            ("reset", "k"),
+            ("tokens", "k"),
+            ("rule_for", "k"),
+            ("consume", "k", 2),
+            ("reset", "plain"),
+            ("tokens", "plain"),
+        ],
+    ),
+    "new-default": (
+        Rule(10, 0),
+        [
+            ("consume", "a", 4),
+            ("update_rule", "b", {"capacity": 5}),
+            ("consume", "b", 1),
+            ("update_default", {"capacity": 3}),
+            ("tokens", "a"),
+            ("consume", "a"),
+            ("tokens", "b"),
+            ("tokens", "fresh"),
+            ("update_default", {"capacity": 30}),
+            ("consume", "a", 25),
+            ("consume", "a"),
+        ],
+    ),
+    "large-capacity": (
+        Rule(10**12, 0),
+        [
+            ("consume", "k", 1),
+            ("consume", "k", 0.5),
+            ("consume", "k", 999_999_999_998.5),
+            ("consume", "k", 1e-9),
+            ("consume", "k", 1e-3),
+            ("tokens", "k"),
+        ],
+    ),
+    "odd-keys": (
+        Rule(2, 0),
+        [
+            (method, key)
+            for key in ("", "}{", "é\u2603", "\udc80", "a" * 1000)
+            for method in ("try_consume", "try_consume", "try_consume")
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripted_sequences_match_memory(backend, script):
+    """The same steps give the same decisions, levels and rules as the in-memory store."""
+    default, steps = SCRIPTS[script]
+    assert run(backend.make(default), steps) == reference(default, steps)
+
+
+class TestExactValues:
+    """The reference itself, pinned, so that agreement means the documented semantics."""
+
+    def test_drain(self, backend):
+        """Two tokens at a time from 5: allowed, allowed, denied; nothing taken on denial."""
+        limits = backend.make(Rule(5, 0))
+        assert limits.consume("k", 2) == Decision(True, 3.0, 0.0, math.inf, 5)
+        assert limits.consume("k", 2) == Decision(True, 1.0, 0.0, math.inf, 5)
+        assert limits.consume("k", 2) == Decision(False, 1.0, math.inf, math.inf, 5)
+        assert limits.tokens("k") == 1.0
+
+    def test_debt_after_lowered_capacity(self):
+        """8 of 10 used, capacity lowered to 5: 3 in debt, reported as 0 and denied."""
+        limits = Limits(BucketRegistry(Rule(10, 0), clock=ManualClock()))
+        limits.consume("k", 8)
+        assert limits.update_rule("k", capacity=5) == Rule(5, 0)
+        assert limits.tokens("k") == 0.0
+        assert limits.update_rule("k", capacity=20) == Rule(20, 0)
+        assert limits.tokens("k") == 12.0
+
+    def test_fractions_admit_within_epsilon(self, backend):
+        """Ten 0.1-token requests fit a capacity of 1 (float sums within EPSILON); the 11th not."""
+        limits = backend.make(Rule(1, 0))
+        assert [limits.try_consume("k", 0.1) for _ in range(11)] == [True] * 10 + [False]
+
+    def test_rule_types_round_trip(self, backend):
+        """Overrides come back as the very numbers given: ints stay ints, floats exact."""
+        limits = backend.make(Rule(10, 0))
+        odd = 0.1 + 0.2
+        assert limits.update_rule("k", capacity=odd, refill_rate=1e-7) == Rule(odd, 1e-7)
+        rule = limits.rule_for("k")
+        assert (rule.capacity, rule.refill_rate) == (odd, 1e-7)
+        limits.update_rule("k", capacity=7, refill_rate=0)
+        rule = limits.rule_for("k")
+        assert (type(rule.capacity), type(rule.refill_rate)) == (int, int)
+        assert limits.consume("k", 2).limit == 7
+
+    def test_large_capacity_is_exact(self, backend):
+        """A capacity of 1e12 counts single tokens and halves exactly."""
+        limits = backend.make(Rule(10**12, 0))
+        assert limits.consume("k", 1).remaining == 999_999_999_999.0
+        assert limits.consume("k", 0.5).remaining == 999_999_999_998.5
+
+
+class TestWithRealTime:
+    """Refilling buckets: bounds over the wall time measured around the calls."""
+
+    def test_refill_is_bounded_by_elapsed_time(self, backend):
+        """After draining 10 at 1 token/s, the level is at most the elapsed time, never more."""
+        limits = backend.make(Rule(10, 1.0))
+        start = time.monotonic()
+        assert limits.consume("k", 10).allowed
+        level = limits.tokens("k")
+        elapsed = time.monotonic() - start
+        assert 0.0 <= level <= elapsed + 1e-6
+        decision = limits.peek("k", 5)
+        assert not decision.allowed
+        assert 5 - time.monotonic() + start - 1e-6 <= decision.retry_after <= 5.0
+
+    def test_update_rule_settles_then_carries_the_deficit(self, backend):
+        """10 used at 1/s, then 50 at rate 0: the deficit (10 minus what refilled) carries."""
+        limits = backend.make(Rule(10, 1.0))
+        start = time.monotonic()
+        limits.consume("k", 10)
+        assert limits.update_rule("k", capacity=50, refill_rate=0) == Rule(50, 0)
+        elapsed = time.monotonic() - start
+        level = limits.tokens("k")
+        assert 40.0 <= level <= 40.0 + elapsed + 1e-6
+        assert limits.tokens("k") == level  # frozen from the update on
+
+    def test_new_default_settles_at_the_old_rate(self, backend):
+        """A bucket written at rate 1 is settled at rate 1 by its next decision, then frozen."""
+        limits = backend.make(Rule(10, 1.0))
+        start = time.monotonic()
+        limits.consume("k", 10)
+        limits.update_default(refill_rate=0)
+        denied = limits.consume("k", 11)  # never allowed, but it settles the bucket
+        elapsed = time.monotonic() - start
+        assert not denied.allowed
+        assert 0.0 <= denied.remaining <= elapsed + 1e-6
+        assert limits.tokens("k") == denied.remaining  # frozen at the settled level
+        assert limits.tokens("k") == denied.remaining
+
+    def test_override_with_refill(self, backend):
+        """An override's refill rate applies: 3 used at 1000/s are back within the bound."""
+        limits = backend.make(Rule(3, 0))
+        limits.update_rule("k", refill_rate=1000.0)
+        start = time.monotonic()
+        assert limits.consume("k", 3).allowed
+        level = limits.tokens("k")
+        elapsed = time.monotonic() - start
+        assert 0.0 <= level <= min(3.0, 1000.0 * elapsed + 1e-6)
+
+
+def test_two_registries_share_overrides_and_buckets(backend):
+    """Two registries on one store (two workers on one Redis): one set of limits."""
+    store = backend.store()
+    first, second = backend.make(Rule(4, 0), store), backend.make(Rule(4, 0), store)
+    assert first.try_consume("k", 3)
+    assert not second.try_consume("k", 2)
+    second.update_rule("k", capacity=10)
+    assert first.rule_for("k") == Rule(10, 0)
+    assert first.tokens("k") == 7.0
+
+
+# Random sequences without refill, checked step by step against the in-memory store.
+KEYS = st.sampled_from(["a", "b", "c"])
+CAPACITIES = st.one_of(st.integers(1, 20), st.floats(0.01, 20, allow_nan=False))
+AMOUNTS = st.one_of(st.integers(1, 8), st.floats(0.001, 8, allow_nan=False))
+STEPS = st.one_of(
+    st.tuples(st.just("consume"), KEYS, AMOUNTS),
+    st.tuples(st.just("peek"), KEYS, AMOUNTS),
+    st.tuples(st.just("tokens"), KEYS),
+    st.tuples(st.just("update_rule"), KEYS, st.fixed_dictionaries({"capacity": CAPACITIES})),
+    st.tuples(st.just("remove_rule"), KEYS),
+    st.tuples(st.just("reset"), KEYS),
+    st.tuples(st.just("rule_for"), KEYS),
+    st.tuples(st.just("update_default"), st.fixed_dictionaries({"capacity": CAPACITIES})),
+)
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-async"])
+def test_random_sequences_match_memory(kind, redis_server):
+    """Hypothesis-generated steps on Redis return exactly what the in-memory store returns."""
+    backend = Backend(kind, redis_server.url)
+    store = backend.store()
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+
+        @settings(max_examples=40)
+        @given(capacity=CAPACITIES, steps=st.lists(STEPS, max_size=25))
+        def check(capacity, steps):
+            admin.flushall()  # every example starts from an empty Redis
+            default = Rule(capacity, 0)
+            assert run(backend.make(default, store), steps) == reference(default, steps)
+
+        check()
+    finally:
+        admin.close()
+        backend.close()
