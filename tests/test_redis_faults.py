@@ -235,3 +235,42 @@ def test_an_error_on_one_key_does_not_open_the_breaker(redis_url, caplog):
         limits.update_rule("odd", capacity=5)
     admin.close()
     store.close()
+
+
+def test_admin_api_answers_503_while_redis_is_down(own_redis):
+    """Over HTTP an admin call during an outage is a 503 JSON error, never a 500; requests go
+    on under the failure policy; after recovery the admin API works again."""
+    import httpx
+
+    from tokenbucket.wsgi import RateLimitMiddleware
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    store = RedisStore.from_url(own_redis.url, retry_interval=0.05)
+    limited = RateLimitMiddleware(
+        app, registry=BucketRegistry(Rule(3, 0), store=store), admin_token="t0ken"
+    )
+    auth = {"Authorization": "Bearer t0ken"}
+    transport = httpx.WSGITransport(app=limited, remote_addr="192.0.2.1")
+    with httpx.Client(transport=transport, base_url="http://test") as client:
+        body = {"client_id": "192.0.2.9", "capacity": 7}
+        assert client.post("/admin/update-rule", json=body, headers=auth).status_code == 200
+        own_redis.stop()
+        try:
+            down = client.post("/admin/update-rule", json=body, headers=auth)
+            assert down.status_code == 503
+            assert down.headers["Retry-After"] == "1"
+            assert down.json()["error"].startswith("the rate-limit store is unavailable")
+            read = client.get("/admin/update-rule", params={"client_id": "192.0.2.9"}, headers=auth)
+            assert read.status_code == 503
+            assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
+        finally:
+            own_redis.start()
+        time.sleep(0.1)  # past retry_interval: the next call probes Redis again
+        # This test server keeps no data across a restart, so the update is made again.
+        again = client.post("/admin/update-rule", json=body, headers=auth)
+        assert again.status_code == 200, again.text
+        assert again.json()["capacity"] == 7
+    store.close()

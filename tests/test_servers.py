@@ -282,3 +282,70 @@ def test_demo_takes_token_from_environment_and_validates_options() -> None:
     )
     assert bad.returncode == 2
     assert "--capacity must be a finite number > 0, got 0" in bad.stderr
+
+
+def _burst(base: str, count: int, threads: int = 8) -> List[httpx.Response]:
+    """Send ``count`` GET / from several threads, a new connection each, so that every worker
+    process gets some of them (a kept-alive connection would stay on one worker)."""
+    responses: List[httpx.Response] = []
+    lock = threading.Lock()
+
+    def work(share: int) -> None:
+        with httpx.Client(base_url=base, timeout=10, headers={"Connection": "close"}) as client:
+            for _ in range(share):
+                response = client.get("/")
+                with lock:
+                    responses.append(response)
+
+    shares = [count // threads + (i < count % threads) for i in range(threads)]
+    workers = [threading.Thread(target=work, args=(share,)) for share in shares]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return responses
+
+
+def test_demo_four_workers_share_one_limit_through_redis(redis_url: str) -> None:
+    """uvicorn --workers 4 + Redis: of 200 quick requests exactly `capacity` pass, and one admin
+    update reaches every worker at once (the seed's per-process limitation, removed)."""
+    port = free_port()
+    args = [
+        sys.executable, "-m", "tokenbucket.demo", "--port", str(port), "--workers", "4",
+        "--capacity", "20", "--refill-rate", "0", "--redis", redis_url,
+    ]  # fmt: skip
+    with Server(args, port, cwd=ROOT, env={"TOKENBUCKET_ADMIN_TOKEN": TOKEN}) as server:
+        server.wait_ready()
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_workers(base, 4)
+        assert "4 worker(s) sharing limits and overrides through redis://" in server.output
+        responses = _burst(base, 200)
+        statuses = [response.status_code for response in responses]
+        assert statuses.count(200) == 20, statuses
+        assert statuses.count(429) == 180
+        answered_by = {response.json()["worker"] for response in responses if response.is_success}
+        assert len(answered_by) >= 2, answered_by  # the limit held across processes
+        denied = next(response for response in responses if response.status_code == 429)
+        assert denied.headers["RateLimit"] == '"default";r=0'  # never refills: no t=
+        # One update, sent once, to whichever worker takes it: all of them apply it.
+        with httpx.Client(base_url=base, timeout=10) as client:
+            update = client.post(
+                "/admin/update-rule", json={"client_id": "127.0.0.1", "capacity": 50}, headers=AUTH
+            )
+        assert update.status_code == 200, update.text
+        assert update.json()["tokens"] == 30  # 20 used of 50
+        more = _burst(base, 100)
+        assert [response.status_code for response in more].count(200) == 30
+        assert len({response.json()["worker"] for response in more if response.is_success}) >= 2
+
+
+def _wait_for_workers(base: str, workers: int, timeout: float = 10.0) -> None:
+    """Wait (boundedly) until `workers` processes have answered the unlimited health check."""
+    seen = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers and time.monotonic() < deadline:
+        with httpx.Client(base_url=base, timeout=5, headers={"Connection": "close"}) as client:
+            response = client.get("/health")
+        if response.is_success:
+            seen.add(response.json()["worker"])
+        time.sleep(0.02)

@@ -722,25 +722,42 @@ def _admin_result(op: AdminOp, rule: Rule, tokens: float, removed: Optional[bool
 
 
 def run_admin(op: AdminOp) -> Response:
-    """Carry out ``op`` on a synchronous registry and return the 200 response."""
+    """Carry out ``op`` on a synchronous registry; return the 200 (or 503) response."""
     registry = op.policy.registry
     key = op.key
     removed: Optional[bool] = None
-    if op.action == "update":
-        registry.update_rule(key, capacity=op.capacity, refill_rate=op.refill_rate)
-    elif op.action == "remove":
-        removed = registry.remove_rule(key) is not None
-    return _admin_result(op, registry.rule_for(key), registry.tokens(key), removed)
+    try:
+        if op.action == "update":
+            registry.update_rule(key, capacity=op.capacity, refill_rate=op.refill_rate)
+        elif op.action == "remove":
+            removed = registry.remove_rule(key) is not None
+        return _admin_result(op, registry.rule_for(key), registry.tokens(key), removed)
+    except ConnectionError as exc:
+        return _unavailable(exc)
 
 
 async def arun_admin(op: AdminOp) -> Response:
-    """Carry out ``op`` on a registry through its awaitable methods; return the 200 response."""
+    """Carry out ``op`` through the registry's awaitable methods; return the 200 (or 503)."""
     registry = op.policy.registry
     key = op.key
     removed: Optional[bool] = None
-    if op.action == "update":
-        await registry.aupdate_rule(key, capacity=op.capacity, refill_rate=op.refill_rate)
-    elif op.action == "remove":
-        removed = (await registry.aremove_rule(key)) is not None
-    rule = await registry.arule_for(key)
-    return _admin_result(op, rule, await registry.atokens(key), removed)
+    try:
+        if op.action == "update":
+            await registry.aupdate_rule(key, capacity=op.capacity, refill_rate=op.refill_rate)
+        elif op.action == "remove":
+            removed = (await registry.aremove_rule(key)) is not None
+        rule = await registry.arule_for(key)
+        return _admin_result(op, rule, await registry.atokens(key), removed)
+    except ConnectionError as exc:
+        return _unavailable(exc)
+
+
+def _unavailable(error: ConnectionError) -> Response:
+    """A shared store (Redis) did not answer an admin call: 503, and nothing is claimed done.
+
+    An update may or may not have reached the store before the connection failed; the client
+    retries (updates are idempotent) or reads the rule back with GET.
+    """
+    return _error(
+        503, f"the rate-limit store is unavailable: {show(str(error))}", [("Retry-After", "1")]
+    )
