@@ -203,3 +203,32 @@ class TestPep3333:
         body = b"".join(app(environ, lambda status, headers: captured.update(status=status)))
         assert captured["status"] == "400 Bad Request"
         assert json.loads(body) == {"error": "invalid Content-Length: '-3'"}
+
+
+def test_policy_header_is_each_clients_own_under_threads():
+    """Threads serving clients with different capacities never mix up RateLimit-Policy."""
+    import threading
+
+    registry = BucketRegistry(Rule(10**6, 0), clock=ManualClock())
+    registry.update_rule("192.0.2.50", capacity=5 * 10**5)
+    app = RateLimitMiddleware(hello, registry=registry)
+    expected = {"192.0.2.10": '"default";q=1000000', "192.0.2.50": '"default";q=500000'}
+    wrong = []
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def work(client):
+        for _ in range(300):
+            headers = call(app, REMOTE_ADDR=client)[1]
+            if headers["RateLimit-Policy"] != expected[client]:
+                wrong.append(client)
+
+    try:
+        threads = [threading.Thread(target=work, args=(c,)) for c in list(expected) * 4]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert wrong == []

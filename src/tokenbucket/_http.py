@@ -164,16 +164,7 @@ class Policy:
     pattern, so route buckets and overrides never mix with the default ones.
     """
 
-    __slots__ = (
-        "field_name",
-        "limit",
-        "name",
-        "policy",
-        "prefix",
-        "raw_field_name",
-        "raw_policy",
-        "registry",
-    )
+    __slots__ = ("_values", "field_name", "name", "prefix", "raw_field_name", "registry")
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
         self.name = name
@@ -181,16 +172,20 @@ class Policy:
         self.prefix = prefix
         self.field_name = _sf_string(name)
         self.raw_field_name = self.field_name.encode("ascii")
-        # The RateLimit-Policy value (str and bytes) for the last limit seen: limits rarely
-        # change, so the hot path compares one number.
-        self.limit = math.nan
-        self.policy = ""
-        self.raw_policy = b""
+        # RateLimit-Policy values (str, bytes) by capacity. Few capacities are in use (the
+        # default and the overrides), so this stays small; entries are immutable and dict
+        # operations atomic, so concurrent requests never see each other's value.
+        self._values: Dict[float, Tuple[str, bytes]] = {}
 
-    def set_limit(self, limit: float) -> None:
-        """Compute the ``RateLimit-Policy`` value for a bucket of capacity ``limit``."""
-        value = f"{self.field_name};q={int(limit)}"
-        self.policy, self.raw_policy, self.limit = value, value.encode("ascii"), limit
+    def policy_value(self, limit: float) -> Tuple[str, bytes]:
+        """The ``RateLimit-Policy`` value for a bucket of capacity ``limit``, as str and bytes."""
+        values = self._values.get(limit)
+        if values is None:
+            if len(self._values) >= 1024:  # overrides are unbounded in principle
+                self._values.clear()
+            text = f"{self.field_name};q={int(limit)}"
+            values = self._values[limit] = (text, text.encode("ascii"))
+        return values
 
 
 def _sf_string(text: str) -> str:
@@ -205,8 +200,6 @@ def _sf_string(text: str) -> str:
 def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderList:
     """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set)."""
     allowed, remaining, retry_after, reset_after, limit = decision
-    if limit != policy.limit:
-        policy.set_limit(limit)
     left = int(remaining)
     if mode & _DRAFT:
         window = reset_after if allowed else retry_after
@@ -214,7 +207,7 @@ def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderL
             state = f"{policy.field_name};r={left}"
         else:
             state = f"{policy.field_name};r={left};t={math.ceil(window)}"
-        fields = [("RateLimit-Policy", policy.policy), ("RateLimit", state)]
+        fields = [("RateLimit-Policy", policy.policy_value(limit)[0]), ("RateLimit", state)]
         if not mode & _LEGACY:
             return fields
     elif mode & _LEGACY:
@@ -231,8 +224,6 @@ def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderL
 def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> RawHeaderList:
     """Return `rate_limit_headers` as ASGI wants them: bytes, with lower-case names."""
     allowed, remaining, retry_after, reset_after, limit = decision
-    if limit != policy.limit:
-        policy.set_limit(limit)
     left = int(remaining)
     if mode & _DRAFT:
         window = reset_after if allowed else retry_after
@@ -240,7 +231,7 @@ def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> Raw
             state = b"%b;r=%d" % (policy.raw_field_name, left)
         else:
             state = b"%b;r=%d;t=%d" % (policy.raw_field_name, left, math.ceil(window))
-        fields = [(b"ratelimit-policy", policy.raw_policy), (b"ratelimit", state)]
+        fields = [(b"ratelimit-policy", policy.policy_value(limit)[1]), (b"ratelimit", state)]
         if not mode & _LEGACY:
             return fields
     elif mode & _LEGACY:
