@@ -1,0 +1,3 @@
+"""No routes: the docs only build the WSGI application."""
+
+urlpatterns: list = []
