@@ -35,6 +35,9 @@ class AsyncMemoryStore:
         await asyncio.sleep(0)
         return self.inner.take(key, amount, default, commit)
 
+    async def try_take(self, key, amount, default, /):
+        return (await self.take(key, amount, default, True))[0]
+
     async def get_rule(self, key, /):
         return self.inner.get_rule(key)
 

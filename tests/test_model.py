@@ -89,9 +89,12 @@ class RegistryMachine(RuleBasedStateMachine):
     def advance(self, seconds):
         self.clock.advance(seconds)
 
-    @rule(key=KEYS, amount=amounts())
-    def consume(self, key, amount):
-        allowed = self.registry.consume(key, amount).allowed
+    @rule(key=KEYS, amount=amounts(), decision=st.booleans())
+    def consume(self, key, amount, decision):
+        if decision:
+            allowed = self.registry.consume(key, amount).allowed
+        else:
+            allowed = self.registry.try_consume(key, amount)
         self.model.bucket(key, self.clock()).follow(self.clock(), amount, allowed)
 
     @rule(key=KEYS, amount=amounts())

@@ -278,6 +278,9 @@ class TestAsync:
             async def take(self, key, amount, default, commit):
                 return self.inner.take(key, amount, default, commit)
 
+            async def try_take(self, key, amount, default):
+                return self.inner.try_take(key, amount, default)
+
             async def get_rule(self, key):
                 return self.inner.get_rule(key)
 

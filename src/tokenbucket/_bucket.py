@@ -68,13 +68,13 @@ class TokenBucket:
 
     def try_consume(self, amount: float = 1) -> bool:
         """Take ``amount`` tokens (default 1) if available; return whether they were taken."""
-        if amount.__class__ is not int or amount <= 0:
+        if type(amount) is not int or amount <= 0:
             amount = check_amount(amount)
-        return self._store.take(_KEY, amount, self._rule, True)[0]
+        return self._store.try_take(_KEY, amount, self._rule)
 
     def consume(self, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision]."""
-        if amount.__class__ is not int or amount <= 0:
+        if type(amount) is not int or amount <= 0:
             amount = check_amount(amount)
         allowed, level, rule = self._store.take(_KEY, amount, self._rule, True)
         return decide(allowed, level, amount, rule)

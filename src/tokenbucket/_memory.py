@@ -155,6 +155,41 @@ class MemoryStore:
         finally:
             lock.release()
 
+    def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+        """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`, answering only whether.
+
+        The common case, a key that has a bucket under its current rule, is decided here with
+        `take`'s arithmetic and without building an outcome; anything else (a new key, a rule
+        that changed) goes to `take`. The property tests hold both to the exact model.
+        """
+        state = self._states.get(key)
+        if state is None:
+            return self.take(key, amount, default, True)[0]
+        lock = state[3]
+        lock.acquire()
+        try:
+            now = self._clock()
+            states = self._states
+            state = states.get(key)
+            if state is not None:
+                base, used, rule, _ = state
+                if rule is default or rule is self._overrides.get(key, default):
+                    # As in take(), for an existing bucket under its current rule.
+                    if now > base:
+                        debt = used - (now - base) * rule.refill_rate
+                        if debt <= 0:
+                            base = now
+                            used = debt = 0
+                    else:
+                        debt = used
+                    if debt + amount > rule._ceiling:
+                        return False
+                    states[key] = (base, used + amount, rule, lock)
+                    return True
+        finally:
+            lock.release()
+        return self.take(key, amount, default, True)[0]
+
     def _admit(self, key: str, state: _State) -> bool:
         """Track a new key unless the cap is reached. Caller holds the key's stripe lock."""
         with self._admission:

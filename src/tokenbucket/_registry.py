@@ -92,16 +92,16 @@ class BucketRegistry:
 
     def try_consume(self, key: str, amount: float = 1) -> bool:
         """Take ``amount`` tokens from ``key``'s bucket if it has them; return whether it did."""
-        if amount.__class__ is not int or amount <= 0 or key.__class__ is not str:
+        if type(amount) is not int or amount <= 0 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
-        return self._sync.take(key, amount, self._default, True)[0]
+        return self._sync.try_take(key, amount, self._default)
 
     def consume(self, key: str, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision].
 
         A denial is a decision (``allowed`` False, with ``retry_after``), never an exception.
         """
-        if amount.__class__ is not int or amount <= 0 or key.__class__ is not str:
+        if type(amount) is not int or amount <= 0 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.take(key, amount, self._default, True), amount)
 
@@ -159,7 +159,7 @@ class BucketRegistry:
     async def atry_consume(self, key: str, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
         key, amount = check_key(key), check_amount(amount)
-        return (await self._async.take(key, amount, self._default, True))[0]
+        return await self._async.try_take(key, amount, self._default)
 
     async def aconsume(self, key: str, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
@@ -232,6 +232,9 @@ class _Awaitable:
 
     async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         return self._store.take(key, amount, default, commit)
+
+    async def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+        return self._store.try_take(key, amount, default)
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         return self._store.get_rule(key)

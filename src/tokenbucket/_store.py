@@ -39,6 +39,13 @@ class Store(Protocol):
     def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """Refill ``key``'s bucket, check ``amount`` against it and, if ``commit``, consume it."""
 
+    def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+        """``take(key, amount, default, True)``, returning only whether it was allowed.
+
+        Its own method so that the in-memory store can answer the most frequent call without
+        building an outcome; a store may simply return ``take(...)[0]``.
+        """
+
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """Return ``key``'s override, or None."""
 
@@ -64,6 +71,9 @@ class AsyncStore(Protocol):
 
     async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]."""
+
+    async def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+        """See [`Store.try_take`][tokenbucket.Store.try_take]."""
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]."""

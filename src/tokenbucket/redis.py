@@ -441,6 +441,10 @@ class RedisStore(_Base):
         if self._owned:
             self._client.close()
 
+    def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+        """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`'s answer, nothing more."""
+        return self.take(key, amount, default, True)[0]
+
     def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]. One EVALSHA; never raises for Redis."""
         if self._down and self._skip():
@@ -584,6 +588,10 @@ class AsyncRedisStore(_Base):
         """Close the client if this store created it (``from_url``); otherwise do nothing."""
         if self._owned:
             await self._client.aclose()
+
+    async def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+        """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`'s answer, nothing more."""
+        return (await self.take(key, amount, default, True))[0]
 
     async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]. One EVALSHA; never raises for Redis."""
