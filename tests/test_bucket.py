@@ -155,6 +155,15 @@ class TestAmounts:
         decision = bucket.consume(10**400)
         assert (decision.allowed, decision.retry_after, decision.remaining) == (False, math.inf, 10)
 
+    @pytest.mark.parametrize("method", ["try_consume", "consume", "peek"])
+    def test_huge_integer_on_a_partly_used_bucket(self, method):
+        """With a fractional level, a huge integer is still denied (no OverflowError)."""
+        bucket, _ = make(10, 1.0)
+        bucket.consume(0.5)
+        result = getattr(bucket, method)(10**400)
+        assert not result
+        assert bucket.tokens == 9.5
+
 
 class TestClock:
     def test_starts_full(self):

@@ -54,6 +54,14 @@ class TestKeys:
                 registry.try_consume(IP, bad)
         assert registry.tokens(IP) == 7.0
 
+    @pytest.mark.parametrize("method", ["try_consume", "consume", "peek"])
+    def test_huge_integer_amount_is_denied_not_an_overflow(self, method):
+        """An int too large for a float is denied on a fractional level, never OverflowError."""
+        registry, _ = make()
+        registry.consume(IP, 0.5)
+        assert not getattr(registry, method)(IP, 10**400)
+        assert registry.tokens(IP) == 9.5
+
     def test_default_rule_validated(self):
         """The default must be a Rule."""
         with pytest.raises(TypeError, match="'default' must be a Rule, got 10"):

@@ -92,7 +92,9 @@ class BucketRegistry:
 
     def try_consume(self, key: str, amount: float = 1) -> bool:
         """Take ``amount`` tokens from ``key``'s bucket if it has them; return whether it did."""
-        if amount.__class__ is not int or amount <= 0 or key.__class__ is not str:
+        # Fast path: a small positive int and a str need no checks (check_amount turns larger
+        # ints into floats, so that the arithmetic cannot overflow).
+        if amount.__class__ is not int or not 0 < amount <= 2**53 or key.__class__ is not str:
             key, amount = check_key(key), check_amount(amount)
         return self._sync.take(key, amount, self._default, True)[0]
 
@@ -101,7 +103,7 @@ class BucketRegistry:
 
         A denial is a decision (``allowed`` False, with ``retry_after``), never an exception.
         """
-        if amount.__class__ is not int or amount <= 0 or key.__class__ is not str:
+        if amount.__class__ is not int or not 0 < amount <= 2**53 or key.__class__ is not str:
             key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.take(key, amount, self._default, True), amount)
 
