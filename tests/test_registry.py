@@ -172,6 +172,32 @@ class TestDefaultChanges:
         clock.set(100.0)
         assert registry.tokens(IP) == 3.0
 
+    @pytest.mark.parametrize("change", ["update_rule", "remove_rule", "update_default"])
+    def test_rule_change_while_the_clock_is_behind_earns_nothing(self, change):
+        """Settling at a clock reading before the bucket's last one keeps that last reading.
+
+        Without any rule change the bucket earns nothing until the clock is past its last
+        reading again; a rule change in between must not turn the gap into refill time.
+        """
+        registry, clock = make(10, 1.0)
+        clock.set(100.0)
+        if change == "remove_rule":
+            registry.update_rule(IP, capacity=10)
+        registry.consume(IP, 10)
+        clock.set(50.0)
+        if change == "update_rule":
+            registry.update_rule(IP, refill_rate=1.0)
+        elif change == "remove_rule":
+            registry.remove_rule(IP)
+        else:
+            registry.update_default(capacity=10)
+            assert not registry.consume(IP, 0.5).allowed  # the first read settles it
+        clock.set(60.0)
+        assert registry.tokens(IP) == 0.0
+        assert not registry.consume(IP).allowed
+        clock.set(101.0)
+        assert registry.tokens(IP) == 1.0
+
     def test_overrides_ignore_default_changes(self):
         """A key with an override is not affected by the default changing."""
         registry, _ = make(10, 1.0)
