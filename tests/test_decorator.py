@@ -173,7 +173,8 @@ class TestSync:
     @pytest.mark.parametrize(
         ("kwargs", "error", "message"),
         [
-            ({"cost": 0}, ValueError, "'amount' must be a finite number > 0, got 0"),
+            ({"cost": 0}, ValueError, "'cost' must be a finite number > 0, got 0"),
+            ({"cost": True}, TypeError, "'cost' must be a number, got True (bool)"),
             ({"wait": 1}, TypeError, "'wait' must be a bool, got 1"),
             ({"max_wait": -1}, ValueError, "'max_wait' must be >= 0, got -1"),
             ({"max_wait": "5"}, TypeError, "'max_wait' must be a number, got '5'"),

@@ -67,7 +67,7 @@ def rate_limit(
         tokenbucket._decision.RateLimitExceeded: rate limit exceeded: retry after 1.000 s
     """
     registry = _registry(limiter)
-    amount = check_amount(cost)
+    amount = check_amount(cost, "cost")
     if not isinstance(wait, bool):
         raise TypeError(f"'wait' must be a bool, got {wait!r}")
     if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):
