@@ -255,6 +255,8 @@ class TestForgetting:
         registry, clock = make(1, 1.0, max_keys=100)
         for i in range(100):
             assert registry.try_consume(f"k{i}")
+        assert registry.peek("late") == Decision(False, 0.0, 1.0, 1.0, 1)  # what consume says
+        assert registry.tokens("late") == 0.0
         decision = registry.consume("late")
         assert decision == Decision(False, 0.0, 1.0, 1.0, 1)
         assert len(registry.store) == 100  # type: ignore[arg-type]

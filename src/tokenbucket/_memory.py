@@ -160,6 +160,8 @@ class MemoryStore:
                         return False, 0.0, rule
                 else:
                     states[key] = (base, used + amount, rule, lock)
+            elif state is None and self._max_keys is not None and len(states) >= self._max_keys:
+                return False, 0.0, rule  # a peek says what consume would: an empty bucket
             return True, rule.capacity - debt - amount, rule
         finally:
             lock.release()

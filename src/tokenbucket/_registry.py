@@ -113,7 +113,11 @@ class BucketRegistry:
         return _decision(self._sync.take(key, amount, self._default, False), amount)
 
     def tokens(self, key: str) -> float:
-        """Return ``key``'s token level now (its capacity if it has no bucket)."""
+        """Return ``key``'s token level now.
+
+        A key without a bucket is at its capacity, except in a store at its ``max_keys`` cap,
+        where it counts as empty (as `consume` treats it).
+        """
         return clamp(self._sync.take(check_key(key), 0, self._default, False)[1])
 
     def rule_for(self, key: str) -> Rule:
