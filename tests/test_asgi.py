@@ -292,7 +292,7 @@ class TestProtocol:
         assert json.loads(sent[1]["body"]) == {"error": "invalid Content-Length: '12x'"}
 
     def test_disconnect_while_reading_admin_body(self):
-        """A client that leaves mid-body gets an answer for what it sent: invalid JSON, 400."""
+        """A client that leaves mid-body gets a 400, and nothing changes."""
         registry = BucketRegistry(Rule(5, 1.0))
         middleware = RateLimitMiddleware(echo_socket, registry=registry, admin_token=TOKEN)
         scope = {
@@ -308,6 +308,32 @@ class TestProtocol:
         ]
         sent = run(_call(middleware, scope, incoming))
         assert sent[0]["status"] == 400
+        assert registry.rule_for("a") == Rule(5, 1.0)
+
+    def test_disconnect_after_a_valid_prefix_changes_nothing(self):
+        """A body cut short is never acted on, even if what arrived parses as a request."""
+        registry = BucketRegistry(Rule(5, 1.0))
+        middleware = RateLimitMiddleware(echo_socket, registry=registry, admin_token=TOKEN)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/admin/update-rule",
+            "headers": [(b"authorization", f"Bearer {TOKEN}".encode())],
+            "client": (IP, 1),
+        }
+        incoming = [
+            {
+                "type": "http.request",
+                "body": b'{"client_id": "a", "capacity": 50}',
+                "more_body": True,
+            },
+            {"type": "http.disconnect"},
+        ]
+        sent = run(_call(middleware, scope, incoming))
+        assert sent[0]["status"] == 400
+        assert json.loads(sent[1]["body"]) == {
+            "error": "request body incomplete: the client disconnected"
+        }
         assert registry.rule_for("a") == Rule(5, 1.0)
 
 

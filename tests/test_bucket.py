@@ -3,6 +3,7 @@ import math
 import pytest
 
 from tokenbucket import EPSILON, Decision, ManualClock, Rule, TokenBucket
+from tokenbucket.testing import ExactBucket
 
 
 def make(capacity=10, refill_rate=1.0, start=0.0):
@@ -155,6 +156,15 @@ class TestAmounts:
         decision = bucket.consume(10**400)
         assert (decision.allowed, decision.retry_after, decision.remaining) == (False, math.inf, 10)
 
+    @pytest.mark.parametrize("method", ["try_consume", "consume", "peek"])
+    def test_huge_integer_on_a_partly_used_bucket(self, method):
+        """With a fractional level, a huge integer is still denied (no OverflowError)."""
+        bucket, _ = make(10, 1.0)
+        bucket.consume(0.5)
+        result = getattr(bucket, method)(10**400)
+        assert not result
+        assert bucket.tokens == 9.5
+
 
 class TestClock:
     def test_starts_full(self):
@@ -176,6 +186,21 @@ class TestClock:
         assert bucket.tokens == 5.0
         clock.set(110.0)
         assert bucket.consume(10).allowed
+
+    def test_backwards_clock_then_update_earns_nothing_either(self):
+        """A rule change while the clock is behind does not turn that gap into refill time."""
+        bucket, clock = make(10, 1.0, start=100.0)
+        model = ExactBucket(10, 1.0, 100.0)
+        assert bucket.consume(10).allowed
+        assert model.consume(100.0, 10)
+        clock.set(50.0)
+        bucket.update(capacity=12)
+        model.update(50.0, capacity=12)
+        clock.set(60.0)  # ten seconds later, still before the last reading (100)
+        assert bucket.tokens == float(model.advance(60.0)) == 2.0
+        assert not bucket.consume(5).allowed
+        clock.set(103.0)
+        assert bucket.tokens == float(model.advance(103.0)) == 5.0
 
     def test_clock_read_once_per_decision(self):
         """Each decision reads the clock exactly once, while holding the lock."""

@@ -139,10 +139,42 @@ class TestSync:
         assert info.value.retry_after == 2.0
         assert clock() == 0.0
 
+    @pytest.mark.parametrize(("capacity", "rate", "cost"), [(1, 0.0, 1), (2, 1.0, 3)])
+    def test_wait_never_waits_for_a_call_that_can_never_pass(self, capacity, rate, cost):
+        """retry_after == inf raises at once, even with the default max_wait (inf)."""
+        reg, _ = registry(capacity, rate)
+
+        def sleep(seconds):
+            raise AssertionError(f"slept {seconds} s for a call that can never pass")
+
+        @rate_limit(reg, wait=True, cost=cost, sleep=sleep)
+        def work():
+            return True
+
+        if cost <= capacity:
+            assert work()
+        with pytest.raises(RateLimitExceeded) as info:
+            work()
+        assert info.value.retry_after == math.inf
+
+        @rate_limit(reg, wait=True, cost=cost, sleep=sleep)
+        async def async_work():
+            return True
+
+        async def scenario():
+            if cost <= capacity:
+                assert await async_work()
+            await async_work()
+
+        with pytest.raises(RateLimitExceeded) as info:
+            asyncio.run(asyncio.wait_for(scenario(), 5))
+        assert info.value.retry_after == math.inf
+
     @pytest.mark.parametrize(
         ("kwargs", "error", "message"),
         [
-            ({"cost": 0}, ValueError, "'amount' must be a finite number > 0, got 0"),
+            ({"cost": 0}, ValueError, "'cost' must be a finite number > 0, got 0"),
+            ({"cost": True}, TypeError, "'cost' must be a number, got True (bool)"),
             ({"wait": 1}, TypeError, "'wait' must be a bool, got 1"),
             ({"max_wait": -1}, ValueError, "'max_wait' must be >= 0, got -1"),
             ({"max_wait": "5"}, TypeError, "'max_wait' must be a number, got '5'"),

@@ -207,6 +207,26 @@ class TestKeys:
         # It expires once full by the key's own rule, counted from the future base.
         assert 10_000 <= admin.pttl("tokenbucket:k") <= 10_011
 
+    @pytest.mark.parametrize("change", ["update_rule", "remove_rule", "new_default"])
+    def test_clock_going_back_then_a_rule_change_earns_nothing(self, store, admin, change):
+        """Settling a state from 'the future' keeps its base: the gap is not refill time."""
+        future = server_time_us(admin) + 10_000_000
+        state = {"t": future, "u": 5, "c": 10, "r": 1000}
+        if change == "remove_rule":
+            state.update({"C": 10, "R": 1000})
+        admin.hset("tokenbucket:k", mapping=state)
+        default = Rule(20, 1000) if change == "new_default" else Rule(10, 1000)
+        limits = BucketRegistry(default, store=store)
+        if change == "update_rule":
+            limits.update_rule("k", refill_rate=1000)
+        elif change == "remove_rule":
+            limits.remove_rule("k")
+        else:
+            assert limits.consume("k", 16).allowed is False  # settles under the new default
+        assert admin.hget("tokenbucket:k", "t") == str(future)
+        expected = 15.0 if change == "new_default" else 5.0
+        assert limits.tokens("k") == expected
+
     def test_client_decoding_responses_works(self, redis_url):
         """A client made with decode_responses=True works the same."""
         client = redis.Redis.from_url(redis_url, decode_responses=True)

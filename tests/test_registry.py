@@ -54,6 +54,14 @@ class TestKeys:
                 registry.try_consume(IP, bad)
         assert registry.tokens(IP) == 7.0
 
+    @pytest.mark.parametrize("method", ["try_consume", "consume", "peek"])
+    def test_huge_integer_amount_is_denied_not_an_overflow(self, method):
+        """An int too large for a float is denied on a fractional level, never OverflowError."""
+        registry, _ = make()
+        registry.consume(IP, 0.5)
+        assert not getattr(registry, method)(IP, 10**400)
+        assert registry.tokens(IP) == 9.5
+
     def test_default_rule_validated(self):
         """The default must be a Rule."""
         with pytest.raises(TypeError, match="'default' must be a Rule, got 10"):
@@ -164,6 +172,32 @@ class TestDefaultChanges:
         clock.set(100.0)
         assert registry.tokens(IP) == 3.0
 
+    @pytest.mark.parametrize("change", ["update_rule", "remove_rule", "update_default"])
+    def test_rule_change_while_the_clock_is_behind_earns_nothing(self, change):
+        """Settling at a clock reading before the bucket's last one keeps that last reading.
+
+        Without any rule change the bucket earns nothing until the clock is past its last
+        reading again; a rule change in between must not turn the gap into refill time.
+        """
+        registry, clock = make(10, 1.0)
+        clock.set(100.0)
+        if change == "remove_rule":
+            registry.update_rule(IP, capacity=10)
+        registry.consume(IP, 10)
+        clock.set(50.0)
+        if change == "update_rule":
+            registry.update_rule(IP, refill_rate=1.0)
+        elif change == "remove_rule":
+            registry.remove_rule(IP)
+        else:
+            registry.update_default(capacity=10)
+            assert not registry.consume(IP, 0.5).allowed  # the first read settles it
+        clock.set(60.0)
+        assert registry.tokens(IP) == 0.0
+        assert not registry.consume(IP).allowed
+        clock.set(101.0)
+        assert registry.tokens(IP) == 1.0
+
     def test_overrides_ignore_default_changes(self):
         """A key with an override is not affected by the default changing."""
         registry, _ = make(10, 1.0)
@@ -221,6 +255,8 @@ class TestForgetting:
         registry, clock = make(1, 1.0, max_keys=100)
         for i in range(100):
             assert registry.try_consume(f"k{i}")
+        assert registry.peek("late") == Decision(False, 0.0, 1.0, 1.0, 1)  # what consume says
+        assert registry.tokens("late") == 0.0
         decision = registry.consume("late")
         assert decision == Decision(False, 0.0, 1.0, 1.0, 1)
         assert len(registry.store) == 100  # type: ignore[arg-type]

@@ -188,6 +188,23 @@ class TestPep3333:
         assert status == "413 Request Entity Too Large"
         assert json.loads(out) == {"error": "request body is larger than 64 bytes"}
 
+    def test_body_shorter_than_content_length_changes_nothing(self):
+        """A body that ends before CONTENT_LENGTH (the client left) is never acted on."""
+        registry = BucketRegistry(Rule(5, 1.0))
+        app = RateLimitMiddleware(hello, registry=registry, admin_token=TOKEN)
+        body = json.dumps({"client_id": "a", "capacity": 9}).encode()
+        status, _, out = call(
+            app,
+            REQUEST_METHOD="POST",
+            PATH_INFO="/admin/update-rule",
+            HTTP_AUTHORIZATION=f"Bearer {TOKEN}",
+            CONTENT_LENGTH=str(len(body) + 10),
+            **{"wsgi.input": io.BytesIO(body)},
+        )
+        assert status == "400 Bad Request"
+        assert json.loads(out) == {"error": "request body incomplete: the client disconnected"}
+        assert registry.rule_for("a") == Rule(5, 1.0)
+
     def test_bad_content_length_is_400(self):
         """A CONTENT_LENGTH that is not a number is 400 (called directly: the validator
         refuses such an environ itself)."""

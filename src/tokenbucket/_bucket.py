@@ -68,13 +68,15 @@ class TokenBucket:
 
     def try_consume(self, amount: float = 1) -> bool:
         """Take ``amount`` tokens (default 1) if available; return whether they were taken."""
-        if type(amount) is not int or amount <= 0:
+        # Fast path: a small positive int needs no checks (check_amount turns larger ints
+        # into floats, so that the arithmetic cannot overflow).
+        if type(amount) is not int or not 0 < amount <= 2**53:
             amount = check_amount(amount)
         return self._store.try_take(_KEY, amount, self._rule)
 
     def consume(self, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision]."""
-        if type(amount) is not int or amount <= 0:
+        if type(amount) is not int or not 0 < amount <= 2**53:
             amount = check_amount(amount)
         allowed, level, rule = self._store.take(_KEY, amount, self._rule, True)
         return decide(allowed, level, amount, rule)

@@ -42,7 +42,8 @@ def rate_limit(
             **kw: user.id``). Default: one bucket for the function (its qualified name).
         cost: tokens each call takes (default 1).
         wait: if True, a denied call waits until its tokens are available instead of raising,
-            as long as the wait fits in ``max_wait`` seconds (it raises at once if not).
+            as long as the wait fits in ``max_wait`` seconds (it raises at once if not, and
+            always when the call can never pass: ``retry_after`` is ``inf``).
         max_wait: the longest a call waits in total, in seconds (default: no limit).
         sleep: how to wait, for tests: a function of seconds, e.g.
             [`ManualClock.sleep`][tokenbucket.ManualClock.sleep]; for async functions it may
@@ -66,7 +67,7 @@ def rate_limit(
         tokenbucket._decision.RateLimitExceeded: rate limit exceeded: retry after 1.000 s
     """
     registry = _registry(limiter)
-    amount = check_amount(cost)
+    amount = check_amount(cost, "cost")
     if not isinstance(wait, bool):
         raise TypeError(f"'wait' must be a bool, got {wait!r}")
     if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):
@@ -132,7 +133,8 @@ def _pause(decision: Decision, wait: bool, budget: float) -> Optional[float]:
     """Return None to run the call now, or how long to wait; raise if the call is refused."""
     if decision.allowed:
         return None
-    if not wait or decision.retry_after > budget:
+    # retry_after is inf when the call can never pass: never wait for it, whatever the budget.
+    if not wait or decision.retry_after > budget or decision.retry_after == math.inf:
         raise RateLimitExceeded(decision)
     return decision.retry_after
 

@@ -533,8 +533,9 @@ class AdminAPI:
     allows (even in dry-run mode): it gets ``429`` once that bucket is empty, else ``401`` if it
     had no bearer token and ``403`` if the token was wrong. With a valid token, bad input gets
     ``400`` (invalid JSON, not an object, missing, unknown or repeated fields, wrong types,
-    values out of range: zero, negative, NaN, infinite or above 1e12), ``413`` for a body over
-    ``max_body`` bytes and ``405`` (with ``Allow``) for another method, and changes nothing.
+    values out of range: zero, negative, NaN, infinite or above 1e12; a body cut short by a
+    disconnect), ``413`` for a body over ``max_body`` bytes and ``405`` (with ``Allow``) for
+    another method, and changes nothing.
     """
 
     __slots__ = ("_expected", "_options", "max_body", "path")
@@ -589,6 +590,10 @@ class AdminAPI:
     def too_large(self) -> Response:
         """Return the 413 response for a body over ``max_body`` bytes."""
         return _error(413, f"request body is larger than {self.max_body} bytes")
+
+    def incomplete(self) -> Response:
+        """Return the 400 response for a body cut short: it is never acted on."""
+        return _error(400, "request body incomplete: the client disconnected")
 
     def parse(self, method: str, query_string: str, body: bytes) -> Union[Response, AdminOp]:
         """Turn an authorised request into an operation, or into the 4xx that refuses it."""

@@ -35,6 +35,14 @@ def _deficit(base: float, used: float, rule: Rule, now: float) -> float:
     return used  # a clock that went backwards earns nothing
 
 
+def _settled_at(base: float, now: float) -> float:
+    """The instant a state settled at ``now`` starts from: never earlier than ``base``.
+
+    A clock that went backwards earned nothing since ``base``, and must not earn that gap later.
+    """
+    return now if now > base else base
+
+
 class MemoryStore:
     """The default [`Store`][tokenbucket.Store]: bucket state in a dict, in this process.
 
@@ -132,7 +140,8 @@ class MemoryStore:
                     if current is not rule:
                         # The default changed since this state was written: settle it under
                         # the rule it was written with, then carry the deficit over.
-                        base, used, rule = now, _deficit(base, used, rule, now), current
+                        used, rule = _deficit(base, used, rule, now), current
+                        base = _settled_at(base, now)
                         if commit:
                             states[key] = (base, used, rule, lock)
                 if now > base:
@@ -151,6 +160,8 @@ class MemoryStore:
                         return False, 0.0, rule
                 else:
                     states[key] = (base, used + amount, rule, lock)
+            elif state is None and self._max_keys is not None and len(states) >= self._max_keys:
+                return False, 0.0, rule  # a peek says what consume would: an empty bucket
             return True, rule.capacity - debt - amount, rule
         finally:
             lock.release()
@@ -263,6 +274,6 @@ class MemoryStore:
         now = self._clock()
         deficit = _deficit(base, used, old, now)
         if deficit > 0:
-            self._states[key] = (now, deficit, rule, lock)
+            self._states[key] = (_settled_at(base, now), deficit, rule, lock)
         else:
             del self._states[key]

@@ -92,7 +92,9 @@ class BucketRegistry:
 
     def try_consume(self, key: str, amount: float = 1) -> bool:
         """Take ``amount`` tokens from ``key``'s bucket if it has them; return whether it did."""
-        if type(amount) is not int or amount <= 0 or type(key) is not str:
+        # Fast path: a small positive int needs no checks (check_amount turns larger ints
+        # into floats, so that the arithmetic cannot overflow).
+        if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
         return self._sync.try_take(key, amount, self._default)
 
@@ -101,7 +103,7 @@ class BucketRegistry:
 
         A denial is a decision (``allowed`` False, with ``retry_after``), never an exception.
         """
-        if type(amount) is not int or amount <= 0 or type(key) is not str:
+        if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.take(key, amount, self._default, True), amount)
 
@@ -111,7 +113,11 @@ class BucketRegistry:
         return _decision(self._sync.take(key, amount, self._default, False), amount)
 
     def tokens(self, key: str) -> float:
-        """Return ``key``'s token level now (its capacity if it has no bucket)."""
+        """Return ``key``'s token level now.
+
+        A key without a bucket is at its capacity, except in a store at its ``max_keys`` cap,
+        where it counts as empty (as `consume` treats it).
+        """
         return clamp(self._sync.take(check_key(key), 0, self._default, False)[1])
 
     def rule_for(self, key: str) -> Rule:

@@ -58,15 +58,16 @@ def check_rate(value: object, name: str = "refill_rate") -> Number:
     return number
 
 
-def check_amount(value: object) -> Number:
+def check_amount(value: object, name: str = "amount") -> Number:
     """Return ``value`` if it is a valid request size: a finite number > 0.
 
     An amount larger than any capacity is valid (it is simply never allowed); integers too large
-    for a float become ``inf`` so that the arithmetic cannot overflow.
+    for a float become ``inf`` so that the arithmetic cannot overflow. ``name`` is the field the
+    caller called it (``cost`` for the decorator).
     """
-    number = _number("amount", value)
+    number = _number(name, value)
     if not number > 0 or not _finite(number):
-        raise ValueError(f"'amount' must be a finite number > 0, got {show(value)}")
+        raise ValueError(f"{name!r} must be a finite number > 0, got {show(value)}")
     if isinstance(number, int) and number > 2**53:
         # Integers this large exceed every capacity; as a float they decide the same and cannot
         # overflow the arithmetic.

@@ -265,9 +265,9 @@ class RateLimitMiddleware:
             if refused is not None:
                 await _send_response(send, refused)
                 return
-            read = await _read_body(receive, admin.max_body)
-            if read is None:
-                await _send_response(send, admin.too_large())
+            read = await _read_body(receive, admin)
+            if isinstance(read, Response):
+                await _send_response(send, read)
                 return
             body = read
         op = admin.parse(view.method, view.query_string, body)
@@ -366,18 +366,18 @@ async def _send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
-    """Read the request body; None as soon as it is over ``limit`` bytes."""
+async def _read_body(receive: Receive, admin: _http.AdminAPI) -> Union[bytes, Response]:
+    """Read the request body; a 413 as soon as it is over the limit, a 400 if it is cut short."""
     chunks: List[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(chunks)  # disconnected: what we answer goes nowhere
+            return admin.incomplete()  # disconnected: never act on part of a request
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            return None
+        if size > admin.max_body:
+            return admin.too_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

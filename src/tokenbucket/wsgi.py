@@ -228,7 +228,9 @@ def _read_body(environ: WSGIEnvironment, admin: _http.AdminAPI) -> Union[bytes, 
         return refused
     stream = environ["wsgi.input"]
     if declared is not None:
-        return bytes(stream.read(int(declared)))
+        length = int(declared)
+        body = bytes(stream.read(length))
+        return admin.incomplete() if len(body) < length else body
     if environ.get("wsgi.input_terminated"):
         body = bytes(stream.read(admin.max_body + 1))
         return admin.too_large() if len(body) > admin.max_body else body

@@ -96,7 +96,9 @@ if op == 'take' or op == 'peek' then
       -- The rule changed since this state was written (a new default): settle the state under
       -- the rule it was written with, then carry the deficit over.
       used = deficit(base, used, tonumber(s[4]))
-      base = now
+      if now > base then -- else the clock went backwards: keep the later instant
+        base = now
+      end
       fresh = true
       if op == 'take' and used + amount > capacity + 1e-9 then
         -- Denied, but the settled state is written all the same.
@@ -139,9 +141,10 @@ local function rebase(c, r)
   if not s[1] then
     return -- full, and full under any rule
   end
-  local missing = deficit(tonumber(s[1]), tonumber(s[2]), tonumber(s[4]))
+  local base = tonumber(s[1])
+  local missing = deficit(base, tonumber(s[2]), tonumber(s[4]))
   if missing > 0 then
-    save(now, missing, c, r, tonumber(r), true)
+    save(math.max(now, base), missing, c, r, tonumber(r), true)
   else
     forget()
   end
