@@ -266,6 +266,43 @@ class TestForgetting:
         assert len(registry.store) <= 100  # type: ignore[arg-type]
         assert any(admitted)
 
+    def test_at_the_cap_refilled_buckets_are_reclaimed_by_time(self):
+        """After a flood, a lone client retrying once a second gets in as soon as the flood's
+        buckets have refilled, without needing many other new keys to trigger a sweep."""
+        registry, clock = make(10, 1.0, max_keys=1000)
+        for i in range(1000):
+            registry.try_consume(f"flood-{i}")  # 9 of 10 left: full again 1 s later
+        attempts = []
+        for second in range(1, 4):
+            clock.set(second - 0.5)
+            attempts.append(registry.try_consume("lone-client"))
+        assert attempts == [False, True, True]  # denied at t=0.5, in at t=1.5
+        assert len(registry.store) <= 1000  # type: ignore[arg-type]
+
+    def test_time_reclaim_is_rate_limited(self):
+        """At the cap, new keys trigger a time sweep only when a bucket is due to be full."""
+        sweeps = []
+
+        class Counting(MemoryStore):
+            __slots__ = ()
+
+            def _sweep(self):
+                sweeps.append(self._clock())
+                super()._sweep()
+
+        clock = ManualClock()
+        registry = BucketRegistry(Rule(2, 1.0), store=Counting(clock=clock, max_keys=100))
+        for i in range(100):
+            registry.try_consume(f"k{i}", 2)  # empty: full again 2 s later
+        for i in range(50):  # 0.5 s of arrivals at the cap with nothing due
+            clock.advance(0.01)
+            assert not registry.try_consume(f"late-{i}")
+        # Only the sweeps every 64 new keys ran (at t=0 and t=0.29), not one per arrival.
+        assert sweeps == [0.0, pytest.approx(0.29)]
+        clock.set(2.0)  # every flood bucket is full now
+        assert registry.try_consume("on-time")
+        assert sweeps[-1] == 2.0
+
     @pytest.mark.parametrize(
         ("options", "error"),
         [

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 from ._clock import Clock
 from ._decision import Decision, clamp, decide
 from ._memory import MemoryStore
 from ._rule import Rule
-from ._validate import check_amount, check_capacity, check_rate
+from ._validate import check_amount, check_rule_fields
 
 _KEY = ""
 
@@ -40,11 +41,12 @@ class TokenBucket:
         1.0
     """
 
-    __slots__ = ("_rule", "_store")
+    __slots__ = ("_lock", "_rule", "_store")
 
     def __init__(self, capacity: float, refill_rate: float, *, clock: Optional[Clock] = None):
         self._rule = Rule(capacity, refill_rate)
         self._store = MemoryStore(clock=clock, stripes=1)
+        self._lock = threading.Lock()
 
     @property
     def capacity(self) -> float:
@@ -98,12 +100,10 @@ class TokenBucket:
         lowering the capacity to 2 leaves that bucket 1 token in debt: it admits nothing until
         it has refilled past 0. Invalid values raise before anything changes.
         """
-        if capacity is None and refill_rate is None:
-            raise ValueError("at least one of 'capacity' or 'refill_rate' is required")
-        capacity = None if capacity is None else check_capacity(capacity)
-        refill_rate = None if refill_rate is None else check_rate(refill_rate)
-        rule = self._store.update_rule(_KEY, self._rule, capacity, refill_rate)
-        self._rule = rule
+        capacity, refill_rate = check_rule_fields(capacity, refill_rate)
+        with self._lock:  # so that the rule reported is the one the store applies
+            rule = self._store.update_rule(_KEY, self._rule, capacity, refill_rate)
+            self._rule = rule
         return rule
 
     def reset(self) -> None:

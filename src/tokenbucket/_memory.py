@@ -13,6 +13,7 @@ is what lets the store forget it.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
@@ -25,6 +26,10 @@ _State = Tuple[float, float, Rule, "threading.Lock"]
 
 #: Sweeps run after this many new keys at the least, so small stores are not swept constantly.
 _MIN_SWEEP_INTERVAL = 64
+#: At the max_keys cap, refilled buckets are also reclaimed by time: at most every
+#: max(0.1 s, 5 µs per tracked key), which bounds the sweeping to a few percent of a core.
+_MIN_RECLAIM_SECONDS = 0.1
+_RECLAIM_SECONDS_PER_KEY = 5e-6
 
 
 def _deficit(base: float, used: float, rule: Rule, now: float) -> float:
@@ -61,7 +66,9 @@ class MemoryStore:
 
     Forgetting is amortised O(1) and needs no thread: after every ``max(64, n // 2)`` new keys
     (``n`` = keys tracked after the last sweep), the next new key sweeps the whole dict once,
-    dropping buckets that are full.
+    dropping buckets that are full. At the cap, a new key also triggers a sweep once a tracked
+    bucket is due to be full (at most every ``max(0.1 s, 5 µs * max_keys)``), so refilled
+    buckets are reclaimed by time even when few new keys arrive.
     """
 
     __slots__ = (
@@ -70,6 +77,7 @@ class MemoryStore:
         "_mask",
         "_max_keys",
         "_overrides",
+        "_reclaim_at",
         "_states",
         "_stripes",
         "_until_sweep",
@@ -101,6 +109,7 @@ class MemoryStore:
         self._max_keys = max_keys
         self._admission = threading.Lock()
         self._until_sweep = _MIN_SWEEP_INTERVAL
+        self._reclaim_at = -math.inf  # when, at the cap, a sweep may run again
 
     def __len__(self) -> int:
         """Return how many buckets are tracked (full ones not yet forgotten included)."""
@@ -116,7 +125,7 @@ class MemoryStore:
         states = self._states
         state = states.get(key)
         if state is None:
-            if self._until_sweep <= 0:
+            if self._until_sweep <= 0 or self._reclaim_due():
                 self._sweep()
             lock = self._stripes[hash(key) & self._mask]
         else:
@@ -210,23 +219,41 @@ class MemoryStore:
             self._states[key] = state
             return True
 
+    def _reclaim_due(self) -> bool:
+        """At the cap: whether a bucket has refilled since the last sweep (a time trigger)."""
+        return (
+            self._max_keys is not None
+            and len(self._states) >= self._max_keys
+            and self._clock() >= self._reclaim_at
+        )
+
     def _sweep(self) -> None:
-        """Forget every bucket that is full now. Takes all stripe locks, in order."""
+        """Forget every bucket that is full now. Takes all stripe locks, in order.
+
+        It runs after a number of new keys (amortised O(1) per key) and, while the store is at
+        its cap, also once a tracked bucket is due to be full, so that new keys get in when the
+        buckets of a flood have refilled, even if few new keys arrive.
+        """
         for lock in self._stripes:
             lock.acquire()
         try:
-            if self._until_sweep > 0:
+            if self._until_sweep > 0 and not self._reclaim_due():
                 return  # another thread swept while we waited
             now = self._clock()
             states = self._states
-            full = [
-                key
-                for key, (base, used, rule, _) in states.items()
-                if _deficit(base, used, rule, now) <= 0
-            ]
+            full = []
+            soonest = math.inf  # when the next tracked bucket will be full
+            for key, (base, used, rule, _) in states.items():
+                deficit = _deficit(base, used, rule, now)
+                if deficit <= 0:
+                    full.append(key)
+                elif rule.refill_rate:
+                    soonest = min(soonest, deficit / rule.refill_rate)
             for key in full:
                 del states[key]
             self._until_sweep = max(_MIN_SWEEP_INTERVAL, len(states) // 2)
+            pause = max(_MIN_RECLAIM_SECONDS, _RECLAIM_SECONDS_PER_KEY * len(states))
+            self._reclaim_at = now + max(soonest, pause)
         finally:
             for lock in reversed(self._stripes):
                 lock.release()

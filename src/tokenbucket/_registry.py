@@ -9,6 +9,7 @@ prefix); with a synchronous store those simply run the synchronous code, which n
 from __future__ import annotations
 
 import inspect
+import threading
 from typing import Any, NoReturn, Optional, Union
 
 from ._clock import Clock
@@ -16,7 +17,7 @@ from ._decision import Decision, clamp, decide
 from ._memory import MemoryStore
 from ._rule import Rule
 from ._store import AsyncStore, Outcome, Store
-from ._validate import check_amount, check_capacity, check_key, check_rate
+from ._validate import check_amount, check_key, check_rule_fields
 
 
 class BucketRegistry:
@@ -48,7 +49,7 @@ class BucketRegistry:
     first time it is read afterwards.
     """
 
-    __slots__ = ("_async", "_default", "_store", "_sync")
+    __slots__ = ("_async", "_default", "_lock", "_store", "_sync")
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class BucketRegistry:
         elif clock is not None or max_keys is not None:
             raise TypeError("'clock' and 'max_keys' configure the default store; pass them to it")
         self._default = default
+        self._lock = threading.Lock()  # for read-modify-write of _default
         self._store: Union[Store, AsyncStore] = store
         self._sync: Store
         self._async: AsyncStore
@@ -157,10 +159,10 @@ class BucketRegistry:
         Buckets under the default are settled at the rule they were last written with the first
         time they are read after the change.
         """
-        if capacity is None and refill_rate is None:
-            raise ValueError("at least one of 'capacity' or 'refill_rate' is required")
-        self._default = self._default.replace(capacity=capacity, refill_rate=refill_rate)
-        return self._default
+        capacity, refill_rate = check_rule_fields(capacity, refill_rate)
+        with self._lock:
+            self._default = self._default.replace(capacity=capacity, refill_rate=refill_rate)
+            return self._default
 
     async def atry_consume(self, key: str, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
@@ -218,14 +220,7 @@ def _check_update(
     key: object, capacity: Optional[float], refill_rate: Optional[float]
 ) -> tuple[str, Optional[float], Optional[float]]:
     """Validate an override change completely before anything is changed."""
-    checked_key = check_key(key)
-    if capacity is None and refill_rate is None:
-        raise ValueError("at least one of 'capacity' or 'refill_rate' is required")
-    return (
-        checked_key,
-        None if capacity is None else check_capacity(capacity),
-        None if refill_rate is None else check_rate(refill_rate),
-    )
+    return (check_key(key), *check_rule_fields(capacity, refill_rate))
 
 
 class _Awaitable:

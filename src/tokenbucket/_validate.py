@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Union
+from typing import Optional, Union
 
-#: Largest capacity or refill rate a rule accepts. Beyond it a float can no longer resolve the
-#: 1e-9-token precision the arithmetic promises, so such values are refused rather than rounded.
+#: Largest capacity or refill rate a rule accepts: a trillion tokens (or tokens per second) is
+#: beyond any real limit, and the bound keeps absurd values (1e300) out of the arithmetic.
+#: Precision is a separate matter: the 1e-9-token bound holds for levels below about 4e6
+#: tokens; above that it is relative (2**-52 of the level).
 MAX_VALUE = 1e12
 
 Number = Union[int, float]
@@ -76,6 +78,18 @@ def check_amount(value: object, name: str = "amount") -> Number:
         except OverflowError:
             return math.inf
     return number
+
+
+def check_rule_fields(
+    capacity: object, refill_rate: object
+) -> tuple[Optional[Number], Optional[Number]]:
+    """Validate a partial rule change: each given field, and that at least one is given."""
+    if capacity is None and refill_rate is None:
+        raise ValueError("at least one of 'capacity' or 'refill_rate' is required")
+    return (
+        None if capacity is None else check_capacity(capacity),
+        None if refill_rate is None else check_rate(refill_rate),
+    )
 
 
 def check_key(value: object) -> str:
