@@ -274,3 +274,19 @@ def test_admin_api_answers_503_while_redis_is_down(own_redis):
         assert again.status_code == 200, again.text
         assert again.json()["capacity"] == 7
     store.close()
+
+
+def test_fallback_store_is_capped(own_redis):
+    """During an outage a flood of distinct keys cannot grow the fallback store past its cap."""
+    from tokenbucket.redis import FALLBACK_MAX_KEYS
+
+    store = RedisStore.from_url(own_redis.url, retry_interval=60)
+    limits = BucketRegistry(Rule(3, 0), store=store)
+    own_redis.stop()
+    try:
+        admitted = sum(limits.try_consume(f"flood-{i}") for i in range(FALLBACK_MAX_KEYS + 500))
+        assert len(store._fallback) == FALLBACK_MAX_KEYS
+        assert admitted == FALLBACK_MAX_KEYS  # later keys count as empty buckets at the cap
+    finally:
+        own_redis.start()
+        store.close()

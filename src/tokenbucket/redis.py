@@ -91,6 +91,11 @@ _SyncClient = Union["redis.Redis", "redis.cluster.RedisCluster"]
 _AsyncClient = Union["redis.asyncio.Redis", "redis.asyncio.cluster.RedisCluster"]
 
 
+#: The most buckets the per-process fallback store tracks during an outage (its ``max_keys``):
+#: a flood of distinct keys while Redis is down cannot grow memory without bound.
+FALLBACK_MAX_KEYS = 100_000
+
+
 class RedisUnavailableError(ConnectionError):
     """An admin call (``update_rule``, ``remove_rule``, ``reset``, ``get_rule``) failed.
 
@@ -172,7 +177,7 @@ class _Base:
         self._down = False
         self._retry_at = 0.0
         self._log_after = 0.0
-        self._fallback = MemoryStore()
+        self._fallback = MemoryStore(max_keys=FALLBACK_MAX_KEYS)
         self._seen: Dict[str, Rule] = {}
         self._encoded: Tuple[Optional[Rule], bytes, bytes] = (None, b"", b"")
 
@@ -284,7 +289,7 @@ class _Base:
                 return
             self._down = False
             self._retry_at = self._log_after = 0.0
-            self._fallback = MemoryStore()  # the next outage starts from full buckets
+            self._fallback = MemoryStore(max_keys=FALLBACK_MAX_KEYS)  # next outage: full buckets
         _log.warning("Redis available again; decisions go through Redis")
 
     def _degraded(self, key: str, amount: float, default: Rule, commit: bool) -> Outcome:
