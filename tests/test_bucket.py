@@ -337,3 +337,18 @@ class TestUpdate:
         bucket, _ = make(4, 0.5)
         bucket.consume(1)
         assert repr(bucket) == "TokenBucket(capacity=4, refill_rate=0.5, tokens=3.0)"
+
+
+class TestFractionalAmounts:
+    def test_a_million_fractional_requests_do_not_drift(self):
+        """999,999 requests of 0.1 from 100,000 tokens: the level is exact to 1e-9 tokens."""
+        from fractions import Fraction
+
+        bucket, _ = make(100_000, 0)
+        for _ in range(999_999):
+            bucket.try_consume(0.1)
+        exact = 100_000 - 999_999 * Fraction(0.1)
+        assert abs(Fraction(bucket.tokens) - exact) <= Fraction(1, 10**9)
+        # Just under the exact level passes, just over does not.
+        assert bucket.peek(float(exact) - 1e-8).allowed
+        assert not bucket.peek(float(exact) + 1e-8).allowed

@@ -155,9 +155,9 @@ class TestKeys:
         after = server_time_us(admin)
         assert admin.keys("*") == ["app:203.0.113.7"]
         state = admin.hgetall("app:203.0.113.7")
-        assert set(state) == {"t", "u", "c", "r"}
+        assert set(state) == {"t", "u", "l", "c", "r"}
         assert before <= int(state["t"]) <= after
-        assert (state["u"], state["c"], state["r"]) == ("3", "10", "0")
+        assert (state["u"], state["l"], state["c"], state["r"]) == ("3", "0", "10", "0")
         store.close()
 
     def test_bucket_keys_expire_when_full_again(self, store, admin):

@@ -250,6 +250,16 @@ class TestExactValues:
         limits = backend.make(Rule(1, 0))
         assert [limits.try_consume("k", 0.1) for _ in range(11)] == [True] * 10 + [False]
 
+    def test_fractional_sums_do_not_drift(self, backend):
+        """10,000 requests of 10.1 tokens: the level is the exact one to 1e-9 (no drift)."""
+        from fractions import Fraction
+
+        limits = backend.make(Rule(200_000, 0))
+        for _ in range(10_000):
+            limits.try_consume("k", 10.1)
+        exact = 200_000 - 10_000 * Fraction(10.1)
+        assert abs(Fraction(limits.tokens("k")) - exact) <= Fraction(1, 10**9)
+
     def test_rule_types_round_trip(self, backend):
         """Overrides come back as the very numbers given: ints stay ints, floats exact."""
         limits = backend.make(Rule(10, 0))

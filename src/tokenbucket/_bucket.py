@@ -73,7 +73,7 @@ class TokenBucket:
         # Fast path: a small positive int needs no checks (check_amount turns larger ints
         # into floats, so that the arithmetic cannot overflow).
         if type(amount) is not int or not 0 < amount <= 2**53:
-            amount = check_amount(amount)
+            return self._store.take(_KEY, check_amount(amount), self._rule, True)[0]
         return self._store.try_take(_KEY, amount, self._rule)
 
     def consume(self, amount: float = 1) -> Decision:

@@ -1,14 +1,17 @@
 """The in-process store: every bucket's arithmetic, its locking and its forgetting.
 
-State per key is one tuple ``(base, used, rule, lock)``: at the instant ``base`` the bucket was
-``used`` tokens short of full under ``rule``, and ``lock`` is the stripe lock that guards the
-key. The level at ``now`` is ``capacity - max(0, used - (now - base) * refill_rate)``.
+State per key is one tuple ``(base, used, rule, lock, carry)``: at the instant ``base`` the
+bucket was ``used`` tokens short of full under ``rule``; ``lock`` is the stripe lock that guards
+the key, and ``carry`` what rounding left out of ``used`` (``used + carry`` is the exact sum of
+the request sizes). ``carry`` is the int ``_EXACT`` exactly when ``used`` is an int, an exact sum
+of integer sizes; otherwise it is a float. The level at ``now`` is
+``capacity - max(0, used - (now - base) * refill_rate)``.
 
-Why this shape: ``base`` is a clock reading and ``used`` a sum of request sizes (exact while they
-are integers), so each decision rounds once, in ``(now - base) * refill_rate``; nothing is
-accumulated across calls, so polling cannot drift the level. When a bucket is found full its
-state restarts at ``(now, 0)``, and a full bucket is indistinguishable from a missing one, which
-is what lets the store forget it.
+Why this shape: ``base`` is a clock reading and ``used`` the correctly rounded sum of request
+sizes, so each decision rounds once, in ``(now - base) * refill_rate``; nothing is accumulated
+across calls, so neither polling nor a million fractional requests can drift the level. When a
+bucket is found full its state restarts at ``(now, 0)``, and a full bucket is indistinguishable
+from a missing one, which is what lets the store forget it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ._clock import Clock
 from ._rule import Rule
 from ._store import Outcome
 
-_State = Tuple[float, float, Rule, "threading.Lock"]
+_State = Tuple[float, float, Rule, "threading.Lock", float]
 
 #: Sweeps run after this many new keys at the least, so small stores are not swept constantly.
 _MIN_SWEEP_INTERVAL = 64
@@ -30,6 +33,28 @@ _MIN_SWEEP_INTERVAL = 64
 #: max(0.1 s, 5 µs per tracked key), which bounds the sweeping to a few percent of a core.
 _MIN_RECLAIM_SECONDS = 0.1
 _RECLAIM_SECONDS_PER_KEY = 5e-6
+
+
+#: The carry of a state whose ``used`` is an int (so integer sizes add exactly, with no work).
+_EXACT = 0
+
+
+def _carry_of(used: float) -> float:
+    """The carry of a freshly computed ``used``: exact if it is an int."""
+    return _EXACT if type(used) is int else 0.0
+
+
+def _accumulate(used: float, carry: float, amount: float) -> Tuple[float, float]:
+    """Return ``used + carry + amount`` as (correctly rounded sum, what rounding left out).
+
+    Knuth's TwoSum makes the addition error-free, so fractional request sizes never drift;
+    integer sizes never get here (their sums are exact).
+    """
+    total = used + amount
+    back = total - used
+    carry += (used - (total - back)) + (amount - back)
+    rounded = total + carry
+    return rounded, carry - (rounded - total)
 
 
 def _deficit(base: float, used: float, rule: Rule, now: float) -> float:
@@ -138,49 +163,56 @@ class MemoryStore:
             state = states.get(key)
             used: float
             debt: float
+            carry: float = _EXACT
             if state is None:
                 rule = self._overrides.get(key, default)
                 base = now
                 used = debt = 0
             else:
-                base, used, rule, _ = state
+                base, used, rule, _, carry = state
                 if rule is not default:
                     current = self._overrides.get(key, default)
                     if current is not rule:
                         # The default changed since this state was written: settle it under
                         # the rule it was written with, then carry the deficit over.
                         used, rule = _deficit(base, used, rule, now), current
+                        carry = _carry_of(used)
                         base = _settled_at(base, now)
                         if commit:
-                            states[key] = (base, used, rule, lock)
+                            states[key] = (base, used, rule, lock, carry)
                 if now > base:
                     debt = used - (now - base) * rule.refill_rate
                     if debt <= 0:
                         base = now
                         used = debt = 0
+                        carry = _EXACT
                 else:
                     debt = used
             if debt + amount > rule._ceiling:
                 return False, rule.capacity - debt, rule
             if commit:
                 if state is None:
-                    if not self._admit(key, (base, amount, rule, lock)):
+                    if not self._admit(key, (base, amount, rule, lock, _carry_of(amount))):
                         # At the cap an untracked key counts as an empty bucket.
                         return False, 0.0, rule
+                elif carry is _EXACT and type(amount) is int:
+                    states[key] = (base, used + amount, rule, lock, _EXACT)
                 else:
-                    states[key] = (base, used + amount, rule, lock)
+                    used, carry = _accumulate(used, carry, amount)
+                    states[key] = (base, used, rule, lock, carry)
             elif state is None and self._max_keys is not None and len(states) >= self._max_keys:
                 return False, 0.0, rule  # a peek says what consume would: an empty bucket
             return True, rule.capacity - debt - amount, rule
         finally:
             lock.release()
 
-    def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+    def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
         """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`, answering only whether.
 
-        The common case, a key that has a bucket under its current rule, is decided here with
-        `take`'s arithmetic and without building an outcome; anything else (a new key, a rule
-        that changed) goes to `take`. The property tests hold both to the exact model.
+        The common case, an integer amount on a key that has a bucket under its current rule,
+        is decided here with `take`'s arithmetic and without building an outcome; anything else
+        (a new key, a rule that changed) goes to `take`. The property tests hold both to the
+        exact model.
         """
         state = self._states.get(key)
         if state is None:
@@ -192,7 +224,7 @@ class MemoryStore:
             states = self._states
             state = states.get(key)
             if state is not None:
-                base, used, rule, _ = state
+                base, used, rule, _, carry = state
                 if rule is default or rule is self._overrides.get(key, default):
                     # As in take(), for an existing bucket under its current rule.
                     if now > base:
@@ -200,11 +232,16 @@ class MemoryStore:
                         if debt <= 0:
                             base = now
                             used = debt = 0
+                            carry = _EXACT
                     else:
                         debt = used
                     if debt + amount > rule._ceiling:
                         return False
-                    states[key] = (base, used + amount, rule, lock)
+                    if carry is _EXACT:  # an int amount (see Store.try_take) adds exactly
+                        states[key] = (base, used + amount, rule, lock, _EXACT)
+                    else:
+                        used, carry = _accumulate(used, carry, amount)
+                        states[key] = (base, used, rule, lock, carry)
                     return True
         finally:
             lock.release()
@@ -243,7 +280,7 @@ class MemoryStore:
             states = self._states
             full = []
             soonest = math.inf  # when the next tracked bucket will be full
-            for key, (base, used, rule, _) in states.items():
+            for key, (base, used, rule, _, _) in states.items():
                 deficit = _deficit(base, used, rule, now)
                 if deficit <= 0:
                     full.append(key)
@@ -297,10 +334,10 @@ class MemoryStore:
         state = self._states.get(key)
         if state is None:
             return  # full, and full under any rule
-        base, used, old, lock = state
+        base, used, old, lock, _ = state
         now = self._clock()
         deficit = _deficit(base, used, old, now)
         if deficit > 0:
-            self._states[key] = (_settled_at(base, now), deficit, rule, lock)
+            self._states[key] = (_settled_at(base, now), deficit, rule, lock, _carry_of(deficit))
         else:
             del self._states[key]

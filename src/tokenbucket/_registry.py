@@ -98,6 +98,7 @@ class BucketRegistry:
         # into floats, so that the arithmetic cannot overflow).
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
+            return self._sync.take(key, amount, self._default, True)[0]
         return self._sync.try_take(key, amount, self._default)
 
     def consume(self, key: str, amount: float = 1) -> Decision:
@@ -167,7 +168,9 @@ class BucketRegistry:
     async def atry_consume(self, key: str, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
         key, amount = check_key(key), check_amount(amount)
-        return await self._async.try_take(key, amount, self._default)
+        if type(amount) is int:
+            return await self._async.try_take(key, amount, self._default)
+        return (await self._async.take(key, amount, self._default, True))[0]
 
     async def aconsume(self, key: str, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
@@ -234,7 +237,7 @@ class _Awaitable:
     async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         return self._store.take(key, amount, default, commit)
 
-    async def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+    async def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
         return self._store.try_take(key, amount, default)
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:

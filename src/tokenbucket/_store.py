@@ -39,11 +39,12 @@ class Store(Protocol):
     def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """Refill ``key``'s bucket, check ``amount`` against it and, if ``commit``, consume it."""
 
-    def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
-        """``take(key, amount, default, True)``, returning only whether it was allowed.
+    def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
+        """``take(key, amount, default, True)`` for an int ``amount``; only whether it passed.
 
-        Its own method so that the in-memory store can answer the most frequent call without
-        building an outcome; a store may simply return ``take(...)[0]``.
+        Its own method so that the in-memory store can answer the most frequent call (a whole
+        number of tokens, a yes or no) without building an outcome or checking the amount's
+        type; a store may simply return ``take(...)[0]``. Callers pass other amounts to `take`.
         """
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
@@ -72,7 +73,7 @@ class AsyncStore(Protocol):
     async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]."""
 
-    async def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+    async def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
         """See [`Store.try_take`][tokenbucket.Store.try_take]."""
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:

@@ -446,7 +446,7 @@ class RedisStore(_Base):
         if self._owned:
             self._client.close()
 
-    def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+    def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
         """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`'s answer, nothing more."""
         return self.take(key, amount, default, True)[0]
 
@@ -594,7 +594,7 @@ class AsyncRedisStore(_Base):
         if self._owned:
             await self._client.aclose()
 
-    async def try_take(self, key: str, amount: float, default: Rule, /) -> bool:
+    async def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
         """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`'s answer, nothing more."""
         return (await self.take(key, amount, default, True))[0]
 

@@ -4,6 +4,8 @@
 --   t, u, c, r   bucket state: at the instant t (integer microseconds of the server's TIME) the
 --                bucket was u tokens short of full under the rule (capacity c, refill rate r).
 --                Absent when the bucket is full: a full bucket and a missing one are the same.
+--   l            what rounding left out of u (u + l is the exact sum of the request sizes);
+--                absent means 0.
 --   C, R         the key's rule override, if any.
 -- A hash with an override never expires; one without expires when its bucket is full again.
 --
@@ -32,7 +34,7 @@ end
 local key = KEYS[1]
 local op = ARGV[1]
 
-local s = redis.call('HMGET', key, 't', 'u', 'c', 'r', 'C', 'R')
+local s = redis.call('HMGET', key, 't', 'u', 'c', 'r', 'C', 'R', 'l')
 local override = s[5]
 local cap, rate = ARGV[2], ARGV[3]
 if override then
@@ -53,14 +55,24 @@ local function deficit(base, used, per_s)
   return used -- the clock went backwards: nothing earned
 end
 
--- Write the state (base, used) under the rule (capacity c, refill rate r, per_s as a number);
--- only u if not whole (t, c and r unchanged). Then, without an override, expire the key when the
--- bucket is full again: at base + used / per_s.
-local function save(base, used, c, r, per_s, whole)
+-- used + carry + amount as (correctly rounded sum, what rounding left out): Knuth's TwoSum, so
+-- that fractional request sizes never drift (as _accumulate in _memory.py).
+local function accumulate(used, carry, amount)
+  local total = used + amount
+  local back = total - used
+  carry = carry + ((used - (total - back)) + (amount - back))
+  local rounded = total + carry
+  return rounded, carry - (rounded - total)
+end
+
+-- Write the state (base, used, carry) under the rule (capacity c, refill rate r, per_s as a
+-- number); only u and l if not whole (t, c and r unchanged). Then, without an override, expire the
+-- key when the bucket is full again: at base + used / per_s.
+local function save(base, used, carry, c, r, per_s, whole)
   if whole then
-    redis.call('HSET', key, 't', base, 'u', used, 'c', c, 'r', r)
+    redis.call('HSET', key, 't', base, 'u', used, 'l', carry, 'c', c, 'r', r)
   else
-    redis.call('HSET', key, 'u', used)
+    redis.call('HSET', key, 'u', used, 'l', carry)
   end
   if override then
     return
@@ -78,7 +90,7 @@ end
 -- Forget the bucket state: it is full. An override stays.
 local function forget()
   if override then
-    redis.call('HDEL', key, 't', 'u', 'c', 'r')
+    redis.call('HDEL', key, 't', 'u', 'c', 'r', 'l')
   else
     redis.call('DEL', key)
   end
@@ -87,15 +99,15 @@ end
 if op == 'take' or op == 'peek' then
   local amount = tonumber(ARGV[4])
   local capacity, refill = tonumber(cap), tonumber(rate)
-  local base, used, debt = now, 0, 0
-  local fresh = true -- whether t, c and r must be written (else only u changes)
+  local base, used, debt, carry = now, 0, 0, 0
+  local fresh = true -- whether t, c and r must be written (else only u and l change)
   if s[1] then
-    base, used = tonumber(s[1]), tonumber(s[2])
+    base, used, carry = tonumber(s[1]), tonumber(s[2]), tonumber(s[7]) or 0
     fresh = false
     if tonumber(s[3]) ~= capacity or tonumber(s[4]) ~= refill then
       -- The rule changed since this state was written (a new default): settle the state under
       -- the rule it was written with, then carry the deficit over.
-      used = deficit(base, used, tonumber(s[4]))
+      used, carry = deficit(base, used, tonumber(s[4])), 0
       if now > base then -- else the clock went backwards: keep the later instant
         base = now
       end
@@ -103,7 +115,7 @@ if op == 'take' or op == 'peek' then
       if op == 'take' and used + amount > capacity + 1e-9 then
         -- Denied, but the settled state is written all the same.
         if used > 0 then
-          save(base, used, cap, rate, refill, true)
+          save(base, used, 0, cap, rate, refill, true)
         else
           forget()
         end
@@ -112,7 +124,7 @@ if op == 'take' or op == 'peek' then
     if now > base then
       debt = used - (now - base) / 1000000 * refill
       if debt <= 0 then
-        base, used, debt, fresh = now, 0, 0, true
+        base, used, debt, carry, fresh = now, 0, 0, 0, true
       end
     else
       debt = used
@@ -124,8 +136,8 @@ if op == 'take' or op == 'peek' then
     allowed = 1
     level = level - amount
     if op == 'take' then
-      used = used + amount
-      save(base, used, cap, rate, refill, fresh)
+      used, carry = accumulate(used, carry, amount)
+      save(base, used, carry, cap, rate, refill, fresh)
     end
   end
   -- One string (cheaper to send and parse than an array): the flag, then the level.
@@ -144,7 +156,7 @@ local function rebase(c, r)
   local base = tonumber(s[1])
   local missing = deficit(base, tonumber(s[2]), tonumber(s[4]))
   if missing > 0 then
-    save(math.max(now, base), missing, c, r, tonumber(r), true)
+    save(math.max(now, base), missing, 0, c, r, tonumber(r), true)
   else
     forget()
   end
