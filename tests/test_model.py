@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tokenbucket import BucketRegistry, ManualClock, TokenBucket
-from tokenbucket.testing import ExactRegistry
+from tokenbucket.testing import SLACK, ExactBucket, ExactRegistry
 from tokenbucket.testing.stateful import LimiterMachine
 from tokenbucket.testing.strategies import amounts, capacities, refill_rates, rules, steps
 
@@ -138,3 +138,73 @@ class RegistryMachine(RuleBasedStateMachine):
 
 TestBucketModel = BucketMachine.TestCase
 TestRegistryModel = RegistryMachine.TestCase
+
+
+class BackwardsClockMachine(RuleBasedStateMachine):
+    """A clock that jumps back never adds tokens and never raises; once it has caught up with
+    the latest reading a request was admitted at, the bucket agrees with the exact model again.
+
+    A bucket's time is that of the requests it admitted (a full bucket keeps no state and a
+    denial writes nothing), so the model starts at the first admission and "latest" is the
+    latest admission's reading.
+    """
+
+    @initialize(rule=rules(), start=st.floats(0, 1e6))
+    def start(self, rule, start):
+        self.clock = ManualClock(start)
+        self.rule = rule
+        self.bucket = TokenBucket(rule.capacity, rule.refill_rate, clock=self.clock)
+        self.model = None
+        self.latest = self.first = None
+        self.admitted = Fraction(0)
+
+    @rule(seconds=steps())
+    def advance(self, seconds):
+        self.clock.advance(seconds)
+
+    @rule(seconds=st.floats(1e-9, 100))
+    def jump_back(self, seconds):
+        self.clock.set(self.clock() - seconds)
+
+    @rule(amount=amounts(), decision=st.booleans())
+    def consume(self, amount, decision):
+        now = self.clock()
+        if decision:
+            allowed = self.bucket.consume(amount).allowed
+        else:
+            allowed = self.bucket.try_consume(amount)
+        if self.model is None:  # a full bucket: only a request above capacity is denied
+            assert allowed == (amount <= self.rule.capacity)
+            if allowed:
+                self.model = ExactBucket(self.rule.capacity, self.rule.refill_rate, now)
+                self.model.consume(now, amount)
+                self.latest = self.first = now
+        elif now >= self.latest:
+            if allowed:
+                self.model.follow(now, amount, allowed)
+                self.latest = now
+            else:  # a denial writes nothing: check it on a copy
+                self.model.copy().follow(now, amount, allowed)
+        else:  # behind: the bucket may be stricter than the model, never more generous
+            if allowed:
+                assert self.model.level >= Fraction(amount) - SLACK
+                self.model.consume(now, amount, force=True)
+        if allowed:
+            self.admitted += Fraction(amount)
+
+    @invariant()
+    def never_more_than_the_model(self):
+        tokens = Fraction(self.bucket.tokens)
+        if self.model is None:
+            assert tokens == self.rule.capacity
+            return
+        exact = max(self.model.copy().advance(self.clock()), Fraction(0))
+        assert tokens <= exact + TOLERANCE
+        if self.clock() >= self.latest:
+            assert abs(tokens - exact) <= TOLERANCE
+        elapsed = Fraction(max(self.latest, self.clock())) - Fraction(self.first)
+        bound = self.model.capacity + self.model.refill_rate * elapsed + TOLERANCE
+        assert self.admitted <= bound
+
+
+TestBackwardsClock = BackwardsClockMachine.TestCase
