@@ -218,11 +218,20 @@ SCRIPTS = {
 }
 
 
+@pytest.fixture(params=["redis", "redis-async"])
+def shared_backend(request, redis_url):
+    """The Redis backends only: the in-memory store is the reference they are compared with
+    (and is itself checked against the exact model in test_model.py)."""
+    made = Backend(request.param, redis_url)
+    yield made
+    made.close()
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_scripted_sequences_match_memory(backend, script):
+def test_scripted_sequences_match_memory(shared_backend, script):
     """The same steps give the same decisions, levels and rules as the in-memory store."""
     default, steps = SCRIPTS[script]
-    assert run(backend.make(default), steps) == reference(default, steps)
+    assert run(shared_backend.make(default), steps) == reference(default, steps)
 
 
 class TestExactValues:
