@@ -238,10 +238,19 @@ def _read_body(environ: WSGIEnvironment, admin: _http.AdminAPI) -> Union[bytes, 
 
 
 def _path(environ: WSGIEnvironment) -> str:
-    """``SCRIPT_NAME`` + ``PATH_INFO``, decoded as UTF-8 like an ASGI path."""
+    """``SCRIPT_NAME`` + ``PATH_INFO``, decoded as UTF-8 like an ASGI path.
+
+    PEP 3333 servers pass the path's bytes as latin-1 code points; they are decoded as UTF-8
+    (invalid sequences become U+FFFD). A path with a character past U+00FF cannot be such bytes:
+    the server has decoded it already, and it is used as it is.
+    """
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     if not path.isascii():
-        path = path.encode("latin-1").decode("utf-8", "replace")
+        try:
+            raw = path.encode("latin-1")
+        except UnicodeEncodeError:
+            return str(path)
+        path = raw.decode("utf-8", "replace")
     return str(path)
 
 
