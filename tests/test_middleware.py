@@ -39,12 +39,21 @@ class TestLimiting:
         assert h.request(client=OTHER).status == 200
         assert h.registry.tokens(OTHER) == 2.0
 
-    def test_missing_client_address_uses_shared_unknown_key(self, make):
-        """With no client address (scope client None / no REMOTE_ADDR) the key is 'unknown'."""
-        h = make()
-        assert h.request(client=None).status == 200
+    @pytest.mark.parametrize("client", [None, ""])
+    @pytest.mark.parametrize("plain", [True, False])
+    def test_missing_client_address_uses_shared_unknown_key(self, make, client, plain):
+        """No client address (scope client None or ("", port); REMOTE_ADDR missing or empty):
+        the key is 'unknown' and the view's client None, on the fast path and the full one."""
+        seen = []
+        hook = {} if plain else {"on_decision": lambda view, key, d: seen.append((view, key))}
+        h = make(**hook)
+        assert h.request(client=client).status == 200
         assert h.registry.tokens("unknown") == 2.0
+        assert h.registry.tokens("") == 3.0
         assert h.registry.tokens(IP) == 3.0
+        if not plain:
+            [(view, key)] = seen
+            assert (view.client, key) == (None, "unknown")
 
 
 class TestDenial:

@@ -55,11 +55,12 @@ class TestXForwardedFor:
         assert self.key.client_address("testclient", CLIENT) == "testclient"
 
     def test_missing_peer(self):
-        """Without a peer address the key is 'unknown' unless 'unix' is trusted."""
-        assert self.key.client_address(None, CLIENT) == "unknown"
+        """Without a peer address (None or "") the key is 'unknown' unless 'unix' is trusted."""
         unix = TrustedProxyKey(["unix"])
-        assert unix.client_address(None, f"1.1.1.1, {CLIENT}") == CLIENT
-        assert unix.client_address(None, None) == "unknown"
+        for peer in (None, ""):
+            assert self.key.client_address(peer, CLIENT) == "unknown"
+            assert unix.client_address(peer, f"1.1.1.1, {CLIENT}") == CLIENT
+            assert unix.client_address(peer, None) == "unknown"
         assert unix.client_address("192.0.2.1", CLIENT) == "192.0.2.1"
 
 

@@ -47,8 +47,9 @@ from ._rule import Rule
 from ._validate import Number, check_capacity, check_rate, show
 
 #: The key used for a request whose client address the server did not report (``scope["client"]``
-#: is None, or ``REMOTE_ADDR`` is missing or empty: a Unix socket, some test clients). All such
-#: requests share this one bucket; behind a proxy on a Unix socket, pass a key function.
+#: is None or has an empty host, or ``REMOTE_ADDR`` is missing or empty: a Unix socket, some test
+#: clients). All such requests share this one bucket; behind a proxy on a Unix socket, pass a key
+#: function.
 UNKNOWN_CLIENT = "unknown"
 
 #: Response header fields: name/value pairs, as both middlewares exchange them with this module.
@@ -83,6 +84,15 @@ _ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route")
 _ADMIN_METHODS = "GET, POST, DELETE"
 
 
+def client_key(address: Optional[str]) -> str:
+    """The default bucket key: the client ``address``, or `UNKNOWN_CLIENT` if there is none.
+
+    No address is None or ``""``, whichever the server reports (an ASGI ``("", port)``, an empty
+    ``REMOTE_ADDR``): both middlewares and every path through them key such requests alike.
+    """
+    return address or UNKNOWN_CLIENT
+
+
 class RequestView:
     """The parts of an HTTP request that key, ``exempt`` and ``cost`` callables see.
 
@@ -97,8 +107,8 @@ class RequestView:
         path: the decoded path, without the query string (under WSGI, ``SCRIPT_NAME`` followed
             by ``PATH_INFO``).
         query_string: the raw query string, without the ``?``.
-        client: the peer's address as the server reports it, or None if it reports none. It is
-            the proxy's address behind a proxy; see
+        client: the peer's address as the server reports it, or None if it reports none (an
+            empty address is none). It is the proxy's address behind a proxy; see
             [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
         raw: the ASGI scope or the WSGI environ, for anything the view does not cover.
     """
@@ -119,7 +129,7 @@ class RequestView:
         self.scheme = scheme
         self.path = path
         self.query_string = query_string
-        self.client = client
+        self.client = client or None
         self.raw = raw
         self._decode = decode_headers
         self._headers: Optional[Dict[str, str]] = None

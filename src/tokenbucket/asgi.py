@@ -45,12 +45,12 @@ from ._decision import Decision
 from ._http import (
     DEFAULT_ADMIN_PATH,
     DEFAULT_MAX_BODY,
-    UNKNOWN_CLIENT,
     DecisionHook,
     KeyFunc,
     Policy,
     RequestView,
     Response,
+    client_key,
 )
 from ._registry import BucketRegistry
 from ._rule import Rule
@@ -83,9 +83,9 @@ class RateLimitMiddleware:
     (which servers turn into ``403``). Messages on an accepted connection are not limited, and
     an allowed handshake passes through unchanged (without rate-limit header fields).
 
-    When ``scope["client"]`` is None (a Unix socket, some test servers) the default key is
-    ``"unknown"``: all such requests share one bucket. Behind a proxy, pass a key function such
-    as [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
+    When ``scope["client"]`` is None or its host empty (a Unix socket, some test servers) the
+    default key is ``"unknown"``: all such requests share one bucket. Behind a proxy, pass a key
+    function such as [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
 
     Args:
         app: the ASGI app to protect.
@@ -190,7 +190,7 @@ class RateLimitMiddleware:
             # No exemptions, routes, key or cost function, hook or async store: the common case.
             policy = options.default
             client = scope.get("client")
-            decision = self._consume(client[0] if client else UNKNOWN_CLIENT, self._cost)
+            decision = self._consume(client_key(client[0] if client else None), self._cost)
         else:
             view: Optional[RequestView] = None
             if options.exempt_paths is not None and options.is_exempt_path(path):
@@ -227,7 +227,7 @@ class RateLimitMiddleware:
         policy = options.policy_for(path) if options.routes else options.default
         if options.key_func is None:
             client = scope.get("client")
-            key = client[0] if client else UNKNOWN_CLIENT
+            key = client_key(client[0] if client else None)
         else:
             view = view or _view(scope)
             key = options.key_func(view)

@@ -104,10 +104,10 @@ class TrustedProxyKey:
     def client_address(self, peer: Optional[str], field: Optional[str]) -> str:
         """Return the client address for a request from ``peer`` carrying header value ``field``.
 
-        ``peer`` is the address the server reports (None if none); ``field`` the value of the
-        configured header (None if absent; repeated fields joined with commas).
+        ``peer`` is the address the server reports (None or ``""`` if none); ``field`` the value
+        of the configured header (None if absent; repeated fields joined with commas).
         """
-        if peer is None:
+        if not peer:
             if not self._unix:
                 return UNKNOWN_CLIENT
             current = UNKNOWN_CLIENT

@@ -22,13 +22,13 @@ from ._http import (
     DEFAULT_ADMIN_PATH,
     DEFAULT_MAX_BODY,
     OWN_FIELDS,
-    UNKNOWN_CLIENT,
     DecisionHook,
     HeaderList,
     KeyFunc,
     Policy,
     RequestView,
     Response,
+    client_key,
 )
 from ._registry import BucketRegistry
 from ._rule import Rule
@@ -139,7 +139,7 @@ class RateLimitMiddleware:
             # No admin API, exemptions, routes, key or cost function, or hook: the common case,
             # which does not even need the path.
             policy = options.default
-            decision = self._consume(environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT, self._cost)
+            decision = self._consume(client_key(environ.get("REMOTE_ADDR")), self._cost)
         else:
             path = _path(environ)
             if path == self._admin_path:
@@ -153,8 +153,7 @@ class RateLimitMiddleware:
                     return self.app(environ, start_response)
             if self._plain:
                 policy = options.default
-                key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
-                decision = self._consume(key, self._cost)
+                decision = self._consume(client_key(environ.get("REMOTE_ADDR")), self._cost)
             else:
                 policy, decision = self._decide(environ, path, view)
         if not decision[0] and not options.dry_run:  # denied
@@ -181,7 +180,7 @@ class RateLimitMiddleware:
         options = self._options
         policy = options.policy_for(path) if options.routes else options.default
         if options.key_func is None:
-            key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
+            key = client_key(environ.get("REMOTE_ADDR"))
         else:
             view = view or _view(environ, path)
             key = options.key_func(view)
@@ -272,7 +271,7 @@ def _view(environ: WSGIEnvironment, path: str) -> RequestView:
         environ.get("wsgi.url_scheme", "http"),
         path,
         environ.get("QUERY_STRING", ""),
-        environ.get("REMOTE_ADDR") or None,
+        environ.get("REMOTE_ADDR"),
         environ,
         _decode_headers,
     )
