@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, Decision, Rule
 from tokenbucket._http import (
+    OWN_FIELDS,
+    OWN_INITIALS,
+    RAW_OWN_FIELDS,
+    RAW_OWN_INITIALS,
     Policy,
+    add_fields,
     denial,
     rate_limit_headers,
     raw_rate_limit_headers,
@@ -105,3 +110,18 @@ def test_status_lines():
     """WSGI status lines carry the standard reason phrase."""
     assert status_line(429) == "429 Too Many Requests"
     assert status_line(413) == "413 Request Entity Too Large"
+
+
+@pytest.mark.parametrize("container", [list, tuple, iter, lambda pairs: (p for p in pairs)])
+def test_add_fields_reads_any_iterable_once(container):
+    """The app's fields, from any iterable, come first; ours follow unless the app set them
+    (in any case), for str (WSGI) and bytes (ASGI) alike."""
+    ours = [("RateLimit-Policy", '"default";q=5'), ("RateLimit", '"default";r=4')]
+    app = [("Content-Type", "text/plain"), ("rATElimit", "app")]
+    assert add_fields(container(app[:1]), ours, OWN_FIELDS, OWN_INITIALS) == app[:1] + ours
+    assert add_fields(container(app), ours, OWN_FIELDS, OWN_INITIALS) == app + ours[:1]
+    raw_ours = [(name.lower().encode(), value.encode()) for name, value in ours]
+    raw_app = [(name.encode(), value.encode()) for name, value in app]
+    merged = add_fields(container(raw_app), raw_ours, RAW_OWN_FIELDS, RAW_OWN_INITIALS)
+    assert merged == raw_app + raw_ours[:1]
+    assert add_fields(None, raw_ours, RAW_OWN_FIELDS, RAW_OWN_INITIALS) == raw_ours

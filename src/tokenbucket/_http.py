@@ -29,8 +29,10 @@ import math
 from http import HTTPStatus
 from typing import (
     Any,
+    AnyStr,
     Callable,
     Dict,
+    FrozenSet,
     Iterable,
     List,
     Mapping,
@@ -79,6 +81,13 @@ OWN_FIELDS = frozenset(
         "x-ratelimit-reset",
     )
 )
+#: Their first letters in either case: most names are ruled out without ``lower()``.
+OWN_INITIALS = frozenset(name[:1] for name in OWN_FIELDS) | {
+    name[:1].upper() for name in OWN_FIELDS
+}
+#: `OWN_FIELDS` and `OWN_INITIALS` as ASGI carries names: bytes.
+RAW_OWN_FIELDS = frozenset(name.encode("ascii") for name in OWN_FIELDS)
+RAW_OWN_INITIALS = frozenset(name.encode("ascii") for name in OWN_INITIALS)
 _JSON = ("Content-Type", "application/json")
 _ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route")
 _ADMIN_METHODS = "GET, POST, DELETE"
@@ -253,6 +262,29 @@ def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> Raw
     if reset_after != math.inf:
         fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(reset_after)))
     return fields
+
+
+def add_fields(
+    headers: Optional[Iterable[Tuple[AnyStr, AnyStr]]],
+    extra: List[Tuple[AnyStr, AnyStr]],
+    own: FrozenSet[AnyStr],
+    initials: FrozenSet[AnyStr],
+) -> List[Tuple[AnyStr, AnyStr]]:
+    """Return the app's ``headers`` followed by the ``extra`` fields it did not set itself.
+
+    ``headers`` is any iterable of name/value pairs (a list, a tuple, a generator; ASGI allows
+    all of them), or None; it is read once. Names compare case-insensitively; ``own`` holds the
+    lower-case names ``extra`` may contain and ``initials`` their first letters in both cases
+    (`OWN_FIELDS` and `OWN_INITIALS` for str, `RAW_OWN_FIELDS` and `RAW_OWN_INITIALS` for bytes).
+    """
+    if headers is None:
+        return extra
+    fields: List[Tuple[AnyStr, AnyStr]] = headers if isinstance(headers, list) else list(headers)
+    for name, _ in fields:
+        if name[:1] in initials and name.lower() in own:
+            present = {other.lower() for other, _ in fields}
+            return fields + [field for field in extra if field[0].lower() not in present]
+    return fields + extra
 
 
 def retry_after_seconds(decision: Decision) -> Optional[int]:

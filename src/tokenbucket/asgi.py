@@ -45,11 +45,14 @@ from ._decision import Decision
 from ._http import (
     DEFAULT_ADMIN_PATH,
     DEFAULT_MAX_BODY,
+    RAW_OWN_FIELDS,
+    RAW_OWN_INITIALS,
     DecisionHook,
     KeyFunc,
     Policy,
     RequestView,
     Response,
+    add_fields,
     client_key,
 )
 from ._registry import BucketRegistry
@@ -63,9 +66,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _RawHeaders = List[Tuple[bytes, bytes]]
-
-_OWN_FIELDS = frozenset(name.encode() for name in _http.OWN_FIELDS)
-_INITIALS = frozenset((b"r", b"R", b"x", b"X"))
 
 
 class RateLimitMiddleware:
@@ -214,7 +214,9 @@ class RateLimitMiddleware:
 
         async def send_with_fields(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _add_fields(message, extra)
+                message["headers"] = add_fields(
+                    message.get("headers"), extra, RAW_OWN_FIELDS, RAW_OWN_INITIALS
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_fields)
@@ -338,21 +340,6 @@ def _view(scope: Scope) -> RequestView:
 
 def _encode(fields: _http.HeaderList) -> _RawHeaders:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
-
-
-def _add_fields(message: Message, extra: _RawHeaders) -> None:
-    """Add the ``extra`` fields the app did not set itself to ``message``, a response start."""
-    headers = message.get("headers")
-    if not headers:
-        message["headers"] = extra
-        return
-    for name, _ in headers:
-        # Every field of ours starts with r or x: most names are ruled out without lower().
-        if name[:1] in _INITIALS and name.lower() in _OWN_FIELDS:
-            present = {name.lower() for name, _ in headers}
-            extra = [field for field in extra if field[0] not in present]
-            break
-    message["headers"] = [*headers, *extra]
 
 
 async def _send_response(send: Send, response: Response) -> None:

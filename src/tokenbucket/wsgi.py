@@ -22,12 +22,14 @@ from ._http import (
     DEFAULT_ADMIN_PATH,
     DEFAULT_MAX_BODY,
     OWN_FIELDS,
+    OWN_INITIALS,
     DecisionHook,
     HeaderList,
     KeyFunc,
     Policy,
     RequestView,
     Response,
+    add_fields,
     client_key,
 )
 from ._registry import BucketRegistry
@@ -38,8 +40,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
-
-_INITIALS = frozenset("RrXx")
 
 
 class RateLimitMiddleware:
@@ -167,7 +167,7 @@ class RateLimitMiddleware:
         def start_with_fields(
             status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            combined = _add_fields(headers, fields)
+            combined = add_fields(headers, fields, OWN_FIELDS, OWN_INITIALS)
             if exc_info is None:
                 return start_response(status, combined)
             return start_response(status, combined, exc_info)
@@ -275,16 +275,6 @@ def _view(environ: WSGIEnvironment, path: str) -> RequestView:
         environ,
         _decode_headers,
     )
-
-
-def _add_fields(headers: HeaderList, extra: HeaderList) -> HeaderList:
-    """Return the app's ``headers`` followed by the ``extra`` fields it did not set itself."""
-    for name, _ in headers:
-        # Every field of ours starts with R or X: most names are ruled out without lower().
-        if name[:1] in _INITIALS and name.lower() in OWN_FIELDS:
-            present = {name.lower() for name, _ in headers}
-            return [*headers, *(field for field in extra if field[0].lower() not in present)]
-    return [*headers, *extra]
 
 
 def _respond(start_response: StartResponse, response: Response) -> Iterable[bytes]:
