@@ -508,10 +508,6 @@ class Options:
         """Return the rate-limit header fields to add to a response, in the configured mode."""
         return rate_limit_headers(decision, policy, self.header_mode)
 
-    def raw_headers_for(self, decision: Decision, policy: Policy) -> RawHeaderList:
-        """Return `headers_for` as bytes with lower-case names, as ASGI carries them."""
-        return raw_rate_limit_headers(decision, policy, self.header_mode)
-
 
 def _check_cost(cost: object) -> Number:
     if isinstance(cost, bool) or not isinstance(cost, (int, float)):
