@@ -15,7 +15,9 @@ from tokenbucket._http import (
     OWN_INITIALS,
     RAW_OWN_FIELDS,
     RAW_OWN_INITIALS,
+    Options,
     Policy,
+    RequestView,
     add_fields,
     denial,
     rate_limit_headers,
@@ -125,3 +127,66 @@ def test_add_fields_reads_any_iterable_once(container):
     merged = add_fields(container(raw_app), raw_ours, RAW_OWN_FIELDS, RAW_OWN_INITIALS)
     assert merged == raw_app + raw_ours[:1]
     assert add_fields(None, raw_ours, RAW_OWN_FIELDS, RAW_OWN_INITIALS) == raw_ours
+
+
+def options(**given):
+    arguments = {
+        "registry": BucketRegistry(Rule(3, 1)),
+        "key": None,
+        "cost": 1,
+        "exempt": None,
+        "routes": None,
+        "dry_run": False,
+        "headers": "draft",
+        "on_decision": None,
+        "admin_token": None,
+        "admin_path": "/admin",
+        "max_body": 100,
+    }
+    return Options(**{**arguments, **given})
+
+
+def view(path="/", client="203.0.113.7", headers=None):
+    return RequestView("GET", "http", path, "", client, headers or {}, dict)
+
+
+class TestLimitFor:
+    """The decisions both middlewares take from _http: exemption, route, key, cost, hook."""
+
+    def test_default_policy_client_key_and_fixed_cost(self):
+        """Without options: the default policy, the client address (else 'unknown'), cost 1."""
+        o = options(cost=2)
+        assert o.limit_for(view()) == (o.default, "203.0.113.7", "203.0.113.7", 2)
+        assert o.limit_for(view(client=None))[1:] == ("unknown", "unknown", 2)
+        assert o.limit_for(view(client=""))[1:] == ("unknown", "unknown", 2)
+
+    def test_route_key_and_cost_functions(self):
+        """A route's policy namespaces the bucket; key and cost callables see the view."""
+        o = options(
+            routes={"/login": Rule(1, 1)},
+            key=lambda request: request.header("x-user") or "anonymous",
+            cost=lambda request: len(request.path),
+        )
+        policy, key, bucket, cost = o.limit_for(view("/login", headers={"x-user": "ann"}))
+        assert (policy.name, key, bucket, cost) == ("/login", "ann", "/login\0ann", 6)
+        assert o.limit_for(view("/other")) == (o.default, "anonymous", "anonymous", 6)
+
+    def test_exempt_paths_then_predicate(self):
+        """Exempt paths match by path; a predicate is asked about each request."""
+        asked = []
+        o = options(exempt=["/health"])
+        assert (o.is_exempt(view("/health")), o.is_exempt(view("/"))) == (True, False)
+        o = options(exempt=lambda request: asked.append(request.path) or request.path == "/x")
+        assert (o.is_exempt(view("/x")), o.is_exempt(view("/y"))) == (True, False)
+        assert asked == ["/x", "/y"]
+
+    def test_report_calls_the_hook_with_the_key(self):
+        """report passes the view, the key (not the namespaced bucket) and the decision."""
+        seen = []
+        o = options(routes={"/login": Rule(1, 1)}, on_decision=lambda *args: seen.append(args))
+        request = view("/login")
+        policy, key, bucket, cost = o.limit_for(request)
+        decision = policy.registry.consume(bucket, cost)
+        o.report(request, key, decision)
+        assert seen == [(request, "203.0.113.7", decision)]
+        options().report(request, key, decision)  # no hook: nothing to call

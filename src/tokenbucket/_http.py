@@ -1,10 +1,12 @@
 """The HTTP decisions both middlewares share, written once and free of I/O (sans-IO).
 
 What belongs here: the request view that key, ``exempt`` and ``cost`` callables receive; option
-validation; choosing a route's limiter; the rate-limit header fields; the 429 response; and the
-admin API, from an HTTP request (method, query, ``Authorization``, body bytes) to a response
-(status, headers, JSON body). What must not: sockets, asyncio, ASGI or WSGI messages, or any web
-framework. ``asgi.py`` and ``wsgi.py`` translate their protocol to and from what is here.
+validation; how a request is counted (exemption, route, key, cost: `Options.limit_for`) and the
+``on_decision`` hook; the rate-limit header fields; the 429 response; and the admin API, from an
+HTTP request (method, query, ``Authorization``, body bytes) to a response (status, headers, JSON
+body). What must not: sockets, asyncio, ASGI or WSGI messages, or any web framework, nor the
+registry call itself, which is synchronous under WSGI and may be awaited under ASGI.
+``asgi.py`` and ``wsgi.py`` translate their protocol to and from what is here.
 
 Header fields follow draft-ietf-httpapi-ratelimit-headers-11 (May 2026; section 3 for
 ``RateLimit-Policy``, section 4 for ``RateLimit``): both are Structured Field Lists (RFC 9651)
@@ -205,6 +207,15 @@ class Policy:
             text = f"{self.field_name};q={int(limit)}"
             values = self._values[limit] = (text, text.encode("ascii"))
         return values
+
+
+#: How one request is counted, as `Options.limit_for` decides it: ``(policy, key, bucket, cost)``.
+#: ``policy`` is the limiter (the default one or the request's route); ``key`` the key function's
+#: answer (by default the client address), which ``on_decision`` gets; ``bucket`` that key in the
+#: policy's namespace, the key to consume from ``policy.registry``; ``cost`` the tokens the
+#: request takes. A plain tuple: it is built for every request, and a NamedTuple costs 10 times
+#: as much to build.
+Limit = Tuple["Policy", str, str, Number]
 
 
 def _sf_string(text: str) -> str:
@@ -478,7 +489,12 @@ class Options:
 
     @property
     def is_plain(self) -> bool:
-        """Whether requests need nothing but the default key, cost and registry (a fast path)."""
+        """Whether requests need nothing but the default key, cost and registry (a fast path).
+
+        Then no request is exempt and `limit_for` is always the default policy, the key
+        ``client_key(client)`` and the fixed cost, with no hook to call: a middleware may count
+        the request with those without building a `RequestView`.
+        """
         return (
             self.exempt_paths is None
             and self.exempt_func is None
@@ -499,14 +515,40 @@ class Options:
                 return policy
         return self.default
 
-    def is_exempt_path(self, path: str) -> bool:
-        """Whether ``path`` is among the exempt paths (the predicate is the adapter's to call)."""
+    def is_exempt(self, view: RequestView) -> bool:
+        """Whether the request is exempt (neither limited nor counted): by path or predicate."""
         paths = self.exempt_paths
-        return paths is not None and path in paths
+        if paths is not None and view.path in paths:
+            return True
+        predicate = self.exempt_func
+        return predicate is not None and bool(predicate(view))
+
+    def limit_for(self, view: RequestView) -> Limit:
+        """Return how the request is counted: ``(policy, key, bucket, cost)`` (see `Limit`).
+
+        The caller takes ``cost`` tokens from ``bucket`` in ``policy.registry`` (synchronously
+        or awaited, as its protocol allows), then passes ``key`` and the decision to `report`.
+        """
+        policy = self.policy_for(view.path) if self.routes else self.default
+        key_func = self.key_func
+        key = client_key(view.client) if key_func is None else key_func(view)
+        cost_func = self.cost_func
+        cost = self.cost if cost_func is None else cost_func(view)
+        return policy, key, policy.prefix + key, cost
+
+    def report(self, view: RequestView, key: str, decision: Decision) -> None:
+        """Call ``on_decision(view, key, decision)`` for a counted request, if there is a hook."""
+        hook = self.on_decision
+        if hook is not None:
+            hook(view, key, decision)
 
     def headers_for(self, decision: Decision, policy: Policy) -> HeaderList:
         """Return the rate-limit header fields to add to a response, in the configured mode."""
         return rate_limit_headers(decision, policy, self.header_mode)
+
+    def denial(self, decision: Decision, policy: Policy) -> Response:
+        """Return the 429 response to a denied request, with the configured header fields."""
+        return denial(decision, self.headers_for(decision, policy))
 
 
 def _check_cost(cost: object) -> Number:
@@ -603,8 +645,15 @@ class AdminAPI:
         offered = credentials.strip().encode("latin-1", "replace")
         return 0 if hmac.compare_digest(offered, self._expected) else 403
 
-    def refusal(self, status: int, fields: HeaderList) -> Response:
-        """Return the 401 or 403 response to an unauthorised request, with its ``fields``."""
+    def refusal(self, status: int, policy: Policy, decision: Decision) -> Response:
+        """Return the response to an unauthorised request, counted with ``decision``.
+
+        ``status`` is what `authorize` returned. A denied request gets the 429 (whatever
+        ``dry_run`` says); an allowed one the 401 or 403. Both carry the rate-limit fields.
+        """
+        fields = self._options.headers_for(decision, policy)
+        if not decision.allowed:
+            return denial(decision, fields)
         if status == 401:
             fields = [("WWW-Authenticate", 'Bearer realm="tokenbucket admin"'), *fields]
             return _error(401, "missing bearer token", fields)

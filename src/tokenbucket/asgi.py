@@ -192,19 +192,13 @@ class RateLimitMiddleware:
             client = scope.get("client")
             decision = self._consume(client_key(client[0] if client else None), self._cost)
         else:
-            view: Optional[RequestView] = None
-            if options.exempt_paths is not None and options.is_exempt_path(path):
+            view = _view(scope)
+            if options.is_exempt(view):
                 await self.app(scope, receive, send)
                 return
-            if options.exempt_func is not None:
-                view = _view(scope)
-                if options.exempt_func(view):
-                    await self.app(scope, receive, send)
-                    return
-            policy, decision = await self._decide(scope, path, view)
+            policy, decision = await self._count(view)
         if not decision[0] and not options.dry_run:  # denied
-            fields = options.headers_for(decision, policy)
-            await _send_response(send, _http.denial(decision, fields))
+            await _send_response(send, options.denial(decision, policy))
             return
         mode = self._mode
         if not mode:
@@ -221,29 +215,18 @@ class RateLimitMiddleware:
 
         await self.app(scope, receive, send_with_fields)
 
-    async def _decide(
-        self, scope: Scope, path: str, view: Optional[RequestView]
-    ) -> Tuple[Policy, Decision]:
-        """Count the request against its bucket; return the policy and the decision."""
+    async def _count(self, view: RequestView) -> Tuple[Policy, Decision]:
+        """Count the request as `Options.limit_for` says; return its policy and the decision.
+
+        Only the registry call is this module's own: awaited when the store is async.
+        """
         options = self._options
-        policy = options.policy_for(path) if options.routes else options.default
-        if options.key_func is None:
-            client = scope.get("client")
-            key = client_key(client[0] if client else None)
-        else:
-            view = view or _view(scope)
-            key = options.key_func(view)
-        if options.cost_func is None:
-            cost = options.cost
-        else:
-            view = view or _view(scope)
-            cost = options.cost_func(view)
+        policy, key, bucket, cost = options.limit_for(view)
         if options.is_async:
-            decision = await policy.registry.aconsume(policy.prefix + key, cost)
+            decision = await policy.registry.aconsume(bucket, cost)
         else:
-            decision = policy.registry.consume(policy.prefix + key, cost)
-        if options.on_decision is not None:
-            options.on_decision(view or _view(scope), key, decision)
+            decision = policy.registry.consume(bucket, cost)
+        options.report(view, key, decision)
         return policy, decision
 
     async def _admin_request(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -253,13 +236,8 @@ class RateLimitMiddleware:
         status = admin.authorize(view.header("authorization"))
         if status:
             # Counted against the caller's bucket, whatever dry_run or exempt say.
-            policy, decision = await self._decide(scope, view.path, view)
-            fields = self._options.headers_for(decision, policy)
-            if decision.allowed:
-                response = admin.refusal(status, fields)
-            else:
-                response = _http.denial(decision, fields)
-            await _send_response(send, response)
+            policy, decision = await self._count(view)
+            await _send_response(send, admin.refusal(status, policy, decision))
             return
         body = b""
         if admin.wants_body(view.method):
@@ -283,17 +261,11 @@ class RateLimitMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         options = self._options
-        path: str = scope["path"]
-        view: Optional[RequestView] = None
-        if options.exempt_paths is not None and options.is_exempt_path(path):
+        view = _view(scope)
+        if options.is_exempt(view):
             await self.app(scope, receive, send)
             return
-        if options.exempt_func is not None:
-            view = _view(scope)
-            if options.exempt_func(view):
-                await self.app(scope, receive, send)
-                return
-        policy, decision = await self._decide(scope, path, view)
+        policy, decision = await self._count(view)
         if decision.allowed or options.dry_run:
             await self.app(scope, receive, send)
             return
@@ -301,7 +273,7 @@ class RateLimitMiddleware:
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake completed
         if "websocket.http.response" in (scope.get("extensions") or {}):
-            response = _http.denial(decision, options.headers_for(decision, policy))
+            response = options.denial(decision, policy)
             await send(
                 {
                     "type": "websocket.http.response.start",

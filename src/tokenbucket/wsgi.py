@@ -135,30 +135,23 @@ class RateLimitMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
         options = self._options
-        if self._plain and self._admin is None:
-            # No admin API, exemptions, routes, key or cost function, or hook: the common case,
-            # which does not even need the path.
-            policy = options.default
-            decision = self._consume(client_key(environ.get("REMOTE_ADDR")), self._cost)
-        else:
+        path: Optional[str] = None
+        if self._admin_path is not None:
             path = _path(environ)
             if path == self._admin_path:
                 return self._admin_request(environ, path, start_response)
-            view: Optional[RequestView] = None
-            if options.exempt_paths is not None and options.is_exempt_path(path):
+        if self._plain:
+            # No exemptions, routes, key or cost function, or hook: the common case, which does
+            # not even need the path.
+            policy = options.default
+            decision = self._consume(client_key(environ.get("REMOTE_ADDR")), self._cost)
+        else:
+            view = _view(environ, _path(environ) if path is None else path)
+            if options.is_exempt(view):
                 return self.app(environ, start_response)
-            if options.exempt_func is not None:
-                view = _view(environ, path)
-                if options.exempt_func(view):
-                    return self.app(environ, start_response)
-            if self._plain:
-                policy = options.default
-                decision = self._consume(client_key(environ.get("REMOTE_ADDR")), self._cost)
-            else:
-                policy, decision = self._decide(environ, path, view)
+            policy, decision = self._count(view)
         if not decision[0] and not options.dry_run:  # denied
-            denied = _http.denial(decision, options.headers_for(decision, policy))
-            return _respond(start_response, denied)
+            return _respond(start_response, options.denial(decision, policy))
         mode = self._mode
         if not mode:
             return self.app(environ, start_response)
@@ -174,24 +167,12 @@ class RateLimitMiddleware:
 
         return self.app(environ, start_with_fields)
 
-    def _decide(
-        self, environ: WSGIEnvironment, path: str, view: Optional[RequestView]
-    ) -> tuple[Policy, Decision]:
+    def _count(self, view: RequestView) -> tuple[Policy, Decision]:
+        """Count the request as `Options.limit_for` says; return its policy and the decision."""
         options = self._options
-        policy = options.policy_for(path) if options.routes else options.default
-        if options.key_func is None:
-            key = client_key(environ.get("REMOTE_ADDR"))
-        else:
-            view = view or _view(environ, path)
-            key = options.key_func(view)
-        if options.cost_func is None:
-            cost = options.cost
-        else:
-            view = view or _view(environ, path)
-            cost = options.cost_func(view)
-        decision = policy.registry.consume(policy.prefix + key, cost)
-        if options.on_decision is not None:
-            options.on_decision(view or _view(environ, path), key, decision)
+        policy, key, bucket, cost = options.limit_for(view)
+        decision = policy.registry.consume(bucket, cost)
+        options.report(view, key, decision)
         return policy, decision
 
     def _admin_request(
@@ -203,11 +184,8 @@ class RateLimitMiddleware:
         status = admin.authorize(view.header("authorization"))
         if status:
             # Counted against the caller's bucket, whatever dry_run or exempt say.
-            policy, decision = self._decide(environ, path, view)
-            fields = self._options.headers_for(decision, policy)
-            if decision.allowed:
-                return _respond(start_response, admin.refusal(status, fields))
-            return _respond(start_response, _http.denial(decision, fields))
+            policy, decision = self._count(view)
+            return _respond(start_response, admin.refusal(status, policy, decision))
         body = b""
         if admin.wants_body(view.method):
             read = _read_body(environ, admin)
