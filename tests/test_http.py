@@ -13,15 +13,16 @@ from tokenbucket import BucketRegistry, Decision, Rule
 from tokenbucket._http import (
     OWN_FIELDS,
     OWN_INITIALS,
+    RAW,
     RAW_OWN_FIELDS,
     RAW_OWN_INITIALS,
+    TEXT,
     Options,
     Policy,
     RequestView,
     add_fields,
     denial,
     rate_limit_headers,
-    raw_rate_limit_headers,
     retry_after_seconds,
     status_line,
 )
@@ -46,8 +47,8 @@ def policy(name="default"):
 @given(decision=_decisions, mode=st.sampled_from([0, 1, 2, 3]))
 def test_raw_fields_are_the_str_fields_as_asgi_bytes(decision, mode):
     """The ASGI (bytes) and WSGI (str) writers agree field for field, in every mode."""
-    text = rate_limit_headers(decision, policy(), mode)
-    raw = raw_rate_limit_headers(decision, policy(), mode)
+    text = rate_limit_headers(decision, policy(), mode, TEXT)
+    raw = rate_limit_headers(decision, policy(), mode, RAW)
     assert raw == [(name.lower().encode(), value.encode()) for name, value in text]
     assert len(text) == {0: 0, 1: 2, 2: 3, 3: 5}[mode] - (
         mode & 2 and decision.reset_after == math.inf
@@ -66,14 +67,14 @@ def test_raw_fields_are_the_str_fields_as_asgi_bytes(decision, mode):
 )
 def test_draft_values(decision, expected):
     """q floors the capacity, r floors the level, t ceils the wait (retry wait when denied)."""
-    assert [value for _, value in rate_limit_headers(decision, policy(), 1)] == expected
+    assert [value for _, value in rate_limit_headers(decision, policy(), 1, TEXT)] == expected
 
 
 def test_policy_value_follows_the_limit():
     """The cached RateLimit-Policy value is recomputed when the limit changes."""
     p = policy()
-    assert rate_limit_headers(Decision(True, 1, 0, 1, 5), p, 1)[0][1] == '"default";q=5'
-    assert rate_limit_headers(Decision(True, 1, 0, 1, 50), p, 1)[0][1] == '"default";q=50'
+    assert rate_limit_headers(Decision(True, 1, 0, 1, 5), p, 1, TEXT)[0][1] == '"default";q=5'
+    assert rate_limit_headers(Decision(True, 1, 0, 1, 50), p, 1, TEXT)[0][1] == '"default";q=50'
 
 
 def test_structured_field_string_escapes():

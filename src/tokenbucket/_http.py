@@ -34,14 +34,17 @@ from typing import (
     AnyStr,
     Callable,
     Dict,
+    Final,
     FrozenSet,
     Iterable,
     List,
+    Literal,
     Mapping,
     NamedTuple,
     Optional,
     Tuple,
     Union,
+    overload,
 )
 from urllib.parse import parse_qsl
 
@@ -73,16 +76,26 @@ DEFAULT_MAX_BODY = 4096
 _HEADER_MODES = {"draft": 1, "legacy": 2, "both": 3, None: 0}
 _DRAFT = 1
 _LEGACY = 2
-#: Lower-case names of every field this module may add, to leave alone those the app set itself.
-OWN_FIELDS = frozenset(
-    (
-        "ratelimit",
-        "ratelimit-policy",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    )
+
+#: The ``form`` of `rate_limit_headers`: str fields as WSGI wants them...
+TEXT: Final = 0
+#: ...or bytes with lower-case names, as ASGI carries them.
+RAW: Final = 1
+_NAMES = (
+    "RateLimit-Policy",
+    "RateLimit",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
 )
+#: Per form: the field names, then the formats of an integer (``%d`` floors the positive numbers
+#: written), of a ``RateLimit`` value and of one with ``t``.
+_FORMS: Tuple[Tuple[Tuple[Any, ...], Any, Any, Any], ...] = (
+    (_NAMES, "%d", "%s;r=%d", "%s;r=%d;t=%d"),
+    (tuple(name.lower().encode("ascii") for name in _NAMES), b"%d", b"%s;r=%d", b"%s;r=%d;t=%d"),
+)
+#: Lower-case names of every field this module may add, to leave alone those the app set itself.
+OWN_FIELDS = frozenset(name.lower() for name in _NAMES)
 #: Their first letters in either case: most names are ruled out without ``lower()``.
 OWN_INITIALS = frozenset(name[:1] for name in OWN_FIELDS) | {
     name[:1].upper() for name in OWN_FIELDS
@@ -185,14 +198,15 @@ class Policy:
     pattern, so route buckets and overrides never mix with the default ones.
     """
 
-    __slots__ = ("_values", "field_name", "name", "prefix", "raw_field_name", "registry")
+    __slots__ = ("_values", "field_name", "field_names", "name", "prefix", "registry")
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
         self.name = name
         self.registry = registry
         self.prefix = prefix
         self.field_name = _sf_string(name)
-        self.raw_field_name = self.field_name.encode("ascii")
+        #: The name as a Structured Field String in each form (`TEXT`, `RAW`).
+        self.field_names = (self.field_name, self.field_name.encode("ascii"))
         # RateLimit-Policy values (str, bytes) by capacity. Few capacities are in use (the
         # default and the overrides), so this stays small; entries are immutable and dict
         # operations atomic, so concurrent requests never see each other's value.
@@ -223,55 +237,47 @@ def _sf_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# The two functions below write the same fields, as str for WSGI and as bytes (lower-case names)
-# for ASGI, each in one pass: they are on every request's path.
+@overload
+def rate_limit_headers(
+    decision: Decision, policy: Policy, mode: int, form: Literal[0]
+) -> HeaderList: ...
 
 
-def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderList:
-    """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set)."""
+@overload
+def rate_limit_headers(
+    decision: Decision, policy: Policy, mode: int, form: Literal[1]
+) -> RawHeaderList: ...
+
+
+def rate_limit_headers(
+    decision: Decision, policy: Policy, mode: int, form: int
+) -> List[Tuple[Any, Any]]:
+    """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set).
+
+    ``form`` is `TEXT` (str, as WSGI wants them) or `RAW` (bytes with lower-case names, as ASGI
+    carries them): the same fields, written by the same code in one pass, for every request.
+    """
     allowed, remaining, retry_after, reset_after, limit = decision
     left = int(remaining)
+    names, number, state, timed_state = _FORMS[form]
     if mode & _DRAFT:
         window = reset_after if allowed else retry_after
+        name = policy.field_names[form]
         if window == math.inf:
-            state = f"{policy.field_name};r={left}"
+            value = state % (name, left)
         else:
-            state = f"{policy.field_name};r={left};t={math.ceil(window)}"
-        fields = [("RateLimit-Policy", policy.policy_value(limit)[0]), ("RateLimit", state)]
+            value = timed_state % (name, left, math.ceil(window))
+        fields = [(names[0], policy.policy_value(limit)[form]), (names[1], value)]
         if not mode & _LEGACY:
             return fields
     elif mode & _LEGACY:
         fields = []
     else:
         return []
-    fields.append(("X-RateLimit-Limit", str(int(limit))))
-    fields.append(("X-RateLimit-Remaining", str(left)))
+    fields.append((names[2], number % int(limit)))
+    fields.append((names[3], number % left))
     if reset_after != math.inf:
-        fields.append(("X-RateLimit-Reset", str(math.ceil(reset_after))))
-    return fields
-
-
-def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> RawHeaderList:
-    """Return `rate_limit_headers` as ASGI wants them: bytes, with lower-case names."""
-    allowed, remaining, retry_after, reset_after, limit = decision
-    left = int(remaining)
-    if mode & _DRAFT:
-        window = reset_after if allowed else retry_after
-        if window == math.inf:
-            state = b"%b;r=%d" % (policy.raw_field_name, left)
-        else:
-            state = b"%b;r=%d;t=%d" % (policy.raw_field_name, left, math.ceil(window))
-        fields = [(b"ratelimit-policy", policy.policy_value(limit)[1]), (b"ratelimit", state)]
-        if not mode & _LEGACY:
-            return fields
-    elif mode & _LEGACY:
-        fields = []
-    else:
-        return []
-    fields.append((b"x-ratelimit-limit", b"%d" % int(limit)))
-    fields.append((b"x-ratelimit-remaining", b"%d" % left))
-    if reset_after != math.inf:
-        fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(reset_after)))
+        fields.append((names[4], number % math.ceil(reset_after)))
     return fields
 
 
@@ -544,7 +550,7 @@ class Options:
 
     def headers_for(self, decision: Decision, policy: Policy) -> HeaderList:
         """Return the rate-limit header fields to add to a response, in the configured mode."""
-        return rate_limit_headers(decision, policy, self.header_mode)
+        return rate_limit_headers(decision, policy, self.header_mode, TEXT)
 
     def denial(self, decision: Decision, policy: Policy) -> Response:
         """Return the 429 response to a denied request, with the configured header fields."""

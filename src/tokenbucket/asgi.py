@@ -45,6 +45,7 @@ from ._decision import Decision
 from ._http import (
     DEFAULT_ADMIN_PATH,
     DEFAULT_MAX_BODY,
+    RAW,
     RAW_OWN_FIELDS,
     RAW_OWN_INITIALS,
     DecisionHook,
@@ -54,6 +55,7 @@ from ._http import (
     Response,
     add_fields,
     client_key,
+    rate_limit_headers,
 )
 from ._registry import BucketRegistry
 from ._rule import Rule
@@ -204,7 +206,7 @@ class RateLimitMiddleware:
         if not mode:
             await self.app(scope, receive, send)
             return
-        extra = _http.raw_rate_limit_headers(decision, policy, mode)
+        extra = rate_limit_headers(decision, policy, mode, RAW)
 
         async def send_with_fields(message: Message) -> None:
             if message["type"] == "http.response.start":

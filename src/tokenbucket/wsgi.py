@@ -23,6 +23,7 @@ from ._http import (
     DEFAULT_MAX_BODY,
     OWN_FIELDS,
     OWN_INITIALS,
+    TEXT,
     DecisionHook,
     HeaderList,
     KeyFunc,
@@ -31,6 +32,7 @@ from ._http import (
     Response,
     add_fields,
     client_key,
+    rate_limit_headers,
 )
 from ._registry import BucketRegistry
 from ._rule import Rule
@@ -155,7 +157,7 @@ class RateLimitMiddleware:
         mode = self._mode
         if not mode:
             return self.app(environ, start_response)
-        fields = _http.rate_limit_headers(decision, policy, mode)
+        fields = rate_limit_headers(decision, policy, mode, TEXT)
 
         def start_with_fields(
             status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
