@@ -410,3 +410,23 @@ class TestAsyncStore:
         assert removed.json()["removed"] is True
         assert after == 429  # back to capacity 2, with 2 used
         assert store.calls >= 5
+
+    def test_update_without_numbers_is_400_with_an_async_store(self):
+        """Neither capacity nor refill_rate: a 400 with an async store too, and nothing
+        changes."""
+        registry = BucketRegistry(Rule(2, 1.0), store=AsyncMemoryStore(ManualClock()))
+        app = RateLimitMiddleware(echo_socket, registry=registry, admin_token=TOKEN)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/admin/update-rule",
+            "headers": [(b"authorization", f"Bearer {TOKEN}".encode())],
+            "client": (IP, 1),
+        }
+        body = {"type": "http.request", "body": json.dumps({"client_id": IP}).encode()}
+        sent = run(_call(app, scope, [body]))
+        assert sent[0]["status"] == 400
+        assert json.loads(sent[1]["body"]) == {
+            "error": "at least one of 'capacity' or 'refill_rate' is required"
+        }
+        assert run(registry.arule_for(IP)) == Rule(2, 1.0)

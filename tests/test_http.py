@@ -191,3 +191,16 @@ class TestLimitFor:
         o.report(request, key, decision)
         assert seen == [(request, "203.0.113.7", decision)]
         options().report(request, key, decision)  # no hook: nothing to call
+
+
+def test_rule_change_without_numbers_is_the_cores_400():
+    """A POST naming neither capacity nor refill_rate gets the core's own check and message
+    (check_rule_fields, as BucketRegistry.update_rule raises it) as a 400."""
+    registry = BucketRegistry(Rule(3, 1))
+    admin = options(registry=registry, admin_token="t").admin
+    with pytest.raises(ValueError, match=r"^at least one of") as core:
+        registry.update_rule("a")
+    for body in (b'{"client_id": "a"}', b'{"client_id": "a", "route": "/nope"}'):
+        response = admin.parse("POST", "", body)
+        assert (response.status, json.loads(response.body)) == (400, {"error": str(core.value)})
+    assert registry.rule_for("a") == Rule(3, 1)

@@ -51,7 +51,7 @@ from urllib.parse import parse_qsl
 from ._decision import Decision
 from ._registry import BucketRegistry
 from ._rule import Rule
-from ._validate import Number, check_capacity, check_rate, show
+from ._validate import Number, check_capacity, check_rate, check_rule_fields, show
 
 #: The key used for a request whose client address the server did not report (``scope["client"]``
 #: is None or has an empty host, or ``REMOTE_ADDR`` is missing or empty: a Unix socket, some test
@@ -750,8 +750,6 @@ class AdminAPI:
             return _error(400, "field 'client_id' is required")
         if not isinstance(client_id, str) or not client_id:
             return _error(400, f"'client_id' must be a non-empty string, got {show(client_id)}")
-        if "capacity" not in data and "refill_rate" not in data:
-            return _error(400, "at least one of 'capacity' or 'refill_rate' is required")
         numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
         for name in numbers:
             if name in data:
@@ -759,6 +757,11 @@ class AdminAPI:
                 if isinstance(checked, Response):
                     return checked
                 numbers[name] = checked
+        try:
+            # Neither number given (JSON null was refused above): the core's check and message.
+            check_rule_fields(numbers["capacity"], numbers["refill_rate"])
+        except ValueError as exc:
+            return _error(400, str(exc))
         policy = self._route(data.get("route"))
         if isinstance(policy, Response):
             return policy
