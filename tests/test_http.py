@@ -204,3 +204,18 @@ def test_rule_change_without_numbers_is_the_cores_400():
         response = admin.parse("POST", "", body)
         assert (response.status, json.loads(response.body)) == (400, {"error": str(core.value)})
     assert registry.rule_for("a") == Rule(3, 1)
+
+
+_segments = st.lists(st.sampled_from(["a", "b", "login", "", "x*"]), max_size=4)
+
+
+@given(path=_segments.map("/".join), slashes=st.integers(0, 3))
+def test_trailing_slashes_never_change_the_route_or_exemption(path, slashes):
+    """Any path, with any number of trailing slashes added, has the same route and exemption."""
+    o = options(
+        routes={"/login": Rule(1, 1), "/a/*": Rule(2, 1), "/a/b*": Rule(3, 1), "/": Rule(4, 1)},
+        exempt=["/b", "/login/x/*"],
+    )
+    path = "/" + path
+    assert o.policy_for(path + "/" * slashes) is o.policy_for(path.rstrip("/") or "/")
+    assert o.is_exempt(view(path + "/" * slashes)) == o.is_exempt(view(path.rstrip("/") or "/"))

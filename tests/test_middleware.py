@@ -203,8 +203,19 @@ class TestOptions:
             assert response.header("ratelimit") is None
         assert h.registry.tokens(IP) == 3.0
         assert h.request(path="/healthz").header("ratelimit") == '"default";r=2;t=1'
-        assert h.request(path="/static").status == 200  # "/static/*" does not match "/static"
+        assert h.request(path="/staticky").header("ratelimit") == '"default";r=1;t=2'
         assert h.registry.tokens(IP) == 1.0
+
+    @pytest.mark.parametrize("pattern", ["/health", "/health/"])
+    def test_exempt_paths_ignore_trailing_slashes(self, make, pattern):
+        """An exempt path matches with or without trailing slashes, as the app would route it;
+        a prefix "/static/*" covers "/static" too."""
+        h = make(exempt=[pattern, "/static/*"])
+        for path in ["/health", "/health/", "/health//", "/static", "/static/", "/static//a"]:
+            response = h.request(path=path)
+            assert (response.status, response.header("ratelimit")) == (200, None), path
+        assert h.registry.tokens(IP) == 3.0
+        assert h.request(path="/health/x").header("ratelimit") == '"default";r=2;t=1'
 
     def test_exempt_predicate(self, make):
         """A predicate exempts what it returns True for."""
@@ -228,6 +239,22 @@ class TestOptions:
         assert h.request(path="/api/b").status == 200
         assert h.request(path="/api/c").status == 429
         assert h.registry.tokens(IP) == 2.0
+
+    @pytest.mark.parametrize("pattern", ["/login", "/login/"])
+    def test_routes_ignore_trailing_slashes(self, make, pattern):
+        """A request to /login/ (or /login//) cannot escape a /login rule, nor /login a /login/
+        one: all count in the one route bucket. A prefix "/api/*" covers "/api" too."""
+        h = make(routes={pattern: Rule(2, 0.1), "/api/*": Rule(1, 1.0)})
+        assert h.request(path="/login").status == 200
+        assert h.request(path="/login/").status == 200
+        denied = h.request(path="/login//")
+        assert denied.status == 429
+        assert denied.header("ratelimit-policy") == f'"{pattern}";q=2'
+        assert h.request(path="/api").header("ratelimit-policy") == '"/api/*";q=1'
+        assert h.request(path="/api/").status == 429
+        assert h.request(path="/login/x").status == 200  # another path: the default bucket
+        assert h.request(path="/apix").status == 200
+        assert h.registry.tokens(IP) == 1.0
 
     def test_route_keys_are_namespaced_in_the_shared_store(self, make):
         """Route buckets live in the registry's store under '<route>\\0<key>'."""
@@ -291,6 +318,16 @@ class TestValidation:
             ({"exempt": [b"/x"]}, TypeError, r"^'exempt' paths must be str, got b'/x'$"),
             ({"routes": ["/login"]}, TypeError, r"^'routes' must be a mapping of path to Rule"),
             ({"routes": {"/login": 5}}, TypeError, r"^'routes' values must be Rule objects, got 5"),
+            (
+                {"routes": {"/login": Rule(1, 1), "/login/": Rule(2, 1)}},
+                ValueError,
+                r"^'routes' paths '/login' and '/login/' are the same route: trailing slashes",
+            ),
+            (
+                {"routes": {"/api/*": Rule(1, 1), "/api//*": Rule(2, 1)}},
+                ValueError,
+                r"^'routes' paths '/api/\*' and '/api//\*' are the same route: trailing",
+            ),
             ({"routes": {"login": Rule(1, 1)}}, ValueError, r"^'routes' paths must start with '/'"),
             (
                 {"routes": {"/é": Rule(1, 1)}},

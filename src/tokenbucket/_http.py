@@ -36,6 +36,7 @@ from typing import (
     Dict,
     Final,
     FrozenSet,
+    Generic,
     Iterable,
     List,
     Literal,
@@ -43,6 +44,7 @@ from typing import (
     NamedTuple,
     Optional,
     Tuple,
+    TypeVar,
     Union,
     overload,
 )
@@ -104,6 +106,7 @@ OWN_INITIALS = frozenset(name[:1] for name in OWN_FIELDS) | {
 RAW_OWN_FIELDS = frozenset(name.encode("ascii") for name in OWN_FIELDS)
 RAW_OWN_INITIALS = frozenset(name.encode("ascii") for name in OWN_INITIALS)
 _JSON = ("Content-Type", "application/json")
+_V = TypeVar("_V")
 _ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route")
 _ADMIN_METHODS = "GET, POST, DELETE"
 
@@ -347,20 +350,66 @@ def _error(status: int, message: str, extra: Optional[HeaderList] = None) -> Res
     return json_response(status, {"error": message}, extra)
 
 
-class PathSet:
-    """A set of path patterns: exact paths, and prefixes written with a trailing ``*``."""
+class Paths(Generic[_V]):
+    """Path patterns, each with a value: exact paths, and prefixes written with a trailing ``*``.
 
-    __slots__ = ("exact", "prefixes")
+    ``exempt`` and ``routes`` both match through this class, so they agree on what a path is.
+    Paths are compared as decoded, case-sensitively, and trailing slashes never matter:
+    ``/login``, ``/login/`` and ``/login//`` are one path (most frameworks serve them as one,
+    or redirect one to the other), and a prefix ``/static/*`` covers ``/static`` as well as
+    everything under ``/static/``. Both paths and patterns are compared with exactly one
+    trailing slash. An exact pattern wins over a prefix, and a longer prefix over a shorter.
+    """
 
-    def __init__(self, exact: Iterable[str], prefixes: Iterable[str]) -> None:
-        self.exact = frozenset(exact)
+    __slots__ = ("_exact", "_prefix_tuple", "_prefixes")
+
+    def __init__(self, option: str, patterns: Iterable[Tuple[str, _V]]) -> None:
+        exact: Dict[str, Tuple[str, _V]] = {}
+        prefixes: Dict[str, Tuple[str, _V]] = {}
+        for pattern, value in patterns:
+            if pattern.endswith("*"):
+                prefix = pattern[:-1]
+                form, table = (_slashed(prefix) if prefix.endswith("/") else prefix), prefixes
+            else:
+                form, table = _slashed(pattern), exact
+            other = table.get(form)
+            if other is not None and other[1] != value:
+                raise ValueError(
+                    f"{option!r} paths {show(other[0])} and {show(pattern)} are the same route: "
+                    "trailing slashes do not make another one"
+                )
+            table[form] = (pattern, value)
+        self._exact = {form: value for form, (_, value) in exact.items()}
         # Longest first, so that the most specific prefix matches first.
-        self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
-
-    def __contains__(self, path: object) -> bool:
-        return path in self.exact or (
-            isinstance(path, str) and bool(self.prefixes) and path.startswith(self.prefixes)
+        self._prefixes = tuple(
+            sorted(
+                ((form, value) for form, (_, value) in prefixes.items()),
+                key=lambda item: len(item[0]),
+                reverse=True,
+            )
         )
+        self._prefix_tuple = tuple(form for form, _ in self._prefixes)
+
+    def get(self, path: str) -> Optional[_V]:
+        """Return the value of the pattern ``path`` matches, or None if it matches none."""
+        form = path.rstrip("/") + "/"
+        value = self._exact.get(form)
+        if value is not None:
+            return value
+        for prefix, value in self._prefixes:
+            if form.startswith(prefix):
+                return value
+        return None
+
+    def __contains__(self, path: str) -> bool:
+        form = path.rstrip("/") + "/"
+        prefixes = self._prefix_tuple
+        return form in self._exact or (bool(prefixes) and form.startswith(prefixes))
+
+
+def _slashed(path: str) -> str:
+    """``path`` with exactly one trailing slash: the form in which paths are compared."""
+    return path.rstrip("/") + "/"
 
 
 def _check_pattern(option: str, pattern: object) -> str:
@@ -371,18 +420,10 @@ def _check_pattern(option: str, pattern: object) -> str:
     return pattern
 
 
-def _paths(option: str, patterns: Iterable[object]) -> PathSet:
+def _paths(option: str, patterns: Iterable[object]) -> Paths[bool]:
     if isinstance(patterns, (str, bytes)):
         raise TypeError(f"{option!r} must be a list of paths, not a single path: {patterns!r}")
-    exact: List[str] = []
-    prefixes: List[str] = []
-    for pattern in patterns:
-        text = _check_pattern(option, pattern)
-        if text.endswith("*"):
-            prefixes.append(text[:-1])
-        else:
-            exact.append(text)
-    return PathSet(exact, prefixes)
+    return Paths(option, ((_check_pattern(option, pattern), True) for pattern in patterns))
 
 
 class Options:
@@ -404,8 +445,7 @@ class Options:
         "is_async",
         "key_func",
         "on_decision",
-        "route_exact",
-        "route_prefixes",
+        "route_paths",
         "routes",
     )
 
@@ -436,7 +476,7 @@ class Options:
         else:
             self.cost = _check_cost(cost)
         self.exempt_func: Optional[Callable[[RequestView], bool]] = None
-        self.exempt_paths: Optional[PathSet] = None
+        self.exempt_paths: Optional[Paths[bool]] = None
         if callable(exempt):
             self.exempt_func = exempt
         elif exempt is not None:
@@ -462,8 +502,7 @@ class Options:
         self.is_async = registry.is_async
         self.default = Policy("default", registry, "")
         self.routes: Dict[str, Policy] = {}
-        self.route_exact: Dict[str, Policy] = {}
-        self.route_prefixes: Tuple[Tuple[str, Policy], ...] = ()
+        self.route_paths: Paths[Policy] = Paths("routes", ())
         if routes is not None:
             self._set_routes(registry, routes)
         self.admin: Optional[AdminAPI] = None
@@ -476,7 +515,6 @@ class Options:
     def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Rule]) -> None:
         if not isinstance(routes, Mapping):
             raise TypeError(f"'routes' must be a mapping of path to Rule, got {routes!r}")
-        prefixes: List[Tuple[str, Policy]] = []
         for pattern, rule in routes.items():
             _check_pattern("routes", pattern)
             if not all(" " <= char <= "~" for char in pattern):
@@ -487,11 +525,7 @@ class Options:
                 )
             policy = Policy(pattern, BucketRegistry(rule, store=registry.store), pattern + "\0")
             self.routes[pattern] = policy
-            if pattern.endswith("*"):
-                prefixes.append((pattern[:-1], policy))
-            else:
-                self.route_exact[pattern] = policy
-        self.route_prefixes = tuple(sorted(prefixes, key=lambda item: len(item[0]), reverse=True))
+        self.route_paths = Paths("routes", self.routes.items())
 
     @property
     def is_plain(self) -> bool:
@@ -512,14 +546,12 @@ class Options:
         )
 
     def policy_for(self, path: str) -> Policy:
-        """Return the policy for ``path``: an exact route, else the longest prefix, else default."""
-        policy = self.route_exact.get(path)
-        if policy is not None:
-            return policy
-        for prefix, policy in self.route_prefixes:
-            if path.startswith(prefix):
-                return policy
-        return self.default
+        """Return the policy for ``path``: an exact route, else the longest prefix, else default.
+
+        Trailing slashes do not matter (see `Paths`).
+        """
+        policy = self.route_paths.get(path)
+        return self.default if policy is None else policy
 
     def is_exempt(self, view: RequestView) -> bool:
         """Whether the request is exempt (neither limited nor counted): by path or predicate."""

@@ -97,11 +97,15 @@ class RateLimitMiddleware:
             [`RequestView`][tokenbucket.asgi.RequestView]; the client IP by default.
         cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
         exempt: requests that are never limited nor counted: a list of paths (``"/health"``;
-            ``"/static/*"`` for a prefix), or a predicate ``exempt(request) -> bool``.
-        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, with the same path syntax.
-            A request matching a route (the exact path first, then the longest prefix) is counted
-            in that route's bucket for its key instead of the default one. Route buckets share
-            the registry's store.
+            ``"/static/*"`` for a prefix), or a predicate ``exempt(request) -> bool``. Paths are
+            compared as decoded, case-sensitively, and trailing slashes do not matter:
+            ``"/health"`` also exempts ``/health/``, and ``"/static/*"`` covers ``/static``.
+        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, with the same path syntax
+            and matching as ``exempt``: ``/login/`` and ``/login//`` count in the ``/login``
+            bucket, so a trailing slash cannot escape the rule (two patterns that differ only in
+            trailing slashes are refused with ``ValueError``). A request matching a route (the
+            exact path first, then the longest prefix) is counted in that route's bucket for its
+            key instead of the default one. Route buckets share the registry's store.
         dry_run: compute, report (header fields, ``on_decision``) but never refuse a request.
             Useful to roll a limit out. The admin path stays protected.
         headers: which rate-limit header fields to send: ``"draft"`` (default; ``RateLimit``

@@ -64,8 +64,9 @@ class RateLimitMiddleware:
             client IP by default.
         cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
         exempt: requests never limited nor counted: paths (``"/static/*"`` for a prefix) or a
-            predicate.
-        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``.
+            predicate. Trailing slashes do not matter: ``"/health"`` also exempts ``/health/``.
+        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, matched as ``exempt`` is:
+            ``/login/`` counts in the ``/login`` bucket.
         dry_run: compute and report, never refuse (the admin path stays protected).
         headers: ``"draft"`` (default), ``"legacy"``, ``"both"`` or None.
         on_decision: ``on_decision(request, key, decision)`` after each counted request.
