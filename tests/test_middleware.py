@@ -372,6 +372,36 @@ class TestValidation:
         with pytest.raises(error, match=message):
             cls(lambda *args: None, **arguments)
 
+    @pytest.mark.parametrize(
+        ("options", "error", "start"),
+        [
+            ({"exempt": ["x" * 500]}, ValueError, "'exempt' paths must start with '/', got "),
+            ({"exempt": [b"/" * 500]}, TypeError, "'exempt' paths must be str, got "),
+            ({"exempt": "/" * 500}, TypeError, "'exempt' must be a list of paths, not a single "),
+            ({"routes": {"/" + "é" * 500: Rule(1, 1)}}, ValueError, "'routes' paths must be prin"),
+            ({"routes": {"/x": "r" * 500}}, TypeError, "'routes' values must be Rule objects, got"),
+            ({"routes": {"/" * 300: Rule(1, 1), "/" * 301: Rule(1, 1)}}, ValueError, "'routes' "),
+            ({"headers": "h" * 500}, ValueError, "'headers' must be 'draft', 'legacy', 'both' or"),
+            ({"admin_path": "a" * 500}, ValueError, "'admin_path' must start with '/', got "),
+            ({"cost": "c" * 500}, TypeError, "'cost' must be a number > 0 or a callable, got "),
+            ({"key": "k" * 500}, TypeError, "'key' must be a callable taking a RequestView"),
+            ({"registry": "r" * 500}, TypeError, "'registry' must be a BucketRegistry, got "),
+        ],
+    )
+    def test_long_values_are_shortened_in_messages(self, kind, options, error, start):
+        """A long option value is quoted shortened (as show() does), never whole."""
+        from tokenbucket.asgi import RateLimitMiddleware as Asgi
+        from tokenbucket.wsgi import RateLimitMiddleware as Wsgi
+
+        cls = Asgi if kind == "asgi" else Wsgi
+        arguments = {"registry": BucketRegistry(Rule(1, 1)), **options}
+        with pytest.raises(error) as raised:
+            cls(lambda *args: None, **arguments)
+        message = str(raised.value)
+        assert message.startswith(start)
+        assert "..." in message
+        assert len(message) < 250, message
+
     def test_app_must_be_callable(self, kind):
         """A non-callable app is a TypeError naming 'app'."""
         from tokenbucket.asgi import RateLimitMiddleware as Asgi
@@ -382,3 +412,6 @@ class TestValidation:
             TypeError, match=r"^'app' must be an? [AW]SGI app \(a callable\), got 3$"
         ):
             cls(3, registry=BucketRegistry(Rule(1, 1)))
+        with pytest.raises(TypeError, match=r"got 'aaaaa[a.]*aaa'$") as raised:
+            cls("a" * 500, registry=BucketRegistry(Rule(1, 1)))
+        assert len(str(raised.value)) < 120

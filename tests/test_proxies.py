@@ -141,6 +141,22 @@ class TestValidation:
         with pytest.raises(error, match=message):
             TrustedProxyKey(trusted, header=header)
 
+    @pytest.mark.parametrize(
+        ("trusted", "header"),
+        [
+            ("t" * 500, "x-forwarded-for"),
+            (["p" * 500], "x-forwarded-for"),
+            ([b"1" * 500], "x-forwarded-for"),
+            (["10.0.0.1"], "h" * 500),
+        ],
+    )
+    def test_long_values_are_shortened_in_messages(self, trusted, header):
+        """A long argument is quoted shortened (as show() does), never whole."""
+        with pytest.raises((TypeError, ValueError)) as raised:
+            TrustedProxyKey(trusted, header=header)
+        assert "..." in str(raised.value)
+        assert len(str(raised.value)) < 150
+
     def test_ipaddress_objects_and_repr(self):
         """ipaddress objects are accepted; the repr lists what is trusted."""
         key = TrustedProxyKey(

@@ -414,15 +414,15 @@ def _slashed(path: str) -> str:
 
 def _check_pattern(option: str, pattern: object) -> str:
     if not isinstance(pattern, str):
-        raise TypeError(f"{option!r} paths must be str, got {pattern!r}")
+        raise TypeError(f"{option!r} paths must be str, got {show(pattern)}")
     if not pattern.startswith("/"):
-        raise ValueError(f"{option!r} paths must start with '/', got {pattern!r}")
+        raise ValueError(f"{option!r} paths must start with '/', got {show(pattern)}")
     return pattern
 
 
 def _paths(option: str, patterns: Iterable[object]) -> Paths[bool]:
     if isinstance(patterns, (str, bytes)):
-        raise TypeError(f"{option!r} must be a list of paths, not a single path: {patterns!r}")
+        raise TypeError(f"{option!r} must be a list of paths, not a single path: {show(patterns)}")
     return Paths(option, ((_check_pattern(option, pattern), True) for pattern in patterns))
 
 
@@ -465,9 +465,9 @@ class Options:
         max_body: int,
     ) -> None:
         if not isinstance(registry, BucketRegistry):
-            raise TypeError(f"'registry' must be a BucketRegistry, got {registry!r}")
+            raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
         if key is not None and not callable(key):
-            raise TypeError(f"'key' must be a callable taking a RequestView, got {key!r}")
+            raise TypeError(f"'key' must be a callable taking a RequestView, got {show(key)}")
         self.key_func = key
         self.cost: Number = 1
         self.cost_func: Optional[Callable[[RequestView], float]] = None
@@ -485,19 +485,19 @@ class Options:
             except TypeError as exc:
                 if not isinstance(exempt, Iterable):
                     raise TypeError(
-                        f"'exempt' must be a list of paths or a callable, got {exempt!r}"
+                        f"'exempt' must be a list of paths or a callable, got {show(exempt)}"
                     ) from None
                 raise exc
         if not isinstance(dry_run, bool):
-            raise TypeError(f"'dry_run' must be a bool, got {dry_run!r}")
+            raise TypeError(f"'dry_run' must be a bool, got {show(dry_run)}")
         self.dry_run = dry_run
         if headers not in _HEADER_MODES:
             raise ValueError(
-                f"'headers' must be 'draft', 'legacy', 'both' or None, got {headers!r}"
+                f"'headers' must be 'draft', 'legacy', 'both' or None, got {show(headers)}"
             )
         self.header_mode = _HEADER_MODES[headers]
         if on_decision is not None and not callable(on_decision):
-            raise TypeError(f"'on_decision' must be a callable or None, got {on_decision!r}")
+            raise TypeError(f"'on_decision' must be a callable or None, got {show(on_decision)}")
         self.on_decision = on_decision
         self.is_async = registry.is_async
         self.default = Policy("default", registry, "")
@@ -514,14 +514,14 @@ class Options:
 
     def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Rule]) -> None:
         if not isinstance(routes, Mapping):
-            raise TypeError(f"'routes' must be a mapping of path to Rule, got {routes!r}")
+            raise TypeError(f"'routes' must be a mapping of path to Rule, got {show(routes)}")
         for pattern, rule in routes.items():
             _check_pattern("routes", pattern)
             if not all(" " <= char <= "~" for char in pattern):
-                raise ValueError(f"'routes' paths must be printable ASCII, got {pattern!r}")
+                raise ValueError(f"'routes' paths must be printable ASCII, got {show(pattern)}")
             if not isinstance(rule, Rule):
                 raise TypeError(
-                    f"'routes' values must be Rule objects, got {rule!r} for {pattern!r}"
+                    f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)}"
                 )
             policy = Policy(pattern, BucketRegistry(rule, store=registry.store), pattern + "\0")
             self.routes[pattern] = policy
@@ -591,25 +591,25 @@ class Options:
 
 def _check_cost(cost: object) -> Number:
     if isinstance(cost, bool) or not isinstance(cost, (int, float)):
-        raise TypeError(f"'cost' must be a number > 0 or a callable, got {cost!r}")
+        raise TypeError(f"'cost' must be a number > 0 or a callable, got {show(cost)}")
     if not cost > 0 or not math.isfinite(cost):
-        raise ValueError(f"'cost' must be a finite number > 0, got {cost!r}")
+        raise ValueError(f"'cost' must be a finite number > 0, got {show(cost)}")
     return cost
 
 
 def _check_admin_path(path: object) -> str:
     if not isinstance(path, str):
-        raise TypeError(f"'admin_path' must be a str, got {path!r}")
+        raise TypeError(f"'admin_path' must be a str, got {show(path)}")
     if not path.startswith("/"):
-        raise ValueError(f"'admin_path' must start with '/', got {path!r}")
+        raise ValueError(f"'admin_path' must start with '/', got {show(path)}")
     return path
 
 
 def _check_max_body(size: object) -> int:
     if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"'max_body' must be an int, got {size!r}")
+        raise TypeError(f"'max_body' must be an int, got {show(size)}")
     if size < 1:
-        raise ValueError(f"'max_body' must be >= 1, got {size!r}")
+        raise ValueError(f"'max_body' must be >= 1, got {show(size)}")
     return size
 
 
@@ -660,7 +660,7 @@ class AdminAPI:
 
     def __init__(self, token: object, path: object, max_body: object, options: Options) -> None:
         if not isinstance(token, str):
-            raise TypeError(f"'admin_token' must be a str or None, got {token!r}")
+            raise TypeError(f"'admin_token' must be a str or None, got {show(token)}")
         if not token:
             raise ValueError("'admin_token' must be a non-empty str (or None to disable the API)")
         if not all("!" <= char <= "~" for char in token):
@@ -735,7 +735,7 @@ class AdminAPI:
             return _error(400, f"'route' must be a string, got {show(route)}")
         policy = self._options.routes.get(route)
         if policy is None:
-            known = ", ".join(repr(name) for name in self._options.routes) or "none"
+            known = ", ".join(show(name) for name in self._options.routes) or "none"
             return _error(400, f"'route' must be a configured route ({known}), got {show(route)}")
         return policy
 

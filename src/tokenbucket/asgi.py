@@ -59,6 +59,7 @@ from ._http import (
 )
 from ._registry import BucketRegistry
 from ._rule import Rule
+from ._validate import show
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
 
@@ -155,7 +156,7 @@ class RateLimitMiddleware:
         max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         if not callable(app):
-            raise TypeError(f"'app' must be an ASGI app (a callable), got {app!r}")
+            raise TypeError(f"'app' must be an ASGI app (a callable), got {show(app)}")
         self.app = app
         self._options = _http.Options(
             registry=registry,

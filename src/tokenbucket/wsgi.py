@@ -36,6 +36,7 @@ from ._http import (
 )
 from ._registry import BucketRegistry
 from ._rule import Rule
+from ._validate import show
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -107,11 +108,11 @@ class RateLimitMiddleware:
         max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         if not callable(app):
-            raise TypeError(f"'app' must be a WSGI app (a callable), got {app!r}")
+            raise TypeError(f"'app' must be a WSGI app (a callable), got {show(app)}")
         if isinstance(registry, BucketRegistry) and registry.is_async:
             raise TypeError(
-                f"'registry' uses an async store ({registry.store!r}), which WSGI cannot await; "
-                "use a synchronous store, or the ASGI middleware"
+                f"'registry' uses an async store ({show(registry.store)}), which WSGI cannot "
+                "await; use a synchronous store, or the ASGI middleware"
             )
         self.app = app
         self._options = _http.Options(
