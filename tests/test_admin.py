@@ -73,6 +73,13 @@ class TestUpdate:
             assert post(h, {"client_id": "x", "capacity": 9}).status == 200
         assert h.registry.tokens(IP) == 0.0
 
+    def test_utf8_body_with_byte_order_mark_is_accepted(self, admin):
+        """A UTF-8 body may start with a byte order mark (RFC 8259 lets parsers ignore it)."""
+        h = admin()
+        body = '{"client_id": "caf\u00e9", "capacity": 9}'.encode("utf-8-sig")
+        assert post(h, body).status == 200
+        assert h.registry.rule_for("caf\u00e9") == Rule(9, 1.0)
+
     def test_chunked_body_is_read_whole(self, admin, kind):
         """An ASGI body in several messages (more_body) is read completely."""
         h = admin()
@@ -236,6 +243,10 @@ BAD_BODIES = [
     (b"", "body must be valid JSON (UTF-8)"),
     (b"{", "body must be valid JSON (UTF-8)"),
     (b"\xff\xfe{}", "body must be valid JSON (UTF-8)"),
+    # JSON is UTF-8 (RFC 8259, section 8.1): the same object in UTF-16 or UTF-32 is refused.
+    ('{"client_id": "a", "capacity": 9}'.encode("utf-16"), "body must be valid JSON (UTF-8)"),
+    ('{"client_id": "a", "capacity": 9}'.encode("utf-16-be"), "body must be valid JSON (UTF-8)"),
+    ('{"client_id": "a", "capacity": 9}'.encode("utf-32"), "body must be valid JSON (UTF-8)"),
     (b'{"client_id": "a", "capacity": NaN}', "body must be valid JSON (UTF-8)"),
     (b'{"client_id": "a", "capacity": Infinity}', "body must be valid JSON (UTF-8)"),
     (b"[" * 3000 + b"]" * 3000, "body must be valid JSON (UTF-8)"),

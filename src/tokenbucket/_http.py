@@ -650,10 +650,10 @@ class AdminAPI:
     against the caller's own bucket first, so the token cannot be guessed faster than the limit
     allows (even in dry-run mode): it gets ``429`` once that bucket is empty, else ``401`` if it
     had no bearer token and ``403`` if the token was wrong. With a valid token, bad input gets
-    ``400`` (invalid JSON, not an object, missing, unknown or repeated fields, wrong types,
-    values out of range: zero, negative, NaN, infinite or above 1e12; a body cut short by a
-    disconnect), ``413`` for a body over ``max_body`` bytes and ``405`` (with ``Allow``) for
-    another method, and changes nothing.
+    ``400`` (invalid JSON, JSON not in UTF-8, not an object, missing, unknown or repeated fields,
+    wrong types, values out of range: zero, negative, NaN, infinite or above 1e12; a body cut
+    short by a disconnect), ``413`` for a body over ``max_body`` bytes and ``405`` (with
+    ``Allow``) for another method, and changes nothing.
     """
 
     __slots__ = ("_expected", "_options", "max_body", "path")
@@ -763,7 +763,10 @@ class AdminAPI:
 
     def _parse_update(self, body: bytes) -> Union[Response, AdminOp]:
         try:
-            data = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
+            # JSON is UTF-8 (RFC 8259, section 8.1), which json.loads would not check: it takes
+            # UTF-16 and UTF-32 bytes too. A leading byte order mark is ignored, as the RFC allows.
+            text = body.decode("utf-8-sig")
+            data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
         except _Repeated as exc:
             return _error(400, f"field {show(exc.args[0])} given more than once")
         except (ValueError, RecursionError):
