@@ -73,6 +73,13 @@ class TestUpdate:
             assert post(h, {"client_id": "x", "capacity": 9}).status == 200
         assert h.registry.tokens(IP) == 0.0
 
+    def test_utf8_body_with_byte_order_mark_is_accepted(self, admin):
+        """A UTF-8 body may start with a byte order mark (RFC 8259 lets parsers ignore it)."""
+        h = admin()
+        body = '{"client_id": "caf\u00e9", "capacity": 9}'.encode("utf-8-sig")
+        assert post(h, body).status == 200
+        assert h.registry.rule_for("caf\u00e9") == Rule(9, 1.0)
+
     def test_chunked_body_is_read_whole(self, admin, kind):
         """An ASGI body in several messages (more_body) is read completely."""
         h = admin()
@@ -236,6 +243,10 @@ BAD_BODIES = [
     (b"", "body must be valid JSON (UTF-8)"),
     (b"{", "body must be valid JSON (UTF-8)"),
     (b"\xff\xfe{}", "body must be valid JSON (UTF-8)"),
+    # JSON is UTF-8 (RFC 8259, section 8.1): the same object in UTF-16 or UTF-32 is refused.
+    ('{"client_id": "a", "capacity": 9}'.encode("utf-16"), "body must be valid JSON (UTF-8)"),
+    ('{"client_id": "a", "capacity": 9}'.encode("utf-16-be"), "body must be valid JSON (UTF-8)"),
+    ('{"client_id": "a", "capacity": 9}'.encode("utf-32"), "body must be valid JSON (UTF-8)"),
     (b'{"client_id": "a", "capacity": NaN}', "body must be valid JSON (UTF-8)"),
     (b'{"client_id": "a", "capacity": Infinity}', "body must be valid JSON (UTF-8)"),
     (b"[" * 3000 + b"]" * 3000, "body must be valid JSON (UTF-8)"),
@@ -372,16 +383,32 @@ _good_numbers = st.one_of(
     st.floats(min_value=1e-9, max_value=1e12, allow_nan=False, allow_infinity=False),
 )
 _plausible = st.fixed_dictionaries(
-    {"client_id": st.sampled_from(["victim", "203.0.113.9", "a"])},
+    {"client_id": st.sampled_from(["victim", "203.0.113.9", "a", "é", "\u2603"])},
     optional={
         "capacity": st.one_of(_good_numbers, _numbers),
         "refill_rate": st.one_of(_good_numbers, _numbers),
         "route": st.sampled_from(["/login", "/nope", None]),
     },
 )
+# Valid by construction, so that accepted updates are fuzzed as often as refused ones.
+_valid = st.fixed_dictionaries(
+    {"client_id": st.one_of(st.sampled_from(["victim", "203.0.113.9"]), st.text(min_size=1))},
+    optional={
+        "capacity": _good_numbers,
+        "refill_rate": _good_numbers,
+        "route": st.sampled_from([None, "/login"]),
+    },
+).filter(lambda obj: "capacity" in obj or "refill_rate" in obj)
 _bodies = st.one_of(
+    _valid.map(lambda obj: json.dumps(obj).encode()),
+    _valid.map(lambda obj: json.dumps(obj, ensure_ascii=False).encode()),
+    _valid.map(lambda obj: json.dumps(obj).encode()),
     _plausible.map(lambda obj: json.dumps(obj).encode()),
-    _plausible.map(lambda obj: json.dumps(obj).encode()),
+    # The same texts in other encodings (and UTF-8 with a byte order mark): only UTF-8 is JSON.
+    st.tuples(
+        _valid | _plausible,
+        st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-be", "utf-32"]),
+    ).map(lambda pair: json.dumps(pair[0], ensure_ascii=False).encode(pair[1])),
     _objects.map(lambda obj: json.dumps(obj).encode()),
     _json.map(lambda value: json.dumps(value).encode()),
     st.binary(max_size=120),
@@ -402,57 +429,138 @@ _queries = st.one_of(
     st.just("client_id=victim"),
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40),
 )
-_methods = st.sampled_from(["POST", "POST", "GET", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"])
+_methods = st.sampled_from(
+    ["POST", "POST", "POST", "GET", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"]
+)
 
 
-def _valid_number(value):
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and 0 < value <= 1e12
-        and math.isfinite(value)
-    )
+# The oracle for "valid" is written from the AdminAPI docstring, not from the parser: the JSON
+# text must be UTF-8 (RFC 8259, section 8.1, which lets a parser ignore a byte order mark), with
+# no duplicate names (section 4) and no NaN or Infinity, and its value must conform to this JSON
+# Schema (draft 2020-12 vocabulary), checked by the few lines below it.
+UPDATE_SCHEMA = {
+    "type": "object",
+    "required": ["client_id"],
+    "additionalProperties": False,
+    "properties": {
+        "client_id": {"type": "string", "minLength": 1},
+        "capacity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12},
+        "refill_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12},
+        "route": {"enum": [None, "/login"]},
+    },
+    "anyOf": [{"required": ["capacity"]}, {"required": ["refill_rate"]}],
+}
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}[type(value)]
+
+
+def _conforms(value, schema):
+    """Whether ``value`` conforms to ``schema`` (the keywords UPDATE_SCHEMA uses)."""
+    checks = {
+        "type": lambda want: _json_type(value) == want,
+        "required": lambda names: all(name in value for name in names),
+        "additionalProperties": lambda allowed: allowed or set(value) <= set(schema["properties"]),
+        "properties": lambda props: all(
+            _conforms(value[name], sub) for name, sub in props.items() if name in value
+        ),
+        "minLength": lambda n: len(value) >= n,
+        "exclusiveMinimum": lambda low: value > low,
+        "maximum": lambda high: value <= high,
+        "enum": lambda options: any(
+            _json_type(value) == _json_type(option) and value == option for option in options
+        ),
+        "anyOf": lambda branches: any(_conforms(value, branch) for branch in branches),
+    }
+    # "type" first: the other keywords assume it holds.
+    return all(checks[word](schema[word]) for word in sorted(schema, key=lambda w: w != "type"))
+
+
+def _parse_json_text(body):
+    """The value of ``body`` as RFC 8259 JSON text in UTF-8, or None if it is not one."""
+
+    def no_duplicates(pairs):
+        if len({name for name, _ in pairs}) != len(pairs):
+            raise ValueError("duplicate name")
+        return dict(pairs)
+
+    def no_constants(name):
+        raise ValueError(name)
+
+    try:
+        text = body.decode("utf-8")
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        return (json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants),)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _expected_update(body):
     """The (client_id, route, capacity, refill_rate) a valid body asks for, or None."""
-    pairs_seen = []
+    parsed = _parse_json_text(body)
+    if parsed is None or not _conforms(parsed[0], UPDATE_SCHEMA):
+        return None
+    data = parsed[0]
+    return data["client_id"], data.get("route"), data.get("capacity"), data.get("refill_rate")
 
-    def hook(pairs):
-        pairs_seen.append([name for name, _ in pairs])
-        return dict(pairs)
 
-    def constant(name):
-        raise ValueError(name)
+@pytest.mark.parametrize(("payload", "message"), BAD_BODIES)
+def test_oracle_rejects_every_bad_body(payload, message):
+    """The fuzz oracle agrees with the hand-written table of refused bodies."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    assert _expected_update(body) is None
 
-    try:
-        data = json.loads(body, object_pairs_hook=hook, parse_constant=constant)
-    except (ValueError, RecursionError):
-        return None
-    if any(len(names) != len(set(names)) for names in pairs_seen) or not isinstance(data, dict):
-        return None
-    if set(data) - {"client_id", "capacity", "refill_rate", "route"}:
-        return None
-    client_id = data.get("client_id")
-    if not isinstance(client_id, str) or not client_id:
-        return None
-    if "capacity" not in data and "refill_rate" not in data:
-        return None
-    if any(name in data and not _valid_number(data[name]) for name in ("capacity", "refill_rate")):
-        return None
-    if data.get("route") not in (None, "/login"):  # null is the default, as responses write it
-        return None
-    return client_id, data.get("route"), data.get("capacity"), data.get("refill_rate")
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (json.dumps(SEED).encode(), ("127.0.0.1", None, 50, 10.0)),
+        (b'{"client_id": "a", "refill_rate": 1e12}', ("a", None, None, 1e12)),
+        (b'{"route": null, "capacity": 1e-9, "client_id": " "}', (" ", None, 1e-9, None)),
+        (
+            b'\xef\xbb\xbf{"client_id": "a", "capacity": 2, "route": "/login"}',
+            ("a", "/login", 2, None),
+        ),
+        ('{"client_id": "é", "capacity": 3}'.encode(), ("é", None, 3, None)),
+    ],
+)
+def test_oracle_accepts_good_bodies(body, expected):
+    """The fuzz oracle accepts the bodies the docstring describes, a leading BOM included."""
+    assert _expected_update(body) == expected
+
+
+_ROUTES = {None: "", "/login": "/login\0"}
+
+
+def _registries(h):
+    return {None: h.registry, "/login": BucketRegistry(Rule(2, 1.0), store=h.registry.store)}
 
 
 def _rules(h, clients):
     """Every (client, route) rule the fuzzed request could change."""
-    registries = {None: h.registry, "/login": BucketRegistry(Rule(2, 1.0), store=h.registry.store)}
-    prefixes = {None: "", "/login": "/login\0"}
+    registries = _registries(h)
     return {
-        (client, route): registry.rule_for(prefixes[route] + client)
+        (client, route): registries[route].rule_for(_ROUTES[route] + client)
         for client in clients
-        for route, registry in registries.items()
+        for route in _ROUTES
+    }
+
+
+def _levels(h, clients):
+    """The token level of every (client, route) bucket the fuzzed request could touch."""
+    registries = _registries(h)
+    return {
+        (client, route): registries[route].tokens(_ROUTES[route] + client)
+        for client in clients
+        for route in _ROUTES
     }
 
 
@@ -466,12 +574,18 @@ def _authorised(authorization):
 @settings(max_examples=250, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method=_methods, body=_bodies, authorization=_authorization, query=_queries)
 def test_fuzz_admin_never_5xx_and_changes_only_when_valid(make, method, body, authorization, query):
-    """Hostile methods, bodies, tokens and queries: never a 5xx; rules change only when valid."""
+    """Hostile methods, bodies, tokens and queries: never a 5xx; rules and token levels change
+    only as a valid request asks (an unauthorised one takes one token from the caller)."""
     h = make(admin_token=TOKEN, routes={"/login": Rule(2, 1.0)})
     h.registry.update_rule("victim", capacity=7)
+    # Levels below full, so that a change to them shows.
+    h.registry.consume("victim", 2)
+    _registries(h)["/login"].consume("/login\0victim")
+    h.registry.consume(IP)
     expected = _expected_update(body)
-    clients = ["victim", "203.0.113.9"] + ([expected[0]] if expected else [])
+    clients = ["victim", "203.0.113.9", IP] + ([expected[0]] if expected else [])
     before = _rules(h, clients)
+    levels = _levels(h, clients)
     headers = {} if authorization is None else {"Authorization": authorization}
 
     response = h.request(method, PATH, query=query, headers=headers, body=body)
@@ -482,28 +596,46 @@ def test_fuzz_admin_never_5xx_and_changes_only_when_valid(make, method, body, au
     assert isinstance(response.json(), dict)
     after = _rules(h, clients)
     changed = {key for key in before if before[key] != after[key]}
+    levels_after = _levels(h, clients)
+    moved = {key for key in levels if levels[key] != levels_after[key]}
     if not _authorised(authorization):
-        assert response.status in (401, 403, 429)
+        assert response.status in (401, 403)  # the caller had tokens left
         assert not changed
+        assert moved == {(IP, None)}
+        assert levels_after[(IP, None)] == levels[(IP, None)] - 1
     elif method == "POST":
         if expected is None:
+            event("POST rejected by the oracle")
             assert response.status == 400
             assert not changed
+            assert not moved
         else:
+            event("POST accepted by the oracle")
             client_id, route, capacity, refill_rate = expected
             assert response.status == 200
             old = before[(client_id, route)]
-            assert after[(client_id, route)] == Rule(
+            new = Rule(
                 old.capacity if capacity is None else capacity,
                 old.refill_rate if refill_rate is None else refill_rate,
             )
+            assert after[(client_id, route)] == new
             assert changed <= {(client_id, route)}
+            # The deficit (tokens missing from full) carries over to the new rule.
+            deficit = old.capacity - levels[(client_id, route)]
+            level = levels_after[(client_id, route)]
+            assert level == pytest.approx(max(0.0, new.capacity - deficit), rel=1e-12, abs=1e-9)
+            assert response.json()["tokens"] == level
+            assert moved <= {(client_id, route)}
     elif method == "DELETE":
         assert response.status in (200, 400)
         assert changed <= {("victim", None)}
+        assert moved <= {("victim", None)}
         if changed:
             assert response.json()["removed"] is True
             assert after[("victim", None)] == Rule(3, 1.0)
+        else:
+            assert not moved
     else:
         assert response.status in ((200, 400) if method == "GET" else (405,))
         assert not changed
+        assert not moved

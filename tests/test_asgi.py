@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import httpx
+import pytest
 
 from tokenbucket import BucketRegistry, ManualClock, MemoryStore, Rule
 from tokenbucket.asgi import RateLimitMiddleware
@@ -253,6 +254,35 @@ class TestProtocol:
         sent = run(_call(middleware, scope, [{"type": "http.request"}]))
         assert dict(sent[0]["headers"])[b"ratelimit-policy"] == b'"default";q=5'
 
+    @pytest.mark.parametrize("container", [list, tuple, iter, lambda pairs: (p for p in pairs)])
+    def test_app_headers_as_any_iterable_are_kept(self, container):
+        """The app's headers may be any iterable of pairs (ASGI allows it): all are sent, ours
+        follow, and a field of ours the app set is not added twice."""
+        app_headers = [(b"content-type", b"text/plain"), (b"x-app", b"1")]
+
+        def app_sending(fields):
+            async def app(scope, receive, send):
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": container(fields)}
+                )
+                await send({"type": "http.response.body", "body": b""})
+
+            return app
+
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": None}
+        registry = BucketRegistry(Rule(5, 1.0), clock=ManualClock())
+        middleware = RateLimitMiddleware(app_sending(app_headers), registry=registry)
+        sent = run(_call(middleware, scope, [{"type": "http.request"}]))
+        assert list(sent[0]["headers"]) == [
+            *app_headers,
+            (b"ratelimit-policy", b'"default";q=5'),
+            (b"ratelimit", b'"default";r=4;t=1'),
+        ]
+        own = [*app_headers, (b"RateLimit", b'"app";r=1')]
+        middleware = RateLimitMiddleware(app_sending(own), registry=registry)
+        sent = run(_call(middleware, scope, [{"type": "http.request"}]))
+        assert list(sent[0]["headers"]) == [*own, (b"ratelimit-policy", b'"default";q=5')]
+
     def test_non_ascii_path_matches_wsgi_view(self):
         """ASGI decodes the path as UTF-8; the view shows it as it is."""
         views = []
@@ -380,3 +410,23 @@ class TestAsyncStore:
         assert removed.json()["removed"] is True
         assert after == 429  # back to capacity 2, with 2 used
         assert store.calls >= 5
+
+    def test_update_without_numbers_is_400_with_an_async_store(self):
+        """Neither capacity nor refill_rate: a 400 with an async store too, and nothing
+        changes."""
+        registry = BucketRegistry(Rule(2, 1.0), store=AsyncMemoryStore(ManualClock()))
+        app = RateLimitMiddleware(echo_socket, registry=registry, admin_token=TOKEN)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/admin/update-rule",
+            "headers": [(b"authorization", f"Bearer {TOKEN}".encode())],
+            "client": (IP, 1),
+        }
+        body = {"type": "http.request", "body": json.dumps({"client_id": IP}).encode()}
+        sent = run(_call(app, scope, [body]))
+        assert sent[0]["status"] == 400
+        assert json.loads(sent[1]["body"]) == {
+            "error": "at least one of 'capacity' or 'refill_rate' is required"
+        }
+        assert run(registry.arule_for(IP)) == Rule(2, 1.0)

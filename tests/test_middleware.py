@@ -39,12 +39,21 @@ class TestLimiting:
         assert h.request(client=OTHER).status == 200
         assert h.registry.tokens(OTHER) == 2.0
 
-    def test_missing_client_address_uses_shared_unknown_key(self, make):
-        """With no client address (scope client None / no REMOTE_ADDR) the key is 'unknown'."""
-        h = make()
-        assert h.request(client=None).status == 200
+    @pytest.mark.parametrize("client", [None, ""])
+    @pytest.mark.parametrize("plain", [True, False])
+    def test_missing_client_address_uses_shared_unknown_key(self, make, client, plain):
+        """No client address (scope client None or ("", port); REMOTE_ADDR missing or empty):
+        the key is 'unknown' and the view's client None, on the fast path and the full one."""
+        seen = []
+        hook = {} if plain else {"on_decision": lambda view, key, d: seen.append((view, key))}
+        h = make(**hook)
+        assert h.request(client=client).status == 200
         assert h.registry.tokens("unknown") == 2.0
+        assert h.registry.tokens("") == 3.0
         assert h.registry.tokens(IP) == 3.0
+        if not plain:
+            [(view, key)] = seen
+            assert (view.client, key) == (None, "unknown")
 
 
 class TestDenial:
@@ -194,8 +203,19 @@ class TestOptions:
             assert response.header("ratelimit") is None
         assert h.registry.tokens(IP) == 3.0
         assert h.request(path="/healthz").header("ratelimit") == '"default";r=2;t=1'
-        assert h.request(path="/static").status == 200  # "/static/*" does not match "/static"
+        assert h.request(path="/staticky").header("ratelimit") == '"default";r=1;t=2'
         assert h.registry.tokens(IP) == 1.0
+
+    @pytest.mark.parametrize("pattern", ["/health", "/health/"])
+    def test_exempt_paths_ignore_trailing_slashes(self, make, pattern):
+        """An exempt path matches with or without trailing slashes, as the app would route it;
+        a prefix "/static/*" covers "/static" too."""
+        h = make(exempt=[pattern, "/static/*"])
+        for path in ["/health", "/health/", "/health//", "/static", "/static/", "/static//a"]:
+            response = h.request(path=path)
+            assert (response.status, response.header("ratelimit")) == (200, None), path
+        assert h.registry.tokens(IP) == 3.0
+        assert h.request(path="/health/x").header("ratelimit") == '"default";r=2;t=1'
 
     def test_exempt_predicate(self, make):
         """A predicate exempts what it returns True for."""
@@ -219,6 +239,22 @@ class TestOptions:
         assert h.request(path="/api/b").status == 200
         assert h.request(path="/api/c").status == 429
         assert h.registry.tokens(IP) == 2.0
+
+    @pytest.mark.parametrize("pattern", ["/login", "/login/"])
+    def test_routes_ignore_trailing_slashes(self, make, pattern):
+        """A request to /login/ (or /login//) cannot escape a /login rule, nor /login a /login/
+        one: all count in the one route bucket. A prefix "/api/*" covers "/api" too."""
+        h = make(routes={pattern: Rule(2, 0.1), "/api/*": Rule(1, 1.0)})
+        assert h.request(path="/login").status == 200
+        assert h.request(path="/login/").status == 200
+        denied = h.request(path="/login//")
+        assert denied.status == 429
+        assert denied.header("ratelimit-policy") == f'"{pattern}";q=2'
+        assert h.request(path="/api").header("ratelimit-policy") == '"/api/*";q=1'
+        assert h.request(path="/api/").status == 429
+        assert h.request(path="/login/x").status == 200  # another path: the default bucket
+        assert h.request(path="/apix").status == 200
+        assert h.registry.tokens(IP) == 1.0
 
     def test_route_keys_are_namespaced_in_the_shared_store(self, make):
         """Route buckets live in the registry's store under '<route>\\0<key>'."""
@@ -282,6 +318,16 @@ class TestValidation:
             ({"exempt": [b"/x"]}, TypeError, r"^'exempt' paths must be str, got b'/x'$"),
             ({"routes": ["/login"]}, TypeError, r"^'routes' must be a mapping of path to Rule"),
             ({"routes": {"/login": 5}}, TypeError, r"^'routes' values must be Rule objects, got 5"),
+            (
+                {"routes": {"/login": Rule(1, 1), "/login/": Rule(2, 1)}},
+                ValueError,
+                r"^'routes' paths '/login' and '/login/' are the same route: trailing slashes",
+            ),
+            (
+                {"routes": {"/api/*": Rule(1, 1), "/api//*": Rule(2, 1)}},
+                ValueError,
+                r"^'routes' paths '/api/\*' and '/api//\*' are the same route: trailing",
+            ),
             ({"routes": {"login": Rule(1, 1)}}, ValueError, r"^'routes' paths must start with '/'"),
             (
                 {"routes": {"/é": Rule(1, 1)}},
@@ -326,6 +372,36 @@ class TestValidation:
         with pytest.raises(error, match=message):
             cls(lambda *args: None, **arguments)
 
+    @pytest.mark.parametrize(
+        ("options", "error", "start"),
+        [
+            ({"exempt": ["x" * 500]}, ValueError, "'exempt' paths must start with '/', got "),
+            ({"exempt": [b"/" * 500]}, TypeError, "'exempt' paths must be str, got "),
+            ({"exempt": "/" * 500}, TypeError, "'exempt' must be a list of paths, not a single "),
+            ({"routes": {"/" + "é" * 500: Rule(1, 1)}}, ValueError, "'routes' paths must be prin"),
+            ({"routes": {"/x": "r" * 500}}, TypeError, "'routes' values must be Rule objects, got"),
+            ({"routes": {"/" * 300: Rule(1, 1), "/" * 301: Rule(1, 1)}}, ValueError, "'routes' "),
+            ({"headers": "h" * 500}, ValueError, "'headers' must be 'draft', 'legacy', 'both' or"),
+            ({"admin_path": "a" * 500}, ValueError, "'admin_path' must start with '/', got "),
+            ({"cost": "c" * 500}, TypeError, "'cost' must be a number > 0 or a callable, got "),
+            ({"key": "k" * 500}, TypeError, "'key' must be a callable taking a RequestView"),
+            ({"registry": "r" * 500}, TypeError, "'registry' must be a BucketRegistry, got "),
+        ],
+    )
+    def test_long_values_are_shortened_in_messages(self, kind, options, error, start):
+        """A long option value is quoted shortened (as show() does), never whole."""
+        from tokenbucket.asgi import RateLimitMiddleware as Asgi
+        from tokenbucket.wsgi import RateLimitMiddleware as Wsgi
+
+        cls = Asgi if kind == "asgi" else Wsgi
+        arguments = {"registry": BucketRegistry(Rule(1, 1)), **options}
+        with pytest.raises(error) as raised:
+            cls(lambda *args: None, **arguments)
+        message = str(raised.value)
+        assert message.startswith(start)
+        assert "..." in message
+        assert len(message) < 250, message
+
     def test_app_must_be_callable(self, kind):
         """A non-callable app is a TypeError naming 'app'."""
         from tokenbucket.asgi import RateLimitMiddleware as Asgi
@@ -336,3 +412,6 @@ class TestValidation:
             TypeError, match=r"^'app' must be an? [AW]SGI app \(a callable\), got 3$"
         ):
             cls(3, registry=BucketRegistry(Rule(1, 1)))
+        with pytest.raises(TypeError, match=r"got 'aaaaa[a.]*aaa'$") as raised:
+            cls("a" * 500, registry=BucketRegistry(Rule(1, 1)))
+        assert len(str(raised.value)) < 120

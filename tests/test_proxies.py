@@ -55,11 +55,12 @@ class TestXForwardedFor:
         assert self.key.client_address("testclient", CLIENT) == "testclient"
 
     def test_missing_peer(self):
-        """Without a peer address the key is 'unknown' unless 'unix' is trusted."""
-        assert self.key.client_address(None, CLIENT) == "unknown"
+        """Without a peer address (None or "") the key is 'unknown' unless 'unix' is trusted."""
         unix = TrustedProxyKey(["unix"])
-        assert unix.client_address(None, f"1.1.1.1, {CLIENT}") == CLIENT
-        assert unix.client_address(None, None) == "unknown"
+        for peer in (None, ""):
+            assert self.key.client_address(peer, CLIENT) == "unknown"
+            assert unix.client_address(peer, f"1.1.1.1, {CLIENT}") == CLIENT
+            assert unix.client_address(peer, None) == "unknown"
         assert unix.client_address("192.0.2.1", CLIENT) == "192.0.2.1"
 
 
@@ -139,6 +140,22 @@ class TestValidation:
         """Bad arguments raise at construction, naming the argument and the value."""
         with pytest.raises(error, match=message):
             TrustedProxyKey(trusted, header=header)
+
+    @pytest.mark.parametrize(
+        ("trusted", "header"),
+        [
+            ("t" * 500, "x-forwarded-for"),
+            (["p" * 500], "x-forwarded-for"),
+            ([b"1" * 500], "x-forwarded-for"),
+            (["10.0.0.1"], "h" * 500),
+        ],
+    )
+    def test_long_values_are_shortened_in_messages(self, trusted, header):
+        """A long argument is quoted shortened (as show() does), never whole."""
+        with pytest.raises((TypeError, ValueError)) as raised:
+            TrustedProxyKey(trusted, header=header)
+        assert "..." in str(raised.value)
+        assert len(str(raised.value)) < 150
 
     def test_ipaddress_objects_and_repr(self):
         """ipaddress objects are accepted; the repr lists what is trusted."""

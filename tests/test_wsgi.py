@@ -10,6 +10,8 @@ import wsgiref.validate
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, ManualClock, MemoryStore, Rule
 from tokenbucket.wsgi import RateLimitMiddleware
@@ -143,6 +145,35 @@ class TestPep3333:
         )
         call(app, PATH_INFO="/café".encode().decode("latin-1"))
         assert views[0].path == "/café"
+
+    def test_path_outside_latin_1_is_taken_as_decoded_text(self):
+        """A server that hands over PATH_INFO already decoded (characters past U+00FF, which
+        latin-1 cannot hold) gets the app's answer; the view shows that text as it is."""
+        views = []
+        registry = BucketRegistry(Rule(5, 1.0), clock=ManualClock())
+        app = RateLimitMiddleware(hello, registry=registry, key=lambda r: views.append(r) or "k")
+        status, headers, body = call(app, PATH_INFO="/\u20acuro/\u4e2d")
+        assert (status, body) == ("200 OK", b"hello")
+        assert headers["RateLimit"] == '"default";r=4;t=1'
+        assert views[0].path == "/\u20acuro/\u4e2d"
+
+    @given(
+        script=st.sampled_from(["", "/api", "/caf\u00c3\u00a9", "/\u20ac"]),
+        path=st.text(max_size=30).map(lambda text: "/" + text),
+    )
+    def test_any_path_gets_the_apps_answer_or_a_4xx(self, script, path):
+        """Hostile SCRIPT_NAME/PATH_INFO (any code point, lone surrogates, latin-1 or not)
+        through wsgiref.validate: the app's answer or a 4xx, never an exception."""
+        registry = BucketRegistry(Rule(5, 1.0), clock=ManualClock())
+        for options in (
+            {},
+            {"admin_token": TOKEN},
+            {"routes": {"/login": Rule(1, 1.0), "/api/*": Rule(2, 1.0)}, "exempt": ["/s/*"]},
+            {"key": lambda r: r.path, "exempt": lambda r: r.path.endswith("x")},
+        ):
+            app = RateLimitMiddleware(hello, registry=registry, **options)
+            status, _, body = call(app, SCRIPT_NAME=script, PATH_INFO=path)
+            assert (status, body) == ("200 OK", b"hello") or status.startswith("4"), status
 
     def test_headers_view_includes_content_fields(self):
         """CONTENT_TYPE and CONTENT_LENGTH appear as content-type and content-length."""

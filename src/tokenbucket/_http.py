@@ -1,10 +1,12 @@
 """The HTTP decisions both middlewares share, written once and free of I/O (sans-IO).
 
 What belongs here: the request view that key, ``exempt`` and ``cost`` callables receive; option
-validation; choosing a route's limiter; the rate-limit header fields; the 429 response; and the
-admin API, from an HTTP request (method, query, ``Authorization``, body bytes) to a response
-(status, headers, JSON body). What must not: sockets, asyncio, ASGI or WSGI messages, or any web
-framework. ``asgi.py`` and ``wsgi.py`` translate their protocol to and from what is here.
+validation; how a request is counted (exemption, route, key, cost: `Options.limit_for`) and the
+``on_decision`` hook; the rate-limit header fields; the 429 response; and the admin API, from an
+HTTP request (method, query, ``Authorization``, body bytes) to a response (status, headers, JSON
+body). What must not: sockets, asyncio, ASGI or WSGI messages, or any web framework, nor the
+registry call itself, which is synchronous under WSGI and may be awaited under ASGI.
+``asgi.py`` and ``wsgi.py`` translate their protocol to and from what is here.
 
 Header fields follow draft-ietf-httpapi-ratelimit-headers-11 (May 2026; section 3 for
 ``RateLimit-Policy``, section 4 for ``RateLimit``): both are Structured Field Lists (RFC 9651)
@@ -29,26 +31,34 @@ import math
 from http import HTTPStatus
 from typing import (
     Any,
+    AnyStr,
     Callable,
     Dict,
+    Final,
+    FrozenSet,
+    Generic,
     Iterable,
     List,
+    Literal,
     Mapping,
     NamedTuple,
     Optional,
     Tuple,
+    TypeVar,
     Union,
+    overload,
 )
 from urllib.parse import parse_qsl
 
 from ._decision import Decision
 from ._registry import BucketRegistry
 from ._rule import Rule
-from ._validate import Number, check_capacity, check_rate, show
+from ._validate import Number, check_capacity, check_rate, check_rule_fields, show
 
 #: The key used for a request whose client address the server did not report (``scope["client"]``
-#: is None, or ``REMOTE_ADDR`` is missing or empty: a Unix socket, some test clients). All such
-#: requests share this one bucket; behind a proxy on a Unix socket, pass a key function.
+#: is None or has an empty host, or ``REMOTE_ADDR`` is missing or empty: a Unix socket, some test
+#: clients). All such requests share this one bucket; behind a proxy on a Unix socket, pass a key
+#: function.
 UNKNOWN_CLIENT = "unknown"
 
 #: Response header fields: name/value pairs, as both middlewares exchange them with this module.
@@ -68,19 +78,46 @@ DEFAULT_MAX_BODY = 4096
 _HEADER_MODES = {"draft": 1, "legacy": 2, "both": 3, None: 0}
 _DRAFT = 1
 _LEGACY = 2
-#: Lower-case names of every field this module may add, to leave alone those the app set itself.
-OWN_FIELDS = frozenset(
-    (
-        "ratelimit",
-        "ratelimit-policy",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    )
+
+#: The ``form`` of `rate_limit_headers`: str fields as WSGI wants them...
+TEXT: Final = 0
+#: ...or bytes with lower-case names, as ASGI carries them.
+RAW: Final = 1
+_NAMES = (
+    "RateLimit-Policy",
+    "RateLimit",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
 )
+#: Per form: the field names, then the formats of an integer (``%d`` floors the positive numbers
+#: written), of a ``RateLimit`` value and of one with ``t``.
+_FORMS: Tuple[Tuple[Tuple[Any, ...], Any, Any, Any], ...] = (
+    (_NAMES, "%d", "%s;r=%d", "%s;r=%d;t=%d"),
+    (tuple(name.lower().encode("ascii") for name in _NAMES), b"%d", b"%s;r=%d", b"%s;r=%d;t=%d"),
+)
+#: Lower-case names of every field this module may add, to leave alone those the app set itself.
+OWN_FIELDS = frozenset(name.lower() for name in _NAMES)
+#: Their first letters in either case: most names are ruled out without ``lower()``.
+OWN_INITIALS = frozenset(name[:1] for name in OWN_FIELDS) | {
+    name[:1].upper() for name in OWN_FIELDS
+}
+#: `OWN_FIELDS` and `OWN_INITIALS` as ASGI carries names: bytes.
+RAW_OWN_FIELDS = frozenset(name.encode("ascii") for name in OWN_FIELDS)
+RAW_OWN_INITIALS = frozenset(name.encode("ascii") for name in OWN_INITIALS)
 _JSON = ("Content-Type", "application/json")
+_V = TypeVar("_V")
 _ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route")
 _ADMIN_METHODS = "GET, POST, DELETE"
+
+
+def client_key(address: Optional[str]) -> str:
+    """The default bucket key: the client ``address``, or `UNKNOWN_CLIENT` if there is none.
+
+    No address is None or ``""``, whichever the server reports (an ASGI ``("", port)``, an empty
+    ``REMOTE_ADDR``): both middlewares and every path through them key such requests alike.
+    """
+    return address or UNKNOWN_CLIENT
 
 
 class RequestView:
@@ -97,8 +134,8 @@ class RequestView:
         path: the decoded path, without the query string (under WSGI, ``SCRIPT_NAME`` followed
             by ``PATH_INFO``).
         query_string: the raw query string, without the ``?``.
-        client: the peer's address as the server reports it, or None if it reports none. It is
-            the proxy's address behind a proxy; see
+        client: the peer's address as the server reports it, or None if it reports none (an
+            empty address is none). It is the proxy's address behind a proxy; see
             [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
         raw: the ASGI scope or the WSGI environ, for anything the view does not cover.
     """
@@ -119,7 +156,7 @@ class RequestView:
         self.scheme = scheme
         self.path = path
         self.query_string = query_string
-        self.client = client
+        self.client = client or None
         self.raw = raw
         self._decode = decode_headers
         self._headers: Optional[Dict[str, str]] = None
@@ -164,14 +201,15 @@ class Policy:
     pattern, so route buckets and overrides never mix with the default ones.
     """
 
-    __slots__ = ("_values", "field_name", "name", "prefix", "raw_field_name", "registry")
+    __slots__ = ("_values", "field_name", "field_names", "name", "prefix", "registry")
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
         self.name = name
         self.registry = registry
         self.prefix = prefix
         self.field_name = _sf_string(name)
-        self.raw_field_name = self.field_name.encode("ascii")
+        #: The name as a Structured Field String in each form (`TEXT`, `RAW`).
+        self.field_names = (self.field_name, self.field_name.encode("ascii"))
         # RateLimit-Policy values (str, bytes) by capacity. Few capacities are in use (the
         # default and the overrides), so this stays small; entries are immutable and dict
         # operations atomic, so concurrent requests never see each other's value.
@@ -188,61 +226,85 @@ class Policy:
         return values
 
 
+#: How one request is counted, as `Options.limit_for` decides it: ``(policy, key, bucket, cost)``.
+#: ``policy`` is the limiter (the default one or the request's route); ``key`` the key function's
+#: answer (by default the client address), which ``on_decision`` gets; ``bucket`` that key in the
+#: policy's namespace, the key to consume from ``policy.registry``; ``cost`` the tokens the
+#: request takes. A plain tuple: it is built for every request, and a NamedTuple costs 10 times
+#: as much to build.
+Limit = Tuple["Policy", str, str, Number]
+
+
 def _sf_string(text: str) -> str:
     """Serialise ``text`` as a Structured Field String (RFC 9651, section 4.1.6)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# The two functions below write the same fields, as str for WSGI and as bytes (lower-case names)
-# for ASGI, each in one pass: they are on every request's path.
+@overload
+def rate_limit_headers(
+    decision: Decision, policy: Policy, mode: int, form: Literal[0]
+) -> HeaderList: ...
 
 
-def rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> HeaderList:
-    """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set)."""
+@overload
+def rate_limit_headers(
+    decision: Decision, policy: Policy, mode: int, form: Literal[1]
+) -> RawHeaderList: ...
+
+
+def rate_limit_headers(
+    decision: Decision, policy: Policy, mode: int, form: int
+) -> List[Tuple[Any, Any]]:
+    """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set).
+
+    ``form`` is `TEXT` (str, as WSGI wants them) or `RAW` (bytes with lower-case names, as ASGI
+    carries them): the same fields, written by the same code in one pass, for every request.
+    """
     allowed, remaining, retry_after, reset_after, limit = decision
     left = int(remaining)
+    names, number, state, timed_state = _FORMS[form]
     if mode & _DRAFT:
         window = reset_after if allowed else retry_after
+        name = policy.field_names[form]
         if window == math.inf:
-            state = f"{policy.field_name};r={left}"
+            value = state % (name, left)
         else:
-            state = f"{policy.field_name};r={left};t={math.ceil(window)}"
-        fields = [("RateLimit-Policy", policy.policy_value(limit)[0]), ("RateLimit", state)]
+            value = timed_state % (name, left, math.ceil(window))
+        fields = [(names[0], policy.policy_value(limit)[form]), (names[1], value)]
         if not mode & _LEGACY:
             return fields
     elif mode & _LEGACY:
         fields = []
     else:
         return []
-    fields.append(("X-RateLimit-Limit", str(int(limit))))
-    fields.append(("X-RateLimit-Remaining", str(left)))
+    fields.append((names[2], number % int(limit)))
+    fields.append((names[3], number % left))
     if reset_after != math.inf:
-        fields.append(("X-RateLimit-Reset", str(math.ceil(reset_after))))
+        fields.append((names[4], number % math.ceil(reset_after)))
     return fields
 
 
-def raw_rate_limit_headers(decision: Decision, policy: Policy, mode: int) -> RawHeaderList:
-    """Return `rate_limit_headers` as ASGI wants them: bytes, with lower-case names."""
-    allowed, remaining, retry_after, reset_after, limit = decision
-    left = int(remaining)
-    if mode & _DRAFT:
-        window = reset_after if allowed else retry_after
-        if window == math.inf:
-            state = b"%b;r=%d" % (policy.raw_field_name, left)
-        else:
-            state = b"%b;r=%d;t=%d" % (policy.raw_field_name, left, math.ceil(window))
-        fields = [(b"ratelimit-policy", policy.policy_value(limit)[1]), (b"ratelimit", state)]
-        if not mode & _LEGACY:
-            return fields
-    elif mode & _LEGACY:
-        fields = []
-    else:
-        return []
-    fields.append((b"x-ratelimit-limit", b"%d" % int(limit)))
-    fields.append((b"x-ratelimit-remaining", b"%d" % left))
-    if reset_after != math.inf:
-        fields.append((b"x-ratelimit-reset", b"%d" % math.ceil(reset_after)))
-    return fields
+def add_fields(
+    headers: Optional[Iterable[Tuple[AnyStr, AnyStr]]],
+    extra: List[Tuple[AnyStr, AnyStr]],
+    own: FrozenSet[AnyStr],
+    initials: FrozenSet[AnyStr],
+) -> List[Tuple[AnyStr, AnyStr]]:
+    """Return the app's ``headers`` followed by the ``extra`` fields it did not set itself.
+
+    ``headers`` is any iterable of name/value pairs (a list, a tuple, a generator; ASGI allows
+    all of them), or None; it is read once. Names compare case-insensitively; ``own`` holds the
+    lower-case names ``extra`` may contain and ``initials`` their first letters in both cases
+    (`OWN_FIELDS` and `OWN_INITIALS` for str, `RAW_OWN_FIELDS` and `RAW_OWN_INITIALS` for bytes).
+    """
+    if headers is None:
+        return extra
+    fields: List[Tuple[AnyStr, AnyStr]] = headers if isinstance(headers, list) else list(headers)
+    for name, _ in fields:
+        if name[:1] in initials and name.lower() in own:
+            present = {other.lower() for other, _ in fields}
+            return fields + [field for field in extra if field[0].lower() not in present]
+    return fields + extra
 
 
 def retry_after_seconds(decision: Decision) -> Optional[int]:
@@ -288,42 +350,80 @@ def _error(status: int, message: str, extra: Optional[HeaderList] = None) -> Res
     return json_response(status, {"error": message}, extra)
 
 
-class PathSet:
-    """A set of path patterns: exact paths, and prefixes written with a trailing ``*``."""
+class Paths(Generic[_V]):
+    """Path patterns, each with a value: exact paths, and prefixes written with a trailing ``*``.
 
-    __slots__ = ("exact", "prefixes")
+    ``exempt`` and ``routes`` both match through this class, so they agree on what a path is.
+    Paths are compared as decoded, case-sensitively, and trailing slashes never matter:
+    ``/login``, ``/login/`` and ``/login//`` are one path (most frameworks serve them as one,
+    or redirect one to the other), and a prefix ``/static/*`` covers ``/static`` as well as
+    everything under ``/static/``. Both paths and patterns are compared with exactly one
+    trailing slash. An exact pattern wins over a prefix, and a longer prefix over a shorter.
+    """
 
-    def __init__(self, exact: Iterable[str], prefixes: Iterable[str]) -> None:
-        self.exact = frozenset(exact)
+    __slots__ = ("_exact", "_prefix_tuple", "_prefixes")
+
+    def __init__(self, option: str, patterns: Iterable[Tuple[str, _V]]) -> None:
+        exact: Dict[str, Tuple[str, _V]] = {}
+        prefixes: Dict[str, Tuple[str, _V]] = {}
+        for pattern, value in patterns:
+            if pattern.endswith("*"):
+                prefix = pattern[:-1]
+                form, table = (_slashed(prefix) if prefix.endswith("/") else prefix), prefixes
+            else:
+                form, table = _slashed(pattern), exact
+            other = table.get(form)
+            if other is not None and other[1] != value:
+                raise ValueError(
+                    f"{option!r} paths {show(other[0])} and {show(pattern)} are the same route: "
+                    "trailing slashes do not make another one"
+                )
+            table[form] = (pattern, value)
+        self._exact = {form: value for form, (_, value) in exact.items()}
         # Longest first, so that the most specific prefix matches first.
-        self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
-
-    def __contains__(self, path: object) -> bool:
-        return path in self.exact or (
-            isinstance(path, str) and bool(self.prefixes) and path.startswith(self.prefixes)
+        self._prefixes = tuple(
+            sorted(
+                ((form, value) for form, (_, value) in prefixes.items()),
+                key=lambda item: len(item[0]),
+                reverse=True,
+            )
         )
+        self._prefix_tuple = tuple(form for form, _ in self._prefixes)
+
+    def get(self, path: str) -> Optional[_V]:
+        """Return the value of the pattern ``path`` matches, or None if it matches none."""
+        form = path.rstrip("/") + "/"
+        value = self._exact.get(form)
+        if value is not None:
+            return value
+        for prefix, value in self._prefixes:
+            if form.startswith(prefix):
+                return value
+        return None
+
+    def __contains__(self, path: str) -> bool:
+        form = path.rstrip("/") + "/"
+        prefixes = self._prefix_tuple
+        return form in self._exact or (bool(prefixes) and form.startswith(prefixes))
+
+
+def _slashed(path: str) -> str:
+    """``path`` with exactly one trailing slash: the form in which paths are compared."""
+    return path.rstrip("/") + "/"
 
 
 def _check_pattern(option: str, pattern: object) -> str:
     if not isinstance(pattern, str):
-        raise TypeError(f"{option!r} paths must be str, got {pattern!r}")
+        raise TypeError(f"{option!r} paths must be str, got {show(pattern)}")
     if not pattern.startswith("/"):
-        raise ValueError(f"{option!r} paths must start with '/', got {pattern!r}")
+        raise ValueError(f"{option!r} paths must start with '/', got {show(pattern)}")
     return pattern
 
 
-def _paths(option: str, patterns: Iterable[object]) -> PathSet:
+def _paths(option: str, patterns: Iterable[object]) -> Paths[bool]:
     if isinstance(patterns, (str, bytes)):
-        raise TypeError(f"{option!r} must be a list of paths, not a single path: {patterns!r}")
-    exact: List[str] = []
-    prefixes: List[str] = []
-    for pattern in patterns:
-        text = _check_pattern(option, pattern)
-        if text.endswith("*"):
-            prefixes.append(text[:-1])
-        else:
-            exact.append(text)
-    return PathSet(exact, prefixes)
+        raise TypeError(f"{option!r} must be a list of paths, not a single path: {show(patterns)}")
+    return Paths(option, ((_check_pattern(option, pattern), True) for pattern in patterns))
 
 
 class Options:
@@ -345,8 +445,7 @@ class Options:
         "is_async",
         "key_func",
         "on_decision",
-        "route_exact",
-        "route_prefixes",
+        "route_paths",
         "routes",
     )
 
@@ -366,9 +465,9 @@ class Options:
         max_body: int,
     ) -> None:
         if not isinstance(registry, BucketRegistry):
-            raise TypeError(f"'registry' must be a BucketRegistry, got {registry!r}")
+            raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
         if key is not None and not callable(key):
-            raise TypeError(f"'key' must be a callable taking a RequestView, got {key!r}")
+            raise TypeError(f"'key' must be a callable taking a RequestView, got {show(key)}")
         self.key_func = key
         self.cost: Number = 1
         self.cost_func: Optional[Callable[[RequestView], float]] = None
@@ -377,7 +476,7 @@ class Options:
         else:
             self.cost = _check_cost(cost)
         self.exempt_func: Optional[Callable[[RequestView], bool]] = None
-        self.exempt_paths: Optional[PathSet] = None
+        self.exempt_paths: Optional[Paths[bool]] = None
         if callable(exempt):
             self.exempt_func = exempt
         elif exempt is not None:
@@ -386,25 +485,24 @@ class Options:
             except TypeError as exc:
                 if not isinstance(exempt, Iterable):
                     raise TypeError(
-                        f"'exempt' must be a list of paths or a callable, got {exempt!r}"
+                        f"'exempt' must be a list of paths or a callable, got {show(exempt)}"
                     ) from None
                 raise exc
         if not isinstance(dry_run, bool):
-            raise TypeError(f"'dry_run' must be a bool, got {dry_run!r}")
+            raise TypeError(f"'dry_run' must be a bool, got {show(dry_run)}")
         self.dry_run = dry_run
         if headers not in _HEADER_MODES:
             raise ValueError(
-                f"'headers' must be 'draft', 'legacy', 'both' or None, got {headers!r}"
+                f"'headers' must be 'draft', 'legacy', 'both' or None, got {show(headers)}"
             )
         self.header_mode = _HEADER_MODES[headers]
         if on_decision is not None and not callable(on_decision):
-            raise TypeError(f"'on_decision' must be a callable or None, got {on_decision!r}")
+            raise TypeError(f"'on_decision' must be a callable or None, got {show(on_decision)}")
         self.on_decision = on_decision
         self.is_async = registry.is_async
         self.default = Policy("default", registry, "")
         self.routes: Dict[str, Policy] = {}
-        self.route_exact: Dict[str, Policy] = {}
-        self.route_prefixes: Tuple[Tuple[str, Policy], ...] = ()
+        self.route_paths: Paths[Policy] = Paths("routes", ())
         if routes is not None:
             self._set_routes(registry, routes)
         self.admin: Optional[AdminAPI] = None
@@ -416,27 +514,27 @@ class Options:
 
     def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Rule]) -> None:
         if not isinstance(routes, Mapping):
-            raise TypeError(f"'routes' must be a mapping of path to Rule, got {routes!r}")
-        prefixes: List[Tuple[str, Policy]] = []
+            raise TypeError(f"'routes' must be a mapping of path to Rule, got {show(routes)}")
         for pattern, rule in routes.items():
             _check_pattern("routes", pattern)
             if not all(" " <= char <= "~" for char in pattern):
-                raise ValueError(f"'routes' paths must be printable ASCII, got {pattern!r}")
+                raise ValueError(f"'routes' paths must be printable ASCII, got {show(pattern)}")
             if not isinstance(rule, Rule):
                 raise TypeError(
-                    f"'routes' values must be Rule objects, got {rule!r} for {pattern!r}"
+                    f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)}"
                 )
             policy = Policy(pattern, BucketRegistry(rule, store=registry.store), pattern + "\0")
             self.routes[pattern] = policy
-            if pattern.endswith("*"):
-                prefixes.append((pattern[:-1], policy))
-            else:
-                self.route_exact[pattern] = policy
-        self.route_prefixes = tuple(sorted(prefixes, key=lambda item: len(item[0]), reverse=True))
+        self.route_paths = Paths("routes", self.routes.items())
 
     @property
     def is_plain(self) -> bool:
-        """Whether requests need nothing but the default key, cost and registry (a fast path)."""
+        """Whether requests need nothing but the default key, cost and registry (a fast path).
+
+        Then no request is exempt and `limit_for` is always the default policy, the key
+        ``client_key(client)`` and the fixed cost, with no hook to call: a middleware may count
+        the request with those without building a `RequestView`.
+        """
         return (
             self.exempt_paths is None
             and self.exempt_func is None
@@ -448,50 +546,70 @@ class Options:
         )
 
     def policy_for(self, path: str) -> Policy:
-        """Return the policy for ``path``: an exact route, else the longest prefix, else default."""
-        policy = self.route_exact.get(path)
-        if policy is not None:
-            return policy
-        for prefix, policy in self.route_prefixes:
-            if path.startswith(prefix):
-                return policy
-        return self.default
+        """Return the policy for ``path``: an exact route, else the longest prefix, else default.
 
-    def is_exempt_path(self, path: str) -> bool:
-        """Whether ``path`` is among the exempt paths (the predicate is the adapter's to call)."""
+        Trailing slashes do not matter (see `Paths`).
+        """
+        policy = self.route_paths.get(path)
+        return self.default if policy is None else policy
+
+    def is_exempt(self, view: RequestView) -> bool:
+        """Whether the request is exempt (neither limited nor counted): by path or predicate."""
         paths = self.exempt_paths
-        return paths is not None and path in paths
+        if paths is not None and view.path in paths:
+            return True
+        predicate = self.exempt_func
+        return predicate is not None and bool(predicate(view))
+
+    def limit_for(self, view: RequestView) -> Limit:
+        """Return how the request is counted: ``(policy, key, bucket, cost)`` (see `Limit`).
+
+        The caller takes ``cost`` tokens from ``bucket`` in ``policy.registry`` (synchronously
+        or awaited, as its protocol allows), then passes ``key`` and the decision to `report`.
+        """
+        policy = self.policy_for(view.path) if self.routes else self.default
+        key_func = self.key_func
+        key = client_key(view.client) if key_func is None else key_func(view)
+        cost_func = self.cost_func
+        cost = self.cost if cost_func is None else cost_func(view)
+        return policy, key, policy.prefix + key, cost
+
+    def report(self, view: RequestView, key: str, decision: Decision) -> None:
+        """Call ``on_decision(view, key, decision)`` for a counted request, if there is a hook."""
+        hook = self.on_decision
+        if hook is not None:
+            hook(view, key, decision)
 
     def headers_for(self, decision: Decision, policy: Policy) -> HeaderList:
         """Return the rate-limit header fields to add to a response, in the configured mode."""
-        return rate_limit_headers(decision, policy, self.header_mode)
+        return rate_limit_headers(decision, policy, self.header_mode, TEXT)
 
-    def raw_headers_for(self, decision: Decision, policy: Policy) -> RawHeaderList:
-        """Return `headers_for` as bytes with lower-case names, as ASGI carries them."""
-        return raw_rate_limit_headers(decision, policy, self.header_mode)
+    def denial(self, decision: Decision, policy: Policy) -> Response:
+        """Return the 429 response to a denied request, with the configured header fields."""
+        return denial(decision, self.headers_for(decision, policy))
 
 
 def _check_cost(cost: object) -> Number:
     if isinstance(cost, bool) or not isinstance(cost, (int, float)):
-        raise TypeError(f"'cost' must be a number > 0 or a callable, got {cost!r}")
+        raise TypeError(f"'cost' must be a number > 0 or a callable, got {show(cost)}")
     if not cost > 0 or not math.isfinite(cost):
-        raise ValueError(f"'cost' must be a finite number > 0, got {cost!r}")
+        raise ValueError(f"'cost' must be a finite number > 0, got {show(cost)}")
     return cost
 
 
 def _check_admin_path(path: object) -> str:
     if not isinstance(path, str):
-        raise TypeError(f"'admin_path' must be a str, got {path!r}")
+        raise TypeError(f"'admin_path' must be a str, got {show(path)}")
     if not path.startswith("/"):
-        raise ValueError(f"'admin_path' must start with '/', got {path!r}")
+        raise ValueError(f"'admin_path' must start with '/', got {show(path)}")
     return path
 
 
 def _check_max_body(size: object) -> int:
     if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"'max_body' must be an int, got {size!r}")
+        raise TypeError(f"'max_body' must be an int, got {show(size)}")
     if size < 1:
-        raise ValueError(f"'max_body' must be >= 1, got {size!r}")
+        raise ValueError(f"'max_body' must be >= 1, got {show(size)}")
     return size
 
 
@@ -532,17 +650,17 @@ class AdminAPI:
     against the caller's own bucket first, so the token cannot be guessed faster than the limit
     allows (even in dry-run mode): it gets ``429`` once that bucket is empty, else ``401`` if it
     had no bearer token and ``403`` if the token was wrong. With a valid token, bad input gets
-    ``400`` (invalid JSON, not an object, missing, unknown or repeated fields, wrong types,
-    values out of range: zero, negative, NaN, infinite or above 1e12; a body cut short by a
-    disconnect), ``413`` for a body over ``max_body`` bytes and ``405`` (with ``Allow``) for
-    another method, and changes nothing.
+    ``400`` (invalid JSON, JSON not in UTF-8, not an object, missing, unknown or repeated fields,
+    wrong types, values out of range: zero, negative, NaN, infinite or above 1e12; a body cut
+    short by a disconnect), ``413`` for a body over ``max_body`` bytes and ``405`` (with
+    ``Allow``) for another method, and changes nothing.
     """
 
     __slots__ = ("_expected", "_options", "max_body", "path")
 
     def __init__(self, token: object, path: object, max_body: object, options: Options) -> None:
         if not isinstance(token, str):
-            raise TypeError(f"'admin_token' must be a str or None, got {token!r}")
+            raise TypeError(f"'admin_token' must be a str or None, got {show(token)}")
         if not token:
             raise ValueError("'admin_token' must be a non-empty str (or None to disable the API)")
         if not all("!" <= char <= "~" for char in token):
@@ -565,8 +683,15 @@ class AdminAPI:
         offered = credentials.strip().encode("latin-1", "replace")
         return 0 if hmac.compare_digest(offered, self._expected) else 403
 
-    def refusal(self, status: int, fields: HeaderList) -> Response:
-        """Return the 401 or 403 response to an unauthorised request, with its ``fields``."""
+    def refusal(self, status: int, policy: Policy, decision: Decision) -> Response:
+        """Return the response to an unauthorised request, counted with ``decision``.
+
+        ``status`` is what `authorize` returned. A denied request gets the 429 (whatever
+        ``dry_run`` says); an allowed one the 401 or 403. Both carry the rate-limit fields.
+        """
+        fields = self._options.headers_for(decision, policy)
+        if not decision.allowed:
+            return denial(decision, fields)
         if status == 401:
             fields = [("WWW-Authenticate", 'Bearer realm="tokenbucket admin"'), *fields]
             return _error(401, "missing bearer token", fields)
@@ -610,7 +735,7 @@ class AdminAPI:
             return _error(400, f"'route' must be a string, got {show(route)}")
         policy = self._options.routes.get(route)
         if policy is None:
-            known = ", ".join(repr(name) for name in self._options.routes) or "none"
+            known = ", ".join(show(name) for name in self._options.routes) or "none"
             return _error(400, f"'route' must be a configured route ({known}), got {show(route)}")
         return policy
 
@@ -638,7 +763,10 @@ class AdminAPI:
 
     def _parse_update(self, body: bytes) -> Union[Response, AdminOp]:
         try:
-            data = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
+            # JSON is UTF-8 (RFC 8259, section 8.1), which json.loads would not check: it takes
+            # UTF-16 and UTF-32 bytes too. A leading byte order mark is ignored, as the RFC allows.
+            text = body.decode("utf-8-sig")
+            data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
         except _Repeated as exc:
             return _error(400, f"field {show(exc.args[0])} given more than once")
         except (ValueError, RecursionError):
@@ -657,8 +785,6 @@ class AdminAPI:
             return _error(400, "field 'client_id' is required")
         if not isinstance(client_id, str) or not client_id:
             return _error(400, f"'client_id' must be a non-empty string, got {show(client_id)}")
-        if "capacity" not in data and "refill_rate" not in data:
-            return _error(400, "at least one of 'capacity' or 'refill_rate' is required")
         numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
         for name in numbers:
             if name in data:
@@ -666,6 +792,11 @@ class AdminAPI:
                 if isinstance(checked, Response):
                     return checked
                 numbers[name] = checked
+        try:
+            # Neither number given (JSON null was refused above): the core's check and message.
+            check_rule_fields(numbers["capacity"], numbers["refill_rate"])
+        except ValueError as exc:
+            return _error(400, str(exc))
         policy = self._route(data.get("route"))
         if isinstance(policy, Response):
             return policy

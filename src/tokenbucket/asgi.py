@@ -45,15 +45,21 @@ from ._decision import Decision
 from ._http import (
     DEFAULT_ADMIN_PATH,
     DEFAULT_MAX_BODY,
-    UNKNOWN_CLIENT,
+    RAW,
+    RAW_OWN_FIELDS,
+    RAW_OWN_INITIALS,
     DecisionHook,
     KeyFunc,
     Policy,
     RequestView,
     Response,
+    add_fields,
+    client_key,
+    rate_limit_headers,
 )
 from ._registry import BucketRegistry
 from ._rule import Rule
+from ._validate import show
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
 
@@ -63,9 +69,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _RawHeaders = List[Tuple[bytes, bytes]]
-
-_OWN_FIELDS = frozenset(name.encode() for name in _http.OWN_FIELDS)
-_INITIALS = frozenset((b"r", b"R", b"x", b"X"))
 
 
 class RateLimitMiddleware:
@@ -83,9 +86,9 @@ class RateLimitMiddleware:
     (which servers turn into ``403``). Messages on an accepted connection are not limited, and
     an allowed handshake passes through unchanged (without rate-limit header fields).
 
-    When ``scope["client"]`` is None (a Unix socket, some test servers) the default key is
-    ``"unknown"``: all such requests share one bucket. Behind a proxy, pass a key function such
-    as [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
+    When ``scope["client"]`` is None or its host empty (a Unix socket, some test servers) the
+    default key is ``"unknown"``: all such requests share one bucket. Behind a proxy, pass a key
+    function such as [`TrustedProxyKey`][tokenbucket.proxies.TrustedProxyKey].
 
     Args:
         app: the ASGI app to protect.
@@ -95,11 +98,15 @@ class RateLimitMiddleware:
             [`RequestView`][tokenbucket.asgi.RequestView]; the client IP by default.
         cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
         exempt: requests that are never limited nor counted: a list of paths (``"/health"``;
-            ``"/static/*"`` for a prefix), or a predicate ``exempt(request) -> bool``.
-        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, with the same path syntax.
-            A request matching a route (the exact path first, then the longest prefix) is counted
-            in that route's bucket for its key instead of the default one. Route buckets share
-            the registry's store.
+            ``"/static/*"`` for a prefix), or a predicate ``exempt(request) -> bool``. Paths are
+            compared as decoded, case-sensitively, and trailing slashes do not matter:
+            ``"/health"`` also exempts ``/health/``, and ``"/static/*"`` covers ``/static``.
+        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, with the same path syntax
+            and matching as ``exempt``: ``/login/`` and ``/login//`` count in the ``/login``
+            bucket, so a trailing slash cannot escape the rule (two patterns that differ only in
+            trailing slashes are refused with ``ValueError``). A request matching a route (the
+            exact path first, then the longest prefix) is counted in that route's bucket for its
+            key instead of the default one. Route buckets share the registry's store.
         dry_run: compute, report (header fields, ``on_decision``) but never refuse a request.
             Useful to roll a limit out. The admin path stays protected.
         headers: which rate-limit header fields to send: ``"draft"`` (default; ``RateLimit``
@@ -149,7 +156,7 @@ class RateLimitMiddleware:
         max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         if not callable(app):
-            raise TypeError(f"'app' must be an ASGI app (a callable), got {app!r}")
+            raise TypeError(f"'app' must be an ASGI app (a callable), got {show(app)}")
         self.app = app
         self._options = _http.Options(
             registry=registry,
@@ -190,58 +197,43 @@ class RateLimitMiddleware:
             # No exemptions, routes, key or cost function, hook or async store: the common case.
             policy = options.default
             client = scope.get("client")
-            decision = self._consume(client[0] if client else UNKNOWN_CLIENT, self._cost)
+            decision = self._consume(client_key(client[0] if client else None), self._cost)
         else:
-            view: Optional[RequestView] = None
-            if options.exempt_paths is not None and options.is_exempt_path(path):
+            view = _view(scope)
+            if options.is_exempt(view):
                 await self.app(scope, receive, send)
                 return
-            if options.exempt_func is not None:
-                view = _view(scope)
-                if options.exempt_func(view):
-                    await self.app(scope, receive, send)
-                    return
-            policy, decision = await self._decide(scope, path, view)
+            policy, decision = await self._count(view)
         if not decision[0] and not options.dry_run:  # denied
-            fields = options.headers_for(decision, policy)
-            await _send_response(send, _http.denial(decision, fields))
+            await _send_response(send, options.denial(decision, policy))
             return
         mode = self._mode
         if not mode:
             await self.app(scope, receive, send)
             return
-        extra = _http.raw_rate_limit_headers(decision, policy, mode)
+        extra = rate_limit_headers(decision, policy, mode, RAW)
 
         async def send_with_fields(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _add_fields(message, extra)
+                message["headers"] = add_fields(
+                    message.get("headers"), extra, RAW_OWN_FIELDS, RAW_OWN_INITIALS
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_fields)
 
-    async def _decide(
-        self, scope: Scope, path: str, view: Optional[RequestView]
-    ) -> Tuple[Policy, Decision]:
-        """Count the request against its bucket; return the policy and the decision."""
+    async def _count(self, view: RequestView) -> Tuple[Policy, Decision]:
+        """Count the request as `Options.limit_for` says; return its policy and the decision.
+
+        Only the registry call is this module's own: awaited when the store is async.
+        """
         options = self._options
-        policy = options.policy_for(path) if options.routes else options.default
-        if options.key_func is None:
-            client = scope.get("client")
-            key = client[0] if client else UNKNOWN_CLIENT
-        else:
-            view = view or _view(scope)
-            key = options.key_func(view)
-        if options.cost_func is None:
-            cost = options.cost
-        else:
-            view = view or _view(scope)
-            cost = options.cost_func(view)
+        policy, key, bucket, cost = options.limit_for(view)
         if options.is_async:
-            decision = await policy.registry.aconsume(policy.prefix + key, cost)
+            decision = await policy.registry.aconsume(bucket, cost)
         else:
-            decision = policy.registry.consume(policy.prefix + key, cost)
-        if options.on_decision is not None:
-            options.on_decision(view or _view(scope), key, decision)
+            decision = policy.registry.consume(bucket, cost)
+        options.report(view, key, decision)
         return policy, decision
 
     async def _admin_request(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -251,13 +243,8 @@ class RateLimitMiddleware:
         status = admin.authorize(view.header("authorization"))
         if status:
             # Counted against the caller's bucket, whatever dry_run or exempt say.
-            policy, decision = await self._decide(scope, view.path, view)
-            fields = self._options.headers_for(decision, policy)
-            if decision.allowed:
-                response = admin.refusal(status, fields)
-            else:
-                response = _http.denial(decision, fields)
-            await _send_response(send, response)
+            policy, decision = await self._count(view)
+            await _send_response(send, admin.refusal(status, policy, decision))
             return
         body = b""
         if admin.wants_body(view.method):
@@ -281,17 +268,11 @@ class RateLimitMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         options = self._options
-        path: str = scope["path"]
-        view: Optional[RequestView] = None
-        if options.exempt_paths is not None and options.is_exempt_path(path):
+        view = _view(scope)
+        if options.is_exempt(view):
             await self.app(scope, receive, send)
             return
-        if options.exempt_func is not None:
-            view = _view(scope)
-            if options.exempt_func(view):
-                await self.app(scope, receive, send)
-                return
-        policy, decision = await self._decide(scope, path, view)
+        policy, decision = await self._count(view)
         if decision.allowed or options.dry_run:
             await self.app(scope, receive, send)
             return
@@ -299,7 +280,7 @@ class RateLimitMiddleware:
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake completed
         if "websocket.http.response" in (scope.get("extensions") or {}):
-            response = _http.denial(decision, options.headers_for(decision, policy))
+            response = options.denial(decision, policy)
             await send(
                 {
                     "type": "websocket.http.response.start",
@@ -338,21 +319,6 @@ def _view(scope: Scope) -> RequestView:
 
 def _encode(fields: _http.HeaderList) -> _RawHeaders:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
-
-
-def _add_fields(message: Message, extra: _RawHeaders) -> None:
-    """Add the ``extra`` fields the app did not set itself to ``message``, a response start."""
-    headers = message.get("headers")
-    if not headers:
-        message["headers"] = extra
-        return
-    for name, _ in headers:
-        # Every field of ours starts with r or x: most names are ruled out without lower().
-        if name[:1] in _INITIALS and name.lower() in _OWN_FIELDS:
-            present = {name.lower() for name, _ in headers}
-            extra = [field for field in extra if field[0] not in present]
-            break
-    message["headers"] = [*headers, *extra]
 
 
 async def _send_response(send: Send, response: Response) -> None:

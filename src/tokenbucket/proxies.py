@@ -12,6 +12,7 @@ import ipaddress
 from typing import Iterable, List, Optional, Tuple, Union
 
 from ._http import UNKNOWN_CLIENT, RequestView
+from ._validate import show
 
 __all__ = ["TrustedProxyKey"]
 
@@ -67,7 +68,9 @@ class TrustedProxyKey:
         header: str = "x-forwarded-for",
     ) -> None:
         if isinstance(trusted, (str, bytes)):
-            raise TypeError(f"'trusted' must be a list of addresses or networks, got {trusted!r}")
+            raise TypeError(
+                f"'trusted' must be a list of addresses or networks, got {show(trusted)}"
+            )
         networks: List[_Network] = []
         unix = False
         for entry in trusted:
@@ -83,16 +86,18 @@ class TrustedProxyKey:
                     networks.append(ipaddress.ip_network(entry.strip()))
                 except ValueError:
                     raise ValueError(
-                        f"'trusted' entries must be IP addresses or networks, got {entry!r}"
+                        f"'trusted' entries must be IP addresses or networks, got {show(entry)}"
                     ) from None
             else:
                 raise TypeError(
-                    f"'trusted' entries must be str or ipaddress objects, got {entry!r}"
+                    f"'trusted' entries must be str or ipaddress objects, got {show(entry)}"
                 )
         if not networks and not unix:
             raise ValueError("'trusted' must name at least one proxy address or network")
         if not isinstance(header, str) or header.lower() not in _HEADERS:
-            raise ValueError(f"'header' must be 'x-forwarded-for' or 'forwarded', got {header!r}")
+            raise ValueError(
+                f"'header' must be 'x-forwarded-for' or 'forwarded', got {show(header)}"
+            )
         self._networks = tuple(networks)
         self._unix = unix
         self._header = header.lower()
@@ -104,10 +109,10 @@ class TrustedProxyKey:
     def client_address(self, peer: Optional[str], field: Optional[str]) -> str:
         """Return the client address for a request from ``peer`` carrying header value ``field``.
 
-        ``peer`` is the address the server reports (None if none); ``field`` the value of the
-        configured header (None if absent; repeated fields joined with commas).
+        ``peer`` is the address the server reports (None or ``""`` if none); ``field`` the value
+        of the configured header (None if absent; repeated fields joined with commas).
         """
-        if peer is None:
+        if not peer:
             if not self._unix:
                 return UNKNOWN_CLIENT
             current = UNKNOWN_CLIENT

@@ -22,24 +22,27 @@ from ._http import (
     DEFAULT_ADMIN_PATH,
     DEFAULT_MAX_BODY,
     OWN_FIELDS,
-    UNKNOWN_CLIENT,
+    OWN_INITIALS,
+    TEXT,
     DecisionHook,
     HeaderList,
     KeyFunc,
     Policy,
     RequestView,
     Response,
+    add_fields,
+    client_key,
+    rate_limit_headers,
 )
 from ._registry import BucketRegistry
 from ._rule import Rule
+from ._validate import show
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
-
-_INITIALS = frozenset("RrXx")
 
 
 class RateLimitMiddleware:
@@ -62,8 +65,9 @@ class RateLimitMiddleware:
             client IP by default.
         cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
         exempt: requests never limited nor counted: paths (``"/static/*"`` for a prefix) or a
-            predicate.
-        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``.
+            predicate. Trailing slashes do not matter: ``"/health"`` also exempts ``/health/``.
+        routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, matched as ``exempt`` is:
+            ``/login/`` counts in the ``/login`` bucket.
         dry_run: compute and report, never refuse (the admin path stays protected).
         headers: ``"draft"`` (default), ``"legacy"``, ``"both"`` or None.
         on_decision: ``on_decision(request, key, decision)`` after each counted request.
@@ -104,11 +108,11 @@ class RateLimitMiddleware:
         max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         if not callable(app):
-            raise TypeError(f"'app' must be a WSGI app (a callable), got {app!r}")
+            raise TypeError(f"'app' must be a WSGI app (a callable), got {show(app)}")
         if isinstance(registry, BucketRegistry) and registry.is_async:
             raise TypeError(
-                f"'registry' uses an async store ({registry.store!r}), which WSGI cannot await; "
-                "use a synchronous store, or the ASGI middleware"
+                f"'registry' uses an async store ({show(registry.store)}), which WSGI cannot "
+                "await; use a synchronous store, or the ASGI middleware"
             )
         self.app = app
         self._options = _http.Options(
@@ -135,64 +139,44 @@ class RateLimitMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
         options = self._options
-        if self._plain and self._admin is None:
-            # No admin API, exemptions, routes, key or cost function, or hook: the common case,
-            # which does not even need the path.
-            policy = options.default
-            decision = self._consume(environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT, self._cost)
-        else:
+        path: Optional[str] = None
+        if self._admin_path is not None:
             path = _path(environ)
             if path == self._admin_path:
                 return self._admin_request(environ, path, start_response)
-            view: Optional[RequestView] = None
-            if options.exempt_paths is not None and options.is_exempt_path(path):
+        if self._plain:
+            # No exemptions, routes, key or cost function, or hook: the common case, which does
+            # not even need the path.
+            policy = options.default
+            decision = self._consume(client_key(environ.get("REMOTE_ADDR")), self._cost)
+        else:
+            view = _view(environ, _path(environ) if path is None else path)
+            if options.is_exempt(view):
                 return self.app(environ, start_response)
-            if options.exempt_func is not None:
-                view = _view(environ, path)
-                if options.exempt_func(view):
-                    return self.app(environ, start_response)
-            if self._plain:
-                policy = options.default
-                key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
-                decision = self._consume(key, self._cost)
-            else:
-                policy, decision = self._decide(environ, path, view)
+            policy, decision = self._count(view)
         if not decision[0] and not options.dry_run:  # denied
-            denied = _http.denial(decision, options.headers_for(decision, policy))
-            return _respond(start_response, denied)
+            return _respond(start_response, options.denial(decision, policy))
         mode = self._mode
         if not mode:
             return self.app(environ, start_response)
-        fields = _http.rate_limit_headers(decision, policy, mode)
+        fields = rate_limit_headers(decision, policy, mode, TEXT)
 
         def start_with_fields(
             status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            combined = _add_fields(headers, fields)
+            combined = add_fields(headers, fields, OWN_FIELDS, OWN_INITIALS)
             if exc_info is None:
                 return start_response(status, combined)
             return start_response(status, combined, exc_info)
 
         return self.app(environ, start_with_fields)
 
-    def _decide(
-        self, environ: WSGIEnvironment, path: str, view: Optional[RequestView]
-    ) -> tuple[Policy, Decision]:
+    def _count(self, view: RequestView) -> tuple[Policy, Decision]:
+        """Count the request as `Options.limit_for` says; return its policy and the decision."""
         options = self._options
-        policy = options.policy_for(path) if options.routes else options.default
-        if options.key_func is None:
-            key = environ.get("REMOTE_ADDR") or UNKNOWN_CLIENT
-        else:
-            view = view or _view(environ, path)
-            key = options.key_func(view)
-        if options.cost_func is None:
-            cost = options.cost
-        else:
-            view = view or _view(environ, path)
-            cost = options.cost_func(view)
-        decision = policy.registry.consume(policy.prefix + key, cost)
-        if options.on_decision is not None:
-            options.on_decision(view or _view(environ, path), key, decision)
+        policy, key, bucket, cost = options.limit_for(view)
+        decision = policy.registry.consume(bucket, cost)
+        options.report(view, key, decision)
         return policy, decision
 
     def _admin_request(
@@ -204,11 +188,8 @@ class RateLimitMiddleware:
         status = admin.authorize(view.header("authorization"))
         if status:
             # Counted against the caller's bucket, whatever dry_run or exempt say.
-            policy, decision = self._decide(environ, path, view)
-            fields = self._options.headers_for(decision, policy)
-            if decision.allowed:
-                return _respond(start_response, admin.refusal(status, fields))
-            return _respond(start_response, _http.denial(decision, fields))
+            policy, decision = self._count(view)
+            return _respond(start_response, admin.refusal(status, policy, decision))
         body = b""
         if admin.wants_body(view.method):
             read = _read_body(environ, admin)
@@ -238,10 +219,19 @@ def _read_body(environ: WSGIEnvironment, admin: _http.AdminAPI) -> Union[bytes, 
 
 
 def _path(environ: WSGIEnvironment) -> str:
-    """``SCRIPT_NAME`` + ``PATH_INFO``, decoded as UTF-8 like an ASGI path."""
+    """``SCRIPT_NAME`` + ``PATH_INFO``, decoded as UTF-8 like an ASGI path.
+
+    PEP 3333 servers pass the path's bytes as latin-1 code points; they are decoded as UTF-8
+    (invalid sequences become U+FFFD). A path with a character past U+00FF cannot be such bytes:
+    the server has decoded it already, and it is used as it is.
+    """
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     if not path.isascii():
-        path = path.encode("latin-1").decode("utf-8", "replace")
+        try:
+            raw = path.encode("latin-1")
+        except UnicodeEncodeError:
+            return str(path)
+        path = raw.decode("utf-8", "replace")
     return str(path)
 
 
@@ -263,20 +253,10 @@ def _view(environ: WSGIEnvironment, path: str) -> RequestView:
         environ.get("wsgi.url_scheme", "http"),
         path,
         environ.get("QUERY_STRING", ""),
-        environ.get("REMOTE_ADDR") or None,
+        environ.get("REMOTE_ADDR"),
         environ,
         _decode_headers,
     )
-
-
-def _add_fields(headers: HeaderList, extra: HeaderList) -> HeaderList:
-    """Return the app's ``headers`` followed by the ``extra`` fields it did not set itself."""
-    for name, _ in headers:
-        # Every field of ours starts with R or X: most names are ruled out without lower().
-        if name[:1] in _INITIALS and name.lower() in OWN_FIELDS:
-            present = {name.lower() for name, _ in headers}
-            return [*headers, *(field for field in extra if field[0].lower() not in present)]
-    return [*headers, *extra]
 
 
 def _respond(start_response: StartResponse, response: Response) -> Iterable[bytes]:
