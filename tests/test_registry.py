@@ -227,14 +227,38 @@ class TestForgetting:
         assert len(store) == 100
         clock.advance(1.0)  # every old bucket is full again
         registry.try_consume("active", 2)
-        for i in range(200):
+        for i in range(1100):  # enough new keys for a sweep (every 1,024 at the least)
             registry.try_consume(f"new-{i}")
-        assert len(store) <= 202
-        assert "old-0" not in store._states
+        assert len(store) <= 1101
+        assert not any(key.startswith("old-") for key in store._states)
         assert registry.tokens("active") == 0.0
 
-    def test_forgetting_never_changes_a_decision(self):
+    def test_keys_in_use_are_kept_until_idle(self, monkeypatch):
+        """A full bucket used since the last sweep survives the next one, then goes if idle."""
+        monkeypatch.setattr("tokenbucket._memory._MIN_SWEEP_INTERVAL", 10)
+        registry, clock = make(1, 100.0)  # refills within 0.01 s
+        store = registry.store
+
+        def sweep_with_new_keys(tag):
+            for i in range(10):
+                registry.try_consume(f"{tag}-{i}")
+            clock.advance(1.0)
+            registry.try_consume(f"{tag}-trigger")  # the 11th new key sweeps first
+
+        registry.try_consume("regular")
+        clock.advance(1.0)
+        sweep_with_new_keys("a")  # first sweep: every full bucket goes, "regular" too
+        assert "regular" not in store._states
+        registry.try_consume("regular")  # used again after that sweep
+        clock.advance(1.0)
+        sweep_with_new_keys("b")  # full, but used since the last sweep: kept
+        assert "regular" in store._states
+        sweep_with_new_keys("c")  # idle since: forgotten
+        assert "regular" not in store._states
+
+    def test_forgetting_never_changes_a_decision(self, monkeypatch):
         """The same traffic gives the same decisions whether or not buckets are swept."""
+        monkeypatch.setattr("tokenbucket._memory._MIN_SWEEP_INTERVAL", 8)  # sweep often
         rule = Rule(3, 0.5)
         clocks = [ManualClock(), ManualClock()]
         swept = BucketRegistry(rule, store=MemoryStore(clock=clocks[0]))
@@ -297,8 +321,8 @@ class TestForgetting:
         for i in range(50):  # 0.5 s of arrivals at the cap with nothing due
             clock.advance(0.01)
             assert not registry.try_consume(f"late-{i}")
-        # Only the sweeps every 64 new keys ran (at t=0 and t=0.29), not one per arrival.
-        assert sweeps == [0.0, pytest.approx(0.29)]
+        # One sweep on reaching the cap found nothing due before t=2; none per arrival after.
+        assert sweeps == [pytest.approx(0.01)]
         clock.set(2.0)  # every flood bucket is full now
         assert registry.try_consume("on-time")
         assert sweeps[-1] == 2.0

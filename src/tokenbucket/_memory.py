@@ -27,8 +27,10 @@ from ._store import Outcome
 
 _State = Tuple[float, float, Rule, "threading.Lock", float]
 
-#: Sweeps run after this many new keys at the least, so small stores are not swept constantly.
-_MIN_SWEEP_INTERVAL = 64
+#: Sweeps run after this many new keys at the least, so that a store whose buckets are all full
+#: again by their next request (and so are forgotten and re-created every time) does not pay a
+#: sweep, which takes every stripe lock, every few requests.
+_MIN_SWEEP_INTERVAL = 1024
 #: At the max_keys cap, refilled buckets are also reclaimed by time: at most every
 #: max(0.1 s, 5 µs per tracked key), which bounds the sweeping to a few percent of a core.
 _MIN_RECLAIM_SECONDS = 0.1
@@ -89,9 +91,9 @@ class MemoryStore:
             key's stripe lock from reading the clock to writing the state; unrelated keys share a
             lock only when their hashes collide.
 
-    Forgetting is amortised O(1) and needs no thread: after every ``max(64, n // 2)`` new keys
+    Forgetting is amortised O(1) and needs no thread: after every ``max(1024, n // 2)`` new keys
     (``n`` = keys tracked after the last sweep), the next new key sweeps the whole dict once,
-    dropping buckets that are full. At the cap, a new key also triggers a sweep once a tracked
+    dropping buckets that are full and have not been used since the previous sweep. At the cap, a new key also triggers a sweep once a tracked
     bucket is due to be full (at most every ``max(0.1 s, 5 µs * max_keys)``), so refilled
     buckets are reclaimed by time even when few new keys arrive.
     """
@@ -105,6 +107,7 @@ class MemoryStore:
         "_reclaim_at",
         "_states",
         "_stripes",
+        "_swept_at",
         "_until_sweep",
     )
 
@@ -135,6 +138,7 @@ class MemoryStore:
         self._admission = threading.Lock()
         self._until_sweep = _MIN_SWEEP_INTERVAL
         self._reclaim_at = -math.inf  # when, at the cap, a sweep may run again
+        self._swept_at = math.inf  # when the last sweep ran (the first forgets every full one)
 
     def __len__(self) -> int:
         """Return how many buckets are tracked (full ones not yet forgotten included)."""
@@ -150,7 +154,7 @@ class MemoryStore:
         states = self._states
         state = states.get(key)
         if state is None:
-            if self._until_sweep <= 0 or self._reclaim_due():
+            if self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due()):
                 self._sweep()
             lock = self._stripes[hash(key) & self._mask]
         else:
@@ -192,7 +196,8 @@ class MemoryStore:
                 return False, rule.capacity - debt, rule
             if commit:
                 if state is None:
-                    if not self._admit(key, (base, amount, rule, lock, _carry_of(amount))):
+                    carry = _EXACT if type(amount) is int else 0.0
+                    if not self._admit(key, (base, amount, rule, lock, carry)):
                         # At the cap an untracked key counts as an empty bucket.
                         return False, 0.0, rule
                 elif carry is _EXACT and type(amount) is int:
@@ -249,12 +254,21 @@ class MemoryStore:
 
     def _admit(self, key: str, state: _State) -> bool:
         """Track a new key unless the cap is reached. Caller holds the key's stripe lock."""
-        with self._admission:
+        if self._max_keys is None:
+            # No cap to hold: the dict insert is atomic, and a count lost to a race between
+            # two stripes only delays the next sweep by one key.
             self._until_sweep -= 1
-            if self._max_keys is not None and len(self._states) >= self._max_keys:
+            self._states[key] = state
+            return True
+        self._admission.acquire()
+        try:
+            self._until_sweep -= 1
+            if len(self._states) >= self._max_keys:
                 return False
             self._states[key] = state
             return True
+        finally:
+            self._admission.release()
 
     def _reclaim_due(self) -> bool:
         """At the cap: whether a bucket has refilled since the last sweep (a time trigger)."""
@@ -265,29 +279,38 @@ class MemoryStore:
         )
 
     def _sweep(self) -> None:
-        """Forget every bucket that is full now. Takes all stripe locks, in order.
+        """Forget the full buckets nobody has used since the last sweep. Takes every stripe lock.
 
         It runs after a number of new keys (amortised O(1) per key) and, while the store is at
         its cap, also once a tracked bucket is due to be full, so that new keys get in when the
-        buckets of a flood have refilled, even if few new keys arrive.
+        buckets of a flood have refilled, even if few new keys arrive. A full bucket used since
+        the last sweep (its state was restarted then) is kept until the next one, so that keys
+        in steady use are not forgotten and re-created on every visit; at the cap every full
+        bucket goes. Forgetting a full bucket never changes a decision, so this is only about
+        memory and speed.
         """
         for lock in self._stripes:
             lock.acquire()
         try:
-            if self._until_sweep > 0 and not self._reclaim_due():
+            at_cap = self._reclaim_due()
+            if self._until_sweep > 0 and not at_cap:
                 return  # another thread swept while we waited
             now = self._clock()
+            idle_since = math.inf if at_cap else self._swept_at
             states = self._states
             full = []
             soonest = math.inf  # when the next tracked bucket will be full
             for key, (base, used, rule, _, _) in states.items():
-                deficit = _deficit(base, used, rule, now)
+                # _deficit(), inlined: this loop visits every tracked key.
+                deficit = used - (now - base) * rule.refill_rate if now > base else used
                 if deficit <= 0:
-                    full.append(key)
+                    if base <= idle_since:
+                        full.append(key)
                 elif rule.refill_rate:
                     soonest = min(soonest, deficit / rule.refill_rate)
             for key in full:
                 del states[key]
+            self._swept_at = now
             self._until_sweep = max(_MIN_SWEEP_INTERVAL, len(states) // 2)
             pause = max(_MIN_RECLAIM_SECONDS, _RECLAIM_SECONDS_PER_KEY * len(states))
             self._reclaim_at = now + max(soonest, pause)
