@@ -93,9 +93,10 @@ class MemoryStore:
 
     Forgetting is amortised O(1) and needs no thread: after every ``max(1024, n // 2)`` new keys
     (``n`` = keys tracked after the last sweep), the next new key sweeps the whole dict once,
-    dropping buckets that are full and have not been used since the previous sweep. At the cap, a new key also triggers a sweep once a tracked
-    bucket is due to be full (at most every ``max(0.1 s, 5 µs * max_keys)``), so refilled
-    buckets are reclaimed by time even when few new keys arrive.
+    dropping buckets that are full and have not been used since the previous sweep. At the
+    cap, a new key also triggers a sweep once a tracked bucket is due to be full (at most every
+    ``max(0.1 s, 5 µs * max_keys)``), so refilled buckets are reclaimed by time even when few
+    new keys arrive.
     """
 
     __slots__ = (
