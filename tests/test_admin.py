@@ -63,6 +63,17 @@ class TestUpdate:
         assert post(h, {"client_id": IP, "capacity": 7}).json()["refill_rate"] == 2.5
         assert h.registry.rule_for(IP) == Rule(7, 2.5)
 
+    def test_refill_rate_zero_is_accepted_as_in_the_core(self, admin):
+        """The admin API takes every rule Rule takes: refill_rate 0 never refills."""
+        h = admin()
+        response = post(h, {"client_id": IP, "capacity": 2, "refill_rate": 0})
+        assert response.status == 200
+        assert response.json()["refill_rate"] == 0
+        assert h.registry.rule_for(IP) == Rule(2, 0)
+        assert [h.request().status for _ in range(3)] == [200, 200, 429]
+        h.clock.advance(10**6)
+        assert h.request().status == 429
+
     def test_valid_token_is_not_counted_even_when_limited(self, admin):
         """Authorised admin requests take no tokens and work when the caller is limited."""
         h = admin()
@@ -271,10 +282,9 @@ BAD_BODIES = [
     ({"client_id": "a", "refill_rate": [1]}, "'refill_rate' must be a number, got [1]"),
     ({"client_id": "a", "capacity": 0}, "'capacity' must be a finite number > 0, got 0"),
     ({"client_id": "a", "capacity": -5}, "'capacity' must be a finite number > 0, got -5"),
-    ({"client_id": "a", "refill_rate": 0}, "'refill_rate' must be a finite number > 0, got 0"),
     (
         {"client_id": "a", "refill_rate": -0.5},
-        "'refill_rate' must be a finite number > 0, got -0.5",
+        "'refill_rate' must be a finite number >= 0, got -0.5",
     ),
     (
         {"client_id": "a", "capacity": 1e13},
@@ -395,7 +405,7 @@ _valid = st.fixed_dictionaries(
     {"client_id": st.one_of(st.sampled_from(["victim", "203.0.113.9"]), st.text(min_size=1))},
     optional={
         "capacity": _good_numbers,
-        "refill_rate": _good_numbers,
+        "refill_rate": st.one_of(st.just(0), _good_numbers),
         "route": st.sampled_from([None, "/login"]),
     },
 ).filter(lambda obj: "capacity" in obj or "refill_rate" in obj)
@@ -445,7 +455,7 @@ UPDATE_SCHEMA = {
     "properties": {
         "client_id": {"type": "string", "minLength": 1},
         "capacity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12},
-        "refill_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12},
+        "refill_rate": {"type": "number", "minimum": 0, "maximum": 1e12},
         "route": {"enum": [None, "/login"]},
     },
     "anyOf": [{"required": ["capacity"]}, {"required": ["refill_rate"]}],
@@ -473,6 +483,7 @@ def _conforms(value, schema):
         ),
         "minLength": lambda n: len(value) >= n,
         "exclusiveMinimum": lambda low: value > low,
+        "minimum": lambda low: value >= low,
         "maximum": lambda high: value <= high,
         "enum": lambda options: any(
             _json_type(value) == _json_type(option) and value == option for option in options

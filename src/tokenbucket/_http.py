@@ -804,11 +804,13 @@ class AdminAPI:
 
 
 def _admin_number(name: str, value: object) -> Union[Response, Number]:
-    """Check a rule field from the admin API: a finite number in (0, 1e12], never a bool."""
+    """Check a rule field from the admin API with the core's own check, never a bool.
+
+    The admin API takes exactly what `Rule` takes: a capacity in (0, 1e12] and a refill rate
+    in [0, 1e12] (0: the bucket never refills).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return _error(400, f"{name!r} must be a number, got {show(value)}")
-    if not value > 0:
-        return _error(400, f"{name!r} must be a finite number > 0, got {show(value)}")
     try:
         return check_capacity(value, name) if name == "capacity" else check_rate(value, name)
     except (TypeError, ValueError) as exc:
