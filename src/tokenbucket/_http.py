@@ -51,6 +51,7 @@ from typing import (
 from urllib.parse import parse_qsl
 
 from ._decision import Decision
+from ._keys import bucket_key, escape_key
 from ._registry import BucketRegistry
 from ._rule import Rule
 from ._validate import Number, check_capacity, check_rate, check_rule_fields, show
@@ -118,6 +119,11 @@ def client_key(address: Optional[str]) -> str:
     ``REMOTE_ADDR``): both middlewares and every path through them key such requests alike.
     """
     return address or UNKNOWN_CLIENT
+
+
+def default_bucket(address: Optional[str]) -> str:
+    """The store key of ``client_key(address)`` in the default namespace (the fast path's key)."""
+    return escape_key(client_key(address))
 
 
 class RequestView:
@@ -572,7 +578,7 @@ class Options:
         key = client_key(view.client) if key_func is None else key_func(view)
         cost_func = self.cost_func
         cost = self.cost if cost_func is None else cost_func(view)
-        return policy, key, policy.prefix + key, cost
+        return policy, key, bucket_key(policy.prefix, key), cost
 
     def report(self, view: RequestView, key: str, decision: Decision) -> None:
         """Call ``on_decision(view, key, decision)`` for a counted request, if there is a hook."""
@@ -624,8 +630,8 @@ class AdminOp(NamedTuple):
 
     @property
     def key(self) -> str:
-        """The bucket key of ``client_id`` in its policy's namespace."""
-        return self.policy.prefix + self.client_id
+        """The bucket key of ``client_id`` in its policy's namespace (escaped: see `bucket_key`)."""
+        return bucket_key(self.policy.prefix, self.client_id)
 
 
 class AdminAPI:

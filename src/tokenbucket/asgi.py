@@ -54,7 +54,7 @@ from ._http import (
     RequestView,
     Response,
     add_fields,
-    client_key,
+    default_bucket,
     rate_limit_headers,
 )
 from ._registry import BucketRegistry
@@ -197,7 +197,7 @@ class RateLimitMiddleware:
             # No exemptions, routes, key or cost function, hook or async store: the common case.
             policy = options.default
             client = scope.get("client")
-            decision = self._consume(client_key(client[0] if client else None), self._cost)
+            decision = self._consume(default_bucket(client[0] if client else None), self._cost)
         else:
             view = _view(scope)
             if options.is_exempt(view):

@@ -31,7 +31,7 @@ from ._http import (
     RequestView,
     Response,
     add_fields,
-    client_key,
+    default_bucket,
     rate_limit_headers,
 )
 from ._registry import BucketRegistry
@@ -148,7 +148,7 @@ class RateLimitMiddleware:
             # No exemptions, routes, key or cost function, or hook: the common case, which does
             # not even need the path.
             policy = options.default
-            decision = self._consume(client_key(environ.get("REMOTE_ADDR")), self._cost)
+            decision = self._consume(default_bucket(environ.get("REMOTE_ADDR")), self._cost)
         else:
             view = _view(environ, _path(environ) if path is None else path)
             if options.is_exempt(view):
