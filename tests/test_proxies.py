@@ -42,8 +42,9 @@ class TestXForwardedFor:
             ("10.0.0.2", " , ", "10.0.0.2"),
             # Ports and IPv6, normalised.
             ("10.0.0.2", f"{CLIENT}:4711", CLIENT),
-            ("10.0.0.2", "[2001:db8::1]:4711", "2001:db8::1"),
-            ("10.0.0.2", "2001:DB8:0:0::1", "2001:db8::1"),
+            ("10.0.0.2", "[2001:db8::1]:4711", "2001:db8::/56"),
+            ("10.0.0.2", "2001:DB8:0:0::1", "2001:db8::/56"),
+            ("10.0.0.2", "2001:db8:0:1ff:a:b:c:d", "2001:db8:0:100::/56"),
             ("10.0.0.2", "[2001:db8::1", "10.0.0.2"),
             ("::ffff:10.0.0.2", CLIENT, CLIENT),
             ("10.0.0.2", "::ffff:203.0.113.7", CLIENT),
@@ -76,7 +77,7 @@ class TestForwarded:
             (f"for={CLIENT}", CLIENT),
             (f"for={CLIENT};proto=https;by=10.0.0.2", CLIENT),
             (f'for="{CLIENT}:4711"', CLIENT),
-            ('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::17"),
+            ('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::/56"),
             (f"for=1.1.1.1, for={CLIENT}, for=10.0.0.1", CLIENT),
             (f"For={CLIENT}", CLIENT),
             (f'for={CLIENT};ext="a,b;c", for=10.0.0.1', CLIENT),
@@ -215,8 +216,13 @@ def test_the_key_is_what_the_nearest_untrusted_hop_reported(
         field = "" if prefix is None else prefix + joints[-1]
         for element, joint in zip(elements, joints):
             field += element + (joint if element is not elements[-1] else "")
-        key = TrustedProxyKey(_TRUSTED, header=header)
+        key = TrustedProxyKey(_TRUSTED, header=header, ipv6_prefix=128)
         assert key.client_address(peer, field) == str(client), (header, field)
+        grouped = TrustedProxyKey(_TRUSTED, header=header).client_address(peer, field)
+        if client.version == 6:
+            assert grouped == str(ipaddress.ip_network(f"{client}/56", strict=False))
+        else:
+            assert grouped == str(client)
 
 
 class TestAsKeyFunction:

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Iterable, Iterator, List, Optional, Union
 
-from ._http import UNKNOWN_CLIENT, RequestView
+from ._http import DEFAULT_IPV6_PREFIX, UNKNOWN_CLIENT, RequestView, check_ipv6_prefix, ipv6_key
 from ._validate import show
 
 __all__ = ["TrustedProxyKey"]
@@ -43,13 +43,17 @@ class TrustedProxyKey:
     client writes (an unclosed quote, a stray separator) changes how the proxies' elements
     read; a malformed element stops the walk like garbage. A proxy that reports a
     port (``203.0.113.7:4711``, ``"[2001:db8::1]:4711"``) is understood; keys are normalised
-    addresses without ports, IPv4-mapped IPv6 addresses as IPv4.
+    addresses without ports, IPv4-mapped IPv6 addresses as IPv4, and an IPv6 client is keyed by
+    its network of ``ipv6_prefix`` bits (``2001:db8:0:100::/56``), as the default key does.
 
     Args:
         trusted: addresses and networks of your proxies: ``"10.0.0.0/8"``, ``"127.0.0.1"``,
             ``"::1"``, or :mod:`ipaddress` objects. The string ``"unix"`` trusts requests that
             carry no peer address (a proxy on a Unix socket).
         header: ``"x-forwarded-for"`` (default) or ``"forwarded"``.
+        ipv6_prefix: how many leading bits of an IPv6 client address make its key (default 56,
+            as the middlewares' default key: one subscriber holds a whole /56 or /64); 128 keys
+            each address alone. Trusted proxies are matched by their full address regardless.
 
     Example::
 
@@ -63,13 +67,14 @@ class TrustedProxyKey:
     Pass it as ``key=`` to either middleware.
     """
 
-    __slots__ = ("_header", "_networks", "_unix")
+    __slots__ = ("_header", "_ipv6_prefix", "_networks", "_unix")
 
     def __init__(
         self,
         trusted: Iterable[Union[str, _Address, _Network]],
         *,
         header: str = "x-forwarded-for",
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
     ) -> None:
         if isinstance(trusted, (str, bytes)):
             raise TypeError(
@@ -105,6 +110,7 @@ class TrustedProxyKey:
         self._networks = tuple(networks)
         self._unix = unix
         self._header = header.lower()
+        self._ipv6_prefix = check_ipv6_prefix(ipv6_prefix)
 
     def __call__(self, request: RequestView) -> str:
         """Return the bucket key for ``request``: its client address."""
@@ -124,7 +130,7 @@ class TrustedProxyKey:
             address = _parse(peer)
             if address is None:
                 return peer
-            current = str(address)
+            current = self._key(address)
             if not self._trusts(address):
                 return current
         if not field:
@@ -134,17 +140,25 @@ class TrustedProxyKey:
             address = _parse(hop) if hop is not None else None
             if address is None:
                 return current  # the trusted proxy to the right reported no usable address
-            current = str(address)
+            current = self._key(address)
             if not self._trusts(address):
                 return current
         return current  # every hop is a trusted proxy: the leftmost is the client
+
+    def _key(self, address: _Address) -> str:
+        if isinstance(address, ipaddress.IPv6Address):
+            return ipv6_key(address, self._ipv6_prefix)
+        return str(address)
 
     def _trusts(self, address: _Address) -> bool:
         return any(address in network for network in self._networks)
 
     def __repr__(self) -> str:
         trusted = [str(network) for network in self._networks] + (["unix"] if self._unix else [])
-        return f"TrustedProxyKey({trusted!r}, header={self._header!r})"
+        prefix = (
+            "" if self._ipv6_prefix == DEFAULT_IPV6_PREFIX else f", ipv6_prefix={self._ipv6_prefix}"
+        )
+        return f"TrustedProxyKey({trusted!r}, header={self._header!r}{prefix})"
 
 
 def _parse(text: str) -> Optional[_Address]:
