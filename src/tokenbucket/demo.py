@@ -246,10 +246,7 @@ def banner(
 
 def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
     """Parse ``argv``, print the banner to ``out`` and serve the gateway until interrupted."""
-    try:
-        import uvicorn
-    except ModuleNotFoundError as exc:
-        sys.exit(f"python -m tokenbucket.demo: {exc.name} is not installed; {_EXTRA_HINT}")
+    import uvicorn  # present: the module's imports checked the demo extra
 
     parser = build_parser()
     args = parser.parse_args(argv)
