@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, Rule
+from tokenbucket._keys import bucket_key
 
 IP = "203.0.113.7"
 TOKEN = "s3cret-Token_123"
@@ -107,6 +108,22 @@ class TestUpdate:
         assert response.json()["route"] == "/login"
         assert [h.request(path="/login").status for _ in range(5)] == [200] * 4 + [429]
         assert h.registry.rule_for(IP) == Rule(3, 1.0)
+
+    def test_client_id_cannot_reach_a_route_namespace(self, admin):
+        """Issue 9, item 2: a client_id holding the route separator addressed a route's bucket:
+        20 of 20 /login requests passed where the route allows 5. It is now a key of the
+        default namespace like any other, and the route keeps its own limit."""
+        h = admin(routes={"/login": Rule(5, 0.001)})
+        sneaky = "/login\u0000" + IP
+        response = post(h, {"client_id": sneaky, "capacity": 1000})
+        assert response.status == 200
+        assert response.json()["route"] is None
+        assert response.json()["client_id"] == sneaky
+        statuses = [h.request(path="/login", client=IP).status for _ in range(20)]
+        assert statuses.count(200) == 5
+        read = h.request("GET", PATH, query=f"client_id={IP}&route=/login", headers=AUTH)
+        assert read.json()["capacity"] == 5
+        assert read.json()["override"] is False
 
 
 class TestReadAndRemove:
@@ -559,7 +576,7 @@ def _rules(h, clients):
     """Every (client, route) rule the fuzzed request could change."""
     registries = _registries(h)
     return {
-        (client, route): registries[route].rule_for(_ROUTES[route] + client)
+        (client, route): registries[route].rule_for(bucket_key(_ROUTES[route], client))
         for client in clients
         for route in _ROUTES
     }
@@ -569,7 +586,7 @@ def _levels(h, clients):
     """The token level of every (client, route) bucket the fuzzed request could touch."""
     registries = _registries(h)
     return {
-        (client, route): registries[route].tokens(_ROUTES[route] + client)
+        (client, route): registries[route].tokens(bucket_key(_ROUTES[route], client))
         for client in clients
         for route in _ROUTES
     }

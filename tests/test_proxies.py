@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import List, Optional, Union
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tokenbucket.proxies import TrustedProxyKey
 
@@ -39,8 +42,9 @@ class TestXForwardedFor:
             ("10.0.0.2", " , ", "10.0.0.2"),
             # Ports and IPv6, normalised.
             ("10.0.0.2", f"{CLIENT}:4711", CLIENT),
-            ("10.0.0.2", "[2001:db8::1]:4711", "2001:db8::1"),
-            ("10.0.0.2", "2001:DB8:0:0::1", "2001:db8::1"),
+            ("10.0.0.2", "[2001:db8::1]:4711", "2001:db8::/56"),
+            ("10.0.0.2", "2001:DB8:0:0::1", "2001:db8::/56"),
+            ("10.0.0.2", "2001:db8:0:1ff:a:b:c:d", "2001:db8:0:100::/56"),
             ("10.0.0.2", "[2001:db8::1", "10.0.0.2"),
             ("::ffff:10.0.0.2", CLIENT, CLIENT),
             ("10.0.0.2", "::ffff:203.0.113.7", CLIENT),
@@ -73,7 +77,7 @@ class TestForwarded:
             (f"for={CLIENT}", CLIENT),
             (f"for={CLIENT};proto=https;by=10.0.0.2", CLIENT),
             (f'for="{CLIENT}:4711"', CLIENT),
-            ('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::17"),
+            ('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::/56"),
             (f"for=1.1.1.1, for={CLIENT}, for=10.0.0.1", CLIENT),
             (f"For={CLIENT}", CLIENT),
             (f'for={CLIENT};ext="a,b;c", for=10.0.0.1', CLIENT),
@@ -87,6 +91,138 @@ class TestForwarded:
     def test_forwarded_elements(self, field, expected):
         """RFC 7239 'for=' values: quoted, with ports, IPv6, other parameters ignored."""
         assert self.key.client_address("10.0.0.2", field) == expected
+
+
+class TestClientTextCannotChangeTheProxiesElements:
+    """Issue 9, item 1: an unclosed quote in the client's own element swallowed the element the
+    trusted proxy appended, so the client chose its bucket. The field is now read from the
+    right, and the walk stops before it reaches anything the client wrote."""
+
+    key = TrustedProxyKey(["127.0.0.1"], header="forwarded")
+
+    @pytest.mark.parametrize(
+        "client_part",
+        [
+            'for=1.2.3.4;x="',
+            'for="1.2.3.4',
+            'for=1.2.3.4;x="\\',
+            "for=1.2.3.4;x=\\",
+            '"',
+            ";,;=",
+            "for=1.2.3.4, for=127.0.0.1",
+        ],
+    )
+    def test_reported_examples(self, client_part):
+        for joint in (", ", ","):
+            field = f"{client_part}{joint}for=127.0.0.5"
+            assert self.key.client_address("127.0.0.1", field) == "127.0.0.5"
+
+    def test_a_client_no_longer_picks_its_bucket(self, make):
+        """6 requests through the trusted proxy: 3 pass (the limit), not 6."""
+        h = make(key=self.key)
+        statuses = [
+            h.request(
+                client="127.0.0.1", headers={"Forwarded": f'for={i}.2.3.4;x=", for=127.0.0.5'}
+            ).status
+            for i in range(6)
+        ]
+        assert statuses == [200, 200, 200, 429, 429, 429]
+        assert h.registry.tokens("127.0.0.5") == 0.0
+
+    def test_malformed_element_written_by_a_trusted_hop(self):
+        """Every hop trusted up to the client's own element, and that one malformed: the key is
+        the last trusted hop, the one that forwarded the malformed element (nearest hop whose
+        report could be read). Nothing to its left is read."""
+        key = TrustedProxyKey(["10.0.0.0/8"], header="forwarded")
+        field = 'for=203.0.113.9, for="10.0.0.7, for=10.0.0.1'
+        assert key.client_address("10.0.0.2", field) == "10.0.0.1"
+
+
+_TRUSTED = ["10.0.0.0/8", "127.0.0.1", "2001:db8:ffff::/48"]
+_TRUSTED_NETS = [ipaddress.ip_network(net) for net in _TRUSTED]
+_Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def _untrusted(address: _Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return False  # keys normalise it to IPv4: covered by the examples
+    return not any(address in net for net in _TRUSTED_NETS)
+
+
+_clients = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).filter(_untrusted)
+_proxies = st.lists(
+    st.one_of(
+        st.integers(0, 2**24 - 1).map(lambda n: ipaddress.ip_address(0x0A000000 + n)),
+        st.just(ipaddress.ip_address("127.0.0.1")),
+        st.integers(0, 2**80 - 1).map(
+            lambda n: ipaddress.ip_address(int(ipaddress.ip_address("2001:db8:ffff::")) + n)
+        ),
+    ),
+    min_size=1,
+    max_size=4,
+)
+# Anything a client may write, weighted towards the characters that structure the fields.
+_client_text = st.text(alphabet=st.sampled_from('",;=\\[]: \tfor1.2a_')) | st.text()
+
+
+@st.composite
+def _forwarded_element(draw: st.DrawFn, address: _Address) -> str:
+    """An element as a proxy writes it: for= the address (quoted if it needs to be), maybe a
+    port, maybe other parameters."""
+    port = draw(st.none() | st.integers(1, 65535))
+    if address.version == 6:
+        value = f'"[{address}]{"" if port is None else f":{port}"}"'
+    elif port is None:
+        value = draw(st.sampled_from([str(address), f'"{address}"']))
+    else:
+        value = f'"{address}:{port}"'
+    pairs = [f"for={value}"]
+    others = st.sampled_from(["proto=https", "by=_gw", 'host="a.example"'])
+    pairs += draw(st.lists(others, max_size=2, unique=True))
+    return ";".join(draw(st.permutations(pairs)))
+
+
+def _xff_element(address: _Address, port: Optional[int]) -> str:
+    if port is None:
+        return str(address)
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+@given(
+    client=_clients,
+    proxies=_proxies,
+    prefix=st.none() | _client_text,
+    joints=st.lists(st.sampled_from([", ", ",", " , "]), min_size=5, max_size=5),
+    ports=st.lists(st.none() | st.integers(1, 65535), min_size=5, max_size=5),
+    data=st.data(),
+)
+def test_the_key_is_what_the_nearest_untrusted_hop_reported(
+    client: _Address,
+    proxies: List[_Address],
+    prefix: Optional[str],
+    joints: List[str],
+    ports: List[Optional[int]],
+    data: st.DataObject,
+) -> None:
+    """Whatever the client writes first, when trusted proxies append well-formed elements
+    (joined in one field or in separate ones, which the server joins), the key is the address
+    the first proxy saw: the nearest untrusted hop. Both headers."""
+    # proxies[0] saw the client, each next proxy saw the one before; the last is the peer.
+    hops = [client, *proxies[:-1]]
+    peer = str(proxies[-1])
+    forwarded = [data.draw(_forwarded_element(hop)) for hop in hops]
+    xff = [_xff_element(hop, port) for hop, port in zip(hops, ports)]
+    for header, elements in (("forwarded", forwarded), ("x-forwarded-for", xff)):
+        field = "" if prefix is None else prefix + joints[-1]
+        for element, joint in zip(elements, joints):
+            field += element + (joint if element is not elements[-1] else "")
+        key = TrustedProxyKey(_TRUSTED, header=header, ipv6_prefix=128)
+        assert key.client_address(peer, field) == str(client), (header, field)
+        grouped = TrustedProxyKey(_TRUSTED, header=header).client_address(peer, field)
+        if client.version == 6:
+            assert grouped == str(ipaddress.ip_network(f"{client}/56", strict=False))
+        else:
+            assert grouped == str(client)
 
 
 class TestAsKeyFunction:

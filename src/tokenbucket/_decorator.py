@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
 from typing_extensions import ParamSpec
 
 from ._decision import Decision, RateLimitExceeded
+from ._keys import escape_key
 from ._registry import BucketRegistry
 from ._rule import Rule
 from ._validate import check_amount
@@ -82,10 +83,14 @@ def rate_limit(
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
             raise TypeError(f"rate_limit decorates callables, got {func!r}")
-        default_key = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}"
+        default_key = escape_key(
+            f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}"
+        )
 
         def key_of(args: Any, kwargs: Any) -> str:
-            return default_key if key is None else key(*args, **kwargs)
+            # Escaped like every key (see _keys.py): on a registry whose store the middleware
+            # shares, no key can reach one of its route namespaces.
+            return default_key if key is None else escape_key(key(*args, **kwargs))
 
         if inspect.iscoroutinefunction(func):
             nap = sleep or asyncio.sleep

@@ -44,6 +44,7 @@ from . import _http
 from ._decision import Decision
 from ._http import (
     DEFAULT_ADMIN_PATH,
+    DEFAULT_IPV6_PREFIX,
     DEFAULT_MAX_BODY,
     RAW,
     RAW_OWN_FIELDS,
@@ -54,7 +55,7 @@ from ._http import (
     RequestView,
     Response,
     add_fields,
-    client_key,
+    default_bucket,
     rate_limit_headers,
 )
 from ._registry import BucketRegistry
@@ -122,6 +123,10 @@ class RateLimitMiddleware:
             the module docstring. Without it that path is an ordinary one.
         admin_path: where the admin API listens (default ``/admin/update-rule``).
         max_body: largest admin request body accepted, in bytes (default 4096); larger is 413.
+        ipv6_prefix: the default key of an IPv6 client is its network of this many bits
+            (default 56: ``2001:db8:0:100::/56``), since one subscriber holds many addresses;
+            128 keys each address alone. IPv4 (and IPv4-mapped) addresses are keyed as they
+            are. An int from 0 to 128.
 
     Raises:
         TypeError: an option has the wrong type (the message names the option and value).
@@ -133,6 +138,7 @@ class RateLimitMiddleware:
         "_admin_path",
         "_consume",
         "_cost",
+        "_ipv6_prefix",
         "_mode",
         "_options",
         "_plain",
@@ -154,6 +160,7 @@ class RateLimitMiddleware:
         admin_token: Optional[str] = None,
         admin_path: str = DEFAULT_ADMIN_PATH,
         max_body: int = DEFAULT_MAX_BODY,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
     ) -> None:
         if not callable(app):
             raise TypeError(f"'app' must be an ASGI app (a callable), got {show(app)}")
@@ -170,6 +177,7 @@ class RateLimitMiddleware:
             admin_token=admin_token,
             admin_path=admin_path,
             max_body=max_body,
+            ipv6_prefix=ipv6_prefix,
         )
         self._admin = self._options.admin
         self._admin_path = None if self._admin is None else self._admin.path
@@ -178,6 +186,7 @@ class RateLimitMiddleware:
         # Read on every request: kept here, one attribute lookup away.
         self._consume = registry.consume
         self._cost = options.cost
+        self._ipv6_prefix = self._options.ipv6_prefix
         self._mode = options.header_mode
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,7 +206,9 @@ class RateLimitMiddleware:
             # No exemptions, routes, key or cost function, hook or async store: the common case.
             policy = options.default
             client = scope.get("client")
-            decision = self._consume(client_key(client[0] if client else None), self._cost)
+            decision = self._consume(
+                default_bucket(client[0] if client else None, self._ipv6_prefix), self._cost
+            )
         else:
             view = _view(scope)
             if options.is_exempt(view):

@@ -1,13 +1,17 @@
 """The demo gateway: a rate-limited FastAPI app with the runtime rule API, served by uvicorn.
 
-    pip install 'tokenbucket[demo]'
+    pip install 'tokenbucket-ratelimit[demo]'
     python -m tokenbucket.demo [--host 127.0.0.1] [--port 8000] [--capacity 10] [--refill-rate 1]
-                               [--workers N] [--redis redis://127.0.0.1:6379/0]
+                               [--workers N] [--redis redis://127.0.0.1:6379/0] [--max-keys N]
 
 Every client IP gets a bucket of ``--capacity`` tokens refilled at ``--refill-rate`` per second:
 ten quick ``curl http://localhost:8000/`` succeed and the eleventh gets 429. The admin API is on at
 ``/admin/update-rule``; its token comes from the environment variable ``TOKENBUCKET_ADMIN_TOKEN``
-or is generated and printed at start-up, with curl lines to try.
+or is generated and printed at start-up, with curl lines to try (a token from the environment is
+never printed).
+
+Without Redis, the buckets are kept in memory, at most ``--max-keys`` of them (default 100,000, or
+``TOKENBUCKET_DEMO_MAX_KEYS``): a flood of distinct clients cannot grow the process without bound.
 
 With ``--workers N`` uvicorn runs N processes. Without Redis each one limits alone (a client gets
 up to N times its limit); with ``--redis URL`` (or ``TOKENBUCKET_REDIS_URL``) they share every
@@ -20,23 +24,42 @@ To serve the same app another way, build it with [`create_app`][tokenbucket.demo
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import secrets
+import socket
 import sys
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, List, Optional, TextIO, Union
-
-from fastapi import FastAPI, Request
 
 from . import __version__
 from ._registry import BucketRegistry
 from ._rule import Rule
 from .asgi import RateLimitMiddleware
 
+_EXTRA_HINT = (
+    "the demo needs the 'demo' extra: pip install 'tokenbucket-ratelimit[demo]' "
+    "(from a checkout: pip install -e '.[demo]')"
+)
+
+try:
+    from fastapi import FastAPI, Request
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+except ModuleNotFoundError as _missing:
+    if __name__ == "__main__":  # python -m tokenbucket.demo: a message, not a traceback
+        sys.exit(f"python -m tokenbucket.demo: {_missing.name} is not installed; {_EXTRA_HINT}")
+    raise ModuleNotFoundError(f"{_missing}; {_EXTRA_HINT}", name=_missing.name) from _missing
+
 #: The environment variable the admin token is read from.
 TOKEN_VARIABLE = "TOKENBUCKET_ADMIN_TOKEN"
 #: The environment variable naming the Redis server to share limits through.
 REDIS_VARIABLE = "TOKENBUCKET_REDIS_URL"
+#: The environment variable giving the default of ``--max-keys``.
+MAX_KEYS_VARIABLE = "TOKENBUCKET_DEMO_MAX_KEYS"
+#: How many buckets the in-memory store tracks at most, unless told otherwise: with about 200 bytes
+#: per bucket, some 20 MB under a flood of distinct clients (see docs/deployment.md).
+DEFAULT_MAX_KEYS = 100_000
 # How main() hands the rule to the worker processes, which build the app with app_factory().
 _RULE_VARIABLE = "TOKENBUCKET_DEMO_RULE"
 
@@ -80,11 +103,42 @@ def create_app(registry: BucketRegistry, admin_token: Optional[str]) -> FastAPI:
     return app
 
 
+class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol, with ``TCP_NODELAY`` set on every connection.
+
+    With ``--workers N`` uvicorn binds the listening socket itself, as ``socket.socket(family)``:
+    its ``proto`` is 0, and so is that of every socket accepted from it. asyncio sets
+    ``TCP_NODELAY`` on a new transport only when ``sock.proto == IPPROTO_TCP`` (a socket from
+    ``getaddrinfo``, as one worker's ``create_server(host, port)`` makes), so under several
+    workers Nagle's algorithm stays on: the response body, written after its head, waits for the
+    client's delayed ACK, some 40 ms on every keep-alive request. Setting the option here, on
+    the accepted socket, brings N workers back to one worker's latency.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Set ``TCP_NODELAY`` on a TCP connection, then hand it to uvicorn."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # the connection may already be gone
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+
 def _number(text: str) -> Union[int, float]:
     try:
         return int(text)
     except ValueError:
         return float(text)
+
+
+def _max_keys(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(REDIS_VARIABLE) or None,
         help=f"share limits between workers and hosts through Redis (default: ${REDIS_VARIABLE})",
     )
+    parser.add_argument(
+        "--max-keys",
+        type=_max_keys,
+        default=None,
+        metavar="N",
+        help="most buckets kept in memory (without --redis); a new client beyond them is denied "
+        f"until old buckets refill (default: ${MAX_KEYS_VARIABLE} or {DEFAULT_MAX_KEYS:,})",
+    )
     return parser
 
 
@@ -113,15 +175,15 @@ def app_factory() -> FastAPI:
     Each worker builds its own store here, inside its own event loop: a Redis store's
     connections belong to the loop that made them.
     """
-    capacity, refill_rate = (_number(part) for part in os.environ[_RULE_VARIABLE].split(","))
-    rule = Rule(capacity, refill_rate)
+    capacity, refill_rate, max_keys = os.environ[_RULE_VARIABLE].split(",")
+    rule = Rule(_number(capacity), _number(refill_rate))
     url = os.environ.get(REDIS_VARIABLE)
     if url:
         from .redis import AsyncRedisStore
 
         registry = BucketRegistry(rule, store=AsyncRedisStore.from_url(url))
     else:
-        registry = BucketRegistry(rule)
+        registry = BucketRegistry(rule, max_keys=int(max_keys))
     return create_app(registry, os.environ[TOKEN_VARIABLE])
 
 
@@ -139,36 +201,44 @@ def banner(
     generated: bool,
     workers: int = 1,
     redis: Optional[str] = None,
+    max_keys: int = DEFAULT_MAX_KEYS,
 ) -> str:
-    """Return what the demo prints at start-up: the limit, the token and curl lines to try."""
+    """Return what the demo prints at start-up: the limit, the token and curl lines to try.
+
+    The token is printed only if the demo ``generated`` it: one taken from the environment is a
+    secret someone chose, and start-up output ends up in logs. The curl lines then read it from
+    the shell variable instead.
+    """
     base = f"http://{_url_host(host)}:{port}"
-    where = (
-        f"generated; set {TOKEN_VARIABLE} to choose it" if generated else f"from {TOKEN_VARIABLE}"
-    )
+    if generated:
+        token_line = f"  admin token (generated; set {TOKEN_VARIABLE} to choose it): {token}"
+        auth = f"-H 'Authorization: Bearer {token}'"
+    else:
+        token_line = f"  admin token: from {TOKEN_VARIABLE} (not shown)"
+        auth = f'-H "Authorization: Bearer ${TOKEN_VARIABLE}"'
     body = '{"client_id": "127.0.0.1", "capacity": 50, "refill_rate": 10.0}'
     if redis:
         sharing = f"  {workers} worker(s) sharing limits and overrides through {_hide(redis)}"
     elif workers > 1:
         sharing = (
-            f"  {workers} workers WITHOUT a shared store: each limits alone "
-            "(pass --redis URL to share)"
+            f"  {workers} workers WITHOUT a shared store: each limits alone, "
+            f"up to {max_keys:,} buckets each (pass --redis URL to share)"
         )
     else:
-        sharing = "  1 process, limits in memory"
+        sharing = f"  1 process, limits in memory (up to {max_keys:,} buckets)"
     return "\n".join(
         [
             f"tokenbucket demo gateway on {base}/",
             f"  limit: {rule.capacity} requests of burst, refilled at {rule.refill_rate}/s, "
             "per client IP",
             sharing,
-            f"  admin token ({where}): {token}",
+            token_line,
             "",
             "Try:",
             f"  for i in $(seq 11); do curl -s -o /dev/null -w '%{{http_code}}\\n' {base}/; done",
-            f"  curl -X POST {base}/admin/update-rule -H 'Authorization: Bearer {token}' "
+            f"  curl -X POST {base}/admin/update-rule {auth} "
             f"-H 'Content-Type: application/json' -d '{body}'",
-            f"  curl '{base}/admin/update-rule?client_id=127.0.0.1' "
-            f"-H 'Authorization: Bearer {token}'",
+            f"  curl '{base}/admin/update-rule?client_id=127.0.0.1' {auth}",
             "",
         ]
     )
@@ -176,7 +246,7 @@ def banner(
 
 def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
     """Parse ``argv``, print the banner to ``out`` and serve the gateway until interrupted."""
-    import uvicorn
+    import uvicorn  # present: the module's imports checked the demo extra
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -188,6 +258,13 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
         )
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
+    max_keys = args.max_keys
+    if max_keys is None:
+        from_env = os.environ.get(MAX_KEYS_VARIABLE) or str(DEFAULT_MAX_KEYS)
+        try:
+            max_keys = _max_keys(from_env)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"{MAX_KEYS_VARIABLE} {exc}")
     token = os.environ.get(TOKEN_VARIABLE) or None
     generated = token is None
     if token is None:
@@ -199,17 +276,24 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
     if args.redis:
         _check_redis(parser, args.redis)
     os.environ.update(
-        {_RULE_VARIABLE: f"{rule.capacity!r},{rule.refill_rate!r}", TOKEN_VARIABLE: token}
+        {
+            _RULE_VARIABLE: f"{rule.capacity!r},{rule.refill_rate!r},{max_keys}",
+            TOKEN_VARIABLE: token,
+        }
     )
     os.environ.pop(REDIS_VARIABLE, None)
     if args.redis:
         os.environ[REDIS_VARIABLE] = args.redis
     print(
-        banner(args.host, args.port, rule, token, generated, args.workers, args.redis),
+        banner(args.host, args.port, rule, token, generated, args.workers, args.redis, max_keys),
         file=out,
         flush=True,
     )
-    # proxy_headers=False: the client address is the peer's, never a forwarded header.
+    # proxy_headers=False: the client address is the peer's, never a forwarded header. The
+    # protocol class is taken from the imported module, not from __main__ (python -m), so that
+    # worker processes can unpickle it by name.
+    from tokenbucket.demo import NoDelayHTTPProtocol as protocol
+
     uvicorn.run(
         "tokenbucket.demo:app_factory",
         factory=True,
@@ -217,6 +301,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
         port=args.port,
         workers=args.workers,
         proxy_headers=False,
+        http=protocol,
     )
 
 

@@ -9,9 +9,10 @@ Behind a proxy or load balancer every request comes from the proxy's address, so
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, List, Optional, Tuple, Union
+import re
+from typing import Iterable, Iterator, List, Optional, Union
 
-from ._http import UNKNOWN_CLIENT, RequestView
+from ._http import DEFAULT_IPV6_PREFIX, UNKNOWN_CLIENT, RequestView, check_ipv6_prefix, ipv6_key
 from ._validate import show
 
 __all__ = ["TrustedProxyKey"]
@@ -37,15 +38,22 @@ class TrustedProxyKey:
         those clients forge the header.
 
     An entry that is not an IP address (``unknown``, an obfuscated ``_name``, garbage) stops the
-    walk: the address of the trusted proxy that reported it is the key. A proxy that reports a
+    walk: the address of the trusted proxy that reported it is the key. ``Forwarded`` is parsed
+    from the right as well, element by element and only as far as the walk goes, so nothing a
+    client writes (an unclosed quote, a stray separator) changes how the proxies' elements
+    read; a malformed element stops the walk like garbage. A proxy that reports a
     port (``203.0.113.7:4711``, ``"[2001:db8::1]:4711"``) is understood; keys are normalised
-    addresses without ports, IPv4-mapped IPv6 addresses as IPv4.
+    addresses without ports, IPv4-mapped IPv6 addresses as IPv4, and an IPv6 client is keyed by
+    its network of ``ipv6_prefix`` bits (``2001:db8:0:100::/56``), as the default key does.
 
     Args:
         trusted: addresses and networks of your proxies: ``"10.0.0.0/8"``, ``"127.0.0.1"``,
             ``"::1"``, or :mod:`ipaddress` objects. The string ``"unix"`` trusts requests that
             carry no peer address (a proxy on a Unix socket).
         header: ``"x-forwarded-for"`` (default) or ``"forwarded"``.
+        ipv6_prefix: how many leading bits of an IPv6 client address make its key (default 56,
+            as the middlewares' default key: one subscriber holds a whole /56 or /64); 128 keys
+            each address alone. Trusted proxies are matched by their full address regardless.
 
     Example::
 
@@ -59,13 +67,14 @@ class TrustedProxyKey:
     Pass it as ``key=`` to either middleware.
     """
 
-    __slots__ = ("_header", "_networks", "_unix")
+    __slots__ = ("_header", "_ipv6_prefix", "_networks", "_unix")
 
     def __init__(
         self,
         trusted: Iterable[Union[str, _Address, _Network]],
         *,
         header: str = "x-forwarded-for",
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
     ) -> None:
         if isinstance(trusted, (str, bytes)):
             raise TypeError(
@@ -101,6 +110,7 @@ class TrustedProxyKey:
         self._networks = tuple(networks)
         self._unix = unix
         self._header = header.lower()
+        self._ipv6_prefix = check_ipv6_prefix(ipv6_prefix)
 
     def __call__(self, request: RequestView) -> str:
         """Return the bucket key for ``request``: its client address."""
@@ -120,27 +130,35 @@ class TrustedProxyKey:
             address = _parse(peer)
             if address is None:
                 return peer
-            current = str(address)
+            current = self._key(address)
             if not self._trusts(address):
                 return current
         if not field:
             return current
-        hops = _forwarded_for(field) if self._header == "forwarded" else field.split(",")
-        for hop in reversed(hops):
+        hops = _forwarded_for(field) if self._header == "forwarded" else reversed(field.split(","))
+        for hop in hops:
             address = _parse(hop) if hop is not None else None
             if address is None:
                 return current  # the trusted proxy to the right reported no usable address
-            current = str(address)
+            current = self._key(address)
             if not self._trusts(address):
                 return current
         return current  # every hop is a trusted proxy: the leftmost is the client
+
+    def _key(self, address: _Address) -> str:
+        if isinstance(address, ipaddress.IPv6Address):
+            return ipv6_key(address, self._ipv6_prefix)
+        return str(address)
 
     def _trusts(self, address: _Address) -> bool:
         return any(address in network for network in self._networks)
 
     def __repr__(self) -> str:
         trusted = [str(network) for network in self._networks] + (["unix"] if self._unix else [])
-        return f"TrustedProxyKey({trusted!r}, header={self._header!r})"
+        prefix = (
+            "" if self._ipv6_prefix == DEFAULT_IPV6_PREFIX else f", ipv6_prefix={self._ipv6_prefix}"
+        )
+        return f"TrustedProxyKey({trusted!r}, header={self._header!r}{prefix})"
 
 
 def _parse(text: str) -> Optional[_Address]:
@@ -162,48 +180,48 @@ def _parse(text: str) -> Optional[_Address]:
     return address
 
 
-def _forwarded_for(field: str) -> List[Optional[str]]:
-    """Return the ``for=`` value of each element of a ``Forwarded`` field (None if none)."""
-    hops: List[Optional[str]] = []
-    for element in _split_quoted(field, ","):
+# One parameter of a Forwarded element, ``name=value``, spelled backwards (see `_forwarded_for`):
+# the value (a token, or a quoted string without escapes), "=", the name. Spaces around "=" and
+# ";" are tolerated, as before.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_PAIR_REVERSED = re.compile(rf'[ \t]*(?:({_TOKEN})|"([^"\\]*)")[ \t]*=[ \t]*({_TOKEN})[ \t]*')
+
+
+def _forwarded_for(field: str) -> Iterator[Optional[str]]:
+    """Yield the ``for=`` value of each element of a ``Forwarded`` field, from the right.
+
+    None for an element without one, and, last, for an element that is not well-formed. Only the
+    elements the walk asks for are read: the text a client wrote to the left of what the trusted
+    proxies appended is never parsed, so nothing in it (an unclosed quote, a stray separator)
+    can change how their elements are read. The field is read backwards, element by element,
+    which is exact for the elements proxies write: ``name=value`` pairs joined with ``;``, values
+    tokens or quoted strings without backslash escapes (addresses, ports, ``_obfuscated`` names).
+    An element outside that grammar (escapes included) is malformed: it ends the walk.
+    """
+    text = field[::-1]
+    end = len(text)
+    position = 0
+    while True:
         value: Optional[str] = None
-        for pair in _split_quoted(element, ";"):
-            name, _, raw = pair.partition("=")
-            if name.strip().lower() == "for":
-                value = _unquote(raw.strip())
-        hops.append(value)
-    return hops
-
-
-def _split_quoted(text: str, separator: str) -> List[str]:
-    """Split ``text`` at ``separator`` outside double-quoted strings."""
-    parts: List[str] = []
-    start = 0
-    quoted = escaped = False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == separator and not quoted:
-            parts.append(text[start:index])
-            start = index + 1
-    parts.append(text[start:])
-    return parts
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        chars: Tuple[str, ...] = tuple(value[1:-1])
-        out: List[str] = []
-        escaped = False
-        for char in chars:
-            if escaped or char != "\\":
-                out.append(char)
-                escaped = False
-            else:
-                escaped = True
-        return "".join(out)
-    return value
+        while True:  # one element: pairs separated by ";" (empty ones allowed), up to "," or end
+            while position < end and text[position] in " \t":
+                position += 1
+            if position == end or text[position] == ",":
+                break
+            if text[position] == ";":
+                position += 1
+                continue
+            match = _PAIR_REVERSED.match(text, position)
+            if match is None:
+                yield None  # malformed: nothing to its left can be read reliably
+                return
+            position = match.end()
+            if value is None and match.group(3).lower() == "rof":  # "for", backwards
+                value = (match.group(1) or match.group(2) or "")[::-1]
+            if position < end and text[position] not in ",;":
+                yield None
+                return
+        yield value
+        if position == end:
+            return
+        position += 1  # the ","

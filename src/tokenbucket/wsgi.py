@@ -20,6 +20,7 @@ from . import _http
 from ._decision import Decision
 from ._http import (
     DEFAULT_ADMIN_PATH,
+    DEFAULT_IPV6_PREFIX,
     DEFAULT_MAX_BODY,
     OWN_FIELDS,
     OWN_INITIALS,
@@ -31,7 +32,7 @@ from ._http import (
     RequestView,
     Response,
     add_fields,
-    client_key,
+    default_bucket,
     rate_limit_headers,
 )
 from ._registry import BucketRegistry
@@ -74,6 +75,8 @@ class RateLimitMiddleware:
         admin_token: enables the runtime rule API at ``admin_path``.
         admin_path: default ``/admin/update-rule``.
         max_body: largest admin request body in bytes (default 4096).
+        ipv6_prefix: the default key of an IPv6 client is its network of this many bits
+            (default 56); 128 keys each address alone. See the ASGI middleware.
 
     Raises:
         TypeError: an option has the wrong type, or the registry's store is async.
@@ -85,6 +88,7 @@ class RateLimitMiddleware:
         "_admin_path",
         "_consume",
         "_cost",
+        "_ipv6_prefix",
         "_mode",
         "_options",
         "_plain",
@@ -106,6 +110,7 @@ class RateLimitMiddleware:
         admin_token: Optional[str] = None,
         admin_path: str = DEFAULT_ADMIN_PATH,
         max_body: int = DEFAULT_MAX_BODY,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
     ) -> None:
         if not callable(app):
             raise TypeError(f"'app' must be a WSGI app (a callable), got {show(app)}")
@@ -127,6 +132,7 @@ class RateLimitMiddleware:
             admin_token=admin_token,
             admin_path=admin_path,
             max_body=max_body,
+            ipv6_prefix=ipv6_prefix,
         )
         self._admin = self._options.admin
         self._admin_path = None if self._admin is None else self._admin.path
@@ -134,6 +140,7 @@ class RateLimitMiddleware:
         # Read on every request: kept here, one attribute lookup away.
         self._consume = registry.consume
         self._cost = self._options.cost
+        self._ipv6_prefix = self._options.ipv6_prefix
         self._mode = self._options.header_mode
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -148,7 +155,8 @@ class RateLimitMiddleware:
             # No exemptions, routes, key or cost function, or hook: the common case, which does
             # not even need the path.
             policy = options.default
-            decision = self._consume(client_key(environ.get("REMOTE_ADDR")), self._cost)
+            address = environ.get("REMOTE_ADDR")
+            decision = self._consume(default_bucket(address, self._ipv6_prefix), self._cost)
         else:
             view = _view(environ, _path(environ) if path is None else path)
             if options.is_exempt(view):

@@ -1,0 +1,97 @@
+"""The demo's start-up: what it prints, its memory cap, and its message without the extra.
+
+Serving is tested in test_servers.py (real uvicorn processes); these run its parts in process,
+or a short subprocess that exits at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from tokenbucket import Rule
+from tokenbucket.demo import (
+    DEFAULT_MAX_KEYS,
+    MAX_KEYS_VARIABLE,
+    app_factory,
+    banner,
+    build_parser,
+    main,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "chosen-by-the-operator-3f9a"
+
+
+def test_banner_never_prints_a_token_from_the_environment() -> None:
+    """A token from TOKENBUCKET_ADMIN_TOKEN is a chosen secret: the banner names its source,
+    and the curl lines read the shell variable."""
+    text = banner("127.0.0.1", 8000, Rule(10, 1.0), SECRET, generated=False)
+    assert SECRET not in text
+    assert "admin token: from TOKENBUCKET_ADMIN_TOKEN (not shown)" in text
+    assert '-H "Authorization: Bearer $TOKENBUCKET_ADMIN_TOKEN"' in text
+
+
+def test_banner_prints_a_generated_token() -> None:
+    text = banner("127.0.0.1", 8000, Rule(10, 1.0), "generated-xyz", generated=True)
+    line = "admin token (generated; set TOKENBUCKET_ADMIN_TOKEN to choose it): generated-xyz"
+    assert line in text
+    assert "-H 'Authorization: Bearer generated-xyz'" in text
+    assert f"up to {DEFAULT_MAX_KEYS:,} buckets" in text
+
+
+def test_max_keys_defaults_and_is_validated(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The in-memory store of the demo (a public endpoint) is capped: 100,000 buckets unless
+    --max-keys or TOKENBUCKET_DEMO_MAX_KEYS says otherwise; bad values are usage errors."""
+    monkeypatch.setenv("TOKENBUCKET_DEMO_RULE", f"10,1.0,{DEFAULT_MAX_KEYS}")
+    monkeypatch.setenv("TOKENBUCKET_ADMIN_TOKEN", SECRET)
+    monkeypatch.delenv("TOKENBUCKET_REDIS_URL", raising=False)
+    app = app_factory()
+    middleware = next(m for m in app.user_middleware if m.kwargs.get("registry") is not None)
+    assert middleware.kwargs["registry"].store.max_keys == DEFAULT_MAX_KEYS
+    assert build_parser().parse_args(["--max-keys", "500"]).max_keys == 500
+    for bad in ("0", "-3", "many", "1.5"):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["--max-keys", bad])
+        assert exited.value.code == 2
+        assert f"--max-keys: must be an int >= 1, got {bad!r}" in capsys.readouterr().err
+    monkeypatch.setenv(MAX_KEYS_VARIABLE, "none")
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    assert "TOKENBUCKET_DEMO_MAX_KEYS must be an int >= 1, got 'none'" in capsys.readouterr().err
+
+
+def test_without_the_demo_extra_it_says_what_to_install() -> None:
+    """No fastapi: one line naming the extra, exit code 1, no traceback."""
+    blocker = textwrap.dedent(
+        """
+        import runpy, sys
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] in ("fastapi", "uvicorn"):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, Block())
+        sys.argv = ["python -m tokenbucket.demo"]
+        runpy.run_module("tokenbucket.demo", run_name="__main__", alter_sys=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "fastapi is not installed" in done.stderr
+    assert "pip install 'tokenbucket-ratelimit[demo]'" in done.stderr
+    assert "pip install -e '.[demo]'" in done.stderr

@@ -1,0 +1,94 @@
+"""Key namespaces: no key, from any source, can address another namespace's buckets."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokenbucket import BucketRegistry, ManualClock, Rule, rate_limit
+from tokenbucket._http import AdminOp, Options, RequestView
+from tokenbucket._keys import bucket_key, escape_key
+
+ROUTES = ("/login", "/login/*", "/", "/api/v1", "/a\\0b")
+
+
+def _options(key_func=None) -> Options:
+    return Options(
+        registry=BucketRegistry(Rule(3, 1.0)),
+        key=key_func,
+        cost=1,
+        exempt=None,
+        routes={route: Rule(5, 1.0) for route in ROUTES},
+        dry_run=False,
+        headers="draft",
+        on_decision=None,
+        admin_token="t" * 16,
+        admin_path="/admin/update-rule",
+        max_body=4096,
+    )
+
+
+OPTIONS = _options()
+_routes = st.sampled_from((None, *ROUTES))
+# Client ids weighted towards what could forge a namespace: separators, escapes, route names.
+_pieces = st.sampled_from(["\0", "\1", "\2", "/", "login", "a", "\\", "*", "1.2"])
+_ids = st.lists(_pieces, min_size=1).map("".join) | st.text(min_size=1)
+
+
+def _store_key(route: Optional[str], client_id: str) -> str:
+    policy = OPTIONS.default if route is None else OPTIONS.routes[route]
+    return AdminOp("get", client_id, policy).key
+
+
+@given(first=st.tuples(_routes, _ids), second=st.tuples(_routes, _ids))
+def test_different_pairs_have_different_store_keys(
+    first: Tuple[Optional[str], str], second: Tuple[Optional[str], str]
+) -> None:
+    """Any two (route, client_id) pairs that differ give different store keys, and a key lies
+    in exactly its own route's namespace: its only NUL ends its route's prefix."""
+    if first != second:
+        assert _store_key(*first) != _store_key(*second)
+    route, client_id = first
+    key = _store_key(route, client_id)
+    namespaces = [name for name in ROUTES if key.startswith(name + "\0")]
+    assert key.count("\0") == (0 if route is None else 1)
+    assert namespaces == ([] if route is None else [route])
+
+
+@given(route=_routes, client_id=_ids)
+def test_key_functions_and_the_admin_api_agree(route: Optional[str], client_id: str) -> None:
+    """A key function's answer is escaped the same way as the admin API's client_id: an
+    override set over the admin API applies to the requests the key function names."""
+    path = "/elsewhere" if route is None else route.rstrip("*")
+    options = _options(key_func=lambda view: client_id)
+    view = RequestView("GET", "http", path, "", "192.0.2.1", [], lambda raw: {})
+    policy, key, bucket, _ = options.limit_for(view)
+    assert key == client_id  # on_decision gets the key as the key function returned it
+    assert bucket == AdminOp("get", client_id, policy).key
+
+
+def test_ordinary_keys_do_not_move() -> None:
+    """Only keys holding NUL or \\x01 are escaped: existing store keys stay where they are."""
+    for key in ("203.0.113.7", "2001:db8::/56", "user:42", "unknown", "é ü", "/login"):
+        assert escape_key(key) == key
+        assert bucket_key("/login\0", key) == "/login\0" + key
+    assert escape_key("/login\0x") == "/login\1\2x"
+    assert escape_key("\1\2") == "\1\1\2"
+
+
+def test_decorator_keys_stay_out_of_route_namespaces() -> None:
+    """A decorated function sharing the middleware's store cannot reach a route's bucket."""
+    registry = BucketRegistry(Rule(1, 0.001), clock=ManualClock())
+
+    @rate_limit(registry, key=lambda who: who)
+    def call(who: str) -> None:
+        pass
+
+    call("/login\x00203.0.113.7")
+    assert registry.tokens("/login\x00203.0.113.7") == 1.0  # the route's bucket: untouched
+    assert registry.tokens("/login\x01\x02203.0.113.7") == 0.0
+    with pytest.raises(Exception, match="rate limit exceeded"):
+        call("/login\x00203.0.113.7")
