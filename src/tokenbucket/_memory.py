@@ -67,6 +67,11 @@ def _deficit(base: float, used: float, rule: Rule, now: float) -> float:
     return used  # a clock that went backwards earns nothing
 
 
+def _same(rule: Rule, current: Rule) -> bool:
+    """Whether a state's ``rule`` is the key's ``current`` rule: the same object or equal."""
+    return rule is current or rule == current
+
+
 def _settled_at(base: float, now: float) -> float:
     """The instant a state settled at ``now`` starts from: never earlier than ``base``.
 
@@ -177,9 +182,10 @@ class MemoryStore:
                 base, used, rule, _, carry = state
                 if rule is not default:
                     current = self._overrides.get(key, default)
-                    if current is not rule:
-                        # The default changed since this state was written: settle it under
-                        # the rule it was written with, then carry the deficit over.
+                    if current is not rule and current != rule:
+                        # The rule changed since this state was written: settle it under the
+                        # rule it was written with, then carry the deficit over. Rules compare
+                        # by value (as in the Lua script): an equal rule is the same rule.
                         used, rule = _deficit(base, used, rule, now), current
                         carry = _carry_of(used)
                         base = _settled_at(base, now)
@@ -231,7 +237,7 @@ class MemoryStore:
             state = states.get(key)
             if state is not None:
                 base, used, rule, _, carry = state
-                if rule is default or rule is self._overrides.get(key, default):
+                if rule is default or _same(rule, self._overrides.get(key, default)):
                     # As in take(), for an existing bucket under its current rule.
                     if now > base:
                         debt = used - (now - base) * rule.refill_rate
