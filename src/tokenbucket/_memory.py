@@ -67,6 +67,17 @@ def _deficit(base: float, used: float, rule: Rule, now: float) -> float:
     return used  # a clock that went backwards earns nothing
 
 
+def _behind(level: float, base: float, now: float, rule: Rule) -> float:
+    """A denial's level while the clock reads ``now``, behind the bucket's instant ``base``.
+
+    Nothing refills until the clock is back at ``base``, so the level reported is the one the
+    refill line would have at ``now``: ``level - (base - now) * refill_rate``. Then
+    ``retry_after`` (``(amount - level) / refill_rate``) includes the wait for the clock to catch
+    up, and waiting exactly that long admits the request.
+    """
+    return level - (base - now) * rule.refill_rate
+
+
 def _same(rule: Rule, current: Rule) -> bool:
     """Whether a state's ``rule`` is the key's ``current`` rule: the same object or equal."""
     return rule is current or rule == current
@@ -200,6 +211,8 @@ class MemoryStore:
                 else:
                     debt = used
             if debt + amount > rule._ceiling:
+                if now < base:
+                    return False, _behind(rule.capacity - debt, base, now, rule), rule
                 return False, rule.capacity - debt, rule
             if commit:
                 if state is None:
