@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, ManualClock, MemoryStore, Rule
+from tokenbucket._http import TEXT, Policy, rate_limit_headers, retry_after_seconds
 from tokenbucket.redis import RedisStore
 
 
@@ -139,3 +141,79 @@ class TestClockBehindRedis:
         finally:
             admin.delete("tokenbucket:p")
             store.close()
+
+
+SF_INTEGER = re.compile(r"[0-9]{1,15}")  # RFC 9651 Integer, non-negative
+
+
+def sf_integer(text):
+    assert SF_INTEGER.fullmatch(text), text
+    value = int(text)
+    assert 0 <= value <= 999_999_999_999_999
+    return value
+
+
+def header_values(decision, limit_policy):
+    """Every number the middleware writes for ``decision``: parsed, each checked."""
+    fields = dict(rate_limit_headers(decision, limit_policy, 3, TEXT))
+    policy = re.fullmatch(r'"default";q=([^;,]+)', fields["RateLimit-Policy"])
+    state = re.fullmatch(r'"default";r=([^;,]+)(?:;t=([^;,]+))?', fields["RateLimit"])
+    assert policy, fields
+    assert state, fields
+    numbers = {"q": sf_integer(policy[1]), "r": sf_integer(state[1])}
+    if state[2] is not None:
+        numbers["t"] = sf_integer(state[2])
+    for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"):
+        if name in fields:
+            numbers[name] = sf_integer(fields[name])
+    return numbers
+
+
+class TestHeaderRanges:
+    def policy(self):
+        return Policy("default", BucketRegistry(Rule(1, 1)), "")
+
+    def test_slow_refill_reset_is_clamped_to_15_digits(self):
+        """Rule(1000, 1e-13), emptied: 1e16 s to full; t and X-RateLimit-Reset stay 15 digits."""
+        registry = BucketRegistry(Rule(1000, 1e-13), clock=ManualClock())
+        decision = registry.consume("k", 1000)
+        assert decision.reset_after == 1e16
+        numbers = header_values(decision, self.policy())
+        assert numbers["t"] == numbers["X-RateLimit-Reset"] == 999_999_999_999_999
+        denied = registry.consume("k", 1000)
+        assert not denied.allowed
+        numbers = header_values(denied, self.policy())
+        assert numbers["t"] == retry_after_seconds(denied) == 999_999_999_999_999
+        one = registry.consume("k")  # 1e13 s: in range, written as it is
+        assert header_values(one, self.policy())["t"] == retry_after_seconds(one) == 10**13
+
+    def test_fractional_capacity_reports_a_quota_of_at_least_one(self):
+        """Capacity 0.5: q and X-RateLimit-Limit say 1, not 0 (no quota at all)."""
+        registry = BucketRegistry(Rule(0.5, 1), clock=ManualClock())
+        numbers = header_values(registry.consume("k", 0.25), self.policy())
+        assert numbers["q"] == numbers["X-RateLimit-Limit"] == 1
+        assert numbers["r"] == numbers["X-RateLimit-Remaining"] == 0
+        registry = BucketRegistry(Rule(10.5, 1), clock=ManualClock())
+        assert header_values(registry.consume("k"), self.policy())["q"] == 10
+
+    @given(
+        capacity=st.floats(1e-6, 1e12),
+        rate=st.one_of(st.just(0.0), st.floats(1e-300, 1e12)),
+        first=st.floats(1e-3, 1.0),
+        elapsed=st.floats(0.0, 1e9),
+        second=st.floats(1e-3, 2.0),
+    )
+    def test_every_field_is_an_rfc_9651_integer(self, capacity, rate, first, elapsed, second):
+        """Any valid rule, any decision: every header number is a 15-digit Integer, and t on a
+        denial equals Retry-After."""
+        clock = ManualClock()
+        registry = BucketRegistry(Rule(capacity, rate), clock=clock)
+        registry.consume("k", first * capacity)
+        clock.advance(elapsed)
+        decision = registry.consume("k", second * capacity)
+        numbers = header_values(decision, self.policy())
+        wait = retry_after_seconds(decision)
+        if not decision.allowed:
+            assert numbers.get("t") == wait
+            if wait is not None:
+                assert sf_integer(str(wait)) >= 1
