@@ -192,6 +192,43 @@ class BackwardsClockMachine(RuleBasedStateMachine):
         if allowed:
             self.admitted += Fraction(amount)
 
+    @rule(amount=amounts())
+    def wait_retry_after(self, amount):
+        """Whatever the clock did, waiting exactly retry_after admits, and a little less not."""
+        now = self.clock()
+        decision = self.bucket.peek(amount)
+        if decision.allowed or self.model is None:
+            return
+        exact = self.model.copy().retry_after(now, amount)  # asking moves no model time
+        if exact < 0:
+            assert decision.retry_after == math.inf
+            return
+        rate = self.model.refill_rate
+        wait = Fraction(decision.retry_after)
+        if exact > 0:
+            assert abs(wait - exact) * rate <= Fraction(1, 10**6)
+        else:  # behind the latest admission the bucket may be stricter (see consume)
+            assert now < self.latest
+            assert wait <= Fraction(self.latest) - Fraction(now) + Fraction(1, 10**6) / rate
+            exact = wait
+        due = Fraction(now) + exact
+        early = float(due - Fraction(1, 10**4) / rate)  # 1e-4 tokens short
+        if early > now:
+            self.clock.set(early)
+            assert not self.bucket.try_consume(amount)
+        reading = float(due)
+        while Fraction(reading) < due:
+            reading = math.nextafter(reading, math.inf)
+        self.clock.set(reading)
+        assert self.bucket.try_consume(amount), (decision, self.model)
+        if reading >= self.latest:
+            self.model.follow(reading, amount, True)
+            self.latest = reading
+        else:
+            assert self.model.level >= Fraction(amount) - SLACK
+            self.model.consume(reading, amount, force=True)
+        self.admitted += Fraction(amount)
+
     @invariant()
     def never_more_than_the_model(self):
         tokens = Fraction(self.bucket.tokens)

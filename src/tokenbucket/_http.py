@@ -276,7 +276,10 @@ class Policy:
         if values is None:
             if len(self._values) >= 1024:  # overrides are unbounded in principle
                 self._values.clear()
-            text = f"{self.field_name};q={int(limit)}"
+            # The capacity floored, but at least 1: below 1, q=0 would say that nothing ever
+            # passes, while requests costing up to the capacity do. At most 1e12 (Rule's
+            # bound), so always an RFC 9651 Integer.
+            text = f"{self.field_name};q={int(limit) or 1}"
             values = self._values[limit] = (text, text.encode("ascii"))
         return values
 
@@ -293,6 +296,11 @@ Limit = Tuple["Policy", str, str, Number]
 def _sf_string(text: str) -> str:
     """Serialise ``text`` as a Structured Field String (RFC 9651, section 4.1.6)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: The largest RFC 9651 Integer (15 digits). Header fields that count seconds are clamped to it
+#: (about 31.7 million years); larger counts come from absurdly slow refill rates.
+SF_INTEGER_MAX: Final = 999_999_999_999_999
 
 
 @overload
@@ -314,6 +322,8 @@ def rate_limit_headers(
 
     ``form`` is `TEXT` (str, as WSGI wants them) or `RAW` (bytes with lower-case names, as ASGI
     carries them): the same fields, written by the same code in one pass, for every request.
+    Every number is an RFC 9651 Integer (0 to `SF_INTEGER_MAX`): counts of seconds are clamped
+    to it, and a capacity below 1 is reported as 1 (see `Policy.policy_value`).
     """
     allowed, remaining, retry_after, reset_after, limit = decision
     left = int(remaining)
@@ -324,7 +334,8 @@ def rate_limit_headers(
         if window == math.inf:
             value = state % (name, left)
         else:
-            value = timed_state % (name, left, math.ceil(window))
+            seconds = math.ceil(window) if window < SF_INTEGER_MAX else SF_INTEGER_MAX
+            value = timed_state % (name, left, seconds)
         fields = [(names[0], policy.policy_value(limit)[form]), (names[1], value)]
         if not mode & _LEGACY:
             return fields
@@ -332,10 +343,11 @@ def rate_limit_headers(
         fields = []
     else:
         return []
-    fields.append((names[2], number % int(limit)))
+    fields.append((names[2], number % (int(limit) or 1)))
     fields.append((names[3], number % left))
     if reset_after != math.inf:
-        fields.append((names[4], number % math.ceil(reset_after)))
+        seconds = math.ceil(reset_after) if reset_after < SF_INTEGER_MAX else SF_INTEGER_MAX
+        fields.append((names[4], number % seconds))
     return fields
 
 
@@ -363,10 +375,16 @@ def add_fields(
 
 
 def retry_after_seconds(decision: Decision) -> Optional[int]:
-    """Return ``Retry-After`` for a denial: whole seconds, rounded up, at least 1; None if never."""
+    """Return ``Retry-After`` for a denial: whole seconds, rounded up, at least 1; None if never.
+
+    At most `SF_INTEGER_MAX` (RFC 9110's delay-seconds has no bound, but the draft's ``t``, which
+    equals it on a denial, is an RFC 9651 Integer).
+    """
     wait = decision.retry_after
     if wait == math.inf:
         return None
+    if wait >= SF_INTEGER_MAX:
+        return SF_INTEGER_MAX
     return max(1, math.ceil(wait))
 
 

@@ -67,6 +67,22 @@ def _deficit(base: float, used: float, rule: Rule, now: float) -> float:
     return used  # a clock that went backwards earns nothing
 
 
+def _behind(level: float, base: float, now: float, rule: Rule) -> float:
+    """A denial's level while the clock reads ``now``, behind the bucket's instant ``base``.
+
+    Nothing refills until the clock is back at ``base``, so the level reported is the one the
+    refill line would have at ``now``: ``level - (base - now) * refill_rate``. Then
+    ``retry_after`` (``(amount - level) / refill_rate``) includes the wait for the clock to catch
+    up, and waiting exactly that long admits the request.
+    """
+    return level - (base - now) * rule.refill_rate
+
+
+def _same(rule: Rule, current: Rule) -> bool:
+    """Whether a state's ``rule`` is the key's ``current`` rule: the same object or equal."""
+    return rule is current or rule == current
+
+
 def _settled_at(base: float, now: float) -> float:
     """The instant a state settled at ``now`` starts from: never earlier than ``base``.
 
@@ -177,9 +193,10 @@ class MemoryStore:
                 base, used, rule, _, carry = state
                 if rule is not default:
                     current = self._overrides.get(key, default)
-                    if current is not rule:
-                        # The default changed since this state was written: settle it under
-                        # the rule it was written with, then carry the deficit over.
+                    if current is not rule and current != rule:
+                        # The rule changed since this state was written: settle it under the
+                        # rule it was written with, then carry the deficit over. Rules compare
+                        # by value (as in the Lua script): an equal rule is the same rule.
                         used, rule = _deficit(base, used, rule, now), current
                         carry = _carry_of(used)
                         base = _settled_at(base, now)
@@ -194,6 +211,8 @@ class MemoryStore:
                 else:
                     debt = used
             if debt + amount > rule._ceiling:
+                if now < base:
+                    return False, _behind(rule.capacity - debt, base, now, rule), rule
                 return False, rule.capacity - debt, rule
             if commit:
                 if state is None:
@@ -231,7 +250,7 @@ class MemoryStore:
             state = states.get(key)
             if state is not None:
                 base, used, rule, _, carry = state
-                if rule is default or rule is self._overrides.get(key, default):
+                if rule is default or _same(rule, self._overrides.get(key, default)):
                     # As in take(), for an existing bucket under its current rule.
                     if now > base:
                         debt = used - (now - base) * rule.refill_rate

@@ -15,6 +15,9 @@ Semantics every store must keep (the conformance tests hold each store to them):
   written with, up to the instant of reading. What carries over is the deficit (tokens missing
   from full): tokens used stay used. Below a lowered capacity the level goes negative (the
   bucket is in debt) and refills from there.
+* A clock reading earlier than the state's instant earns nothing. A denial then reports the
+  level of the refill line at that reading (the level minus the catch-up time times the rate),
+  so that the decision's ``retry_after`` includes the wait for the clock to catch up.
 * ``take(key, 0, default, False)`` reads the level without changing anything (the registry
   never passes an amount of 0 otherwise).
 * ``update_rule`` and ``remove_rule`` settle the key's bucket at the instant of the change.

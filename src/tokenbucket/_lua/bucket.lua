@@ -139,6 +139,11 @@ if op == 'take' or op == 'peek' then
       used, carry = accumulate(used, carry, amount)
       save(base, used, carry, cap, rate, refill, fresh)
     end
+  elseif now < base then
+    -- Denied while the clock is behind the bucket's instant: nothing refills until it is back
+    -- at base, so report the level the refill line has at now (as _behind in _memory.py); the
+    -- client's retry_after then includes the wait for the clock to catch up.
+    level = level - (base - now) / 1000000 * refill
   end
   -- One string (cheaper to send and parse than an array): the flag, then the level.
   if override then

@@ -92,13 +92,18 @@ class ExactBucket:
         self.consume(now, amount, force=allowed)
 
     def retry_after(self, now: Real, amount: Real) -> Fraction:
-        """Seconds from ``now`` until ``amount`` is available (0 if it is; -1 if never)."""
+        """Seconds from ``now`` until ``amount`` is available (0 if it is; -1 if never).
+
+        A clock behind the last instant earns nothing until it is back there, so that wait
+        counts too.
+        """
         missing = Fraction(amount) - self.advance(now)
         if missing <= 0:
             return Fraction(0)
         if Fraction(amount) > self.capacity or not self.refill_rate:
             return Fraction(-1)
-        return missing / self.refill_rate
+        behind = max(self.last - Fraction(now), Fraction(0))
+        return behind + missing / self.refill_rate
 
     def update(
         self, now: Real, capacity: Optional[Real] = None, refill_rate: Optional[Real] = None
