@@ -51,12 +51,13 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess wit
         "pip install 'tokenbucket[redis]'"
     ) from error
 
-from ._redis_logic import FALLBACK_MAX_KEYS, POLICIES, Logic, Plan, RedisUnavailableError
+from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
+from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._rule import Rule
 from ._store import Outcome
 from ._validate import _number
 
-__all__ = ["FALLBACK_MAX_KEYS", "AsyncRedisStore", "RedisStore", "RedisUnavailableError"]
+__all__ = ["AsyncRedisStore", "RedisStore", "RedisUnavailableError"]
 
 T = TypeVar("T")
 C = TypeVar("C")
