@@ -430,3 +430,46 @@ class TestAsyncStore:
             "error": "at least one of 'capacity' or 'refill_rate' is required"
         }
         assert run(registry.arule_for(IP)) == Rule(2, 1.0)
+
+
+class TestBlockingStore:
+    """A store that blocks (a sync RedisStore) would stall the event loop on every decision."""
+
+    def test_sync_redis_store_is_refused(self):
+        """TypeError at construction, naming the store and AsyncRedisStore; no connection."""
+        redis_store = pytest.importorskip("tokenbucket.redis")
+        store = redis_store.RedisStore.from_url("redis://127.0.0.1:1/0")
+        registry = BucketRegistry(Rule(2, 1.0), store=store)
+        with pytest.raises(TypeError) as info:
+            RateLimitMiddleware(echo_socket, registry=registry)
+        assert str(info.value) == (
+            "RateLimitMiddleware (ASGI) needs a non-blocking store: RedisStore blocks the event "
+            "loop on every decision; use tokenbucket.redis.AsyncRedisStore"
+        )
+        store.close()
+
+    def test_any_store_declaring_blocking_is_refused(self):
+        """The check reads the store's ``blocking`` attribute; absent or False is accepted."""
+
+        class Blocking(MemoryStore):
+            blocking = True
+
+        class NonBlocking(MemoryStore):
+            blocking = False
+
+        with pytest.raises(TypeError, match=r"^RateLimitMiddleware \(ASGI\) needs a non-block"):
+            RateLimitMiddleware(echo_socket, registry=BucketRegistry(Rule(2, 1), store=Blocking()))
+        for store in (MemoryStore(), NonBlocking(), AsyncMemoryStore(ManualClock())):
+            RateLimitMiddleware(echo_socket, registry=BucketRegistry(Rule(2, 1), store=store))
+
+    def test_async_redis_store_is_accepted(self):
+        redis_store = pytest.importorskip("tokenbucket.redis")
+
+        async def build():
+            store = redis_store.AsyncRedisStore.from_url("redis://127.0.0.1:1/0")
+            registry = BucketRegistry(Rule(2, 1.0), store=store)
+            middleware = RateLimitMiddleware(echo_socket, registry=registry)
+            await store.aclose()
+            return middleware
+
+        assert isinstance(run(build()), RateLimitMiddleware)

@@ -7,6 +7,7 @@ from tokenbucket import (
     BucketRegistry,
     Decision,
     ManualClock,
+    MemoryStore,
     RateLimitExceeded,
     Rule,
     rate_limit,
@@ -250,6 +251,36 @@ class TestAsync:
             return first
 
         assert asyncio.run(scenario()) == "pong"
+
+    def test_async_function_with_blocking_store_is_refused(self):
+        """An async function cannot use a blocking store (a sync RedisStore): each call would
+        stall the event loop. TypeError at decoration, naming AsyncRedisStore."""
+
+        redis_store = pytest.importorskip("tokenbucket.redis")
+        store = redis_store.RedisStore.from_url("redis://127.0.0.1:1/0")  # never connects
+
+        async def work():
+            return None
+
+        with pytest.raises(TypeError) as info:
+            rate_limit(BucketRegistry(Rule(1, 1), store=store))(work)
+        assert str(info.value).startswith(f"{work!r} is async but the registry's store,")
+        assert str(info.value).endswith(
+            "RedisStore, blocks the event loop on every call; use tokenbucket.redis.AsyncRedisStore"
+        )
+        store.close()
+
+        class Blocking(MemoryStore):
+            blocking = True
+
+        with pytest.raises(TypeError, match="blocks the event loop on every call"):
+            rate_limit(BucketRegistry(Rule(1, 1), store=Blocking()))(work)
+
+        @rate_limit(BucketRegistry(Rule(1, 1), store=Blocking()))
+        def sync_work():  # a sync function may block: it is not on a loop
+            return "ok"
+
+        assert sync_work() == "ok"
 
     def test_sync_function_with_async_store_is_refused(self):
         """A sync function cannot use an async store: TypeError at decoration."""

@@ -1,7 +1,9 @@
 """Redis going away and coming back: the failure policy, bounded waits, recovery, logging.
 
 Each test that stops Redis runs its own redis-server (``own_redis``). Waits are measured and
-asserted as generous upper bounds; nothing sleeps to let a bucket refill.
+asserted as generous upper bounds. Nothing sleeps: a bucket's refill is never waited for, and
+the circuit breaker's windows pass on a ManualClock (only the breaker's clock: Redis and the
+network calls stay real).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 import pytest
 import redis
 
-from tokenbucket import BucketRegistry, Rule
+from tokenbucket import BucketRegistry, ManualClock, Rule
 from tokenbucket.redis import AsyncRedisStore, RedisStore, RedisUnavailableError
 
 # Three requests through Redis on a bucket of 3, then Redis stops: what the next 5 get.
@@ -23,6 +25,13 @@ DURING_OUTAGE = {
     "deny": [False] * 5,
     "allow": [True] * 5,
 }
+
+
+def manual_clock(store):
+    """Give ``store``'s circuit breaker a ManualClock (its documented test hook) and return it."""
+    clock = ManualClock()
+    store._logic.breaker.clock = clock
+    return clock
 
 
 class Sync:
@@ -186,14 +195,35 @@ def test_a_silent_server_costs_one_bounded_timeout(silent_server, driver):
 def test_only_one_caller_probes_when_the_window_ends(silent_server):
     """With the window over, one decision probes Redis; the others keep deciding locally."""
     store = RedisStore.from_url(silent_server, socket_timeout=0.3, retry_interval=0.05)
+    clock = manual_clock(store)
     limits = BucketRegistry(Rule(100, 0), store=store)
     limits.try_consume("k")  # opens the breaker
-    deadline = time.monotonic() + 0.05
-    while time.monotonic() < deadline:  # let the window pass
-        time.sleep(0.01)
-    assert not store._skip()  # this caller takes the probe ...
-    assert store._skip()  # ... and everyone else still skips
+    breaker = store._logic.breaker
+    clock.advance(0.049)
+    assert breaker.skip()  # inside the window everyone skips
+    clock.advance(0.001)  # the window is over
+    assert not breaker.skip()  # this caller takes the probe ...
+    assert breaker.skip()  # ... and everyone else still skips
     store.close()
+
+
+def test_breaker_window_follows_its_clock(own_redis, driver):
+    """Back from an outage, decisions stay local until retry_interval has passed on the
+    breaker's clock; the first one after it goes to Redis and closes the breaker."""
+    limits = driver(own_redis.url, retry_interval=60)
+    clock = manual_clock(limits.store)
+    own_redis.stop()
+    assert limits.decide("k", 4) == [True, True, True, False]  # fallback bucket of 3
+    own_redis.start()
+    clock.advance(59.9)
+    assert limits.decide("k") == [False]  # still the fallback, Redis not tried
+    assert not limits.store.available
+    clock.advance(0.1)
+    assert limits.decide("k", 4) == [True, True, True, False]  # Redis: a fresh bucket
+    assert limits.store.available
+    check = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    assert check.hget("tokenbucket:k", "u") == "3"
+    check.close()
 
 
 def test_outage_logged_once_per_window_and_recovery_logged(own_redis, caplog):
@@ -249,6 +279,7 @@ def test_admin_api_answers_503_while_redis_is_down(own_redis):
         return [b"ok"]
 
     store = RedisStore.from_url(own_redis.url, retry_interval=0.05)
+    clock = manual_clock(store)
     limited = RateLimitMiddleware(
         app, registry=BucketRegistry(Rule(3, 0), store=store), admin_token="t0ken"
     )
@@ -268,7 +299,7 @@ def test_admin_api_answers_503_while_redis_is_down(own_redis):
             assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
         finally:
             own_redis.start()
-        time.sleep(0.1)  # past retry_interval: the next call probes Redis again
+        clock.advance(0.1)  # past retry_interval: the next call probes Redis again
         # This test server keeps no data across a restart, so the update is made again.
         again = client.post("/admin/update-rule", json=body, headers=auth)
         assert again.status_code == 200, again.text
@@ -285,7 +316,7 @@ def test_fallback_store_is_capped(own_redis):
     own_redis.stop()
     try:
         admitted = sum(limits.try_consume(f"flood-{i}") for i in range(FALLBACK_MAX_KEYS + 500))
-        assert len(store._fallback) == FALLBACK_MAX_KEYS
+        assert len(store._logic.fallback) == FALLBACK_MAX_KEYS
         assert admitted == FALLBACK_MAX_KEYS  # later keys count as empty buckets at the cap
     finally:
         own_redis.start()

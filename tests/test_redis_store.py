@@ -337,6 +337,27 @@ class TestRoundTrips:
         stats = admin.info("commandstats")["cmdstat_evalsha"]
         assert (stats["calls"], stats["failed_calls"]) == (4, 1)  # one NOSCRIPT
 
+    def test_a_decision_is_a_plan_without_io(self):
+        """The logic both stores share makes no calls itself: it yields them, is sent the
+        replies (or thrown the errors) and returns the outcome, here NOSCRIPT and a reload."""
+        from tokenbucket._redis_logic import _SCRIPT, _SHA, Logic
+
+        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0), True)
+        assert next(plan) == ("evalsha", (_SHA, b"1", b"p:k", b"take", b"3", b"1.0", b"1"))
+        assert plan.throw(redis.exceptions.NoScriptError("NOSCRIPT")) == (
+            "script_load",
+            (_SCRIPT,),
+        )
+        assert plan.send(_SHA.decode())[0] == "evalsha"
+        with pytest.raises(StopIteration) as done:
+            plan.send(b"12.5")
+        assert done.value.value == (True, 2.5, Rule(3, 1.0))
+        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0), True)
+        next(plan)
+        with pytest.raises(StopIteration) as done:  # an outage: the deny policy answers
+            plan.throw(redis.exceptions.ConnectionError("refused"))
+        assert done.value.value == (False, 0.0, Rule(3, 1.0))
+
 
 CHILD = r"""
 import sys, threading

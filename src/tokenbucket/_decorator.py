@@ -93,6 +93,12 @@ def rate_limit(
             return default_key if key is None else escape_key(key(*args, **kwargs))
 
         if inspect.iscoroutinefunction(func):
+            store = registry.store
+            if getattr(store, "blocking", False):
+                raise TypeError(
+                    f"{func!r} is async but the registry's store, {type(store).__name__}, blocks "
+                    "the event loop on every call; use tokenbucket.redis.AsyncRedisStore"
+                )
             nap = sleep or asyncio.sleep
 
             @functools.wraps(func)

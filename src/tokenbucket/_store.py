@@ -37,7 +37,15 @@ Outcome = Tuple[bool, float, Rule]
 
 
 class Store(Protocol):
-    """A synchronous store. [`MemoryStore`][tokenbucket.MemoryStore] is the default."""
+    """A synchronous store. [`MemoryStore`][tokenbucket.MemoryStore] is the default.
+
+    A store whose calls wait on I/O declares it with a class attribute
+    ``blocking: ClassVar[bool] = True`` ([`RedisStore`][tokenbucket.redis.RedisStore] does):
+    the ASGI middleware and async functions under [`rate_limit`][tokenbucket.rate_limit] refuse
+    such a store with ``TypeError``, as every decision would stall the event loop. The attribute
+    is optional: absent (or False) means non-blocking. ``MemoryStore`` is non-blocking (a
+    decision is a few microseconds of arithmetic under a lock, with no I/O).
+    """
 
     def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """Refill ``key``'s bucket, check ``amount`` against it and, if ``commit``, consume it."""

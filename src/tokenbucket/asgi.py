@@ -94,7 +94,8 @@ class RateLimitMiddleware:
     Args:
         app: the ASGI app to protect.
         registry: the [`BucketRegistry`][tokenbucket.BucketRegistry] holding the buckets. An
-            async store (Redis) is used through the awaitable methods.
+            async store (Redis) is used through the awaitable methods; a blocking one (a sync
+            ``RedisStore``) is refused, as it would stall the event loop.
         key: ``key(request) -> str``, the bucket key of a
             [`RequestView`][tokenbucket.asgi.RequestView]; the client IP by default.
         cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
@@ -129,7 +130,8 @@ class RateLimitMiddleware:
             are. An int from 0 to 128.
 
     Raises:
-        TypeError: an option has the wrong type (the message names the option and value).
+        TypeError: an option has the wrong type (the message names the option and value), or
+            the registry's store is blocking (use ``AsyncRedisStore``, not ``RedisStore``).
         ValueError: an option has a bad value.
     """
 
@@ -164,6 +166,12 @@ class RateLimitMiddleware:
     ) -> None:
         if not callable(app):
             raise TypeError(f"'app' must be an ASGI app (a callable), got {show(app)}")
+        if isinstance(registry, BucketRegistry) and getattr(registry.store, "blocking", False):
+            raise TypeError(
+                "RateLimitMiddleware (ASGI) needs a non-blocking store: "
+                f"{type(registry.store).__name__} blocks the event loop on every decision; "
+                "use tokenbucket.redis.AsyncRedisStore"
+            )
         self.app = app
         self._options = _http.Options(
             registry=registry,

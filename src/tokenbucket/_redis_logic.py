@@ -1,0 +1,326 @@
+"""The Redis stores' logic, without I/O: what to send, how to read the reply, what to do on failure.
+
+Each operation is a *plan*: a generator that yields the calls to make, as ``(method, args)``
+for the redis-py client (``client.evalsha(*args)``, ``client.hmget(*args)``, ...), receives
+each reply through ``send`` or each exception through ``throw``, and returns the operation's
+answer (``StopIteration.value``). The stores in ``tokenbucket.redis`` only make the calls,
+[`RedisStore`][tokenbucket.redis.RedisStore] blocking and
+[`AsyncRedisStore`][tokenbucket.redis.AsyncRedisStore] awaiting, so the arguments, the reading
+of replies, the failure policy and the circuit breaker exist once. A new operation is one more
+plan here and one line in each store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Callable, Dict, Generator, Optional, Tuple, TypeVar, Union
+
+import redis.exceptions
+
+from ._memory import MemoryStore
+from ._rule import EPSILON, Rule
+from ._store import Outcome
+from ._validate import Number
+
+T = TypeVar("T")
+
+#: A call for the client to make: a method name and its arguments.
+Call = Tuple[str, Tuple[Any, ...]]
+#: An operation: yields calls, is sent their replies (or thrown their errors), returns ``T``.
+Plan = Generator[Call, Any, T]
+
+_log = logging.getLogger("tokenbucket.redis")
+
+#: The one script every operation runs (see its header for the data layout and arguments).
+_SCRIPT = resources.files("tokenbucket").joinpath("_lua").joinpath("bucket.lua").read_text("utf-8")
+#: Its SHA1, the name EVALSHA calls it by (Redis computes the same from the text).
+_SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest().encode("ascii")
+
+# Arguments are sent as bytes, encoded once where possible (redis-py passes bytes through).
+_ONE = b"1"
+_TAKE = b"take"
+_PEEK = b"peek"
+
+#: What a decision survives: every redis-py error and socket errors that escape them.
+_ERRORS = (redis.exceptions.RedisError, OSError)
+#: The slow ones, which open the circuit breaker: no answer (or no answer yet) from Redis. Other
+#: errors (a key of another type, a server out of memory) come back at once, so each decision
+#: that meets one just follows the policy.
+_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+POLICIES = ("fallback", "deny", "allow")
+
+#: Overrides remembered for the fallback policy, at most; beyond it the memory is cleared.
+_MAX_SEEN = 10_000
+
+#: The most buckets the per-process fallback store tracks during an outage (its ``max_keys``):
+#: a flood of distinct keys while Redis is down cannot grow memory without bound.
+FALLBACK_MAX_KEYS = 100_000
+
+
+class RedisUnavailableError(ConnectionError):
+    """An admin call (``update_rule``, ``remove_rule``, ``reset``, ``get_rule``) failed.
+
+    Raised when Redis did not answer or answered with an error; redis-py's exception is the
+    ``__cause__``. The change may
+    or may not have been applied: retry it (every admin call is idempotent). Decisions never
+    raise this; they follow the store's ``on_error`` policy.
+    """
+
+
+RedisUnavailableError.__module__ = "tokenbucket.redis"  # where users import it from
+
+
+def _parse_number(text: Union[bytes, str]) -> Number:
+    """Return the int or float a number the script sent back as text was written from."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+@lru_cache(maxsize=1024)
+def _rule(capacity: Union[bytes, str], refill_rate: Union[bytes, str]) -> Rule:
+    """Return the rule an override's two fields describe (cached: overrides are few)."""
+    return Rule(_parse_number(capacity), _parse_number(refill_rate))
+
+
+def _encode(number: float) -> bytes:
+    """Write a number as the script reads it back exactly (``repr``, as redis-py does)."""
+    return repr(number).encode("ascii")
+
+
+class Breaker:
+    """The circuit breaker: after an outage, decisions skip Redis for ``retry_interval`` s.
+
+    Then one caller probes Redis while the others keep skipping, and the first answer closes
+    the breaker. ``clock`` (default :func:`time.monotonic`) is the breaker's only notion of
+    time; tests replace it (``store._logic.breaker.clock = ManualClock()``) to move past a
+    window without sleeping.
+    """
+
+    __slots__ = ("_lock", "_log_after", "_retry_at", "clock", "down", "retry_interval")
+
+    def __init__(self, retry_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_interval = retry_interval
+        self.clock = clock
+        self.down = False
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._log_after = 0.0
+
+    def skip(self) -> bool:
+        """With the breaker open: whether to decide without Redis (False: this caller probes)."""
+        now = self.clock()
+        with self._lock:
+            if now < self._retry_at:
+                return True
+            self._retry_at = now + self.retry_interval  # the others skip while we probe
+            return False
+
+    def failed(self, outage: bool) -> bool:
+        """Note a failed call (opening the breaker on an outage); return whether to log it.
+
+        At most one log line per window, and at most one a second.
+        """
+        now = self.clock()
+        with self._lock:
+            if outage:
+                self.down = True
+                self._retry_at = now + self.retry_interval
+            if now < self._log_after:
+                return False
+            self._log_after = now + max(self.retry_interval, 1.0)
+            return True
+
+    def closed(self) -> bool:
+        """Close the breaker after an answer; return whether it was open."""
+        with self._lock:
+            if not self.down:
+                return False
+            self.down = False
+            self._retry_at = self._log_after = 0.0
+            return True
+
+
+class Logic:
+    """Everything the two stores share: key names, script arguments, replies, failure policy.
+
+    No I/O happens here: each public method returns a plan (see the module docstring).
+    """
+
+    __slots__ = ("_encoded", "_seen", "breaker", "fallback", "policy", "prefix")
+
+    def __init__(self, prefix: str, on_error: str, retry_interval: float) -> None:
+        self.prefix = prefix
+        self.policy = on_error
+        self.breaker = Breaker(retry_interval)
+        self.fallback = MemoryStore(max_keys=FALLBACK_MAX_KEYS)
+        self._seen: Dict[str, Rule] = {}
+        self._encoded: Tuple[Optional[Rule], bytes, bytes] = (None, b"", b"")
+
+    # -- operations (plans) ----------------------------------------------------------------
+
+    def take(self, key: str, amount: float, default: Rule, commit: bool) -> Plan[Outcome]:
+        """Decide; never raises for Redis trouble (follows the ``on_error`` policy)."""
+        if self.breaker.down and self.breaker.skip():
+            return self._degraded(key, amount, default, commit)
+        try:
+            reply = yield from self._script(self._take_args(key, amount, default, commit))
+        except _ERRORS as error:
+            self._failed(error)
+            return self._degraded(key, amount, default, commit)
+        if self.breaker.down:
+            self._recovered()
+        return self._outcome(key, reply, default)
+
+    def get_rule(self, key: str) -> Plan[Optional[Rule]]:
+        """Read ``key``'s override (HMGET); raise RedisUnavailableError if Redis fails."""
+        try:
+            capacity, refill_rate = yield ("hmget", (self._name(key), "C", "R"))
+        except _ERRORS as error:
+            raise self._unavailable("get_rule", key, error) from error
+        if self.breaker.down:
+            self._recovered()
+        rule = None if capacity is None else _rule(capacity, refill_rate)
+        self._remember(key, rule)
+        return rule
+
+    def update_rule(
+        self, key: str, default: Rule, capacity: Optional[float], refill_rate: Optional[float]
+    ) -> Plan[Rule]:
+        """Settle the bucket and set the override atomically; raise RedisUnavailableError."""
+        args = (
+            b"update",
+            default.capacity,
+            default.refill_rate,
+            "" if capacity is None else capacity,
+            "" if refill_rate is None else refill_rate,
+        )
+        reply = yield from self._admin("update_rule", key, args)
+        rule = _rule(reply[0], reply[1])
+        self._remember(key, rule)
+        return rule
+
+    def remove_rule(self, key: str, default: Rule) -> Plan[Optional[Rule]]:
+        """Settle the bucket and drop the override atomically; raise RedisUnavailableError."""
+        args = (b"remove", default.capacity, default.refill_rate)
+        reply = yield from self._admin("remove_rule", key, args)
+        self._remember(key, None)
+        return None if reply is None else _rule(reply[0], reply[1])
+
+    def reset(self, key: str) -> Plan[None]:
+        """Forget the bucket's state; raise RedisUnavailableError."""
+        yield from self._admin("reset", key, (b"reset", "", ""))
+
+    # -- the steps they share --------------------------------------------------------------
+
+    def _script(self, args: Tuple[Any, ...]) -> Plan[Any]:
+        """Run the script on one key: EVALSHA, loading the script once if the server lacks it."""
+        try:
+            return (yield ("evalsha", (_SHA, _ONE, *args)))
+        except redis.exceptions.NoScriptError:  # a new or flushed server: load it once
+            yield ("script_load", (_SCRIPT,))
+            return (yield ("evalsha", (_SHA, _ONE, *args)))
+
+    def _admin(self, call: str, key: str, args: Tuple[Any, ...]) -> Plan[Any]:
+        """Run the script for an admin call; raise RedisUnavailableError if Redis fails."""
+        try:
+            reply = yield from self._script((self._name(key), *args))
+        except _ERRORS as error:
+            raise self._unavailable(call, key, error) from error
+        if self.breaker.down:
+            self._recovered()
+        return reply
+
+    def _name(self, key: str) -> bytes:
+        # surrogatepass: every str is a valid key, and distinct keys stay distinct.
+        return (self.prefix + key).encode("utf-8", "surrogatepass")
+
+    def _take_args(self, key: str, amount: float, default: Rule, commit: bool) -> Tuple[bytes, ...]:
+        """Return the script's key and arguments for a decision, as bytes."""
+        encoded = self._encoded
+        if encoded[0] is not default:  # the default rule's numbers, encoded once per rule
+            encoded = (default, _encode(default.capacity), _encode(default.refill_rate))
+            self._encoded = encoded
+        return (
+            self._name(key),
+            _TAKE if commit else _PEEK,
+            encoded[1],
+            encoded[2],
+            _ONE if amount == 1 else _encode(amount),
+        )
+
+    def _outcome(self, key: str, reply: Any, default: Rule) -> Outcome:
+        """Turn a ``take`` reply, ``'<allowed><level>[ <C> <R>]'``, into an outcome."""
+        text: str = reply if reply.__class__ is str else reply.decode()
+        if " " not in text:
+            if self._seen:
+                self._seen.pop(key, None)
+            return text[0] == "1", float(text[1:]), default
+        level, capacity, refill_rate = text[1:].split(" ")
+        rule = _rule(capacity, refill_rate)
+        self._remember(key, rule)
+        return text[0] == "1", float(level), rule
+
+    def _remember(self, key: str, rule: Optional[Rule]) -> None:
+        """Keep the override last seen for ``key``, for decisions while Redis is down."""
+        seen = self._seen
+        if rule is None:
+            seen.pop(key, None)
+            return
+        if len(seen) >= _MAX_SEEN and key not in seen:
+            seen.clear()
+        seen[key] = rule
+
+    def _failed(self, error: BaseException) -> None:
+        """Note a failure in the breaker and log it (once per window, at most once a second)."""
+        outage = isinstance(error, _OUTAGES)
+        if not self.breaker.failed(outage):
+            return
+        name = type(error).__name__
+        if outage:
+            _log.warning(
+                "Redis unavailable (%s: %s); deciding with on_error=%r, retrying in %g s",
+                name,
+                error,
+                self.policy,
+                self.breaker.retry_interval,
+            )
+        else:
+            _log.warning(
+                "Redis refused a call (%s: %s); that decision followed on_error=%r",
+                name,
+                error,
+                self.policy,
+            )
+
+    def _recovered(self) -> None:
+        """Close the breaker after a successful call; the next outage starts with full buckets."""
+        if self.breaker.closed():
+            self.fallback = MemoryStore(max_keys=FALLBACK_MAX_KEYS)
+            _log.warning("Redis available again; decisions go through Redis")
+
+    def _degraded(self, key: str, amount: float, default: Rule, commit: bool) -> Outcome:
+        """Decide without Redis, following the ``on_error`` policy."""
+        rule = self._seen.get(key, default)
+        if self.policy == "fallback":
+            return self.fallback.take(key, amount, rule, commit)
+        if self.policy == "deny":
+            return False, 0.0, rule
+        # allow: as if every bucket were full, so only a request beyond the capacity is denied.
+        if amount > rule.capacity + EPSILON:
+            return False, float(rule.capacity), rule
+        return True, float(rule.capacity - amount), rule
+
+    def _unavailable(self, call: str, key: str, error: BaseException) -> RedisUnavailableError:
+        self._failed(error)
+        return RedisUnavailableError(
+            f"{call}({key!r}) failed in Redis ({type(error).__name__}: {error}); "
+            f"it may not have been applied"
+        )
