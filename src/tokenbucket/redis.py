@@ -53,7 +53,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised in a subprocess without redis-py
     raise ImportError(
         f"tokenbucket.redis needs redis-py, which is not installed ({error}): "
-        "pip install 'tokenbucket[redis]'"
+        "pip install 'tokenbucket-ratelimit[redis]'"
     ) from error
 
 from ._memory import MemoryStore
