@@ -13,8 +13,14 @@ if ! command -v redis-server >/dev/null; then
         echo "could not install redis-server: the Redis tests will fail" >&2
 fi
 
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
+# Create the venv (and upgrade its pip) once; later runs reuse it as it is.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    python3 -m venv --clear .venv || {
+        echo "python3 -m venv failed: on Debian/Ubuntu, apt-get install python3-venv" >&2
+        exit 1
+    }
+    .venv/bin/python -m pip install --quiet --upgrade pip
+fi
 .venv/bin/python -m pip install --quiet -e '.[test,redis,docs]'
 
 .venv/bin/ruff check .
