@@ -84,7 +84,7 @@ def token_level() -> Path:
     ax.annotate(
         "idle: refills at 2 tokens/s",
         xy=(14.0, 4.5),
-        xytext=(12.3, 8.2),
+        xytext=(10.4, 7.0),
         arrowprops={"arrowstyle": "->", "color": "#555"},
     )
     ax.set_xlabel("seconds")
