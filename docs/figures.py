@@ -49,7 +49,7 @@ def token_level() -> Path:
         levels.append(bucket.tokens)
         t = round(t + step, 10)
 
-    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.2, 3.6), dpi=150)
     ax.plot(times, levels, color="#3f51b5", linewidth=1.8, label="tokens in the bucket")
     ax.axhline(10, color="#9e9e9e", linestyle="--", linewidth=1, label="capacity (burst) = 10")
     ax.scatter(
@@ -84,7 +84,7 @@ def token_level() -> Path:
     ax.annotate(
         "idle: refills at 2 tokens/s",
         xy=(14.0, 4.5),
-        xytext=(12.3, 8.2),
+        xytext=(10.4, 7.0),
         arrowprops={"arrowstyle": "->", "color": "#555"},
     )
     ax.set_xlabel("seconds")
@@ -92,7 +92,7 @@ def token_level() -> Path:
     ax.set_ylim(-0.5, 11)
     ax.set_xlim(0, 16)
     ax.set_title("TokenBucket(capacity=10, refill_rate=2.0): a burst, then steady traffic")
-    ax.legend(loc="upper right", fontsize=8, ncol=2)
+    ax.legend(loc="upper right", fontsize=9, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = IMG / "token-level.png"
@@ -102,7 +102,11 @@ def token_level() -> Path:
 
 
 def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
-    """Horizontal bars, one group per scenario, from docs/data/<name>.json."""
+    """One panel per scenario, stacked, from docs/data/<name>.json.
+
+    Drawn to be read at the documentation's column width (about 7 inches): one column of
+    panels, each with its own scale and the libraries named on every panel.
+    """
     source = DATA / f"{name}.json"
     if not source.exists():
         return None
@@ -110,8 +114,9 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     table: Dict[str, Dict[str, float]] = results["microseconds"]
     scenarios = list(table)
     libraries = list(next(iter(table.values())))
+    panel_height = 0.26 * len(libraries) + 0.75
     fig, axes = plt.subplots(
-        1, len(scenarios), figsize=(4.2 * len(scenarios), 0.42 * len(libraries) + 1.4), dpi=110
+        len(scenarios), 1, figsize=(7.2, panel_height * len(scenarios) + 0.5), dpi=150
     )
     if len(scenarios) == 1:
         axes = [axes]
@@ -120,14 +125,16 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
         colors = ["#3f51b5" if lib.startswith("tokenbucket") else "#9e9e9e" for lib in libraries]
         ax.barh(libraries, values, color=colors)
         ax.invert_yaxis()
-        ax.set_title(scenario, fontsize=10)
-        ax.set_xlabel(unit)
+        ax.set_title(scenario, fontsize=11, loc="left", fontweight="bold")
+        ax.tick_params(axis="y", labelsize=10)
+        ax.tick_params(axis="x", labelsize=9)
         for y, value in enumerate(values):
-            ax.text(value, y, f" {value:.2f}", va="center", fontsize=7)
-        ax.margins(x=0.25)
-        if ax is not axes[0]:
-            ax.set_yticklabels([])
-    fig.suptitle(f"{title} ({results['machine']}; lower is better)", fontsize=10)
+            ax.text(value, y, f" {value:.2f}", va="center", fontsize=9)
+        ax.margins(x=0.12)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[-1].set_xlabel(unit, fontsize=10)
+    fig.suptitle(f"{title}, lower is better\n{results['machine']}", fontsize=11)
     fig.tight_layout()
     path = IMG / f"{name}.png"
     fig.savefig(path)

@@ -1,7 +1,11 @@
 """Django, in one file: the WSGI application behind tokenbucket's WSGI middleware.
 
-pip install django
-python examples/django_app.py    # serves http://127.0.0.1:8000/ with wsgiref
+From the root of a clone, in a virtualenv (python3 -m venv .venv && . .venv/bin/activate):
+
+    pip install -e . django
+    python examples/django_app.py 8000    # serves http://127.0.0.1:8000/ with wsgiref
+
+(Once tokenbucket-ratelimit is on PyPI: pip install tokenbucket-ratelimit django.)
 """
 
 import sys

@@ -1,7 +1,11 @@
 """FastAPI: a rate-limited API with a stricter login route and the runtime rule API.
 
-pip install 'tokenbucket[demo]'
-TOKENBUCKET_ADMIN_TOKEN=change-me uvicorn examples.fastapi_app:app
+From the root of a clone, in a virtualenv (python3 -m venv .venv && . .venv/bin/activate):
+
+    pip install -e '.[demo]'
+    TOKENBUCKET_ADMIN_TOKEN=change-me uvicorn examples.fastapi_app:app --port 8000
+
+(Once tokenbucket-ratelimit is on PyPI: pip install 'tokenbucket-ratelimit[demo]'.)
 """
 
 import os

@@ -1,7 +1,11 @@
 """Flask: wrap the WSGI app; rate limits per API key, falling back to the client IP.
 
-pip install flask
-flask --app examples/flask_app.py run
+From the root of a clone, in a virtualenv (python3 -m venv .venv && . .venv/bin/activate):
+
+    pip install -e . flask
+    flask --app examples/flask_app.py run --port 8000
+
+(Once tokenbucket-ratelimit is on PyPI: pip install tokenbucket-ratelimit flask.)
 """
 
 from flask import Flask

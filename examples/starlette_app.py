@@ -1,7 +1,11 @@
 """Starlette: rate limiting with legacy X-RateLimit-* headers and a denial counter.
 
-pip install starlette uvicorn
-uvicorn examples.starlette_app:app
+From the root of a clone, in a virtualenv (python3 -m venv .venv && . .venv/bin/activate):
+
+    pip install -e . starlette uvicorn
+    uvicorn examples.starlette_app:app --port 8000
+
+(Once tokenbucket-ratelimit is on PyPI: pip install tokenbucket-ratelimit starlette uvicorn.)
 """
 
 from collections import Counter

@@ -1,6 +1,11 @@
 """No dependencies at all: a plain WSGI app, the middleware and the standard library's server.
 
-    python examples/wsgiref_app.py [port]
+From the root of a clone, in a virtualenv (python3 -m venv .venv && . .venv/bin/activate):
+
+    pip install -e .
+    python examples/wsgiref_app.py 8000
+
+(Once tokenbucket-ratelimit is on PyPI: pip install tokenbucket-ratelimit.)
 
 Try the admin API (the token is printed at start-up):
 

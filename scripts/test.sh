@@ -4,17 +4,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+sudo=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
+apt_install() {
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # The Redis store's tests run against a real redis-server; they fail, not skip, without one.
 if ! command -v redis-server >/dev/null; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null ||
-        echo "could not install redis-server: the Redis tests will fail" >&2
+    apt_install redis-server || echo "could not install redis-server: the Redis tests will fail" >&2
 fi
 
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
+# Create the venv (and upgrade its pip) once; later runs reuse it as it is. Debian and Ubuntu
+# ship venv's pip bootstrap separately, in python3-venv.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    if ! python3 -m venv --clear .venv; then
+        command -v apt-get >/dev/null && apt_install python3-venv && python3 -m venv --clear .venv || {
+            echo "python3 -m venv failed: on Debian/Ubuntu, install python3-venv" >&2
+            exit 1
+        }
+    fi
+    .venv/bin/python -m pip install --quiet --upgrade pip
+fi
 .venv/bin/python -m pip install --quiet -e '.[test,redis,docs]'
 
 .venv/bin/ruff check .

@@ -8,11 +8,17 @@ Pages may talk to a real Redis (TOKENBUCKET_REDIS_URL) and to a minimal Django p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.9 and 3.10
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = Path(__file__).resolve().parent / "docs_support"
@@ -63,3 +69,62 @@ def test_samples_run(page, tmp_path, redis_url):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_redis_field_table_lists_every_field_the_script_writes():
+    """docs/redis.md's table of hash fields names every field bucket.lua stores (HSET)."""
+    script = (ROOT / "src" / "tokenbucket" / "_lua" / "bucket.lua").read_text()
+    written = set()
+    for call in re.findall(r"redis\.call\('HSET', key, ([^)]*)\)", script):
+        written.update(re.findall(r"'(\w+)'", call))
+    assert written >= {"t", "u", "l", "c", "r", "C", "R"}, written
+    page = (ROOT / "docs" / "redis.md").read_text()
+    table = page[page.index("| field | meaning |") :].split("\n\n")[0]
+    documented = {
+        name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split("|")[1])
+    }
+    assert documented == written
+
+
+def test_docs_command_is_the_one_scripts_test_sh_runs():
+    """README builds the site the way scripts/test.sh does (Material's notice silenced)."""
+    readme = (ROOT / "README.md").read_text()
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    builds = [
+        line for text in (readme, script) for line in text.splitlines() if "mkdocs build" in line
+    ]
+    assert len(builds) == 2, builds
+    assert all("NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict" in line for line in builds)
+
+
+def test_docs_extra_can_format_signatures():
+    """mkdocstrings formats API signatures with Ruff or Black: the docs extra installs one."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    docs = pyproject["project"]["optional-dependencies"]["docs"]
+    assert any(re.match(r"(ruff|black)\b", requirement) for requirement in docs), docs
+
+
+def test_built_site_is_pages_and_full_size_figures(tmp_path):
+    """The built site has no figure sources, each figure links to its full-size image, and the
+    build prints no warning (signature formatting, Material's notice)."""
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WARNING" not in result.stderr, result.stderr[-3000:]
+    assert "Formatting signatures" not in result.stderr
+    assert "end of life" not in result.stderr
+    assert not (site / "figures.py").exists()
+    assert not (site / "data").exists()
+    images = 0
+    for page in site.rglob("*.html"):
+        for src in re.findall(r'<img [^>]*src="([^"]+\.png)"', page.read_text()):
+            images += 1
+            assert f'<a href="{src}"><img ' in page.read_text(), (page, src)
+    assert images >= 2

@@ -1,11 +1,25 @@
-"""Every app in examples/ is imported and driven in-process, so none can rot."""
+"""Every app in examples/ is imported and driven in-process, so none can rot.
+
+Each example's header also says how to install and run it. Those two commands are parsed from
+the header and run as written (only the port 8000 is replaced by a free one): every example's
+run command is started with the test venv's executables first on PATH, after checking that the
+install command's packages are in the test venv; and the Django example, the one a newcomer
+reported, is installed and run in a fresh venv (no system site-packages) exactly by its header.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.util
 import io
+import os
+import re
+import shlex
+import socket
+import subprocess
 import sys
+import time
 import wsgiref.util
 import wsgiref.validate
 from pathlib import Path
@@ -13,7 +27,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+NAMES = sorted(path.stem for path in EXAMPLES.glob("*.py"))
 IP = "203.0.113.7"
 
 
@@ -144,3 +160,134 @@ def test_wsgiref_example_admin_api():
     assert status == 200
     assert b'"capacity": 12' in content
     assert [wsgi_get(module.app)[0] for _ in range(3)] == [200, 200, 429]
+
+
+# -- the headers' commands, run as written -------------------------------------------------------
+
+
+def header_commands(name):
+    """The (install, run) command lines of an example's header, comments removed."""
+    lines = [line.strip() for line in (EXAMPLES / f"{name}.py").read_text().splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("pip install "))
+    install, run = lines[start], lines[start + 1]
+    return install, run.split("  #")[0].strip()
+
+
+def test_every_example_has_header_commands():
+    """Each header installs this checkout (not the PyPI name taken by another project)."""
+    assert len(NAMES) == 5
+    for name in NAMES:
+        install, run = header_commands(name)
+        words = shlex.split(install)
+        assert words[:3] == ["pip", "install", "-e"], install
+        assert words[3] in (".", ".[demo]"), install
+        assert "tokenbucket" not in words, install
+        assert run.count("8000") == 1, run
+
+
+def installed(requirement):
+    """Whether a requirement from a header (``.``, ``.[demo]`` or a name) is installed here."""
+    if requirement.startswith("."):
+        names = ["tokenbucket-ratelimit"]
+        if requirement == ".[demo]":
+            names += ["fastapi", "uvicorn"]
+    else:
+        names = [requirement]
+    for name in names:
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+    return True
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_header_command(run, env, timeout=30.0):
+    """Start the run command on a free port; return the statuses of 11 GETs to / from it."""
+    port = free_port()
+    words = shlex.split(run.replace("8000", str(port)))
+    assignments = {}
+    while re.fullmatch(r"[A-Z_]+=.*", words[0]):
+        variable, _, value = words.pop(0).partition("=")
+        assignments[variable] = value
+    process = subprocess.Popen(
+        words,
+        cwd=ROOT,
+        env={**env, **assignments},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, process.communicate()[0].decode()[-3000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{run}: nothing listens on {port}"
+                time.sleep(0.1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            return [client.get("/").status_code for _ in range(11)]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_header_run_command_serves(name):
+    """The header's run command, as written, serves the example (burst of 10, then 429)."""
+    install, run = header_commands(name)
+    missing = [req for req in shlex.split(install)[2:] if req != "-e" and not installed(req)]
+    assert not missing, f"the test venv lacks what {name}'s header installs: {missing}"
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    assert run_header_command(run, env) == [200] * 10 + [429]
+
+
+def test_django_header_in_a_fresh_venv(tmp_path):
+    """A fresh venv, the header's install command, then its run command: the app serves."""
+    install, run = header_commands("django_app")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
+    # As if activated: the venv's bin first on PATH, then the system's (not the test venv's).
+    system_path = [
+        entry
+        for entry in env.get("PATH", "").split(os.pathsep)
+        if Path(entry).resolve() != Path(sys.executable).parent.resolve()
+    ]
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), *system_path])
+    env["VIRTUAL_ENV"] = str(venv)
+    result = subprocess.run(
+        ["bash", "-c", install],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import django, tokenbucket; print(django.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert Path(probe.stdout.strip()).is_relative_to(venv)  # installed there, by the header
+    assert run_header_command(run, env) == [200] * 10 + [429]

@@ -64,7 +64,7 @@ class TestImport:
             "    print(error)\n"
         )
         assert result.returncode == 0, result.stderr
-        assert "pip install 'tokenbucket[redis]'" in result.stdout
+        assert "pip install 'tokenbucket-ratelimit[redis]'" in result.stdout
 
     def test_lua_script_is_package_data(self):
         """The script loads through importlib.resources, as it will from a wheel."""

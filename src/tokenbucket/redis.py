@@ -48,7 +48,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised in a subprocess without redis-py
     raise ImportError(
         f"tokenbucket.redis needs redis-py, which is not installed ({error}): "
-        "pip install 'tokenbucket[redis]'"
+        "pip install 'tokenbucket-ratelimit[redis]'"
     ) from error
 
 from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was

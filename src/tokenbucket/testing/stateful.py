@@ -1,6 +1,6 @@
 """A ready hypothesis state machine that checks a limiter against the exact model.
 
-Importing this module imports hypothesis (``pip install 'tokenbucket[testing]'``).
+Importing this module imports hypothesis (``pip install 'tokenbucket-ratelimit[testing]'``).
 
 Subclass [`LimiterMachine`][tokenbucket.testing.stateful.LimiterMachine], say how to build your
 limiter on a manual clock and how to make one request, and hypothesis searches for a schedule

@@ -1,6 +1,6 @@
 """Hypothesis strategies for rate-limit tests: valid rules and schedules, and invalid values.
 
-Importing this module imports hypothesis (``pip install 'tokenbucket[testing]'``).
+Importing this module imports hypothesis (``pip install 'tokenbucket-ratelimit[testing]'``).
 
 The valid strategies stay inside the ranges where float arithmetic resolves the library's
 1e-9-token precision with a wide margin, so an exact model agrees with any correct limiter.
