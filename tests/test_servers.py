@@ -115,6 +115,15 @@ class Server:
                 time.sleep(0.05)
         pytest.fail(f"server not ready after {timeout} s:\n{self.output}")
 
+    def wait_for_output(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until ``text`` is in the output (the reader thread may lag behind the port)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} not in the output after {timeout} s:\n{self.output}")
+            time.sleep(0.02)
+        return self.output
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -241,6 +250,7 @@ def test_demo_gateway_as_a_user_runs_it() -> None:
     env = {"TOKENBUCKET_ADMIN_TOKEN": ""}  # empty: the demo generates one
     with _start_demo(port, env) as server:
         server.wait_ready()
+        server.wait_for_output("update-rule?client_id=")
         match = re.search(r"admin token \(generated[^)]*\): (\S+)", server.output)
         assert match, server.output
         token = match.group(1)
@@ -268,7 +278,7 @@ def test_demo_takes_token_from_environment_and_validates_options() -> None:
     port = free_port()
     with _start_demo(port, {"TOKENBUCKET_ADMIN_TOKEN": TOKEN}) as server:
         server.wait_ready()
-        assert "admin token: from TOKENBUCKET_ADMIN_TOKEN (not shown)" in server.output
+        server.wait_for_output("admin token: from TOKENBUCKET_ADMIN_TOKEN (not shown)")
         assert TOKEN not in server.output
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             read = client.get("/admin/update-rule", params={"client_id": "127.0.0.1"}, headers=AUTH)
@@ -347,7 +357,7 @@ def test_demo_four_workers_share_one_limit_through_redis(redis_url: str) -> None
         server.wait_ready()
         base = f"http://127.0.0.1:{port}"
         _wait_for_workers(base, 4)
-        assert "4 worker(s) sharing limits and overrides through redis://" in server.output
+        server.wait_for_output("4 worker(s) sharing limits and overrides through redis://")
         responses = _burst(base, 200)
         statuses = [response.status_code for response in responses]
         assert statuses.count(200) == 20, statuses
