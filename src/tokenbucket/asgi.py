@@ -18,7 +18,7 @@ needs ``Authorization: Bearer <token>``:
 Add ``"route"`` (body) or ``&route=`` (query) to address a route's limiter. Requests without the
 right token are counted against the caller's own bucket (429 once it is empty, else 401/403), so
 the token cannot be guessed faster than the limit allows. Bad input gets a 4xx JSON error and
-changes nothing. The full contract is in the ``AdminAPI`` docstring in ``tokenbucket._http``.
+changes nothing. The full contract is in the ``AdminAPI`` docstring in ``tokenbucket._http.admin``.
 
 This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live; it
 imports no framework.
@@ -40,24 +40,19 @@ from typing import (
     Union,
 )
 
-from . import _http
 from ._decision import Decision
-from ._http import (
-    DEFAULT_ADMIN_PATH,
-    DEFAULT_IPV6_PREFIX,
-    DEFAULT_MAX_BODY,
+from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, arun_admin, run_admin
+from ._http.headers import (
     RAW,
     RAW_OWN_FIELDS,
     RAW_OWN_INITIALS,
-    DecisionHook,
-    KeyFunc,
-    Policy,
-    RequestView,
+    HeaderList,
     Response,
     add_fields,
-    default_bucket,
     rate_limit_headers,
 )
+from ._http.options import Options, Policy
+from ._http.request import DEFAULT_IPV6_PREFIX, DecisionHook, KeyFunc, RequestView, default_bucket
 from ._registry import BucketRegistry
 from ._rule import Rule
 from ._validate import show
@@ -165,7 +160,7 @@ class RateLimitMiddleware:
         if not callable(app):
             raise TypeError(f"'app' must be an ASGI app (a callable), got {show(app)}")
         self.app = app
-        self._options = _http.Options(
+        self._options = Options(
             registry=registry,
             key=key,
             cost=cost,
@@ -272,9 +267,9 @@ class RateLimitMiddleware:
         if isinstance(op, Response):
             response = op
         elif self._options.is_async:
-            response = await _http.arun_admin(op)
+            response = await arun_admin(op)
         else:
-            response = _http.run_admin(op)
+            response = run_admin(op)
         await _send_response(send, response)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -328,7 +323,7 @@ def _view(scope: Scope) -> RequestView:
     )
 
 
-def _encode(fields: _http.HeaderList) -> _RawHeaders:
+def _encode(fields: HeaderList) -> _RawHeaders:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
 
 
@@ -343,7 +338,7 @@ async def _send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-async def _read_body(receive: Receive, admin: _http.AdminAPI) -> Union[bytes, Response]:
+async def _read_body(receive: Receive, admin: AdminAPI) -> Union[bytes, Response]:
     """Read the request body; a 413 as soon as it is over the limit, a 400 if it is cut short."""
     chunks: List[bytes] = []
     size = 0

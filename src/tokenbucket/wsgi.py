@@ -16,25 +16,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional, Union
 
-from . import _http
 from ._decision import Decision
-from ._http import (
-    DEFAULT_ADMIN_PATH,
-    DEFAULT_IPV6_PREFIX,
-    DEFAULT_MAX_BODY,
+from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, run_admin
+from ._http.headers import (
     OWN_FIELDS,
     OWN_INITIALS,
     TEXT,
-    DecisionHook,
     HeaderList,
-    KeyFunc,
-    Policy,
-    RequestView,
     Response,
     add_fields,
-    default_bucket,
     rate_limit_headers,
+    status_line,
 )
+from ._http.options import Options, Policy
+from ._http.request import DEFAULT_IPV6_PREFIX, DecisionHook, KeyFunc, RequestView, default_bucket
 from ._registry import BucketRegistry
 from ._rule import Rule
 from ._validate import show
@@ -120,7 +115,7 @@ class RateLimitMiddleware:
                 "await; use a synchronous store, or the ASGI middleware"
             )
         self.app = app
-        self._options = _http.Options(
+        self._options = Options(
             registry=registry,
             key=key,
             cost=cost,
@@ -205,11 +200,11 @@ class RateLimitMiddleware:
                 return _respond(start_response, read)
             body = read
         op = admin.parse(view.method, view.query_string, body)
-        response = op if isinstance(op, Response) else _http.run_admin(op)
+        response = op if isinstance(op, Response) else run_admin(op)
         return _respond(start_response, response)
 
 
-def _read_body(environ: WSGIEnvironment, admin: _http.AdminAPI) -> Union[bytes, Response]:
+def _read_body(environ: WSGIEnvironment, admin: AdminAPI) -> Union[bytes, Response]:
     """Read the request body, refusing one over the limit without reading it all."""
     declared = environ.get("CONTENT_LENGTH") or None
     refused = admin.body_too_large(declared)
@@ -268,5 +263,5 @@ def _view(environ: WSGIEnvironment, path: str) -> RequestView:
 
 
 def _respond(start_response: StartResponse, response: Response) -> Iterable[bytes]:
-    start_response(_http.status_line(response.status), list(response.headers))
+    start_response(status_line(response.status), list(response.headers))
     return [response.body]
