@@ -41,7 +41,7 @@ from typing import (
 )
 
 from ._decision import Decision
-from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, arun_admin, run_admin
+from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, AdminOp, unavailable
 from ._http.headers import (
     RAW,
     RAW_OWN_FIELDS,
@@ -264,13 +264,20 @@ class RateLimitMiddleware:
                 return
             body = read
         op = admin.parse(view.method, view.query_string, body)
-        if isinstance(op, Response):
-            response = op
-        elif self._options.is_async:
-            response = await arun_admin(op)
-        else:
-            response = run_admin(op)
-        await _send_response(send, response)
+        await _send_response(send, op if isinstance(op, Response) else await self._run(op))
+
+    async def _run(self, op: AdminOp) -> Response:
+        """Make the registry calls of ``op``, awaited when the store is async; its response."""
+        registry = op.policy.registry
+        prefix = "a" if self._options.is_async else ""
+        results = []
+        try:
+            for name, kwargs in op.calls():
+                result = getattr(registry, prefix + name)(op.key, **kwargs)
+                results.append(await result if prefix else result)
+        except ConnectionError as exc:
+            return unavailable(exc)
+        return op.answer(results)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         options = self._options

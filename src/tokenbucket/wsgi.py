@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional, Union
 
 from ._decision import Decision
-from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, run_admin
+from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, AdminOp, unavailable
 from ._http.headers import (
     OWN_FIELDS,
     OWN_INITIALS,
@@ -200,8 +200,17 @@ class RateLimitMiddleware:
                 return _respond(start_response, read)
             body = read
         op = admin.parse(view.method, view.query_string, body)
-        response = op if isinstance(op, Response) else run_admin(op)
-        return _respond(start_response, response)
+        return _respond(start_response, op if isinstance(op, Response) else _run(op))
+
+
+def _run(op: AdminOp) -> Response:
+    """Make the registry calls of ``op``; return its response (503 if the store is down)."""
+    registry = op.policy.registry
+    try:
+        results = [getattr(registry, name)(op.key, **kwargs) for name, kwargs in op.calls()]
+    except ConnectionError as exc:
+        return unavailable(exc)
+    return op.answer(results)
 
 
 def _read_body(environ: WSGIEnvironment, admin: AdminAPI) -> Union[bytes, Response]:

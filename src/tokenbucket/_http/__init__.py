@@ -22,7 +22,7 @@ admin      the admin API: token, query and JSON body    how the body is read, th
 The names tests and older imports use are re-exported here; new code imports from the module.
 """
 
-from .admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, AdminOp, arun_admin, run_admin
+from .admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, AdminOp
 from .headers import (
     OWN_FIELDS,
     OWN_INITIALS,
@@ -80,7 +80,6 @@ __all__ = [
     "RequestView",
     "Response",
     "add_fields",
-    "arun_admin",
     "check_ipv6_prefix",
     "client_key",
     "default_bucket",
@@ -89,6 +88,5 @@ __all__ = [
     "json_response",
     "rate_limit_headers",
     "retry_after_seconds",
-    "run_admin",
     "status_line",
 ]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl
 
 from .._decision import Decision
 from .._keys import bucket_key
-from .._rule import Rule
 from .._validate import Number, check_capacity, check_rate, check_rule_fields, show
 from .headers import Response, denial, error, json_response
 
@@ -45,8 +44,19 @@ def check_max_body(size: object) -> int:
     return size
 
 
+#: One registry call of an admin operation: the `BucketRegistry` method's name and its keyword
+#: arguments after the key. Its awaitable twin is the same name with an ``a`` in front
+#: (``update_rule``, ``aupdate_rule``): the middleware calls one or awaits the other.
+RegistryCall = Tuple[str, Dict[str, Any]]
+
+
 class AdminOp(NamedTuple):
-    """A validated, authorised admin request, ready to run against its policy's registry."""
+    """A validated, authorised admin request: a plan of registry calls and how to answer them.
+
+    The middleware makes the calls of `calls` on ``policy.registry`` with `key`, in order
+    (synchronously, or awaiting the ``a``-named methods), and sends `answer` of their results;
+    if one raises ``ConnectionError`` it sends `unavailable` instead.
+    """
 
     action: str  # "get", "update" or "remove"
     client_id: str
@@ -58,6 +68,33 @@ class AdminOp(NamedTuple):
     def key(self) -> str:
         """The bucket key of ``client_id`` in its policy's namespace (escaped: see `bucket_key`)."""
         return bucket_key(self.policy.prefix, self.client_id)
+
+    def calls(self) -> List[RegistryCall]:
+        """The registry calls that carry the operation out: a change if any, then two reads."""
+        reads: List[RegistryCall] = [("rule_for", {}), ("tokens", {})]
+        if self.action == "update":
+            change = {"capacity": self.capacity, "refill_rate": self.refill_rate}
+            return [("update_rule", change), *reads]
+        if self.action == "remove":
+            return [("remove_rule", {}), *reads]
+        return reads
+
+    def answer(self, results: Sequence[Any]) -> Response:
+        """The 200 response, from the results of `calls` in their order."""
+        rule, tokens = results[-2:]
+        registry = self.policy.registry
+        payload: Dict[str, Any] = {
+            "client_id": self.client_id,
+            "route": None if self.policy.prefix == "" else self.policy.name,
+            "capacity": rule.capacity,
+            "refill_rate": rule.refill_rate,
+            "tokens": tokens,
+            # rule_for returns the registry's default object itself when there is no override.
+            "override": rule is not registry.default,
+        }
+        if self.action == "remove":
+            payload["removed"] = results[0] is not None
+        return json_response(200, payload)
 
 
 class AdminAPI:
@@ -266,54 +303,7 @@ def _no_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     return result
 
 
-def _admin_result(op: AdminOp, rule: Rule, tokens: float, removed: Optional[bool]) -> Response:
-    registry = op.policy.registry
-    payload: Dict[str, Any] = {
-        "client_id": op.client_id,
-        "route": None if op.policy.prefix == "" else op.policy.name,
-        "capacity": rule.capacity,
-        "refill_rate": rule.refill_rate,
-        "tokens": tokens,
-        # rule_for returns the registry's default object itself when there is no override.
-        "override": rule is not registry.default,
-    }
-    if removed is not None:
-        payload["removed"] = removed
-    return json_response(200, payload)
-
-
-def run_admin(op: AdminOp) -> Response:
-    """Carry out ``op`` on a synchronous registry; return the 200 (or 503) response."""
-    registry = op.policy.registry
-    key = op.key
-    removed: Optional[bool] = None
-    try:
-        if op.action == "update":
-            registry.update_rule(key, capacity=op.capacity, refill_rate=op.refill_rate)
-        elif op.action == "remove":
-            removed = registry.remove_rule(key) is not None
-        return _admin_result(op, registry.rule_for(key), registry.tokens(key), removed)
-    except ConnectionError as exc:
-        return _unavailable(exc)
-
-
-async def arun_admin(op: AdminOp) -> Response:
-    """Carry out ``op`` through the registry's awaitable methods; return the 200 (or 503)."""
-    registry = op.policy.registry
-    key = op.key
-    removed: Optional[bool] = None
-    try:
-        if op.action == "update":
-            await registry.aupdate_rule(key, capacity=op.capacity, refill_rate=op.refill_rate)
-        elif op.action == "remove":
-            removed = (await registry.aremove_rule(key)) is not None
-        rule = await registry.arule_for(key)
-        return _admin_result(op, rule, await registry.atokens(key), removed)
-    except ConnectionError as exc:
-        return _unavailable(exc)
-
-
-def _unavailable(failure: ConnectionError) -> Response:
+def unavailable(failure: ConnectionError) -> Response:
     """A shared store (Redis) did not answer an admin call: 503, and nothing is claimed done.
 
     An update may or may not have reached the store before the connection failed; the client
