@@ -31,17 +31,14 @@ from typing import (
     Awaitable,
     Callable,
     Dict,
-    Iterable,
     List,
-    Mapping,
     MutableMapping,
-    Optional,
     Tuple,
     Union,
 )
 
 from ._decision import Decision
-from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, AdminOp, unavailable
+from ._http.admin import AdminAPI, AdminOp, unavailable
 from ._http.headers import (
     RAW,
     RAW_OWN_FIELDS,
@@ -49,13 +46,9 @@ from ._http.headers import (
     HeaderList,
     Response,
     add_fields,
-    rate_limit_headers,
 )
-from ._http.options import Options, Policy
-from ._http.request import DEFAULT_IPV6_PREFIX, DecisionHook, KeyFunc, RequestView, default_bucket
-from ._registry import BucketRegistry
-from ._rule import Rule
-from ._validate import show
+from ._http.options import Middleware, Policy
+from ._http.request import RequestView, default_bucket
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
 
@@ -67,7 +60,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _RawHeaders = List[Tuple[bytes, bytes]]
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(Middleware[ASGIApp]):
     """Rate-limit an ASGI app: one token bucket per client, 429 when it is empty.
 
     Each ``http`` request takes ``cost`` tokens from the bucket of ``key(request)`` (the client
@@ -128,61 +121,8 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = (
-        "_admin",
-        "_admin_path",
-        "_consume",
-        "_cost",
-        "_ipv6_prefix",
-        "_mode",
-        "_options",
-        "_plain",
-        "app",
-    )
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        registry: BucketRegistry,
-        key: Optional[KeyFunc] = None,
-        cost: Union[float, Callable[[RequestView], float]] = 1,
-        exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
-        routes: Optional[Mapping[str, Rule]] = None,
-        dry_run: bool = False,
-        headers: Optional[str] = "draft",
-        on_decision: Optional[DecisionHook] = None,
-        admin_token: Optional[str] = None,
-        admin_path: str = DEFAULT_ADMIN_PATH,
-        max_body: int = DEFAULT_MAX_BODY,
-        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
-    ) -> None:
-        if not callable(app):
-            raise TypeError(f"'app' must be an ASGI app (a callable), got {show(app)}")
-        self.app = app
-        self._options = Options(
-            registry=registry,
-            key=key,
-            cost=cost,
-            exempt=exempt,
-            routes=routes,
-            dry_run=dry_run,
-            headers=headers,
-            on_decision=on_decision,
-            admin_token=admin_token,
-            admin_path=admin_path,
-            max_body=max_body,
-            ipv6_prefix=ipv6_prefix,
-        )
-        self._admin = self._options.admin
-        self._admin_path = None if self._admin is None else self._admin.path
-        options = self._options
-        self._plain = options.is_plain
-        # Read on every request: kept here, one attribute lookup away.
-        self._consume = registry.consume
-        self._cost = options.cost
-        self._ipv6_prefix = self._options.ipv6_prefix
-        self._mode = options.header_mode
+    __slots__ = ()
+    _app_kind = "an ASGI app"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -197,11 +137,12 @@ class RateLimitMiddleware:
             await self._admin_request(scope, receive, send)
             return
         options = self._options
-        if self._plain:
+        consume = self._consume
+        if consume is not None:
             # No exemptions, routes, key or cost function, hook or async store: the common case.
             policy = options.default
             client = scope.get("client")
-            decision = self._consume(
+            decision = consume(
                 default_bucket(client[0] if client else None, self._ipv6_prefix), self._cost
             )
         else:
@@ -210,14 +151,13 @@ class RateLimitMiddleware:
                 await self.app(scope, receive, send)
                 return
             policy, decision = await self._count(view)
-        if not decision[0] and not options.dry_run:  # denied
-            await _send_response(send, options.denial(decision, policy))
+        extra = options.verdict(decision, policy, RAW)
+        if isinstance(extra, Response):  # denied
+            await _send_response(send, extra)
             return
-        mode = self._mode
-        if not mode:
+        if not extra:
             await self.app(scope, receive, send)
             return
-        extra = rate_limit_headers(decision, policy, mode, RAW)
 
         async def send_with_fields(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -10,19 +10,41 @@ not, as its protocol allows).
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    Generic,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from .._decision import Decision
 from .._keys import bucket_key
 from .._registry import BucketRegistry
 from .._rule import Rule
 from .._validate import Number, show
-from .admin import AdminAPI, check_admin_path, check_max_body
+from .admin import (
+    DEFAULT_ADMIN_PATH,
+    DEFAULT_MAX_BODY,
+    AdminAPI,
+    check_admin_path,
+    check_max_body,
+)
 from .headers import (
     HEADER_MODES,
     TEXT,
     HeaderList,
     PolicyFields,
+    RawHeaderList,
     Response,
     denial,
     rate_limit_headers,
@@ -36,6 +58,9 @@ from .request import (
     check_ipv6_prefix,
     client_key,
 )
+
+#: The app a middleware protects: an ASGI or a WSGI callable.
+App = TypeVar("App", bound=Callable[..., Any])
 
 
 class Policy(PolicyFields):
@@ -227,6 +252,88 @@ class Options:
     def denial(self, decision: Decision, policy: Policy) -> Response:
         """Return the 429 response to a denied request, with the configured header fields."""
         return denial(decision, self.headers_for(decision, policy))
+
+    @overload
+    def verdict(
+        self, decision: Decision, policy: Policy, form: Literal[0]
+    ) -> Union[Response, HeaderList]: ...
+
+    @overload
+    def verdict(
+        self, decision: Decision, policy: Policy, form: Literal[1]
+    ) -> Union[Response, RawHeaderList]: ...
+
+    def verdict(
+        self, decision: Decision, policy: Policy, form: Literal[0, 1]
+    ) -> Union[Response, List[Tuple[Any, Any]]]:
+        """What becomes of a counted request: the one answer each middleware translates.
+
+        A `Response` (the 429) to send instead of calling the app, when the request is denied
+        and ``dry_run`` is off; else the rate-limit fields, in ``form`` (`TEXT` or `RAW`), to
+        add to the app's response: none when the ``headers`` option is None.
+        """
+        if not decision[0] and not self.dry_run:
+            return self.denial(decision, policy)
+        return rate_limit_headers(decision, policy, self.header_mode, form)
+
+
+class Middleware(Generic[App]):
+    """What both middlewares are built from: the app, its `Options` and the fast path's values.
+
+    The constructor is theirs (the arguments are documented on each middleware); it checks
+    every option here, once. A middleware names its kind of app in ``_app_kind`` and refuses a
+    registry its protocol cannot use in ``_check_registry``.
+    """
+
+    __slots__ = ("_admin", "_admin_path", "_consume", "_cost", "_ipv6_prefix", "_options", "app")
+    _app_kind: ClassVar[str] = "an app"
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        registry: BucketRegistry,
+        key: Optional[KeyFunc] = None,
+        cost: Union[float, Callable[[RequestView], float]] = 1,
+        exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
+        routes: Optional[Mapping[str, Rule]] = None,
+        dry_run: bool = False,
+        headers: Optional[str] = "draft",
+        on_decision: Optional[DecisionHook] = None,
+        admin_token: Optional[str] = None,
+        admin_path: str = DEFAULT_ADMIN_PATH,
+        max_body: int = DEFAULT_MAX_BODY,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"'app' must be {self._app_kind} (a callable), got {show(app)}")
+        self._check_registry(registry)
+        #: The app this middleware protects.
+        self.app = app
+        options = self._options = Options(
+            registry=registry,
+            key=key,
+            cost=cost,
+            exempt=exempt,
+            routes=routes,
+            dry_run=dry_run,
+            headers=headers,
+            on_decision=on_decision,
+            admin_token=admin_token,
+            admin_path=admin_path,
+            max_body=max_body,
+            ipv6_prefix=ipv6_prefix,
+        )
+        self._admin = options.admin
+        self._admin_path = None if options.admin is None else options.admin.path
+        # Read on every request: kept here, one attribute lookup away. None when requests need
+        # more than the default key, cost and registry (see `Options.is_plain`).
+        self._consume = registry.consume if options.is_plain else None
+        self._cost = options.cost
+        self._ipv6_prefix = options.ipv6_prefix
+
+    def _check_registry(self, registry: BucketRegistry) -> None:
+        """Raise ``TypeError`` for a registry this protocol cannot use (none, by default)."""
 
 
 def _check_cost(cost: object) -> Number:
