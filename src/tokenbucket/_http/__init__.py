@@ -2,22 +2,25 @@
 
 ``asgi.py`` and ``wsgi.py`` are the edges: each turns its protocol into a `RequestView`, makes
 every registry call (awaited under ASGI when the store is async, plain under WSGI) and every
-read and write, and asks this package what to do. Nothing here touches a socket, an ASGI or
-WSGI message, a web framework or a registry method:
+read and write, and translates what this package decides. Nothing here touches a socket, an
+ASGI or WSGI message, a web framework, or calls a registry method:
 
-========== ============================================ ======================================
-module     knows                                        must not know
-========== ============================================ ======================================
-request    `RequestView`, the default client key        protocols, headers written, options
-           (IPv6 networks), its store key
-headers    rate-limit fields, ``Retry-After``, the 429  requests, options, registries
-           and JSON `Response`, joining app fields
-paths      ``exempt``/``routes`` patterns and matching  requests, policies, headers
-options    `Options`: every option checked once;        protocols, bodies; it names the
-           `Policy`; how a request is counted           registry call, the edge makes it
-admin      the admin API: token, query and JSON body    how the body is read, the registry
-           to an `AdminOp` or a 4xx; the JSON answer    calls themselves
-========== ============================================ ======================================
+========== ============================================= =====================================
+module     knows                                         must not know
+========== ============================================= =====================================
+request    `RequestView`; the default client key (IPv6   protocols, header writing, options
+           networks) and its store key
+headers    rate-limit fields, ``Retry-After``, the 429   requests, options, registries
+           and JSON `Response`; joining the app's fields
+paths      ``exempt``/``routes`` patterns and matching   requests, policies, headers
+options    `Options` (every option, checked once),       protocols, bodies; it names the
+           `Policy`, `Middleware` (the constructor both  registry call to make, the edge
+           share); how a request is counted, and its     makes it
+           verdict: the 429, or the fields to add
+admin      the admin API: token, query and JSON body to  how the body is read; the registry
+           an `AdminOp` (a plan of registry calls) or a  calls (the edge makes them, then
+           4xx; the JSON answer                          sends ``AdminOp.answer``)
+========== ============================================= =====================================
 
 The names tests and older imports use are re-exported here; new code imports from the module.
 """
