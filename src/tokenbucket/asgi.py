@@ -152,7 +152,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
                 return
             policy, decision = await self._count(view)
         extra = options.verdict(decision, policy, RAW)
-        if isinstance(extra, Response):  # denied
+        if not isinstance(extra, list):  # denied: the 429
             await _send_response(send, extra)
             return
         if not extra:

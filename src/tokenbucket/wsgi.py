@@ -112,7 +112,7 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
                 return self.app(environ, start_response)
             policy, decision = self._count(view)
         fields = options.verdict(decision, policy, TEXT)
-        if isinstance(fields, Response):  # denied
+        if not isinstance(fields, list):  # denied: the 429
             return _respond(start_response, fields)
         if not fields:
             return self.app(environ, start_response)
