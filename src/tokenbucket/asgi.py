@@ -18,7 +18,7 @@ needs ``Authorization: Bearer <token>``:
 Add ``"route"`` (body) or ``&route=`` (query) to address a route's limiter. Requests without the
 right token are counted against the caller's own bucket (429 once it is empty, else 401/403), so
 the token cannot be guessed faster than the limit allows. Bad input gets a 4xx JSON error and
-changes nothing. The full contract is in the ``AdminAPI`` docstring in ``tokenbucket._http``.
+changes nothing. The full contract is in the ``AdminAPI`` docstring in ``tokenbucket._http.admin``.
 
 This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live; it
 imports no framework.
@@ -31,36 +31,25 @@ from typing import (
     Awaitable,
     Callable,
     Dict,
-    Iterable,
     List,
-    Mapping,
     MutableMapping,
-    Optional,
     Tuple,
     Union,
 )
 
-from . import _http
 from ._decision import Decision
-from ._http import (
-    DEFAULT_ADMIN_PATH,
-    DEFAULT_IPV6_PREFIX,
-    DEFAULT_MAX_BODY,
+from ._http.admin import AdminAPI, AdminOp, unavailable
+from ._http.headers import (
     RAW,
     RAW_OWN_FIELDS,
     RAW_OWN_INITIALS,
-    DecisionHook,
-    KeyFunc,
-    Policy,
-    RequestView,
+    HeaderList,
     Response,
     add_fields,
-    default_bucket,
-    rate_limit_headers,
 )
+from ._http.options import Middleware, Policy
+from ._http.request import RequestView, default_bucket
 from ._registry import BucketRegistry
-from ._rule import Rule
-from ._validate import show
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
 
@@ -72,7 +61,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _RawHeaders = List[Tuple[bytes, bytes]]
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(Middleware[ASGIApp]):
     """Rate-limit an ASGI app: one token bucket per client, 429 when it is empty.
 
     Each ``http`` request takes ``cost`` tokens from the bucket of ``key(request)`` (the client
@@ -135,67 +124,17 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = (
-        "_admin",
-        "_admin_path",
-        "_consume",
-        "_cost",
-        "_ipv6_prefix",
-        "_mode",
-        "_options",
-        "_plain",
-        "app",
-    )
+    __slots__ = ()
+    _app_kind = "an ASGI app"
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        registry: BucketRegistry,
-        key: Optional[KeyFunc] = None,
-        cost: Union[float, Callable[[RequestView], float]] = 1,
-        exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
-        routes: Optional[Mapping[str, Rule]] = None,
-        dry_run: bool = False,
-        headers: Optional[str] = "draft",
-        on_decision: Optional[DecisionHook] = None,
-        admin_token: Optional[str] = None,
-        admin_path: str = DEFAULT_ADMIN_PATH,
-        max_body: int = DEFAULT_MAX_BODY,
-        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
-    ) -> None:
-        if not callable(app):
-            raise TypeError(f"'app' must be an ASGI app (a callable), got {show(app)}")
+    def _check_registry(self, registry: BucketRegistry) -> None:
+        """Refuse a blocking store: it would stall the event loop on every decision."""
         if isinstance(registry, BucketRegistry) and getattr(registry.store, "blocking", False):
             raise TypeError(
                 "RateLimitMiddleware (ASGI) needs a non-blocking store: "
                 f"{type(registry.store).__name__} blocks the event loop on every decision; "
                 "use tokenbucket.redis.AsyncRedisStore"
             )
-        self.app = app
-        self._options = _http.Options(
-            registry=registry,
-            key=key,
-            cost=cost,
-            exempt=exempt,
-            routes=routes,
-            dry_run=dry_run,
-            headers=headers,
-            on_decision=on_decision,
-            admin_token=admin_token,
-            admin_path=admin_path,
-            max_body=max_body,
-            ipv6_prefix=ipv6_prefix,
-        )
-        self._admin = self._options.admin
-        self._admin_path = None if self._admin is None else self._admin.path
-        options = self._options
-        self._plain = options.is_plain
-        # Read on every request: kept here, one attribute lookup away.
-        self._consume = registry.consume
-        self._cost = options.cost
-        self._ipv6_prefix = self._options.ipv6_prefix
-        self._mode = options.header_mode
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -210,11 +149,12 @@ class RateLimitMiddleware:
             await self._admin_request(scope, receive, send)
             return
         options = self._options
-        if self._plain:
+        consume = self._consume
+        if consume is not None:
             # No exemptions, routes, key or cost function, hook or async store: the common case.
             policy = options.default
             client = scope.get("client")
-            decision = self._consume(
+            decision = consume(
                 default_bucket(client[0] if client else None, self._ipv6_prefix), self._cost
             )
         else:
@@ -223,14 +163,13 @@ class RateLimitMiddleware:
                 await self.app(scope, receive, send)
                 return
             policy, decision = await self._count(view)
-        if not decision[0] and not options.dry_run:  # denied
-            await _send_response(send, options.denial(decision, policy))
+        extra = options.verdict(decision, policy, RAW)
+        if not isinstance(extra, list):  # denied: the 429
+            await _send_response(send, extra)
             return
-        mode = self._mode
-        if not mode:
+        if not extra:
             await self.app(scope, receive, send)
             return
-        extra = rate_limit_headers(decision, policy, mode, RAW)
 
         async def send_with_fields(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -277,13 +216,20 @@ class RateLimitMiddleware:
                 return
             body = read
         op = admin.parse(view.method, view.query_string, body)
-        if isinstance(op, Response):
-            response = op
-        elif self._options.is_async:
-            response = await _http.arun_admin(op)
-        else:
-            response = _http.run_admin(op)
-        await _send_response(send, response)
+        await _send_response(send, op if isinstance(op, Response) else await self._run(op))
+
+    async def _run(self, op: AdminOp) -> Response:
+        """Make the registry calls of ``op``, awaited when the store is async; its response."""
+        registry = op.policy.registry
+        prefix = "a" if self._options.is_async else ""
+        results = []
+        try:
+            for name, kwargs in op.calls():
+                result = getattr(registry, prefix + name)(op.key, **kwargs)
+                results.append(await result if prefix else result)
+        except ConnectionError as exc:
+            return unavailable(exc)
+        return op.answer(results)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         options = self._options
@@ -336,7 +282,7 @@ def _view(scope: Scope) -> RequestView:
     )
 
 
-def _encode(fields: _http.HeaderList) -> _RawHeaders:
+def _encode(fields: HeaderList) -> _RawHeaders:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
 
 
@@ -351,7 +297,7 @@ async def _send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-async def _read_body(receive: Receive, admin: _http.AdminAPI) -> Union[bytes, Response]:
+async def _read_body(receive: Receive, admin: AdminAPI) -> Union[bytes, Response]:
     """Read the request body; a 413 as soon as it is over the limit, a 400 if it is cut short."""
     chunks: List[bytes] = []
     size = 0

@@ -12,7 +12,13 @@ import ipaddress
 import re
 from typing import Iterable, Iterator, List, Optional, Union
 
-from ._http import DEFAULT_IPV6_PREFIX, UNKNOWN_CLIENT, RequestView, check_ipv6_prefix, ipv6_key
+from ._http.request import (
+    DEFAULT_IPV6_PREFIX,
+    UNKNOWN_CLIENT,
+    RequestView,
+    check_ipv6_prefix,
+    ipv6_key,
+)
 from ._validate import show
 
 __all__ = ["TrustedProxyKey"]

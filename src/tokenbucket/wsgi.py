@@ -14,39 +14,36 @@ no framework.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Union
 
-from . import _http
 from ._decision import Decision
-from ._http import (
-    DEFAULT_ADMIN_PATH,
-    DEFAULT_IPV6_PREFIX,
-    DEFAULT_MAX_BODY,
+from ._http.admin import AdminAPI, AdminOp, unavailable
+from ._http.headers import (
     OWN_FIELDS,
     OWN_INITIALS,
     TEXT,
-    DecisionHook,
     HeaderList,
-    KeyFunc,
-    Policy,
-    RequestView,
     Response,
     add_fields,
-    default_bucket,
-    rate_limit_headers,
+    status_line,
 )
+from ._http.options import Middleware, Policy
+from ._http.request import RequestView, default_bucket
 from ._registry import BucketRegistry
-from ._rule import Rule
 from ._validate import show
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import (  # noqa: F401 (WSGIApplication: the base class argument)
+        StartResponse,
+        WSGIApplication,
+        WSGIEnvironment,
+    )
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(Middleware["WSGIApplication"]):
     """Rate-limit a WSGI app: one token bucket per client, 429 when it is empty.
 
     The options and behaviour are those of the ASGI
@@ -83,65 +80,16 @@ class RateLimitMiddleware:
         ValueError: an option has a bad value.
     """
 
-    __slots__ = (
-        "_admin",
-        "_admin_path",
-        "_consume",
-        "_cost",
-        "_ipv6_prefix",
-        "_mode",
-        "_options",
-        "_plain",
-        "app",
-    )
+    __slots__ = ()
+    _app_kind = "a WSGI app"
 
-    def __init__(
-        self,
-        app: WSGIApplication,
-        *,
-        registry: BucketRegistry,
-        key: Optional[KeyFunc] = None,
-        cost: Union[float, Callable[[RequestView], float]] = 1,
-        exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
-        routes: Optional[Mapping[str, Rule]] = None,
-        dry_run: bool = False,
-        headers: Optional[str] = "draft",
-        on_decision: Optional[DecisionHook] = None,
-        admin_token: Optional[str] = None,
-        admin_path: str = DEFAULT_ADMIN_PATH,
-        max_body: int = DEFAULT_MAX_BODY,
-        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
-    ) -> None:
-        if not callable(app):
-            raise TypeError(f"'app' must be a WSGI app (a callable), got {show(app)}")
+    def _check_registry(self, registry: BucketRegistry) -> None:
+        """Refuse an async store: a WSGI server has no event loop to await it on."""
         if isinstance(registry, BucketRegistry) and registry.is_async:
             raise TypeError(
                 f"'registry' uses an async store ({show(registry.store)}), which WSGI cannot "
                 "await; use a synchronous store, or the ASGI middleware"
             )
-        self.app = app
-        self._options = _http.Options(
-            registry=registry,
-            key=key,
-            cost=cost,
-            exempt=exempt,
-            routes=routes,
-            dry_run=dry_run,
-            headers=headers,
-            on_decision=on_decision,
-            admin_token=admin_token,
-            admin_path=admin_path,
-            max_body=max_body,
-            ipv6_prefix=ipv6_prefix,
-        )
-        self._admin = self._options.admin
-        self._admin_path = None if self._admin is None else self._admin.path
-        self._plain = self._options.is_plain
-        # Read on every request: kept here, one attribute lookup away.
-        self._consume = registry.consume
-        self._cost = self._options.cost
-        self._ipv6_prefix = self._options.ipv6_prefix
-        self._mode = self._options.header_mode
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
@@ -151,23 +99,23 @@ class RateLimitMiddleware:
             path = _path(environ)
             if path == self._admin_path:
                 return self._admin_request(environ, path, start_response)
-        if self._plain:
+        consume = self._consume
+        if consume is not None:
             # No exemptions, routes, key or cost function, or hook: the common case, which does
             # not even need the path.
             policy = options.default
             address = environ.get("REMOTE_ADDR")
-            decision = self._consume(default_bucket(address, self._ipv6_prefix), self._cost)
+            decision = consume(default_bucket(address, self._ipv6_prefix), self._cost)
         else:
             view = _view(environ, _path(environ) if path is None else path)
             if options.is_exempt(view):
                 return self.app(environ, start_response)
             policy, decision = self._count(view)
-        if not decision[0] and not options.dry_run:  # denied
-            return _respond(start_response, options.denial(decision, policy))
-        mode = self._mode
-        if not mode:
+        fields = options.verdict(decision, policy, TEXT)
+        if not isinstance(fields, list):  # denied: the 429
+            return _respond(start_response, fields)
+        if not fields:
             return self.app(environ, start_response)
-        fields = rate_limit_headers(decision, policy, mode, TEXT)
 
         def start_with_fields(
             status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
@@ -205,11 +153,20 @@ class RateLimitMiddleware:
                 return _respond(start_response, read)
             body = read
         op = admin.parse(view.method, view.query_string, body)
-        response = op if isinstance(op, Response) else _http.run_admin(op)
-        return _respond(start_response, response)
+        return _respond(start_response, op if isinstance(op, Response) else _run(op))
 
 
-def _read_body(environ: WSGIEnvironment, admin: _http.AdminAPI) -> Union[bytes, Response]:
+def _run(op: AdminOp) -> Response:
+    """Make the registry calls of ``op``; return its response (503 if the store is down)."""
+    registry = op.policy.registry
+    try:
+        results = [getattr(registry, name)(op.key, **kwargs) for name, kwargs in op.calls()]
+    except ConnectionError as exc:
+        return unavailable(exc)
+    return op.answer(results)
+
+
+def _read_body(environ: WSGIEnvironment, admin: AdminAPI) -> Union[bytes, Response]:
     """Read the request body, refusing one over the limit without reading it all."""
     declared = environ.get("CONTENT_LENGTH") or None
     refused = admin.body_too_large(declared)
@@ -268,5 +225,5 @@ def _view(environ: WSGIEnvironment, path: str) -> RequestView:
 
 
 def _respond(start_response: StartResponse, response: Response) -> Iterable[bytes]:
-    start_response(_http.status_line(response.status), list(response.headers))
+    start_response(status_line(response.status), list(response.headers))
     return [response.body]

@@ -1,0 +1,95 @@
+"""The HTTP decisions both middlewares share, written once and free of I/O (sans-IO).
+
+``asgi.py`` and ``wsgi.py`` are the edges: each turns its protocol into a `RequestView`, makes
+every registry call (awaited under ASGI when the store is async, plain under WSGI) and every
+read and write, and translates what this package decides. Nothing here touches a socket, an
+ASGI or WSGI message, a web framework, or calls a registry method:
+
+========== ============================================= =====================================
+module     knows                                         must not know
+========== ============================================= =====================================
+request    `RequestView`; the default client key (IPv6   protocols, header writing, options
+           networks) and its store key
+headers    rate-limit fields, ``Retry-After``, the 429   requests, options, registries
+           and JSON `Response`; joining the app's fields
+paths      ``exempt``/``routes`` patterns and matching   requests, policies, headers
+options    `Options` (every option, checked once),       protocols, bodies; it names the
+           `Policy`, `Middleware` (the constructor both  registry call to make, the edge
+           share); how a request is counted, and its     makes it
+           verdict: the 429, or the fields to add
+admin      the admin API: token, query and JSON body to  how the body is read; the registry
+           an `AdminOp` (a plan of registry calls) or a  calls (the edge makes them, then
+           4xx; the JSON answer                          sends ``AdminOp.answer``)
+========== ============================================= =====================================
+
+The names tests and older imports use are re-exported here; new code imports from the module.
+"""
+
+from .admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, AdminOp
+from .headers import (
+    OWN_FIELDS,
+    OWN_INITIALS,
+    RAW,
+    RAW_OWN_FIELDS,
+    RAW_OWN_INITIALS,
+    SF_INTEGER_MAX,
+    TEXT,
+    HeaderList,
+    RawHeaderList,
+    Response,
+    add_fields,
+    denial,
+    json_response,
+    rate_limit_headers,
+    retry_after_seconds,
+    status_line,
+)
+from .options import Limit, Options, Policy
+from .paths import Paths
+from .request import (
+    DEFAULT_IPV6_PREFIX,
+    UNKNOWN_CLIENT,
+    DecisionHook,
+    KeyFunc,
+    RequestView,
+    check_ipv6_prefix,
+    client_key,
+    default_bucket,
+    ipv6_key,
+)
+
+__all__ = [
+    "DEFAULT_ADMIN_PATH",
+    "DEFAULT_IPV6_PREFIX",
+    "DEFAULT_MAX_BODY",
+    "OWN_FIELDS",
+    "OWN_INITIALS",
+    "RAW",
+    "RAW_OWN_FIELDS",
+    "RAW_OWN_INITIALS",
+    "SF_INTEGER_MAX",
+    "TEXT",
+    "UNKNOWN_CLIENT",
+    "AdminAPI",
+    "AdminOp",
+    "DecisionHook",
+    "HeaderList",
+    "KeyFunc",
+    "Limit",
+    "Options",
+    "Paths",
+    "Policy",
+    "RawHeaderList",
+    "RequestView",
+    "Response",
+    "add_fields",
+    "check_ipv6_prefix",
+    "client_key",
+    "default_bucket",
+    "denial",
+    "ipv6_key",
+    "json_response",
+    "rate_limit_headers",
+    "retry_after_seconds",
+    "status_line",
+]

@@ -1,0 +1,314 @@
+"""The runtime rule API: an authorised HTTP request in, an operation or a refusal out.
+
+Knows: the token check, the admin request's method, query and JSON body (bytes in), every 4xx
+refusal, the operation a valid request asks for (`AdminOp`), and the JSON that answers it.
+Must not know: sockets, ASGI or WSGI messages, or how the body is read.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from urllib.parse import parse_qsl
+
+from .._decision import Decision
+from .._keys import bucket_key
+from .._validate import Number, check_capacity, check_rate, check_rule_fields, show
+from .headers import Response, denial, error, json_response
+
+if TYPE_CHECKING:
+    from .options import Options, Policy
+
+DEFAULT_ADMIN_PATH = "/admin/update-rule"
+DEFAULT_MAX_BODY = 4096
+_ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route")
+_ADMIN_METHODS = "GET, POST, DELETE"
+
+
+def check_admin_path(path: object) -> str:
+    """Return ``path`` if it is a valid ``admin_path`` (a str starting with ``/``), else raise."""
+    if not isinstance(path, str):
+        raise TypeError(f"'admin_path' must be a str, got {show(path)}")
+    if not path.startswith("/"):
+        raise ValueError(f"'admin_path' must start with '/', got {show(path)}")
+    return path
+
+
+def check_max_body(size: object) -> int:
+    """Return ``size`` if it is a valid ``max_body`` (an int >= 1), else raise."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"'max_body' must be an int, got {show(size)}")
+    if size < 1:
+        raise ValueError(f"'max_body' must be >= 1, got {show(size)}")
+    return size
+
+
+#: One registry call of an admin operation: the `BucketRegistry` method's name and its keyword
+#: arguments after the key. Its awaitable twin is the same name with an ``a`` in front
+#: (``update_rule``, ``aupdate_rule``): the middleware calls one or awaits the other.
+RegistryCall = Tuple[str, Dict[str, Any]]
+
+
+class AdminOp(NamedTuple):
+    """A validated, authorised admin request: a plan of registry calls and how to answer them.
+
+    The middleware makes the calls of `calls` on ``policy.registry`` with `key`, in order
+    (synchronously, or awaiting the ``a``-named methods), and sends `answer` of their results;
+    if one raises ``ConnectionError`` it sends `unavailable` instead.
+    """
+
+    action: str  # "get", "update" or "remove"
+    client_id: str
+    policy: Policy
+    capacity: Optional[Number] = None
+    refill_rate: Optional[Number] = None
+
+    @property
+    def key(self) -> str:
+        """The bucket key of ``client_id`` in its policy's namespace (escaped: see `bucket_key`)."""
+        return bucket_key(self.policy.prefix, self.client_id)
+
+    def calls(self) -> List[RegistryCall]:
+        """The registry calls that carry the operation out: a change if any, then two reads."""
+        reads: List[RegistryCall] = [("rule_for", {}), ("tokens", {})]
+        if self.action == "update":
+            change = {"capacity": self.capacity, "refill_rate": self.refill_rate}
+            return [("update_rule", change), *reads]
+        if self.action == "remove":
+            return [("remove_rule", {}), *reads]
+        return reads
+
+    def answer(self, results: Sequence[Any]) -> Response:
+        """The 200 response, from the results of `calls` in their order."""
+        rule, tokens = results[-2:]
+        registry = self.policy.registry
+        payload: Dict[str, Any] = {
+            "client_id": self.client_id,
+            "route": None if self.policy.prefix == "" else self.policy.name,
+            "capacity": rule.capacity,
+            "refill_rate": rule.refill_rate,
+            "tokens": tokens,
+            # rule_for returns the registry's default object itself when there is no override.
+            "override": rule is not registry.default,
+        }
+        if self.action == "remove":
+            payload["removed"] = results[0] is not None
+        return json_response(200, payload)
+
+
+class AdminAPI:
+    """The runtime rule API served at ``path`` when the middleware has an admin token.
+
+    Endpoints (all answer JSON, and ``Cache-Control: no-store``):
+
+    * ``POST {path}`` with ``{"client_id": "203.0.113.7", "capacity": 50, "refill_rate": 10.0}``
+      gives that client its own rule now; either number may be omitted (it keeps its current
+      value), not both. Add ``"route": "/login"`` to change the client's rule of a route
+      (``null``, as responses write it, is the default limiter).
+    * ``GET {path}?client_id=203.0.113.7[&route=/login]`` reads the client's rule and level.
+    * ``DELETE {path}?client_id=...[&route=...]`` removes the client's override: it is back
+      on the default rule. Removing an override that does not exist is not an error.
+
+    Each answers ``200`` with ``{"client_id", "route", "capacity", "refill_rate", "tokens",
+    "override"}`` (DELETE adds ``"removed"``, whether there was an override). ``tokens`` is the
+    level now and ``override`` whether the client has its own rule.
+
+    Requests need ``Authorization: Bearer <token>``, compared in constant time. A request with a
+    valid token is not counted against any bucket. A request to ``path`` without one is counted
+    against the caller's own bucket first, so the token cannot be guessed faster than the limit
+    allows (even in dry-run mode): it gets ``429`` once that bucket is empty, else ``401`` if it
+    had no bearer token and ``403`` if the token was wrong. With a valid token, bad input gets
+    ``400`` (invalid JSON, JSON not in UTF-8, not an object, missing, unknown or repeated fields,
+    wrong types, values out of range: zero, negative, NaN, infinite or above 1e12; a body cut
+    short by a disconnect), ``413`` for a body over ``max_body`` bytes and ``405`` (with
+    ``Allow``) for another method, and changes nothing.
+    """
+
+    __slots__ = ("_expected", "_options", "max_body", "path")
+
+    def __init__(self, token: object, path: object, max_body: object, options: Options) -> None:
+        if not isinstance(token, str):
+            raise TypeError(f"'admin_token' must be a str or None, got {show(token)}")
+        if not token:
+            raise ValueError("'admin_token' must be a non-empty str (or None to disable the API)")
+        if not all("!" <= char <= "~" for char in token):
+            raise ValueError(
+                "'admin_token' must be printable ASCII without spaces "
+                "(for example secrets.token_urlsafe(32))"
+            )
+        self._expected = token.encode("ascii")
+        self.path = check_admin_path(path)
+        self.max_body = check_max_body(max_body)
+        self._options = options
+
+    def authorize(self, authorization: Optional[str]) -> int:
+        """Return 0 if ``authorization`` carries the token, else 401 (no bearer token) or 403."""
+        if not authorization:
+            return 401
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return 401
+        offered = credentials.strip().encode("latin-1", "replace")
+        return 0 if hmac.compare_digest(offered, self._expected) else 403
+
+    def refusal(self, status: int, policy: Policy, decision: Decision) -> Response:
+        """Return the response to an unauthorised request, counted with ``decision``.
+
+        ``status`` is what `authorize` returned. A denied request gets the 429 (whatever
+        ``dry_run`` says); an allowed one the 401 or 403. Both carry the rate-limit fields.
+        """
+        fields = self._options.headers_for(decision, policy)
+        if not decision.allowed:
+            return denial(decision, fields)
+        if status == 401:
+            fields = [("WWW-Authenticate", 'Bearer realm="tokenbucket admin"'), *fields]
+            return error(401, "missing bearer token", fields)
+        return error(403, "invalid admin token", fields)
+
+    def wants_body(self, method: str) -> bool:
+        """Whether an authorised request with ``method`` needs its body read (POST)."""
+        return method == "POST"
+
+    def body_too_large(self, content_length: Optional[str]) -> Optional[Response]:
+        """Check a declared ``Content-Length`` before reading: a 400 or 413 response, or None."""
+        if content_length is None:
+            return None
+        text = content_length.strip()
+        if not text.isdigit() or not text.isascii():
+            return error(400, f"invalid Content-Length: {show(content_length)}")
+        if int(text) > self.max_body:
+            return self.too_large()
+        return None
+
+    def too_large(self) -> Response:
+        """Return the 413 response for a body over ``max_body`` bytes."""
+        return error(413, f"request body is larger than {self.max_body} bytes")
+
+    def incomplete(self) -> Response:
+        """Return the 400 response for a body cut short: it is never acted on."""
+        return error(400, "request body incomplete: the client disconnected")
+
+    def parse(self, method: str, query_string: str, body: bytes) -> Union[Response, AdminOp]:
+        """Turn an authorised request into an operation, or into the 4xx that refuses it."""
+        if method == "POST":
+            return self._parse_update(body)
+        if method in ("GET", "DELETE"):
+            return self._parse_query("get" if method == "GET" else "remove", query_string)
+        return error(405, f"method {show(method)} not allowed", [("Allow", _ADMIN_METHODS)])
+
+    def _route(self, route: object) -> Union[Response, Policy]:
+        if route is None:
+            return self._options.default
+        if not isinstance(route, str):
+            return error(400, f"'route' must be a string, got {show(route)}")
+        policy = self._options.routes.get(route)
+        if policy is None:
+            known = ", ".join(show(name) for name in self._options.routes) or "none"
+            return error(400, f"'route' must be a configured route ({known}), got {show(route)}")
+        return policy
+
+    def _parse_query(self, action: str, query_string: str) -> Union[Response, AdminOp]:
+        try:
+            pairs = parse_qsl(
+                query_string, keep_blank_values=True, strict_parsing=False, max_num_fields=8
+            )
+        except ValueError:
+            return error(400, "too many query parameters")
+        params: Dict[str, str] = {}
+        for name, value in pairs:
+            if name not in ("client_id", "route"):
+                return error(400, f"unknown query parameter {show(name)}")
+            if name in params:
+                return error(400, f"query parameter {name!r} given more than once")
+            params[name] = value
+        client_id = params.get("client_id")
+        if not client_id:
+            return error(400, "query parameter 'client_id' is required and must be non-empty")
+        policy = self._route(params.get("route"))
+        if isinstance(policy, Response):
+            return policy
+        return AdminOp(action, client_id, policy)
+
+    def _parse_update(self, body: bytes) -> Union[Response, AdminOp]:
+        try:
+            # JSON is UTF-8 (RFC 8259, section 8.1), which json.loads would not check: it takes
+            # UTF-16 and UTF-32 bytes too. A leading byte order mark is ignored, as the RFC allows.
+            text = body.decode("utf-8-sig")
+            data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
+        except _Repeated as exc:
+            return error(400, f"field {show(exc.args[0])} given more than once")
+        except (ValueError, RecursionError):
+            return error(400, "body must be valid JSON (UTF-8)")
+        if not isinstance(data, dict):
+            return error(400, f"body must be a JSON object, got {type(data).__name__}")
+        unknown = [name for name in data if name not in _ADMIN_FIELDS]
+        if unknown:
+            return error(
+                400,
+                f"unknown field {show(unknown[0])}; expected 'client_id', 'capacity', "
+                f"'refill_rate' and optionally 'route'",
+            )
+        client_id = data.get("client_id")
+        if "client_id" not in data:
+            return error(400, "field 'client_id' is required")
+        if not isinstance(client_id, str) or not client_id:
+            return error(400, f"'client_id' must be a non-empty string, got {show(client_id)}")
+        numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
+        for name in numbers:
+            if name in data:
+                checked = _admin_number(name, data[name])
+                if isinstance(checked, Response):
+                    return checked
+                numbers[name] = checked
+        try:
+            # Neither number given (JSON null was refused above): the core's check and message.
+            check_rule_fields(numbers["capacity"], numbers["refill_rate"])
+        except ValueError as exc:
+            return error(400, str(exc))
+        policy = self._route(data.get("route"))
+        if isinstance(policy, Response):
+            return policy
+        return AdminOp("update", client_id, policy, numbers["capacity"], numbers["refill_rate"])
+
+
+def _admin_number(name: str, value: object) -> Union[Response, Number]:
+    """Check a rule field from the admin API with the core's own check, never a bool.
+
+    The admin API takes exactly what `Rule` takes: a capacity in (0, 1e12] and a refill rate
+    in [0, 1e12] (0: the bucket never refills).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return error(400, f"{name!r} must be a number, got {show(value)}")
+    try:
+        return check_capacity(value, name) if name == "capacity" else check_rate(value, name)
+    except (TypeError, ValueError) as exc:
+        return error(400, str(exc))
+
+
+class _Repeated(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    result: Dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise _Repeated(name)
+        result[name] = value
+    return result
+
+
+def unavailable(failure: ConnectionError) -> Response:
+    """A shared store (Redis) did not answer an admin call: 503, and nothing is claimed done.
+
+    An update may or may not have reached the store before the connection failed; the client
+    retries (updates are idempotent) or reads the rule back with GET.
+    """
+    return error(
+        503, f"the rate-limit store is unavailable: {show(str(failure))}", [("Retry-After", "1")]
+    )

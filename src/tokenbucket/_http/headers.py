@@ -1,0 +1,258 @@
+"""The response side: rate-limit header fields, ``Retry-After``, the 429 and JSON responses.
+
+Knows: how a `Decision` is written as header fields in either form (str for WSGI, bytes for
+ASGI), how they join the app's own fields, and the complete responses the middleware sends
+itself (`Response`: the 429, JSON bodies). Must not know: requests, options, registries or
+protocol messages; a policy is seen only through its name (`PolicyFields`).
+
+Header fields follow draft-ietf-httpapi-ratelimit-headers-11 (May 2026; section 3 for
+``RateLimit-Policy``, section 4 for ``RateLimit``): both are Structured Field Lists (RFC 9651)
+of Items whose value is the policy name as a String, with Integer parameters::
+
+    RateLimit-Policy: "default";q=10
+    RateLimit: "default";r=7;t=3
+
+``q`` is the bucket's capacity (floored to an integer), ``r`` the tokens left (floored) and ``t``
+the whole seconds (ceiling) until the bucket is full again; on a denial ``t`` is the wait until
+the request could pass, equal to ``Retry-After``, as the draft asks that ``Retry-After`` never
+end before the effective window. The draft's optional ``w`` (window) is left out: a token bucket
+has no fixed window, and the refill rate of a per-client override is not known to the adapter
+without a second store call. ``t`` is omitted when the bucket never refills.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from http import HTTPStatus
+from typing import (
+    Any,
+    AnyStr,
+    Dict,
+    Final,
+    FrozenSet,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    overload,
+)
+
+from .._decision import Decision
+
+#: Response header fields: name/value pairs, as both middlewares exchange them with this package.
+HeaderList = List[Tuple[str, str]]
+#: The same as ASGI carries them: bytes, lower-case names.
+RawHeaderList = List[Tuple[bytes, bytes]]
+
+#: The ``headers`` option's values and the fields each writes (a bit set of `DRAFT`, `LEGACY`).
+HEADER_MODES = {"draft": 1, "legacy": 2, "both": 3, None: 0}
+DRAFT = 1
+LEGACY = 2
+
+#: The ``form`` of `rate_limit_headers`: str fields as WSGI wants them...
+TEXT: Final = 0
+#: ...or bytes with lower-case names, as ASGI carries them.
+RAW: Final = 1
+_NAMES = (
+    "RateLimit-Policy",
+    "RateLimit",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+)
+#: Per form: the field names, then the formats of an integer (``%d`` floors the positive numbers
+#: written), of a ``RateLimit`` value and of one with ``t``.
+_FORMS: Tuple[Tuple[Tuple[Any, ...], Any, Any, Any], ...] = (
+    (_NAMES, "%d", "%s;r=%d", "%s;r=%d;t=%d"),
+    (tuple(name.lower().encode("ascii") for name in _NAMES), b"%d", b"%s;r=%d", b"%s;r=%d;t=%d"),
+)
+#: Lower-case names of every field this module may add, to leave alone those the app set itself.
+OWN_FIELDS = frozenset(name.lower() for name in _NAMES)
+#: Their first letters in either case: most names are ruled out without ``lower()``.
+OWN_INITIALS = frozenset(name[:1] for name in OWN_FIELDS) | {
+    name[:1].upper() for name in OWN_FIELDS
+}
+#: `OWN_FIELDS` and `OWN_INITIALS` as ASGI carries names: bytes.
+RAW_OWN_FIELDS = frozenset(name.encode("ascii") for name in OWN_FIELDS)
+RAW_OWN_INITIALS = frozenset(name.encode("ascii") for name in OWN_INITIALS)
+_JSON = ("Content-Type", "application/json")
+
+
+class Response(NamedTuple):
+    """A complete response produced by this package: the middleware sends it as it is."""
+
+    status: int
+    headers: HeaderList
+    body: bytes
+
+
+def status_line(status: int) -> str:
+    """Return the WSGI status line for ``status``, e.g. ``"429 Too Many Requests"``."""
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+class PolicyFields:
+    """A policy as its header fields name it: ``name`` as an SF String, and its q values.
+
+    ``options.Policy`` adds the registry and the key namespace to it.
+    """
+
+    __slots__ = ("_values", "field_name", "field_names", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.field_name = sf_string(name)
+        #: The name as a Structured Field String in each form (`TEXT`, `RAW`).
+        self.field_names = (self.field_name, self.field_name.encode("ascii"))
+        # RateLimit-Policy values (str, bytes) by capacity. Few capacities are in use (the
+        # default and the overrides), so this stays small; entries are immutable and dict
+        # operations atomic, so concurrent requests never see each other's value.
+        self._values: Dict[float, Tuple[str, bytes]] = {}
+
+    def policy_value(self, limit: float) -> Tuple[str, bytes]:
+        """The ``RateLimit-Policy`` value for a bucket of capacity ``limit``, as str and bytes."""
+        values = self._values.get(limit)
+        if values is None:
+            if len(self._values) >= 1024:  # overrides are unbounded in principle
+                self._values.clear()
+            # The capacity floored, but at least 1: below 1, q=0 would say that nothing ever
+            # passes, while requests costing up to the capacity do. At most 1e12 (Rule's
+            # bound), so always an RFC 9651 Integer.
+            text = f"{self.field_name};q={int(limit) or 1}"
+            values = self._values[limit] = (text, text.encode("ascii"))
+        return values
+
+
+def sf_string(text: str) -> str:
+    """Serialise ``text`` as a Structured Field String (RFC 9651, section 4.1.6)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: The largest RFC 9651 Integer (15 digits). Header fields that count seconds are clamped to it
+#: (about 31.7 million years); larger counts come from absurdly slow refill rates.
+SF_INTEGER_MAX: Final = 999_999_999_999_999
+
+
+@overload
+def rate_limit_headers(
+    decision: Decision, policy: PolicyFields, mode: int, form: Literal[0]
+) -> HeaderList: ...
+
+
+@overload
+def rate_limit_headers(
+    decision: Decision, policy: PolicyFields, mode: int, form: Literal[1]
+) -> RawHeaderList: ...
+
+
+def rate_limit_headers(
+    decision: Decision, policy: PolicyFields, mode: int, form: int
+) -> List[Tuple[Any, Any]]:
+    """Return the rate-limit header fields for ``decision`` in header ``mode`` (bit set).
+
+    ``form`` is `TEXT` (str, as WSGI wants them) or `RAW` (bytes with lower-case names, as ASGI
+    carries them): the same fields, written by the same code in one pass, for every request.
+    Every number is an RFC 9651 Integer (0 to `SF_INTEGER_MAX`): counts of seconds are clamped
+    to it, and a capacity below 1 is reported as 1 (see `PolicyFields.policy_value`).
+    """
+    allowed, remaining, retry_after, reset_after, limit = decision
+    left = int(remaining)
+    names, number, state, timed_state = _FORMS[form]
+    if mode & DRAFT:
+        window = reset_after if allowed else retry_after
+        name = policy.field_names[form]
+        if window == math.inf:
+            value = state % (name, left)
+        else:
+            seconds = math.ceil(window) if window < SF_INTEGER_MAX else SF_INTEGER_MAX
+            value = timed_state % (name, left, seconds)
+        fields = [(names[0], policy.policy_value(limit)[form]), (names[1], value)]
+        if not mode & LEGACY:
+            return fields
+    elif mode & LEGACY:
+        fields = []
+    else:
+        return []
+    fields.append((names[2], number % (int(limit) or 1)))
+    fields.append((names[3], number % left))
+    if reset_after != math.inf:
+        seconds = math.ceil(reset_after) if reset_after < SF_INTEGER_MAX else SF_INTEGER_MAX
+        fields.append((names[4], number % seconds))
+    return fields
+
+
+def add_fields(
+    headers: Optional[Iterable[Tuple[AnyStr, AnyStr]]],
+    extra: List[Tuple[AnyStr, AnyStr]],
+    own: FrozenSet[AnyStr],
+    initials: FrozenSet[AnyStr],
+) -> List[Tuple[AnyStr, AnyStr]]:
+    """Return the app's ``headers`` followed by the ``extra`` fields it did not set itself.
+
+    ``headers`` is any iterable of name/value pairs (a list, a tuple, a generator; ASGI allows
+    all of them), or None; it is read once. Names compare case-insensitively; ``own`` holds the
+    lower-case names ``extra`` may contain and ``initials`` their first letters in both cases
+    (`OWN_FIELDS` and `OWN_INITIALS` for str, `RAW_OWN_FIELDS` and `RAW_OWN_INITIALS` for bytes).
+    """
+    if headers is None:
+        return extra
+    fields: List[Tuple[AnyStr, AnyStr]] = headers if isinstance(headers, list) else list(headers)
+    for name, _ in fields:
+        if name[:1] in initials and name.lower() in own:
+            present = {other.lower() for other, _ in fields}
+            return fields + [field for field in extra if field[0].lower() not in present]
+    return fields + extra
+
+
+def retry_after_seconds(decision: Decision) -> Optional[int]:
+    """Return ``Retry-After`` for a denial: whole seconds, rounded up, at least 1; None if never.
+
+    At most `SF_INTEGER_MAX` (RFC 9110's delay-seconds has no bound, but the draft's ``t``, which
+    equals it on a denial, is an RFC 9651 Integer).
+    """
+    wait = decision.retry_after
+    if wait == math.inf:
+        return None
+    if wait >= SF_INTEGER_MAX:
+        return SF_INTEGER_MAX
+    return max(1, math.ceil(wait))
+
+
+def denial(decision: Decision, fields: HeaderList) -> Response:
+    """Return the 429 response for a denied ``decision``, carrying the rate-limit ``fields``.
+
+    The JSON body is ``{"error": "Rate limit exceeded", "retry_after": s, "limit": n,
+    "remaining": n}``. ``retry_after`` equals the ``Retry-After`` header; both are absent (the
+    body says ``null``) when the request can never pass: a bucket that does not refill, or a
+    request costing more than the capacity.
+    """
+    wait = retry_after_seconds(decision)
+    body = (
+        f'{{"error": "Rate limit exceeded", "retry_after": {"null" if wait is None else wait}, '
+        f'"limit": {int(decision.limit)}, "remaining": {int(decision.remaining)}}}'
+    ).encode()
+    headers = [_JSON, ("Content-Length", str(len(body)))]
+    if wait is not None:
+        headers.append(("Retry-After", str(wait)))
+    headers.extend(fields)
+    return Response(429, headers, body)
+
+
+def json_response(
+    status: int, payload: Mapping[str, Any], extra: Optional[HeaderList] = None
+) -> Response:
+    """Return a JSON response with ``status``, ``payload`` and any ``extra`` header fields."""
+    body = json.dumps(payload, allow_nan=False).encode()
+    headers = [_JSON, ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    if extra:
+        headers.extend(extra)
+    return Response(status, headers, body)
+
+
+def error(status: int, message: str, extra: Optional[HeaderList] = None) -> Response:
+    """Return a JSON error response: ``{"error": message}`` with ``status``."""
+    return json_response(status, {"error": message}, extra)

@@ -1,0 +1,344 @@
+"""The middleware options, checked once: the one place both middlewares validate them.
+
+Knows: every option and its check, the policies (the default limiter and one per route), and
+how a request is counted (`Options.limit_for`: exemption, route, key, cost) and reported
+(``on_decision``). Must not know: ASGI or WSGI, the body or the socket; nor call a registry:
+it names the registry and key to consume from, and the middleware makes the call (awaited or
+not, as its protocol allows).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    Generic,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+    overload,
+)
+
+from .._decision import Decision
+from .._keys import bucket_key
+from .._registry import BucketRegistry
+from .._rule import Rule
+from .._validate import Number, show
+from .admin import (
+    DEFAULT_ADMIN_PATH,
+    DEFAULT_MAX_BODY,
+    AdminAPI,
+    check_admin_path,
+    check_max_body,
+)
+from .headers import (
+    HEADER_MODES,
+    TEXT,
+    HeaderList,
+    PolicyFields,
+    RawHeaderList,
+    Response,
+    denial,
+    rate_limit_headers,
+)
+from .paths import Paths, check_pattern, path_set
+from .request import (
+    DEFAULT_IPV6_PREFIX,
+    DecisionHook,
+    KeyFunc,
+    RequestView,
+    check_ipv6_prefix,
+    client_key,
+)
+
+#: The app a middleware protects: an ASGI or a WSGI callable.
+App = TypeVar("App", bound=Callable[..., Any])
+
+
+class Policy(PolicyFields):
+    """One limiter the middleware applies: a registry, a key namespace and a header name.
+
+    The default policy uses the middleware's registry as it is. A route's policy is a
+    registry of its own sharing that registry's store, with keys namespaced by the route
+    pattern, so route buckets and overrides never mix with the default ones.
+    """
+
+    __slots__ = ("prefix", "registry")
+
+    def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
+        super().__init__(name)
+        self.registry = registry
+        self.prefix = prefix
+
+
+#: How one request is counted, as `Options.limit_for` decides it: ``(policy, key, bucket, cost)``.
+#: ``policy`` is the limiter (the default one or the request's route); ``key`` the key function's
+#: answer (by default the client address), which ``on_decision`` gets; ``bucket`` that key in the
+#: policy's namespace, the key to consume from ``policy.registry``; ``cost`` the tokens the
+#: request takes. A plain tuple: it is built for every request, and a NamedTuple costs 10 times
+#: as much to build.
+Limit = Tuple["Policy", str, str, Number]
+
+
+class Options:
+    """Every middleware option, validated once; both middlewares hold one of these.
+
+    Invalid options raise ``TypeError`` (wrong type) or ``ValueError`` (bad value), naming the
+    option and the value. See the middlewares' docstrings for what each option means.
+    """
+
+    __slots__ = (
+        "admin",
+        "cost",
+        "cost_func",
+        "default",
+        "dry_run",
+        "exempt_func",
+        "exempt_paths",
+        "header_mode",
+        "ipv6_prefix",
+        "is_async",
+        "key_func",
+        "on_decision",
+        "route_paths",
+        "routes",
+    )
+
+    def __init__(
+        self,
+        *,
+        registry: BucketRegistry,
+        key: Optional[KeyFunc],
+        cost: Union[float, Callable[[RequestView], float]],
+        exempt: Union[Iterable[str], Callable[[RequestView], bool], None],
+        routes: Optional[Mapping[str, Rule]],
+        dry_run: bool,
+        headers: Optional[str],
+        on_decision: Optional[DecisionHook],
+        admin_token: Optional[str],
+        admin_path: str,
+        max_body: int,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+    ) -> None:
+        if not isinstance(registry, BucketRegistry):
+            raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
+        if key is not None and not callable(key):
+            raise TypeError(f"'key' must be a callable taking a RequestView, got {show(key)}")
+        self.key_func = key
+        self.ipv6_prefix = check_ipv6_prefix(ipv6_prefix)
+        self.cost: Number = 1
+        self.cost_func: Optional[Callable[[RequestView], float]] = None
+        if callable(cost):
+            self.cost_func = cost
+        else:
+            self.cost = _check_cost(cost)
+        self.exempt_func: Optional[Callable[[RequestView], bool]] = None
+        self.exempt_paths: Optional[Paths[bool]] = None
+        if callable(exempt):
+            self.exempt_func = exempt
+        elif exempt is not None:
+            try:
+                self.exempt_paths = path_set("exempt", exempt)
+            except TypeError as exc:
+                if not isinstance(exempt, Iterable):
+                    raise TypeError(
+                        f"'exempt' must be a list of paths or a callable, got {show(exempt)}"
+                    ) from None
+                raise exc
+        if not isinstance(dry_run, bool):
+            raise TypeError(f"'dry_run' must be a bool, got {show(dry_run)}")
+        self.dry_run = dry_run
+        if headers not in HEADER_MODES:
+            raise ValueError(
+                f"'headers' must be 'draft', 'legacy', 'both' or None, got {show(headers)}"
+            )
+        self.header_mode = HEADER_MODES[headers]
+        if on_decision is not None and not callable(on_decision):
+            raise TypeError(f"'on_decision' must be a callable or None, got {show(on_decision)}")
+        self.on_decision = on_decision
+        self.is_async = registry.is_async
+        self.default = Policy("default", registry, "")
+        self.routes: Dict[str, Policy] = {}
+        self.route_paths: Paths[Policy] = Paths("routes", ())
+        if routes is not None:
+            self._set_routes(registry, routes)
+        self.admin: Optional[AdminAPI] = None
+        if admin_token is not None:
+            self.admin = AdminAPI(admin_token, admin_path, max_body, self)
+        else:
+            check_admin_path(admin_path)
+            check_max_body(max_body)
+
+    def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Rule]) -> None:
+        if not isinstance(routes, Mapping):
+            raise TypeError(f"'routes' must be a mapping of path to Rule, got {show(routes)}")
+        for pattern, rule in routes.items():
+            check_pattern("routes", pattern)
+            if not all(" " <= char <= "~" for char in pattern):
+                raise ValueError(f"'routes' paths must be printable ASCII, got {show(pattern)}")
+            if not isinstance(rule, Rule):
+                raise TypeError(
+                    f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)}"
+                )
+            policy = Policy(pattern, BucketRegistry(rule, store=registry.store), pattern + "\0")
+            self.routes[pattern] = policy
+        self.route_paths = Paths("routes", self.routes.items())
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether requests need nothing but the default key, cost and registry (a fast path).
+
+        Then no request is exempt and `limit_for` is always the default policy, the key
+        ``client_key(client)`` and the fixed cost, with no hook to call: a middleware may count
+        the request with those without building a `RequestView`.
+        """
+        return (
+            self.exempt_paths is None
+            and self.exempt_func is None
+            and not self.routes
+            and self.key_func is None
+            and self.cost_func is None
+            and self.on_decision is None
+            and not self.is_async
+        )
+
+    def policy_for(self, path: str) -> Policy:
+        """Return the policy for ``path``: an exact route, else the longest prefix, else default.
+
+        Trailing slashes do not matter (see `Paths`).
+        """
+        policy = self.route_paths.get(path)
+        return self.default if policy is None else policy
+
+    def is_exempt(self, view: RequestView) -> bool:
+        """Whether the request is exempt (neither limited nor counted): by path or predicate."""
+        paths = self.exempt_paths
+        if paths is not None and view.path in paths:
+            return True
+        predicate = self.exempt_func
+        return predicate is not None and bool(predicate(view))
+
+    def limit_for(self, view: RequestView) -> Limit:
+        """Return how the request is counted: ``(policy, key, bucket, cost)`` (see `Limit`).
+
+        The caller takes ``cost`` tokens from ``bucket`` in ``policy.registry`` (synchronously
+        or awaited, as its protocol allows), then passes ``key`` and the decision to `report`.
+        """
+        policy = self.policy_for(view.path) if self.routes else self.default
+        key_func = self.key_func
+        key = client_key(view.client, self.ipv6_prefix) if key_func is None else key_func(view)
+        cost_func = self.cost_func
+        cost = self.cost if cost_func is None else cost_func(view)
+        return policy, key, bucket_key(policy.prefix, key), cost
+
+    def report(self, view: RequestView, key: str, decision: Decision) -> None:
+        """Call ``on_decision(view, key, decision)`` for a counted request, if there is a hook."""
+        hook = self.on_decision
+        if hook is not None:
+            hook(view, key, decision)
+
+    def headers_for(self, decision: Decision, policy: Policy) -> HeaderList:
+        """Return the rate-limit header fields to add to a response, in the configured mode."""
+        return rate_limit_headers(decision, policy, self.header_mode, TEXT)
+
+    def denial(self, decision: Decision, policy: Policy) -> Response:
+        """Return the 429 response to a denied request, with the configured header fields."""
+        return denial(decision, self.headers_for(decision, policy))
+
+    @overload
+    def verdict(
+        self, decision: Decision, policy: Policy, form: Literal[0]
+    ) -> Union[Response, HeaderList]: ...
+
+    @overload
+    def verdict(
+        self, decision: Decision, policy: Policy, form: Literal[1]
+    ) -> Union[Response, RawHeaderList]: ...
+
+    def verdict(
+        self, decision: Decision, policy: Policy, form: Literal[0, 1]
+    ) -> Union[Response, List[Tuple[Any, Any]]]:
+        """What becomes of a counted request: the one answer each middleware translates.
+
+        A `Response` (the 429) to send instead of calling the app, when the request is denied
+        and ``dry_run`` is off; else the rate-limit fields, in ``form`` (`TEXT` or `RAW`), to
+        add to the app's response: none when the ``headers`` option is None.
+        """
+        if not decision[0] and not self.dry_run:
+            return self.denial(decision, policy)
+        return rate_limit_headers(decision, policy, self.header_mode, form)
+
+
+class Middleware(Generic[App]):
+    """What both middlewares are built from: the app, its `Options` and the fast path's values.
+
+    The constructor is theirs (the arguments are documented on each middleware); it checks
+    every option here, once. A middleware names its kind of app in ``_app_kind`` and refuses a
+    registry its protocol cannot use in ``_check_registry``.
+    """
+
+    __slots__ = ("_admin", "_admin_path", "_consume", "_cost", "_ipv6_prefix", "_options", "app")
+    _app_kind: ClassVar[str] = "an app"
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        registry: BucketRegistry,
+        key: Optional[KeyFunc] = None,
+        cost: Union[float, Callable[[RequestView], float]] = 1,
+        exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
+        routes: Optional[Mapping[str, Rule]] = None,
+        dry_run: bool = False,
+        headers: Optional[str] = "draft",
+        on_decision: Optional[DecisionHook] = None,
+        admin_token: Optional[str] = None,
+        admin_path: str = DEFAULT_ADMIN_PATH,
+        max_body: int = DEFAULT_MAX_BODY,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"'app' must be {self._app_kind} (a callable), got {show(app)}")
+        self._check_registry(registry)
+        #: The app this middleware protects.
+        self.app = app
+        options = self._options = Options(
+            registry=registry,
+            key=key,
+            cost=cost,
+            exempt=exempt,
+            routes=routes,
+            dry_run=dry_run,
+            headers=headers,
+            on_decision=on_decision,
+            admin_token=admin_token,
+            admin_path=admin_path,
+            max_body=max_body,
+            ipv6_prefix=ipv6_prefix,
+        )
+        self._admin = options.admin
+        self._admin_path = None if options.admin is None else options.admin.path
+        # Read on every request: kept here, one attribute lookup away. None when requests need
+        # more than the default key, cost and registry (see `Options.is_plain`).
+        self._consume = registry.consume if options.is_plain else None
+        self._cost = options.cost
+        self._ipv6_prefix = options.ipv6_prefix
+
+    def _check_registry(self, registry: BucketRegistry) -> None:
+        """Raise ``TypeError`` for a registry this protocol cannot use (none, by default)."""
+
+
+def _check_cost(cost: object) -> Number:
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)):
+        raise TypeError(f"'cost' must be a number > 0 or a callable, got {show(cost)}")
+    if not cost > 0 or not math.isfinite(cost):
+        raise ValueError(f"'cost' must be a finite number > 0, got {show(cost)}")
+    return cost
