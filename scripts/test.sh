@@ -4,13 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The Redis store's tests run against a real redis-server; they fail, not skip, without one.
-if ! command -v redis-server >/dev/null; then
+# The Redis store's tests run against a real redis-server, and the Redis Cluster tests create
+# their cluster with redis-cli (Debian's redis-tools); they fail, not skip, without them.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     sudo=""
     if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null ||
-        echo "could not install redis-server: the Redis tests will fail" >&2
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools \
+            >/dev/null ||
+        echo "could not install redis-server and redis-tools: the Redis tests will fail" >&2
 fi
 
 python3 -m venv .venv
