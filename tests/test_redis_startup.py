@@ -8,6 +8,7 @@ Redis (the client's bucket appears there and Redis's count decides).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -20,6 +21,9 @@ from typing import List
 import httpx
 import pytest
 import redis
+
+from tokenbucket import BucketRegistry, Rule
+from tokenbucket.redis import AsyncRedisStore, RedisStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-Token_123"
@@ -121,3 +125,43 @@ def test_demo_started_while_redis_is_down_uses_it_once_it_is_up(own_redis, polic
     finally:
         admin.close()
         demo.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_store_made_while_redis_is_down_connects_later(own_redis, kind):
+    """from_url makes no connection (no PING, no script load): a store made while Redis is
+    down decides by its policy, then uses Redis once it answers (retry_interval=0: at once)."""
+    own_redis.stop()
+    options = {"on_error": "fallback", "retry_interval": 0}
+
+    async def scenario():
+        if kind == "sync":
+            store = RedisStore.from_url(own_redis.url, **options)
+
+            async def decide(key):
+                return limits.consume(key)
+        else:
+            store = AsyncRedisStore.from_url(own_redis.url, **options)
+
+            async def decide(key):
+                return await limits.aconsume(key)
+
+        limits = BucketRegistry(Rule(2, 0), store=store)
+        try:
+            down = [(await decide("k")).allowed for _ in range(3)]
+            assert not store.available
+            own_redis.start()
+            up = [(await decide("k")).remaining for _ in range(2)]
+            assert store.available
+            return down, up
+        finally:
+            if kind == "sync":
+                store.close()
+            else:
+                await store.aclose()
+
+    down, up = asyncio.run(scenario())
+    assert down == [True, True, False]  # the limit held, from memory
+    assert up == [1.0, 0.0]  # Redis's own bucket, fresh
+    with redis.Redis.from_url(own_redis.url) as admin:
+        assert admin.hget("tokenbucket:k", "u") is not None
