@@ -184,6 +184,9 @@ def failover(
     with Server(url) as base:
 
         async def drive() -> Tuple[float, Optional[float]]:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+                for policy in POLICIES:  # each store reads the cluster's layout: not timed
+                    assert (await http.get(f"/{policy}/")).status_code == 200
             load = asyncio.ensure_future(_load(base, clients, pause, state, answers))
             await asyncio.sleep(before)
             kill = time.monotonic()
