@@ -365,24 +365,36 @@ def own_redis():
 CLUSTER_NODE_TIMEOUT_MS = 1000
 
 
-class ClusterNode(RedisServer):
-    """One redis-server in cluster mode, with its own cluster bus port and nodes.conf.
+def free_port_pair() -> int:
+    """A free port whose cluster bus port (the port + 10000, as Redis 6 requires) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
-    Its nodes.conf stays in its directory: started again after a kill, the node rejoins the
-    cluster (as a replica of whichever node took over its slots).
+
+class ClusterNode(RedisServer):
+    """One redis-server in cluster mode, with its nodes.conf in its own directory.
+
+    Started again after a kill, the node reads its nodes.conf and rejoins the cluster (as a
+    replica of whichever node took over its slots). Its cluster bus listens on its port + 10000.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.bus_port = free_port()
+        self.port = free_port_pair()
 
     def options(self) -> List[str]:
         return [
             *super().options(),
             "--cluster-enabled",
             "yes",
-            "--cluster-port",
-            str(self.bus_port),
             "--cluster-config-file",
             "nodes.conf",
             "--cluster-node-timeout",
@@ -392,8 +404,7 @@ class ClusterNode(RedisServer):
         ]
 
     def new_ports(self) -> None:
-        super().new_ports()
-        self.bus_port = free_port()
+        self.port = free_port_pair()
 
     @property
     def running(self) -> bool:
