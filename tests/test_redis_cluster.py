@@ -146,3 +146,29 @@ def test_failover_under_load_through_a_server(cluster, capsys):
         mine = {a.outcome for a in outcomes[policy]}
         assert mine == {"R", degraded}, (policy, mine)
     assert all(a.outcome == "R" for a in run.answers if a.at > run.recovered_after)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis.exceptions.MasterDownError("MASTERDOWN Link with MASTER is down"),
+        redis.exceptions.SlotNotCoveredError('Slot "866" is not covered by the cluster.'),
+        redis.exceptions.RedisClusterException("Redis Cluster cannot be connected."),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_cluster_errors_are_outages(error):
+    """The errors a cluster client raises while a failover is under way are outages: the
+    decision follows the policy and the breaker opens (one probe per retry_interval), as for
+    a connection error. SlotNotCoveredError and RedisClusterException are not RedisErrors:
+    they escaped the policy; ClusterDownError did not open the breaker."""
+    from tokenbucket._redis_logic import Logic
+
+    logic = Logic("p:", "deny", 1.0)
+    plan = logic.take("k", 1, Rule(3, 1.0), True)
+    next(plan)
+    with pytest.raises(StopIteration) as done:
+        plan.throw(error)
+    assert done.value.value == (False, 0.0, Rule(3, 1.0))
+    assert logic.breaker.down
