@@ -11,9 +11,11 @@ apt_install() {
         $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# The Redis store's tests run against a real redis-server; they fail, not skip, without one.
-if ! command -v redis-server >/dev/null; then
-    apt_install redis-server || echo "could not install redis-server: the Redis tests will fail" >&2
+# The Redis store's tests run against a real redis-server, and the Redis Cluster tests create
+# their cluster with redis-cli (Debian's redis-tools); they fail, not skip, without them.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    apt_install redis-server redis-tools ||
+        echo "could not install redis-server and redis-tools: the Redis tests will fail" >&2
 fi
 
 # Create the venv (and upgrade its pip) once; later runs reuse it as it is. Debian and Ubuntu

@@ -5,9 +5,11 @@ calls the middleware directly: a raw ASGI call on a fresh event loop, or a WSGI 
 ``wsgiref.validate`` so that every WSGI test also checks PEP 3333 compliance.
 
 Also a real redis-server for the Redis store's tests (``redis_server``, ``redis_url``,
-``own_redis``), on 127.0.0.1 and a free port, without persistence. Those tests never skip: when
-redis-server is missing or does not start, every test that needs it fails with a message saying
-so (scripts/test.sh installs it).
+``own_redis``), on 127.0.0.1 and a free port, without persistence, and a real Redis Cluster of
+six such servers, 3 masters and 3 replicas, created with ``redis-cli --cluster create``
+(``redis_cluster``, ``redis_cluster_url``). Those tests never skip: when redis-server or
+redis-cli is missing or does not start, every test that needs it fails with a message saying
+so (scripts/test.sh installs them).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -246,6 +250,27 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def options(self) -> List[str]:
+        """The server's command-line options: loopback, this port, no persistence."""
+        return [
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir.name,
+            "--loglevel",
+            "warning",
+        ]
+
+    def new_ports(self) -> None:
+        """Pick another port after the one found free was taken before the server bound it."""
+        self.port = free_port()
+
     def start(self) -> None:
         path = shutil.which(self.executable)
         if path is None:
@@ -258,21 +283,7 @@ class RedisServer:
         for _ in range(3):
             self._log = open(f"{self._dir.name}/redis.log", "wb")  # noqa: SIM115
             self.process = subprocess.Popen(
-                [
-                    path,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    self._dir.name,
-                    "--loglevel",
-                    "warning",
-                ],
+                [path, *self.options()],
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
             )
@@ -283,7 +294,7 @@ class RedisServer:
                 time.sleep(0.01)
             output = self._stop_process()
             if self.process.returncode is not None and b"Address already in use" in output:
-                self.port = free_port()
+                self.new_ports()
                 continue
             break
         pytest.fail(
@@ -345,3 +356,195 @@ def own_redis():
         yield server
     finally:
         server.close()
+
+
+# -- a real Redis Cluster ------------------------------------------------------------------------
+
+#: How long a master may be silent before the others mark it failed and its replica takes over
+#: (redis-server's ``cluster-node-timeout``): small, so that a failover takes a few seconds.
+CLUSTER_NODE_TIMEOUT_MS = 1000
+
+
+def free_port_pair() -> int:
+    """A free port whose cluster bus port (the port + 10000, as Redis 6 requires) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class ClusterNode(RedisServer):
+    """One redis-server in cluster mode, with its nodes.conf in its own directory.
+
+    Started again after a kill, the node reads its nodes.conf and rejoins the cluster (as a
+    replica of whichever node took over its slots). Its cluster bus listens on its port + 10000.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = free_port_pair()
+
+    def options(self) -> List[str]:
+        return [
+            *super().options(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(CLUSTER_NODE_TIMEOUT_MS),
+            "--repl-diskless-sync-delay",  # a replica syncs at once, not after 5 s
+            "0",
+        ]
+
+    def new_ports(self) -> None:
+        self.port = free_port_pair()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def command(self, *args: Any) -> Any:
+        """Run one command on this node (redis-py, raw reply decoded as text)."""
+        import redis
+
+        with redis.Redis(port=self.port, decode_responses=True, socket_timeout=5) as client:
+            return client.execute_command(*args)
+
+    def info(self, section: str) -> Dict[str, Any]:
+        """``INFO section`` as a dict of its fields."""
+        return dict(self.command("INFO", section))
+
+    def kill(self) -> None:
+        """Kill the server by its PID (SIGKILL: no goodbye to the cluster), as a crash would."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(5)
+        self.stop()  # closes its log
+
+
+def _redis_cli() -> str:
+    path = shutil.which("redis-cli")
+    if path is None:
+        pytest.fail(
+            "'redis-cli' not found on PATH: the Redis Cluster tests need it to create the cluster "
+            "(apt-get install -y redis-tools; scripts/test.sh installs it)",
+            pytrace=False,
+        )
+    return path
+
+
+class LocalCluster:
+    """A Redis Cluster on loopback: 3 masters and 3 replicas, no persistence."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+        self.replicas = replicas
+        self.nodes = [ClusterNode() for _ in range(masters * (1 + replicas))]
+
+    @property
+    def url(self) -> str:
+        """A running node's URL (a cluster client discovers the others from it)."""
+        return next(node.url for node in self.nodes if node.running)
+
+    def start(self) -> None:
+        """Start every node, create the cluster, wait until every node says it is ok."""
+        cli = _redis_cli()
+        for node in self.nodes:
+            node.start()
+        create = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if create.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed:\n{create.stdout}{create.stderr}")
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every running node sees the cluster ok, all nodes connected."""
+        running = [node for node in self.nodes if node.running]
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {node.port: self._state(node, len(running)) for node in running}
+            if all(state == "ok" for state in states.values()):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the Redis Cluster is not ok after {timeout} s: {states}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _state(node: ClusterNode, expected: int) -> str:
+        info = node.info("replication")
+        if info.get("role") == "slave" and info.get("master_link_status") != "up":
+            return "replica not synced"
+        lines = node.command("CLUSTER", "NODES").splitlines()
+        if sum("fail" not in line.split(" ")[2] for line in lines if line.strip()) < expected:
+            return "nodes not connected"
+        info = node.command("CLUSTER", "INFO")
+        return "ok" if "cluster_state:ok" in info else "state not ok"
+
+    def masters(self) -> List[ClusterNode]:
+        return [n for n in self.nodes if n.running and n.info("replication")["role"] == "master"]
+
+    def master_for(self, key: str) -> ClusterNode:
+        """The running master that holds ``key``'s slot."""
+        slot = int(self.masters()[0].command("CLUSTER", "KEYSLOT", key))
+        for node in self.masters():
+            mine = node.command("CLUSTER", "NODES")
+            myself = next(line for line in mine.splitlines() if "myself" in line)
+            for part in myself.split(" ")[8:]:
+                low, _, high = part.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return node
+        raise AssertionError(f"no running master holds slot {slot} of {key!r}")
+
+    def heal(self) -> None:
+        """Start every node that was killed again (it rejoins) and wait for the cluster."""
+        for node in self.nodes:
+            if not node.running:
+                node.start()
+        self.wait_ok()
+
+    def flush(self) -> None:
+        """Empty every master (replicas follow)."""
+        for node in self.masters():
+            node.command("FLUSHALL")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A Redis Cluster (3 masters, 3 replicas) shared by the session. A test may kill nodes:
+    ``redis_cluster_url`` restarts them (they rejoin) before the next test uses it."""
+    cluster = LocalCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster):
+    """A URL of the shared cluster, every node up, its data flushed before the test."""
+    redis_cluster.heal()
+    redis_cluster.flush()
+    return redis_cluster.url

@@ -1,6 +1,8 @@
 """One contract for every store: MemoryStore, RedisStore and AsyncRedisStore decide alike.
 
-Each test runs through a BucketRegistry on every backend. Redis time cannot be injected, so the
+Each test runs through a BucketRegistry on every backend: the in-memory store, both Redis
+stores on one redis-server, and both on a Redis Cluster (3 masters, 3 replicas) through
+redis-py's cluster clients. Redis time cannot be injected, so the
 scripted sequences either do not refill (refill_rate 0: decisions are then exact and must equal
 the in-memory store's) or assert bounds over the wall time measured around the calls (the
 in-memory store runs on a frozen ManualClock, so it sits at the lower bound).
@@ -14,13 +16,22 @@ import time
 
 import pytest
 import redis
+import redis.cluster
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, Decision, ManualClock, MemoryStore, Rule
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
-BACKENDS = ["memory", "redis", "redis-async"]
+REDIS_BACKENDS = ["redis", "redis-async", "cluster", "cluster-async"]
+BACKENDS = ["memory", *REDIS_BACKENDS]
+
+
+def redis_url_for(request, kind):
+    """The URL of a flushed server (``redis*``) or cluster (``cluster*``) for ``kind``."""
+    return request.getfixturevalue(
+        "redis_cluster_url" if kind.startswith("cluster") else "redis_url"
+    )
 
 
 class Limits:
@@ -48,7 +59,7 @@ class Backend:
         self.kind = kind
         self.url = url
         self.prefix = prefix
-        self.loop = asyncio.new_event_loop() if kind == "redis-async" else None
+        self.loop = asyncio.new_event_loop() if kind.endswith("-async") else None
         self.stores = []
 
     def make(self, default, store=None):
@@ -59,7 +70,12 @@ class Backend:
     def store(self):
         if self.kind == "memory":
             return MemoryStore(clock=ManualClock(1000.0))
-        options = {"prefix": self.prefix, "on_error": "deny", "socket_timeout": 5}
+        options = {
+            "prefix": self.prefix,
+            "on_error": "deny",
+            "socket_timeout": 5,
+            "cluster": self.kind.startswith("cluster"),
+        }
         if self.loop is None:
             store = RedisStore.from_url(self.url, **options)
         else:
@@ -86,8 +102,7 @@ class Backend:
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     kind = request.param
-    url = request.getfixturevalue("redis_url") if kind != "memory" else None
-    made = Backend(kind, url)
+    made = Backend(kind, redis_url_for(request, kind) if kind != "memory" else None)
     yield made
     made.close()
 
@@ -211,18 +226,18 @@ SCRIPTS = {
         Rule(2, 0),
         [
             (method, key)
-            for key in ("", "}{", "é\u2603", "\udc80", "a" * 1000)
+            for key in ("", "}{", "{tag}", "{}x", "é\u2603", "\udc80", "a" * 1000)
             for method in ("try_consume", "try_consume", "try_consume")
         ],
     ),
 }
 
 
-@pytest.fixture(params=["redis", "redis-async"])
-def shared_backend(request, redis_url):
+@pytest.fixture(params=REDIS_BACKENDS)
+def shared_backend(request):
     """The Redis backends only: the in-memory store is the reference they are compared with
     (and is itself checked against the exact model in test_model.py)."""
-    made = Backend(request.param, redis_url)
+    made = Backend(request.param, redis_url_for(request, request.param))
     yield made
     made.close()
 
@@ -365,18 +380,23 @@ STEPS = st.one_of(
 )
 
 
-@pytest.mark.parametrize("kind", ["redis", "redis-async"])
-def test_random_sequences_match_memory(kind, redis_server):
+@pytest.mark.parametrize("kind", REDIS_BACKENDS)
+def test_random_sequences_match_memory(kind, request):
     """Hypothesis-generated steps on Redis return exactly what the in-memory store returns."""
-    backend = Backend(kind, redis_server.url)
+    backend = Backend(kind, redis_url_for(request, kind))
     store = backend.store()
-    admin = redis.Redis.from_url(redis_server.url)
+    if kind.startswith("cluster"):
+        admin = redis.cluster.RedisCluster.from_url(backend.url)
+        flush = lambda: admin.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)  # noqa: E731
+    else:
+        admin = redis.Redis.from_url(backend.url)
+        flush = admin.flushall
     try:
 
         @settings(max_examples=40)
         @given(capacity=CAPACITIES, steps=st.lists(STEPS, max_size=25))
         def check(capacity, steps):
-            admin.flushall()  # every example starts from an empty Redis
+            flush()  # every example starts from an empty Redis
             default = Rule(capacity, 0)
             assert run(backend.make(default, store), steps) == reference(default, steps)
 

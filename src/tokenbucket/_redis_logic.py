@@ -46,12 +46,21 @@ _ONE = b"1"
 _TAKE = b"take"
 _PEEK = b"peek"
 
-#: What a decision survives: every redis-py error and socket errors that escape them.
-_ERRORS = (redis.exceptions.RedisError, OSError)
-#: The slow ones, which open the circuit breaker: no answer (or no answer yet) from Redis. Other
-#: errors (a key of another type, a server out of memory) come back at once, so each decision
-#: that meets one just follows the policy.
-_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: What a decision survives: every redis-py error, the cluster client's own (no node reachable,
+#: a slot no node serves: not RedisErrors) and socket errors that escape them.
+_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
+#: The slow ones, which open the circuit breaker: no answer (or no answer yet) from Redis, or a
+#: cluster that cannot serve the key until a failover ends (CLUSTERDOWN, a slot not covered,
+#: no node reachable; redis-py pauses on each before it retries). Other errors (a key of
+#: another type, a server out of memory) come back at once, so each decision that meets one
+#: just follows the policy.
+_OUTAGES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 
 POLICIES = ("fallback", "deny", "allow")
 

@@ -3,6 +3,7 @@
     pip install 'tokenbucket-ratelimit[demo]'
     python -m tokenbucket.demo [--host 127.0.0.1] [--port 8000] [--capacity 10] [--refill-rate 1]
                                [--workers N] [--redis redis://127.0.0.1:6379/0] [--max-keys N]
+                               [--on-error fallback|deny|allow]
 
 Every client IP gets a bucket of ``--capacity`` tokens refilled at ``--refill-rate`` per second:
 ten quick ``curl http://localhost:8000/`` succeed and the eleventh gets 429. The admin API is on at
@@ -16,7 +17,10 @@ Without Redis, the buckets are kept in memory, at most ``--max-keys`` of them (d
 With ``--workers N`` uvicorn runs N processes. Without Redis each one limits alone (a client gets
 up to N times its limit); with ``--redis URL`` (or ``TOKENBUCKET_REDIS_URL``) they share every
 bucket and every rule override through Redis, so the limit is the same as with one process:
-``python -m tokenbucket.demo --workers 4 --redis redis://127.0.0.1:6379/0``.
+``python -m tokenbucket.demo --workers 4 --redis redis://127.0.0.1:6379/0``. A gateway started
+while Redis is down starts anyway (it says so) and decides by ``--on-error`` (default
+``fallback``: limits in memory, per process; ``deny``: every request 429; ``allow``: no limit)
+until Redis answers, then shares its limits through Redis, without a restart.
 
 To serve the same app another way, build it with [`create_app`][tokenbucket.demo.create_app].
 """
@@ -159,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"share limits between workers and hosts through Redis (default: ${REDIS_VARIABLE})",
     )
     parser.add_argument(
+        "--on-error",
+        choices=("fallback", "deny", "allow"),
+        default="fallback",
+        help="with --redis, how requests are decided while Redis is unavailable, at start-up "
+        "too: limits in memory per process (fallback), refuse all (deny), no limit (allow)",
+    )
+    parser.add_argument(
         "--max-keys",
         type=_max_keys,
         default=None,
@@ -175,13 +186,16 @@ def app_factory() -> FastAPI:
     Each worker builds its own store here, inside its own event loop: a Redis store's
     connections belong to the loop that made them.
     """
-    capacity, refill_rate, max_keys = os.environ[_RULE_VARIABLE].split(",")
+    capacity, refill_rate, max_keys, *policy = os.environ[_RULE_VARIABLE].split(",")
     rule = Rule(_number(capacity), _number(refill_rate))
     url = os.environ.get(REDIS_VARIABLE)
     if url:
         from .redis import AsyncRedisStore
 
-        registry = BucketRegistry(rule, store=AsyncRedisStore.from_url(url))
+        # No connection here: the first request connects, so a gateway started while Redis
+        # is down serves by on_error until Redis answers.
+        store = AsyncRedisStore.from_url(url, on_error=policy[0] if policy else "fallback")
+        registry = BucketRegistry(rule, store=store)
     else:
         registry = BucketRegistry(rule, max_keys=int(max_keys))
     return create_app(registry, os.environ[TOKEN_VARIABLE])
@@ -273,11 +287,10 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
         create_app(BucketRegistry(rule), token)  # check the token before starting anything
     except ValueError as exc:
         parser.error(f"{TOKEN_VARIABLE}: {exc}")
-    if args.redis:
-        _check_redis(parser, args.redis)
+    unreachable = _check_redis(parser, args.redis) if args.redis else None
     os.environ.update(
         {
-            _RULE_VARIABLE: f"{rule.capacity!r},{rule.refill_rate!r},{max_keys}",
+            _RULE_VARIABLE: f"{rule.capacity!r},{rule.refill_rate!r},{max_keys},{args.on_error}",
             TOKEN_VARIABLE: token,
         }
     )
@@ -289,6 +302,13 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
         file=out,
         flush=True,
     )
+    if unreachable:
+        print(
+            f"warning: cannot reach {_hide(args.redis)} ({unreachable}); starting anyway: "
+            f"requests are decided by --on-error={args.on_error} until it answers",
+            file=out,
+            flush=True,
+        )
     # proxy_headers=False: the client address is the peer's, never a forwarded header. The
     # protocol class is taken from the imported module, not from __main__ (python -m), so that
     # worker processes can unpickle it by name.
@@ -305,8 +325,12 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
     )
 
 
-def _check_redis(parser: argparse.ArgumentParser, url: str) -> None:
-    """Fail at start-up, with a clear message, if Redis is not there (rather than fall back)."""
+def _check_redis(parser: argparse.ArgumentParser, url: str) -> Optional[str]:
+    """Fail at start-up on a URL that can never work (redis-py missing, a bad URL).
+
+    Return why Redis cannot be reached right now, or None. An unreachable Redis does not stop
+    the demo: its workers decide by ``--on-error`` until Redis answers, as during any outage.
+    """
     try:
         from .redis import RedisStore
 
@@ -316,9 +340,10 @@ def _check_redis(parser: argparse.ArgumentParser, url: str) -> None:
     try:
         store.client.ping()
     except Exception as exc:  # any failure to reach it is reported the same way
-        parser.error(f"--redis: cannot reach {_hide(url)}: {exc}")
+        return f"{type(exc).__name__}: {exc}"
     finally:
         store.close()
+    return None
 
 
 def _hide(url: str) -> str:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Dict, Generic, Optional, Type, TypeVar, Union,
 try:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
     import redis.asyncio.retry
     import redis.backoff
     import redis.cluster
@@ -74,8 +75,9 @@ class _Store(Generic[C]):
 
     #: Whether the store's client is redis.asyncio's (checked, so a mix-up fails at once).
     _is_async: ClassVar[bool]
-    #: The client class and retry class ``from_url`` builds.
+    #: The client classes' ``from_url`` (one server, a cluster) and the retry class it uses.
     _connect: ClassVar[Any]
+    _connect_cluster: ClassVar[Any]
     _retry: ClassVar[Any]
 
     def __init__(
@@ -117,6 +119,7 @@ class _Store(Generic[C]):
         prefix: str = "tokenbucket:",
         on_error: str = "fallback",
         retry_interval: float = 1.0,
+        cluster: bool = False,
         **client_options: Any,
     ) -> S:
         """Connect to ``url`` (``redis://``, ``rediss://``, ``unix://``) with bounded timeouts.
@@ -127,6 +130,14 @@ class _Store(Generic[C]):
         timeouts and 10 retries with backoff) could hold a request for most of a minute.
         ``client_options`` go to ``redis.Redis.from_url`` (``redis.asyncio.Redis.from_url``)
         and override these. ``close`` (``aclose``) closes the client.
+
+        With ``cluster=True`` the client is redis-py's Redis Cluster client
+        (``redis.cluster.RedisCluster``, ``redis.asyncio.cluster.RedisCluster``) and ``url``
+        names any one node: the client finds the others, follows the slots as they move and,
+        after a connection error, reads the cluster's layout again and retries once. The sync
+        client connects to the cluster as it is built (redis-py's behaviour), so it raises
+        ``redis.exceptions.RedisClusterException`` if no node answers; the async one connects
+        at its first call.
         """
         options: Dict[str, Any] = {
             **_client_options(socket_timeout, socket_connect_timeout),
@@ -134,7 +145,7 @@ class _Store(Generic[C]):
             **client_options,
         }
         store = cls(
-            cls._connect(url, **options),
+            (cls._connect_cluster if cluster else cls._connect)(url, **options),
             prefix=prefix,
             on_error=on_error,
             retry_interval=retry_interval,
@@ -198,6 +209,11 @@ class _Store(Generic[C]):
 
 def _describe(client: Any) -> str:
     """Name a client by where it connects, not by redis-py's long repr."""
+    manager = getattr(client, "nodes_manager", None)  # a cluster client: a node it knows
+    if manager is not None:
+        nodes = sorted(manager.startup_nodes)
+        more = f" +{len(nodes) - 1} nodes" if len(nodes) > 1 else ""
+        return f"<{type(client).__name__} {nodes[0] if nodes else '?'}{more}>"
     pool = getattr(client, "connection_pool", None)
     options = getattr(pool, "connection_kwargs", {})
     if "path" in options:
@@ -263,6 +279,7 @@ class RedisStore(_Store[_SyncClient]):
     blocking: ClassVar[bool] = True
     _is_async = False
     _connect = redis.Redis.from_url
+    _connect_cluster = redis.cluster.RedisCluster.from_url
     _retry = redis.retry.Retry
 
     def _run(self, plan: Plan[T]) -> T:
@@ -336,6 +353,7 @@ class AsyncRedisStore(_Store[_AsyncClient]):
 
     _is_async = True
     _connect = redis.asyncio.Redis.from_url
+    _connect_cluster = redis.asyncio.cluster.RedisCluster.from_url
     _retry = redis.asyncio.retry.Retry
 
     async def aclose(self) -> None:
