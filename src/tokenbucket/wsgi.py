@@ -146,13 +146,7 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             # Counted against the caller's bucket, whatever dry_run or exempt say.
             policy, decision = self._count(view)
             return _respond(start_response, admin.refusal(status, policy, decision, view))
-        body = b""
-        if admin.wants_body(view.method):
-            read = _read_body(environ, admin)
-            if isinstance(read, Response):
-                return _respond(start_response, admin.rejected(read, view))
-            body = read
-        op = admin.parse(view.method, view.query_string, body)
+        op = _admin_op(admin, view, environ)
         if isinstance(op, Response):
             return _respond(start_response, admin.rejected(op, view))
         return _respond(start_response, admin.outcome(op, _run(op), view))
@@ -165,6 +159,19 @@ def _run(op: AdminOp) -> Union[List[Any], ConnectionError]:
         return [getattr(registry, name)(op.key, **kwargs) for name, kwargs in op.calls()]
     except ConnectionError as exc:
         return exc
+
+
+def _admin_op(
+    admin: AdminAPI, view: RequestView, environ: WSGIEnvironment
+) -> Union[Response, AdminOp]:
+    """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
+    body = b""
+    if admin.wants_body(view.method):
+        read = _read_body(environ, admin)
+        if isinstance(read, Response):
+            return read
+        body = read
+    return admin.parse(view.method, view.query_string, body)
 
 
 def _read_body(environ: WSGIEnvironment, admin: AdminAPI) -> Union[bytes, Response]:
