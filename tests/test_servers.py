@@ -274,8 +274,13 @@ def test_demo_gateway_as_a_user_runs_it() -> None:
 
 
 def test_demo_takes_token_from_environment_and_validates_options() -> None:
-    """The token comes from TOKENBUCKET_ADMIN_TOKEN; bad options exit with a usage error."""
+    """The token comes from TOKENBUCKET_ADMIN_TOKEN; bad options exit with a usage error.
+
+    A refused admin request is logged (a warning of the ``tokenbucket.admin`` logger, on
+    stderr), and neither the token nor the guess offered is in the output.
+    """
     port = free_port()
+    guess = TOKEN + "-guess-7f3a"
     with _start_demo(port, {"TOKENBUCKET_ADMIN_TOKEN": TOKEN}) as server:
         server.wait_ready()
         server.wait_for_output("admin token: from TOKENBUCKET_ADMIN_TOKEN (not shown)")
@@ -284,6 +289,18 @@ def test_demo_takes_token_from_environment_and_validates_options() -> None:
             read = client.get("/admin/update-rule", params={"client_id": "127.0.0.1"}, headers=AUTH)
             assert read.json()["capacity"] == 10
             assert read.json()["refill_rate"] == 1.0
+            refused = client.post(
+                "/admin/update-rule",
+                json={"client_id": "127.0.0.1", "capacity": 99},
+                headers={"Authorization": f"Bearer {guess}"},
+            )
+            assert refused.status_code == 403
+        output = server.wait_for_output(
+            "refused admin request (403, invalid admin token): 'POST' '/admin/update-rule' "
+            "from '127.0.0.1'"
+        )
+        assert TOKEN not in output
+        assert "7f3a" not in output
     bad = subprocess.run(
         [sys.executable, "-m", "tokenbucket.demo", "--capacity", "0"],
         capture_output=True,

@@ -38,7 +38,7 @@ from typing import (
 )
 
 from ._decision import Decision
-from ._http.admin import AdminAPI, AdminOp, unavailable
+from ._http.admin import AdminAPI, AdminOp
 from ._http.headers import (
     RAW,
     RAW_OWN_FIELDS,
@@ -202,24 +202,19 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         if status:
             # Counted against the caller's bucket, whatever dry_run or exempt say.
             policy, decision = await self._count(view)
-            await _send_response(send, admin.refusal(status, policy, decision))
+            await _send_response(send, admin.refusal(status, policy, decision, view))
             return
-        body = b""
-        if admin.wants_body(view.method):
-            refused = admin.body_too_large(view.header("content-length"))
-            if refused is not None:
-                await _send_response(send, refused)
-                return
-            read = await _read_body(receive, admin)
-            if isinstance(read, Response):
-                await _send_response(send, read)
-                return
-            body = read
-        op = admin.parse(view.method, view.query_string, body)
-        await _send_response(send, op if isinstance(op, Response) else await self._run(op))
+        op = await _admin_op(admin, view, receive)
+        if isinstance(op, Response):
+            await _send_response(send, admin.rejected(op, view))
+            return
+        await _send_response(send, admin.outcome(op, await self._run(op), view))
 
-    async def _run(self, op: AdminOp) -> Response:
-        """Make the registry calls of ``op``, awaited when the store is async; its response."""
+    async def _run(self, op: AdminOp) -> Union[List[Any], ConnectionError]:
+        """Make the registry calls of ``op`` (awaited when the store is async); their results.
+
+        A ``ConnectionError`` stops them and is returned instead.
+        """
         registry = op.policy.registry
         prefix = "a" if self._options.is_async else ""
         results = []
@@ -228,8 +223,8 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
                 result = getattr(registry, prefix + name)(op.key, **kwargs)
                 results.append(await result if prefix else result)
         except ConnectionError as exc:
-            return unavailable(exc)
-        return op.answer(results)
+            return exc
+        return results
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         options = self._options
@@ -295,6 +290,22 @@ async def _send_response(send: Send, response: Response) -> None:
         }
     )
     await send({"type": "http.response.body", "body": response.body})
+
+
+async def _admin_op(
+    admin: AdminAPI, view: RequestView, receive: Receive
+) -> Union[Response, AdminOp]:
+    """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
+    body = b""
+    if admin.wants_body(view.method):
+        refused = admin.body_too_large(view.header("content-length"))
+        if refused is not None:
+            return refused
+        read = await _read_body(receive, admin)
+        if isinstance(read, Response):
+            return read
+        body = read
+    return admin.parse(view.method, view.query_string, body)
 
 
 async def _read_body(receive: Receive, admin: AdminAPI) -> Union[bytes, Response]:

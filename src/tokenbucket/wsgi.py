@@ -14,10 +14,10 @@ no framework.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union
 
 from ._decision import Decision
-from ._http.admin import AdminAPI, AdminOp, unavailable
+from ._http.admin import AdminAPI, AdminOp
 from ._http.headers import (
     OWN_FIELDS,
     OWN_INITIALS,
@@ -145,25 +145,33 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         if status:
             # Counted against the caller's bucket, whatever dry_run or exempt say.
             policy, decision = self._count(view)
-            return _respond(start_response, admin.refusal(status, policy, decision))
-        body = b""
-        if admin.wants_body(view.method):
-            read = _read_body(environ, admin)
-            if isinstance(read, Response):
-                return _respond(start_response, read)
-            body = read
-        op = admin.parse(view.method, view.query_string, body)
-        return _respond(start_response, op if isinstance(op, Response) else _run(op))
+            return _respond(start_response, admin.refusal(status, policy, decision, view))
+        op = _admin_op(admin, view, environ)
+        if isinstance(op, Response):
+            return _respond(start_response, admin.rejected(op, view))
+        return _respond(start_response, admin.outcome(op, _run(op), view))
 
 
-def _run(op: AdminOp) -> Response:
-    """Make the registry calls of ``op``; return its response (503 if the store is down)."""
+def _run(op: AdminOp) -> Union[List[Any], ConnectionError]:
+    """Make the registry calls of ``op``; their results, or the ``ConnectionError`` instead."""
     registry = op.policy.registry
     try:
-        results = [getattr(registry, name)(op.key, **kwargs) for name, kwargs in op.calls()]
+        return [getattr(registry, name)(op.key, **kwargs) for name, kwargs in op.calls()]
     except ConnectionError as exc:
-        return unavailable(exc)
-    return op.answer(results)
+        return exc
+
+
+def _admin_op(
+    admin: AdminAPI, view: RequestView, environ: WSGIEnvironment
+) -> Union[Response, AdminOp]:
+    """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
+    body = b""
+    if admin.wants_body(view.method):
+        read = _read_body(environ, admin)
+        if isinstance(read, Response):
+            return read
+        body = read
+    return admin.parse(view.method, view.query_string, body)
 
 
 def _read_body(environ: WSGIEnvironment, admin: AdminAPI) -> Union[bytes, Response]:

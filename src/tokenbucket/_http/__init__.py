@@ -19,7 +19,9 @@ options    `Options` (every option, checked once),       protocols, bodies; it n
            verdict: the 429, or the fields to add
 admin      the admin API: token, query and JSON body to  how the body is read; the registry
            an `AdminOp` (a plan of registry calls) or a  calls (the edge makes them, then
-           4xx; the JSON answer                          sends ``AdminOp.answer``)
+           4xx; the JSON answer; what is audited         sends ``AdminAPI.outcome``)
+audit      the admin audit log (``tokenbucket.admin``),  HTTP, registries, credentials
+           refusals summarised, the ``on_admin`` hook
 ========== ============================================= =====================================
 
 The names tests and older imports use are re-exported here; new code imports from the module.

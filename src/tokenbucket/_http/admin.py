@@ -1,24 +1,30 @@
 """The runtime rule API: an authorised HTTP request in, an operation or a refusal out.
 
 Knows: the token check, the admin request's method, query and JSON body (bytes in), every 4xx
-refusal, the operation a valid request asks for (`AdminOp`), and the JSON that answers it.
-Must not know: sockets, ASGI or WSGI messages, or how the body is read.
+refusal, the operation a valid request asks for (`AdminOp`), the JSON that answers it, and what
+the audit log (`audit`) is told about each request. Must not know: sockets, ASGI or WSGI
+messages, or how the body is read.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl
 
 from .._decision import Decision
 from .._keys import bucket_key
+from .._rule import Rule
 from .._validate import Number, check_capacity, check_rate, check_rule_fields, show
+from .audit import AuditLog, quote
 from .headers import Response, denial, error, json_response
 
 if TYPE_CHECKING:
+    from .._registry import BucketRegistry
     from .options import Options, Policy
+    from .request import RequestView
 
 DEFAULT_ADMIN_PATH = "/admin/update-rule"
 DEFAULT_MAX_BODY = 4096
@@ -54,11 +60,11 @@ class AdminOp(NamedTuple):
     """A validated, authorised admin request: a plan of registry calls and how to answer them.
 
     The middleware makes the calls of `calls` on ``policy.registry`` with `key`, in order
-    (synchronously, or awaiting the ``a``-named methods), and sends `answer` of their results;
-    if one raises ``ConnectionError`` it sends `unavailable` instead.
+    (synchronously, or awaiting the ``a``-named methods), and sends `AdminAPI.outcome` of
+    their results, or of the ``ConnectionError`` one raised (a 503).
     """
 
-    action: str  # "get", "update" or "remove"
+    action: str  # "read", "update" or "remove"
     client_id: str
     policy: Policy
     capacity: Optional[Number] = None
@@ -69,31 +75,38 @@ class AdminOp(NamedTuple):
         """The bucket key of ``client_id`` in its policy's namespace (escaped: see `bucket_key`)."""
         return bucket_key(self.policy.prefix, self.client_id)
 
+    @property
+    def route(self) -> Optional[str]:
+        """The route the operation addresses, None for the default limiter (as JSON shows it)."""
+        return None if self.policy.prefix == "" else self.policy.name
+
     def calls(self) -> List[RegistryCall]:
-        """The registry calls that carry the operation out: a change if any, then two reads."""
+        """The registry calls that carry the operation out, then two reads: rule and level.
+
+        A change (update, remove) is preceded by a read of the rule before it, for the audit
+        log (another change between the two calls would not show in its ``before``).
+        """
         reads: List[RegistryCall] = [("rule_for", {}), ("tokens", {})]
         if self.action == "update":
             change = {"capacity": self.capacity, "refill_rate": self.refill_rate}
-            return [("update_rule", change), *reads]
+            return [("rule_for", {}), ("update_rule", change), *reads]
         if self.action == "remove":
-            return [("remove_rule", {}), *reads]
+            return [("rule_for", {}), ("remove_rule", {}), *reads]
         return reads
 
     def answer(self, results: Sequence[Any]) -> Response:
         """The 200 response, from the results of `calls` in their order."""
         rule, tokens = results[-2:]
-        registry = self.policy.registry
         payload: Dict[str, Any] = {
             "client_id": self.client_id,
-            "route": None if self.policy.prefix == "" else self.policy.name,
+            "route": self.route,
             "capacity": rule.capacity,
             "refill_rate": rule.refill_rate,
             "tokens": tokens,
-            # rule_for returns the registry's default object itself when there is no override.
-            "override": rule is not registry.default,
+            "override": _is_override(rule, self.policy.registry),
         }
         if self.action == "remove":
-            payload["removed"] = results[0] is not None
+            payload["removed"] = results[1] is not None
         return json_response(200, payload)
 
 
@@ -123,9 +136,12 @@ class AdminAPI:
     wrong types, values out of range: zero, negative, NaN, infinite or above 1e12; a body cut
     short by a disconnect), ``413`` for a body over ``max_body`` bytes and ``405`` (with
     ``Allow``) for another method, and changes nothing.
+
+    Every request ends in one record of the audit log `audit` (logger ``tokenbucket.admin``):
+    the middleware's last call is `refusal`, `rejected` or `outcome`, each of which reports it.
     """
 
-    __slots__ = ("_expected", "_options", "max_body", "path")
+    __slots__ = ("_expected", "_options", "audit", "max_body", "path")
 
     def __init__(self, token: object, path: object, max_body: object, options: Options) -> None:
         if not isinstance(token, str):
@@ -141,6 +157,8 @@ class AdminAPI:
         self.path = check_admin_path(path)
         self.max_body = check_max_body(max_body)
         self._options = options
+        #: The audit log every request is reported to (see `AuditLog`).
+        self.audit = AuditLog()
 
     def authorize(self, authorization: Optional[str]) -> int:
         """Return 0 if ``authorization`` carries the token, else 401 (no bearer token) or 403."""
@@ -152,19 +170,91 @@ class AdminAPI:
         offered = credentials.strip().encode("latin-1", "replace")
         return 0 if hmac.compare_digest(offered, self._expected) else 403
 
-    def refusal(self, status: int, policy: Policy, decision: Decision) -> Response:
-        """Return the response to an unauthorised request, counted with ``decision``.
+    def refusal(
+        self, status: int, policy: Policy, decision: Decision, view: RequestView
+    ) -> Response:
+        """Return the response to an unauthorised request, counted with ``decision``; audited.
 
         ``status`` is what `authorize` returned. A denied request gets the 429 (whatever
         ``dry_run`` says); an allowed one the 401 or 403. Both carry the rate-limit fields.
+        The audit log gets the status, the method, path and caller, never the credentials.
         """
         fields = self._options.headers_for(decision, policy)
+        reason = "missing bearer token" if status == 401 else "invalid admin token"
         if not decision.allowed:
-            return denial(decision, fields)
-        if status == 401:
+            response = denial(decision, fields)
+        elif status == 401:
             fields = [("WWW-Authenticate", 'Bearer realm="tokenbucket admin"'), *fields]
-            return error(401, "missing bearer token", fields)
-        return error(403, "invalid admin token", fields)
+            response = error(401, reason, fields)
+        else:
+            response = error(403, reason, fields)
+        self.audit.refused(response.status, reason, view.method, view.path, view.client)
+        return response
+
+    def rejected(self, response: Response, view: RequestView) -> Response:
+        """Report an authorised request refused for its input (a 4xx); return ``response``.
+
+        Logged at DEBUG: it changed nothing.
+        """
+        message = json.loads(response.body).get("error", "")
+        self.audit.done(
+            logging.DEBUG,
+            f"admin request rejected ({response.status}): {quote(view.method)} "
+            f"by {quote(view.client)}: {quote(message)}",
+            "invalid",
+            response.status,
+            view.client,
+            {"method": view.method, "error": message},
+        )
+        return response
+
+    def outcome(
+        self, op: AdminOp, results: Union[Sequence[Any], ConnectionError], view: RequestView
+    ) -> Response:
+        """The response to ``op``, from its `calls`' results or the failure that stopped them.
+
+        A ``ConnectionError`` gets the 503 of `unavailable`. Every outcome is audited:
+        a change (update, remove) is logged at INFO with the rule before and after it, a read
+        at DEBUG. A change the store did not confirm is logged at WARNING: it may or may not
+        have been applied.
+        """
+        action = op.action
+        where = "the default limiter" if op.route is None else f"route {quote(op.route)}"
+        subject = (
+            f"admin {action} of client {quote(op.client_id)} on {where} by {quote(view.client)}"
+        )
+        fields: Dict[str, Any] = {"client_id": op.client_id, "route": op.route}
+        if action == "update":
+            fields["requested"] = {"capacity": op.capacity, "refill_rate": op.refill_rate}
+        if isinstance(results, ConnectionError):
+            fields["error"] = problem = f"{type(results).__name__}: {results}"
+            if action == "read":
+                level, message = logging.DEBUG, f"{subject}: nothing read, the store is unavailable"
+            else:
+                level = logging.WARNING
+                message = (
+                    f"{subject}: the store is unavailable, the change may or may not have "
+                    "been applied"
+                )
+            self.audit.done(
+                level, f"{message} ({quote(problem)})", action, 503, view.client, fields
+            )
+            return unavailable(results)
+        response = op.answer(results)
+        registry = op.policy.registry
+        after = _rule_fields(results[-2], registry)
+        if action == "read":
+            fields["rule"] = after
+            level, message = logging.DEBUG, f"{subject}: {_describe(after)}"
+        else:
+            before = _rule_fields(results[0], registry)
+            fields["before"], fields["after"] = before, after
+            level, message = logging.INFO, f"{subject}: {_describe(before)} -> {_describe(after)}"
+            if action == "remove":
+                fields["removed"] = results[1] is not None
+                message += "" if fields["removed"] else " (there was no override)"
+        self.audit.done(level, message, action, response.status, view.client, fields)
+        return response
 
     def wants_body(self, method: str) -> bool:
         """Whether an authorised request with ``method`` needs its body read (POST)."""
@@ -194,7 +284,7 @@ class AdminAPI:
         if method == "POST":
             return self._parse_update(body)
         if method in ("GET", "DELETE"):
-            return self._parse_query("get" if method == "GET" else "remove", query_string)
+            return self._parse_query("read" if method == "GET" else "remove", query_string)
         return error(405, f"method {show(method)} not allowed", [("Allow", _ADMIN_METHODS)])
 
     def _route(self, route: object) -> Union[Response, Policy]:
@@ -270,6 +360,25 @@ class AdminAPI:
         if isinstance(policy, Response):
             return policy
         return AdminOp("update", client_id, policy, numbers["capacity"], numbers["refill_rate"])
+
+
+def _is_override(rule: Rule, registry: BucketRegistry) -> bool:
+    # rule_for returns the registry's default object itself when there is no override.
+    return rule is not registry.default
+
+
+def _rule_fields(rule: Rule, registry: BucketRegistry) -> Dict[str, Any]:
+    """A rule as the audit log's fields: its numbers and whether it is an override."""
+    return {
+        "capacity": rule.capacity,
+        "refill_rate": rule.refill_rate,
+        "override": _is_override(rule, registry),
+    }
+
+
+def _describe(fields: Dict[str, Any]) -> str:
+    kind = "override" if fields["override"] else "default"
+    return f"capacity={fields['capacity']!r} refill_rate={fields['refill_rate']!r} ({kind})"
 
 
 def _admin_number(name: str, value: object) -> Union[Response, Number]:
