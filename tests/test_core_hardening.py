@@ -254,7 +254,9 @@ class TestSweeps:
         registry.consume("k2", 0.5)
         gc.collect()  # untracks the rules' shapes (tuples of numbers), then the states with them
         gc.collect()
-        assert not any(gc.is_tracked(state) for state in store._states.values())
+        states = [state for shard, _ in store._shards for state in shard.values()]
+        assert len(states) == 1000
+        assert not any(gc.is_tracked(state) for state in states)
 
     def test_a_step_visits_a_bounded_slice(self):
         """With 5,000 buckets in debt, each new key's sweep step visits at most 1,024 keys,
@@ -271,4 +273,5 @@ class TestSweeps:
         assert max(v for v in visited if v is not None) <= 1024
         assert visited.count(None) >= 1  # passes complete
         assert len(store) == 8000
-        assert sorted(store._keys) == sorted(store._states)  # one entry per tracked key
+        tracked = sorted(key for shard, _ in store._shards for key in shard)
+        assert sorted(store._keys) == tracked  # one entry per tracked key

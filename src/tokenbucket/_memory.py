@@ -1,11 +1,10 @@
 """The in-process store: every bucket's arithmetic, its locking and its forgetting.
 
-State per key is one tuple ``(base, used, carry, shape, stripe)``: at the instant ``base`` the
-bucket was ``used`` tokens short of full under the rule whose ``_shape`` is ``shape`` (its
-capacity, refill rate and ceiling); ``carry`` is what rounding left out of ``used`` (``used +
-carry`` is the exact sum of the request sizes), and ``stripe`` the index of the lock that guards
-the key. ``carry`` is the int ``_EXACT`` exactly when ``used`` is an int, an exact sum of integer
-sizes; otherwise it is a float. The level at ``now`` is
+State per key is one tuple ``(base, used, carry, shape)``: at the instant ``base`` the bucket
+was ``used`` tokens short of full under the rule whose ``_shape`` is ``shape`` (its capacity,
+refill rate and ceiling), and ``carry`` is what rounding left out of ``used`` (``used + carry``
+is the exact sum of the request sizes). ``carry`` is the int ``_EXACT`` exactly when ``used``
+is an int, an exact sum of integer sizes; otherwise it is a float. The level at ``now`` is
 ``capacity - max(0, used - (now - base) * refill_rate)``.
 
 Why this shape: ``base`` is a clock reading and ``used`` the correctly rounded sum of request
@@ -16,6 +15,8 @@ from a missing one, which is what lets the store forget it. The state holds only
 rule, no lock), so the cyclic garbage collector untracks it: a million buckets add nothing to
 a full collection's work (with the Rule and the Lock inside, one took 150 ms).
 
+States live in one dict per stripe (the key's hash picks both): a dict that grows doubles at
+once, and one of a million keys took 29 ms to do it; one of 1/64 of them takes well under one.
 Forgetting is incremental: every key has one entry in ``_keys`` (in order of admission), which
 sweeps walk a slice at a time, compacting it in place; no sweep holds more than one lock at a
 time, or any lock for longer than one deletion.
@@ -34,13 +35,13 @@ from ._store import Outcome
 from ._validate import Number
 
 _Shape = Tuple[Number, Number, float]
-_State = Tuple[float, float, float, _Shape, int]
+_State = Tuple[float, float, float, _Shape]
 
 #: A sweep step runs after this many new keys and visits at most ``_SWEEP_SLICE`` tracked keys
-#: (a fraction of a millisecond), so a sweep pass over n keys takes n / 2 new keys, as long as
-#: it takes for n keys to arrive: memory stays proportional to the keys recently active.
-_MIN_SWEEP_INTERVAL = 512
-_SWEEP_SLICE = 1024
+#: (a fraction of a millisecond). A pass visits the keys tracked when it began, so it takes a
+#: half as many new keys as there are keys: memory follows the keys recently active.
+_MIN_SWEEP_INTERVAL = 256
+_SWEEP_SLICE = 512
 #: At the max_keys cap, new keys also trigger a step by time: after a step, not before 5 µs per
 #: key it visited (a few percent of a core at most); after a whole pass that freed nothing, not
 #: before a visited bucket is due to be full, nor within 0.1 s.
@@ -114,12 +115,12 @@ class MemoryStore:
             treated as an *empty* bucket and denied. An attacker therefore cannot get a fresh
             bucket by pushing others out, and legitimate new keys get in as soon as refilled
             buckets are reclaimed.
-        stripes: number of locks shared by the keys (a power of two). Each decision holds its
-            key's stripe lock from reading the clock to writing the state; unrelated keys share a
-            lock only when their hashes collide.
+        stripes: number of locks shared by the keys (a power of two), each with the dict of its
+            keys' states. Each decision holds its key's stripe lock from reading the clock to
+            writing the state; unrelated keys share a lock only when their hashes collide.
 
-    Forgetting is amortised O(1), incremental and needs no thread: every 512 new keys, the next
-    new key sweeps the next 1,024 tracked keys (in order of arrival), dropping buckets that are
+    Forgetting is amortised O(1), incremental and needs no thread: every 256 new keys, the next
+    new key sweeps the next 512 tracked keys (in order of arrival), dropping buckets that are
     full and have not been used since the previous pass over all keys began. At the cap, a new
     key also triggers such a step by time, so that refilled buckets are reclaimed even when few
     new keys arrive: at most every 5 µs per key a step visits, and after a whole pass that freed
@@ -130,6 +131,7 @@ class MemoryStore:
     __slots__ = (
         "_admission",
         "_clock",
+        "_count",
         "_freed",
         "_idle_since",
         "_keys",
@@ -138,9 +140,10 @@ class MemoryStore:
         "_next_full",
         "_overrides",
         "_pass_began",
+        "_pass_end",
         "_read",
         "_reclaim_at",
-        "_states",
+        "_shards",
         "_stripes",
         "_sweeping",
         "_until_sweep",
@@ -166,18 +169,23 @@ class MemoryStore:
         if stripes < 1 or stripes & (stripes - 1):
             raise ValueError(f"'stripes' must be a power of two >= 1, got {stripes!r}")
         self._clock: Clock = time.monotonic if clock is None else clock
-        self._states: Dict[str, _State] = {}
         self._overrides: Dict[str, Rule] = {}
         self._stripes: List[threading.Lock] = [threading.Lock() for _ in range(stripes)]
+        #: Per stripe: the states of its keys, and its lock.
+        self._shards: List[Tuple[Dict[str, _State], threading.Lock]] = [
+            ({}, lock) for lock in self._stripes
+        ]
         self._mask = stripes - 1
         self._max_keys = max_keys
         self._admission = threading.Lock()
+        self._count = 0  # tracked keys, kept (under _admission) only if there is a cap
         # Sweeping: every tracked key is in _keys exactly once. A pass walks it from _read,
         # writing the keys it keeps back at _write; keys admitted meanwhile are appended.
         self._sweeping = threading.Lock()
         self._keys: List[str] = []
         self._read = 0
         self._write = 0
+        self._pass_end = 0  # the pass visits the keys tracked when it began: _keys[:_pass_end]
         self._until_sweep = _MIN_SWEEP_INTERVAL
         self._idle_since = (
             math.inf
@@ -189,7 +197,11 @@ class MemoryStore:
 
     def __len__(self) -> int:
         """Return how many buckets are tracked (full ones not yet forgotten included)."""
-        return len(self._states)
+        return sum(len(states) for states, _ in self._shards)
+
+    def __contains__(self, key: object) -> bool:
+        """Return whether ``key`` has a bucket tracked (a full one not yet forgotten included)."""
+        return isinstance(key, str) and key in self._shards[hash(key) & self._mask][0]
 
     @property
     def max_keys(self) -> Optional[int]:
@@ -198,15 +210,11 @@ class MemoryStore:
 
     def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]. This is the hot path."""
-        states = self._states
-        state = states.get(key)
-        if state is None:
-            if self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due()):
-                self._sweep()
-            stripe = hash(key) & self._mask
-        else:
-            stripe = state[4]  # a key's stripe never changes, whatever its state becomes
-        lock = self._stripes[stripe]
+        states, lock = self._shards[hash(key) & self._mask]
+        if key not in states and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
         lock.acquire()
         try:
             now = self._clock()
@@ -220,7 +228,7 @@ class MemoryStore:
                 base = now
                 used = debt = 0
             else:
-                base, used, carry, shape, _ = state
+                base, used, carry, shape = state
                 if shape is not default._shape:
                     rule = self._overrides.get(key, default)
                     if shape is not rule._shape and shape != rule._shape:
@@ -231,7 +239,7 @@ class MemoryStore:
                         carry = _carry_of(used)
                         base = _settled_at(base, now)
                         if commit:
-                            states[key] = (base, used, carry, rule._shape, stripe)
+                            states[key] = (base, used, carry, rule._shape)
                 if now > base:
                     debt = used - (now - base) * rule.refill_rate
                     if debt <= 0:
@@ -247,15 +255,15 @@ class MemoryStore:
             if commit:
                 if state is None:
                     carry = _EXACT if type(amount) is int else 0.0
-                    if not self._admit(key, (base, amount, carry, rule._shape, stripe)):
+                    if not self._admit(states, key, (base, amount, carry, rule._shape)):
                         # At the cap an untracked key counts as an empty bucket.
                         return False, 0.0, rule
                 elif carry is _EXACT and type(amount) is int:
-                    states[key] = (base, used + amount, _EXACT, rule._shape, stripe)
+                    states[key] = (base, used + amount, _EXACT, rule._shape)
                 else:
                     used, carry = _accumulate(used, carry, amount)
-                    states[key] = (base, used, carry, rule._shape, stripe)
-            elif state is None and self._max_keys is not None and len(states) >= self._max_keys:
+                    states[key] = (base, used, carry, rule._shape)
+            elif state is None and self._max_keys is not None and self._count >= self._max_keys:
                 return False, 0.0, rule  # a peek says what consume would: an empty bucket
             return True, rule.capacity - debt - amount, rule
         finally:
@@ -269,17 +277,15 @@ class MemoryStore:
         (a new key, a rule that changed) goes to `take`. The property tests hold both to the
         exact model.
         """
-        state = self._states.get(key)
-        if state is None:
+        states, lock = self._shards[hash(key) & self._mask]
+        if key not in states:
             return self.take(key, amount, default, True)[0]
-        lock = self._stripes[state[4]]
         lock.acquire()
         try:
             now = self._clock()
-            states = self._states
             state = states.get(key)
             if state is not None:
-                base, used, carry, shape, stripe = state
+                base, used, carry, shape = state
                 if shape is default._shape or _same(shape, self._overrides.get(key, default)):
                     # As in take(), for an existing bucket under its current rule.
                     if now > base:
@@ -293,30 +299,31 @@ class MemoryStore:
                     if debt + amount > shape[2]:
                         return False
                     if carry is _EXACT:  # an int amount (see Store.try_take) adds exactly
-                        states[key] = (base, used + amount, _EXACT, shape, stripe)
+                        states[key] = (base, used + amount, _EXACT, shape)
                     else:
                         used, carry = _accumulate(used, carry, amount)
-                        states[key] = (base, used, carry, shape, stripe)
+                        states[key] = (base, used, carry, shape)
                     return True
         finally:
             lock.release()
         return self.take(key, amount, default, True)[0]
 
-    def _admit(self, key: str, state: _State) -> bool:
+    def _admit(self, states: Dict[str, _State], key: str, state: _State) -> bool:
         """Track a new key unless the cap is reached. Caller holds the key's stripe lock."""
         if self._max_keys is None:
             # No cap to hold: the dict insert is atomic, and a count lost to a race between
             # two stripes only delays the next sweep step by one key.
             self._until_sweep -= 1
-            self._states[key] = state
+            states[key] = state
             self._keys.append(key)
             return True
         self._admission.acquire()
         try:
             self._until_sweep -= 1
-            if len(self._states) >= self._max_keys:
+            if self._count >= self._max_keys:
                 return False
-            self._states[key] = state
+            self._count += 1
+            states[key] = state
             self._keys.append(key)
             return True
         finally:
@@ -326,7 +333,7 @@ class MemoryStore:
         """At the cap: whether a step may run by time (see the class docstring)."""
         return (
             self._max_keys is not None
-            and len(self._states) >= self._max_keys
+            and self._count >= self._max_keys
             and self._clock() >= self._reclaim_at
         )
 
@@ -346,29 +353,35 @@ class MemoryStore:
                 return  # another thread stepped while we looked
             self._until_sweep = _MIN_SWEEP_INTERVAL
             now = self._clock()
-            keys, states, stripes = self._keys, self._states, self._stripes
+            keys, shards, mask = self._keys, self._shards, self._mask
             read, write = self._read, self._write
             if read == 0:
                 self._pass_began = now
+                self._pass_end = len(keys)
+            last = self._pass_end
             idle_since = math.inf if at_cap else self._idle_since
             next_full = self._next_full
             freed = self._freed
-            end = min(len(keys), read + _SWEEP_SLICE)
+            end = min(last, read + _SWEEP_SLICE)
             visited = end - read
             while read < end:
                 key = keys[read]
                 read += 1
+                states, lock = shards[hash(key) & mask]
                 state = states.get(key)
                 if state is None:
                     continue  # gone already (never, while each key has one entry)
-                base, used, _, shape, stripe = state
+                base, used, _, shape = state
                 # _deficit(), inlined: this loop visits every tracked key.
                 deficit = used - (now - base) * shape[1] if now > base else used
                 if deficit <= 0:
                     if base <= idle_since:
-                        with stripes[stripe]:
+                        with lock:
                             if states.get(key) is state:  # else it was just used: keep it
                                 del states[key]
+                                if self._max_keys is not None:
+                                    with self._admission:
+                                        self._count -= 1
                                 freed = True
                                 continue
                 elif shape[1]:
@@ -377,9 +390,9 @@ class MemoryStore:
                         next_full = due
                 keys[write] = key
                 write += 1
-            pass_done = read >= len(keys)
+            pass_done = read >= last
             if pass_done:
-                del keys[write:read]  # keys admitted since are moved down, not lost
+                del keys[write:last]  # keys admitted since are moved down, not lost
                 self._read = self._write = 0
                 self._idle_since = self._pass_began
                 self._next_full, self._freed = math.inf, False
@@ -425,21 +438,23 @@ class MemoryStore:
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""
-        with self._stripes[hash(key) & self._mask]:
-            state = self._states.get(key)
+        states, lock = self._shards[hash(key) & self._mask]
+        with lock:
+            state = states.get(key)
             if state is not None:  # full from now on; the sweep forgets it (and its entry)
-                self._states[key] = (state[0], 0, _EXACT, state[3], state[4])
+                states[key] = (state[0], 0, _EXACT, state[3])
 
     def _rebase(self, key: str, rule: Rule) -> None:
         """Settle ``key``'s bucket now and move it to ``rule``. Caller holds the key's lock."""
-        state = self._states.get(key)
+        states = self._shards[hash(key) & self._mask][0]
+        state = states.get(key)
         if state is None:
             return  # full, and full under any rule
-        base, used, _, shape, stripe = state
+        base, used, _, shape = state
         now = self._clock()
         deficit = _deficit(base, used, shape[1], now)
         base = _settled_at(base, now)
         if deficit > 0:
-            self._states[key] = (base, deficit, _carry_of(deficit), rule._shape, stripe)
+            states[key] = (base, deficit, _carry_of(deficit), rule._shape)
         else:  # full: kept as such (not deleted) so that the key keeps its one entry in _keys
-            self._states[key] = (base, 0, _EXACT, rule._shape, stripe)
+            states[key] = (base, 0, _EXACT, rule._shape)
