@@ -278,13 +278,11 @@ class MemoryStore:
         exact model.
         """
         states, lock = self._shards[hash(key) & self._mask]
-        if key not in states:
-            return self.take(key, amount, default, True)[0]
         lock.acquire()
         try:
-            now = self._clock()
             state = states.get(key)
             if state is not None:
+                now = self._clock()
                 base, used, carry, shape = state
                 if shape is default._shape or _same(shape, self._overrides.get(key, default)):
                     # As in take(), for an existing bucket under its current rule.
