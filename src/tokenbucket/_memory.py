@@ -362,6 +362,7 @@ class MemoryStore:
             freed = self._freed
             end = min(last, read + _SWEEP_SLICE)
             visited = end - read
+            dropped = 0
             while read < end:
                 key = keys[read]
                 read += 1
@@ -374,20 +375,25 @@ class MemoryStore:
                 deficit = used - (now - base) * shape[1] if now > base else used
                 if deficit <= 0:
                     if base <= idle_since:
-                        with lock:
-                            if states.get(key) is state:  # else it was just used: keep it
-                                del states[key]
-                                if self._max_keys is not None:
-                                    with self._admission:
-                                        self._count -= 1
-                                freed = True
-                                continue
+                        lock.acquire()
+                        unchanged = states.get(key) is state  # else it was just used: keep it
+                        if unchanged:
+                            del states[key]
+                        lock.release()
+                        if unchanged:
+                            dropped += 1
+                            continue
                 elif shape[1]:
                     due = now + deficit / shape[1]
                     if due < next_full:
                         next_full = due
                 keys[write] = key
                 write += 1
+            if dropped:
+                freed = True
+                if self._max_keys is not None:
+                    with self._admission:
+                        self._count -= dropped
             pass_done = read >= last
             if pass_done:
                 del keys[write:last]  # keys admitted since are moved down, not lost
