@@ -38,7 +38,7 @@ _Shape = Tuple[Number, Number, float]
 _State = Tuple[float, float, float, _Shape]
 
 #: A sweep step runs after this many new keys and visits at most ``_SWEEP_SLICE`` tracked keys
-#: (a fraction of a millisecond). A pass visits the keys tracked when it began, so it takes a
+#: (a fraction of a millisecond). A pass visits the keys tracked when it began, so it takes
 #: half as many new keys as there are keys: memory follows the keys recently active.
 _MIN_SWEEP_INTERVAL = 256
 _SWEEP_SLICE = 512
