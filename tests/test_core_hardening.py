@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import re
+import threading
 from fractions import Fraction
 
 import pytest
@@ -217,3 +219,59 @@ class TestHeaderRanges:
             assert numbers.get("t") == wait
             if wait is not None:
                 assert sf_integer(str(wait)) >= 1
+
+
+class TestSweeps:
+    def in_debt(self, count, **options):
+        store = MemoryStore(clock=ManualClock(), **options)
+        registry = BucketRegistry(Rule(10, 0.001), store=store)
+        for i in range(count):
+            assert registry.try_consume(f"k{i}", 5)
+        return registry, store
+
+    def test_a_sweep_does_not_wait_for_every_stripe(self):
+        """A sweep step takes a stripe lock only to delete a full bucket: while another thread
+        holds one stripe, a new key on another stripe is decided (the old sweep took all 64)."""
+        registry, store = self.in_debt(100, stripes=2)
+        store._until_sweep = 0  # the next new key sweeps
+        key = next(f"new{i}" for i in range(100) if hash(f"new{i}") & 1)
+        results = []
+        busy = store._stripes[0]
+        busy.acquire()
+        try:
+            worker = threading.Thread(target=lambda: results.append(registry.try_consume(key)))
+            worker.start()
+            worker.join(5)
+            assert results == [True]
+        finally:
+            busy.release()
+            worker.join()
+
+    def test_states_are_not_tracked_by_the_garbage_collector(self):
+        """Bucket states hold only numbers, so full collections never visit them."""
+        registry, store = self.in_debt(1000)
+        registry.update_rule("k1", capacity=20)  # overridden, and rebased, states too
+        registry.consume("k2", 0.5)
+        gc.collect()  # untracks the rules' shapes (tuples of numbers), then the states with them
+        gc.collect()
+        states = [state for shard, _ in store._shards for state in shard.values()]
+        assert len(states) == 1000
+        assert not any(gc.is_tracked(state) for state in states)
+
+    def test_a_step_visits_a_bounded_slice(self):
+        """With 5,000 buckets in debt, each new key's sweep step visits at most 1,024 keys,
+        and every key is visited once per pass (nothing in debt is forgotten)."""
+        _, store = self.in_debt(5000)
+        registry = BucketRegistry(Rule(10, 0.001), store=store)
+        visited = []
+        for i in range(3000):
+            before = store._read
+            store._until_sweep = 0
+            registry.try_consume(f"n{i}", 5)
+            after = store._read
+            visited.append(after - before if after >= before else None)
+        assert max(v for v in visited if v is not None) <= 1024
+        assert visited.count(None) >= 1  # passes complete
+        assert len(store) == 8000
+        tracked = sorted(key for shard, _ in store._shards for key in shard)
+        assert sorted(store._keys) == tracked  # one entry per tracked key

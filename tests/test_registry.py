@@ -230,7 +230,7 @@ class TestForgetting:
         for i in range(1100):  # enough new keys for a sweep (every 1,024 at the least)
             registry.try_consume(f"new-{i}")
         assert len(store) <= 1101
-        assert not any(key.startswith("old-") for key in store._states)
+        assert not any(key.startswith("old-") for key in store._keys)
         assert registry.tokens("active") == 0.0
 
     def test_keys_in_use_are_kept_until_idle(self, monkeypatch):
@@ -248,13 +248,13 @@ class TestForgetting:
         registry.try_consume("regular")
         clock.advance(1.0)
         sweep_with_new_keys("a")  # first sweep: every full bucket goes, "regular" too
-        assert "regular" not in store._states
+        assert "regular" not in store
         registry.try_consume("regular")  # used again after that sweep
         clock.advance(1.0)
         sweep_with_new_keys("b")  # full, but used since the last sweep: kept
-        assert "regular" in store._states
+        assert "regular" in store
         sweep_with_new_keys("c")  # idle since: forgotten
-        assert "regular" not in store._states
+        assert "regular" not in store
 
     def test_forgetting_never_changes_a_decision(self, monkeypatch):
         """The same traffic gives the same decisions whether or not buckets are swept."""

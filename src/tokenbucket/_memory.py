@@ -1,17 +1,25 @@
 """The in-process store: every bucket's arithmetic, its locking and its forgetting.
 
-State per key is one tuple ``(base, used, rule, lock, carry)``: at the instant ``base`` the
-bucket was ``used`` tokens short of full under ``rule``; ``lock`` is the stripe lock that guards
-the key, and ``carry`` what rounding left out of ``used`` (``used + carry`` is the exact sum of
-the request sizes). ``carry`` is the int ``_EXACT`` exactly when ``used`` is an int, an exact sum
-of integer sizes; otherwise it is a float. The level at ``now`` is
+State per key is one tuple ``(base, used, carry, shape)``: at the instant ``base`` the bucket
+was ``used`` tokens short of full under the rule whose ``_shape`` is ``shape`` (its capacity,
+refill rate and ceiling), and ``carry`` is what rounding left out of ``used`` (``used + carry``
+is the exact sum of the request sizes). ``carry`` is the int ``_EXACT`` exactly when ``used``
+is an int, an exact sum of integer sizes; otherwise it is a float. The level at ``now`` is
 ``capacity - max(0, used - (now - base) * refill_rate)``.
 
 Why this shape: ``base`` is a clock reading and ``used`` the correctly rounded sum of request
 sizes, so each decision rounds once, in ``(now - base) * refill_rate``; nothing is accumulated
 across calls, so neither polling nor a million fractional requests can drift the level. When a
 bucket is found full its state restarts at ``(now, 0)``, and a full bucket is indistinguishable
-from a missing one, which is what lets the store forget it.
+from a missing one, which is what lets the store forget it. The state holds only numbers (no
+rule, no lock), so the cyclic garbage collector untracks it: a million buckets add nothing to
+a full collection's work (with the Rule and the Lock inside, one took 150 ms).
+
+States live in one dict per stripe (the key's hash picks both): a dict that grows doubles at
+once, and one of a million keys took 29 ms to do it; one of 1/64 of them takes well under one.
+Forgetting is incremental: every key has one entry in ``_keys`` (in order of admission), which
+sweeps walk a slice at a time, compacting it in place; no sweep holds more than one lock at a
+time, or any lock for longer than one deletion.
 """
 
 from __future__ import annotations
@@ -24,15 +32,19 @@ from typing import Dict, List, Optional, Tuple
 from ._clock import Clock
 from ._rule import Rule
 from ._store import Outcome
+from ._validate import Number
 
-_State = Tuple[float, float, Rule, "threading.Lock", float]
+_Shape = Tuple[Number, Number, float]
+_State = Tuple[float, float, float, _Shape]
 
-#: Sweeps run after this many new keys at the least, so that a store whose buckets are all full
-#: again by their next request (and so are forgotten and re-created every time) does not pay a
-#: sweep, which takes every stripe lock, every few requests.
-_MIN_SWEEP_INTERVAL = 1024
-#: At the max_keys cap, refilled buckets are also reclaimed by time: at most every
-#: max(0.1 s, 5 µs per tracked key), which bounds the sweeping to a few percent of a core.
+#: A sweep step runs after this many new keys and visits at most ``_SWEEP_SLICE`` tracked keys
+#: (a fraction of a millisecond). A pass visits the keys tracked when it began, so it takes
+#: half as many new keys as there are keys: memory follows the keys recently active.
+_MIN_SWEEP_INTERVAL = 256
+_SWEEP_SLICE = 512
+#: At the max_keys cap, new keys also trigger a step by time: after a step, not before 5 µs per
+#: key it visited (a few percent of a core at most); after a whole pass that freed nothing, not
+#: before a visited bucket is due to be full, nor within 0.1 s.
 _MIN_RECLAIM_SECONDS = 0.1
 _RECLAIM_SECONDS_PER_KEY = 5e-6
 
@@ -59,10 +71,10 @@ def _accumulate(used: float, carry: float, amount: float) -> Tuple[float, float]
     return rounded, carry - (rounded - total)
 
 
-def _deficit(base: float, used: float, rule: Rule, now: float) -> float:
-    """Tokens missing from full at ``now`` for state ``(base, used)`` under ``rule``."""
+def _deficit(base: float, used: float, refill_rate: float, now: float) -> float:
+    """Tokens missing from full at ``now`` for state ``(base, used)`` at ``refill_rate``."""
     if now > base:
-        missing = used - (now - base) * rule.refill_rate
+        missing = used - (now - base) * refill_rate
         return missing if missing > 0 else 0
     return used  # a clock that went backwards earns nothing
 
@@ -78,9 +90,9 @@ def _behind(level: float, base: float, now: float, rule: Rule) -> float:
     return level - (base - now) * rule.refill_rate
 
 
-def _same(rule: Rule, current: Rule) -> bool:
-    """Whether a state's ``rule`` is the key's ``current`` rule: the same object or equal."""
-    return rule is current or rule == current
+def _same(shape: _Shape, current: Rule) -> bool:
+    """Whether a state's rule ``shape`` is that of the key's ``current`` rule (by value)."""
+    return shape is current._shape or shape == current._shape
 
 
 def _settled_at(base: float, now: float) -> float:
@@ -103,29 +115,39 @@ class MemoryStore:
             treated as an *empty* bucket and denied. An attacker therefore cannot get a fresh
             bucket by pushing others out, and legitimate new keys get in as soon as refilled
             buckets are reclaimed.
-        stripes: number of locks shared by the keys (a power of two). Each decision holds its
-            key's stripe lock from reading the clock to writing the state; unrelated keys share a
-            lock only when their hashes collide.
+        stripes: number of locks shared by the keys (a power of two), each with the dict of its
+            keys' states. Each decision holds its key's stripe lock from reading the clock to
+            writing the state; unrelated keys share a lock only when their hashes collide.
 
-    Forgetting is amortised O(1) and needs no thread: after every ``max(1024, n // 2)`` new keys
-    (``n`` = keys tracked after the last sweep), the next new key sweeps the whole dict once,
-    dropping buckets that are full and have not been used since the previous sweep. At the
-    cap, a new key also triggers a sweep once a tracked bucket is due to be full (at most every
-    ``max(0.1 s, 5 µs * max_keys)``), so refilled buckets are reclaimed by time even when few
-    new keys arrive.
+    Forgetting is amortised O(1), incremental and needs no thread: every 256 new keys, the next
+    new key sweeps the next 512 tracked keys (in order of arrival), dropping buckets that are
+    full and have not been used since the previous pass over all keys began. At the cap, a new
+    key also triggers such a step by time, so that refilled buckets are reclaimed even when few
+    new keys arrive: at most every 5 µs per key a step visits, and after a whole pass that freed
+    nothing, not before a visited bucket is due to be full (nor within 0.1 s). A step holds one
+    stripe lock at a time, and only to delete a bucket, so no decision waits for a sweep.
     """
 
     __slots__ = (
         "_admission",
         "_clock",
+        "_count",
+        "_freed",
+        "_idle_since",
+        "_keys",
         "_mask",
         "_max_keys",
+        "_next_full",
         "_overrides",
+        "_pass_began",
+        "_pass_end",
+        "_read",
         "_reclaim_at",
-        "_states",
+        "_shards",
         "_stripes",
-        "_swept_at",
+        "_sweeping",
         "_until_sweep",
+        "_write",
     )
 
     def __init__(
@@ -147,19 +169,39 @@ class MemoryStore:
         if stripes < 1 or stripes & (stripes - 1):
             raise ValueError(f"'stripes' must be a power of two >= 1, got {stripes!r}")
         self._clock: Clock = time.monotonic if clock is None else clock
-        self._states: Dict[str, _State] = {}
         self._overrides: Dict[str, Rule] = {}
         self._stripes: List[threading.Lock] = [threading.Lock() for _ in range(stripes)]
+        #: Per stripe: the states of its keys, and its lock.
+        self._shards: List[Tuple[Dict[str, _State], threading.Lock]] = [
+            ({}, lock) for lock in self._stripes
+        ]
         self._mask = stripes - 1
         self._max_keys = max_keys
         self._admission = threading.Lock()
+        self._count = 0  # tracked keys, kept (under _admission) only if there is a cap
+        # Sweeping: every tracked key is in _keys exactly once. A pass walks it from _read,
+        # writing the keys it keeps back at _write; keys admitted meanwhile are appended.
+        self._sweeping = threading.Lock()
+        self._keys: List[str] = []
+        self._read = 0
+        self._write = 0
+        self._pass_end = 0  # the pass visits the keys tracked when it began: _keys[:_pass_end]
         self._until_sweep = _MIN_SWEEP_INTERVAL
-        self._reclaim_at = -math.inf  # when, at the cap, a sweep may run again
-        self._swept_at = math.inf  # when the last sweep ran (the first forgets every full one)
+        self._idle_since = (
+            math.inf
+        )  # full buckets not restarted after this go (the first pass: all)
+        self._pass_began = -math.inf
+        self._next_full = math.inf  # when the next bucket visited in this pass is due to be full
+        self._freed = False  # whether this pass forgot any bucket
+        self._reclaim_at = -math.inf  # when, at the cap, a step may run again
 
     def __len__(self) -> int:
         """Return how many buckets are tracked (full ones not yet forgotten included)."""
-        return len(self._states)
+        return sum(len(states) for states, _ in self._shards)
+
+    def __contains__(self, key: object) -> bool:
+        """Return whether ``key`` has a bucket tracked (a full one not yet forgotten included)."""
+        return isinstance(key, str) and key in self._shards[hash(key) & self._mask][0]
 
     @property
     def max_keys(self) -> Optional[int]:
@@ -168,16 +210,11 @@ class MemoryStore:
 
     def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]. This is the hot path."""
-        states = self._states
-        state = states.get(key)
-        if state is None:
-            if self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due()):
-                self._sweep()
-            lock = self._stripes[hash(key) & self._mask]
-        else:
-            # Every state of a key carries the same stripe lock, so this is the key's lock
-            # even if the state changes before we hold it; we read the state again below.
-            lock = state[3]
+        states, lock = self._shards[hash(key) & self._mask]
+        if key not in states and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
         lock.acquire()
         try:
             now = self._clock()
@@ -185,23 +222,24 @@ class MemoryStore:
             used: float
             debt: float
             carry: float = _EXACT
+            rule = default
             if state is None:
                 rule = self._overrides.get(key, default)
                 base = now
                 used = debt = 0
             else:
-                base, used, rule, _, carry = state
-                if rule is not default:
-                    current = self._overrides.get(key, default)
-                    if current is not rule and current != rule:
+                base, used, carry, shape = state
+                if shape is not default._shape:
+                    rule = self._overrides.get(key, default)
+                    if shape is not rule._shape and shape != rule._shape:
                         # The rule changed since this state was written: settle it under the
                         # rule it was written with, then carry the deficit over. Rules compare
                         # by value (as in the Lua script): an equal rule is the same rule.
-                        used, rule = _deficit(base, used, rule, now), current
+                        used = _deficit(base, used, shape[1], now)
                         carry = _carry_of(used)
                         base = _settled_at(base, now)
                         if commit:
-                            states[key] = (base, used, rule, lock, carry)
+                            states[key] = (base, used, carry, rule._shape)
                 if now > base:
                     debt = used - (now - base) * rule.refill_rate
                     if debt <= 0:
@@ -217,15 +255,15 @@ class MemoryStore:
             if commit:
                 if state is None:
                     carry = _EXACT if type(amount) is int else 0.0
-                    if not self._admit(key, (base, amount, rule, lock, carry)):
+                    if not self._admit(states, key, (base, amount, carry, rule._shape)):
                         # At the cap an untracked key counts as an empty bucket.
                         return False, 0.0, rule
                 elif carry is _EXACT and type(amount) is int:
-                    states[key] = (base, used + amount, rule, lock, _EXACT)
+                    states[key] = (base, used + amount, _EXACT, rule._shape)
                 else:
                     used, carry = _accumulate(used, carry, amount)
-                    states[key] = (base, used, rule, lock, carry)
-            elif state is None and self._max_keys is not None and len(states) >= self._max_keys:
+                    states[key] = (base, used, carry, rule._shape)
+            elif state is None and self._max_keys is not None and self._count >= self._max_keys:
                 return False, 0.0, rule  # a peek says what consume would: an empty bucket
             return True, rule.capacity - debt - amount, rule
         finally:
@@ -239,104 +277,139 @@ class MemoryStore:
         (a new key, a rule that changed) goes to `take`. The property tests hold both to the
         exact model.
         """
-        state = self._states.get(key)
-        if state is None:
-            return self.take(key, amount, default, True)[0]
-        lock = state[3]
+        states, lock = self._shards[hash(key) & self._mask]
         lock.acquire()
         try:
-            now = self._clock()
-            states = self._states
             state = states.get(key)
             if state is not None:
-                base, used, rule, _, carry = state
-                if rule is default or _same(rule, self._overrides.get(key, default)):
+                now = self._clock()
+                base, used, carry, shape = state
+                if shape is default._shape or _same(shape, self._overrides.get(key, default)):
                     # As in take(), for an existing bucket under its current rule.
                     if now > base:
-                        debt = used - (now - base) * rule.refill_rate
+                        debt = used - (now - base) * shape[1]
                         if debt <= 0:
                             base = now
                             used = debt = 0
                             carry = _EXACT
                     else:
                         debt = used
-                    if debt + amount > rule._ceiling:
+                    if debt + amount > shape[2]:
                         return False
                     if carry is _EXACT:  # an int amount (see Store.try_take) adds exactly
-                        states[key] = (base, used + amount, rule, lock, _EXACT)
+                        states[key] = (base, used + amount, _EXACT, shape)
                     else:
                         used, carry = _accumulate(used, carry, amount)
-                        states[key] = (base, used, rule, lock, carry)
+                        states[key] = (base, used, carry, shape)
                     return True
         finally:
             lock.release()
         return self.take(key, amount, default, True)[0]
 
-    def _admit(self, key: str, state: _State) -> bool:
+    def _admit(self, states: Dict[str, _State], key: str, state: _State) -> bool:
         """Track a new key unless the cap is reached. Caller holds the key's stripe lock."""
         if self._max_keys is None:
             # No cap to hold: the dict insert is atomic, and a count lost to a race between
-            # two stripes only delays the next sweep by one key.
+            # two stripes only delays the next sweep step by one key.
             self._until_sweep -= 1
-            self._states[key] = state
+            states[key] = state
+            self._keys.append(key)
             return True
         self._admission.acquire()
         try:
             self._until_sweep -= 1
-            if len(self._states) >= self._max_keys:
+            if self._count >= self._max_keys:
                 return False
-            self._states[key] = state
+            self._count += 1
+            states[key] = state
+            self._keys.append(key)
             return True
         finally:
             self._admission.release()
 
     def _reclaim_due(self) -> bool:
-        """At the cap: whether a bucket has refilled since the last sweep (a time trigger)."""
+        """At the cap: whether a step may run by time (see the class docstring)."""
         return (
             self._max_keys is not None
-            and len(self._states) >= self._max_keys
+            and self._count >= self._max_keys
             and self._clock() >= self._reclaim_at
         )
 
     def _sweep(self) -> None:
-        """Forget the full buckets nobody has used since the last sweep. Takes every stripe lock.
+        """One sweep step: visit the next keys of the pass, forget full buckets nobody has used.
 
-        It runs after a number of new keys (amortised O(1) per key) and, while the store is at
-        its cap, also once a tracked bucket is due to be full, so that new keys get in when the
-        buckets of a flood have refilled, even if few new keys arrive. A full bucket used since
-        the last sweep (its state was restarted then) is kept until the next one, so that keys
-        in steady use are not forgotten and re-created on every visit; at the cap every full
-        bucket goes. Forgetting a full bucket never changes a decision, so this is only about
-        memory and speed.
+        A full bucket restarted (used) since the current pass began is kept until the next pass,
+        so that keys in steady use are not forgotten and re-created on every visit; at the cap
+        every full bucket visited goes. Forgetting a full bucket never changes a decision, so
+        this is only about memory and speed. One thread sweeps at a time; the others go on.
         """
-        for lock in self._stripes:
-            lock.acquire()
+        if not self._sweeping.acquire(False):
+            return
         try:
             at_cap = self._reclaim_due()
             if self._until_sweep > 0 and not at_cap:
-                return  # another thread swept while we waited
+                return  # another thread stepped while we looked
+            self._until_sweep = _MIN_SWEEP_INTERVAL
             now = self._clock()
-            idle_since = math.inf if at_cap else self._swept_at
-            states = self._states
-            full = []
-            soonest = math.inf  # when the next tracked bucket will be full
-            for key, (base, used, rule, _, _) in states.items():
+            keys, shards, mask = self._keys, self._shards, self._mask
+            read, write = self._read, self._write
+            if read == 0:
+                self._pass_began = now
+                self._pass_end = len(keys)
+            last = self._pass_end
+            idle_since = math.inf if at_cap else self._idle_since
+            next_full = self._next_full
+            freed = self._freed
+            end = min(last, read + _SWEEP_SLICE)
+            visited = end - read
+            dropped = 0
+            while read < end:
+                key = keys[read]
+                read += 1
+                states, lock = shards[hash(key) & mask]
+                state = states.get(key)
+                if state is None:
+                    continue  # gone already (never, while each key has one entry)
+                base, used, _, shape = state
                 # _deficit(), inlined: this loop visits every tracked key.
-                deficit = used - (now - base) * rule.refill_rate if now > base else used
+                deficit = used - (now - base) * shape[1] if now > base else used
                 if deficit <= 0:
                     if base <= idle_since:
-                        full.append(key)
-                elif rule.refill_rate:
-                    soonest = min(soonest, deficit / rule.refill_rate)
-            for key in full:
-                del states[key]
-            self._swept_at = now
-            self._until_sweep = max(_MIN_SWEEP_INTERVAL, len(states) // 2)
-            pause = max(_MIN_RECLAIM_SECONDS, _RECLAIM_SECONDS_PER_KEY * len(states))
-            self._reclaim_at = now + max(soonest, pause)
+                        lock.acquire()
+                        unchanged = states.get(key) is state  # else it was just used: keep it
+                        if unchanged:
+                            del states[key]
+                        lock.release()
+                        if unchanged:
+                            dropped += 1
+                            continue
+                elif shape[1]:
+                    due = now + deficit / shape[1]
+                    if due < next_full:
+                        next_full = due
+                keys[write] = key
+                write += 1
+            if dropped:
+                freed = True
+                if self._max_keys is not None:
+                    with self._admission:
+                        self._count -= dropped
+            pass_done = read >= last
+            if pass_done:
+                del keys[write:last]  # keys admitted since are moved down, not lost
+                self._read = self._write = 0
+                self._idle_since = self._pass_began
+                self._next_full, self._freed = math.inf, False
+            else:
+                self._read, self._write = read, write
+                self._next_full, self._freed = next_full, freed
+            if at_cap:
+                pause = _RECLAIM_SECONDS_PER_KEY * visited
+                if pass_done and not freed:
+                    pause = max(pause, _MIN_RECLAIM_SECONDS, next_full - now)
+                self._reclaim_at = now + pause
         finally:
-            for lock in reversed(self._stripes):
-                lock.release()
+            self._sweeping.release()
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]."""
@@ -369,18 +442,23 @@ class MemoryStore:
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""
-        with self._stripes[hash(key) & self._mask]:
-            self._states.pop(key, None)
+        states, lock = self._shards[hash(key) & self._mask]
+        with lock:
+            state = states.get(key)
+            if state is not None:  # full from now on; the sweep forgets it (and its entry)
+                states[key] = (state[0], 0, _EXACT, state[3])
 
     def _rebase(self, key: str, rule: Rule) -> None:
         """Settle ``key``'s bucket now and move it to ``rule``. Caller holds the key's lock."""
-        state = self._states.get(key)
+        states = self._shards[hash(key) & self._mask][0]
+        state = states.get(key)
         if state is None:
             return  # full, and full under any rule
-        base, used, old, lock, _ = state
+        base, used, _, shape = state
         now = self._clock()
-        deficit = _deficit(base, used, old, now)
+        deficit = _deficit(base, used, shape[1], now)
+        base = _settled_at(base, now)
         if deficit > 0:
-            self._states[key] = (_settled_at(base, now), deficit, rule, lock, _carry_of(deficit))
-        else:
-            del self._states[key]
+            states[key] = (base, deficit, _carry_of(deficit), rule._shape)
+        else:  # full: kept as such (not deleted) so that the key keeps its one entry in _keys
+            states[key] = (base, 0, _EXACT, rule._shape)

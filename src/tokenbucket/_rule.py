@@ -37,11 +37,15 @@ class Rule:
     [`replace`][tokenbucket.Rule.replace].
     """
 
-    __slots__ = ("_ceiling", "capacity", "refill_rate")
+    __slots__ = ("_ceiling", "_shape", "capacity", "refill_rate")
 
     capacity: Number
     refill_rate: Number
     _ceiling: float
+    #: ``(capacity, refill_rate, _ceiling)``: what the in-memory store keeps of a rule in each
+    #: bucket's state. A tuple of numbers, so that states hold no object the cyclic garbage
+    #: collector must visit (see ``_memory.py``); equal rules have equal shapes.
+    _shape: Tuple[Number, Number, float]
 
     def __init__(self, capacity: float, refill_rate: float) -> None:
         checked_capacity = check_capacity(capacity)
@@ -50,6 +54,7 @@ class Rule:
         object.__setattr__(self, "refill_rate", checked_rate)
         # The level a request may take the bucket down to, precomputed for the hot path.
         object.__setattr__(self, "_ceiling", checked_capacity + EPSILON)
+        object.__setattr__(self, "_shape", (checked_capacity, checked_rate, self._ceiling))
 
     @classmethod
     def per(cls, amount: float, seconds: float, *, burst: Optional[float] = None) -> Rule:
