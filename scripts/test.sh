@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv and run the full check: lint, format, types, tests.
-# Usage: ./scripts/test.sh [extra pytest arguments]
+# Usage: ./scripts/test.sh [pytest arguments]  (with arguments: only those tests, no coverage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,5 +34,10 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/pytest "$@"
+if [ "$#" -eq 0 ]; then
+    # The whole suite: with branch coverage of src/, its report, and the floor in pyproject.toml.
+    .venv/bin/pytest --cov --cov-report=term
+else
+    .venv/bin/pytest "$@"
+fi
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
