@@ -52,6 +52,13 @@ class Slot:
         return f"Slot({self.key!r}, held={self.held})"
 
 
+def _released(key: str) -> Slot:
+    """A slot that holds nothing (for a request let through over the limit by a dry run)."""
+    slot = Slot(key)
+    slot.held = False
+    return slot
+
+
 class MemorySlots:
     """In-flight counts in this process: a dict of counts under a lock.
 

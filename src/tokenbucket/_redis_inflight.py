@@ -61,33 +61,43 @@ class SlotLogic:
         """The sorted set of ``key``'s slots."""
         return (self.logic.prefix + _INFIX + key).encode("utf-8", "surrogatepass")
 
-    def acquire(self, key: str, limit: int, lease: float, owner: Any) -> Plan[Optional[Slot]]:
-        """Take a slot (a `Slot` owned by ``owner``) or None; never raises for Redis trouble."""
+    def new(self, key: str, owner: Any) -> Slot:
+        """A slot with a fresh random id, not yet taken (see `acquire`)."""
+        return Slot(key, os.urandom(9).hex().encode("ascii"), owner)
+
+    def acquire(self, slot: Slot, limit: int, lease: float) -> Plan[Optional[Slot]]:
+        """Take ``slot`` if its key holds fewer than ``limit``: return it, or None.
+
+        While Redis is unavailable, return what the ``on_error`` policy gives instead (a slot
+        of the fallback, an untracked one, or None). Never raises for Redis trouble.
+        """
         logic = self.logic
         if logic.breaker.down and logic.breaker.skip():
-            return self._degraded(key, limit)
-        slot_id = os.urandom(9).hex().encode("ascii")
-        args = (_ACQUIRE, b"%d" % limit, b"%d" % math.ceil(lease * 1000), slot_id)
+            return self._degraded(slot.key, limit)
+        args = (_ACQUIRE, b"%d" % limit, b"%d" % math.ceil(lease * 1000), slot.id)
         try:
-            taken = yield from self._script(key, args)
+            taken = yield from self._script(slot.key, args)
         except _ERRORS as error:
             logic._failed(error)
-            return self._degraded(key, limit)
+            return self._degraded(slot.key, limit)
         if logic.breaker.down:
             logic._recovered()
-        return Slot(key, slot_id, owner) if taken else None
+        return slot if taken else None
 
     def release(self, slot: Slot) -> Plan[None]:
         """ZREM the slot's id; a failure is logged and dropped (the lease frees the slot)."""
-        slot.held = False
         logic = self.logic
         if logic.breaker.down and logic.breaker.skip():
+            slot.held = False
             return
         try:
             yield ("zrem", (self.name(slot.key), slot.id))
         except _ERRORS as error:
             logic._failed(error)
+            slot.held = False
             return
+        # Only now: a release cancelled on its way (an ASGI task cancelled) is tried again.
+        slot.held = False
         if logic.breaker.down:
             logic._recovered()
 

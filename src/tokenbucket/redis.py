@@ -192,6 +192,22 @@ class _Store(Generic[C]):
         except StopIteration as done:
             return cast(T, done.value)
 
+    async def _acquire_slot(self, key: str, limit: int, lease: float) -> Optional[Slot]:
+        """Take an in-flight slot; if interrupted on the way, take it out of Redis again.
+
+        An ASGI request cancelled while its EVALSHA is in flight may have its slot in Redis
+        without knowing it: its id is known beforehand, so it is ZREM'd at once rather than
+        left to its lease. (Under trio, whose cancellation also cancels this cleanup, and in the
+        rare case the cancelled call reaches Redis after the ZREM, the lease frees it.)
+        """
+        slots = self._slots
+        slot = slots.new(key, self)
+        try:
+            return await self._drive(slots.acquire(slot, limit, lease))
+        except BaseException:
+            await self._drive(slots.release(slot))
+            raise
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({_describe(self._client)}, prefix={self.prefix!r}, "
@@ -312,7 +328,11 @@ class RedisStore(_Store[_SyncClient]):
 
         One EVALSHA; never raises for Redis trouble (follows ``on_error``).
         """
-        return self._run(self._slots.acquire(key, limit, lease, self))
+        try:
+            self._acquire_slot(key, limit, lease).send(None)
+        except StopIteration as done:
+            return cast(Optional[Slot], done.value)
+        raise AssertionError("unreachable: a synchronous call was awaited")  # pragma: no cover
 
     def release_slot(self, slot: Slot, /) -> None:
         """Release an in-flight slot: one ZREM; a failure is logged (the lease frees it)."""
@@ -389,7 +409,7 @@ class AsyncRedisStore(_Store[_AsyncClient]):
 
     async def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
         """See [`RedisStore.acquire_slot`][tokenbucket.redis.RedisStore.acquire_slot]."""
-        return await self._drive(self._slots.acquire(key, limit, lease, self))
+        return await self._acquire_slot(key, limit, lease)
 
     async def release_slot(self, slot: Slot, /) -> None:
         """See [`RedisStore.release_slot`][tokenbucket.redis.RedisStore.release_slot]."""
