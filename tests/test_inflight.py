@@ -19,7 +19,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from tokenbucket import InFlightLimit, InFlightLimitExceeded, MemorySlots, Slot
+from tokenbucket import (
+    BucketRegistry,
+    InFlightLimit,
+    InFlightLimitExceeded,
+    MemorySlots,
+    RateLimitExceeded,
+    Rule,
+    Slot,
+    rate_limit,
+)
 from tokenbucket.redis import AsyncRedisStore, RedisStore, RedisUnavailableError
 
 
@@ -380,3 +389,65 @@ def test_processes_and_threads_never_hold_more_than_the_cap(redis_url):
     assert InFlightLimit(3, store=store).in_flight("shared") == 0
     assert store.client.get("inside") == b"0"
     store.close()
+
+
+class TestDecorator:
+    def test_sync_calls_over_the_cap_are_refused_and_take_no_token(self):
+        registry, limit = BucketRegistry(Rule(10, 0)), InFlightLimit(1)
+        results = []
+
+        @rate_limit(registry, in_flight=limit, key=lambda user: user)
+        def work(user):
+            if user == "a" and not results:
+                results.append("outer")
+                with pytest.raises(InFlightLimitExceeded):
+                    work("a")  # the same key, while the first call runs
+                results.append(work("b"))  # another key is free
+            if user == "boom":
+                raise ValueError(user)
+            return user
+
+        assert work("a") == "a"
+        assert results == ["outer", "b"]
+        assert registry.tokens("a") == 9  # the refused call took no token
+        with pytest.raises(ValueError, match="boom"):
+            work("boom")
+        assert len(limit.store) == 0
+
+    def test_rate_limited_call_gives_its_slot_back(self):
+        limit = InFlightLimit(1)
+        work = rate_limit(BucketRegistry(Rule(1, 0)), in_flight=limit)(lambda: "ok")
+        assert work() == "ok"
+        with pytest.raises(RateLimitExceeded):
+            work()
+        assert len(limit.store) == 0
+
+    def test_async_calls(self):
+        limit = InFlightLimit(2)
+
+        @rate_limit(BucketRegistry(Rule(100, 0)), in_flight=limit)
+        async def work():
+            await asyncio.sleep(0.01)
+            return "ok"
+
+        async def main():
+            return await asyncio.gather(*(work() for _ in range(5)), return_exceptions=True)
+
+        results = asyncio.run(main())
+        assert results.count("ok") == 2
+        assert [type(r) for r in results].count(InFlightLimitExceeded) == 3
+        assert len(limit.store) == 0
+
+    def test_store_kinds_checked(self, redis_url):
+        async def work():
+            return None
+
+        store = RedisStore.from_url(redis_url)
+        with pytest.raises(TypeError, match="in_flight store, RedisStore, blocks the event loop"):
+            rate_limit(Rule(1, 1), in_flight=InFlightLimit(1, store=store))(work)
+        store.close()
+        in_flight = InFlightLimit(1, store=AsyncRedisStore.from_url(redis_url))
+        with pytest.raises(TypeError, match="synchronous but the in_flight store is async"):
+            rate_limit(Rule(1, 1), in_flight=in_flight)(lambda: None)
+        with pytest.raises(TypeError, match="'in_flight' must be an InFlightLimit or None, got 2"):
+            rate_limit(Rule(1, 1), in_flight=2)
