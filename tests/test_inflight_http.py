@@ -444,3 +444,28 @@ def test_uvicorn_caps_concurrent_requests(tmp_path):
         server.terminate()
         server.wait(10)
         server.stdout.close()
+
+
+def test_asgi_on_redis_one_round_trip_each_way(redis_url):
+    """Per request on Redis: one EVALSHA for the slot, one for the bucket, one ZREM; no more."""
+    requests = 50
+
+    async def main():
+        store = AsyncRedisStore.from_url(redis_url)
+        limit = InFlightLimit(4, store=store)
+        middleware = AsgiMiddleware(
+            Peak(), registry=BucketRegistry(Rule(1000, 1), store=store), in_flight=limit
+        )
+        assert await call(middleware, scope()) == 200  # connects, loads both scripts
+        await store.client.config_resetstat()
+        statuses = [await call(middleware, scope()) for _ in range(requests)]
+        stats = await store.client.info("commandstats")
+        await store.aclose()
+        return statuses, {name[len("cmdstat_") :]: s["calls"] for name, s in stats.items()}
+
+    statuses, calls = asyncio.run(main())
+    assert statuses == [200] * requests
+    sent = {name: n for name, n in calls.items() if name in ("evalsha", "zrem", "eval")}
+    # zrem: the client's, plus none from the scripts (which use ZADD and ZREMRANGEBYSCORE)
+    assert sent == {"evalsha": 2 * requests, "zrem": requests}
+    assert calls["zadd"] == requests  # inside the slot script

@@ -49,7 +49,7 @@ from ._http.headers import (
 )
 from ._http.options import Limit, Middleware, Policy
 from ._http.request import RequestView, default_bucket
-from ._inflight import InFlightLimit, Slot, _released
+from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
 from ._registry import BucketRegistry
 
@@ -246,24 +246,38 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
 
             async def send_then_release(message: Message) -> None:
                 kind = message["type"]
-                if kind == "http.response.start" and extra:
-                    message["headers"] = add_fields(
-                        message.get("headers"), extra, RAW_OWN_FIELDS, RAW_OWN_INITIALS
-                    )
+                if kind == "http.response.start":
+                    if extra:
+                        message["headers"] = add_fields(
+                            message.get("headers"), extra, RAW_OWN_FIELDS, RAW_OWN_INITIALS
+                        )
+                    await send(message)
+                    return
                 await send(message)
                 if kind == "http.response.body" and not message.get("more_body") and slot.held:
-                    await _release(in_flight, slot)
+                    # The response is complete: the request no longer counts.
+                    if is_async:
+                        await in_flight.arelease(slot)
+                    else:
+                        in_flight.release(slot)
 
             async def receive_then_release() -> Message:
                 message = await receive()
                 if message["type"] == "http.disconnect" and slot.held:
-                    await _release(in_flight, slot)
+                    # The client is gone: nothing more of this request reaches it.
+                    if is_async:
+                        await in_flight.arelease(slot)
+                    else:
+                        in_flight.release(slot)
                 return message
 
             await self.app(scope, receive_then_release, send_then_release)
         finally:
             if slot.held:
-                await _release(in_flight, slot)
+                if is_async:
+                    await in_flight.arelease(slot)
+                else:
+                    in_flight.release(slot)
 
     async def _count(self, view: RequestView) -> Tuple[Policy, Decision]:
         """Count the request as `Options.limit_for` says; return its policy and the decision."""
@@ -347,13 +361,6 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         else:
             # Before the accept, the server answers the handshake with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": "Rate limit exceeded"})
-
-
-async def _release(in_flight: InFlightLimit, slot: Slot) -> None:
-    if in_flight.is_async:
-        await in_flight.arelease(slot)
-    else:
-        in_flight.release(slot)
 
 
 def _decode_headers(scope: Scope) -> Dict[str, str]:
