@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
@@ -451,3 +451,20 @@ class TestDecorator:
             rate_limit(Rule(1, 1), in_flight=in_flight)(lambda: None)
         with pytest.raises(TypeError, match="'in_flight' must be an InFlightLimit or None, got 2"):
             rate_limit(Rule(1, 1), in_flight=2)
+
+
+@given(keys=st.lists(st.text(), min_size=1, max_size=5, unique=True))
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_key_is_its_own_count_in_redis(store, keys):
+    """Hostile keys (NUL, lone surrogates, prefixes of one another) never share a count."""
+    store.client.flushall()
+    limit = InFlightLimit(1, store=store)
+    slots = {key: limit.acquire(key) for key in keys}
+    assert all(slot is not None for slot in slots.values())
+    assert all(limit.acquire(key) is None for key in keys)
+    for slot in slots.values():
+        limit.release(slot)
+    assert all(limit.in_flight(key) == 0 for key in keys)
+    assert store.client.keys("*") == []
