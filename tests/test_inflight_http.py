@@ -387,7 +387,7 @@ async def slow(scope, receive, send):
     else:
         state["inside"] += 1
         state["peak"] = max(state["peak"], state["inside"])
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
         state["inside"] -= 1
         body = b"slow"
     await send({"type": "http.response.start", "status": 200, "headers": []})
