@@ -31,12 +31,14 @@ import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from tokenbucket import BucketRegistry, Rule
+from tokenbucket import BucketRegistry, InFlightLimit, Rule
 
 CLIENT = "203.0.113.7"
 # Never empties: every request takes the allowed path.
 LIMIT = Rule(capacity=1e9, refill_rate=1e9)
 SLOW_LIMIT = "1000000000/second"
+#: tokenbucket with an in-flight limit as well: the row to compare with "tokenbucket".
+IN_FLIGHT = "tokenbucket (in_flight=4)"
 
 
 # ---------------------------------------------------------------------------------------- ASGI
@@ -63,6 +65,11 @@ def asgi_variants(peers: bool = True) -> Dict[str, Any]:
     app = starlette_app()
     app.add_middleware(RateLimitMiddleware, registry=BucketRegistry(LIMIT), headers="both")
     variants["tokenbucket (headers='both')"] = app
+    app = starlette_app()
+    app.add_middleware(
+        RateLimitMiddleware, registry=BucketRegistry(LIMIT), in_flight=InFlightLimit(4)
+    )
+    variants[IN_FLIGHT] = app
     if not peers:
         return variants
     try:
@@ -168,6 +175,9 @@ def wsgi_variants(peers: bool = True) -> Dict[str, Callable[..., Any]]:
     variants["tokenbucket (headers='both')"] = RateLimitMiddleware(
         flask_app().wsgi_app, registry=BucketRegistry(LIMIT), headers="both"
     )
+    variants[IN_FLIGHT] = RateLimitMiddleware(
+        flask_app().wsgi_app, registry=BucketRegistry(LIMIT), in_flight=InFlightLimit(4)
+    )
     if not peers:
         return variants
     try:
@@ -269,6 +279,9 @@ def minimal_asgi_variants() -> Dict[str, Any]:
     return {
         "minimal app": minimal_asgi_app,
         "tokenbucket": RateLimitMiddleware(minimal_asgi_app, registry=BucketRegistry(LIMIT)),
+        IN_FLIGHT: RateLimitMiddleware(
+            minimal_asgi_app, registry=BucketRegistry(LIMIT), in_flight=InFlightLimit(4)
+        ),
     }
 
 
@@ -278,6 +291,9 @@ def minimal_wsgi_variants() -> Dict[str, Any]:
     return {
         "minimal app": minimal_wsgi_app,
         "tokenbucket": RateLimitMiddleware(minimal_wsgi_app, registry=BucketRegistry(LIMIT)),
+        IN_FLIGHT: RateLimitMiddleware(
+            minimal_wsgi_app, registry=BucketRegistry(LIMIT), in_flight=InFlightLimit(4)
+        ),
     }
 
 
@@ -386,8 +402,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print()
     print(table("WSGI (Flask)", wsgi_samples, "bare Flask", wsgi_headers))
     print()
-    asgi_minimal_headers = {"tokenbucket": check_asgi_headers(minimal_asgi["tokenbucket"])}
-    wsgi_minimal_headers = {"tokenbucket": check_wsgi_headers(minimal_wsgi["tokenbucket"])}
+    asgi_minimal_headers = {name: check_asgi_headers(app) for name, app in minimal_asgi.items()}
+    wsgi_minimal_headers = {name: check_wsgi_headers(app) for name, app in minimal_wsgi.items()}
     print(table("ASGI, minimal app", minimal_asgi_samples, "minimal app", asgi_minimal_headers))
     print()
     print(table("WSGI, minimal app", minimal_wsgi_samples, "minimal app", wsgi_minimal_headers))

@@ -14,6 +14,7 @@ from ._bucket import TokenBucket
 from ._clock import Clock, ManualClock
 from ._decision import Decision, RateLimitExceeded
 from ._decorator import rate_limit
+from ._inflight import InFlightLimit, InFlightLimitExceeded, MemorySlots, Slot
 from ._memory import MemoryStore
 from ._registry import BucketRegistry
 from ._rule import EPSILON, Rule
@@ -25,11 +26,15 @@ __all__ = [
     "BucketRegistry",
     "Clock",
     "Decision",
+    "InFlightLimit",
+    "InFlightLimitExceeded",
     "ManualClock",
+    "MemorySlots",
     "MemoryStore",
     "Outcome",
     "RateLimitExceeded",
     "Rule",
+    "Slot",
     "Store",
     "TokenBucket",
     "rate_limit",

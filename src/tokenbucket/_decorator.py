@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
 from typing_extensions import ParamSpec
 
 from ._decision import Decision, RateLimitExceeded
+from ._inflight import InFlightLimit
 from ._keys import escape_key
 from ._registry import BucketRegistry
 from ._rule import Rule
@@ -33,6 +34,7 @@ def rate_limit(
     wait: bool = False,
     max_wait: float = math.inf,
     sleep: Optional[Callable[[float], Any]] = None,
+    in_flight: Optional[InFlightLimit] = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Limit how often the decorated function runs; works on sync and async functions.
 
@@ -49,10 +51,17 @@ def rate_limit(
         sleep: how to wait, for tests: a function of seconds, e.g.
             [`ManualClock.sleep`][tokenbucket.ManualClock.sleep]; for async functions it may
             return an awaitable. Default ``time.sleep`` / ``asyncio.sleep``.
+        in_flight: an [`InFlightLimit`][tokenbucket.InFlightLimit]: at most that many calls per
+            key running at once. A call takes its slot before its tokens (a call refused for
+            concurrency takes none) and holds it until it returns or raises, including while
+            it waits for tokens (``wait=True``). Calls over it are refused at once, never
+            waited for.
 
     Raises:
         RateLimitExceeded: from the decorated function when a call is denied (and not waited
             for); it carries the [`Decision`][tokenbucket.Decision], so ``retry_after`` is there.
+        InFlightLimitExceeded: from the decorated function when its key already has
+            ``in_flight.max_in_flight`` calls running.
 
     Example::
 
@@ -79,6 +88,8 @@ def rate_limit(
         raise TypeError(f"'key' must be a callable, got {key!r}")
     if sleep is not None and not callable(sleep):
         raise TypeError(f"'sleep' must be a callable, got {sleep!r}")
+    if in_flight is not None and not isinstance(in_flight, InFlightLimit):
+        raise TypeError(f"'in_flight' must be an InFlightLimit or None, got {in_flight!r}")
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
@@ -94,16 +105,16 @@ def rate_limit(
 
         if inspect.iscoroutinefunction(func):
             store = registry.store
-            if getattr(store, "blocking", False):
-                raise TypeError(
-                    f"{func!r} is async but the registry's store, {type(store).__name__}, blocks "
-                    "the event loop on every call; use tokenbucket.redis.AsyncRedisStore"
-                )
+            for what, user in (("registry's", store), ("in_flight", in_flight)):
+                if getattr(user, "blocking", False):
+                    used = getattr(user, "store", user)
+                    raise TypeError(
+                        f"{func!r} is async but the {what} store, {type(used).__name__}, blocks "
+                        "the event loop on every call; use tokenbucket.redis.AsyncRedisStore"
+                    )
             nap = sleep or asyncio.sleep
 
-            @functools.wraps(func)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                name = key_of(args, kwargs)
+            async def async_call(name: str, args: Any, kwargs: Any) -> Any:
                 waited = 0.0
                 while True:
                     decision = await registry.aconsume(name, amount)
@@ -115,18 +126,28 @@ def rate_limit(
                         await result
                     waited += pause
 
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                name = key_of(args, kwargs)
+                if in_flight is None:
+                    return await async_call(name, args, kwargs)
+                async with in_flight.ahold(name):
+                    return await async_call(name, args, kwargs)
+
             return cast(Callable[P, R], async_wrapper)
 
-        if registry.is_async:
-            raise TypeError(
-                f"{func!r} is synchronous but the registry's store is async; "
-                "decorate an async function or use a synchronous store"
-            )
+        for what, is_async in (
+            ("registry's", registry.is_async),
+            ("in_flight", in_flight is not None and in_flight.is_async),
+        ):
+            if is_async:
+                raise TypeError(
+                    f"{func!r} is synchronous but the {what} store is async; "
+                    "decorate an async function or use a synchronous store"
+                )
         nap_sync = sleep or time.sleep
 
-        @functools.wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            name = key_of(args, kwargs)
+        def call(name: str, args: Any, kwargs: Any) -> R:
             waited = 0.0
             while True:
                 pause = _pause(registry.consume(name, amount), wait, max_wait - waited)
@@ -134,6 +155,14 @@ def rate_limit(
                     return func(*args, **kwargs)
                 nap_sync(pause)
                 waited += pause
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            name = key_of(args, kwargs)
+            if in_flight is None:
+                return call(name, args, kwargs)
+            with in_flight.hold(name):
+                return call(name, args, kwargs)
 
         return wrapper
 

@@ -47,8 +47,10 @@ from ._http.headers import (
     Response,
     add_fields,
 )
-from ._http.options import Middleware, Policy
+from ._http.options import Limit, Middleware, Policy
 from ._http.request import RequestView, default_bucket
+from ._inflight import InFlightLimit, _released
+from ._keys import escape_key
 from ._registry import BucketRegistry
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
@@ -117,6 +119,14 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             (default 56: ``2001:db8:0:100::/56``), since one subscriber holds many addresses;
             128 keys each address alone. IPv4 (and IPv4-mapped) addresses are keyed as they
             are. An int from 0 to 128.
+        in_flight: an [`InFlightLimit`][tokenbucket.InFlightLimit]: at most that many requests
+            per key (the same key as the rate limit) in progress at once. A request over it gets
+            ``429`` with ``{"error": "Too many requests in flight", "limit": n}``, no
+            ``Retry-After``, and takes no token; one the rate limit refuses gives its slot back.
+            A slot is released when the last body message is sent, when the app reads
+            ``http.disconnect``, or when the app returns, raises or is cancelled. Exempt
+            requests, WebSocket connections and the admin path take no slot; ``dry_run`` lets
+            requests over it through. See [the request lifecycle](../lifecycle.md).
 
     Raises:
         TypeError: an option has the wrong type (the message names the option and value), or
@@ -136,6 +146,15 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
                 "use tokenbucket.redis.AsyncRedisStore"
             )
 
+    def _check_in_flight(self, in_flight: InFlightLimit) -> None:
+        """Refuse a blocking in-flight store, for the same reason."""
+        if in_flight.blocking:
+            raise TypeError(
+                "RateLimitMiddleware (ASGI) needs a non-blocking 'in_flight' store: "
+                f"{type(in_flight.store).__name__} blocks the event loop on every request; "
+                "use tokenbucket.redis.AsyncRedisStore"
+            )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
         if scope["type"] != "http":
@@ -147,6 +166,9 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         path: str = scope["path"]
         if path == self._admin_path:
             await self._admin_request(scope, receive, send)
+            return
+        if self._in_flight is not None:
+            await self._call_in_flight(scope, receive, send, self._in_flight)
             return
         options = self._options
         consume = self._consume
@@ -180,19 +202,101 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
 
         await self.app(scope, receive, send_with_fields)
 
+    async def _call_in_flight(
+        self, scope: Scope, receive: Receive, send: Send, in_flight: InFlightLimit
+    ) -> None:
+        """`__call__` with an in-flight limit: hold a slot of the key from the decision to the end.
+
+        The slot is taken first, so a request refused for concurrency takes no token; one the
+        rate limit refuses gives its slot back at once. The slot is released once: when the last
+        body message is sent, when the app reads ``http.disconnect``, or when the app returns,
+        raises or is cancelled, whichever comes first.
+        """
+        options = self._options
+        consume = self._consume
+        if consume is not None:  # the fast path's key (see __call__)
+            client = scope.get("client")
+            bucket = slot_key = default_bucket(client[0] if client else None, self._ipv6_prefix)
+        else:
+            view = _view(scope)
+            if options.is_exempt(view):
+                await self.app(scope, receive, send)
+                return
+            limit = options.limit_for(view)
+            slot_key = escape_key(limit[1])
+        is_async = in_flight.is_async
+        slot = await in_flight.aacquire(slot_key) if is_async else in_flight.acquire(slot_key)
+        if slot is None:
+            if not options.dry_run:
+                assert options.in_flight_refusal is not None
+                await _send_response(send, options.in_flight_refusal)
+                return
+            slot = _released(slot_key)  # dry run over the limit: let it through, holding none
+        try:
+            if consume is not None:
+                policy = options.default
+                decision = consume(bucket, self._cost)
+            else:
+                policy = limit[0]
+                decision = await self._decide(view, limit)
+            extra = options.verdict(decision, policy, RAW)
+            if not isinstance(extra, list):  # denied: the 429
+                await _send_response(send, extra)
+                return
+
+            async def send_then_release(message: Message) -> None:
+                kind = message["type"]
+                if kind == "http.response.start":
+                    if extra:
+                        message["headers"] = add_fields(
+                            message.get("headers"), extra, RAW_OWN_FIELDS, RAW_OWN_INITIALS
+                        )
+                    await send(message)
+                    return
+                await send(message)
+                if kind == "http.response.body" and not message.get("more_body") and slot.held:
+                    # The response is complete: the request no longer counts.
+                    if is_async:
+                        await in_flight.arelease(slot)
+                    else:
+                        in_flight.release(slot)
+
+            async def receive_then_release() -> Message:
+                message = await receive()
+                if message["type"] == "http.disconnect" and slot.held:
+                    # The client is gone: nothing more of this request reaches it.
+                    if is_async:
+                        await in_flight.arelease(slot)
+                    else:
+                        in_flight.release(slot)
+                return message
+
+            await self.app(scope, receive_then_release, send_then_release)
+        finally:
+            if slot.held:
+                if is_async:
+                    await in_flight.arelease(slot)
+                else:
+                    in_flight.release(slot)
+
     async def _count(self, view: RequestView) -> Tuple[Policy, Decision]:
-        """Count the request as `Options.limit_for` says; return its policy and the decision.
+        """Count the request as `Options.limit_for` says; return its policy and the decision."""
+        limit = self._options.limit_for(view)
+        return limit[0], await self._decide(view, limit)
+
+    async def _decide(self, view: RequestView, limit: Limit) -> Decision:
+        """Take the request's tokens and report the decision.
 
         Only the registry call is this module's own: awaited when the store is async.
         """
         options = self._options
-        policy, key, bucket, cost = options.limit_for(view)
+        policy, key, bucket, cost = limit
         if options.is_async:
             decision = await policy.registry.aconsume(bucket, cost)
         else:
             decision = policy.registry.consume(bucket, cost)
         options.report(view, key, decision)
-        return policy, decision
+        return decision
 
     async def _admin_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         admin = self._admin

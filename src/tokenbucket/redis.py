@@ -52,6 +52,8 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess wit
         "pip install 'tokenbucket-ratelimit[redis]'"
     ) from error
 
+from ._inflight import Slot
+from ._redis_inflight import SlotLogic
 from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._rule import Rule
@@ -71,7 +73,7 @@ _AsyncClient = Union["redis.asyncio.Redis", "redis.asyncio.cluster.RedisCluster"
 class _Store(Generic[C]):
     """What the two stores share besides the logic: options, properties, ``from_url``."""
 
-    __slots__ = ("_client", "_logic", "_owned")
+    __slots__ = ("_client", "_logic", "_owned", "_slots")
 
     #: Whether the store's client is redis.asyncio's (checked, so a mix-up fails at once).
     _is_async: ClassVar[bool]
@@ -108,6 +110,7 @@ class _Store(Generic[C]):
         self._client = client
         self._owned = False
         self._logic = Logic(prefix, on_error, float(interval))
+        self._slots = SlotLogic(self._logic)
 
     @classmethod
     def from_url(
@@ -199,6 +202,22 @@ class _Store(Generic[C]):
                     call = plan.send(reply)
         except StopIteration as done:
             return cast(T, done.value)
+
+    async def _acquire_slot(self, key: str, limit: int, lease: float) -> Optional[Slot]:
+        """Take an in-flight slot; if interrupted on the way, take it out of Redis again.
+
+        An ASGI request cancelled while its EVALSHA is in flight may have its slot in Redis
+        without knowing it: its id is known beforehand, so it is ZREM'd at once rather than
+        left to its lease. (Under trio, whose cancellation also cancels this cleanup, and in the
+        rare case the cancelled call reaches Redis after the ZREM, the lease frees it.)
+        """
+        slots = self._slots
+        slot = slots.new(key, self)
+        try:
+            return await self._drive(slots.acquire(slot, limit, lease))
+        except BaseException:
+            await self._drive(slots.release(slot))
+            raise
 
     def __repr__(self) -> str:
         return (
@@ -321,6 +340,25 @@ class RedisStore(_Store[_SyncClient]):
         """See [`Store.reset`][tokenbucket.Store.reset]. Raises RedisUnavailableError."""
         self._run(self._logic.reset(key))
 
+    def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
+        """An in-flight slot of ``key`` (see [`InFlightLimit`][tokenbucket.InFlightLimit]).
+
+        One EVALSHA; never raises for Redis trouble (follows ``on_error``).
+        """
+        try:
+            self._acquire_slot(key, limit, lease).send(None)
+        except StopIteration as done:
+            return cast(Optional[Slot], done.value)
+        raise AssertionError("unreachable: a synchronous call was awaited")  # pragma: no cover
+
+    def release_slot(self, slot: Slot, /) -> None:
+        """Release an in-flight slot: one ZREM; a failure is logged (the lease frees it)."""
+        self._run(self._slots.release(slot))
+
+    def slots_held(self, key: str, /) -> int:
+        """The in-flight slots ``key`` holds. Raises RedisUnavailableError."""
+        return self._run(self._slots.count(key))
+
 
 class AsyncRedisStore(_Store[_AsyncClient]):
     """An [`AsyncStore`][tokenbucket.AsyncStore] in Redis, through ``redis.asyncio``.
@@ -386,3 +424,15 @@ class AsyncRedisStore(_Store[_AsyncClient]):
     async def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]. Raises RedisUnavailableError."""
         await self._drive(self._logic.reset(key))
+
+    async def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
+        """See [`RedisStore.acquire_slot`][tokenbucket.redis.RedisStore.acquire_slot]."""
+        return await self._acquire_slot(key, limit, lease)
+
+    async def release_slot(self, slot: Slot, /) -> None:
+        """See [`RedisStore.release_slot`][tokenbucket.redis.RedisStore.release_slot]."""
+        await self._drive(self._slots.release(slot))
+
+    async def slots_held(self, key: str, /) -> int:
+        """See [`RedisStore.slots_held`][tokenbucket.redis.RedisStore.slots_held]."""
+        return await self._drive(self._slots.count(key))

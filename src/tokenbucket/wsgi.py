@@ -14,7 +14,7 @@ no framework.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 from ._decision import Decision
 from ._http.admin import AdminAPI, AdminOp
@@ -27,8 +27,10 @@ from ._http.headers import (
     add_fields,
     status_line,
 )
-from ._http.options import Middleware, Policy
+from ._http.options import Limit, Middleware, Policy
 from ._http.request import RequestView, default_bucket
+from ._inflight import InFlightLimit, Slot, _released
+from ._keys import escape_key
 from ._registry import BucketRegistry
 from ._validate import show
 
@@ -74,6 +76,10 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         max_body: largest admin request body in bytes (default 4096).
         ipv6_prefix: the default key of an IPv6 client is its network of this many bits
             (default 56); 128 keys each address alone. See the ASGI middleware.
+        in_flight: an [`InFlightLimit`][tokenbucket.InFlightLimit] (with a synchronous store):
+            at most that many requests per key in progress at once; see the ASGI middleware.
+            A slot is released when the server closes the response iterable (PEP 3333 servers
+            always do, also after an error or a client that went away), or when the app raises.
 
     Raises:
         TypeError: an option has the wrong type, or the registry's store is async.
@@ -91,6 +97,14 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
                 "await; use a synchronous store, or the ASGI middleware"
             )
 
+    def _check_in_flight(self, in_flight: InFlightLimit) -> None:
+        """Refuse an async in-flight store, for the same reason."""
+        if in_flight.is_async:
+            raise TypeError(
+                f"'in_flight' uses an async store ({show(in_flight.store)}), which WSGI cannot "
+                "await; use a synchronous store (RedisStore)"
+            )
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
         options = self._options
@@ -99,6 +113,8 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             path = _path(environ)
             if path == self._admin_path:
                 return self._admin_request(environ, path, start_response)
+        if self._in_flight is not None:
+            return self._call_in_flight(environ, start_response, path, self._in_flight)
         consume = self._consume
         if consume is not None:
             # No exemptions, routes, key or cost function, or hook: the common case, which does
@@ -127,13 +143,63 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
 
         return self.app(environ, start_with_fields)
 
+    def _call_in_flight(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        path: Optional[str],
+        in_flight: InFlightLimit,
+    ) -> Iterable[bytes]:
+        """`__call__` with an in-flight limit: hold a slot of the key until the response closes.
+
+        As in the ASGI middleware, the slot is taken before the token. It is released when the
+        server closes the response iterable (PEP 3333 servers always do: after the last chunk,
+        on an error while iterating, on a client that went away), or at once if the app raises.
+        """
+        options = self._options
+        consume = self._consume
+        if consume is not None:  # the fast path's key (see __call__)
+            bucket = slot_key = default_bucket(environ.get("REMOTE_ADDR"), self._ipv6_prefix)
+        else:
+            view = _view(environ, _path(environ) if path is None else path)
+            if options.is_exempt(view):
+                return self.app(environ, start_response)
+            limit = options.limit_for(view)
+            slot_key = escape_key(limit[1])
+        slot = in_flight.acquire(slot_key)
+        if slot is None:
+            if not options.dry_run:
+                assert options.in_flight_refusal is not None
+                return _respond(start_response, options.in_flight_refusal)
+            slot = _released(slot_key)  # dry run over the limit: let it through, holding none
+        try:
+            if consume is not None:
+                policy = options.default
+                decision = consume(bucket, self._cost)
+            else:
+                policy = limit[0]
+                decision = self._decide(view, limit)
+            fields = options.verdict(decision, policy, TEXT)
+            if not isinstance(fields, list):  # denied: the 429
+                in_flight.release(slot)
+                return _respond(start_response, fields)
+            start = start_response if not fields else _with_fields(start_response, fields)
+            return _Holding(self.app(environ, start), in_flight, slot)
+        except BaseException:
+            in_flight.release(slot)
+            raise
+
     def _count(self, view: RequestView) -> tuple[Policy, Decision]:
         """Count the request as `Options.limit_for` says; return its policy and the decision."""
-        options = self._options
-        policy, key, bucket, cost = options.limit_for(view)
+        limit = self._options.limit_for(view)
+        return limit[0], self._decide(view, limit)
+
+    def _decide(self, view: RequestView, limit: Limit) -> Decision:
+        """Take the request's tokens and report the decision."""
+        policy, key, bucket, cost = limit
         decision = policy.registry.consume(bucket, cost)
-        options.report(view, key, decision)
-        return policy, decision
+        self._options.report(view, key, decision)
+        return decision
 
     def _admin_request(
         self, environ: WSGIEnvironment, path: str, start_response: StartResponse
@@ -150,6 +216,43 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         if isinstance(op, Response):
             return _respond(start_response, admin.rejected(op, view))
         return _respond(start_response, admin.outcome(op, _run(op), view))
+
+
+def _with_fields(start_response: StartResponse, fields: HeaderList) -> StartResponse:
+    """``start_response`` adding the rate-limit ``fields`` the app did not set itself."""
+
+    def start_with_fields(
+        status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        combined = add_fields(headers, fields, OWN_FIELDS, OWN_INITIALS)
+        if exc_info is None:
+            return start_response(status, combined)
+        return start_response(status, combined, exc_info)
+
+    return start_with_fields
+
+
+class _Holding:
+    """The app's response iterable, releasing the request's in-flight slot when it is closed."""
+
+    __slots__ = ("_in_flight", "_result", "_slot")
+
+    def __init__(self, result: Iterable[bytes], in_flight: InFlightLimit, slot: Slot) -> None:
+        self._result = result
+        self._in_flight = in_flight
+        self._slot = slot
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        """Close the app's iterable (PEP 3333), then release the slot, whatever happens."""
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._in_flight.release(self._slot)
 
 
 def _run(op: AdminOp) -> Union[List[Any], ConnectionError]:

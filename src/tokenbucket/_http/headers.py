@@ -242,6 +242,31 @@ def denial(decision: Decision, fields: HeaderList) -> Response:
     return Response(429, headers, body)
 
 
+#: The in-flight limit's policy name in the draft's header fields.
+IN_FLIGHT_POLICY = "in-flight"
+
+
+def in_flight_refusal(limit: int, mode: int) -> Response:
+    """Return the 429 for a request refused because its key has ``limit`` requests in flight.
+
+    No ``Retry-After``: a slot frees when another request ends, which nothing here can predict.
+    In the draft ``mode``, the fields name the policy with the draft's quota unit for it::
+
+        RateLimit-Policy: "in-flight";q=4;qu="concurrent-requests"
+        RateLimit: "in-flight";r=0
+
+    The legacy fields count requests per window, which this limit is not: none are sent.
+    The JSON body is ``{"error": "Too many requests in flight", "limit": 4}``.
+    """
+    body = f'{{"error": "Too many requests in flight", "limit": {limit}}}'.encode()
+    headers = [_JSON, ("Content-Length", str(len(body)))]
+    if mode & DRAFT:
+        name = sf_string(IN_FLIGHT_POLICY)
+        headers.append((_NAMES[0], f'{name};q={limit};qu="concurrent-requests"'))
+        headers.append((_NAMES[1], f"{name};r=0"))
+    return Response(429, headers, body)
+
+
 def json_response(
     status: int, payload: Mapping[str, Any], extra: Optional[HeaderList] = None
 ) -> Response:

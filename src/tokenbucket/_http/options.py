@@ -28,6 +28,7 @@ from typing import (
 )
 
 from .._decision import Decision
+from .._inflight import InFlightLimit
 from .._keys import bucket_key
 from .._registry import BucketRegistry
 from .._rule import Rule
@@ -47,6 +48,7 @@ from .headers import (
     RawHeaderList,
     Response,
     denial,
+    in_flight_refusal,
     rate_limit_headers,
 )
 from .paths import Paths, check_pattern, path_set
@@ -104,6 +106,8 @@ class Options:
         "exempt_func",
         "exempt_paths",
         "header_mode",
+        "in_flight",
+        "in_flight_refusal",
         "ipv6_prefix",
         "is_async",
         "key_func",
@@ -127,6 +131,7 @@ class Options:
         admin_path: str,
         max_body: int,
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+        in_flight: Optional[InFlightLimit] = None,
     ) -> None:
         if not isinstance(registry, BucketRegistry):
             raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
@@ -161,6 +166,13 @@ class Options:
                 f"'headers' must be 'draft', 'legacy', 'both' or None, got {show(headers)}"
             )
         self.header_mode = HEADER_MODES[headers]
+        if in_flight is not None and not isinstance(in_flight, InFlightLimit):
+            raise TypeError(f"'in_flight' must be an InFlightLimit or None, got {show(in_flight)}")
+        self.in_flight = in_flight
+        #: The 429 for a request over the in-flight limit (the same for every such request).
+        self.in_flight_refusal: Optional[Response] = None
+        if in_flight is not None:
+            self.in_flight_refusal = in_flight_refusal(in_flight.max_in_flight, self.header_mode)
         if on_decision is not None and not callable(on_decision):
             raise TypeError(f"'on_decision' must be a callable or None, got {show(on_decision)}")
         self.on_decision = on_decision
@@ -285,7 +297,16 @@ class Middleware(Generic[App]):
     registry its protocol cannot use in ``_check_registry``.
     """
 
-    __slots__ = ("_admin", "_admin_path", "_consume", "_cost", "_ipv6_prefix", "_options", "app")
+    __slots__ = (
+        "_admin",
+        "_admin_path",
+        "_consume",
+        "_cost",
+        "_in_flight",
+        "_ipv6_prefix",
+        "_options",
+        "app",
+    )
     _app_kind: ClassVar[str] = "an app"
 
     def __init__(
@@ -304,10 +325,13 @@ class Middleware(Generic[App]):
         admin_path: str = DEFAULT_ADMIN_PATH,
         max_body: int = DEFAULT_MAX_BODY,
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+        in_flight: Optional[InFlightLimit] = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"'app' must be {self._app_kind} (a callable), got {show(app)}")
         self._check_registry(registry)
+        if isinstance(in_flight, InFlightLimit):
+            self._check_in_flight(in_flight)
         #: The app this middleware protects.
         self.app = app
         options = self._options = Options(
@@ -323,7 +347,10 @@ class Middleware(Generic[App]):
             admin_path=admin_path,
             max_body=max_body,
             ipv6_prefix=ipv6_prefix,
+            in_flight=in_flight,
         )
+        #: The in-flight limit, if any: a request holds one of its key's slots until it ends.
+        self._in_flight = in_flight
         self._admin = options.admin
         self._admin_path = None if options.admin is None else options.admin.path
         # Read on every request: kept here, one attribute lookup away. None when requests need
@@ -334,6 +361,9 @@ class Middleware(Generic[App]):
 
     def _check_registry(self, registry: BucketRegistry) -> None:
         """Raise ``TypeError`` for a registry this protocol cannot use (none, by default)."""
+
+    def _check_in_flight(self, in_flight: InFlightLimit) -> None:
+        """Raise ``TypeError`` for an in-flight limit this protocol cannot use (none by default)."""
 
 
 def _check_cost(cost: object) -> Number:

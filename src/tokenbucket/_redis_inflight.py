@@ -1,0 +1,127 @@
+r"""In-flight slots in Redis, without I/O: the plans the Redis stores drive (see ``_redis_logic``).
+
+Each key's slots are one sorted set, ``prefix + "in-flight\0" + key``: a member per slot held
+(a random id), scored by the end of its lease in server milliseconds (Stripe's concurrency
+limiter has the same shape). Acquiring is one EVALSHA of ``_lua/inflight.lua`` (drop expired
+members, count, add); releasing is one ZREM of the slot's id. Every call touches one key, so
+Redis Cluster needs no hash tag. ``"\0"`` keeps the sets apart from the bucket hashes: a key the
+middleware writes has no ``"\0"`` but a route's namespace, and routes start with ``/``.
+
+Failures follow the store's ``on_error`` policy and circuit breaker, as decisions do: while
+Redis is unavailable ``fallback`` counts slots in this process (`MemorySlots`: the cap holds
+per process), ``deny`` refuses every slot, ``allow`` grants an untracked one. A release that
+fails is logged and dropped: the slot frees itself when its lease ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from importlib import resources
+from typing import Any, Optional, Tuple
+
+import redis.exceptions
+
+from ._inflight import MemorySlots, Slot
+from ._redis_logic import _ERRORS, Logic, Plan
+
+_LUA = resources.files("tokenbucket").joinpath("_lua")
+_SCRIPT = _LUA.joinpath("inflight.lua").read_text("utf-8")
+_SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest().encode("ascii")
+_ACQUIRE = b"acquire"
+_COUNT = b"count"
+#: Between the store's prefix and the key: no bucket hash the middleware writes starts so.
+_INFIX = "in-flight\0"
+
+
+class _Untracked:
+    """The owner of a slot granted without Redis under ``on_error="allow"``: nothing to free."""
+
+    __slots__ = ()
+
+    def release_slot(self, slot: Slot, /) -> None:
+        slot.held = False
+
+
+_UNTRACKED = _Untracked()
+
+
+class SlotLogic:
+    """The in-flight plans of one Redis store, sharing its `Logic` (prefix, policy, breaker)."""
+
+    __slots__ = ("fallback", "logic")
+
+    def __init__(self, logic: Logic) -> None:
+        self.logic = logic
+        #: Slots taken while Redis is down (``on_error="fallback"``); released here too.
+        self.fallback = MemorySlots()
+
+    def name(self, key: str) -> bytes:
+        """The sorted set of ``key``'s slots."""
+        return (self.logic.prefix + _INFIX + key).encode("utf-8", "surrogatepass")
+
+    def new(self, key: str, owner: Any) -> Slot:
+        """A slot with a fresh random id, not yet taken (see `acquire`)."""
+        return Slot(key, os.urandom(9).hex().encode("ascii"), owner)
+
+    def acquire(self, slot: Slot, limit: int, lease: float) -> Plan[Optional[Slot]]:
+        """Take ``slot`` if its key holds fewer than ``limit``: return it, or None.
+
+        While Redis is unavailable, return what the ``on_error`` policy gives instead (a slot
+        of the fallback, an untracked one, or None). Never raises for Redis trouble.
+        """
+        logic = self.logic
+        if logic.breaker.down and logic.breaker.skip():
+            return self._degraded(slot.key, limit)
+        args = (_ACQUIRE, b"%d" % limit, b"%d" % math.ceil(lease * 1000), slot.id)
+        try:
+            taken = yield from self._script(slot.key, args)
+        except _ERRORS as error:
+            logic._failed(error)
+            return self._degraded(slot.key, limit)
+        if logic.breaker.down:
+            logic._recovered()
+        return slot if taken else None
+
+    def release(self, slot: Slot) -> Plan[None]:
+        """ZREM the slot's id; a failure is logged and dropped (the lease frees the slot)."""
+        logic = self.logic
+        if logic.breaker.down and logic.breaker.skip():
+            slot.held = False
+            return
+        try:
+            yield ("zrem", (self.name(slot.key), slot.id))
+        except _ERRORS as error:
+            logic._failed(error)
+            slot.held = False
+            return
+        # Only now: a release cancelled on its way (an ASGI task cancelled) is tried again.
+        slot.held = False
+        if logic.breaker.down:
+            logic._recovered()
+
+    def count(self, key: str) -> Plan[int]:
+        """The slots ``key`` holds; raises RedisUnavailableError if Redis fails."""
+        try:
+            held = yield from self._script(key, (_COUNT,))
+        except _ERRORS as error:
+            raise self.logic._unavailable("slots_held", key, error) from error
+        return int(held)
+
+    def _script(self, key: str, args: Tuple[bytes, ...]) -> Plan[Any]:
+        call = (_SHA, b"1", self.name(key), *args)
+        try:
+            return (yield ("evalsha", call))
+        except redis.exceptions.NoScriptError:  # a new or flushed server: load it once
+            yield ("script_load", (_SCRIPT,))
+            return (yield ("evalsha", call))
+
+    def _degraded(self, key: str, limit: int) -> Optional[Slot]:
+        """A slot without Redis, following the ``on_error`` policy."""
+        policy = self.logic.policy
+        if policy == "fallback":
+            return self.fallback.acquire_slot(key, limit, 0.0)
+        if policy == "deny":
+            return None
+        return Slot(key, None, _UNTRACKED)
