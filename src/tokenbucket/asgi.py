@@ -117,6 +117,10 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             (default 56: ``2001:db8:0:100::/56``), since one subscriber holds many addresses;
             128 keys each address alone. IPv4 (and IPv4-mapped) addresses are keyed as they
             are. An int from 0 to 128.
+        metrics: a [`Metrics`][tokenbucket.metrics.Metrics] (e.g. ``PrometheusMetrics()``) to
+            count decisions (by policy: ``"default"`` or the route pattern, and outcome; a
+            ``dry_run`` denial is ``shadow_denied``), the store's time, and admin requests.
+            None (default): nothing is counted. See docs/observability.md.
 
     Raises:
         TypeError: an option has the wrong type (the message names the option and value), or

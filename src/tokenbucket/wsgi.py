@@ -74,6 +74,8 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         max_body: largest admin request body in bytes (default 4096).
         ipv6_prefix: the default key of an IPv6 client is its network of this many bits
             (default 56); 128 keys each address alone. See the ASGI middleware.
+        metrics: a [`Metrics`][tokenbucket.metrics.Metrics] counting decisions and admin
+            requests (see the ASGI middleware); None by default.
 
     Raises:
         TypeError: an option has the wrong type, or the registry's store is async.
