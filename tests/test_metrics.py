@@ -7,6 +7,7 @@ is stopped and started again.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, Tuple
 
 import pytest
@@ -78,6 +79,31 @@ def test_prometheus_counts_a_burst_exactly() -> None:
     assert limits.peek(IP).allowed is False
     assert limits.rule_for(IP) == Rule(10, 0.001)
     assert value(scrape(registry), decided, policy="default", outcome="denied") == 2
+
+
+def test_counts_are_exact_under_threads() -> None:
+    """8 threads race for one bucket of 1,000: every decision is counted, none twice."""
+    metrics, registry = prometheus()
+    limits = instrument(BucketRegistry(Rule(1000, 1e-9)), metrics)
+    results: list = []
+
+    def work() -> None:
+        results.append(sum(limits.try_consume("shared") for _ in range(2000)))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(results) == 1000
+    samples = scrape(registry)
+    assert (
+        value(samples, "tokenbucket_decisions_total", policy="default", outcome="allowed") == 1000
+    )
+    assert (
+        value(samples, "tokenbucket_decisions_total", policy="default", outcome="denied") == 15000
+    )
+    assert value(samples, "tokenbucket_store_seconds_count", store="memory") == 16000
 
 
 def test_histogram_buckets_are_cumulative_and_bounds_inclusive() -> None:
