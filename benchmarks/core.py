@@ -16,6 +16,10 @@ Scenarios:
   (the key strings are created beforehand and not counted).
 * 8 threads, capacity 1,000: 20,000 attempts on one key with (almost) no refill; how many pass
   (exactly 1,000 is correct; more is over-admission).
+
+"tokenbucket + Prometheus metrics" is tokenbucket with ``tokenbucket.metrics.instrument``
+and a ``PrometheusMetrics``: every decision counted and its store time observed. The added
+microseconds per decision are printed after the table.
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ def tokenbucket_decision(capacity: float, rate: float) -> Decide:
 
     consume = BucketRegistry(Rule(capacity, rate)).consume
     return lambda key: consume(key).allowed
+
+
+def tokenbucket_prometheus(capacity: float, rate: float) -> Decide:
+    """tokenbucket with Prometheus metrics attached: each decision counted and timed."""
+    from prometheus_client import CollectorRegistry
+
+    from tokenbucket import BucketRegistry, Rule
+    from tokenbucket.metrics import instrument
+    from tokenbucket.metrics.prometheus import PrometheusMetrics
+
+    metrics = PrometheusMetrics(CollectorRegistry())
+    return instrument(BucketRegistry(Rule(capacity, rate)), metrics).try_consume
 
 
 def limits_window(strategy: str) -> Factory:
@@ -136,6 +152,7 @@ def falconry_token_bucket(capacity: float, rate: float) -> Decide:
 CONTENDERS: Dict[str, Factory] = {
     "tokenbucket": tokenbucket_registry,
     "tokenbucket (Decision)": tokenbucket_decision,
+    "tokenbucket + Prometheus metrics": tokenbucket_prometheus,
     "limits fixed window": limits_window("fixed"),
     "limits moving window": limits_window("moving"),
     "pyrate-limiter token bucket": pyrate_token_bucket,
@@ -307,6 +324,19 @@ def main() -> None:
         "\nRatios are each library's time (or bytes) divided by tokenbucket's; >1x means "
         "tokenbucket is faster (smaller)."
     )
+    metered = "tokenbucket + Prometheus metrics"
+    if base in names and metered in names:
+        print(
+            "\nMetrics attached (Prometheus), added per decision (median of per-round differences):"
+        )
+        for scenario, _ in TIMED:
+            added = statistics.median(
+                with_metrics - without
+                for without, with_metrics in zip(
+                    samples[(scenario, base)], samples[(scenario, metered)]
+                )
+            )
+            print(f"  {scenario}: {added:+.2f} µs")
     if args.json:
         results = {
             "machine": f"Python {platform.python_version()} on {platform.machine()}, {_cpu()}",

@@ -6,6 +6,8 @@ Run:  .venv/bin/pip install -e '.[docs]' && .venv/bin/python docs/figures.py
   traffic faster than its refill rate; the level is read from the bucket itself.
 * img/benchmark-*.png: bars from the JSON the benchmark scripts write (docs/data/*.json,
   produced by ``benchmarks/core.py --json docs/data/benchmark-core.json`` and friends).
+* img/metrics-burst.png: the demo's decisions by outcome, scraped from its /metrics under
+  bursts (docs/data/metrics-burst.json, recorded by ``benchmarks/metrics_burst.py``).
 """
 
 from __future__ import annotations
@@ -142,11 +144,90 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     return path
 
 
+def metrics_burst() -> Path | None:
+    """The demo's decisions by outcome, from a real scrape of /metrics under bursts.
+
+    docs/data/metrics-burst.json is written by ``benchmarks/metrics_burst.py``: the demo
+    (capacity 10, refill 5/s) scraped every 0.5 s while one client sends a bounded schedule.
+    Top: the counters as scraped; bottom: their rate between scrapes, as ``rate()`` would.
+    """
+    source = DATA / "metrics-burst.json"
+    if not source.exists():
+        return None
+    results = json.loads(source.read_text())
+    scrapes = results["scrapes"]
+    times = [s["t"] for s in scrapes]
+    colors = {"allowed": "#2e7d32", "denied": "#c62828"}
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(7.2, 5.6), dpi=150, sharex=True, gridspec_kw={"height_ratios": [1, 1.2]}
+    )
+    for outcome, color in colors.items():
+        values = [s[outcome] for s in scrapes]
+        top.step(times, values, where="post", color=color, linewidth=2, label=outcome)
+        va = "bottom" if outcome == "denied" else "top"  # the two ends are close
+        top.text(times[-1], values[-1], f" {values[-1]:.0f}", color=color, va=va, fontsize=10)
+    top.set_ylabel("decisions (total)", fontsize=11)
+    top.set_title(
+        "tokenbucket_decisions_total{outcome} scraped from the demo every 0.5 s",
+        fontsize=11,
+        loc="left",
+    )
+    top.legend(loc="upper left", fontsize=10)
+    top.grid(alpha=0.3)
+    top.set_xlim(0, times[-1] + 1.2)
+    mids, width = [], results["interval"] * 0.9
+    rates: Dict[str, List[float]] = {"allowed": [], "denied": []}
+    for before, after in zip(scrapes, scrapes[1:]):
+        span = after["t"] - before["t"]
+        mids.append(before["t"] + span / 2)
+        for outcome in rates:
+            rates[outcome].append((after[outcome] - before[outcome]) / span)
+    bottom.bar(mids, rates["allowed"], width=width, color=colors["allowed"], label="allowed")
+    bottom.bar(
+        mids,
+        rates["denied"],
+        width=width,
+        bottom=rates["allowed"],
+        color=colors["denied"],
+        label="denied",
+    )
+    bottom.axhline(5, color="#555", linestyle="--", linewidth=1)
+    bottom.text(17.0, 6.5, "refill rate: 5/s", fontsize=10, color="#555")
+    peak = max(a + d for a, d in zip(rates["allowed"], rates["denied"]))
+    notes = (
+        (3.7, peak * 0.75, "burst of 40 at once:\n10 pass (the bucket)"),
+        (6.2, peak * 0.3, "10/s sent for 7 s:\nabout 5/s pass"),
+        (15.7, peak * 0.45, "burst of 25:\n10 pass (refilled)"),
+    )
+    for x, y, label in notes:
+        bottom.text(x, y, label, fontsize=10, va="center")
+    bottom.set_ylabel("decisions per second", fontsize=11)
+    bottom.set_xlabel("seconds since the first scrape", fontsize=11)
+    bottom.legend(loc="upper right", fontsize=10)
+    bottom.grid(alpha=0.3)
+    bottom.set_axisbelow(True)
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=10)
+    sent = results["sent"]
+    fig.suptitle(
+        f"The demo (capacity 10, refill 5/s) under bursts: "
+        f"{sent['allowed'] + sent['denied']} requests, {sent['allowed']} allowed, "
+        f"{sent['denied']} denied",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path = IMG / "metrics-burst.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     """Draw every figure whose data is present."""
     IMG.mkdir(exist_ok=True)
     made = [token_level()]
     made.append(benchmark_bars("benchmark-core", "One in-memory decision", "µs per decision"))
+    made.append(metrics_burst())
     for path in made:
         if path is not None:
             print(f"wrote {path.relative_to(HERE.parent)}")

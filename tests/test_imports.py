@@ -21,14 +21,17 @@ FRAMEWORKS = {
     "pydantic",
     "h11",
     "redis",
+    "prometheus_client",
+    "opentelemetry",
 }
 
 
 def test_adapters_import_no_framework():
-    """import tokenbucket, .asgi, .wsgi and .proxies: none of the frameworks is loaded."""
+    """import tokenbucket, .asgi, .wsgi, .proxies, .metrics: no framework or metrics library."""
     code = (
         "import json, sys\n"
         "import tokenbucket, tokenbucket.asgi, tokenbucket.wsgi, tokenbucket.proxies\n"
+        "import tokenbucket.metrics\n"
         "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
     )
     output = subprocess.run(

@@ -273,6 +273,60 @@ def test_demo_gateway_as_a_user_runs_it() -> None:
             assert client.get("/").status_code == 200
 
 
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text scrape (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def test_demo_serves_metrics_counting_what_was_sent() -> None:
+    """12 requests at burst 10: the demo's /metrics says allowed 10, denied 2, 12 tokens; one
+    admin update and one refused admin request are counted; scrapes are neither limited nor
+    counted, need no token, and name no client."""
+    port = free_port()
+    with _start_demo(port, {"TOKENBUCKET_ADMIN_TOKEN": TOKEN}) as server:
+        server.wait_ready()
+        server.wait_for_output(f"curl http://127.0.0.1:{port}/metrics")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            statuses = [client.get("/").status_code for _ in range(12)]
+            assert statuses == [200] * 10 + [429] * 2
+            update = client.post(
+                "/admin/update-rule",
+                json={"client_id": "198.51.100.7", "capacity": 50},
+                headers=AUTH,
+            )
+            assert update.status_code == 200, update.text
+            refused = client.get(
+                "/admin/update-rule",
+                params={"client_id": "198.51.100.7"},
+                headers={"Authorization": "Bearer wrong"},
+            )
+            assert refused.status_code == 429  # counted against 127.0.0.1's empty bucket
+            scrapes = [client.get("/metrics") for _ in range(15)]
+        assert {response.status_code for response in scrapes} == {200}
+        assert scrapes[-1].headers["content-type"].startswith("text/plain; version=")
+        text = scrapes[-1].text
+        decided = "tokenbucket_decisions_total"
+        assert _metric(text, decided, policy="default", outcome="allowed") == 10
+        assert _metric(text, decided, policy="default", outcome="denied") == 3  # + the refusal
+        assert _metric(text, "tokenbucket_tokens_total", policy="default", outcome="allowed") == 10
+        tokens = _metric(text, "tokenbucket_tokens_total", policy="default", outcome="denied")
+        assert tokens == 3
+        admin = "tokenbucket_admin_requests_total"
+        assert _metric(text, admin, action="update", status="200") == 1
+        assert _metric(text, admin, action="refused", status="429") == 1
+        assert _metric(text, "tokenbucket_store_seconds_count", store="memory") == 13
+        # 127.0.0.1's bucket; 198.51.100.7's is full (it only has an override): not held
+        assert _metric(text, "tokenbucket_tracked_keys", store="memory") == 1
+        assert "127.0.0.1" not in text
+        assert "198.51.100.7" not in text
+
+
 def test_demo_takes_token_from_environment_and_validates_options() -> None:
     """The token comes from TOKENBUCKET_ADMIN_TOKEN; bad options exit with a usage error.
 

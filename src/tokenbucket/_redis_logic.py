@@ -163,7 +163,16 @@ class Logic:
     No I/O happens here: each public method returns a plan (see the module docstring).
     """
 
-    __slots__ = ("_encoded", "_seen", "breaker", "fallback", "policy", "prefix")
+    __slots__ = (
+        "_encoded",
+        "_seen",
+        "breaker",
+        "fallback",
+        "on_degraded",
+        "on_policy",
+        "policy",
+        "prefix",
+    )
 
     def __init__(self, prefix: str, on_error: str, retry_interval: float) -> None:
         self.prefix = prefix
@@ -172,6 +181,10 @@ class Logic:
         self.fallback = MemoryStore(max_keys=FALLBACK_MAX_KEYS)
         self._seen: Dict[str, Rule] = {}
         self._encoded: Tuple[Optional[Rule], bytes, bytes] = (None, b"", b"")
+        # Metrics hooks (tokenbucket.metrics.watch): on_policy(policy) for each decision the
+        # failure policy makes; on_degraded(flag) as the breaker opens (True) and closes.
+        self.on_policy: Optional[Callable[[str], None]] = None
+        self.on_degraded: Optional[Callable[[bool], None]] = None
 
     # -- operations (plans) ----------------------------------------------------------------
 
@@ -290,6 +303,8 @@ class Logic:
     def _failed(self, error: BaseException) -> None:
         """Note a failure in the breaker and log it (once per window, at most once a second)."""
         outage = isinstance(error, _OUTAGES)
+        if outage and self.on_degraded is not None:
+            self.on_degraded(True)
         if not self.breaker.failed(outage):
             return
         name = type(error).__name__
@@ -313,11 +328,15 @@ class Logic:
         """Close the breaker after a successful call; the next outage starts with full buckets."""
         if self.breaker.closed():
             self.fallback = MemoryStore(max_keys=FALLBACK_MAX_KEYS)
+            if self.on_degraded is not None:
+                self.on_degraded(False)
             _log.warning("Redis available again; decisions go through Redis")
 
     def _degraded(self, key: str, amount: float, default: Rule, commit: bool) -> Outcome:
         """Decide without Redis, following the ``on_error`` policy."""
         rule = self._seen.get(key, default)
+        if self.on_policy is not None:
+            self.on_policy(self.policy)
         if self.policy == "fallback":
             return self.fallback.take(key, amount, rule, commit)
         if self.policy == "deny":

@@ -127,6 +127,10 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             ``http.disconnect``, or when the app returns, raises or is cancelled. Exempt
             requests, WebSocket connections and the admin path take no slot; ``dry_run`` lets
             requests over it through. See [the request lifecycle](../lifecycle.md).
+        metrics: a [`Metrics`][tokenbucket.metrics.Metrics] (e.g. ``PrometheusMetrics()``) to
+            count decisions (by policy: ``"default"`` or the route pattern, and outcome; a
+            ``dry_run`` denial is ``shadow_denied``), the store's time, and admin requests.
+            None (default): nothing is counted. See docs/observability.md.
 
     Raises:
         TypeError: an option has the wrong type (the message names the option and value), or

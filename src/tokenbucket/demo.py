@@ -22,6 +22,12 @@ while Redis is down starts anyway (it says so) and decides by ``--on-error`` (de
 ``fallback``: limits in memory, per process; ``deny``: every request 429; ``allow``: no limit)
 until Redis answers, then shares its limits through Redis, without a restart.
 
+``GET /metrics`` serves the gateway's metrics in the Prometheus text format (decisions by
+outcome, the store's time, tracked buckets, admin requests; see docs/observability.md). Each
+worker counts its own: with ``--workers N`` a scrape is answered by whichever worker accepts
+the connection, so it reflects that worker only (prometheus_client's multiprocess mode is not
+used). Scrape a single-worker gateway, or sum per worker behind your own set-up.
+
 To serve the same app another way, build it with [`create_app`][tokenbucket.demo.create_app].
 """
 
@@ -41,6 +47,7 @@ from . import __version__
 from ._registry import BucketRegistry
 from ._rule import Rule
 from .asgi import RateLimitMiddleware
+from .metrics.prometheus import PrometheusMetrics
 
 _EXTRA_HINT = (
     "the demo needs the 'demo' extra: pip install 'tokenbucket-ratelimit[demo]' "
@@ -48,7 +55,8 @@ _EXTRA_HINT = (
 )
 
 try:
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 except ModuleNotFoundError as _missing:
     if __name__ == "__main__":  # python -m tokenbucket.demo: a message, not a traceback
@@ -70,6 +78,11 @@ _RULE_VARIABLE = "TOKENBUCKET_DEMO_RULE"
 
 def create_app(registry: BucketRegistry, admin_token: Optional[str]) -> FastAPI:
     """Return the gateway app: ``GET /`` limited per client IP by ``registry``.
+
+    ``GET /metrics`` serves the app's metrics in the Prometheus text format (see
+    docs/observability.md), from a registry of its own; like ``/health`` it is exempt from
+    limiting, and it needs no token: it holds counts by policy, outcome and store, never a
+    client address or a key.
 
     Args:
         registry: the buckets; its default rule is every client's limit.
@@ -98,11 +111,19 @@ def create_app(registry: BucketRegistry, admin_token: Optional[str]) -> FastAPI:
     async def health() -> Dict[str, Any]:
         return {"status": "ok", "worker": os.getpid()}
 
+    scrape = CollectorRegistry()
+    metrics = PrometheusMetrics(scrape)
+
+    @app.get("/metrics")
+    async def serve_metrics() -> Response:
+        return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
+
     app.add_middleware(
         RateLimitMiddleware,
         registry=registry,
         admin_token=admin_token,
-        exempt=["/health"],
+        exempt=["/health", "/metrics"],
+        metrics=metrics,
     )
     return app
 
@@ -253,6 +274,8 @@ def banner(
             f"  curl -X POST {base}/admin/update-rule {auth} "
             f"-H 'Content-Type: application/json' -d '{body}'",
             f"  curl '{base}/admin/update-rule?client_id=127.0.0.1' {auth}",
+            f"  curl {base}/metrics"
+            + ("   (each scrape: one worker's counts)" if workers > 1 else ""),
             "",
         ]
     )

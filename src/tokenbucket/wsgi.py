@@ -80,6 +80,8 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             at most that many requests per key in progress at once; see the ASGI middleware.
             A slot is released when the server closes the response iterable (PEP 3333 servers
             always do, also after an error or a client that went away), or when the app raises.
+        metrics: a [`Metrics`][tokenbucket.metrics.Metrics] counting decisions and admin
+            requests (see the ASGI middleware); None by default.
 
     Raises:
         TypeError: an option has the wrong type, or the registry's store is async.

@@ -33,6 +33,7 @@ from .._keys import bucket_key
 from .._registry import BucketRegistry
 from .._rule import Rule
 from .._validate import Number, show
+from ..metrics import Metrics, instrument, optional_metrics
 from .admin import (
     DEFAULT_ADMIN_PATH,
     DEFAULT_MAX_BODY,
@@ -111,6 +112,7 @@ class Options:
         "ipv6_prefix",
         "is_async",
         "key_func",
+        "metrics",
         "on_decision",
         "route_paths",
         "routes",
@@ -132,6 +134,7 @@ class Options:
         max_body: int,
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         in_flight: Optional[InFlightLimit] = None,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         if not isinstance(registry, BucketRegistry):
             raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
@@ -188,6 +191,19 @@ class Options:
         else:
             check_admin_path(admin_path)
             check_max_body(max_body)
+        self.metrics = optional_metrics(metrics)
+        if self.metrics is not None:
+            self._attach(self.metrics)
+
+    def _attach(self, metrics: Metrics) -> None:
+        """Count every policy's decisions (dry-run denials as shadow) and admin requests."""
+        for policy in (self.default, *self.routes.values()):
+            # The counted registry has the registry's methods (see InstrumentedRegistry).
+            policy.registry = instrument(  # type: ignore[assignment]
+                policy.registry, metrics, policy=policy.name, shadow=self.dry_run
+            )
+        if self.admin is not None:
+            self.admin.audit.on_admin = metrics.admin
 
     def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Rule]) -> None:
         if not isinstance(routes, Mapping):
@@ -326,6 +342,7 @@ class Middleware(Generic[App]):
         max_body: int = DEFAULT_MAX_BODY,
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         in_flight: Optional[InFlightLimit] = None,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"'app' must be {self._app_kind} (a callable), got {show(app)}")
@@ -348,6 +365,7 @@ class Middleware(Generic[App]):
             max_body=max_body,
             ipv6_prefix=ipv6_prefix,
             in_flight=in_flight,
+            metrics=metrics,
         )
         #: The in-flight limit, if any: a request holds one of its key's slots until it ends.
         self._in_flight = in_flight
@@ -355,7 +373,7 @@ class Middleware(Generic[App]):
         self._admin_path = None if options.admin is None else options.admin.path
         # Read on every request: kept here, one attribute lookup away. None when requests need
         # more than the default key, cost and registry (see `Options.is_plain`).
-        self._consume = registry.consume if options.is_plain else None
+        self._consume = options.default.registry.consume if options.is_plain else None
         self._cost = options.cost
         self._ipv6_prefix = options.ipv6_prefix
 
