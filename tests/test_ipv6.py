@@ -25,12 +25,25 @@ def test_rotating_addresses_within_a_56_share_one_bucket(make, hook):
     statuses = [h.request(client=f"2001:db8:0:1{i:x}{i:x}::{i + 1}").status for i in range(8)]
     assert statuses == [200, 200, 200] + [429] * 5
     assert h.registry.tokens("2001:db8:0:100::/56") == 0.0
-    # Another /56 is another subscriber; IPv4 and IPv4-mapped addresses are keyed as before.
+    # Another /56 is another subscriber; IPv4 addresses are keyed as before.
     assert h.request(client="2001:db8:0:200::1").status == 200
     assert h.request(client="203.0.113.7").status == 200
     assert h.registry.tokens("203.0.113.7") == 2.0
-    assert h.request(client="::ffff:203.0.113.8").status == 200
-    assert h.registry.tokens("::ffff:203.0.113.8") == 2.0
+    assert h.request(client="203.0.113.8").status == 200
+    assert h.registry.tokens("203.0.113.8") == 2.0
+
+
+@pytest.mark.parametrize("hook", [False, True], ids=["fast-path", "full-path"])
+@pytest.mark.parametrize("bits", [56, 128])
+def test_ipv4_mapped_addresses_share_the_ipv4_bucket(make, hook, bits):
+    """Review item 6: ``::ffff:1.2.3.4``, ``::FFFF:1.2.3.4``, ``::ffff:0102:0304`` and
+    ``1.2.3.4`` were four buckets under the default key (TrustedProxyKey gave ``1.2.3.4``)."""
+    options = {"on_decision": lambda view, key, decision: None} if hook else {}
+    h = make(ipv6_prefix=bits, **options)
+    spellings = ["::ffff:1.2.3.4", "::FFFF:1.2.3.4", "::ffff:0102:0304", "1.2.3.4"]
+    assert [h.request(client=text).status for text in spellings] == [200, 200, 200, 429]
+    assert h.registry.tokens("1.2.3.4") == 0.0
+    assert client_key("::ffff:0102:0304", bits) == "1.2.3.4"
 
 
 @pytest.mark.parametrize("bits", [128, 64])
@@ -67,12 +80,14 @@ def test_bad_prefix_is_refused(make, value, error):
 
 @given(address=st.ip_addresses(v=6), bits=st.integers(0, 128))
 def test_key_is_the_network(address: ipaddress.IPv6Address, bits: int) -> None:
-    """Any IPv6 address (but IPv4-mapped ones) is keyed by its network of `bits` bits, by the
-    default key and by TrustedProxyKey alike; at 128, by the address as the server wrote it."""
+    """Any IPv6 address is keyed by its network of `bits` bits, by the default key and by
+    TrustedProxyKey alike (at 128, by the address as the server wrote it); an IPv4-mapped one
+    by its IPv4 address."""
     text = address.exploded if bits % 2 else str(address)
     key = TrustedProxyKey(["10.0.0.0/8"], ipv6_prefix=bits)
     if address.ipv4_mapped is not None:
-        assert client_key(text, bits) == text
+        assert client_key(text, bits) == str(address.ipv4_mapped)
+        assert client_key(text.upper(), bits) == str(address.ipv4_mapped)
         assert key.client_address("10.0.0.1", text) == str(address.ipv4_mapped)
     elif bits == 128:
         assert client_key(text, bits) == text

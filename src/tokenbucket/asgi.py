@@ -117,8 +117,8 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         max_body: largest admin request body accepted, in bytes (default 4096); larger is 413.
         ipv6_prefix: the default key of an IPv6 client is its network of this many bits
             (default 56: ``2001:db8:0:100::/56``), since one subscriber holds many addresses;
-            128 keys each address alone. IPv4 (and IPv4-mapped) addresses are keyed as they
-            are. An int from 0 to 128.
+            128 keys each address alone. IPv4 addresses are keyed as they are, IPv4-mapped
+            ones (``::ffff:1.2.3.4``) as IPv4. An int from 0 to 128.
         in_flight: an [`InFlightLimit`][tokenbucket.InFlightLimit]: at most that many requests
             per key (the same key as the rate limit) in progress at once. A request over it gets
             ``429`` with ``{"error": "Too many requests in flight", "limit": n}``, no

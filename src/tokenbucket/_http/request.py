@@ -40,12 +40,14 @@ def client_key(address: Optional[str], ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -
 
     No address is None or ``""``, whichever the server reports (an ASGI ``("", port)``, an empty
     ``REMOTE_ADDR``): both middlewares and every path through them key such requests alike.
-    An IPv6 address is keyed by its network of ``ipv6_prefix`` bits (`ipv6_key`); IPv4 and
-    IPv4-mapped addresses, and anything that is not an address, are keys as they are.
+    An IPv6 address is keyed by its network of ``ipv6_prefix`` bits (`ipv6_key`), an
+    IPv4-mapped one (``::ffff:1.2.3.4``, in any spelling) by its IPv4 address (``1.2.3.4``, as
+    `TrustedProxyKey` keys it); IPv4 addresses, and anything that is not an address, are keys as
+    they are.
     """
     if not address:
         return UNKNOWN_CLIENT
-    if ipv6_prefix == 128 or ":" not in address:  # IPv4 needs no parsing: the hot path
+    if ":" not in address:  # IPv4 needs no parsing: the hot path
         return address
     return _ipv6_text_key(address, ipv6_prefix)
 
@@ -62,8 +64,10 @@ def _ipv6_text_key(address: str, ipv6_prefix: int) -> str:
         parsed = ipaddress.IPv6Address(address)
     except ValueError:
         return address
-    if parsed.ipv4_mapped is not None:
-        return address
+    if parsed.ipv4_mapped is not None:  # one client, one bucket, however its address is spelled
+        return str(parsed.ipv4_mapped)
+    if ipv6_prefix == 128:
+        return address  # as the server wrote it, as before 0.2.0
     return ipv6_key(parsed, ipv6_prefix)
 
 
