@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Tuple
 
 import pytest
@@ -92,3 +93,31 @@ def test_decorator_keys_stay_out_of_route_namespaces() -> None:
     assert registry.tokens("/login\x01\x02203.0.113.7") == 0.0
     with pytest.raises(Exception, match="rate limit exceeded"):
         call("/login\x00203.0.113.7")
+
+
+def _no_key(request: RequestView) -> Optional[str]:
+    return request.header("x-api-key")  # None without the header: a bug in the app
+
+
+@pytest.mark.parametrize("in_flight", [False, True])
+@pytest.mark.parametrize(
+    ("key_func", "shown"),
+    [(_no_key, "None (NoneType)"), (lambda request: 42, "42 (int)")],
+    ids=["none", "int"],
+)
+def test_a_key_function_returning_a_non_str_fails_clearly(make, key_func, shown, in_flight):
+    """Review item 3: ``TypeError: argument of type 'NoneType' is not iterable`` from deep in
+    the key escaping. Still an error (the app's bug, a 500 from the server), but one that
+    names the key function and what it returned; through both middlewares, with routes."""
+    from tokenbucket import InFlightLimit
+
+    options = {"in_flight": InFlightLimit(2)} if in_flight else {}
+    h = make(key=key_func, routes={"/login": Rule(5, 1.0)}, **options)
+    message = re.escape(
+        f"the key function {key_func.__qualname__!r} returned {shown}; "
+        "a key function must return a str, the bucket key"
+    )
+    for path in ("/", "/login"):
+        with pytest.raises(TypeError, match=f"^{message}$"):
+            h.request(path=path)
+    assert h.seen == []

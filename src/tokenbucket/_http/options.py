@@ -265,7 +265,14 @@ class Options:
         key = client_key(view.client, self.ipv6_prefix) if key_func is None else key_func(view)
         cost_func = self.cost_func
         cost = self.cost if cost_func is None else cost_func(view)
-        return policy, key, bucket_key(policy.prefix, key), cost
+        try:
+            return policy, key, bucket_key(policy.prefix, key), cost
+        except TypeError:  # only a key function's answer can fail here; checked on failure only
+            name = getattr(key_func, "__qualname__", None) or repr(key_func)
+            raise TypeError(
+                f"the key function {name!r} returned {show(key)} ({type(key).__name__}); "
+                f"a key function must return a str, the bucket key"
+            ) from None
 
     def report(self, view: RequestView, key: str, decision: Decision) -> None:
         """Call ``on_decision(view, key, decision)`` for a counted request, if there is a hook."""
