@@ -160,9 +160,52 @@ class TestReadAndRemove:
     def test_query_values_are_percent_decoded(self, admin):
         """client_id in the query string is URL-decoded (IPv6 colons, spaces)."""
         h = admin()
-        h.registry.update_rule("2001:db8::1", capacity=8)
-        response = h.request("GET", PATH, query="client_id=2001%3Adb8%3A%3A1", headers=AUTH)
+        h.registry.update_rule("2001:db8::/56", capacity=8)
+        response = h.request("GET", PATH, query="client_id=2001%3Adb8%3A%3A%2F56", headers=AUTH)
         assert response.json()["capacity"] == 8
+
+    @pytest.mark.parametrize(
+        ("client_id", "bits", "message"),
+        [
+            (
+                "2001:db8::1",
+                56,
+                "'client_id' '2001:db8::1' is an IPv6 address; clients are keyed by their /56 "
+                "network: use '2001:db8::/56'",
+            ),
+            (
+                "2001:db8:0:1ff::7",
+                64,
+                "'client_id' '2001:db8:0:1ff::7' is an IPv6 address; clients are keyed by their "
+                "/64 network: use '2001:db8:0:1ff::/64'",
+            ),
+            (
+                "::ffff:203.0.113.7",
+                128,
+                "'client_id' '::ffff:203.0.113.7' is an IPv4-mapped IPv6 address; clients are "
+                "keyed by their IPv4 address: use '203.0.113.7'",
+            ),
+        ],
+    )
+    def test_a_client_id_the_default_key_never_returns_is_400(
+        self, admin, client_id, bits, message
+    ):
+        """Review item 7: POST {"client_id": "2001:db8::1"} answered 200, but that client's
+        live key is its /56 network: the rule never applied. Now 400 naming the key to use,
+        for POST, GET and DELETE, and nothing changes."""
+        h = admin(ipv6_prefix=bits)
+        response = post(h, {"client_id": client_id, "capacity": 50})
+        assert (response.status, response.json()) == (400, {"error": message})
+        assert h.registry.rule_for(client_id) == Rule(3, 1.0)
+        for method in ("GET", "DELETE"):
+            response = h.request(method, PATH, query=f"client_id={client_id}", headers=AUTH)
+            assert (response.status, response.json()) == (400, {"error": message})
+
+    def test_ipv6_addresses_are_fine_where_they_are_keys(self, admin):
+        """At ipv6_prefix=128, or with a key function, an IPv6 address can be a live key."""
+        for h in (admin(ipv6_prefix=128), admin(key=lambda request: "2001:db8::1")):
+            assert post(h, {"client_id": "2001:db8::1", "capacity": 50}).status == 200
+            assert h.registry.rule_for("2001:db8::1") == Rule(50, 1.0)
 
     @pytest.mark.parametrize(
         ("query", "message"),

@@ -20,6 +20,7 @@ from .._rule import Rule
 from .._validate import Number, check_capacity, check_rate, check_rule_fields, show
 from .audit import AuditLog, quote
 from .headers import Response, denial, error, json_response
+from .request import client_key
 
 if TYPE_CHECKING:
     from .._registry import BucketRegistry
@@ -315,10 +316,36 @@ class AdminAPI:
         client_id = params.get("client_id")
         if not client_id:
             return error(400, "query parameter 'client_id' is required and must be non-empty")
+        unreachable = self._unreachable(client_id)
+        if unreachable is not None:
+            return unreachable
         policy = self._route(params.get("route"))
         if isinstance(policy, Response):
             return policy
         return AdminOp(action, client_id, policy)
+
+    def _unreachable(self, client_id: str) -> Optional[Response]:
+        """The 400 for a ``client_id`` the default key never returns, naming the one it does.
+
+        Under the default key (no ``key=``), an IPv6 address is keyed by its network
+        (``2001:db8::/56``) and an IPv4-mapped one by its IPv4 address: a rule for the address
+        itself would be accepted and never apply.
+        """
+        options = self._options
+        if options.key_func is not None or ":" not in client_id:
+            return None
+        live = client_key(client_id, options.ipv6_prefix)
+        if live == client_id:
+            return None
+        if "/" in live:
+            kind, keyed = "an IPv6 address", f"their /{options.ipv6_prefix} network"
+        else:
+            kind, keyed = "an IPv4-mapped IPv6 address", "their IPv4 address"
+        return error(
+            400,
+            f"'client_id' {show(client_id)} is {kind}; clients are keyed by {keyed}: "
+            f"use {show(live)}",
+        )
 
     def _parse_update(self, body: bytes) -> Union[Response, AdminOp]:
         try:
@@ -344,6 +371,9 @@ class AdminAPI:
             return error(400, "field 'client_id' is required")
         if not isinstance(client_id, str) or not client_id:
             return error(400, f"'client_id' must be a non-empty string, got {show(client_id)}")
+        unreachable = self._unreachable(client_id)
+        if unreachable is not None:
+            return unreachable
         numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
         for name in numbers:
             if name in data:
