@@ -295,3 +295,38 @@ class TestAsync:
             @rate_limit(reg)
             def work():
                 return None
+
+
+def test_two_lambdas_have_two_buckets():
+    """Review item 8: the default key was ``module.qualname``, ``<lambda>`` for both, so two
+    decorated lambdas in one module shared a bucket. Now each lambda has its own."""
+    reg = BucketRegistry(Rule(1, 1.0), clock=ManualClock())
+    first = rate_limit(reg)(lambda: "first")
+    second = rate_limit(reg)(lambda: "second")
+    assert (first(), second()) == ("first", "second")
+    with pytest.raises(RateLimitExceeded):
+        first()
+    with pytest.raises(RateLimitExceeded):
+        second()
+    func = first.__wrapped__
+    assert func.__qualname__.endswith("<lambda>")
+    assert reg.tokens(f"{func.__module__}.{func.__qualname__}#{id(func)}") == 0.0
+
+
+def test_named_functions_made_by_a_factory_share_their_bucket():
+    """A named nested function keeps its qualified name as its key: each one a factory makes
+    is the same function (and shares its bucket across processes on a shared store)."""
+    reg = BucketRegistry(Rule(1, 1.0), clock=ManualClock())
+
+    def make():
+        @rate_limit(reg)
+        def search() -> str:
+            return "results"
+
+        return search
+
+    assert make()() == "results"
+    with pytest.raises(RateLimitExceeded):
+        make()()
+    name = f"{make.__module__}.test_named_functions_made_by_a_factory_share_their_bucket.<locals>"
+    assert reg.tokens(f"{name}.make.<locals>.search") == 0.0

@@ -42,7 +42,11 @@ def rate_limit(
         limiter: a [`BucketRegistry`][tokenbucket.BucketRegistry] (share it to share limits),
             or a [`Rule`][tokenbucket.Rule] for a private registry.
         key: called with the call's arguments, returns the bucket key (e.g. ``lambda user,
-            **kw: user.id``). Default: one bucket for the function (its qualified name).
+            **kw: user.id``). Default: one bucket for the function, named by its module and
+            qualified name (``"app.views.search"``), shared by every process on a shared store.
+            A lambda has no name to tell it from another (two are both ``<lambda>``), so its
+            default key adds the function object's ``id`` (``"app.<lambda>#1407..."``): one
+            bucket per lambda, but per process too; pass ``key`` to share one across processes.
         cost: tokens each call takes (default 1).
         wait: if True, a denied call waits until its tokens are available instead of raising,
             as long as the wait fits in ``max_wait`` seconds (it raises at once if not, and
@@ -94,9 +98,7 @@ def rate_limit(
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
             raise TypeError(f"rate_limit decorates callables, got {func!r}")
-        default_key = escape_key(
-            f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}"
-        )
+        default_key = escape_key(_default_key(func))
 
         def key_of(args: Any, kwargs: Any) -> str:
             # Escaped like every key (see _keys.py): on a registry whose store the middleware
@@ -185,3 +187,15 @@ def _registry(limiter: object) -> BucketRegistry:
     if isinstance(limiter, Rule):
         return BucketRegistry(limiter)
     raise TypeError(f"'limiter' must be a BucketRegistry or a Rule, got {limiter!r}")
+
+
+def _default_key(func: Callable[..., Any]) -> str:
+    """``module.qualname``, unique per function object for lambdas (``#`` and its ``id``)."""
+    qualname = getattr(func, "__qualname__", None)
+    name = f"{getattr(func, '__module__', '')}.{func if qualname is None else qualname}"
+    if qualname is not None and "<lambda>" in qualname:
+        # Every lambda of a module (or of one enclosing function) has the same qualified name:
+        # they would share one bucket. Named functions keep the name alone, so that the ones a
+        # factory makes anew (``create_app.<locals>.search``) share their bucket, as before.
+        return f"{name}#{id(func)}"
+    return name
