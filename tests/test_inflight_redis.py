@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tokenbucket import InFlightLimit
@@ -43,8 +43,8 @@ class TestRedis:
         limit = InFlightLimit(4, store=store, lease=30)
         slot = limit.acquire("203.0.113.7")
         client = store.client
-        assert client.keys("*") == [b"tokenbucket:in-flight\x00203.0.113.7"]
-        name = b"tokenbucket:in-flight\x00203.0.113.7"
+        assert client.keys("*") == [b"tokenbucket:\xffin-flight:203.0.113.7"]
+        name = b"tokenbucket:\xffin-flight:203.0.113.7"
         assert client.type(name) == b"zset"
         assert 29_000 < client.pttl(name) <= 30_000
         (member, score), now = client.zrange(name, 0, -1, withscores=True)[0], client.time()
@@ -69,7 +69,7 @@ class TestRedis:
         short = InFlightLimit(2, store=store, lease=1)
         long.acquire("a")
         short.acquire("a")
-        assert store.client.pttl(b"tokenbucket:in-flight\x00a") > 29_000
+        assert store.client.pttl(b"tokenbucket:\xffin-flight:a") > 29_000
 
     def test_script_reloaded_after_script_flush(self, store):
         limit = InFlightLimit(1, store=store)
@@ -200,3 +200,40 @@ def test_any_key_is_its_own_count_in_redis(store, keys):
         limit.release(slot)
     assert all(limit.in_flight(key) == 0 for key in keys)
     assert store.client.keys("*") == []
+
+
+def test_a_registry_key_cannot_name_a_slot_set(store):
+    """Review item 4: a raw registry key of ``"in-flight\\0k"`` was ``k``'s slot set (a sorted
+    set) and hit WRONGTYPE, on the store the limit shares. Now bucket and slot keys are apart."""
+    from tokenbucket import BucketRegistry, Rule
+
+    limit = InFlightLimit(2, store=store)
+    slot = limit.acquire("k")
+    registry = BucketRegistry(Rule(5, 1), store=store)
+    for key in ("in-flight\x00k", "in-flight:k", "\udcffin-flight:k", ""):
+        assert registry.consume(key).remaining == 4
+        # Counted in Redis (the store's fallback would answer the same if Redis had refused).
+        name = (store.prefix + key).encode("utf-8", "surrogatepass")
+        assert store.client.type(name) == b"hash"
+    assert limit.in_flight("k") == 1
+    limit.release(slot)
+    assert limit.in_flight("k") == 0
+
+
+_ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=12)  # surrogates too
+
+
+@given(prefix=_ANY_TEXT, key=_ANY_TEXT, other_prefix=_ANY_TEXT, other_key=_ANY_TEXT)
+@example(prefix="tokenbucket:", key="k", other_prefix="tokenbucket:", other_key="in-flight\0k")
+@example(prefix="", key="k", other_prefix="", other_key="in-flight\0k")
+def test_no_bucket_hash_is_a_slot_set(prefix, key, other_prefix, other_key):
+    """Whatever the prefixes and keys, of one store or two, no bucket hash is named like a slot
+    set, and two slot sets share a name only for the same prefix and key."""
+    from tokenbucket._redis_inflight import SlotLogic
+    from tokenbucket._redis_logic import Logic
+
+    slot_set = SlotLogic(Logic(prefix, "fallback", 1.0)).name(key)
+    assert Logic(other_prefix, "fallback", 1.0)._name(other_key) != slot_set
+    assert Logic(prefix, "fallback", 1.0)._name(key) != slot_set
+    other_set = SlotLogic(Logic(other_prefix, "fallback", 1.0)).name(other_key)
+    assert (other_set == slot_set) == ((prefix, key) == (other_prefix, other_key))

@@ -1,11 +1,17 @@
 r"""In-flight slots in Redis, without I/O: the plans the Redis stores drive (see ``_redis_logic``).
 
-Each key's slots are one sorted set, ``prefix + "in-flight\0" + key``: a member per slot held
-(a random id), scored by the end of its lease in server milliseconds (Stripe's concurrency
-limiter has the same shape). Acquiring is one EVALSHA of ``_lua/inflight.lua`` (drop expired
-members, count, add); releasing is one ZREM of the slot's id. Every call touches one key, so
-Redis Cluster needs no hash tag. ``"\0"`` keeps the sets apart from the bucket hashes: a key the
-middleware writes has no ``"\0"`` but a route's namespace, and routes start with ``/``.
+Each key's slots are one sorted set, ``prefix + b"\xffin-flight:" + key`` (prefix and key in
+UTF-8): a member per slot held (a random id), scored by the end of its lease in server
+milliseconds (Stripe's concurrency limiter has the same shape). Acquiring is one EVALSHA of
+``_lua/inflight.lua`` (drop expired members, count, add); releasing is one ZREM of the slot's id.
+Every call touches one key, so Redis Cluster needs no hash tag.
+
+The byte ``0xff`` keeps the sets apart from every bucket hash, whatever the keys and prefixes: a
+bucket hash is named ``(prefix + key).encode("utf-8", "surrogatepass")``, and UTF-8 never
+contains ``0xff``, so no bucket key of any store can name a set (before, a raw registry key
+``"in-flight\0k"`` named ``k``'s set and hit WRONGTYPE). Two sets cannot share a name either:
+the prefix ends at the first ``0xff``. The sets still start with the prefix, so key patterns on
+it (``SCAN MATCH``, ACL ``~tokenbucket:*``) cover them.
 
 Failures follow the store's ``on_error`` policy and circuit breaker, as decisions do: while
 Redis is unavailable ``fallback`` counts slots in this process (`MemorySlots`: the cap holds
@@ -31,8 +37,9 @@ _SCRIPT = _LUA.joinpath("inflight.lua").read_text("utf-8")
 _SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest().encode("ascii")
 _ACQUIRE = b"acquire"
 _COUNT = b"count"
-#: Between the store's prefix and the key: no bucket hash the middleware writes starts so.
-_INFIX = "in-flight\0"
+#: Between the store's prefix and the key: ``0xff``, a byte no UTF-8 text (so no bucket hash)
+#: holds, then a readable word.
+_INFIX = b"\xffin-flight:"
 
 
 class _Untracked:
@@ -59,7 +66,8 @@ class SlotLogic:
 
     def name(self, key: str) -> bytes:
         """The sorted set of ``key``'s slots."""
-        return (self.logic.prefix + _INFIX + key).encode("utf-8", "surrogatepass")
+        prefix = self.logic.prefix.encode("utf-8", "surrogatepass")
+        return prefix + _INFIX + key.encode("utf-8", "surrogatepass")
 
     def new(self, key: str, owner: Any) -> Slot:
         """A slot with a fresh random id, not yet taken (see `acquire`)."""
