@@ -86,6 +86,16 @@ class TestForwarded:
             (f"proto=https, for={CLIENT}", CLIENT),
             (f"for={CLIENT}, proto=https", "10.0.0.2"),
             ('for="\\"x"', "10.0.0.2"),
+            # Bare addresses (RFC 7239 wants them quoted; naive proxy set-ups write them so).
+            ("for=2001:db8:cafe::17", "2001:db8:cafe::/56"),
+            ("for=[2001:db8:cafe::17]", "2001:db8:cafe::/56"),
+            ("for=[2001:db8:cafe::17]:4711", "2001:db8:cafe::/56"),
+            (f"for={CLIENT}:4711", CLIENT),
+            (f"for={CLIENT}:4711;proto=https", CLIENT),
+            (f"for=1.1.1.1, for={CLIENT}:80, for=[::ffff:10.0.0.1]", CLIENT),
+            ("by=2001:db8::1", "10.0.0.2"),  # bare only as a for= value
+            ("for=_gw:80", "10.0.0.2"),
+            ("for=[2001:db8::1", "10.0.0.2"),
         ],
     )
     def test_forwarded_elements(self, field, expected):
@@ -129,6 +139,19 @@ class TestClientTextCannotChangeTheProxiesElements:
         assert statuses == [200, 200, 200, 429, 429, 429]
         assert h.registry.tokens("127.0.0.5") == 0.0
 
+    @pytest.mark.parametrize("form", ["{}", "[{}]", "[{}]:4711"])
+    def test_bare_ipv6_clients_are_not_one_bucket(self, make, form):
+        """Review item 5: ``proxy_set_header Forwarded "for=$remote_addr"`` writes IPv6 clients
+        bare, which was malformed: every IPv6 client got the proxy's bucket. Now each its own."""
+        h = make(key=self.key)
+        for network in range(3):
+            for _ in range(3):
+                address = form.format(f"2001:db8:{network}::1")
+                response = h.request(client="127.0.0.1", headers={"Forwarded": f"for={address}"})
+                assert response.status == 200
+        assert h.registry.tokens("127.0.0.1") == 3.0
+        assert h.registry.tokens("2001:db8:2::/56") == 0.0
+
     def test_malformed_element_written_by_a_trusted_hop(self):
         """Every hop trusted up to the client's own element, and that one malformed: the key is
         the last trusted hop, the one that forwarded the malformed element (nearest hop whose
@@ -167,10 +190,16 @@ _client_text = st.text(alphabet=st.sampled_from('",;=\\[]: \tfor1.2a_')) | st.te
 
 @st.composite
 def _forwarded_element(draw: st.DrawFn, address: _Address) -> str:
-    """An element as a proxy writes it: for= the address (quoted if it needs to be), maybe a
-    port, maybe other parameters."""
+    """An element as a proxy writes it: for= the address (quoted if it needs to be, or bare as
+    naive set-ups write it), maybe a port, maybe other parameters."""
     port = draw(st.none() | st.integers(1, 65535))
-    if address.version == 6:
+    if draw(st.booleans()):  # bare, as proxy_set_header Forwarded "for=$remote_addr" writes it
+        if address.version == 6:
+            value = draw(st.sampled_from([str(address), f"[{address}]"]))
+            value += "" if port is None else f":{port}" if value.startswith("[") else ""
+        else:
+            value = str(address) if port is None else f"{address}:{port}"
+    elif address.version == 6:
         value = f'"[{address}]{"" if port is None else f":{port}"}"'
     elif port is None:
         value = draw(st.sampled_from([str(address), f'"{address}"']))

@@ -48,7 +48,9 @@ class TrustedProxyKey:
     from the right as well, element by element and only as far as the walk goes, so nothing a
     client writes (an unclosed quote, a stray separator) changes how the proxies' elements
     read; a malformed element stops the walk like garbage. A proxy that reports a
-    port (``203.0.113.7:4711``, ``"[2001:db8::1]:4711"``) is understood; keys are normalised
+    port (``203.0.113.7:4711``, ``"[2001:db8::1]:4711"``) is understood, and so is a ``for=``
+    address left unquoted (``for=2001:db8::1``, ``for=192.0.2.1:80``, as
+    ``proxy_set_header Forwarded "for=$remote_addr"`` writes it); keys are normalised
     addresses without ports, IPv4-mapped IPv6 addresses as IPv4, and an IPv6 client is keyed by
     its network of ``ipv6_prefix`` bits (``2001:db8:0:100::/56``), as the default key does.
 
@@ -187,10 +189,17 @@ def _parse(text: str) -> Optional[_Address]:
 
 
 # One parameter of a Forwarded element, ``name=value``, spelled backwards (see `_forwarded_for`):
-# the value (a token, or a quoted string without escapes), "=", the name. Spaces around "=" and
-# ";" are tolerated, as before.
+# the value (a token, or a quoted string without escapes, or an unquoted address with colons or
+# brackets), "=", the name. Spaces around "=" and ";" are tolerated, as before.
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_PAIR_REVERSED = re.compile(rf'[ \t]*(?:({_TOKEN})|"([^"\\]*)")[ \t]*=[ \t]*({_TOKEN})[ \t]*')
+# RFC 7239 wants ``for="[2001:db8::1]"`` and ``for="192.0.2.1:80"`` quoted, but a proxy set up as
+# ``proxy_set_header Forwarded "for=$remote_addr"`` writes them bare. Accepted for ``for`` only:
+# hex digits, ".", ":", "[" and "]" hold none of the field's separators, so such a value cannot
+# change where an element or a pair ends.
+_BARE_ADDRESS = r"[0-9A-Fa-f.:\[\]]+"
+_PAIR_REVERSED = re.compile(
+    rf'[ \t]*(?:({_TOKEN})|"([^"\\]*)"|({_BARE_ADDRESS}))[ \t]*=[ \t]*({_TOKEN})[ \t]*'
+)
 
 
 def _forwarded_for(field: str) -> Iterator[Optional[str]]:
@@ -222,8 +231,12 @@ def _forwarded_for(field: str) -> Iterator[Optional[str]]:
                 yield None  # malformed: nothing to its left can be read reliably
                 return
             position = match.end()
-            if value is None and match.group(3).lower() == "rof":  # "for", backwards
-                value = (match.group(1) or match.group(2) or "")[::-1]
+            is_for = match.group(4).lower() == "rof"  # "for", backwards
+            if match.group(3) is not None and not is_for:
+                yield None  # a bare address is only understood as a for= value
+                return
+            if value is None and is_for:
+                value = (match.group(1) or match.group(2) or match.group(3) or "")[::-1]
             if position < end and text[position] not in ",;":
                 yield None
                 return
