@@ -1,4 +1,4 @@
-"""Flask: wrap the WSGI app; rate limits per API key, falling back to the client IP.
+"""Flask: wrap the WSGI app; rate limits per customer (known API keys), else per client IP.
 
 From the root of a clone, in a virtualenv (python3 -m venv .venv && . .venv/bin/activate):
 
@@ -22,12 +22,22 @@ def index():
     return {"message": "hello"}
 
 
-def api_key_or_ip(request):
-    """The same key function works under the ASGI middleware."""
-    return request.header("x-api-key") or request.client or "unknown"
+# The API keys you issued, each to its customer (in a real app: your database or settings).
+API_KEYS = {"demo-key-alice": "alice", "demo-key-bob": "bob"}
 
 
-app.wsgi_app = RateLimitMiddleware(app.wsgi_app, registry=registry, key=api_key_or_ip)
+def customer_or_ip(request):
+    """A known API key's customer, else the client IP; the same function works under ASGI.
+
+    Only keys you issued count, and each kind has its own prefix: a header taken as it is
+    would let a client send a new key per request (a fresh bucket each time) or name another
+    client's key or IP address and empty that bucket.
+    """
+    customer = API_KEYS.get(request.header("x-api-key"))
+    return f"customer:{customer}" if customer else f"ip:{request.client or 'unknown'}"
+
+
+app.wsgi_app = RateLimitMiddleware(app.wsgi_app, registry=registry, key=customer_or_ip)
 
 if __name__ == "__main__":
     app.run()

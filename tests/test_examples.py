@@ -125,13 +125,31 @@ def test_starlette_example_counts_denials():
 
 
 def test_flask_example_keys_by_api_key():
-    """Flask: requests with an API key have their own bucket."""
+    """Flask: requests with a known API key have their customer's bucket."""
     module = load("flask_app")
-    statuses = [wsgi_get(module.app.wsgi_app)[0] for _ in range(11)]
+    app = module.app.wsgi_app
+    statuses = [wsgi_get(app)[0] for _ in range(11)]
     assert statuses == [200] * 10 + [429]
-    status, headers, _ = wsgi_get(module.app.wsgi_app, headers={"X-API-Key": "alice"})
+    status, headers, _ = wsgi_get(app, headers={"X-API-Key": "demo-key-alice"})
     assert status == 200
     assert headers["RateLimit"].startswith('"default";r=9;')
+    assert module.registry.tokens("customer:alice") == pytest.approx(9.0, abs=0.5)  # real clock
+
+
+def test_flask_example_key_cannot_be_chosen_by_the_client():
+    """Review item 1: the key was the X-API-Key header, unchecked, so a client escaped its
+    limit with a new key per request, or emptied another client's bucket by naming it."""
+    module = load("flask_app")
+    app = module.app.wsgi_app
+    # A made-up key each time: still the client's own IP bucket, and the 11th is refused.
+    statuses = [wsgi_get(app, headers={"X-API-Key": f"made-up-{i}"})[0] for i in range(11)]
+    assert statuses == [200] * 10 + [429]
+    # Naming another client's IP (or its key's customer) takes nothing from that client.
+    for name in ("198.51.100.1", "ip:198.51.100.1", "alice", "customer:alice"):
+        assert wsgi_get(app, ip="192.0.2.9", headers={"X-API-Key": name})[0] == 200
+    assert module.registry.tokens("ip:198.51.100.1") == 10.0
+    assert module.registry.tokens("customer:alice") == 10.0
+    assert module.registry.tokens("ip:192.0.2.9") == pytest.approx(6.0, abs=0.5)  # real clock
 
 
 def test_django_example():

@@ -98,8 +98,15 @@ class RequestView:
 
     Both middlewares build the same view, so one key function serves ASGI and WSGI apps alike::
 
-        def api_key(request: RequestView) -> str:
-            return request.header("x-api-key") or request.client or "unknown"
+        API_KEYS = {"demo-key-alice": "alice"}  # issued key -> customer
+
+        def customer_or_ip(request: RequestView) -> str:
+            customer = API_KEYS.get(request.header("x-api-key"))
+            return f"customer:{customer}" if customer else f"ip:{request.client or 'unknown'}"
+
+    Headers are written by the client: accept only keys you issued, and prefix each kind, or a
+    client could send a new key per request (a fresh bucket each time) or name another
+    client's key or address and empty that bucket.
 
     Attributes:
         method: the request method, upper case (``"GET"`` for a WebSocket handshake).
