@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import List, Optional, Union
 
 import pytest
@@ -332,3 +333,64 @@ class TestValidation:
             repr(key) == "TrustedProxyKey(['10.0.0.1/32', 'fd00::/8', 'unix'], header='forwarded')"
         )
         assert key.client_address("fd00::5", f"for={CLIENT}") == CLIENT
+
+
+def _keys_seen_by_wsgiref(key: TrustedProxyKey, headers: List[tuple]) -> List[str]:
+    """Send one request with ``headers`` (in order) to a real wsgiref server on 127.0.0.1
+    behind the WSGI middleware keyed by ``key``; return the keys the middleware used."""
+    import http.client
+    import threading
+    import wsgiref.simple_server
+
+    from tokenbucket import BucketRegistry, Rule
+    from tokenbucket.wsgi import RateLimitMiddleware
+
+    keys: List[str] = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    class Quiet(wsgiref.simple_server.WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    limited = RateLimitMiddleware(
+        app,
+        registry=BucketRegistry(Rule(10, 1.0)),
+        key=key,
+        on_decision=lambda request, used, decision: keys.append(used),
+    )
+    server = wsgiref.simple_server.make_server("127.0.0.1", 0, limited, handler_class=Quiet)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        connection.putrequest("GET", "/")
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        assert connection.getresponse().status == 200
+        connection.close()
+        thread.join(10)
+    finally:
+        server.server_close()
+    return keys
+
+
+def test_wsgiref_joins_underscore_headers_into_x_forwarded_for():
+    """Review item 2: wsgiref maps ``X_Forwarded_For`` to ``HTTP_X_FORWARDED_FOR`` too and
+    appends it to the proxy's value, so behind a proxy that passes underscore headers the
+    client writes the rightmost entry. Nothing in WSGI can tell the two apart: the docs warn,
+    and ``header="forwarded"`` (no dash, no underscore twin) is not affected."""
+    forged = [("X-Forwarded-For", CLIENT), ("X_Forwarded_For", "6.6.6.6")]
+    assert _keys_seen_by_wsgiref(TrustedProxyKey(["127.0.0.1"]), forged) == ["6.6.6.6"]
+    forwarded = [("Forwarded", f"for={CLIENT}"), ("X_Forwarded_For", "6.6.6.6")]
+    key = TrustedProxyKey(["127.0.0.1"], header="forwarded")
+    assert _keys_seen_by_wsgiref(key, forwarded) == [CLIENT]
+    # The warning is where a reader of either will see it.
+    page = (Path(__file__).resolve().parent.parent / "docs" / "proxies.md").read_text()
+    for text in (page, TrustedProxyKey.__doc__ or ""):
+        assert "X_Forwarded_For" in text
+        assert "underscores_in_headers" in text
+        assert "wsgiref" in text

@@ -43,6 +43,13 @@ class TrustedProxyKey:
         of the app, and nothing else: a trusted network that includes client addresses lets
         those clients forge the header.
 
+        Under WSGI, ``X-Forwarded-For`` and ``X_Forwarded_For`` are the same environ variable,
+        ``HTTP_X_FORWARDED_FOR``, and wsgiref joins them: behind a proxy that forwards header
+        names with underscores, a client's ``X_Forwarded_For`` can land to the right of the
+        proxy's entry and choose the key. Prefer ``header="forwarded"`` (it has no underscore
+        twin), serve behind a proxy that drops such names (nginx does by default:
+        ``underscores_in_headers off``), and never use wsgiref in production.
+
     An entry that is not an IP address (``unknown``, an obfuscated ``_name``, garbage) stops the
     walk: the address of the trusted proxy that reported it is the key. ``Forwarded`` is parsed
     from the right as well, element by element and only as far as the walk goes, so nothing a
