@@ -342,7 +342,7 @@ class TestRoundTrips:
         replies (or thrown the errors) and returns the outcome, here NOSCRIPT and a reload."""
         from tokenbucket._redis_logic import _SCRIPT, _SHA, Logic
 
-        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0), True)
+        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0))
         assert next(plan) == ("evalsha", (_SHA, b"1", b"p:k", b"take", b"3", b"1.0", b"1"))
         assert plan.throw(redis.exceptions.NoScriptError("NOSCRIPT")) == (
             "script_load",
@@ -352,7 +352,7 @@ class TestRoundTrips:
         with pytest.raises(StopIteration) as done:
             plan.send(b"12.5")
         assert done.value.value == (True, 2.5, Rule(3, 1.0))
-        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0), True)
+        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0))
         next(plan)
         with pytest.raises(StopIteration) as done:  # an outage: the deny policy answers
             plan.throw(redis.exceptions.ConnectionError("refused"))

@@ -372,11 +372,14 @@ class TestAsync:
             def __init__(self):
                 self.inner = MemoryStore(clock=ManualClock())
 
-            async def take(self, key, amount, default, commit):
-                return self.inner.take(key, amount, default, commit)
+            async def take(self, key, amount, default):
+                return self.inner.take(key, amount, default)
 
-            async def try_take(self, key, amount, default):
-                return self.inner.try_take(key, amount, default)
+            async def peek(self, key, amount, default):
+                return self.inner.peek(key, amount, default)
+
+            async def level(self, key, default):
+                return self.inner.level(key, default)
 
             async def get_rule(self, key):
                 return self.inner.get_rule(key)

@@ -3,9 +3,9 @@
 State per key is one tuple ``(base, used, carry, shape)``: at the instant ``base`` the bucket
 was ``used`` tokens short of full under the rule whose ``_shape`` is ``shape`` (its capacity,
 refill rate and ceiling), and ``carry`` is what rounding left out of ``used`` (``used + carry``
-is the exact sum of the request sizes). ``carry`` is the int ``_EXACT`` exactly when ``used``
+is the exact sum of the request sizes). ``carry`` is the int ``EXACT`` exactly when ``used``
 is an int, an exact sum of integer sizes; otherwise it is a float. The level at ``now`` is
-``capacity - max(0, used - (now - base) * refill_rate)``.
+``capacity - deficit(base, used, refill_rate, now)``: the arithmetic is in ``_arith``, once.
 
 Why this shape: ``base`` is a clock reading and ``used`` the correctly rounded sum of request
 sizes, so each decision rounds once, in ``(now - base) * refill_rate``; nothing is accumulated
@@ -27,15 +27,19 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from ._arith import EXACT, accumulate, admits, behind, carry_of, deficit, settled_at, wait
 from ._clock import Clock
 from ._rule import Rule
-from ._store import Outcome
+from ._store import Outcome, Outcomes
 from ._validate import Number
 
 _Shape = Tuple[Number, Number, float]
 _State = Tuple[float, float, float, _Shape]
+#: A bucket as a decision sees it (see ``_view``): its stored state (None if untracked), the
+#: rule that decides, the state ``(base, used, carry)`` advanced to now, and its debt now.
+_View = Tuple[Optional[_State], Rule, float, float, float, float]
 
 #: A sweep step runs after this many new keys and visits at most ``_SWEEP_SLICE`` tracked keys
 #: (a fraction of a millisecond). A pass visits the keys tracked when it began, so it takes
@@ -49,58 +53,9 @@ _MIN_RECLAIM_SECONDS = 0.1
 _RECLAIM_SECONDS_PER_KEY = 5e-6
 
 
-#: The carry of a state whose ``used`` is an int (so integer sizes add exactly, with no work).
-_EXACT = 0
-
-
-def _carry_of(used: float) -> float:
-    """The carry of a freshly computed ``used``: exact if it is an int."""
-    return _EXACT if type(used) is int else 0.0
-
-
-def _accumulate(used: float, carry: float, amount: float) -> Tuple[float, float]:
-    """Return ``used + carry + amount`` as (correctly rounded sum, what rounding left out).
-
-    Knuth's TwoSum makes the addition error-free, so fractional request sizes never drift;
-    integer sizes never get here (their sums are exact).
-    """
-    total = used + amount
-    back = total - used
-    carry += (used - (total - back)) + (amount - back)
-    rounded = total + carry
-    return rounded, carry - (rounded - total)
-
-
-def _deficit(base: float, used: float, refill_rate: float, now: float) -> float:
-    """Tokens missing from full at ``now`` for state ``(base, used)`` at ``refill_rate``."""
-    if now > base:
-        missing = used - (now - base) * refill_rate
-        return missing if missing > 0 else 0
-    return used  # a clock that went backwards earns nothing
-
-
-def _behind(level: float, base: float, now: float, rule: Rule) -> float:
-    """A denial's level while the clock reads ``now``, behind the bucket's instant ``base``.
-
-    Nothing refills until the clock is back at ``base``, so the level reported is the one the
-    refill line would have at ``now``: ``level - (base - now) * refill_rate``. Then
-    ``retry_after`` (``(amount - level) / refill_rate``) includes the wait for the clock to catch
-    up, and waiting exactly that long admits the request.
-    """
-    return level - (base - now) * rule.refill_rate
-
-
 def _same(shape: _Shape, current: Rule) -> bool:
     """Whether a state's rule ``shape`` is that of the key's ``current`` rule (by value)."""
     return shape is current._shape or shape == current._shape
-
-
-def _settled_at(base: float, now: float) -> float:
-    """The instant a state settled at ``now`` starts from: never earlier than ``base``.
-
-    A clock that went backwards earned nothing since ``base``, and must not earn that gap later.
-    """
-    return now if now > base else base
 
 
 class MemoryStore:
@@ -208,8 +163,11 @@ class MemoryStore:
         """The cap on tracked buckets, or None."""
         return self._max_keys
 
-    def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
-        """See [`Store.take`][tokenbucket.Store.take]. This is the hot path."""
+    def take(self, key: str, amount: float, default: Rule, /, _commit: bool = True) -> Outcome:
+        """See [`Store.take`][tokenbucket.Store.take]. The hot path of ``consume``.
+
+        ``_commit=False`` is `peek` (private: one body, no extra call on the hot path).
+        """
         states, lock = self._shards[hash(key) & self._mask]
         if key not in states and (
             self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
@@ -218,111 +176,191 @@ class MemoryStore:
         lock.acquire()
         try:
             now = self._clock()
-            state = states.get(key)
-            used: float
-            debt: float
-            carry: float = _EXACT
-            rule = default
-            if state is None:
-                rule = self._overrides.get(key, default)
-                base = now
-                used = debt = 0
-            else:
-                base, used, carry, shape = state
-                if shape is not default._shape:
-                    rule = self._overrides.get(key, default)
-                    if shape is not rule._shape and shape != rule._shape:
-                        # The rule changed since this state was written: settle it under the
-                        # rule it was written with, then carry the deficit over. Rules compare
-                        # by value (as in the Lua script): an equal rule is the same rule.
-                        used = _deficit(base, used, shape[1], now)
-                        carry = _carry_of(used)
-                        base = _settled_at(base, now)
-                        if commit:
-                            states[key] = (base, used, carry, rule._shape)
-                if now > base:
-                    debt = used - (now - base) * rule.refill_rate
-                    if debt <= 0:
-                        base = now
-                        used = debt = 0
-                        carry = _EXACT
-                else:
-                    debt = used
-            if debt + amount > rule._ceiling:
-                if now < base:
-                    return False, _behind(rule.capacity - debt, base, now, rule), rule
-                return False, rule.capacity - debt, rule
-            if commit:
-                if state is None:
-                    carry = _EXACT if type(amount) is int else 0.0
-                    if not self._admit(states, key, (base, amount, carry, rule._shape)):
-                        # At the cap an untracked key counts as an empty bucket.
-                        return False, 0.0, rule
-                elif carry is _EXACT and type(amount) is int:
-                    states[key] = (base, used + amount, _EXACT, rule._shape)
-                else:
-                    used, carry = _accumulate(used, carry, amount)
-                    states[key] = (base, used, carry, rule._shape)
+            state, rule, base, used, carry, debt = self._view(states, key, default, now, _commit)
+            if not admits(debt, amount, rule._ceiling):
+                return False, self._level(rule, debt, base, now), rule
+            if _commit:
+                new = self._charged(state, base, used, carry, amount, rule)
+                if state is not None:
+                    states[key] = new
+                elif not self._admit([(states, key, new)]):
+                    return False, 0.0, rule  # at the cap an untracked key is an empty bucket
             elif state is None and self._max_keys is not None and self._count >= self._max_keys:
-                return False, 0.0, rule  # a peek says what consume would: an empty bucket
+                return False, 0.0, rule  # a peek says what take would: an empty bucket
             return True, rule.capacity - debt - amount, rule
         finally:
             lock.release()
 
-    def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`, answering only whether.
+    def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.peek`][tokenbucket.Store.peek]."""
+        return self.take(key, amount, default, False)
 
-        The common case, an integer amount on a key that has a bucket under its current rule,
-        is decided here with `take`'s arithmetic and without building an outcome; anything else
-        (a new key, a rule that changed) goes to `take`. The property tests hold both to the
-        exact model.
+    def level(self, key: str, default: Rule, /) -> float:
+        """See [`Store.level`][tokenbucket.Store.level]."""
+        return self.take(key, 0, default, False)[1]
+
+    def take_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /, _commit: bool = True
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.take_all`][tokenbucket.Store.take_all].
+
+        Locks the stripes of every key, each once, in index order (so two calls never wait on
+        each other in a cycle), decides every bucket at one clock reading, then writes all or
+        none. ``_commit=False`` is `peek_all`.
+        """
+        keys = [key for key, _ in buckets]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
+        shards, mask = self._shards, self._mask
+        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
+        stripes = sorted({hash(key) & mask for key in keys})
+        for index in stripes:
+            shards[index][1].acquire()
+        try:
+            now = self._clock()
+            views = [
+                (
+                    shards[hash(key) & mask][0],
+                    key,
+                    self._view(shards[hash(key) & mask][0], key, default, now, _commit),
+                )
+                for key, default in buckets
+            ]
+            passes = [admits(view[5], amount, view[1]._ceiling) for _, _, view in views]
+            allowed = all(passes)
+            fresh = [
+                (states, key, (view[2], amount, carry_of(amount), view[1]._shape))
+                for states, key, view in views
+                if view[0] is None
+            ]
+            room = True
+            if allowed and fresh and _commit:
+                allowed = room = self._admit(fresh)
+            elif allowed and fresh and self._max_keys is not None:
+                allowed = room = self._count + len(fresh) <= self._max_keys
+            outcomes = []
+            for (states, key, view), passed in zip(views, passes):
+                state, rule, base, used, carry, debt = view
+                if state is None and not room:
+                    outcomes.append((False, 0.0, rule))  # at the cap: an empty bucket
+                elif allowed:
+                    if _commit and state is not None:
+                        states[key] = self._charged(state, base, used, carry, amount, rule)
+                    outcomes.append((True, rule.capacity - debt - amount, rule))
+                else:
+                    outcomes.append((passed, self._level(rule, debt, base, now), rule))
+            return allowed, tuple(outcomes)
+        finally:
+            for index in stripes:
+                shards[index][1].release()
+
+    def peek_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
+        return self.take_all(buckets, amount, False)
+
+    def _view(
+        self, states: Dict[str, _State], key: str, default: Rule, now: float, commit: bool
+    ) -> _View:
+        """``key``'s bucket at ``now`` under its current rule. Caller holds the key's lock.
+
+        State written under another rule is settled under that one first (and, if ``commit``,
+        written back so settled: that changes no level). A bucket found full restarts at
+        ``(settled_at(base, now), 0)``.
+        """
+        state = states.get(key)
+        if state is None:
+            return None, self._overrides.get(key, default), now, 0, EXACT, 0
+        base, used, carry, shape = state
+        rule = default
+        if shape is not default._shape:
+            rule = self._overrides.get(key, default)
+            if not _same(shape, rule):
+                # The rule changed since this state was written: settle it under the rule it
+                # was written with, then carry the deficit over. Rules compare by value (as in
+                # the Lua script): an equal rule is the same rule.
+                used = deficit(base, used, shape[1], now)
+                carry = carry_of(used)
+                base = settled_at(base, now)
+                if commit:
+                    states[key] = (base, used, carry, rule._shape)
+        debt = deficit(base, used, rule.refill_rate, now)
+        if not debt:
+            return state, rule, settled_at(base, now), 0, EXACT, debt
+        return state, rule, base, used, carry, debt
+
+    @staticmethod
+    def _level(rule: Rule, debt: float, base: float, now: float) -> float:
+        """A denial's level: behind the refill line while the clock is behind ``base``."""
+        level = rule.capacity - debt
+        return behind(level, base, now, rule.refill_rate) if now < base else level
+
+    @staticmethod
+    def _charged(
+        state: Optional[_State], base: float, used: float, carry: float, amount: float, rule: Rule
+    ) -> _State:
+        """The state after taking ``amount`` from ``(base, used, carry)``."""
+        if state is None:
+            return (base, amount, carry_of(amount), rule._shape)
+        if carry is EXACT and type(amount) is int:
+            return (base, used + amount, EXACT, rule._shape)
+        used, carry = accumulate(used, carry, amount)
+        return (base, used, carry, rule._shape)
+
+    def _try_take(self, key: str, amount: int, default: Rule, /) -> bool:
+        """`take`, answering only whether, for an int ``amount``: the registry's fast path.
+
+        Private to this class: the registry binds it only when its store is exactly a
+        MemoryStore. The common case, a key with a bucket under its current rule, is decided
+        here with one `deficit` call and no outcome built; anything else goes to `take`. The
+        property tests (tests/test_model.py) hold both to the exact model.
         """
         states, lock = self._shards[hash(key) & self._mask]
         lock.acquire()
         try:
             state = states.get(key)
             if state is not None:
-                now = self._clock()
                 base, used, carry, shape = state
                 if shape is default._shape or _same(shape, self._overrides.get(key, default)):
-                    # As in take(), for an existing bucket under its current rule.
-                    if now > base:
-                        debt = used - (now - base) * shape[1]
-                        if debt <= 0:
-                            base = now
-                            used = debt = 0
-                            carry = _EXACT
-                    else:
-                        debt = used
-                    if debt + amount > shape[2]:
+                    now = self._clock()
+                    debt = deficit(base, used, shape[1], now)
+                    if debt + amount > shape[2]:  # admits(debt, amount, ceiling), inlined
                         return False
-                    if carry is _EXACT:  # an int amount (see Store.try_take) adds exactly
-                        states[key] = (base, used + amount, _EXACT, shape)
+                    if not debt:  # full: restart, as _view does
+                        states[key] = (settled_at(base, now), amount, EXACT, shape)
+                    elif carry is EXACT:  # an int amount adds exactly
+                        states[key] = (base, used + amount, EXACT, shape)
                     else:
-                        used, carry = _accumulate(used, carry, amount)
+                        used, carry = accumulate(used, carry, amount)
                         states[key] = (base, used, carry, shape)
                     return True
         finally:
             lock.release()
-        return self.take(key, amount, default, True)[0]
+        return self.take(key, amount, default)[0]
 
-    def _admit(self, states: Dict[str, _State], key: str, state: _State) -> bool:
-        """Track a new key unless the cap is reached. Caller holds the key's stripe lock."""
+    def _admit(self, entries: List[Tuple[Dict[str, _State], str, _State]]) -> bool:
+        """Track new keys, all or none (none if the cap would be passed). Caller holds the locks."""
         if self._max_keys is None:
             # No cap to hold: the dict insert is atomic, and a count lost to a race between
-            # two stripes only delays the next sweep step by one key.
-            self._until_sweep -= 1
-            states[key] = state
-            self._keys.append(key)
+            # two stripes only delays the next sweep step by a key.
+            for states, key, state in entries:
+                self._until_sweep -= 1
+                states[key] = state
+                self._keys.append(key)
             return True
         self._admission.acquire()
         try:
-            self._until_sweep -= 1
-            if self._count >= self._max_keys:
+            self._until_sweep -= len(entries)
+            if self._count + len(entries) > self._max_keys:
                 return False
-            self._count += 1
-            states[key] = state
-            self._keys.append(key)
+            self._count += len(entries)
+            for states, key, state in entries:
+                states[key] = state
+                self._keys.append(key)
             return True
         finally:
             self._admission.release()
@@ -371,9 +409,8 @@ class MemoryStore:
                 if state is None:
                     continue  # gone already (never, while each key has one entry)
                 base, used, _, shape = state
-                # _deficit(), inlined: this loop visits every tracked key.
-                deficit = used - (now - base) * shape[1] if now > base else used
-                if deficit <= 0:
+                missing = deficit(base, used, shape[1], now)
+                if not missing:
                     if base <= idle_since:
                         lock.acquire()
                         unchanged = states.get(key) is state  # else it was just used: keep it
@@ -383,8 +420,8 @@ class MemoryStore:
                         if unchanged:
                             dropped += 1
                             continue
-                elif shape[1]:
-                    due = now + deficit / shape[1]
+                else:
+                    due = now + wait(missing, shape[1])
                     if due < next_full:
                         next_full = due
                 keys[write] = key
@@ -446,7 +483,7 @@ class MemoryStore:
         with lock:
             state = states.get(key)
             if state is not None:  # full from now on; the sweep forgets it (and its entry)
-                states[key] = (state[0], 0, _EXACT, state[3])
+                states[key] = (state[0], 0, EXACT, state[3])
 
     def _rebase(self, key: str, rule: Rule) -> None:
         """Settle ``key``'s bucket now and move it to ``rule``. Caller holds the key's lock."""
@@ -456,9 +493,9 @@ class MemoryStore:
             return  # full, and full under any rule
         base, used, _, shape = state
         now = self._clock()
-        deficit = _deficit(base, used, shape[1], now)
-        base = _settled_at(base, now)
-        if deficit > 0:
-            states[key] = (base, deficit, _carry_of(deficit), rule._shape)
+        missing = deficit(base, used, shape[1], now)
+        base = settled_at(base, now)
+        if missing:
+            states[key] = (base, missing, carry_of(missing), rule._shape)
         else:  # full: kept as such (not deleted) so that the key keeps its one entry in _keys
-            states[key] = (base, 0, _EXACT, rule._shape)
+            states[key] = (base, 0, EXACT, rule._shape)
