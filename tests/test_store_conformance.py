@@ -380,17 +380,21 @@ STEPS = st.one_of(
 )
 
 
+def flusher(backend):
+    """An admin client of the backend's server or cluster, and a call that empties it."""
+    if backend.kind.startswith("cluster"):
+        admin = redis.cluster.RedisCluster.from_url(backend.url)
+        return admin, lambda: admin.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    admin = redis.Redis.from_url(backend.url)
+    return admin, admin.flushall
+
+
 @pytest.mark.parametrize("kind", REDIS_BACKENDS)
 def test_random_sequences_match_memory(kind, request):
     """Hypothesis-generated steps on Redis return exactly what the in-memory store returns."""
     backend = Backend(kind, redis_url_for(request, kind))
     store = backend.store()
-    if kind.startswith("cluster"):
-        admin = redis.cluster.RedisCluster.from_url(backend.url)
-        flush = lambda: admin.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)  # noqa: E731
-    else:
-        admin = redis.Redis.from_url(backend.url)
-        flush = admin.flushall
+    admin, flush = flusher(backend)
     try:
 
         @settings(max_examples=40)
@@ -561,12 +565,7 @@ def test_random_take_all_match_memory(kind, request):
     key) return on Redis exactly what the in-memory store returns."""
     backend = Backend(kind, redis_url_for(request, kind))
     store = Direct(backend)
-    if kind.startswith("cluster"):
-        admin = redis.cluster.RedisCluster.from_url(backend.url)
-        flush = lambda: admin.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)  # noqa: E731
-    else:
-        admin = redis.Redis.from_url(backend.url)
-        flush = admin.flushall
+    admin, flush = flusher(backend)
     try:
 
         @settings(max_examples=40)
