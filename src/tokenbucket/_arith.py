@@ -19,7 +19,7 @@ deficit       tokens missing from full at ``now`` (a clock behind ``base`` earns
 settled_at    the instant a state settled at ``now`` restarts from (never before ``base``)
 admits        whether a bucket ``debt`` tokens short admits ``amount`` (within the ceiling)
 accumulate    ``used + carry + amount``, error-free (TwoSum)
-behind        a denial's level while the clock is behind ``base`` (the catch-up wait counts)
+behind        the level a denial reports (less while the clock is behind ``base``)
 wait          seconds for ``missing`` tokens to refill (``inf`` if they never do)
 ============  =================================================================================
 """
@@ -81,14 +81,15 @@ def accumulate(used: float, carry: float, amount: float) -> Tuple[float, float]:
 
 
 def behind(level: float, base: float, now: float, refill_rate: float) -> float:
-    """A denial's level while the clock reads ``now``, behind the bucket's instant ``base``.
+    """The level a denial reports: ``level``, or less while the clock is behind ``base``.
 
-    Nothing refills until the clock is back at ``base``, so the level reported is the one the
-    refill line would have at ``now``: ``level - (base - now) * refill_rate``. Then
-    ``retry_after`` (``wait(amount - level, refill_rate)``) includes the wait for the clock to
-    catch up, and waiting exactly that long admits the request.
+    While ``now`` is before the bucket's instant ``base`` nothing refills until the clock is
+    back there, so the level reported is the one the refill line has at ``now``: ``level -
+    (base - now) * refill_rate``. Then ``retry_after`` (``wait(amount - level, refill_rate)``)
+    includes the wait for the clock to catch up, and waiting exactly that long admits the
+    request.
     """
-    return level - (base - now) * refill_rate
+    return level - (base - now) * refill_rate if now < base else level
 
 
 def wait(missing: float, refill_rate: float) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, Callable, NoReturn, Optional, Tuple, Union
+from typing import Any, NoReturn, Optional, Tuple, Union
 
 from ._clock import Clock
 from ._decision import Decision, clamp, decide
@@ -49,7 +49,7 @@ class BucketRegistry:
     first time it is read afterwards.
     """
 
-    __slots__ = ("_async", "_default", "_lock", "_store", "_sync", "_try_take")
+    __slots__ = ("_async", "_default", "_fast", "_lock", "_store", "_sync")
 
     def __init__(
         self,
@@ -78,8 +78,8 @@ class BucketRegistry:
             self._async = _Awaitable(self._sync)
         # try_consume's fast path: the in-memory store's private one when the store is exactly
         # a MemoryStore (a subclass may change take), else the protocol's take.
-        self._try_take: Callable[[str, int, Rule], bool] = (
-            store._try_take if type(store) is MemoryStore else self._take_allowed
+        self._fast: Union[MemoryStore, _Allowed] = (
+            store if type(store) is MemoryStore else _Allowed(self._sync)
         )
 
     @property
@@ -104,10 +104,7 @@ class BucketRegistry:
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
             return self._sync.take(key, amount, self._default)[0]
-        return self._try_take(key, amount, self._default)
-
-    def _take_allowed(self, key: str, amount: int, default: Rule) -> bool:
-        return self._sync.take(key, amount, default)[0]
+        return self._fast._try_take(key, amount, self._default)
 
     def consume(self, key: str, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision].
@@ -230,6 +227,18 @@ def _check_update(
 ) -> tuple[str, Optional[float], Optional[float]]:
     """Validate an override change completely before anything is changed."""
     return (check_key(key), *check_rule_fields(capacity, refill_rate))
+
+
+class _Allowed:
+    """``_try_take`` for any store: the protocol's ``take``, answering only whether."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _try_take(self, key: str, amount: int, default: Rule, /) -> bool:
+        return self._store.take(key, amount, default)[0]
 
 
 class _Awaitable:
