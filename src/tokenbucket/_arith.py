@@ -8,7 +8,10 @@ an exact sum of integer sizes). Its level at ``now`` is ``capacity - deficit(...
 The in-memory store ([`MemoryStore`][tokenbucket.MemoryStore]), its sweep and
 [`decide`][tokenbucket._decision.decide] call these functions; the Lua script
 (``_lua/bucket.lua``) cites each by name where it computes the same thing, and the conformance
-tests (``tests/test_store_conformance.py``) hold the two to the same answers. The exact model
+tests (``tests/test_store_conformance.py``) hold the two to the same answers. For speed,
+``MemoryStore._try_take`` (the registry's ``try_consume`` fast path) holds the one inlined copy
+of ``deficit`` and ``admits``, and ``MemoryStore.take`` inlines ``admits``' one comparison; the
+property tests check both paths against the exact model. The exact model
 (``tokenbucket.testing``) is written independently, from the textbook definition, and the
 property tests compare both with it.
 

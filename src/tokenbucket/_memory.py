@@ -1,4 +1,4 @@
-"""The in-process store: every bucket's arithmetic, its locking and its forgetting.
+"""The in-process store: bucket states, their locking and their admission (arithmetic: _arith).
 
 State per key is one tuple ``(base, used, carry, shape)``: at the instant ``base`` the bucket
 was ``used`` tokens short of full under the rule whose ``_shape`` is ``shape`` (its capacity,

@@ -9,19 +9,14 @@ coroutines ([`AsyncStore`][tokenbucket.AsyncStore]). The arithmetic itself is in
 
 Operations, each one atomic step:
 
-==========  ======================================================================  =========
-method      what it does                                                            changes
-==========  ======================================================================  =========
-take        refill, check ``amount``, take it if it fits                            the bucket
-peek        what ``take`` would answer now                                          nothing
-level       the token level now                                                     nothing
-take_all    ``take`` on several buckets at once: all of them, or none               buckets
-peek_all    what ``take_all`` would answer now                                      nothing
-get_rule    the key's override                                                      nothing
-update_rule settle the bucket, then set the override                                override
-remove_rule settle the bucket, then drop the override                               override
-reset       forget the bucket's state (full again)                                  the bucket
-==========  ======================================================================  =========
+* ``take``: refill, check ``amount``, take it if it fits (changes the bucket);
+* ``peek``: what ``take`` would answer now (changes nothing);
+* ``level``: the token level now (changes nothing);
+* ``take_all``: ``take`` on several buckets at once, all of them or none (changes the buckets);
+* ``peek_all``: what ``take_all`` would answer now (changes nothing);
+* ``get_rule``: the key's override (changes nothing);
+* ``update_rule``, ``remove_rule``: settle the bucket, then set or drop the override;
+* ``reset``: forget the bucket's state, so that it is full again (the override stays).
 
 A new operation (``charge``: take whatever the level, leaving debt; ``refund``: give back, never
 above full) is one more method here, in each store and in ``_lua/bucket.lua``.
