@@ -138,22 +138,27 @@ class MemoryStore(Sweeping):
         try:
             now = self._clock()
             state = states.get(key)
-            if state is not None and state[3] is default._shape:  # as _view, in one step
-                base, used, carry, _ = state
-                rule = default
+            used: float
+            carry: float
+            debt: float
+            if state is None:  # as _view, without the calls
+                rule, base, used, carry, debt = self._overrides.get(key, default), now, 0, EXACT, 0
             else:
-                state, rule, base, used, carry = self._view(states, key, default, now, _commit)
-            debt = deficit(base, used, rule.refill_rate, now)
+                if state[3] is default._shape:
+                    base, used, carry, _ = state
+                    rule = default
+                else:
+                    state, rule, base, used, carry = self._view(states, key, default, now, _commit)
+                debt = deficit(base, used, rule.refill_rate, now)
             if debt + amount > rule._ceiling:  # not admits(...), as _try_take explains
                 return False, behind(rule.capacity - debt, base, now, rule.refill_rate), rule
             if _commit:
                 if debt and carry is EXACT and type(amount) is int:  # ints add exactly
                     states[key] = (base, used + amount, EXACT, rule._shape)
                     return True, rule.capacity - debt - amount, rule
-                new = self._charged(base, used, carry, debt, amount, rule, now)
                 if state is not None:
-                    states[key] = new
-                elif not self._admit([(states, key, new)]):
+                    states[key] = self._charged(base, used, carry, debt, amount, rule, now)
+                elif not self._admit([(states, key, (now, amount, carry_of(amount), rule._shape))]):
                     return False, 0.0, rule  # at the cap an untracked key is an empty bucket
             elif state is None and self._max_keys is not None and self._count >= self._max_keys:
                 return False, 0.0, rule  # a peek says what take would: an empty bucket
@@ -299,18 +304,13 @@ class MemoryStore(Sweeping):
                     now = self._clock()
                     if now > base:
                         debt = used - (now - base) * shape[1]
-                        if debt <= 0:
-                            if amount > shape[2]:
-                                return False
-                            states[key] = (now, amount, EXACT, shape)
-                            return True
+                        if debt <= 0:  # full: restart at now
+                            base, used, debt, carry = now, 0, 0, EXACT
                     else:
-                        debt = used
+                        debt = used  # a clock behind base earns nothing
                     if debt + amount > shape[2]:
                         return False
-                    if not debt:  # (full while the clock is behind base: restart at base)
-                        states[key] = (base, amount, EXACT, shape)
-                    elif carry is EXACT:  # an int amount adds exactly
+                    if carry is EXACT:  # an int amount adds exactly
                         states[key] = (base, used + amount, EXACT, shape)
                     else:
                         used, carry = accumulate(used, carry, amount)
