@@ -17,9 +17,7 @@ a full collection's work (with the Rule and the Lock inside, one took 150 ms).
 
 States live in one dict per stripe (the key's hash picks both): a dict that grows doubles at
 once, and one of a million keys took 29 ms to do it; one of 1/64 of them takes well under one.
-Forgetting is incremental (``_sweep``): every key has one entry in ``_keys`` (in order of
-admission), which sweeps walk a slice at a time, compacting it in place; no sweep holds more
-than one lock at a time, or any lock for longer than one deletion.
+Forgetting is incremental: see ``_sweep``.
 """
 
 from __future__ import annotations
@@ -158,7 +156,7 @@ class MemoryStore(Sweeping):
                     return True, rule.capacity - debt - amount, rule
                 if state is not None:
                     states[key] = self._charged(base, used, carry, debt, amount, rule, now)
-                elif not self._admit([(states, key, (now, amount, carry_of(amount), rule._shape))]):
+                elif not self._admit(states, key, (now, amount, carry_of(amount), rule._shape)):
                     return False, 0.0, rule  # at the cap an untracked key is an empty bucket
             elif state is None and self._max_keys is not None and self._count >= self._max_keys:
                 return False, 0.0, rule  # a peek says what take would: an empty bucket
@@ -211,7 +209,7 @@ class MemoryStore(Sweeping):
             ]
             room = True
             if allowed and fresh and _commit:
-                allowed = room = self._admit(fresh)
+                allowed = room = self._admit_all(fresh)
             elif allowed and fresh and self._max_keys is not None:
                 allowed = room = self._count + len(fresh) <= self._max_keys
             outcomes = []
@@ -320,28 +318,32 @@ class MemoryStore(Sweeping):
             lock.release()
         return self.take(key, amount, default)[0]
 
-    def _admit(self, entries: List[Tuple[Dict[str, _State], str, _State]]) -> bool:
+    def _admit(
+        self, states: Dict[str, _State], key: str, state: _State, held: bool = False
+    ) -> bool:
+        """Track a new key unless at the cap (``held``: room reserved). Caller holds its lock."""
+        if self._max_keys is not None and not held:
+            with self._admission:
+                if self._count >= self._max_keys:
+                    self._until_sweep -= 1
+                    return False
+                self._count += 1
+        self._until_sweep -= 1  # without a cap, a race loses a count: a sweep a key later
+        states[key] = state
+        self._keys.append(key)
+        return True
+
+    def _admit_all(self, entries: List[Tuple[Dict[str, _State], str, _State]]) -> bool:
         """Track new keys, all or none (none if the cap would be passed). Caller holds the locks."""
-        if self._max_keys is None:
-            # No cap to hold: the dict insert is atomic, and a count lost to a race between
-            # two stripes only delays the next sweep step by a key.
-            for states, key, state in entries:
-                self._until_sweep -= 1
-                states[key] = state
-                self._keys.append(key)
-            return True
-        self._admission.acquire()
-        try:
-            self._until_sweep -= len(entries)
-            if self._count + len(entries) > self._max_keys:
-                return False
-            self._count += len(entries)
-            for states, key, state in entries:
-                states[key] = state
-                self._keys.append(key)
-            return True
-        finally:
-            self._admission.release()
+        if self._max_keys is not None:
+            with self._admission:
+                if self._count + len(entries) > self._max_keys:
+                    self._until_sweep -= len(entries)
+                    return False
+                self._count += len(entries)
+        for entry in entries:
+            self._admit(*entry, True)
+        return True
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]."""

@@ -3,6 +3,10 @@
 A full bucket decides exactly as a missing one, so forgetting it changes no decision: this is
 only about memory. See [`MemoryStore`][tokenbucket.MemoryStore] for the policy; the attributes
 used here are MemoryStore's (declared below for the type checker, stored in its slots).
+
+Every key has one entry in ``_keys`` (in order of admission), which sweeps walk a slice at a
+time, compacting it in place; no sweep holds more than one lock at a time, or any lock for
+longer than one deletion.
 """
 
 from __future__ import annotations
