@@ -31,13 +31,20 @@ class AsyncMemoryStore:
         self.inner = MemoryStore(clock=clock)
         self.calls = 0
 
-    async def take(self, key, amount, default, commit, /):
+    async def take(self, key, amount, default, /):
         self.calls += 1
         await asyncio.sleep(0)
-        return self.inner.take(key, amount, default, commit)
+        return self.inner.take(key, amount, default)
 
-    async def try_take(self, key, amount, default, /):
-        return (await self.take(key, amount, default, True))[0]
+    async def peek(self, key, amount, default, /):
+        self.calls += 1
+        await asyncio.sleep(0)
+        return self.inner.peek(key, amount, default)
+
+    async def level(self, key, default, /):
+        self.calls += 1
+        await asyncio.sleep(0)
+        return self.inner.level(key, default)
 
     async def get_rule(self, key, /):
         return self.inner.get_rule(key)

@@ -286,7 +286,7 @@ class TestAsync:
         """A sync function cannot use an async store: TypeError at decoration."""
 
         class AsyncStore:
-            async def take(self, key, amount, default, commit):
+            async def take(self, key, amount, default):
                 raise AssertionError("not reached")
 
         reg = BucketRegistry(Rule(1, 1), store=AsyncStore())  # type: ignore[arg-type]

@@ -102,6 +102,25 @@ class RegistryMachine(RuleBasedStateMachine):
         allowed = self.registry.peek(key, amount).allowed
         self.model.bucket(key, self.clock(), commit=False).follow(self.clock(), amount, allowed)
 
+    @rule(
+        keys=st.lists(KEYS, min_size=1, max_size=3, unique=True),
+        amount=amounts(),
+        commit=st.booleans(),
+    )
+    def take_all(self, keys, amount, commit):
+        """All or nothing over several buckets, straight on the store (as the next layer will)."""
+        store, default = self.registry.store, self.registry.default
+        buckets = [(key, default) for key in keys]
+        call = store.take_all if commit else store.peek_all
+        allowed, outcomes = call(buckets, amount)
+        assert allowed == all(outcome[0] for outcome in outcomes)
+        assert [outcome[2] for outcome in outcomes] == [self.model.rule_for(k) for k in keys]
+        now = self.clock()
+        _, levels = self.model.take_all(keys, now, amount, allowed, commit=commit)
+        for (_, level, _), exact in zip(outcomes, levels):
+            if allowed:  # the level after; a denial's level is checked by levels_match
+                assert abs(Fraction(level) - exact) <= TOLERANCE
+
     @rule(key=KEYS, capacity=st.none() | capacities(), rate=st.none() | refill_rates())
     def update_rule(self, key, capacity, rate):
         assume(capacity is not None or rate is not None)

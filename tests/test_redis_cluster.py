@@ -166,7 +166,7 @@ def test_cluster_errors_are_outages(error):
     from tokenbucket._redis_logic import Logic
 
     logic = Logic("p:", "deny", 1.0)
-    plan = logic.take("k", 1, Rule(3, 1.0), True)
+    plan = logic.take("k", 1, Rule(3, 1.0))
     next(plan)
     with pytest.raises(StopIteration) as done:
         plan.throw(error)

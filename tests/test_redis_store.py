@@ -342,7 +342,7 @@ class TestRoundTrips:
         replies (or thrown the errors) and returns the outcome, here NOSCRIPT and a reload."""
         from tokenbucket._redis_logic import _SCRIPT, _SHA, Logic
 
-        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0), True)
+        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0))
         assert next(plan) == ("evalsha", (_SHA, b"1", b"p:k", b"take", b"3", b"1.0", b"1"))
         assert plan.throw(redis.exceptions.NoScriptError("NOSCRIPT")) == (
             "script_load",
@@ -352,11 +352,36 @@ class TestRoundTrips:
         with pytest.raises(StopIteration) as done:
             plan.send(b"12.5")
         assert done.value.value == (True, 2.5, Rule(3, 1.0))
-        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0), True)
+        plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0))
         next(plan)
         with pytest.raises(StopIteration) as done:  # an outage: the deny policy answers
             plan.throw(redis.exceptions.ConnectionError("refused"))
         assert done.value.value == (False, 0.0, Rule(3, 1.0))
+
+    def test_take_all_is_one_script_call_or_the_policy(self):
+        """take_all sends every key to one EVALSHA; in an outage it follows on_error, all or
+        nothing too (fallback: the local store; allow: full buckets, so a denial keeps all)."""
+        from tokenbucket._redis_logic import _SHA, Logic
+
+        buckets = [("a", Rule(3, 1.0)), ("b", Rule(2, 0))]
+        plan = Logic("p:", "fallback", 1.0).take_all(buckets, 1)
+        assert next(plan) == (
+            "evalsha",
+            (_SHA, 2, b"p:a", b"p:b", b"take", b"3", b"1.0", b"1", b"2", b"0"),
+        )
+        with pytest.raises(StopIteration) as done:
+            plan.send(b"12\n00 2 0")
+        assert done.value.value == (False, ((True, 2, Rule(3, 1.0)), (False, 0, Rule(2, 0))))
+        for policy, amount, expected in [
+            ("fallback", 2, (True, ((True, 1, Rule(3, 1.0)), (True, 0, Rule(2, 0))))),
+            ("deny", 1, (False, ((False, 0.0, Rule(3, 1.0)), (False, 0.0, Rule(2, 0))))),
+            ("allow", 3, (False, ((True, 3.0, Rule(3, 1.0)), (False, 2.0, Rule(2, 0))))),
+        ]:
+            plan = Logic("p:", policy, 1.0).take_all(buckets, amount)
+            next(plan)
+            with pytest.raises(StopIteration) as done:
+                plan.throw(redis.exceptions.ConnectionError("refused"))
+            assert done.value.value == expected, policy
 
 
 CHILD = r"""

@@ -235,7 +235,7 @@ class TestForgetting:
 
     def test_keys_in_use_are_kept_until_idle(self, monkeypatch):
         """A full bucket used since the last sweep survives the next one, then goes if idle."""
-        monkeypatch.setattr("tokenbucket._memory._MIN_SWEEP_INTERVAL", 10)
+        monkeypatch.setattr("tokenbucket._sweep._MIN_SWEEP_INTERVAL", 10)
         registry, clock = make(1, 100.0)  # refills within 0.01 s
         store = registry.store
 
@@ -258,7 +258,7 @@ class TestForgetting:
 
     def test_forgetting_never_changes_a_decision(self, monkeypatch):
         """The same traffic gives the same decisions whether or not buckets are swept."""
-        monkeypatch.setattr("tokenbucket._memory._MIN_SWEEP_INTERVAL", 8)  # sweep often
+        monkeypatch.setattr("tokenbucket._sweep._MIN_SWEEP_INTERVAL", 8)  # sweep often
         rule = Rule(3, 0.5)
         clocks = [ManualClock(), ManualClock()]
         swept = BucketRegistry(rule, store=MemoryStore(clock=clocks[0]))
@@ -372,11 +372,14 @@ class TestAsync:
             def __init__(self):
                 self.inner = MemoryStore(clock=ManualClock())
 
-            async def take(self, key, amount, default, commit):
-                return self.inner.take(key, amount, default, commit)
+            async def take(self, key, amount, default):
+                return self.inner.take(key, amount, default)
 
-            async def try_take(self, key, amount, default):
-                return self.inner.try_take(key, amount, default)
+            async def peek(self, key, amount, default):
+                return self.inner.peek(key, amount, default)
+
+            async def level(self, key, default):
+                return self.inner.level(key, default)
 
             async def get_rule(self, key):
                 return self.inner.get_rule(key)

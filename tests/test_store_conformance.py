@@ -380,17 +380,21 @@ STEPS = st.one_of(
 )
 
 
+def flusher(backend):
+    """An admin client of the backend's server or cluster, and a call that empties it."""
+    if backend.kind.startswith("cluster"):
+        admin = redis.cluster.RedisCluster.from_url(backend.url)
+        return admin, lambda: admin.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    admin = redis.Redis.from_url(backend.url)
+    return admin, admin.flushall
+
+
 @pytest.mark.parametrize("kind", REDIS_BACKENDS)
 def test_random_sequences_match_memory(kind, request):
     """Hypothesis-generated steps on Redis return exactly what the in-memory store returns."""
     backend = Backend(kind, redis_url_for(request, kind))
     store = backend.store()
-    if kind.startswith("cluster"):
-        admin = redis.cluster.RedisCluster.from_url(backend.url)
-        flush = lambda: admin.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)  # noqa: E731
-    else:
-        admin = redis.Redis.from_url(backend.url)
-        flush = admin.flushall
+    admin, flush = flusher(backend)
     try:
 
         @settings(max_examples=40)
@@ -399,6 +403,183 @@ def test_random_sequences_match_memory(kind, request):
             flush()  # every example starts from an empty Redis
             default = Rule(capacity, 0)
             assert run(backend.make(default, store), steps) == reference(default, steps)
+
+        check()
+    finally:
+        admin.close()
+        backend.close()
+
+
+# Several buckets at once, all or nothing: straight on each store (the protocol's take_all).
+# Keys share a {hash tag}, so that on a Redis Cluster they are in one slot.
+A, B, C = "{u1}a", "{u1}b", "{u1}c"
+
+
+class Direct:
+    """A store called the same way whatever the backend (coroutines run on the loop)."""
+
+    def __init__(self, backend):
+        self.store = backend.store()
+        self.loop = backend.loop
+
+    def __getattr__(self, name):
+        method = getattr(self.store, name)
+        if self.loop is None:
+            return method
+        return lambda *args: self.loop.run_until_complete(method(*args))
+
+
+class TestTakeAll:
+    def test_all_or_nothing(self, backend):
+        """Allowed only if every bucket has the amount; a denial charges none of them."""
+        store = Direct(backend)
+        buckets = [(A, Rule(5, 0)), (B, Rule(3, 0))]
+        assert store.take_all(buckets, 2) == (True, ((True, 3, Rule(5, 0)), (True, 1, Rule(3, 0))))
+        assert store.take_all(buckets, 2) == (
+            False,
+            ((True, 3, Rule(5, 0)), (False, 1, Rule(3, 0))),
+        )
+        assert (store.level(A, Rule(5, 0)), store.level(B, Rule(3, 0))) == (3, 1)
+        assert store.take_all(buckets, 1)[0]
+        assert (store.level(A, Rule(5, 0)), store.level(B, Rule(3, 0))) == (2, 0)
+
+    def test_peek_all_changes_nothing(self, backend):
+        """peek_all answers what take_all would, and takes nothing."""
+        store = Direct(backend)
+        buckets = [(A, Rule(5, 0)), (B, Rule(3, 0)), (C, Rule(1, 0))]
+        store.take(B, 2, Rule(3, 0))
+        assert store.peek_all(buckets, 1) == (
+            True,
+            ((True, 4, Rule(5, 0)), (True, 0, Rule(3, 0)), (True, 0, Rule(1, 0))),
+        )
+        assert store.peek_all(buckets, 2)[0] is False
+        assert [store.level(key, rule) for key, rule in buckets] == [5, 1, 1]
+        assert store.take_all(buckets, 1) == (
+            True,
+            ((True, 4, Rule(5, 0)), (True, 0, Rule(3, 0)), (True, 0, Rule(1, 0))),
+        )
+
+    def test_overrides_decide_and_are_reported(self, backend):
+        """Each bucket's outcome names the rule that decided it: its override, if any."""
+        store = Direct(backend)
+        store.update_rule(B, Rule(3, 0), 10, None)
+        assert store.take_all([(A, Rule(5, 0)), (B, Rule(3, 0))], 4) == (
+            True,
+            ((True, 1, Rule(5, 0)), (True, 6, Rule(10, 0))),
+        )
+
+    def test_same_as_take_for_one_bucket(self, backend):
+        """take_all on one bucket decides as take, fractions and debt included."""
+        store = Direct(backend)
+        rule = Rule(1, 0)
+        for _ in range(10):
+            assert store.take_all([(A, rule)], 0.1)[0] == store.take(B, 0.1, rule)[0]
+        assert store.take_all([(A, rule)], 0.1) == (False, (store.take(B, 0.1, rule),))
+        assert store.level(A, rule) == store.level(B, rule)
+
+    def test_bad_buckets(self, backend):
+        """Repeated keys raise ValueError before anything is taken; no buckets admit."""
+        store = Direct(backend)
+        with pytest.raises(ValueError, match="distinct keys"):
+            store.take_all([(A, Rule(5, 0)), (A, Rule(5, 0))], 1)
+        assert store.level(A, Rule(5, 0)) == 5
+        assert store.take_all([], 1) == (True, ())
+
+
+@pytest.mark.parametrize("kind", ["cluster", "cluster-async"])
+def test_cluster_keys_of_several_slots_are_refused(kind, request):
+    """On a Redis Cluster, keys of different hash slots raise ValueError (no CROSSSLOT error
+    hidden by the on_error policy); keys sharing a {hash tag} work."""
+    backend = Backend(kind, redis_url_for(request, kind))
+    try:
+        store = Direct(backend)
+        with pytest.raises(ValueError, match="one Redis Cluster hash slot"):
+            store.take_all([("a", Rule(5, 0)), ("b", Rule(5, 0))], 1)
+        assert store.level("a", Rule(5, 0)) == 5
+        assert store.take_all([("{t}a", Rule(5, 0)), ("{t}b", Rule(5, 0))], 1)[0]
+    finally:
+        backend.close()
+
+
+def test_take_all_at_the_cap_admits_all_new_keys_or_none():
+    """MemoryStore at max_keys: a take_all that needs more new buckets than the cap allows is
+    denied (the new keys count as empty) and charges the tracked ones nothing."""
+    store = MemoryStore(clock=ManualClock(), max_keys=2)
+    assert store.take("a", 1, Rule(5, 0))[0]
+    allowed, outcomes = store.take_all([("a", Rule(5, 0)), ("b", Rule(5, 0)), ("c", Rule(5, 0))], 1)
+    assert (allowed, outcomes) == (
+        False,
+        ((True, 4, Rule(5, 0)), (False, 0.0, Rule(5, 0)), (False, 0.0, Rule(5, 0))),
+    )
+    assert store.peek_all([("a", Rule(5, 0)), ("b", Rule(5, 0))], 1)[0]
+    assert store.level("a", Rule(5, 0)) == 4
+    assert "b" not in store
+    assert store.take_all([("a", Rule(5, 0)), ("b", Rule(5, 0))], 1)[0]
+    assert len(store) == 2
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_take_all_from_threads_is_atomic(kind, request):
+    """8 threads taking 1 from both of {a: 1000, b: 1500}: exactly 1,000 admitted, and b is
+    left with exactly 500 (a denial charges neither bucket)."""
+    import threading
+
+    backend = Backend(kind, redis_url_for(request, kind) if kind != "memory" else None)
+    try:
+        store = backend.store()
+        buckets = [(A, Rule(1000, 0)), (B, Rule(1500, 0))]
+        admitted = [0] * 8
+        barrier = threading.Barrier(8)
+
+        def work(index):
+            barrier.wait()
+            for _ in range(160):
+                admitted[index] += store.take_all(buckets, 1)[0]
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(admitted) == 1000
+        assert store.level(A, Rule(1000, 0)) == 0
+        assert store.level(B, Rule(1500, 0)) == 500
+    finally:
+        backend.close()
+
+
+TAKE_ALL_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["take_all", "peek_all"]),
+        st.lists(st.sampled_from([A, B, C]), min_size=1, max_size=3, unique=True),
+        AMOUNTS,
+    )
+    | st.tuples(st.just("take"), st.sampled_from([A, B, C]), AMOUNTS),
+    max_size=20,
+)
+
+
+@pytest.mark.parametrize("kind", REDIS_BACKENDS)
+def test_random_take_all_match_memory(kind, request):
+    """Hypothesis-generated take_all/peek_all/take steps (with a changing default rule per
+    key) return on Redis exactly what the in-memory store returns."""
+    backend = Backend(kind, redis_url_for(request, kind))
+    store = Direct(backend)
+    admin, flush = flusher(backend)
+    try:
+
+        @settings(max_examples=40)
+        @given(capacities=st.lists(CAPACITIES, min_size=2, max_size=2), steps=TAKE_ALL_STEPS)
+        def check(capacities, steps):
+            flush()
+            reference = MemoryStore(clock=ManualClock(1000.0))
+            for index, (method, keys, amount) in enumerate(steps):
+                rule = Rule(capacities[index % 2], 0)  # defaults change between calls
+                if method == "take":
+                    args = (keys, amount, rule)
+                else:
+                    args = ([(key, rule) for key in keys], amount)
+                assert getattr(store, method)(*args) == getattr(reference, method)(*args)
 
         check()
     finally:

@@ -96,8 +96,8 @@ class TestPep3333:
             def __init__(self):
                 self.inner = MemoryStore()
 
-            async def take(self, key, amount, default, commit, /):
-                return self.inner.take(key, amount, default, commit)
+            async def take(self, key, amount, default, /):
+                return self.inner.take(key, amount, default)
 
         registry = BucketRegistry(Rule(1, 1), store=AsyncStore())
         with pytest.raises(TypeError, match=r"^'registry' uses an async store \(.*\), which WSGI"):

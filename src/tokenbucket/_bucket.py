@@ -66,27 +66,27 @@ class TokenBucket:
     @property
     def tokens(self) -> float:
         """The token level now, after refilling."""
-        return clamp(self._store.take(_KEY, 0, self._rule, False)[1])
+        return clamp(self._store.level(_KEY, self._rule))
 
     def try_consume(self, amount: float = 1) -> bool:
         """Take ``amount`` tokens (default 1) if available; return whether they were taken."""
         # Fast path: a small positive int needs no checks (check_amount turns larger ints
         # into floats, so that the arithmetic cannot overflow).
         if type(amount) is not int or not 0 < amount <= 2**53:
-            return self._store.take(_KEY, check_amount(amount), self._rule, True)[0]
-        return self._store.try_take(_KEY, amount, self._rule)
+            return self._store.take(_KEY, check_amount(amount), self._rule)[0]
+        return self._store._try_take(_KEY, amount, self._rule)
 
     def consume(self, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision]."""
         if type(amount) is not int or not 0 < amount <= 2**53:
             amount = check_amount(amount)
-        allowed, level, rule = self._store.take(_KEY, amount, self._rule, True)
+        allowed, level, rule = self._store.take(_KEY, amount, self._rule)
         return decide(allowed, level, amount, rule)
 
     def peek(self, amount: float = 1) -> Decision:
         """Return the decision `consume` would make now, without taking tokens."""
         amount = check_amount(amount)
-        allowed, level, rule = self._store.take(_KEY, amount, self._rule, False)
+        allowed, level, rule = self._store.peek(_KEY, amount, self._rule)
         return decide(allowed, level, amount, rule)
 
     def update(

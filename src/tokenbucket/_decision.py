@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from ._arith import wait
 from ._rule import Rule
 
 
@@ -47,22 +48,14 @@ def clamp(level: float) -> float:
 def decide(allowed: bool, level: float, amount: float, rule: Rule) -> Decision:
     """Build the decision a store's outcome ``(allowed, level, rule)`` means for ``amount``."""
     capacity = rule.capacity
-    rate = rule.refill_rate
-    remaining = clamp(level)
     if allowed:
         retry_after = 0.0
-    elif amount > capacity or not rate:
+    elif amount > capacity:
         retry_after = math.inf
-    else:
-        retry_after = (amount - level) / rate
-    missing = capacity - level
-    if missing <= 0.0:
-        reset_after = 0.0
-    elif rate:
-        reset_after = missing / rate
-    else:
-        reset_after = math.inf
-    return tuple.__new__(Decision, (allowed, remaining, retry_after, reset_after, capacity))
+    else:  # a level behind the refill line (a clock stepped back) includes the catch-up wait
+        retry_after = wait(amount - level, rule.refill_rate)
+    reset_after = wait(capacity - level, rule.refill_rate)
+    return tuple.__new__(Decision, (allowed, clamp(level), retry_after, reset_after, capacity))
 
 
 class RateLimitExceeded(Exception):

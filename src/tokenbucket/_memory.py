@@ -1,11 +1,11 @@
-"""The in-process store: every bucket's arithmetic, its locking and its forgetting.
+"""The in-process store: bucket states, their locking and their admission (arithmetic: _arith).
 
 State per key is one tuple ``(base, used, carry, shape)``: at the instant ``base`` the bucket
 was ``used`` tokens short of full under the rule whose ``_shape`` is ``shape`` (its capacity,
 refill rate and ceiling), and ``carry`` is what rounding left out of ``used`` (``used + carry``
-is the exact sum of the request sizes). ``carry`` is the int ``_EXACT`` exactly when ``used``
+is the exact sum of the request sizes). ``carry`` is the int ``EXACT`` exactly when ``used``
 is an int, an exact sum of integer sizes; otherwise it is a float. The level at ``now`` is
-``capacity - max(0, used - (now - base) * refill_rate)``.
+``capacity - deficit(base, used, refill_rate, now)``: the arithmetic is in ``_arith``, once.
 
 Why this shape: ``base`` is a clock reading and ``used`` the correctly rounded sum of request
 sizes, so each decision rounds once, in ``(now - base) * refill_rate``; nothing is accumulated
@@ -17,77 +17,26 @@ a full collection's work (with the Rule and the Lock inside, one took 150 ms).
 
 States live in one dict per stripe (the key's hash picks both): a dict that grows doubles at
 once, and one of a million keys took 29 ms to do it; one of 1/64 of them takes well under one.
-Forgetting is incremental: every key has one entry in ``_keys`` (in order of admission), which
-sweeps walk a slice at a time, compacting it in place; no sweep holds more than one lock at a
-time, or any lock for longer than one deletion.
+Forgetting is incremental: see ``_sweep``.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from ._arith import EXACT, accumulate, admits, behind, carry_of, deficit, settled_at
 from ._clock import Clock
 from ._rule import Rule
-from ._store import Outcome
-from ._validate import Number
+from ._store import Outcome, Outcomes
+from ._sweep import Shape as _Shape
+from ._sweep import State as _State
+from ._sweep import Sweeping
 
-_Shape = Tuple[Number, Number, float]
-_State = Tuple[float, float, float, _Shape]
-
-#: A sweep step runs after this many new keys and visits at most ``_SWEEP_SLICE`` tracked keys
-#: (a fraction of a millisecond). A pass visits the keys tracked when it began, so it takes
-#: half as many new keys as there are keys: memory follows the keys recently active.
-_MIN_SWEEP_INTERVAL = 256
-_SWEEP_SLICE = 512
-#: At the max_keys cap, new keys also trigger a step by time: after a step, not before 5 µs per
-#: key it visited (a few percent of a core at most); after a whole pass that freed nothing, not
-#: before a visited bucket is due to be full, nor within 0.1 s.
-_MIN_RECLAIM_SECONDS = 0.1
-_RECLAIM_SECONDS_PER_KEY = 5e-6
-
-
-#: The carry of a state whose ``used`` is an int (so integer sizes add exactly, with no work).
-_EXACT = 0
-
-
-def _carry_of(used: float) -> float:
-    """The carry of a freshly computed ``used``: exact if it is an int."""
-    return _EXACT if type(used) is int else 0.0
-
-
-def _accumulate(used: float, carry: float, amount: float) -> Tuple[float, float]:
-    """Return ``used + carry + amount`` as (correctly rounded sum, what rounding left out).
-
-    Knuth's TwoSum makes the addition error-free, so fractional request sizes never drift;
-    integer sizes never get here (their sums are exact).
-    """
-    total = used + amount
-    back = total - used
-    carry += (used - (total - back)) + (amount - back)
-    rounded = total + carry
-    return rounded, carry - (rounded - total)
-
-
-def _deficit(base: float, used: float, refill_rate: float, now: float) -> float:
-    """Tokens missing from full at ``now`` for state ``(base, used)`` at ``refill_rate``."""
-    if now > base:
-        missing = used - (now - base) * refill_rate
-        return missing if missing > 0 else 0
-    return used  # a clock that went backwards earns nothing
-
-
-def _behind(level: float, base: float, now: float, rule: Rule) -> float:
-    """A denial's level while the clock reads ``now``, behind the bucket's instant ``base``.
-
-    Nothing refills until the clock is back at ``base``, so the level reported is the one the
-    refill line would have at ``now``: ``level - (base - now) * refill_rate``. Then
-    ``retry_after`` (``(amount - level) / refill_rate``) includes the wait for the clock to catch
-    up, and waiting exactly that long admits the request.
-    """
-    return level - (base - now) * rule.refill_rate
+#: A bucket as a decision sees it (see ``_view``): its stored state (None if untracked), the
+#: rule that decides and the state ``(base, used, carry)`` settled under that rule.
+_View = Tuple[Optional[_State], Rule, float, float, float]
 
 
 def _same(shape: _Shape, current: Rule) -> bool:
@@ -95,15 +44,7 @@ def _same(shape: _Shape, current: Rule) -> bool:
     return shape is current._shape or shape == current._shape
 
 
-def _settled_at(base: float, now: float) -> float:
-    """The instant a state settled at ``now`` starts from: never earlier than ``base``.
-
-    A clock that went backwards earned nothing since ``base``, and must not earn that gap later.
-    """
-    return now if now > base else base
-
-
-class MemoryStore:
+class MemoryStore(Sweeping):
     """The default [`Store`][tokenbucket.Store]: bucket state in a dict, in this process.
 
     Args:
@@ -131,23 +72,11 @@ class MemoryStore:
     __slots__ = (
         "_admission",
         "_clock",
-        "_count",
-        "_freed",
-        "_idle_since",
-        "_keys",
         "_mask",
         "_max_keys",
-        "_next_full",
         "_overrides",
-        "_pass_began",
-        "_pass_end",
-        "_read",
-        "_reclaim_at",
         "_shards",
         "_stripes",
-        "_sweeping",
-        "_until_sweep",
-        "_write",
     )
 
     def __init__(
@@ -178,22 +107,7 @@ class MemoryStore:
         self._mask = stripes - 1
         self._max_keys = max_keys
         self._admission = threading.Lock()
-        self._count = 0  # tracked keys, kept (under _admission) only if there is a cap
-        # Sweeping: every tracked key is in _keys exactly once. A pass walks it from _read,
-        # writing the keys it keeps back at _write; keys admitted meanwhile are appended.
-        self._sweeping = threading.Lock()
-        self._keys: List[str] = []
-        self._read = 0
-        self._write = 0
-        self._pass_end = 0  # the pass visits the keys tracked when it began: _keys[:_pass_end]
-        self._until_sweep = _MIN_SWEEP_INTERVAL
-        self._idle_since = (
-            math.inf
-        )  # full buckets not restarted after this go (the first pass: all)
-        self._pass_began = -math.inf
-        self._next_full = math.inf  # when the next bucket visited in this pass is due to be full
-        self._freed = False  # whether this pass forgot any bucket
-        self._reclaim_at = -math.inf  # when, at the cap, a step may run again
+        self._start_sweeping()
 
     def __len__(self) -> int:
         """Return how many buckets are tracked (full ones not yet forgotten included)."""
@@ -208,8 +122,11 @@ class MemoryStore:
         """The cap on tracked buckets, or None."""
         return self._max_keys
 
-    def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
-        """See [`Store.take`][tokenbucket.Store.take]. This is the hot path."""
+    def take(self, key: str, amount: float, default: Rule, /, _commit: bool = True) -> Outcome:
+        """See [`Store.take`][tokenbucket.Store.take]. The hot path of ``consume``.
+
+        ``_commit=False`` is `peek` (private: one body, no extra call on the hot path).
+        """
         states, lock = self._shards[hash(key) & self._mask]
         if key not in states and (
             self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
@@ -220,196 +137,213 @@ class MemoryStore:
             now = self._clock()
             state = states.get(key)
             used: float
+            carry: float
             debt: float
-            carry: float = _EXACT
-            rule = default
-            if state is None:
-                rule = self._overrides.get(key, default)
-                base = now
-                used = debt = 0
+            if state is None:  # as _view, without the calls
+                rule, base, used, carry, debt = self._overrides.get(key, default), now, 0, EXACT, 0
             else:
-                base, used, carry, shape = state
-                if shape is not default._shape:
-                    rule = self._overrides.get(key, default)
-                    if shape is not rule._shape and shape != rule._shape:
-                        # The rule changed since this state was written: settle it under the
-                        # rule it was written with, then carry the deficit over. Rules compare
-                        # by value (as in the Lua script): an equal rule is the same rule.
-                        used = _deficit(base, used, shape[1], now)
-                        carry = _carry_of(used)
-                        base = _settled_at(base, now)
-                        if commit:
-                            states[key] = (base, used, carry, rule._shape)
-                if now > base:
-                    debt = used - (now - base) * rule.refill_rate
-                    if debt <= 0:
-                        base = now
-                        used = debt = 0
-                        carry = _EXACT
+                if state[3] is default._shape:
+                    base, used, carry, _ = state
+                    rule = default
                 else:
-                    debt = used
-            if debt + amount > rule._ceiling:
-                if now < base:
-                    return False, _behind(rule.capacity - debt, base, now, rule), rule
-                return False, rule.capacity - debt, rule
-            if commit:
-                if state is None:
-                    carry = _EXACT if type(amount) is int else 0.0
-                    if not self._admit(states, key, (base, amount, carry, rule._shape)):
-                        # At the cap an untracked key counts as an empty bucket.
-                        return False, 0.0, rule
-                elif carry is _EXACT and type(amount) is int:
-                    states[key] = (base, used + amount, _EXACT, rule._shape)
-                else:
-                    used, carry = _accumulate(used, carry, amount)
-                    states[key] = (base, used, carry, rule._shape)
+                    state, rule, base, used, carry = self._view(states, key, default, now, _commit)
+                debt = deficit(base, used, rule.refill_rate, now)
+            if debt + amount > rule._ceiling:  # not admits(...), as _try_take explains
+                return False, behind(rule.capacity - debt, base, now, rule.refill_rate), rule
+            if _commit:
+                if debt and carry is EXACT and type(amount) is int:  # ints add exactly
+                    states[key] = (base, used + amount, EXACT, rule._shape)
+                    return True, rule.capacity - debt - amount, rule
+                if state is not None:
+                    states[key] = self._charged(base, used, carry, debt, amount, rule, now)
+                elif not self._admit(states, key, (now, amount, carry_of(amount), rule._shape)):
+                    return False, 0.0, rule  # at the cap an untracked key is an empty bucket
             elif state is None and self._max_keys is not None and self._count >= self._max_keys:
-                return False, 0.0, rule  # a peek says what consume would: an empty bucket
+                return False, 0.0, rule  # a peek says what take would: an empty bucket
             return True, rule.capacity - debt - amount, rule
         finally:
             lock.release()
 
-    def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`, answering only whether.
+    def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.peek`][tokenbucket.Store.peek]."""
+        return self.take(key, amount, default, False)
 
-        The common case, an integer amount on a key that has a bucket under its current rule,
-        is decided here with `take`'s arithmetic and without building an outcome; anything else
-        (a new key, a rule that changed) goes to `take`. The property tests hold both to the
-        exact model.
+    def level(self, key: str, default: Rule, /) -> float:
+        """See [`Store.level`][tokenbucket.Store.level]."""
+        return self.take(key, 0, default, False)[1]
+
+    def take_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /, _commit: bool = True
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.take_all`][tokenbucket.Store.take_all].
+
+        Locks the stripes of every key, each once, in index order (so two calls never wait on
+        each other in a cycle), decides every bucket at one clock reading, then writes all or
+        none. ``_commit=False`` is `peek_all`.
+        """
+        keys = [key for key, _ in buckets]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
+        shards, mask = self._shards, self._mask
+        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
+        stripes = sorted({hash(key) & mask for key in keys})
+        for index in stripes:
+            shards[index][1].acquire()
+        try:
+            now = self._clock()
+            views = []
+            for key, default in buckets:
+                states = shards[hash(key) & mask][0]
+                state, rule, base, used, carry = self._view(states, key, default, now, _commit)
+                debt = deficit(base, used, rule.refill_rate, now)
+                views.append((states, key, (state, rule, base, used, carry, debt)))
+            passes = [admits(view[5], amount, view[1]._ceiling) for _, _, view in views]
+            allowed = all(passes)
+            fresh = [
+                (states, key, self._charged(*view[2:], amount, view[1], now))
+                for states, key, view in views
+                if view[0] is None
+            ]
+            room = True
+            if allowed and fresh and _commit:
+                allowed = room = self._admit_all(fresh)
+            elif allowed and fresh and self._max_keys is not None:
+                allowed = room = self._count + len(fresh) <= self._max_keys
+            outcomes = []
+            for (states, key, view), passed in zip(views, passes):
+                state, rule, base, used, carry, debt = view
+                if state is None and not room:
+                    outcomes.append((False, 0.0, rule))  # at the cap: an empty bucket
+                elif allowed:
+                    if _commit and state is not None:
+                        states[key] = self._charged(base, used, carry, debt, amount, rule, now)
+                    outcomes.append((True, rule.capacity - debt - amount, rule))
+                else:
+                    outcomes.append(
+                        (passed, behind(rule.capacity - debt, base, now, rule.refill_rate), rule)
+                    )
+            return allowed, tuple(outcomes)
+        finally:
+            for index in stripes:
+                shards[index][1].release()
+
+    def peek_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
+        return self.take_all(buckets, amount, False)
+
+    def _view(
+        self, states: Dict[str, _State], key: str, default: Rule, now: float, commit: bool
+    ) -> _View:
+        """``key``'s state and rule: ``(state, rule, base, used, carry)``. Caller holds the lock.
+
+        State written under another rule is settled under that one first (and, if ``commit``,
+        written back so settled: that changes no level). An untracked key is ``(now, 0)``.
+        """
+        state = states.get(key)
+        if state is None:
+            return None, self._overrides.get(key, default), now, 0, EXACT
+        base, used, carry, shape = state
+        rule = default
+        if shape is not default._shape:
+            rule = self._overrides.get(key, default)
+            if not _same(shape, rule):
+                # The rule changed since this state was written: settle it under the rule it
+                # was written with, then carry the deficit over. Rules compare by value (as in
+                # the Lua script): an equal rule is the same rule.
+                used = deficit(base, used, shape[1], now)
+                carry = carry_of(used)
+                base = settled_at(base, now)
+                if commit:
+                    states[key] = (base, used, carry, rule._shape)
+        return state, rule, base, used, carry
+
+    @staticmethod
+    def _charged(
+        base: float, used: float, carry: float, debt: float, amount: float, rule: Rule, now: float
+    ) -> _State:
+        """The state after taking ``amount`` from ``(base, used, carry)``, ``debt`` short now.
+
+        A bucket full now (or new) restarts at ``(settled_at(base, now), amount)``.
+        """
+        if not debt:
+            return (settled_at(base, now), amount, carry_of(amount), rule._shape)
+        if carry is EXACT and type(amount) is int:
+            return (base, used + amount, EXACT, rule._shape)
+        used, carry = accumulate(used, carry, amount)
+        return (base, used, carry, rule._shape)
+
+    def _try_take(self, key: str, amount: int, default: Rule, /) -> bool:
+        """`take`, answering only whether, for an int ``amount``: the registry's fast path.
+
+        Private to this class: the registry binds it only when its store is exactly a
+        MemoryStore. The common case, a key with a bucket under its current rule, is decided
+        here with one `deficit` call and no outcome built; anything else goes to `take`. The
+        property tests (tests/test_model.py) hold both to the exact model.
+
+        For speed (a call costs about 7% of this path) it is the one place in src/ with an
+        inlined copy of the arithmetic: ``_arith.deficit`` and ``admits``, and the restart of a
+        full bucket as `_charged` does it (`take`, the other hot path, inlines only the one
+        comparison of ``admits``). Everything else calls ``_arith``; `take` decides the same
+        requests through it, and the property tests check both paths against the model.
         """
         states, lock = self._shards[hash(key) & self._mask]
         lock.acquire()
         try:
             state = states.get(key)
             if state is not None:
-                now = self._clock()
                 base, used, carry, shape = state
                 if shape is default._shape or _same(shape, self._overrides.get(key, default)):
-                    # As in take(), for an existing bucket under its current rule.
+                    # The one inlined copy: deficit(), admits() and _charged()'s restart.
+                    now = self._clock()
                     if now > base:
                         debt = used - (now - base) * shape[1]
-                        if debt <= 0:
-                            base = now
-                            used = debt = 0
-                            carry = _EXACT
+                        if debt <= 0:  # full: restart at now
+                            base, used, debt, carry = now, 0, 0, EXACT
                     else:
-                        debt = used
+                        debt = used  # a clock behind base earns nothing
                     if debt + amount > shape[2]:
                         return False
-                    if carry is _EXACT:  # an int amount (see Store.try_take) adds exactly
-                        states[key] = (base, used + amount, _EXACT, shape)
+                    if carry is EXACT:  # an int amount adds exactly
+                        states[key] = (base, used + amount, EXACT, shape)
                     else:
-                        used, carry = _accumulate(used, carry, amount)
+                        used, carry = accumulate(used, carry, amount)
                         states[key] = (base, used, carry, shape)
                     return True
         finally:
             lock.release()
-        return self.take(key, amount, default, True)[0]
+        return self.take(key, amount, default)[0]
 
-    def _admit(self, states: Dict[str, _State], key: str, state: _State) -> bool:
-        """Track a new key unless the cap is reached. Caller holds the key's stripe lock."""
-        if self._max_keys is None:
-            # No cap to hold: the dict insert is atomic, and a count lost to a race between
-            # two stripes only delays the next sweep step by one key.
-            self._until_sweep -= 1
-            states[key] = state
-            self._keys.append(key)
-            return True
-        self._admission.acquire()
-        try:
-            self._until_sweep -= 1
-            if self._count >= self._max_keys:
-                return False
-            self._count += 1
-            states[key] = state
-            self._keys.append(key)
-            return True
-        finally:
-            self._admission.release()
+    def _admit(
+        self, states: Dict[str, _State], key: str, state: _State, held: bool = False
+    ) -> bool:
+        """Track a new key unless at the cap (``held``: room reserved). Caller holds its lock."""
+        if self._max_keys is not None and not held:
+            with self._admission:
+                if self._count >= self._max_keys:
+                    self._until_sweep -= 1
+                    return False
+                self._count += 1
+        self._until_sweep -= 1  # without a cap, a race loses a count: a sweep a key later
+        states[key] = state
+        self._keys.append(key)
+        return True
 
-    def _reclaim_due(self) -> bool:
-        """At the cap: whether a step may run by time (see the class docstring)."""
-        return (
-            self._max_keys is not None
-            and self._count >= self._max_keys
-            and self._clock() >= self._reclaim_at
-        )
-
-    def _sweep(self) -> None:
-        """One sweep step: visit the next keys of the pass, forget full buckets nobody has used.
-
-        A full bucket restarted (used) since the current pass began is kept until the next pass,
-        so that keys in steady use are not forgotten and re-created on every visit; at the cap
-        every full bucket visited goes. Forgetting a full bucket never changes a decision, so
-        this is only about memory and speed. One thread sweeps at a time; the others go on.
-        """
-        if not self._sweeping.acquire(False):
-            return
-        try:
-            at_cap = self._reclaim_due()
-            if self._until_sweep > 0 and not at_cap:
-                return  # another thread stepped while we looked
-            self._until_sweep = _MIN_SWEEP_INTERVAL
-            now = self._clock()
-            keys, shards, mask = self._keys, self._shards, self._mask
-            read, write = self._read, self._write
-            if read == 0:
-                self._pass_began = now
-                self._pass_end = len(keys)
-            last = self._pass_end
-            idle_since = math.inf if at_cap else self._idle_since
-            next_full = self._next_full
-            freed = self._freed
-            end = min(last, read + _SWEEP_SLICE)
-            visited = end - read
-            dropped = 0
-            while read < end:
-                key = keys[read]
-                read += 1
-                states, lock = shards[hash(key) & mask]
-                state = states.get(key)
-                if state is None:
-                    continue  # gone already (never, while each key has one entry)
-                base, used, _, shape = state
-                # _deficit(), inlined: this loop visits every tracked key.
-                deficit = used - (now - base) * shape[1] if now > base else used
-                if deficit <= 0:
-                    if base <= idle_since:
-                        lock.acquire()
-                        unchanged = states.get(key) is state  # else it was just used: keep it
-                        if unchanged:
-                            del states[key]
-                        lock.release()
-                        if unchanged:
-                            dropped += 1
-                            continue
-                elif shape[1]:
-                    due = now + deficit / shape[1]
-                    if due < next_full:
-                        next_full = due
-                keys[write] = key
-                write += 1
-            if dropped:
-                freed = True
-                if self._max_keys is not None:
-                    with self._admission:
-                        self._count -= dropped
-            pass_done = read >= last
-            if pass_done:
-                del keys[write:last]  # keys admitted since are moved down, not lost
-                self._read = self._write = 0
-                self._idle_since = self._pass_began
-                self._next_full, self._freed = math.inf, False
-            else:
-                self._read, self._write = read, write
-                self._next_full, self._freed = next_full, freed
-            if at_cap:
-                pause = _RECLAIM_SECONDS_PER_KEY * visited
-                if pass_done and not freed:
-                    pause = max(pause, _MIN_RECLAIM_SECONDS, next_full - now)
-                self._reclaim_at = now + pause
-        finally:
-            self._sweeping.release()
+    def _admit_all(self, entries: List[Tuple[Dict[str, _State], str, _State]]) -> bool:
+        """Track new keys, all or none (none if the cap would be passed). Caller holds the locks."""
+        if self._max_keys is not None:
+            with self._admission:
+                if self._count + len(entries) > self._max_keys:
+                    self._until_sweep -= len(entries)
+                    return False
+                self._count += len(entries)
+        for entry in entries:
+            self._admit(*entry, True)
+        return True
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]."""
@@ -446,7 +380,7 @@ class MemoryStore:
         with lock:
             state = states.get(key)
             if state is not None:  # full from now on; the sweep forgets it (and its entry)
-                states[key] = (state[0], 0, _EXACT, state[3])
+                states[key] = (state[0], 0, EXACT, state[3])
 
     def _rebase(self, key: str, rule: Rule) -> None:
         """Settle ``key``'s bucket now and move it to ``rule``. Caller holds the key's lock."""
@@ -456,9 +390,9 @@ class MemoryStore:
             return  # full, and full under any rule
         base, used, _, shape = state
         now = self._clock()
-        deficit = _deficit(base, used, shape[1], now)
-        base = _settled_at(base, now)
-        if deficit > 0:
-            states[key] = (base, deficit, _carry_of(deficit), rule._shape)
+        missing = deficit(base, used, shape[1], now)
+        base = settled_at(base, now)
+        if missing:
+            states[key] = (base, missing, carry_of(missing), rule._shape)
         else:  # full: kept as such (not deleted) so that the key keeps its one entry in _keys
-            states[key] = (base, 0, _EXACT, rule._shape)
+            states[key] = (base, 0, EXACT, rule._shape)

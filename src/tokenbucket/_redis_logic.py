@@ -18,13 +18,14 @@ import threading
 import time
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable, Dict, Generator, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple, TypeVar, Union
 
 import redis.exceptions
+from redis.crc import key_slot
 
 from ._memory import MemoryStore
 from ._rule import EPSILON, Rule
-from ._store import Outcome
+from ._store import Buckets, Outcome, Outcomes
 from ._validate import Number
 
 T = TypeVar("T")
@@ -167,6 +168,7 @@ class Logic:
         "_encoded",
         "_seen",
         "breaker",
+        "cluster",
         "fallback",
         "on_degraded",
         "on_policy",
@@ -174,8 +176,12 @@ class Logic:
         "prefix",
     )
 
-    def __init__(self, prefix: str, on_error: str, retry_interval: float) -> None:
+    def __init__(
+        self, prefix: str, on_error: str, retry_interval: float, cluster: bool = False
+    ) -> None:
         self.prefix = prefix
+        #: Whether the client is a Redis Cluster's: then keys taken together share a slot.
+        self.cluster = cluster
         self.policy = on_error
         self.breaker = Breaker(retry_interval)
         self.fallback = MemoryStore(max_keys=FALLBACK_MAX_KEYS)
@@ -188,18 +194,29 @@ class Logic:
 
     # -- operations (plans) ----------------------------------------------------------------
 
-    def take(self, key: str, amount: float, default: Rule, commit: bool) -> Plan[Outcome]:
-        """Decide; never raises for Redis trouble (follows the ``on_error`` policy)."""
-        if self.breaker.down and self.breaker.skip():
-            return self._degraded(key, amount, default, commit)
-        try:
-            reply = yield from self._script(self._take_args(key, amount, default, commit))
-        except _ERRORS as error:
-            self._failed(error)
-            return self._degraded(key, amount, default, commit)
-        if self.breaker.down:
-            self._recovered()
-        return self._outcome(key, reply, default)
+    def take(self, key: str, amount: float, default: Rule) -> Plan[Outcome]:
+        """Decide and take; never raises for Redis trouble (follows the ``on_error`` policy)."""
+        return self._decide(key, amount, default, _TAKE)
+
+    def peek(self, key: str, amount: float, default: Rule) -> Plan[Outcome]:
+        """What `take` would answer, changing nothing; never raises for Redis trouble."""
+        return self._decide(key, amount, default, _PEEK)
+
+    def level(self, key: str, default: Rule) -> Plan[float]:
+        """The token level now (a peek at 0 tokens); never raises for Redis trouble."""
+        return (yield from self._decide(key, 0, default, _PEEK))[1]
+
+    def take_all(self, buckets: Buckets, amount: float) -> Plan[Tuple[bool, Outcomes]]:
+        """Take from every bucket or none, in one script call; never raises for Redis trouble.
+
+        Raises ValueError (before any call) for repeated keys, or, on a Redis Cluster, for keys
+        in more than one hash slot (give them a common ``{hash tag}``).
+        """
+        return self._decide_all(buckets, amount, _TAKE)
+
+    def peek_all(self, buckets: Buckets, amount: float) -> Plan[Tuple[bool, Outcomes]]:
+        """What `take_all` would answer, changing nothing."""
+        return self._decide_all(buckets, amount, _PEEK)
 
     def get_rule(self, key: str) -> Plan[Optional[Rule]]:
         """Read ``key``'s override (HMGET); raise RedisUnavailableError if Redis fails."""
@@ -242,13 +259,66 @@ class Logic:
 
     # -- the steps they share --------------------------------------------------------------
 
-    def _script(self, args: Tuple[Any, ...]) -> Plan[Any]:
-        """Run the script on one key: EVALSHA, loading the script once if the server lacks it."""
+    def _decide(self, key: str, amount: float, default: Rule, op: bytes) -> Plan[Outcome]:
+        """One bucket: the script's take or peek, or the ``on_error`` policy."""
+        if self.breaker.down and self.breaker.skip():
+            return self._degraded(key, amount, default, op)
         try:
-            return (yield ("evalsha", (_SHA, _ONE, *args)))
+            reply = yield from self._script(self._take_args(key, amount, default, op))
+        except _ERRORS as error:
+            self._failed(error)
+            return self._degraded(key, amount, default, op)
+        if self.breaker.down:
+            self._recovered()
+        return self._outcome(key, reply, default)
+
+    def _decide_all(
+        self, buckets: Buckets, amount: float, op: bytes
+    ) -> Plan[Tuple[bool, Outcomes]]:
+        """Several buckets, all or nothing: one script call with every key, or the policy."""
+        names = [self._name(key) for key, _ in buckets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"'buckets' must name distinct keys, got {[k for k, _ in buckets]!r}")
+        if self.cluster and len({key_slot(name) for name in names}) > 1:
+            raise ValueError(
+                "'buckets' must be keys of one Redis Cluster hash slot (give them a common "
+                f"{{hash tag}}), got {[k for k, _ in buckets]!r}"
+            )
+        if not buckets:
+            return True, ()
+        if self.breaker.down and self.breaker.skip():
+            return self._degraded_all(buckets, amount, op)
+        args: List[Any] = [_SHA, len(names), *names, op]
+        first = buckets[0][1]
+        args += [_encode(first.capacity), _encode(first.refill_rate), _encode(amount)]
+        for _, default in buckets[1:]:
+            args += [_encode(default.capacity), _encode(default.refill_rate)]
+        try:
+            reply = yield from self._script(tuple(args), keyed=True)
+        except _ERRORS as error:
+            self._failed(error)
+            return self._degraded_all(buckets, amount, op)
+        if self.breaker.down:
+            self._recovered()
+        text: str = reply if reply.__class__ is str else reply.decode()
+        outcomes = tuple(
+            self._outcome(key, line, default)
+            for (key, default), line in zip(buckets, text.split("\n"))
+        )
+        return all(outcome[0] for outcome in outcomes), outcomes
+
+    def _script(self, args: Tuple[Any, ...], keyed: bool = False) -> Plan[Any]:
+        """Run the script: EVALSHA, loading the script once if the server lacks it.
+
+        ``args`` are one key's name and the arguments, or (``keyed``) EVALSHA's own arguments
+        from the SHA on (the number of keys, the keys, the arguments).
+        """
+        full = args if keyed else (_SHA, _ONE, *args)
+        try:
+            return (yield ("evalsha", full))
         except redis.exceptions.NoScriptError:  # a new or flushed server: load it once
             yield ("script_load", (_SCRIPT,))
-            return (yield ("evalsha", (_SHA, _ONE, *args)))
+            return (yield ("evalsha", full))
 
     def _admin(self, call: str, key: str, args: Tuple[Any, ...]) -> Plan[Any]:
         """Run the script for an admin call; raise RedisUnavailableError if Redis fails."""
@@ -264,7 +334,7 @@ class Logic:
         # surrogatepass: every str is a valid key, and distinct keys stay distinct.
         return (self.prefix + key).encode("utf-8", "surrogatepass")
 
-    def _take_args(self, key: str, amount: float, default: Rule, commit: bool) -> Tuple[bytes, ...]:
+    def _take_args(self, key: str, amount: float, default: Rule, op: bytes) -> Tuple[bytes, ...]:
         """Return the script's key and arguments for a decision, as bytes."""
         encoded = self._encoded
         if encoded[0] is not default:  # the default rule's numbers, encoded once per rule
@@ -272,7 +342,7 @@ class Logic:
             self._encoded = encoded
         return (
             self._name(key),
-            _TAKE if commit else _PEEK,
+            op,
             encoded[1],
             encoded[2],
             _ONE if amount == 1 else _encode(amount),
@@ -332,19 +402,42 @@ class Logic:
                 self.on_degraded(False)
             _log.warning("Redis available again; decisions go through Redis")
 
-    def _degraded(self, key: str, amount: float, default: Rule, commit: bool) -> Outcome:
+    def _degraded(self, key: str, amount: float, default: Rule, op: bytes) -> Outcome:
         """Decide without Redis, following the ``on_error`` policy."""
-        rule = self._seen.get(key, default)
         if self.on_policy is not None:
             self.on_policy(self.policy)
+        return self._by_policy(key, amount, default, op)
+
+    def _by_policy(self, key: str, amount: float, default: Rule, op: bytes) -> Outcome:
+        """One bucket's outcome under the ``on_error`` policy (no metrics hook)."""
+        rule = self._seen.get(key, default)
         if self.policy == "fallback":
-            return self.fallback.take(key, amount, rule, commit)
+            if op is _TAKE:
+                return self.fallback.take(key, amount, rule)
+            return self.fallback.peek(key, amount, rule)
         if self.policy == "deny":
             return False, 0.0, rule
         # allow: as if every bucket were full, so only a request beyond the capacity is denied.
         if amount > rule.capacity + EPSILON:
             return False, float(rule.capacity), rule
         return True, float(rule.capacity - amount), rule
+
+    def _degraded_all(self, buckets: Buckets, amount: float, op: bytes) -> Tuple[bool, Outcomes]:
+        """Several buckets without Redis, following the ``on_error`` policy."""
+        if self.on_policy is not None:
+            self.on_policy(self.policy)
+        if self.policy == "fallback":
+            seen = [(key, self._seen.get(key, default)) for key, default in buckets]
+            if op is _TAKE:
+                return self.fallback.take_all(seen, amount)
+            return self.fallback.peek_all(seen, amount)
+        outcomes = tuple(self._by_policy(key, amount, default, op) for key, default in buckets)
+        allowed = all(outcome[0] for outcome in outcomes)
+        if not allowed:  # allow: every bucket is full, so a denial left all of them full
+            outcomes = tuple(
+                (ok, level + amount if ok else level, rule) for ok, level, rule in outcomes
+            )
+        return allowed, outcomes
 
     def _unavailable(self, call: str, key: str, error: BaseException) -> RedisUnavailableError:
         self._failed(error)

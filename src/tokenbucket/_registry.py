@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, NoReturn, Optional, Union
+from typing import Any, NoReturn, Optional, Tuple, Union
 
 from ._clock import Clock
 from ._decision import Decision, clamp, decide
 from ._memory import MemoryStore
 from ._rule import Rule
-from ._store import AsyncStore, Outcome, Store
+from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
 from ._validate import check_amount, check_key, check_rule_fields
 
 
@@ -49,7 +49,7 @@ class BucketRegistry:
     first time it is read afterwards.
     """
 
-    __slots__ = ("_async", "_default", "_lock", "_store", "_sync")
+    __slots__ = ("_async", "_default", "_fast", "_lock", "_store", "_sync")
 
     def __init__(
         self,
@@ -76,6 +76,11 @@ class BucketRegistry:
         else:
             self._sync = store  # type: ignore[assignment]
             self._async = _Awaitable(self._sync)
+        # try_consume's fast path: the in-memory store's private one when the store is exactly
+        # a MemoryStore (a subclass may change take), else the protocol's take.
+        self._fast: Union[MemoryStore, _Allowed] = (
+            store if type(store) is MemoryStore else _Allowed(self._sync)
+        )
 
     @property
     def default(self) -> Rule:
@@ -98,8 +103,8 @@ class BucketRegistry:
         # into floats, so that the arithmetic cannot overflow).
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
-            return self._sync.take(key, amount, self._default, True)[0]
-        return self._sync.try_take(key, amount, self._default)
+            return self._sync.take(key, amount, self._default)[0]
+        return self._fast._try_take(key, amount, self._default)
 
     def consume(self, key: str, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision].
@@ -108,12 +113,12 @@ class BucketRegistry:
         """
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
-        return _decision(self._sync.take(key, amount, self._default, True), amount)
+        return _decision(self._sync.take(key, amount, self._default), amount)
 
     def peek(self, key: str, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, without taking tokens."""
         key, amount = check_key(key), check_amount(amount)
-        return _decision(self._sync.take(key, amount, self._default, False), amount)
+        return _decision(self._sync.peek(key, amount, self._default), amount)
 
     def tokens(self, key: str) -> float:
         """Return ``key``'s token level now.
@@ -121,7 +126,7 @@ class BucketRegistry:
         A key without a bucket is at its capacity, except in a store at its ``max_keys`` cap,
         where it counts as empty (as `consume` treats it).
         """
-        return clamp(self._sync.take(check_key(key), 0, self._default, False)[1])
+        return clamp(self._sync.level(check_key(key), self._default))
 
     def rule_for(self, key: str) -> Rule:
         """Return the rule that applies to ``key``: its override, else the default."""
@@ -168,23 +173,21 @@ class BucketRegistry:
     async def atry_consume(self, key: str, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
         key, amount = check_key(key), check_amount(amount)
-        if type(amount) is int:
-            return await self._async.try_take(key, amount, self._default)
-        return (await self._async.take(key, amount, self._default, True))[0]
+        return (await self._async.take(key, amount, self._default))[0]
 
     async def aconsume(self, key: str, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
         key, amount = check_key(key), check_amount(amount)
-        return _decision(await self._async.take(key, amount, self._default, True), amount)
+        return _decision(await self._async.take(key, amount, self._default), amount)
 
     async def apeek(self, key: str, amount: float = 1) -> Decision:
         """Awaitable `peek`."""
         key, amount = check_key(key), check_amount(amount)
-        return _decision(await self._async.take(key, amount, self._default, False), amount)
+        return _decision(await self._async.peek(key, amount, self._default), amount)
 
     async def atokens(self, key: str) -> float:
         """Awaitable `tokens`."""
-        return clamp((await self._async.take(check_key(key), 0, self._default, False))[1])
+        return clamp(await self._async.level(check_key(key), self._default))
 
     async def arule_for(self, key: str) -> Rule:
         """Awaitable `rule_for`."""
@@ -226,6 +229,18 @@ def _check_update(
     return (check_key(key), *check_rule_fields(capacity, refill_rate))
 
 
+class _Allowed:
+    """``_try_take`` for any store: the protocol's ``take``, answering only whether."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _try_take(self, key: str, amount: int, default: Rule, /) -> bool:
+        return self._store.take(key, amount, default)[0]
+
+
 class _Awaitable:
     """Presents a synchronous store as an async one (its methods never block)."""
 
@@ -234,11 +249,20 @@ class _Awaitable:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
-        return self._store.take(key, amount, default, commit)
+    async def take(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        return self._store.take(key, amount, default)
 
-    async def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        return self._store.try_take(key, amount, default)
+    async def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        return self._store.peek(key, amount, default)
+
+    async def level(self, key: str, default: Rule, /) -> float:
+        return self._store.level(key, default)
+
+    async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        return self._store.take_all(buckets, amount)
+
+    async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        return self._store.peek_all(buckets, amount)
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         return self._store.get_rule(key)

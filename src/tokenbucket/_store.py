@@ -1,16 +1,33 @@
 """The store protocol: where a registry keeps bucket state and per-key rule overrides.
 
-A store does the bucket arithmetic atomically per key and owns the overrides; the registry
-validates input, resolves nothing itself and turns outcomes into decisions. The in-memory store
-is the default; a shared store (Redis) implements the same methods, synchronously or as
-coroutines ([`AsyncStore`][tokenbucket.AsyncStore]).
+This is the contract a store author implements. A store does the bucket arithmetic atomically
+per call and owns the overrides; the registry validates input (keys are str, amounts finite and
+> 0, rules valid), resolves nothing itself and turns outcomes into decisions. The in-memory
+store is the default; a shared store (Redis) implements the same methods, synchronously or as
+coroutines ([`AsyncStore`][tokenbucket.AsyncStore]). The arithmetic itself is in
+``tokenbucket._arith`` (and, for Redis, cited by name in ``_lua/bucket.lua``).
+
+Operations, each one atomic step:
+
+* ``take``: refill, check ``amount``, take it if it fits (changes the bucket);
+* ``peek``: what ``take`` would answer now (changes nothing);
+* ``level``: the token level now (changes nothing);
+* ``take_all``: ``take`` on several buckets at once, all of them or none (changes the buckets);
+* ``peek_all``: what ``take_all`` would answer now (changes nothing);
+* ``get_rule``: the key's override (changes nothing);
+* ``update_rule``, ``remove_rule``: settle the bucket, then set or drop the override;
+* ``reset``: forget the bucket's state, so that it is full again (the override stays).
+
+A new operation (``charge``: take whatever the level, leaving debt; ``refund``: give back, never
+above full) is one more method here, in each store and in ``_lua/bucket.lua``.
 
 Semantics every store must keep (the conformance tests hold each store to them):
 
 * A key without state is a full bucket under its current rule (its override, else the default
   the caller passes). A full bucket may be forgotten at any time without changing a decision.
-* ``take`` reads the store's clock, refills, checks and (when ``commit``) consumes as one atomic
-  step. A denial consumes nothing.
+* ``take`` reads the store's clock, refills, checks and consumes as one atomic step. A denial
+  consumes nothing. ``take_all`` does so for every bucket at one instant: it admits only if
+  every bucket has ``amount``, and a denial consumes from none of them.
 * State written under one rule and read under another is first settled under the rule it was
   written with, up to the instant of reading. What carries over is the deficit (tokens missing
   from full): tokens used stay used. Below a lowered capacity the level goes negative (the
@@ -18,14 +35,12 @@ Semantics every store must keep (the conformance tests hold each store to them):
 * A clock reading earlier than the state's instant earns nothing. A denial then reports the
   level of the refill line at that reading (the level minus the catch-up time times the rate),
   so that the decision's ``retry_after`` includes the wait for the clock to catch up.
-* ``take(key, 0, default, False)`` reads the level without changing anything (the registry
-  never passes an amount of 0 otherwise).
 * ``update_rule`` and ``remove_rule`` settle the key's bucket at the instant of the change.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from typing_extensions import Protocol
 
@@ -34,6 +49,11 @@ from ._rule import Rule
 #: What ``take`` returns: whether the tokens were (or would be) taken, the token level after the
 #: decision, and the rule that decided.
 Outcome = Tuple[bool, float, Rule]
+#: What ``take_all`` returns per bucket, in the order given: whether that bucket alone has the
+#: amount, its level after the call (after the take if all were taken, else now) and its rule.
+Outcomes = Tuple[Outcome, ...]
+#: The buckets of a ``take_all``: ``(key, default rule)`` pairs, keys distinct.
+Buckets = Sequence[Tuple[str, Rule]]
 
 
 class Store(Protocol):
@@ -47,16 +67,36 @@ class Store(Protocol):
     decision is a few microseconds of arithmetic under a lock, with no I/O).
     """
 
-    def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
-        """Refill ``key``'s bucket, check ``amount`` against it and, if ``commit``, consume it."""
+    def take(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """Refill ``key``'s bucket, check ``amount`` (> 0) against it and take it if it fits.
 
-    def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        """``take(key, amount, default, True)`` for an int ``amount``; only whether it passed.
-
-        Its own method so that the in-memory store can answer the most frequent call (a whole
-        number of tokens, a yes or no) without building an outcome or checking the amount's
-        type; a store may simply return ``take(...)[0]``. Callers pass other amounts to `take`.
+        ``default`` is the rule when the key has no override. Returns ``(allowed, level after,
+        rule that decided)``; a denial takes nothing and reports the level now.
         """
+
+    def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """Return what ``take(key, amount, default)`` would now, changing nothing."""
+
+    def level(self, key: str, default: Rule, /) -> float:
+        """Return ``key``'s token level now (raw: may be below 0 in debt), changing nothing.
+
+        A store that treats untracked keys as empty (``MemoryStore`` at its ``max_keys`` cap)
+        says 0 for them, as ``take`` would decide.
+        """
+
+    def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """Take ``amount`` from every bucket in ``buckets``, or from none, atomically.
+
+        ``buckets`` is a sequence of ``(key, default rule)`` with distinct keys (else
+        ValueError). Every bucket is refilled and checked at one instant; the call is allowed
+        only if every bucket has ``amount``. Returns ``(allowed, outcomes)``, one outcome per
+        bucket in order: whether that bucket alone had the amount, its level after the call and
+        the rule that decided it. A denial charges none of them. A shared store may restrict
+        which keys can go together (Redis Cluster: one hash slot) and says so with ValueError.
+        """
+
+    def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """Return what ``take_all(buckets, amount)`` would now, changing nothing."""
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """Return ``key``'s override, or None."""
@@ -81,11 +121,20 @@ class Store(Protocol):
 class AsyncStore(Protocol):
     """The coroutine form of [`Store`][tokenbucket.Store], for stores that do network I/O."""
 
-    async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
+    async def take(self, key: str, amount: float, default: Rule, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]."""
 
-    async def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        """See [`Store.try_take`][tokenbucket.Store.try_take]."""
+    async def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.peek`][tokenbucket.Store.peek]."""
+
+    async def level(self, key: str, default: Rule, /) -> float:
+        """See [`Store.level`][tokenbucket.Store.level]."""
+
+    async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`Store.take_all`][tokenbucket.Store.take_all]."""
+
+    async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]."""

@@ -10,7 +10,8 @@ that make no I/O (``tokenbucket._redis_logic``); the two stores only make the ca
 for, ``client.evalsha(...)`` or ``await client.evalsha(...)``.
 
 Keys: each rate-limited key is one Redis hash, ``prefix + key``, holding the bucket state and
-the key's rule override. Every call touches that one key, so Redis Cluster works. A hash without
+the key's rule override. Every call touches that one key (``take_all`` the keys it names, which
+on a Redis Cluster must share a hash slot), so Redis Cluster works. A hash without
 an override expires when its bucket is full again (a full bucket and a missing one decide the
 same), so memory follows the number of recently active clients; a hash with an override never
 expires (the override must survive). Overrides live only in Redis, with no local cache, so an
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, ClassVar, Dict, Generic, Optional, Type, TypeVar, Union, cast
+from typing import Any, ClassVar, Dict, Generic, Optional, Tuple, Type, TypeVar, Union, cast
 
 try:
     import redis
@@ -57,7 +58,7 @@ from ._redis_inflight import SlotLogic
 from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._rule import Rule
-from ._store import Outcome
+from ._store import Buckets, Outcome, Outcomes
 from ._validate import _number
 
 __all__ = ["AsyncRedisStore", "RedisStore", "RedisUnavailableError"]
@@ -109,7 +110,8 @@ class _Store(Generic[C]):
             )
         self._client = client
         self._owned = False
-        self._logic = Logic(prefix, on_error, float(interval))
+        cluster = getattr(client, "nodes_manager", None) is not None
+        self._logic = Logic(prefix, on_error, float(interval), cluster)
         self._slots = SlotLogic(self._logic)
 
     @classmethod
@@ -314,13 +316,29 @@ class RedisStore(_Store[_SyncClient]):
         if self._owned:
             self._client.close()
 
-    def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`'s answer, nothing more."""
-        return self._run(self._logic.take(key, amount, default, True))[0]
-
-    def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
+    def take(self, key: str, amount: float, default: Rule, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]. One EVALSHA; never raises for Redis."""
-        return self._run(self._logic.take(key, amount, default, commit))
+        return self._run(self._logic.take(key, amount, default))
+
+    def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.peek`][tokenbucket.Store.peek]. One EVALSHA; never raises for Redis."""
+        return self._run(self._logic.peek(key, amount, default))
+
+    def level(self, key: str, default: Rule, /) -> float:
+        """See [`Store.level`][tokenbucket.Store.level]. One EVALSHA; never raises for Redis."""
+        return self._run(self._logic.level(key, default))
+
+    def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`Store.take_all`][tokenbucket.Store.take_all]. One EVALSHA with every key.
+
+        On a Redis Cluster the keys must share a hash slot (a common ``{hash tag}``), else
+        ValueError; repeated keys raise ValueError too. Never raises for Redis trouble.
+        """
+        return self._run(self._logic.take_all(buckets, amount))
+
+    def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
+        return self._run(self._logic.peek_all(buckets, amount))
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""
@@ -399,13 +417,25 @@ class AsyncRedisStore(_Store[_AsyncClient]):
         if self._owned:
             await self._client.aclose()
 
-    async def try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        """See [`Store.try_take`][tokenbucket.Store.try_take]: `take`'s answer, nothing more."""
-        return (await self._drive(self._logic.take(key, amount, default, True)))[0]
-
-    async def take(self, key: str, amount: float, default: Rule, commit: bool, /) -> Outcome:
+    async def take(self, key: str, amount: float, default: Rule, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]. One EVALSHA; never raises for Redis."""
-        return await self._drive(self._logic.take(key, amount, default, commit))
+        return await self._drive(self._logic.take(key, amount, default))
+
+    async def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.peek`][tokenbucket.Store.peek]. One EVALSHA; never raises for Redis."""
+        return await self._drive(self._logic.peek(key, amount, default))
+
+    async def level(self, key: str, default: Rule, /) -> float:
+        """See [`Store.level`][tokenbucket.Store.level]. One EVALSHA; never raises for Redis."""
+        return await self._drive(self._logic.level(key, default))
+
+    async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`RedisStore.take_all`][tokenbucket.redis.RedisStore.take_all]."""
+        return await self._drive(self._logic.take_all(buckets, amount))
+
+    async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
+        return await self._drive(self._logic.peek_all(buckets, amount))
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""

@@ -14,6 +14,10 @@
 --   peek   ARGV[4] amount: refill and check only   -> '<allowed><level>[ <C> <R>]'
 --          allowed is 1 or 0; C and R follow when the key has an override (the rule that
 --          decided), for example '12.5' (allowed, 2.5 left) or '0-3 5 0.5' (denied, in debt)
+--          With several keys (KEYS[2..n], all or nothing), ARGV[2i+1] and ARGV[2i+2] are the
+--          default rule of KEYS[i] for i >= 2; every key is checked at one instant, all are
+--          consumed only if each has the amount, and the reply has one such line per key,
+--          joined by '\n' (allowed then means: this key alone had the amount).
 --   update ARGV[4] new capacity, ARGV[5] new refill rate ('' keeps the current value)
 --          -> {C, R} of the new override
 --   remove -> {C, R} of the dropped override, or nil if there was none
@@ -25,25 +29,28 @@
 -- Time is the server's clock, so every client of the server agrees on it; it is kept in integer
 -- microseconds, which a double holds exactly. A clock that went backwards earns nothing.
 --
--- Everything below mirrors tokenbucket/_memory.py (MemoryStore); keep the two in step.
+-- The arithmetic is that of tokenbucket/_arith.py; each function or step below names the
+-- function it mirrors, and tests/test_store_conformance.py holds the two to the same answers.
 
 if not redis.REDIS_VERSION_NUM then
   redis.replicate_commands() -- Redis < 5 must be told to replicate a script that reads TIME
 end
 
-local key = KEYS[1]
 local op = ARGV[1]
-
-local s = redis.call('HMGET', key, 't', 'u', 'c', 'r', 'C', 'R', 'l')
-local override = s[5]
-local cap, rate = ARGV[2], ARGV[3]
-if override then
-  cap, rate = s[5], s[6]
-end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 
--- Tokens missing from full at now for the state (base, used) under refill rate per_s.
+-- A key's hash fields, and its rule: its override, else the default given (c, r as strings).
+local function read(key, c, r)
+  local s = redis.call('HMGET', key, 't', 'u', 'c', 'r', 'C', 'R', 'l')
+  if s[5] then
+    return s, s[5], s[6]
+  end
+  return s, c, r
+end
+
+-- _arith.deficit: tokens missing from full at now for the state (base, used) at refill rate
+-- per_s (per second; base and now in microseconds).
 local function deficit(base, used, per_s)
   if now > base then
     local missing = used - (now - base) / 1000000 * per_s
@@ -55,8 +62,16 @@ local function deficit(base, used, per_s)
   return used -- the clock went backwards: nothing earned
 end
 
--- used + carry + amount as (correctly rounded sum, what rounding left out): Knuth's TwoSum, so
--- that fractional request sizes never drift (as _accumulate in _memory.py).
+-- _arith.settled_at: the instant a state settled at now restarts from, never before base.
+local function settled_at(base)
+  if now > base then
+    return now
+  end
+  return base
+end
+
+-- _arith.accumulate: used + carry + amount as (correctly rounded sum, what rounding left out),
+-- Knuth's TwoSum, so that fractional request sizes never drift.
 local function accumulate(used, carry, amount)
   local total = used + amount
   local back = total - used
@@ -65,10 +80,10 @@ local function accumulate(used, carry, amount)
   return rounded, carry - (rounded - total)
 end
 
--- Write the state (base, used, carry) under the rule (capacity c, refill rate r, per_s as a
+-- Write key's state (base, used, carry) under the rule (capacity c, refill rate r, per_s as a
 -- number); only u and l if not whole (t, c and r unchanged). Then, without an override, expire the
 -- key when the bucket is full again: at base + used / per_s.
-local function save(base, used, carry, c, r, per_s, whole)
+local function save(key, override, base, used, carry, c, r, per_s, whole)
   if whole then
     redis.call('HSET', key, 't', base, 'u', used, 'l', carry, 'c', c, 'r', r)
   else
@@ -87,8 +102,8 @@ local function save(base, used, carry, c, r, per_s, whole)
   redis.call('PERSIST', key)
 end
 
--- Forget the bucket state: it is full. An override stays.
-local function forget()
+-- Forget key's bucket state: it is full. An override stays.
+local function forget(key, override)
   if override then
     redis.call('HDEL', key, 't', 'u', 'c', 'r', 'l')
   else
@@ -98,59 +113,83 @@ end
 
 if op == 'take' or op == 'peek' then
   local amount = tonumber(ARGV[4])
-  local capacity, refill = tonumber(cap), tonumber(rate)
-  local base, used, debt, carry = now, 0, 0, 0
-  local fresh = true -- whether t, c and r must be written (else only u and l change)
-  if s[1] then
-    base, used, carry = tonumber(s[1]), tonumber(s[2]), tonumber(s[7]) or 0
-    fresh = false
-    if tonumber(s[3]) ~= capacity or tonumber(s[4]) ~= refill then
-      -- The rule changed since this state was written (a new default): settle the state under
-      -- the rule it was written with, then carry the deficit over.
-      used, carry = deficit(base, used, tonumber(s[4])), 0
-      if now > base then -- else the clock went backwards: keep the later instant
-        base = now
+  local buckets = {}
+  local all = true
+  -- First every key at the one instant now: its rule, its state settled, whether it admits.
+  for i, key in ipairs(KEYS) do
+    local c, r = ARGV[2], ARGV[3]
+    if i > 1 then
+      c, r = ARGV[2 * i + 1], ARGV[2 * i + 2]
+    end
+    local s, cap, rate = read(key, c, r)
+    local b = {key = key, s = s, cap = cap, rate = rate, override = s[5]}
+    b.capacity, b.refill = tonumber(cap), tonumber(rate)
+    b.base, b.used, b.debt, b.carry = now, 0, 0, 0
+    b.fresh = true -- whether t, c and r must be written (else only u and l change)
+    if s[1] then
+      b.base, b.used, b.carry = tonumber(s[1]), tonumber(s[2]), tonumber(s[7]) or 0
+      b.fresh = false
+      if tonumber(s[3]) ~= b.capacity or tonumber(s[4]) ~= b.refill then
+        -- The rule changed since this state was written (a new default): settle the state
+        -- under the rule it was written with, then carry the deficit over.
+        b.used, b.carry = deficit(b.base, b.used, tonumber(s[4])), 0
+        b.base = settled_at(b.base)
+        b.fresh = true
+        b.settled = true
       end
-      fresh = true
-      if op == 'take' and used + amount > capacity + 1e-9 then
-        -- Denied, but the settled state is written all the same.
-        if used > 0 then
-          save(base, used, 0, cap, rate, refill, true)
-        else
-          forget()
-        end
+      b.debt = deficit(b.base, b.used, b.refill)
+      if b.debt == 0 then -- full: restart (as MemoryStore._view)
+        b.base, b.used, b.carry, b.fresh = settled_at(b.base), 0, 0, true
       end
     end
-    if now > base then
-      debt = used - (now - base) / 1000000 * refill
-      if debt <= 0 then
-        base, used, debt, carry, fresh = now, 0, 0, 0, true
+    b.admits = b.debt + amount <= b.capacity + 1e-9 -- _arith.admits; 1e-9: tokenbucket.EPSILON
+    all = all and b.admits
+    buckets[i] = b
+  end
+  -- Then all or nothing.
+  local lines = {}
+  for i, b in ipairs(buckets) do
+    local level = b.capacity - b.debt
+    if all then
+      level = level - amount
+      if op == 'take' then
+        local used, carry = accumulate(b.used, b.carry, amount)
+        save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
       end
     else
-      debt = used
+      if op == 'take' and b.settled then
+        -- Denied, but the settled state is written all the same (it changes no level).
+        if b.used > 0 then
+          save(b.key, b.override, b.base, b.used, 0, b.cap, b.rate, b.refill, true)
+        else
+          forget(b.key, b.override)
+        end
+      end
+      if now < b.base then
+        -- _arith.behind: denied while the clock is behind the bucket's instant, nothing refills
+        -- until it is back at base, so report the level the refill line has at now; the
+        -- client's retry_after then includes the wait for the clock to catch up.
+        level = level - (b.base - now) / 1000000 * b.refill
+      end
+    end
+    -- One string (cheaper to send and parse than an array): the flag, then the level.
+    local flag = 0
+    if b.admits then
+      flag = 1
+    end
+    if b.override then
+      lines[i] = string.format('%d%.17g %s %s', flag, level, b.s[5], b.s[6])
+    else
+      lines[i] = string.format('%d%.17g', flag, level)
     end
   end
-  local level = capacity - debt
-  local allowed = 0
-  if debt + amount <= capacity + 1e-9 then -- 1e-9: tokenbucket.EPSILON
-    allowed = 1
-    level = level - amount
-    if op == 'take' then
-      used, carry = accumulate(used, carry, amount)
-      save(base, used, carry, cap, rate, refill, fresh)
-    end
-  elseif now < base then
-    -- Denied while the clock is behind the bucket's instant: nothing refills until it is back
-    -- at base, so report the level the refill line has at now (as _behind in _memory.py); the
-    -- client's retry_after then includes the wait for the clock to catch up.
-    level = level - (base - now) / 1000000 * refill
-  end
-  -- One string (cheaper to send and parse than an array): the flag, then the level.
-  if override then
-    return string.format('%d%.17g %s %s', allowed, level, s[5], s[6])
-  end
-  return string.format('%d%.17g', allowed, level)
+  return table.concat(lines, '\n')
 end
+
+-- The admin operations act on KEYS[1] alone.
+local key = KEYS[1]
+local s, cap, rate = read(key, ARGV[2], ARGV[3])
+local override = s[5]
 
 -- Settle the state under its recorded rule now, then move it to the rule (c, r): the deficit
 -- carries over, unclamped.
@@ -161,9 +200,9 @@ local function rebase(c, r)
   local base = tonumber(s[1])
   local missing = deficit(base, tonumber(s[2]), tonumber(s[4]))
   if missing > 0 then
-    save(math.max(now, base), missing, 0, c, r, tonumber(r), true)
+    save(key, override, settled_at(base), missing, 0, c, r, tonumber(r), true)
   else
-    forget()
+    forget(key, override)
   end
 end
 
@@ -189,7 +228,7 @@ elseif op == 'remove' then
   rebase(ARGV[2], ARGV[3]) -- a hash left empty is deleted by Redis
   return {s[5], s[6]}
 elseif op == 'reset' then
-  forget()
+  forget(key, override)
   return nil
 end
 return redis.error_reply('tokenbucket: unknown operation ' .. tostring(op))

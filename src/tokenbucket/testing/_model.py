@@ -8,7 +8,7 @@ arithmetic.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .._rule import EPSILON, Rule
 
@@ -162,6 +162,40 @@ class ExactRegistry:
             if commit:
                 self._buckets[key] = (bucket, tag)
         return bucket if commit else bucket.copy()
+
+    def take_all(
+        self,
+        keys: Sequence[str],
+        now: Real,
+        amount: Real,
+        allowed: Optional[bool] = None,
+        *,
+        commit: bool = True,
+    ) -> Tuple[bool, List[Fraction]]:
+        """Take ``amount`` from every key's bucket at ``now``, or from none; return the levels.
+
+        Allowed exactly when every bucket has ``amount``. Given the ``allowed`` of a real
+        ``take_all``, it checks that decision as `ExactBucket.follow` does (an admission may
+        come up to ``SLACK`` early) and takes the same step. ``commit=False`` asks without
+        changing anything (a ``peek_all``). Returns the decision and each bucket's level after.
+
+        Raises:
+            AssertionError: the real decision disagrees with exact arithmetic.
+        """
+        buckets = [self.bucket(key, now, commit) for key in keys]
+        levels = [bucket.advance(now) for bucket in buckets]
+        wanted = Fraction(amount)
+        exact = all(level >= wanted for level in levels)
+        if allowed is None:
+            allowed = exact
+        elif allowed and any(level < wanted - SLACK for level in levels):
+            raise AssertionError(f"admitted {amount} at {now} for {keys} with levels {levels}")
+        elif not allowed and exact:
+            raise AssertionError(f"denied {amount} at {now} for {keys} with levels {levels}")
+        if allowed:
+            for bucket in buckets:
+                bucket.consume(now, amount, force=True)
+        return allowed, [bucket.level for bucket in buckets]
 
     def set_override(self, key: str, now: Real, rule: Optional[Rule]) -> None:
         """Settle ``key`` under the rule it was written with, then give it ``rule`` (or none)."""
