@@ -25,7 +25,7 @@ import redis
 from tokenbucket import BucketRegistry, Rule
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-Token_123"
 
 

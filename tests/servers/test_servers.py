@@ -22,7 +22,7 @@ import pytest
 
 TOKEN = "server-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Capacity 5, refilled at one token per 1000 s: nothing refills during a test.
 ASGI_APP = """

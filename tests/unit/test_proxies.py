@@ -389,7 +389,7 @@ def test_wsgiref_joins_underscore_headers_into_x_forwarded_for():
     key = TrustedProxyKey(["127.0.0.1"], header="forwarded")
     assert _keys_seen_by_wsgiref(key, forwarded) == [CLIENT]
     # The warning is where a reader of either will see it.
-    page = (Path(__file__).resolve().parent.parent / "docs" / "proxies.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "proxies.md").read_text()
     for text in (page, TrustedProxyKey.__doc__ or ""):
         assert "X_Forwarded_For" in text
         assert "underscores_in_headers" in text

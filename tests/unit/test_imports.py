@@ -52,3 +52,55 @@ def test_public_names():
     assert tokenbucket.wsgi.__all__ == ["RateLimitMiddleware", "RequestView"]
     assert tokenbucket.proxies.__all__ == ["TrustedProxyKey"]
     assert tokenbucket.asgi.RequestView is tokenbucket.wsgi.RequestView
+
+
+PUBLIC = {
+    "tokenbucket": [
+        "EPSILON",
+        "AsyncStore",
+        "BucketRegistry",
+        "Clock",
+        "Decision",
+        "InFlightLimit",
+        "InFlightLimitExceeded",
+        "ManualClock",
+        "MemorySlots",
+        "MemoryStore",
+        "Outcome",
+        "RateLimitExceeded",
+        "Rule",
+        "Slot",
+        "Store",
+        "TokenBucket",
+        "rate_limit",
+    ],
+    "tokenbucket.redis": ["AsyncRedisStore", "RedisStore", "RedisUnavailableError"],
+    "tokenbucket.testing": [
+        "SLACK",
+        "ExactBucket",
+        "ExactRegistry",
+        "ManualClock",
+        "manual_registry",
+    ],
+    "tokenbucket.metrics": [
+        "OUTCOMES",
+        "STORE_SECONDS_BUCKETS",
+        "InstrumentedRegistry",
+        "Metrics",
+        "Recorder",
+        "Snapshot",
+        "instrument",
+        "store_name",
+        "watch",
+    ],
+}
+
+
+def test_public_api_is_pinned():
+    """Each package's __all__ is exactly the documented API: a change here is an API change."""
+    import importlib
+
+    for name, expected in PUBLIC.items():
+        module = importlib.import_module(name)
+        assert module.__all__ == expected, name
+        assert all(hasattr(module, attribute) for attribute in expected), name

@@ -30,7 +30,7 @@ from tokenbucket.metrics.otel import OtelMetrics
 from tokenbucket.metrics.prometheus import PrometheusMetrics
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
-from .conftest import AUTH, IP, TOKEN, Harness
+from ..conftest import AUTH, IP, TOKEN, Harness
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 

@@ -25,7 +25,7 @@ from tokenbucket.demo import (
     main,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "chosen-by-the-operator-3f9a"
 
 

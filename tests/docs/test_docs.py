@@ -1,6 +1,6 @@
 """Every Python sample in README.md and docs/ runs, so the documentation cannot rot.
 
-Each page runs in a fresh interpreter (tests/docs_support/run_page.py): its ```python blocks
+Each page runs in a fresh interpreter (tests/docs/docs_support/run_page.py): its ```python blocks
 in order in one namespace, as a reader would paste them, and its ```pycon blocks as doctests.
 Pages may talk to a real Redis (TOKENBUCKET_REDIS_URL) and to a minimal Django project.
 """
@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.9 and 3.10
     tomllib = pytest.importorskip("tomli")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = Path(__file__).resolve().parent / "docs_support"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 

@@ -19,7 +19,7 @@ import redis.exceptions
 from tokenbucket import BucketRegistry, Rule
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_benchmark():
