@@ -399,20 +399,22 @@ class RedisStore(_Store[_SyncClient]):
 #: The most decisions one pipeline carries; more in one loop iteration start another.
 PIPELINE_MAX = 256
 
-_Pending = List[Tuple[Tuple[Any, ...], "asyncio.Future[Any]"]]
+_Pending = List[Tuple[Tuple[Any, ...], "Optional[asyncio.Future[Any]]"]]
 
 
 class _Pipeliner:
     """Sends the EVALSHAs that decisions start in one event-loop iteration as one pipeline.
 
-    The first call of an iteration opens a batch and starts a task that sends it at the next
-    iteration; the calls made meanwhile join it (up to ``PIPELINE_MAX``). Each caller awaits a
-    future that gets its own reply or its own error (``raise_on_error=False``), so its plan
-    goes on as if it had made the call alone: NOSCRIPT reloads the script, a connection error
-    follows the failure policy and feeds the breaker, decision by decision. The sending task
-    belongs to no caller: a cancelled caller only drops its reply. If the sending task itself
-    is cancelled (the loop shutting down), each caller still waiting gets a ``RedisError``
-    that is no outage, so its decision follows ``on_error`` without opening the breaker.
+    The first call of an iteration (the leader) opens a batch and yields to the loop once;
+    the calls made meanwhile join it (up to ``PIPELINE_MAX``). Alone, the leader then makes
+    its call itself, as without pipelining. Otherwise a task that belongs to no caller sends
+    the batch as one pipeline and gives each caller its own reply or its own error
+    (``raise_on_error=False``), so each plan goes on as if it had made the call alone:
+    NOSCRIPT reloads the script, a connection error follows the failure policy and feeds the
+    breaker, decision by decision. A cancelled caller only drops its reply (a leader cancelled
+    while it waits hands the others to the task). If the task itself is cancelled (the loop
+    shutting down), each caller still waiting gets a ``RedisError`` that is no outage, so its
+    decision follows ``on_error`` without opening the breaker.
     """
 
     __slots__ = ("_client", "_pending", "_tasks")
@@ -422,46 +424,63 @@ class _Pipeliner:
         self._pending: Optional[_Pending] = None
         self._tasks: Set[asyncio.Task[None]] = set()  # strong references while they run
 
-    def call(self, args: Tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Queue ``EVALSHA *args`` in the current batch; the future gets its reply."""
+    async def call(self, args: Tuple[Any, ...]) -> Any:
+        """Make ``EVALSHA *args`` in the current iteration's batch; return its reply."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
         pending = self._pending
-        if pending is None:
-            pending = self._pending = []
-            task = loop.create_task(self._send(pending))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        pending.append((args, future))
-        if len(pending) >= PIPELINE_MAX:
-            self._pending = None
-        return future
+        if pending is not None:  # join the batch a leader opened in this iteration
+            future = loop.create_future()
+            pending.append((args, future))
+            if len(pending) >= PIPELINE_MAX:
+                self._pending = None
+            return await future
+        pending = self._pending = [(args, None)]
+        try:
+            await asyncio.sleep(0)  # one loop iteration: the others' calls join
+        except BaseException:  # cancelled: this call is not made; the others' calls are
+            del pending[0]
+            self._close(pending)
+            raise
+        if len(pending) == 1:  # alone: make the call as without pipelining
+            self._close(pending)
+            return await self._client.evalsha(*args)
+        future = loop.create_future()
+        pending[0] = (args, future)
+        self._close(pending)
+        return await future
 
-    async def _send(self, batch: _Pending) -> None:
-        """Send ``batch`` (one call alone, more as one pipeline); settle each future."""
+    def _close(self, batch: _Pending) -> None:
+        """Let no more calls join ``batch``; start the task that sends it for its waiters."""
         if self._pending is batch:
             self._pending = None
-        batch = [(args, future) for args, future in batch if not future.done()]
-        if not batch:
+        if any(future is not None for _, future in batch):
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: _Pending) -> None:
+        """Send ``batch`` as one pipeline (one call alone); settle each caller's future."""
+        live = [(args, future) for args, future in batch if future and not future.done()]
+        if not live:
             return
         error: BaseException = redis.exceptions.RedisError(
             "the pipeline carrying this call was cancelled"
         )
         replies: List[Any] = []
         try:
-            if len(batch) == 1:
-                replies = [await self._client.evalsha(*batch[0][0])]
+            if len(live) == 1:
+                replies = [await self._client.evalsha(*live[0][0])]
             else:
                 pipe = self._client.pipeline(transaction=False)
-                for args, _ in batch:
+                for args, _ in live:
                     pipe.execute_command("EVALSHA", *args)
                 replies = await pipe.execute(raise_on_error=False)
         except Exception as failure:  # the whole batch met it: each decision gets it
             error = failure
         finally:  # also when cancelled: then each waiting caller gets the RedisError above
-            if len(replies) != len(batch):
-                replies = [error] * len(batch)
-            for (_, future), reply in zip(batch, replies):
+            if len(replies) != len(live):
+                replies = [error] * len(live)
+            for (_, future), reply in zip(live, replies):
                 if future.done():  # its caller was cancelled: the reply is dropped
                     continue
                 if isinstance(reply, BaseException):
