@@ -456,17 +456,23 @@ class _Pipeliner:
         if any(future is not None for _, future in batch):
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda task: self._sent(batch, task))
+
+    def _sent(self, batch: _Pending, task: asyncio.Task[None]) -> None:
+        """Answer the callers the sending task did not (it was cancelled, maybe unstarted)."""
+        self._tasks.discard(task)
+        for _, future in batch:
+            if future is not None and not future.done():
+                future.set_exception(
+                    redis.exceptions.RedisError("the pipeline carrying this call was cancelled")
+                )
 
     async def _send(self, batch: _Pending) -> None:
         """Send ``batch`` as one pipeline (one call alone); settle each caller's future."""
         live = [(args, future) for args, future in batch if future and not future.done()]
         if not live:
             return
-        error: BaseException = redis.exceptions.RedisError(
-            "the pipeline carrying this call was cancelled"
-        )
-        replies: List[Any] = []
+        replies: List[Any]
         try:
             if len(live) == 1:
                 replies = [await self._client.evalsha(*live[0][0])]
@@ -476,17 +482,14 @@ class _Pipeliner:
                     pipe.execute_command("EVALSHA", *args)
                 replies = await pipe.execute(raise_on_error=False)
         except Exception as failure:  # the whole batch met it: each decision gets it
-            error = failure
-        finally:  # also when cancelled: then each waiting caller gets the RedisError above
-            if len(replies) != len(live):
-                replies = [error] * len(live)
-            for (_, future), reply in zip(live, replies):
-                if future.done():  # its caller was cancelled: the reply is dropped
-                    continue
-                if isinstance(reply, BaseException):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+            replies = [failure] * len(live)
+        for (_, future), reply in zip(live, replies):
+            if future.done():  # its caller was cancelled: the reply is dropped
+                continue
+            if isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
 
 
 class AsyncRedisStore(_Store[_AsyncClient]):
