@@ -88,7 +88,8 @@ def tokenbucket_sync(url):
 def tokenbucket_async(pipeline):
     def make(url, single=False):
         client, close = async_client(url, single)
-        store = AsyncRedisStore(client, pipeline=pipeline)
+        # (no keyword when on, the default: the script then also runs on 0.1.0, for comparison)
+        store = AsyncRedisStore(client, **({} if pipeline else {"pipeline": False}))
         return BucketRegistry(Rule(LIMIT, LIMIT), store=store).atry_consume, close
 
     return make

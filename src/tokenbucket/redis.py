@@ -7,7 +7,9 @@ decision is one round trip: an EVALSHA of one Lua script (``_lua/bucket.lua``, s
 package) that reads the server's clock, refills, checks, consumes and writes atomically. The
 script, its arguments, the parsing of its replies and the failure policy exist once, as plans
 that make no I/O (``tokenbucket._redis_logic``); the two stores only make the calls a plan asks
-for, ``client.evalsha(...)`` or ``await client.evalsha(...)``.
+for, ``client.evalsha(...)`` or ``await client.evalsha(...)``. The async store sends the
+decisions that concurrent tasks start while others are in flight as one pipeline, still one
+EVALSHA each (``pipeline=False`` turns this off).
 
 Keys: each rate-limited key is one Redis hash, ``prefix + key``, holding the bucket state and
 the key's rule override. Every call touches that one key (``take_all`` the keys it names, which
