@@ -15,6 +15,8 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, Rule
 from tokenbucket.redis import PIPELINE_MAX, AsyncRedisStore
@@ -355,3 +357,45 @@ def test_cluster_pipeline_spans_slots_and_admits_exactly(redis_cluster_url):
 
     admitted, left, available = asyncio.run(scenario())
     assert (admitted, left, available) == (80, [0.0] * 8, True)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    requests=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 4), st.booleans()),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_concurrent_pipelined_decisions_are_exact(redis_url, admin, requests):
+    """Any mix of takes and peeks of any amounts on a few keys, all started at once from as
+    many tasks on one connection (refill 0): each key ends at its capacity minus exactly what
+    its admitted takes asked for, and a take denied asked for more than the key had left."""
+    admin.flushall()
+
+    async def scenario():
+        store = AsyncRedisStore(one_connection(redis_url), on_error="deny")
+        limits = BucketRegistry(Rule(10, 0), store=store)
+        await limits.atokens("warm-up")
+
+        async def one(key, amount, take):
+            if take:
+                return await limits.atry_consume(key, amount)
+            return (await limits.apeek(key, amount)).allowed
+
+        results = await asyncio.gather(*(one(*request) for request in requests))
+        levels = {key: await limits.atokens(key) for key in "abc"}
+        await store.client.aclose()
+        await store.client.connection_pool.disconnect()
+        return results, levels, store.available
+
+    results, levels, available = asyncio.run(scenario())
+    assert available
+    for key in "abc":
+        taken = sum(a for (k, a, take), ok in zip(requests, results) if k == key and take and ok)
+        assert levels[key] == 10 - taken
+        for (k, amount, take), ok in zip(requests, results):
+            if k == key and take and not ok:
+                assert amount > levels[key]
