@@ -36,23 +36,9 @@ Importing this module imports redis-py; importing ``tokenbucket`` never does.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import math
-from typing import (
-    Any,
-    ClassVar,
-    Dict,
-    Generic,
-    List,
-    Optional,
-    Set,
-    Tuple,
-    Type,
-    TypeVar,
-    Union,
-    cast,
-)
+from typing import Any, ClassVar, Dict, Generic, Optional, Tuple, Type, TypeVar, Union, cast
 
 try:
     import redis
@@ -73,6 +59,8 @@ from ._inflight import Slot
 from ._redis_inflight import SlotLogic
 from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
+from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
+from ._redis_pipeline import Pipeliner
 from ._rule import Rule
 from ._store import Buckets, Outcome, Outcomes
 from ._validate import _number
@@ -199,13 +187,13 @@ class _Store(Generic[C]):
         """Whether the last call reached Redis (False while the breaker is open)."""
         return not self._logic.breaker.down
 
-    async def _drive(self, plan: Plan[T], batch: Optional[_Pipeliner] = None) -> T:
+    async def _drive(self, plan: Plan[T], batch: Optional[Pipeliner] = None) -> T:
         """Make each call ``plan`` asks for, feed it the reply or the error, return its answer.
 
         The one place where the stores differ: an async store awaits each call's reply; a sync
         store has it at once, so this coroutine finishes without suspending (see
-        ``RedisStore._run``). With ``batch`` (an async store's decisions), each EVALSHA joins
-        the pipeline of the current event-loop iteration instead of going alone.
+        ``RedisStore._run``). With ``batch`` (an async store's decisions), each EVALSHA goes
+        through it, to share a pipeline with the calls of other tasks (see ``Pipeliner``).
         """
         client, awaits = self._client, self._is_async
         try:
@@ -398,111 +386,6 @@ class RedisStore(_Store[_SyncClient]):
         return self._run(self._slots.count(key))
 
 
-#: The most decisions one pipeline carries; more in one loop iteration start another.
-PIPELINE_MAX = 256
-
-_Pending = List[Tuple[Tuple[Any, ...], "Optional[asyncio.Future[Any]]"]]
-
-
-class _Pipeliner:
-    """Sends the EVALSHAs that decisions start in one event-loop iteration as one pipeline.
-
-    A call made while no other is in flight goes at once, alone, as without pipelining (a
-    lone task pays nothing). Otherwise the first call of an iteration (the leader) opens a
-    batch and yields to the loop once; the calls made meanwhile join it (up to
-    ``PIPELINE_MAX``). A task that belongs to no caller sends the batch as one pipeline and
-    gives each caller its own reply or its own error (``raise_on_error=False``), so each plan
-    goes on as if it had made the call alone: NOSCRIPT reloads the script, a connection error
-    follows the failure policy and feeds the breaker, decision by decision. A cancelled
-    caller only drops its call (if not sent yet) or its reply; a leader cancelled while it
-    waits leaves the others' calls to the task. If the task itself is cancelled (the loop
-    shutting down), each caller still waiting gets a ``RedisError`` that is no outage, so its
-    decision follows ``on_error`` without opening the breaker.
-    """
-
-    __slots__ = ("_busy", "_client", "_pending", "_tasks")
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._busy = 0  # calls and pipelines in flight
-        self._pending: Optional[_Pending] = None
-        self._tasks: Set[asyncio.Task[None]] = set()  # strong references while they run
-
-    async def call(self, args: Tuple[Any, ...]) -> Any:
-        """Make ``EVALSHA *args`` alone or in the current iteration's batch; return its reply."""
-        pending = self._pending
-        if pending is not None:  # join the batch a leader opened in this iteration
-            future = asyncio.get_running_loop().create_future()
-            pending.append((args, future))
-            if len(pending) >= PIPELINE_MAX:
-                self._pending = None
-            return await future
-        if self._busy:  # others in flight: lead a batch of the calls made meanwhile
-            pending = self._pending = [(args, None)]
-            try:
-                await asyncio.sleep(0)  # one loop iteration: the others' calls join
-            except BaseException:  # cancelled: this call is not made; the others' calls are
-                del pending[0]
-                self._close(pending)
-                raise
-            if len(pending) > 1:
-                future = asyncio.get_running_loop().create_future()
-                pending[0] = (args, future)
-                self._close(pending)
-                return await future
-            self._close(pending)
-        self._busy += 1
-        try:
-            return await self._client.evalsha(*args)
-        finally:
-            self._busy -= 1
-
-    def _close(self, batch: _Pending) -> None:
-        """Let no more calls join ``batch``; start the task that sends it for its waiters."""
-        if self._pending is batch:
-            self._pending = None
-        if any(future is not None for _, future in batch):
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(lambda task: self._sent(batch, task))
-
-    def _sent(self, batch: _Pending, task: asyncio.Task[None]) -> None:
-        """Answer the callers the sending task did not (it was cancelled, maybe unstarted)."""
-        self._tasks.discard(task)
-        for _, future in batch:
-            if future is not None and not future.done():
-                future.set_exception(
-                    redis.exceptions.RedisError("the pipeline carrying this call was cancelled")
-                )
-
-    async def _send(self, batch: _Pending) -> None:
-        """Send ``batch`` as one pipeline (one call alone); settle each caller's future."""
-        live = [(args, future) for args, future in batch if future and not future.done()]
-        if not live:
-            return
-        replies: List[Any]
-        self._busy += 1
-        try:
-            if len(live) == 1:
-                replies = [await self._client.evalsha(*live[0][0])]
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                for args, _ in live:
-                    pipe.execute_command("EVALSHA", *args)
-                replies = await pipe.execute(raise_on_error=False)
-        except Exception as failure:  # the whole batch met it: each decision gets it
-            replies = [failure] * len(live)
-        finally:
-            self._busy -= 1
-        for (_, future), reply in zip(live, replies):
-            if future.done():  # its caller was cancelled: the reply is dropped
-                continue
-            if isinstance(reply, BaseException):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-
 class AsyncRedisStore(_Store[_AsyncClient]):
     """An [`AsyncStore`][tokenbucket.AsyncStore] in Redis, through ``redis.asyncio``.
 
@@ -515,12 +398,13 @@ class AsyncRedisStore(_Store[_AsyncClient]):
         prefix: see [`RedisStore`][tokenbucket.redis.RedisStore].
         on_error: see [`RedisStore`][tokenbucket.redis.RedisStore].
         retry_interval: see [`RedisStore`][tokenbucket.redis.RedisStore].
-        pipeline: send the decisions that tasks start in one event-loop iteration as one
-            pipeline (the default; up to ``PIPELINE_MAX`` = 256 a pipeline). Each decision is
-            still one EVALSHA, decided and failing on its own; only the round trips are
-            shared, so many concurrent tasks make many more decisions per second on one
-            connection. ``False`` sends each decision alone. Admin and in-flight slot calls
-            always go alone.
+        pipeline: send the decisions that tasks start in one event-loop iteration, while
+            others are in flight, as one pipeline (the default; up to ``PIPELINE_MAX`` = 256 a
+            pipeline; a decision made while none is in flight goes alone at once). Each
+            decision is still one EVALSHA, decided and failing on its own; only the round
+            trips are shared, so many concurrent tasks make several times more decisions per
+            second on one connection. ``False`` sends each decision alone. Admin and
+            in-flight slot calls always go alone.
 
     Example::
 
@@ -553,7 +437,7 @@ class AsyncRedisStore(_Store[_AsyncClient]):
         pipeline: bool = True,
     ) -> None:
         super().__init__(client, prefix=prefix, on_error=on_error, retry_interval=retry_interval)
-        self._batch: Optional[_Pipeliner] = None
+        self._batch: Optional[Pipeliner] = None
         self._pipeline(pipeline)
 
     @classmethod
@@ -569,7 +453,7 @@ class AsyncRedisStore(_Store[_AsyncClient]):
     def _pipeline(self, pipeline: bool) -> None:
         if not isinstance(pipeline, bool):
             raise TypeError(f"'pipeline' must be a bool, got {pipeline!r}")
-        self._batch = _Pipeliner(self._client) if pipeline else None
+        self._batch = Pipeliner(self._client) if pipeline else None
 
     @property
     def pipeline(self) -> bool:
