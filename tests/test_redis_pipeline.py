@@ -74,6 +74,10 @@ def test_tasks_on_one_connection_admit_exactly_capacity_in_few_reads(redis_url, 
         before = server_stats(admin)
         admitted = await decide_concurrently(limits, ["shared"], rounds)
         after = server_stats(admin)
+        after["commands"] = {
+            name.removeprefix("cmdstat_"): stats["calls"]
+            for name, stats in admin.info("commandstats").items()
+        }
         left = await limits.atokens("shared")
         await store.client.aclose()
         await store.client.connection_pool.disconnect()
@@ -83,6 +87,12 @@ def test_tasks_on_one_connection_admit_exactly_capacity_in_few_reads(redis_url, 
     assert (admitted, left, available) == (100, 0.0, True)
     assert after["evalsha"] - before["evalsha"] == TASKS * rounds
     assert after["failed"] == after["script_load"] == 0
+    # Nothing else was sent: the rest is what the script runs inside (once per run) and ours.
+    commands = after["commands"]
+    assert (
+        commands.pop("evalsha") == commands.pop("time") == commands.pop("hmget") == TASKS * rounds
+    )
+    assert set(commands) <= {"info", "config|resetstat", "hset", "pexpire", "persist", "del"}
     # Without pipelining each decision is at least one read; here a read carries many.
     assert after["reads"] - before["reads"] < TASKS * rounds / 4
 
