@@ -323,11 +323,12 @@ def test_a_cancelled_pipeline_leaves_its_callers_deciding_by_policy(redis_url, a
     and do not open the breaker; the next decisions go through Redis again."""
 
     async def scenario():
-        store = AsyncRedisStore(one_connection(redis_url), on_error="deny")
+        # A pool: the pipeline has a connection of its own (not waiting for the first call's).
+        store = AsyncRedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)
         limits = BucketRegistry(Rule(100, 0), store=store)
         await limits.atokens("warm-up")
-        if sent:  # the server holds the replies back: the pipeline is in flight for 300 ms
-            admin.client_pause(300)
+        if sent:  # the server holds the replies back: the pipeline is in flight for 1 s
+            admin.client_pause(1000)
         tasks = [asyncio.ensure_future(limits.atry_consume(f"k{i}")) for i in range(TASKS)]
         while not store._batch._tasks:  # the leader closes the batch, starts the sender
             await asyncio.sleep(0)
@@ -339,8 +340,7 @@ def test_a_cancelled_pipeline_leaves_its_callers_deciding_by_policy(redis_url, a
         results = await asyncio.gather(*tasks)
         available = store.available
         after = await asyncio.gather(*(limits.atry_consume(f"j{i}") for i in range(TASKS)))
-        await store.client.aclose()
-        await store.client.connection_pool.disconnect()
+        await store.aclose()
         return results, available, after
 
     results, available, after = asyncio.run(scenario())
