@@ -2,13 +2,18 @@
 
 Every contender limits 1,000 keys at 100 requests per second (burst 100) on the same
 redis-server, through redis-py. A bare ``INCR`` (one round trip doing the least a server can
-do) is the floor. Four modes: sync on one thread (one connection), sync on 8 threads sharing
-a client (a pool of connections), async one call at a time (one connection) and async with 32
-concurrent tasks (a pool). Rounds interleave the contenders; the table gives medians.
+do) is the floor. Five modes: sync on one thread (one connection), sync on 8 threads sharing
+a client (a pool of connections), async one call at a time (one connection), async with 32
+concurrent tasks (a pool) and async with 32 concurrent tasks on one connection (a
+``BlockingConnectionPool`` of one; only for the contenders whose client the benchmark makes).
+``tokenbucket, pipeline=False`` is AsyncRedisStore sending each decision alone, as before
+pipelining (its sync columns are the same RedisStore as ``tokenbucket``'s: a second sample).
+Rounds interleave the contenders; the table gives medians.
 
 Before timing, each contender makes 1,000 decisions under INFO commandstats (what the server
 ran per decision, scripts' inner commands included, and the server time it took) and 1,000
-under MONITOR (the commands its client sent per decision: its round trips, as none pipelines).
+under MONITOR (the commands its client sent per decision; one pipeline sends several), one at
+a time and from 32 concurrent tasks.
 
 Run (it starts its own redis-server on a free port unless given --url)::
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import shutil
@@ -50,9 +56,28 @@ def incr_sync(url):
     return client.incr, client.close
 
 
-def incr_async(url):
+def one_connection(url):
+    """An async client whose pool holds one connection (callers wait for it), and its close."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=1)
+    client = redis.asyncio.Redis(connection_pool=pool)
+
+    async def close():
+        await client.aclose()
+        await pool.disconnect()
+
+    return client, close
+
+
+def async_client(url, single):
+    if single:
+        return one_connection(url)
     client = redis.asyncio.Redis.from_url(url)
-    return client.incr, client.aclose
+    return client, client.aclose
+
+
+def incr_async(url, single=False):
+    client, close = async_client(url, single)
+    return client.incr, close
 
 
 def tokenbucket_sync(url):
@@ -60,9 +85,14 @@ def tokenbucket_sync(url):
     return BucketRegistry(Rule(LIMIT, LIMIT), store=store).try_consume, store.close
 
 
-def tokenbucket_async(url):
-    store = AsyncRedisStore.from_url(url)
-    return BucketRegistry(Rule(LIMIT, LIMIT), store=store).atry_consume, store.aclose
+def tokenbucket_async(pipeline):
+    def make(url, single=False):
+        client, close = async_client(url, single)
+        # (no keyword when on, the default: the script then also runs on 0.1.0, for comparison)
+        store = AsyncRedisStore(client, **({} if pipeline else {"pipeline": False}))
+        return BucketRegistry(Rule(LIMIT, LIMIT), store=store).atry_consume, close
+
+    return make
 
 
 def limits_sync(strategy):
@@ -80,7 +110,9 @@ def limits_sync(strategy):
 
 
 def limits_async(strategy):
-    def make(url):
+    def make(url, single=False):
+        if single:
+            return None
         import limits
         import limits.aio.storage
         import limits.aio.strategies
@@ -111,7 +143,9 @@ def throttled_sync(url):
     return (lambda key: not limiter.limit(key).limited), lambda: None
 
 
-def throttled_async(url):
+def throttled_async(url, single=False):
+    if single:
+        return None
     import throttled.asyncio
 
     store = throttled.asyncio.RedisStore(server=url)
@@ -132,7 +166,8 @@ def throttled_async(url):
 
 CONTENDERS = {
     "INCR (floor)": (incr_sync, incr_async),
-    "tokenbucket": (tokenbucket_sync, tokenbucket_async),
+    "tokenbucket": (tokenbucket_sync, tokenbucket_async(True)),
+    "tokenbucket, pipeline=False": (tokenbucket_sync, tokenbucket_async(False)),
     "limits moving window": (
         limits_sync("MovingWindowRateLimiter"),
         limits_async("MovingWindowRateLimiter"),
@@ -144,7 +179,13 @@ CONTENDERS = {
     "throttled-py token bucket": (throttled_sync, throttled_async),
 }
 
-MODES = ["sync, 1 connection", "sync, pool (8 threads)", "async, 1 connection", "async, pool"]
+MODES = [
+    "sync, 1 connection",
+    "sync, pool (8 threads)",
+    "async, 1 connection",
+    "async, pool (32 tasks)",
+    "async, 1 connection (32 tasks)",
+]
 
 
 # -- timing ---------------------------------------------------------------------------------
@@ -217,11 +258,14 @@ def measure(name, mode, url, seconds, threads, tasks):
             close()
 
     async def scenario():
-        decide, close = make_async(url)
+        made = make_async(url, single="1 connection (" in mode)
+        if made is None:
+            return math.nan
+        decide, close = made
         try:
             for key in KEYS[:200]:
                 await decide(key)
-            return await run_async(decide, 1 if "1 connection" in mode else tasks, seconds)
+            return await run_async(decide, 1 if mode == "async, 1 connection" else tasks, seconds)
         finally:
             await close()
 
@@ -275,7 +319,7 @@ def round_trips(name, url, port, decisions=1000):
     """
     admin = redis.Redis.from_url(url)
     out = {}
-    for kind in ("sync", "async"):
+    for kind in ("sync", "async", "async, 32 tasks"):
         admin.flushall()
         make_sync, make_async = CONTENDERS[name]
         if kind == "sync":
@@ -294,18 +338,21 @@ def round_trips(name, url, port, decisions=1000):
             close()
         else:
 
-            async def scenario(make_async=make_async):
+            async def scenario(make_async=make_async, tasks=32 if "tasks" in kind else 1):
                 decide, close = make_async(url)
+
+                async def work(worker):  # the tasks interleave: worker w decides w, w+tasks, ...
+                    for i in range(worker, decisions, tasks):
+                        await decide(KEYS[i % len(KEYS)])
+
                 for key in KEYS[:50]:
                     await decide(key)
                 admin.config_resetstat()
-                for i in range(decisions):
-                    await decide(KEYS[i % len(KEYS)])
+                await asyncio.gather(*(work(w) for w in range(tasks)))
                 stats = admin.info("commandstats")
                 watcher = Monitor(port)
                 await asyncio.sleep(0.1)
-                for i in range(decisions):
-                    await decide(KEYS[i % len(KEYS)])
+                await asyncio.gather(*(work(w) for w in range(tasks)))
                 await close()
                 return watcher, stats
 
@@ -389,7 +436,7 @@ def main():
         process, port, workdir = start_server()
         url = f"redis://127.0.0.1:{port}/0"
     admin = redis.Redis.from_url(url)
-    modes = [m.replace("async, pool", f"async, pool ({options.tasks} tasks)") for m in MODES]
+    modes = [m.replace("32 tasks", f"{options.tasks} tasks") for m in MODES]
     modes = [m.replace("8 threads", f"{options.threads} threads") for m in modes]
     try:
         print(
@@ -428,7 +475,12 @@ def main():
         print("| contender | " + " | ".join(modes) + " |")
         print("| --- |" + " ---: |" * len(modes))
         for name in names:
-            cells = [f"{medians[name][m]:,.0f} ({medians[name][m] / floor[m]:.2f}x)" for m in modes]
+            cells = [
+                "n/a"
+                if math.isnan(medians[name][m])
+                else f"{medians[name][m]:,.0f} ({medians[name][m] / floor[m]:.2f}x)"
+                for m in modes
+            ]
             print(f"| {name} | " + " | ".join(cells) + " |")
         if "tokenbucket" in medians:
             ours = medians["tokenbucket"]
@@ -437,7 +489,12 @@ def main():
             print("| --- |" + " ---: |" * len(modes))
             for name in names:
                 if name != "tokenbucket":
-                    cells = [f"{ours[m] / medians[name][m]:.2f}x" for m in modes]
+                    cells = [
+                        "n/a"
+                        if math.isnan(medians[name][m])
+                        else f"{ours[m] / medians[name][m]:.2f}x"
+                        for m in modes
+                    ]
                     print(f"| {name} | " + " | ".join(cells) + " |")
             slowdown = ", ".join(f"{m}: {floor[m] / ours[m]:.2f}x" for m in modes)
             print(f"\nINCR floor / tokenbucket (target <= 1.5): {slowdown}")

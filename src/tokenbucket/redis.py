@@ -7,7 +7,9 @@ decision is one round trip: an EVALSHA of one Lua script (``_lua/bucket.lua``, s
 package) that reads the server's clock, refills, checks, consumes and writes atomically. The
 script, its arguments, the parsing of its replies and the failure policy exist once, as plans
 that make no I/O (``tokenbucket._redis_logic``); the two stores only make the calls a plan asks
-for, ``client.evalsha(...)`` or ``await client.evalsha(...)``.
+for, ``client.evalsha(...)`` or ``await client.evalsha(...)``. The async store sends the
+decisions that concurrent tasks start while others are in flight as one pipeline, still one
+EVALSHA each (``pipeline=False`` turns this off).
 
 Keys: each rate-limited key is one Redis hash, ``prefix + key``, holding the bucket state and
 the key's rule override. Every call touches that one key (``take_all`` the keys it names, which
@@ -57,6 +59,8 @@ from ._inflight import Slot
 from ._redis_inflight import SlotLogic
 from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
+from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
+from ._redis_pipeline import Pipeliner
 from ._rule import Rule
 from ._store import Buckets, Outcome, Outcomes
 from ._validate import _number
@@ -183,21 +187,25 @@ class _Store(Generic[C]):
         """Whether the last call reached Redis (False while the breaker is open)."""
         return not self._logic.breaker.down
 
-    async def _drive(self, plan: Plan[T]) -> T:
+    async def _drive(self, plan: Plan[T], batch: Optional[Pipeliner] = None) -> T:
         """Make each call ``plan`` asks for, feed it the reply or the error, return its answer.
 
         The one place where the stores differ: an async store awaits each call's reply; a sync
         store has it at once, so this coroutine finishes without suspending (see
-        ``RedisStore._run``).
+        ``RedisStore._run``). With ``batch`` (an async store's decisions), each EVALSHA goes
+        through it, to share a pipeline with the calls of other tasks (see ``Pipeliner``).
         """
         client, awaits = self._client, self._is_async
         try:
             call = next(plan)
             while True:
                 try:
-                    reply = getattr(client, call[0])(*call[1])
-                    if awaits:
-                        reply = await reply
+                    if batch is not None and call[0] == "evalsha":
+                        reply = await batch.call(call[1])
+                    else:
+                        reply = getattr(client, call[0])(*call[1])
+                        if awaits:
+                            reply = await reply
                 except Exception as error:  # the plan decides what it survives
                     call = plan.throw(error)
                 else:
@@ -390,6 +398,13 @@ class AsyncRedisStore(_Store[_AsyncClient]):
         prefix: see [`RedisStore`][tokenbucket.redis.RedisStore].
         on_error: see [`RedisStore`][tokenbucket.redis.RedisStore].
         retry_interval: see [`RedisStore`][tokenbucket.redis.RedisStore].
+        pipeline: send the decisions that tasks start in one event-loop iteration, while
+            others are in flight, as one pipeline (the default; up to ``PIPELINE_MAX`` = 256 a
+            pipeline; a decision made while none is in flight goes alone at once). Each
+            decision is still one EVALSHA, decided and failing on its own; only the round
+            trips are shared, so many concurrent tasks make several times more decisions per
+            second on one connection. ``False`` sends each decision alone. Admin and
+            in-flight slot calls always go alone.
 
     Example::
 
@@ -405,12 +420,45 @@ class AsyncRedisStore(_Store[_AsyncClient]):
     [`aclose`][tokenbucket.redis.AsyncRedisStore.aclose] closes the client.
     """
 
-    __slots__ = ()
+    __slots__ = ("_batch",)
 
     _is_async = True
     _connect = redis.asyncio.Redis.from_url
     _connect_cluster = redis.asyncio.cluster.RedisCluster.from_url
     _retry = redis.asyncio.retry.Retry
+
+    def __init__(
+        self,
+        client: _AsyncClient,
+        *,
+        prefix: str = "tokenbucket:",
+        on_error: str = "fallback",
+        retry_interval: float = 1.0,
+        pipeline: bool = True,
+    ) -> None:
+        super().__init__(client, prefix=prefix, on_error=on_error, retry_interval=retry_interval)
+        self._batch: Optional[Pipeliner] = None
+        self._pipeline(pipeline)
+
+    @classmethod
+    def from_url(cls, url: str, *, pipeline: bool = True, **options: Any) -> AsyncRedisStore:
+        """Connect as [`RedisStore.from_url`][tokenbucket.redis.RedisStore.from_url] does.
+
+        ``pipeline`` is the constructor's; the other options are ``RedisStore.from_url``'s.
+        """
+        store = super().from_url(url, **options)
+        store._pipeline(pipeline)
+        return store
+
+    def _pipeline(self, pipeline: bool) -> None:
+        if not isinstance(pipeline, bool):
+            raise TypeError(f"'pipeline' must be a bool, got {pipeline!r}")
+        self._batch = Pipeliner(self._client) if pipeline else None
+
+    @property
+    def pipeline(self) -> bool:
+        """Whether decisions started in one event-loop iteration share a pipeline."""
+        return self._batch is not None
 
     async def aclose(self) -> None:
         """Close the client if this store created it (``from_url``); otherwise do nothing."""
@@ -419,23 +467,23 @@ class AsyncRedisStore(_Store[_AsyncClient]):
 
     async def take(self, key: str, amount: float, default: Rule, /) -> Outcome:
         """See [`Store.take`][tokenbucket.Store.take]. One EVALSHA; never raises for Redis."""
-        return await self._drive(self._logic.take(key, amount, default))
+        return await self._drive(self._logic.take(key, amount, default), self._batch)
 
     async def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
         """See [`Store.peek`][tokenbucket.Store.peek]. One EVALSHA; never raises for Redis."""
-        return await self._drive(self._logic.peek(key, amount, default))
+        return await self._drive(self._logic.peek(key, amount, default), self._batch)
 
     async def level(self, key: str, default: Rule, /) -> float:
         """See [`Store.level`][tokenbucket.Store.level]. One EVALSHA; never raises for Redis."""
-        return await self._drive(self._logic.level(key, default))
+        return await self._drive(self._logic.level(key, default), self._batch)
 
     async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`RedisStore.take_all`][tokenbucket.redis.RedisStore.take_all]."""
-        return await self._drive(self._logic.take_all(buckets, amount))
+        return await self._drive(self._logic.take_all(buckets, amount), self._batch)
 
     async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
-        return await self._drive(self._logic.peek_all(buckets, amount))
+        return await self._drive(self._logic.peek_all(buckets, amount), self._batch)
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""
