@@ -159,7 +159,7 @@ def rate_limit_headers(
     Every number is an RFC 9651 Integer (0 to `SF_INTEGER_MAX`): counts of seconds are clamped
     to it, and a capacity below 1 is reported as 1 (see `PolicyFields.policy_value`).
     """
-    allowed, remaining, retry_after, reset_after, limit = decision
+    allowed, remaining, retry_after, reset_after, limit = decision[:5]
     left = int(remaining)
     names, number, state, timed_state = _FORMS[form]
     if mode & DRAFT:
