@@ -279,8 +279,7 @@ class Options:
             name = getattr(key_func, "__qualname__", None) or repr(key_func)
             raise TypeError(
                 f"the key function {name!r} returned {show(key)} ({type(key).__name__}); "
-                f"a key function must return a str, the bucket key (or, with several limits, "
-                f"a mapping of limit names to str)"
+                f"a key function must return a str, the bucket key"
             ) from None
 
     def report(self, view: RequestView, key: str, decision: Decision) -> None:
