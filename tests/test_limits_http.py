@@ -190,6 +190,7 @@ class TestDecorator:
         with pytest.raises(RateLimitExceeded) as info:
             call()
         assert info.value.decision.policy == "daily"
+        assert str(info.value) == "rate limit exceeded ('daily'): the request can never be allowed"
 
     def test_a_private_registry_of_several_limits_and_a_key_per_limit(self):
         @rate_limit({"user": Rule(1, 0), "org": Rule(2, 0)}, key=lambda u: {"user": u, "org": "o"})

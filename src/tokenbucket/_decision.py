@@ -86,7 +86,8 @@ class RateLimitExceeded(Exception):
             when = "the request can never be allowed"
         else:
             when = f"retry after {decision.retry_after:.3f} s"
-        super().__init__(f"rate limit exceeded: {when}")
+        which = "" if decision.policy == "default" else f" ({decision.policy!r})"
+        super().__init__(f"rate limit exceeded{which}: {when}")
 
     def __reduce__(self) -> tuple[object, ...]:
         return (RateLimitExceeded, (self.decision,))
