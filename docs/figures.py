@@ -6,6 +6,9 @@ Run:  .venv/bin/pip install -e '.[docs]' && .venv/bin/python docs/figures.py
   traffic faster than its refill rate; the level is read from the bucket itself.
 * img/benchmark-*.png: bars from the JSON the benchmark scripts write (docs/data/*.json,
   produced by ``benchmarks/core.py --json docs/data/benchmark-core.json`` and friends).
+* img/several-limits.png: a real registry of two limits on a ManualClock, all or nothing,
+  beside the same limits checked one after the other (each charged when it admits); the
+  levels are read from the registries.
 * img/metrics-burst.png: the demo's decisions by outcome, scraped from its /metrics under
   bursts (docs/data/metrics-burst.json, recorded by ``benchmarks/metrics_burst.py``).
 """
@@ -21,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from tokenbucket import ManualClock, TokenBucket
+from tokenbucket import BucketRegistry, ManualClock, Rule, TokenBucket
 
 HERE = Path(__file__).parent
 IMG = HERE / "img"
@@ -222,10 +225,52 @@ def metrics_burst() -> Path | None:
     return path
 
 
+def several_limits() -> Path:
+    """Burst 5 at 1/s and 30 at 0.2/s; 3 requests/s for 30 s: all or nothing vs one by one."""
+    burst, daily = Rule(5, 1.0), Rule(30, 0.2)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, together in zip(axes, (True, False)):
+        clock = ManualClock()
+        if together:
+            both = BucketRegistry({"burst": burst, "daily": daily}, clock=clock)
+        else:  # checked separately, as limiters that keep one counter per limit do
+            first = BucketRegistry(burst, clock=clock)
+            second = BucketRegistry(daily, clock=clock)
+        times, levels, admitted = [], {"burst": [], "daily": []}, 0
+        for step in range(3001):
+            now = step / 100
+            clock.set(now)
+            if step % 33 == 0 and now < 30:
+                if together:
+                    admitted += both.try_consume("k")
+                else:  # the daily limit is charged before the burst limit refuses
+                    admitted += second.try_consume("k") and first.try_consume("k")
+            times.append(now)
+            if together:
+                levels["burst"].append(both.tokens("k", limit="burst"))
+                levels["daily"].append(both.tokens("k", limit="daily"))
+            else:
+                levels["burst"].append(first.tokens("k"))
+                levels["daily"].append(second.tokens("k"))
+        ax.plot(times, levels["daily"], color="#1565c0", label="daily (30, 0.2/s)")
+        ax.plot(times, levels["burst"], color="#ef6c00", label="burst (5, 1/s)")
+        title = "all or nothing (tokenbucket)" if together else "each limit checked on its own"
+        ax.set_title(f"{title}: {admitted} of 90 admitted")
+        ax.set_xlabel("seconds (3 requests/s)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=9)
+    axes[0].set_ylabel("tokens")
+    fig.tight_layout()
+    path = IMG / "several-limits.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     """Draw every figure whose data is present."""
     IMG.mkdir(exist_ok=True)
-    made = [token_level()]
+    made = [token_level(), several_limits()]
     made.append(benchmark_bars("benchmark-core", "One in-memory decision", "µs per decision"))
     made.append(metrics_burst())
     for path in made:

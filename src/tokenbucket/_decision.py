@@ -25,6 +25,11 @@ class Decision(NamedTuple):
         reset_after: seconds until the bucket is full again: ``0.0`` when full, ``math.inf`` when
             it is not full and never refills.
         limit: the capacity of the rule that decided.
+        policy: the name of the limit that decided: ``"default"`` for a registry of one
+            [`Rule`][tokenbucket.Rule]; with several limits, the binding one (for a denial the
+            one with the longest wait, otherwise the one with the least remaining; ties go to
+            the first declared). ``remaining``, ``reset_after`` and ``limit`` are its own,
+            except that ``remaining`` is the least of all limits' levels.
     """
 
     allowed: bool
@@ -32,6 +37,7 @@ class Decision(NamedTuple):
     retry_after: float
     reset_after: float
     limit: float
+    policy: str = "default"
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -45,8 +51,13 @@ def clamp(level: float) -> float:
     return float(level) if level > 0.0 else 0.0
 
 
-def decide(allowed: bool, level: float, amount: float, rule: Rule) -> Decision:
-    """Build the decision a store's outcome ``(allowed, level, rule)`` means for ``amount``."""
+def decide(
+    allowed: bool, level: float, amount: float, rule: Rule, policy: str = "default"
+) -> Decision:
+    """Build the decision a store's outcome ``(allowed, level, rule)`` means for ``amount``.
+
+    ``policy`` is the name of the limit the outcome is of.
+    """
     capacity = rule.capacity
     if allowed:
         retry_after = 0.0
@@ -55,7 +66,9 @@ def decide(allowed: bool, level: float, amount: float, rule: Rule) -> Decision:
     else:  # a level behind the refill line (a clock stepped back) includes the catch-up wait
         retry_after = wait(amount - level, rule.refill_rate)
     reset_after = wait(capacity - level, rule.refill_rate)
-    return tuple.__new__(Decision, (allowed, clamp(level), retry_after, reset_after, capacity))
+    return tuple.__new__(
+        Decision, (allowed, clamp(level), retry_after, reset_after, capacity, policy)
+    )
 
 
 class RateLimitExceeded(Exception):
@@ -73,7 +86,8 @@ class RateLimitExceeded(Exception):
             when = "the request can never be allowed"
         else:
             when = f"retry after {decision.retry_after:.3f} s"
-        super().__init__(f"rate limit exceeded: {when}")
+        which = "" if decision.policy == "default" else f" ({decision.policy!r})"
+        super().__init__(f"rate limit exceeded{which}: {when}")
 
     def __reduce__(self) -> tuple[object, ...]:
         return (RateLimitExceeded, (self.decision,))

@@ -11,13 +11,14 @@ import functools
 import inspect
 import math
 import time
-from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
+from typing import Any, Awaitable, Callable, Mapping, Optional, TypeVar, Union, cast
 
 from typing_extensions import ParamSpec
 
 from ._decision import Decision, RateLimitExceeded
 from ._inflight import InFlightLimit
 from ._keys import escape_key
+from ._limits import Keys
 from ._registry import BucketRegistry
 from ._rule import Rule
 from ._validate import check_amount
@@ -27,9 +28,9 @@ R = TypeVar("R")
 
 
 def rate_limit(
-    limiter: Union[BucketRegistry, Rule],
+    limiter: Union[BucketRegistry, Rule, Mapping[str, Rule]],
     *,
-    key: Optional[Callable[..., str]] = None,
+    key: Optional[Callable[..., Keys]] = None,
     cost: float = 1,
     wait: bool = False,
     max_wait: float = math.inf,
@@ -40,10 +41,14 @@ def rate_limit(
 
     Args:
         limiter: a [`BucketRegistry`][tokenbucket.BucketRegistry] (share it to share limits),
-            or a [`Rule`][tokenbucket.Rule] for a private registry.
+            or a [`Rule`][tokenbucket.Rule] for a private registry, or a mapping of limit names
+            to rules for a private registry of several limits (``{"burst": Rule(5, 1.0),
+            "daily": Rule.per(100, 86400)}``: a call must pass all of them).
         key: called with the call's arguments, returns the bucket key (e.g. ``lambda user,
-            **kw: user.id``). Default: one bucket for the function, named by its module and
-            qualified name (``"app.views.search"``), shared by every process on a shared store.
+            **kw: user.id``); with several limits it may return a key per limit
+            (``lambda user: {"user": user.id, "org": user.org_id}``). Default: one bucket for
+            the function, named by its module and qualified name (``"app.views.search"``),
+            shared by every process on a shared store.
             A lambda has no name to tell it from another (two are both ``<lambda>``), so its
             default key adds the function object's ``id`` (``"app.<lambda>#1407..."``): one
             bucket per lambda, but per process too; pass ``key`` to share one across processes.
@@ -100,10 +105,15 @@ def rate_limit(
             raise TypeError(f"rate_limit decorates callables, got {func!r}")
         default_key = escape_key(_default_key(func))
 
-        def key_of(args: Any, kwargs: Any) -> str:
+        def key_of(args: Any, kwargs: Any) -> Keys:
             # Escaped like every key (see _keys.py): on a registry whose store the middleware
             # shares, no key can reach one of its route namespaces.
-            return default_key if key is None else escape_key(key(*args, **kwargs))
+            if key is None:
+                return default_key
+            given = key(*args, **kwargs)
+            if isinstance(given, Mapping):  # a key per limit: the registry checks the names
+                return {name: escape_key(value) for name, value in given.items()}
+            return escape_key(given)
 
         if inspect.iscoroutinefunction(func):
             store = registry.store
@@ -116,7 +126,7 @@ def rate_limit(
                     )
             nap = sleep or asyncio.sleep
 
-            async def async_call(name: str, args: Any, kwargs: Any) -> Any:
+            async def async_call(name: Keys, args: Any, kwargs: Any) -> Any:
                 waited = 0.0
                 while True:
                     decision = await registry.aconsume(name, amount)
@@ -133,7 +143,7 @@ def rate_limit(
                 name = key_of(args, kwargs)
                 if in_flight is None:
                     return await async_call(name, args, kwargs)
-                async with in_flight.ahold(name):
+                async with in_flight.ahold(_slot_key(name)):
                     return await async_call(name, args, kwargs)
 
             return cast(Callable[P, R], async_wrapper)
@@ -149,7 +159,7 @@ def rate_limit(
                 )
         nap_sync = sleep or time.sleep
 
-        def call(name: str, args: Any, kwargs: Any) -> R:
+        def call(name: Keys, args: Any, kwargs: Any) -> R:
             waited = 0.0
             while True:
                 pause = _pause(registry.consume(name, amount), wait, max_wait - waited)
@@ -163,7 +173,7 @@ def rate_limit(
             name = key_of(args, kwargs)
             if in_flight is None:
                 return call(name, args, kwargs)
-            with in_flight.hold(name):
+            with in_flight.hold(_slot_key(name)):
                 return call(name, args, kwargs)
 
         return wrapper
@@ -184,9 +194,17 @@ def _pause(decision: Decision, wait: bool, budget: float) -> Optional[float]:
 def _registry(limiter: object) -> BucketRegistry:
     if isinstance(limiter, BucketRegistry):
         return limiter
-    if isinstance(limiter, Rule):
+    if isinstance(limiter, (Rule, Mapping)):
         return BucketRegistry(limiter)
-    raise TypeError(f"'limiter' must be a BucketRegistry or a Rule, got {limiter!r}")
+    raise TypeError(
+        f"'limiter' must be a BucketRegistry or a Rule (or a mapping of names to Rules), "
+        f"got {limiter!r}"
+    )
+
+
+def _slot_key(name: Keys) -> str:
+    """The in-flight key of a call: its key, or its keys per limit joined by NUL (escaped)."""
+    return name if isinstance(name, str) else "\0".join(name.values())
 
 
 def _default_key(func: Callable[..., Any]) -> str:

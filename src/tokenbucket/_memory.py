@@ -318,6 +318,63 @@ class MemoryStore(Sweeping):
             lock.release()
         return self.take(key, amount, default)[0]
 
+    def _try_take_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: int, /
+    ) -> Optional[Tuple[bool, Outcomes]]:
+        """`take_all` for the common case, or None: the fast path of several limits.
+
+        Private to this class, like `_try_take`: the registry of several limits calls it only
+        when its store is exactly a MemoryStore, with distinct keys and an int ``amount``. The
+        common case is every bucket tracked and written under the default it is given (no
+        override, no rule change since): then it decides as `take_all` does; anything else
+        answers None before changing anything, and the caller goes to `take_all`. Like
+        `_try_take`, it inlines ``_arith.deficit`` and ``admits`` (a call costs more than the
+        arithmetic); the property tests hold both paths to the exact model.
+        """
+        shards, mask = self._shards, self._mask
+        locks = sorted({hash(key) & mask for key, _ in buckets})
+        for index in locks:
+            shards[index][1].acquire()
+        try:
+            now = self._clock()
+            found = []
+            allowed = True
+            for key, rule in buckets:
+                states = shards[hash(key) & mask][0]
+                state = states.get(key)
+                if state is None or state[3] is not rule._shape:
+                    return None
+                base, used = state[0], state[1]
+                if now > base:  # the inlined deficit()
+                    debt = used - (now - base) * rule.refill_rate
+                    if debt <= 0:
+                        debt = 0
+                else:
+                    debt = used
+                if debt + amount > rule._ceiling:  # not admits()
+                    allowed = False
+                found.append((states, key, state, rule, debt))
+            if allowed:
+                outcomes = []
+                for states, key, (base, used, carry, shape), rule, debt in found:
+                    if debt and carry is EXACT:  # an int amount adds exactly
+                        states[key] = (base, used + amount, EXACT, shape)
+                    else:
+                        states[key] = self._charged(base, used, carry, debt, amount, rule, now)
+                    outcomes.append((True, rule.capacity - debt - amount, rule))
+                return True, tuple(outcomes)
+            return False, tuple(
+                (
+                    debt + amount <= rule._ceiling,
+                    behind(rule.capacity - debt, state[0], now, rule.refill_rate),
+                    rule,
+                )
+                for _, _, state, rule, debt in found
+            )
+        finally:
+            for index in locks:
+                shards[index][1].release()
+
     def _admit(
         self, states: Dict[str, _State], key: str, state: _State, held: bool = False
     ) -> bool:

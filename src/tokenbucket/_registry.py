@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, NoReturn, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, NoReturn, Optional, Tuple, Union
 
 from ._clock import Clock
 from ._decision import Decision, clamp, decide
+from ._limits import Keys, check_limits, pick
 from ._memory import MemoryStore
 from ._rule import Rule
 from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
@@ -24,7 +25,11 @@ class BucketRegistry:
     """Token buckets by key (a client IP, a user, an API key), all under one default rule.
 
     Args:
-        default: the [`Rule`][tokenbucket.Rule] for keys without an override.
+        default: the [`Rule`][tokenbucket.Rule] for keys without an override (one limit,
+            named ``"default"``), or a mapping of limit names to rules, in order: several
+            limits, all or nothing (``{"burst": Rule(10, 1.0), "daily": Rule.per(1000,
+            86400)}``): a request is admitted only if every limit admits it, and then charged
+            to every limit. See [Several limits](../several-limits.md).
         store: where state and overrides live; a new [`MemoryStore`][tokenbucket.MemoryStore]
             by default. A store whose methods are coroutines (an
             [`AsyncStore`][tokenbucket.AsyncStore]) is used through the ``a``-prefixed methods.
@@ -47,25 +52,35 @@ class BucketRegistry:
     over, so a full bucket stays full and a lowered capacity can leave a bucket in debt. A key
     without a bucket is full under its new rule. Changing the default settles each bucket the
     first time it is read afterwards.
+
+    Methods that address one limit (`tokens`, `rule_for`, `update_rule`, `remove_rule`,
+    `update_default`) take ``limit=``, the limit's name: optional with one limit, required with
+    several (ValueError naming them).
     """
 
-    __slots__ = ("_async", "_default", "_fast", "_lock", "_store", "_sync")
+    __slots__ = ("_async", "_default", "_fast", "_lock", "_name", "_store", "_sync")
+
+    def __new__(cls, default: Union[Rule, Mapping[str, Rule]], **options: Any) -> BucketRegistry:
+        if cls is BucketRegistry and isinstance(default, Mapping) and len(default) > 1:
+            from ._several import SeveralLimits  # a registry of several limits
+
+            cls = SeveralLimits
+        return object.__new__(cls)
 
     def __init__(
         self,
-        default: Rule,
+        default: Union[Rule, Mapping[str, Rule]],
         *,
         store: Union[Store, AsyncStore, None] = None,
         clock: Optional[Clock] = None,
         max_keys: Optional[int] = None,
     ) -> None:
-        if not isinstance(default, Rule):
-            raise TypeError(f"'default' must be a Rule, got {default!r}")
+        limits = check_limits(default)
         if store is None:
             store = MemoryStore(clock=clock, max_keys=max_keys)
         elif clock is not None or max_keys is not None:
             raise TypeError("'clock' and 'max_keys' configure the default store; pass them to it")
-        self._default = default
+        (self._name, self._default), *_ = limits.items()  # SeveralLimits keeps them all
         self._lock = threading.Lock()  # for read-modify-write of _default
         self._store: Union[Store, AsyncStore] = store
         self._sync: Store
@@ -84,8 +99,18 @@ class BucketRegistry:
 
     @property
     def default(self) -> Rule:
-        """The rule of keys without an override."""
+        """The rule of keys without an override (with several limits: see `defaults`)."""
         return self._default
+
+    @property
+    def defaults(self) -> Dict[str, Rule]:
+        """Every limit's default rule by name, in order (``{"default": rule}`` for one Rule)."""
+        return {self._name: self._default}
+
+    @property
+    def limits(self) -> Tuple[str, ...]:
+        """The names of the limits, in order: ``("default",)`` for a registry of one Rule."""
+        return (self._name,)
 
     @property
     def is_async(self) -> bool:
@@ -97,8 +122,12 @@ class BucketRegistry:
         """The store holding bucket state and overrides."""
         return self._store
 
-    def try_consume(self, key: str, amount: float = 1) -> bool:
-        """Take ``amount`` tokens from ``key``'s bucket if it has them; return whether it did."""
+    def try_consume(self, key: Keys, amount: float = 1) -> bool:
+        """Take ``amount`` tokens from ``key``'s bucket if it has them; return whether it did.
+
+        ``key`` is a str. With several limits it may also be a mapping naming each limit's
+        key (``{"user": "alice", "org": "acme"}``), all charged or none.
+        """
         # Fast path: a small positive int needs no checks (check_amount turns larger ints
         # into floats, so that the arithmetic cannot overflow).
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
@@ -106,32 +135,38 @@ class BucketRegistry:
             return self._sync.take(key, amount, self._default)[0]
         return self._fast._try_take(key, amount, self._default)
 
-    def consume(self, key: str, amount: float = 1) -> Decision:
+    def consume(self, key: Keys, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision].
 
         A denial is a decision (``allowed`` False, with ``retry_after``), never an exception.
         """
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
-        return _decision(self._sync.take(key, amount, self._default), amount)
+        return _decision(self._sync.take(key, amount, self._default), amount, self._name)
 
-    def peek(self, key: str, amount: float = 1) -> Decision:
+    def peek(self, key: Keys, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, without taking tokens."""
         key, amount = check_key(key), check_amount(amount)
-        return _decision(self._sync.peek(key, amount, self._default), amount)
+        return _decision(self._sync.peek(key, amount, self._default), amount, self._name)
 
-    def tokens(self, key: str) -> float:
+    def tokens(self, key: str, limit: Optional[str] = None) -> float:
         """Return ``key``'s token level now.
 
         A key without a bucket is at its capacity, except in a store at its ``max_keys`` cap,
         where it counts as empty (as `consume` treats it).
         """
+        pick(self.limits, limit)
         return clamp(self._sync.level(check_key(key), self._default))
 
-    def rule_for(self, key: str) -> Rule:
+    def rule_for(self, key: str, limit: Optional[str] = None) -> Rule:
         """Return the rule that applies to ``key``: its override, else the default."""
+        pick(self.limits, limit)
         override = self._sync.get_rule(check_key(key))
         return self._default if override is None else override
+
+    def rules_for(self, key: str) -> Dict[str, Rule]:
+        """Return the rule of every limit for ``key`` by name, in order."""
+        return {name: self.rule_for(key, name) for name in self.limits}
 
     def update_rule(
         self,
@@ -139,6 +174,7 @@ class BucketRegistry:
         *,
         capacity: Optional[float] = None,
         refill_rate: Optional[float] = None,
+        limit: Optional[str] = None,
     ) -> Rule:
         """Give ``key`` its own rule, changing the given fields of its current one; return it.
 
@@ -147,18 +183,26 @@ class BucketRegistry:
         changes.
         """
         key, capacity, refill_rate = _check_update(key, capacity, refill_rate)
+        pick(self.limits, limit)
         return self._sync.update_rule(key, self._default, capacity, refill_rate)
 
-    def remove_rule(self, key: str) -> Optional[Rule]:
+    def remove_rule(self, key: str, limit: Optional[str] = None) -> Optional[Rule]:
         """Drop ``key``'s override (settling its bucket first); return it, or None if none."""
+        pick(self.limits, limit)
         return self._sync.remove_rule(check_key(key), self._default)
 
-    def reset(self, key: str) -> None:
-        """Refill ``key``'s bucket to full. Its override, if any, stays."""
+    def reset(self, key: str, limit: Optional[str] = None) -> None:
+        """Refill ``key``'s bucket (every limit's, or ``limit``'s) to full. Overrides stay."""
+        if limit is not None:
+            pick(self.limits, limit)
         self._sync.reset(check_key(key))
 
     def update_default(
-        self, *, capacity: Optional[float] = None, refill_rate: Optional[float] = None
+        self,
+        *,
+        capacity: Optional[float] = None,
+        refill_rate: Optional[float] = None,
+        limit: Optional[str] = None,
     ) -> Rule:
         """Change the default rule's given fields; return the new default.
 
@@ -166,33 +210,40 @@ class BucketRegistry:
         time they are read after the change.
         """
         capacity, refill_rate = check_rule_fields(capacity, refill_rate)
+        pick(self.limits, limit)
         with self._lock:
             self._default = self._default.replace(capacity=capacity, refill_rate=refill_rate)
             return self._default
 
-    async def atry_consume(self, key: str, amount: float = 1) -> bool:
+    async def atry_consume(self, key: Keys, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
         key, amount = check_key(key), check_amount(amount)
         return (await self._async.take(key, amount, self._default))[0]
 
-    async def aconsume(self, key: str, amount: float = 1) -> Decision:
+    async def aconsume(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
         key, amount = check_key(key), check_amount(amount)
-        return _decision(await self._async.take(key, amount, self._default), amount)
+        return _decision(await self._async.take(key, amount, self._default), amount, self._name)
 
-    async def apeek(self, key: str, amount: float = 1) -> Decision:
+    async def apeek(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `peek`."""
         key, amount = check_key(key), check_amount(amount)
-        return _decision(await self._async.peek(key, amount, self._default), amount)
+        return _decision(await self._async.peek(key, amount, self._default), amount, self._name)
 
-    async def atokens(self, key: str) -> float:
+    async def atokens(self, key: str, limit: Optional[str] = None) -> float:
         """Awaitable `tokens`."""
+        pick(self.limits, limit)
         return clamp(await self._async.level(check_key(key), self._default))
 
-    async def arule_for(self, key: str) -> Rule:
+    async def arule_for(self, key: str, limit: Optional[str] = None) -> Rule:
         """Awaitable `rule_for`."""
+        pick(self.limits, limit)
         override = await self._async.get_rule(check_key(key))
         return self._default if override is None else override
+
+    async def arules_for(self, key: str) -> Dict[str, Rule]:
+        """Awaitable `rules_for`."""
+        return {name: await self.arule_for(key, name) for name in self.limits}
 
     async def aupdate_rule(
         self,
@@ -200,26 +251,32 @@ class BucketRegistry:
         *,
         capacity: Optional[float] = None,
         refill_rate: Optional[float] = None,
+        limit: Optional[str] = None,
     ) -> Rule:
         """Awaitable `update_rule`."""
         key, capacity, refill_rate = _check_update(key, capacity, refill_rate)
+        pick(self.limits, limit)
         return await self._async.update_rule(key, self._default, capacity, refill_rate)
 
-    async def aremove_rule(self, key: str) -> Optional[Rule]:
+    async def aremove_rule(self, key: str, limit: Optional[str] = None) -> Optional[Rule]:
         """Awaitable `remove_rule`."""
+        pick(self.limits, limit)
         return await self._async.remove_rule(check_key(key), self._default)
 
-    async def areset(self, key: str) -> None:
+    async def areset(self, key: str, limit: Optional[str] = None) -> None:
         """Awaitable `reset`."""
+        if limit is not None:
+            pick(self.limits, limit)
         await self._async.reset(check_key(key))
 
     def __repr__(self) -> str:
-        return f"BucketRegistry({self._default!r}, store={self._store!r})"
+        default = self._default if self._name == "default" else self.defaults
+        return f"BucketRegistry({default!r}, store={self._store!r})"
 
 
-def _decision(outcome: Outcome, amount: float) -> Decision:
+def _decision(outcome: Outcome, amount: float, name: str) -> Decision:
     allowed, level, rule = outcome
-    return decide(allowed, level, amount, rule)
+    return decide(allowed, level, amount, rule, name)
 
 
 def _check_update(

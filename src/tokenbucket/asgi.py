@@ -88,7 +88,9 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             async store (Redis) is used through the awaitable methods; a blocking one (a sync
             ``RedisStore``) is refused, as it would stall the event loop.
         key: ``key(request) -> str``, the bucket key of a
-            [`RequestView`][tokenbucket.asgi.RequestView]; the client IP by default.
+            [`RequestView`][tokenbucket.asgi.RequestView]; the client IP by default. With a
+            registry of several limits it may return a key per limit (``{"key": api_key,
+            "org": org_of(api_key)}``), charged all or nothing.
         cost: tokens a request takes: a number > 0 (default 1), or ``cost(request) -> number``.
         exempt: requests that are never limited nor counted: a list of paths (``"/health"``;
             ``"/static/*"`` for a prefix), or a predicate ``exempt(request) -> bool``. Paths are
@@ -99,7 +101,9 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             bucket, so a trailing slash cannot escape the rule (two patterns that differ only in
             trailing slashes are refused with ``ValueError``). A request matching a route (the
             exact path first, then the longest prefix) is counted in that route's bucket for its
-            key instead of the default one. Route buckets share the registry's store.
+            key instead of the default one. Route buckets share the registry's store. A route's
+            rule may be several limits: ``{"/login": {"burst": Rule(5, 1), "daily":
+            Rule.per(50, 86400)}}``.
         dry_run: compute, report (header fields, ``on_decision``) but never refuse a request.
             Useful to roll a limit out. The admin path stays protected.
         headers: which rate-limit header fields to send: ``"draft"`` (default; ``RateLimit``

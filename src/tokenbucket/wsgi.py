@@ -67,7 +67,8 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         exempt: requests never limited nor counted: paths (``"/static/*"`` for a prefix) or a
             predicate. Trailing slashes do not matter: ``"/health"`` also exempts ``/health/``.
         routes: per-route rules, e.g. ``{"/login": Rule(5, 0.1)}``, matched as ``exempt`` is:
-            ``/login/`` counts in the ``/login`` bucket.
+            ``/login/`` counts in the ``/login`` bucket. A route's rule may be several limits
+            (``{"/login": {"burst": Rule(5, 1), "daily": Rule.per(50, 86400)}}``).
         dry_run: compute and report, never refuse (the admin path stays protected).
         headers: ``"draft"`` (default), ``"legacy"``, ``"both"`` or None.
         on_decision: ``on_decision(request, key, decision)`` after each counted request.

@@ -329,7 +329,7 @@ BAD_BODIES = [
     (
         {"client_id": "a", "capacity": 1, "burst": 2},
         "unknown field 'burst'; expected 'client_id', 'capacity', 'refill_rate' "
-        "and optionally 'route'",
+        "and optionally 'route' and 'limit'",
     ),
     ({"capacity": 5}, "field 'client_id' is required"),
     ({"client_id": "", "capacity": 5}, "'client_id' must be a non-empty string, got ''"),

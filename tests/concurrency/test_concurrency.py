@@ -105,3 +105,30 @@ def test_sweeps_under_contention_lose_no_state():
     results = hammer(attempt, per_thread)
     assert sum(results) == 5
     assert registry.tokens("h") == 0.0
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_several_limits_admit_exactly_the_tightest(warm):
+    """8 threads on {a: 1000, b: 1500} (no refill): exactly 1,000 pass and b keeps exactly
+    500; a denial charges neither limit. ``warm``: the buckets exist (the fast path)."""
+    registry = BucketRegistry({"a": Rule(1000, 0), "b": Rule(1500, 0)}, clock=ManualClock())
+    if warm:
+        registry.consume("k")
+        registry.reset("k")
+    results = hammer(lambda thread, i: registry.consume("k").allowed, ATTEMPTS // THREADS)
+    assert sum(results) == 1000
+    assert registry.tokens("k", limit="a") == 0.0
+    assert registry.tokens("k", limit="b") == 500.0
+
+
+def test_keys_at_two_levels_share_the_organisation_exactly():
+    """8 users of one organisation (user: 200, org: 1,000, no refill), one thread each: the
+    organisation admits exactly 1,000, and each user's denials charged it nothing."""
+    registry = BucketRegistry({"user": Rule(200, 0), "org": Rule(1000, 0)}, clock=ManualClock())
+    results = hammer(
+        lambda thread, i: registry.try_consume({"user": f"u{thread}", "org": "acme"}), 400
+    )
+    assert sum(results) == 1000
+    assert registry.tokens("acme", limit="org") == 0.0
+    users = [200 - registry.tokens(f"u{thread}", limit="user") for thread in range(THREADS)]
+    assert sum(users) == 1000

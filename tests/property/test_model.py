@@ -155,8 +155,96 @@ class RegistryMachine(RuleBasedStateMachine):
             assert self.registry.rule_for(key) == self.model.rule_for(key)
 
 
+class SeveralLimitsMachine(LimiterMachine):
+    """A registry of two or three limits under the shared machine (all or nothing), with
+    decisions, per-limit overrides and default changes checked against ExactRegistry."""
+
+    several = True
+
+    def create(self, limits, clock):
+        registry = BucketRegistry(limits, clock=clock)
+        registry.store._until_sweep = 3  # sweep often: forgetting must be invisible
+        return registry
+
+    def attempt(self, registry, amount):
+        return registry.try_consume("k", amount)
+
+    @rule(amount=amounts())
+    def consume(self, amount):
+        now = self.clock()
+        wait = self.model.retry_after("k", now, amount)
+        decision = self.limiter.consume("k", amount)
+        self.record(amount, decision.allowed)
+        assert decision.policy in self.limiter.limits
+        if not decision.allowed:
+            if wait < 0:
+                assert decision.retry_after == math.inf
+            else:
+                assert abs(Fraction(decision.retry_after) - wait) <= 1e-9 * max(1, wait)
+        levels = self.model.consume("k", now, 0, commit=False)[1]
+        least = max(min(levels.values()), Fraction(0))
+        assert abs(Fraction(decision.remaining) - least) <= TOLERANCE
+
+    @rule(data=st.data(), capacity=capacities())
+    def update_rule(self, data, capacity):
+        limit = data.draw(st.sampled_from(self.limiter.limits))
+        self.note_rule(self.limiter.update_rule("k", capacity=capacity, limit=limit), limit)
+
+    @rule(data=st.data(), capacity=capacities())
+    def update_default(self, data, capacity):
+        limit = data.draw(st.sampled_from(self.limiter.limits))
+        rule_ = self.limiter.update_default(capacity=capacity, limit=limit)
+        self.model.set_default(rule_, limit=limit)
+        capacity_, rate = self._bounds[limit]
+        self._bounds[limit] = (max(capacity_, Fraction(capacity)), rate)
+
+    @invariant()
+    def levels_match(self):
+        levels = self.model.consume("k", self.clock(), 0, commit=False)[1]
+        for name, level in levels.items():
+            tokens = self.limiter.tokens("k", limit=name)
+            assert abs(Fraction(tokens) - max(level, Fraction(0))) <= TOLERANCE, name
+            assert self.limiter.rule_for("k", limit=name) == self.model.rule_for("k", name)
+
+
+class KeysAtTwoLevelsMachine(RuleBasedStateMachine):
+    """Users of two organisations (a key per limit), against ExactRegistry: all or nothing."""
+
+    @initialize(user=rules(), org=rules())
+    def start(self, user, org):
+        self.clock = ManualClock(1000.0)
+        self.registry = BucketRegistry({"user": user, "org": org}, clock=self.clock)
+        self.model = ExactRegistry({"user": user, "org": org})
+
+    @rule(seconds=steps())
+    def advance(self, seconds):
+        self.clock.advance(seconds)
+
+    @rule(user=KEYS, org=st.sampled_from(["acme", "initech"]), amount=amounts())
+    def consume(self, user, org, amount):
+        keys = {"user": user, "org": org}
+        allowed = self.registry.try_consume(keys, amount)
+        self.model.consume(keys, self.clock(), amount, allowed)
+
+    @rule(key=KEYS | st.sampled_from(["acme", "initech"]), limit=st.sampled_from(["user", "org"]))
+    def reset(self, key, limit):
+        self.registry.reset(key, limit=limit)
+        self.model.reset(key, limit=limit)
+
+    @invariant()
+    def levels_match(self):
+        for limit, keys in (("user", ["a", "b", "c"]), ("org", ["acme", "initech"])):
+            for key in keys:
+                tokens = self.registry.tokens(key, limit=limit)
+                level = self.model.bucket(key, self.clock(), commit=False, limit=limit)
+                exact = max(level.advance(self.clock()), Fraction(0))
+                assert abs(Fraction(tokens) - exact) <= TOLERANCE, (limit, key)
+
+
 TestBucketModel = BucketMachine.TestCase
 TestRegistryModel = RegistryMachine.TestCase
+TestSeveralLimitsModel = SeveralLimitsMachine.TestCase
+TestKeysAtTwoLevelsModel = KeysAtTwoLevelsMachine.TestCase
 
 
 class BackwardsClockMachine(RuleBasedStateMachine):

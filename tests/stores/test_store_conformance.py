@@ -585,3 +585,119 @@ def test_random_take_all_match_memory(kind, request):
     finally:
         admin.close()
         backend.close()
+
+
+# Several named limits through the registry (issue 12): one take_all per decision.
+SEVERAL = {"burst": Rule(3, 0), "daily": Rule(5, 0)}
+SEVERAL_STEPS = [
+    ("consume", "k", 1),
+    ("consume", "k", 2),
+    ("consume", "k", 1),  # denied by burst: daily keeps 2
+    ("tokens", "k", {"limit": "daily"}),
+    ("update_rule", "k", {"capacity": 10, "limit": "burst"}),
+    ("consume", "k", 2),
+    ("consume", "k", 1),  # denied by daily
+    ("peek", "k", 1),
+    ("rules_for", "k"),
+    ("remove_rule", "k", {"limit": "burst"}),
+    ("tokens", "k", {"limit": "burst"}),
+    ("reset", "k", {"limit": "daily"}),
+    ("consume", "k", 6),  # more than daily's capacity: never
+    ("consume", "k{x}", 1),
+    ("tokens", "}k", {"limit": "burst"}),
+]
+
+
+def test_several_limits_match_memory(shared_backend):
+    """A registry of several limits decides on Redis (one server or a Cluster: one key's limits
+    share a slot) exactly as in memory: decisions, levels, overrides per limit."""
+    assert run(shared_backend.make(SEVERAL), SEVERAL_STEPS) == reference(SEVERAL, SEVERAL_STEPS)
+
+
+def test_several_limits_exact_values(backend):
+    """The reference pinned: the binding limit names the decision."""
+    limits = backend.make(SEVERAL)
+    assert limits.consume("k", 3) == Decision(True, 0.0, 0.0, math.inf, 3, "burst")
+    assert limits.consume("k") == Decision(False, 0.0, math.inf, math.inf, 3, "burst")
+    assert limits.tokens("k", limit="daily") == 2.0
+
+
+LEVELS = {"user": Rule(2, 0), "org": Rule(3, 0)}
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "redis-async"])
+def test_keys_at_different_levels_on_one_server(kind, request):
+    """A key per limit (user and organisation): all or nothing on one Redis, as in memory."""
+    backend = Backend(kind, redis_url_for(request, kind) if kind != "memory" else None)
+    try:
+        limits = backend.make(LEVELS)
+        asks = [{"user": user, "org": "acme"} for user in ("ann", "ann", "ann", "bob", "bob")]
+        assert [limits.try_consume(ask) for ask in asks] == [True, True, False, True, False]
+        assert limits.tokens("bob", limit="user") == 1.0  # the org's denial charged bob nothing
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("kind", ["cluster", "cluster-async"])
+def test_keys_at_different_levels_on_a_cluster_are_refused(kind, request):
+    """On a Cluster the keys of different levels are in different slots: ValueError, before
+    anything is charged (never a CROSSSLOT hidden by the on_error policy)."""
+    backend = Backend(kind, redis_url_for(request, kind))
+    try:
+        limits = backend.make(LEVELS)
+        with pytest.raises(ValueError, match="one Redis Cluster hash slot"):
+            limits.consume({"user": "ann", "org": "acme"})
+        assert limits.tokens("ann", limit="user") == 2.0
+    finally:
+        backend.close()
+
+
+def test_several_limits_are_one_script_call(request):
+    """A decision over three limits is one EVALSHA (one round trip), whatever the limits."""
+    backend = Backend("redis", redis_url_for(request, "redis"))
+    admin = redis.Redis.from_url(backend.url)
+    try:
+        limits = backend.make({"a": Rule(5, 0), "b": Rule(6, 0), "c": Rule(7, 0)})
+        limits.consume("k")  # loads the script
+        admin.config_resetstat()
+        for _ in range(10):
+            limits.consume("k")
+        calls = {name[8:]: stat["calls"] for name, stat in admin.info("commandstats").items()}
+        assert calls.pop("evalsha") == 10
+        inside = {"time", "hmget", "hset", "hdel", "del", "persist", "pexpire", "config|resetstat"}
+        assert set(calls) <= inside, calls  # the rest ran inside the script
+    finally:
+        admin.close()
+        backend.close()
+
+
+WORKER = """
+import sys
+from tokenbucket import BucketRegistry, Rule
+from tokenbucket.redis import RedisStore
+store = RedisStore.from_url(sys.argv[1], on_error="deny")
+limits = BucketRegistry({"a": Rule(1000, 0), "b": Rule(1500, 0)}, store=store)
+print(sum(limits.try_consume("k") for _ in range(400)))
+"""
+
+
+def test_several_limits_across_processes(request):
+    """4 processes x 400 attempts on {a: 1000, b: 1500} in one Redis: exactly 1,000 admitted,
+    and b left with exactly 500."""
+    import subprocess
+    import sys
+
+    url = redis_url_for(request, "redis")
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, url], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    admitted = [int(worker.communicate(timeout=120)[0]) for worker in workers]
+    assert sum(admitted) == 1000
+    store = RedisStore.from_url(url)
+    try:
+        limits = BucketRegistry({"a": Rule(1000, 0), "b": Rule(1500, 0)}, store=store)
+        assert limits.tokens("k", limit="a") == 0.0
+        assert limits.tokens("k", limit="b") == 500.0
+    finally:
+        store.close()

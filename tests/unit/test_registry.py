@@ -64,7 +64,9 @@ class TestKeys:
 
     def test_default_rule_validated(self):
         """The default must be a Rule."""
-        with pytest.raises(TypeError, match="'default' must be a Rule, got 10"):
+        with pytest.raises(
+            TypeError, match="'default' must be a Rule or a mapping of limit names to Rules, got 10"
+        ):
             BucketRegistry(10)  # type: ignore[arg-type]
 
     def test_store_options_need_default_store(self):

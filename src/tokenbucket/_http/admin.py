@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ADMIN_PATH = "/admin/update-rule"
 DEFAULT_MAX_BODY = 4096
-_ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route")
+_ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route", "limit")
 _ADMIN_METHODS = "GET, POST, DELETE"
 
 
@@ -70,6 +70,14 @@ class AdminOp(NamedTuple):
     policy: Policy
     capacity: Optional[Number] = None
     refill_rate: Optional[Number] = None
+    #: The named limit addressed; None for the only one, or (a read) for every limit.
+    limit: Optional[str] = None
+
+    @property
+    def every_limit(self) -> Tuple[str, ...]:
+        """The limits a read without ``limit`` reports, when the policy has several; else ()."""
+        names: Tuple[str, ...] = self.policy.registry.limits
+        return names if self.limit is None and len(names) > 1 else ()
 
     @property
     def key(self) -> str:
@@ -87,16 +95,35 @@ class AdminOp(NamedTuple):
         A change (update, remove) is preceded by a read of the rule before it, for the audit
         log (another change between the two calls would not show in its ``before``).
         """
-        reads: List[RegistryCall] = [("rule_for", {}), ("tokens", {})]
+        every = self.every_limit
+        if every:  # a read of every limit: rule and level of each, in order
+            return [(call, {"limit": name}) for name in every for call in ("rule_for", "tokens")]
+        which: Dict[str, Any] = {} if self.limit is None else {"limit": self.limit}
+        reads: List[RegistryCall] = [("rule_for", which), ("tokens", which)]
         if self.action == "update":
-            change = {"capacity": self.capacity, "refill_rate": self.refill_rate}
-            return [("rule_for", {}), ("update_rule", change), *reads]
+            change = {"capacity": self.capacity, "refill_rate": self.refill_rate, **which}
+            return [("rule_for", which), ("update_rule", change), *reads]
         if self.action == "remove":
-            return [("rule_for", {}), ("remove_rule", {}), *reads]
+            return [("rule_for", which), ("remove_rule", which), *reads]
         return reads
 
     def answer(self, results: Sequence[Any]) -> Response:
         """The 200 response, from the results of `calls` in their order."""
+        registry = self.policy.registry
+        every = self.every_limit
+        if every:
+            limits = {
+                name: {
+                    "capacity": rule.capacity,
+                    "refill_rate": rule.refill_rate,
+                    "tokens": tokens,
+                    "override": _is_override(rule, registry, name),
+                }
+                for name, rule, tokens in zip(every, results[::2], results[1::2])
+            }
+            return json_response(
+                200, {"client_id": self.client_id, "route": self.route, "limits": limits}
+            )
         rule, tokens = results[-2:]
         payload: Dict[str, Any] = {
             "client_id": self.client_id,
@@ -104,8 +131,10 @@ class AdminOp(NamedTuple):
             "capacity": rule.capacity,
             "refill_rate": rule.refill_rate,
             "tokens": tokens,
-            "override": _is_override(rule, self.policy.registry),
+            "override": _is_override(rule, registry, self.limit),
         }
+        if self.limit is not None:
+            payload["limit"] = self.limit
         if self.action == "remove":
             payload["removed"] = results[1] is not None
         return json_response(200, payload)
@@ -243,12 +272,25 @@ class AdminAPI:
             return unavailable(results)
         response = op.answer(results)
         registry = op.policy.registry
-        after = _rule_fields(results[-2], registry)
+        if op.every_limit:
+            fields["limits"] = rules = {
+                name: _rule_fields(rule, registry, name)
+                for name, rule in zip(op.every_limit, results[::2])
+            }
+            described = ", ".join(f"{name}: {_describe(each)}" for name, each in rules.items())
+            self.audit.done(
+                logging.DEBUG, f"{subject}: {described}", action, 200, view.client, fields
+            )
+            return response
+        if op.limit is not None:
+            fields["limit"] = op.limit
+            subject += f" (limit {quote(op.limit)})"
+        after = _rule_fields(results[-2], registry, op.limit)
         if action == "read":
             fields["rule"] = after
             level, message = logging.DEBUG, f"{subject}: {_describe(after)}"
         else:
-            before = _rule_fields(results[0], registry)
+            before = _rule_fields(results[0], registry, op.limit)
             fields["before"], fields["after"] = before, after
             level, message = logging.INFO, f"{subject}: {_describe(before)} -> {_describe(after)}"
             if action == "remove":
@@ -308,7 +350,7 @@ class AdminAPI:
             return error(400, "too many query parameters")
         params: Dict[str, str] = {}
         for name, value in pairs:
-            if name not in ("client_id", "route"):
+            if name not in ("client_id", "route", "limit"):
                 return error(400, f"unknown query parameter {show(name)}")
             if name in params:
                 return error(400, f"query parameter {name!r} given more than once")
@@ -322,7 +364,10 @@ class AdminAPI:
         policy = self._route(params.get("route"))
         if isinstance(policy, Response):
             return policy
-        return AdminOp(action, client_id, policy)
+        limit = _limit(params.get("limit"), policy, action)
+        if isinstance(limit, Response):
+            return limit
+        return AdminOp(action, client_id, policy, limit=limit)
 
     def _unreachable(self, client_id: str) -> Optional[Response]:
         """The 400 for a ``client_id`` the default key never returns, naming the one it does.
@@ -364,7 +409,7 @@ class AdminAPI:
             return error(
                 400,
                 f"unknown field {show(unknown[0])}; expected 'client_id', 'capacity', "
-                f"'refill_rate' and optionally 'route'",
+                f"'refill_rate' and optionally 'route' and 'limit'",
             )
         client_id = data.get("client_id")
         if "client_id" not in data:
@@ -389,20 +434,39 @@ class AdminAPI:
         policy = self._route(data.get("route"))
         if isinstance(policy, Response):
             return policy
-        return AdminOp("update", client_id, policy, numbers["capacity"], numbers["refill_rate"])
+        limit = _limit(data.get("limit"), policy, "update")
+        if isinstance(limit, Response):
+            return limit
+        return AdminOp(
+            "update", client_id, policy, numbers["capacity"], numbers["refill_rate"], limit
+        )
 
 
-def _is_override(rule: Rule, registry: BucketRegistry) -> bool:
-    # rule_for returns the registry's default object itself when there is no override.
-    return rule is not registry.default
+def _limit(limit: object, policy: Policy, action: str) -> Union[Response, Optional[str]]:
+    """The named limit a request addresses: required to change one of several limits."""
+    names = policy.registry.limits
+    if limit is None:
+        if len(names) > 1 and action != "read":
+            return error(400, f"'limit' is required: the limits are {', '.join(names)}")
+        return None
+    if not isinstance(limit, str) or limit not in names:
+        return error(400, f"'limit' must be one of {', '.join(names)}, got {show(limit)}")
+    return limit
 
 
-def _rule_fields(rule: Rule, registry: BucketRegistry) -> Dict[str, Any]:
+def _is_override(rule: Rule, registry: BucketRegistry, limit: Optional[str] = None) -> bool:
+    # rule_for returns the limit's default object itself when there is no override.
+    return rule is not registry.defaults[registry.limits[0] if limit is None else limit]
+
+
+def _rule_fields(
+    rule: Rule, registry: BucketRegistry, limit: Optional[str] = None
+) -> Dict[str, Any]:
     """A rule as the audit log's fields: its numbers and whether it is an override."""
     return {
         "capacity": rule.capacity,
         "refill_rate": rule.refill_rate,
-        "override": _is_override(rule, registry),
+        "override": _is_override(rule, registry, limit),
     }
 
 

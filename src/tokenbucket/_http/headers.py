@@ -18,6 +18,17 @@ the request could pass, equal to ``Retry-After``, as the draft asks that ``Retry
 end before the effective window. The draft's optional ``w`` (window) is left out: a token bucket
 has no fixed window, and the refill rate of a per-client override is not known to the adapter
 without a second store call. ``t`` is omitted when the bucket never refills.
+
+With several limits (``{"burst": Rule(10, 1.0), "daily": Rule.per(1000, 86400)}``) the
+``RateLimit-Policy`` field lists every limit in order, each with ``w``, the seconds its bucket
+takes to refill from empty (``capacity / refill_rate``, rounded up; left out if it never
+refills), and ``RateLimit`` names the binding limit (the decision's ``policy``)::
+
+    RateLimit-Policy: "burst";q=10;w=10, "daily";q=1000;w=86400
+    RateLimit: "burst";r=0;t=1
+
+The binding limit's ``q`` is the capacity that decided (a per-client override's), the others'
+their default rule's.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from http import HTTPStatus
 from typing import (
     Any,
     AnyStr,
+    Callable,
     Dict,
     Final,
     FrozenSet,
@@ -42,6 +54,7 @@ from typing import (
 )
 
 from .._decision import Decision
+from .._rule import Rule
 
 #: Response header fields: name/value pairs, as both middlewares exchange them with this package.
 HeaderList = List[Tuple[str, str]]
@@ -101,10 +114,14 @@ class PolicyFields:
     ``options.Policy`` adds the registry and the key namespace to it.
     """
 
-    __slots__ = ("_values", "field_name", "field_names", "name")
+    __slots__ = ("_values", "field_name", "field_names", "limits", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, limits: Optional[Callable[[], Mapping[str, Rule]]] = None
+    ) -> None:
         self.name = name
+        #: With several limits: returns them (name to default rule, in order); else None.
+        self.limits = limits
         self.field_name = sf_string(name)
         #: The name as a Structured Field String in each form (`TEXT`, `RAW`).
         self.field_names = (self.field_name, self.field_name.encode("ascii"))
@@ -125,6 +142,22 @@ class PolicyFields:
             text = f"{self.field_name};q={int(limit) or 1}"
             values = self._values[limit] = (text, text.encode("ascii"))
         return values
+
+    def several_values(self, binding: str, limit: float, form: int) -> Tuple[Any, Any]:
+        """With several limits: the ``RateLimit-Policy`` value and the binding limit's name."""
+        assert self.limits is not None
+        items = []
+        for name, rule in self.limits().items():
+            capacity = limit if name == binding else rule.capacity
+            item = f"{sf_string(name)};q={int(capacity) or 1}"
+            if rule.refill_rate:
+                window = capacity / rule.refill_rate
+                item += f";w={math.ceil(window) if window < SF_INTEGER_MAX else SF_INTEGER_MAX}"
+            items.append(item)
+        value, name = ", ".join(items), sf_string(binding)
+        if form == RAW:
+            return value.encode("ascii"), name.encode("ascii")
+        return value, name
 
 
 def sf_string(text: str) -> str:
@@ -159,18 +192,21 @@ def rate_limit_headers(
     Every number is an RFC 9651 Integer (0 to `SF_INTEGER_MAX`): counts of seconds are clamped
     to it, and a capacity below 1 is reported as 1 (see `PolicyFields.policy_value`).
     """
-    allowed, remaining, retry_after, reset_after, limit = decision
+    allowed, remaining, retry_after, reset_after, limit = decision[:5]
     left = int(remaining)
     names, number, state, timed_state = _FORMS[form]
     if mode & DRAFT:
         window = reset_after if allowed else retry_after
-        name = policy.field_names[form]
+        if policy.limits is None:
+            name, policy_value = policy.field_names[form], policy.policy_value(limit)[form]
+        else:
+            policy_value, name = policy.several_values(decision[5], limit, form)
         if window == math.inf:
             value = state % (name, left)
         else:
             seconds = math.ceil(window) if window < SF_INTEGER_MAX else SF_INTEGER_MAX
             value = timed_state % (name, left, seconds)
-        fields = [(names[0], policy.policy_value(limit)[form]), (names[1], value)]
+        fields = [(names[0], policy_value), (names[1], value)]
         if not mode & LEGACY:
             return fields
     elif mode & LEGACY:
@@ -222,18 +258,20 @@ def retry_after_seconds(decision: Decision) -> Optional[int]:
     return max(1, math.ceil(wait))
 
 
-def denial(decision: Decision, fields: HeaderList) -> Response:
+def denial(decision: Decision, fields: HeaderList, several: bool = False) -> Response:
     """Return the 429 response for a denied ``decision``, carrying the rate-limit ``fields``.
 
     The JSON body is ``{"error": "Rate limit exceeded", "retry_after": s, "limit": n,
-    "remaining": n}``. ``retry_after`` equals the ``Retry-After`` header; both are absent (the
+    "remaining": n}``; with ``several`` limits it adds ``"policy"``, the binding limit's name.
+    ``retry_after`` equals the ``Retry-After`` header; both are absent (the
     body says ``null``) when the request can never pass: a bucket that does not refill, or a
     request costing more than the capacity.
     """
     wait = retry_after_seconds(decision)
     body = (
         f'{{"error": "Rate limit exceeded", "retry_after": {"null" if wait is None else wait}, '
-        f'"limit": {int(decision.limit)}, "remaining": {int(decision.remaining)}}}'
+        f'"limit": {int(decision.limit)}, "remaining": {int(decision.remaining)}'
+        + (f', "policy": {json.dumps(decision.policy)}}}' if several else "}")
     ).encode()
     headers = [_JSON, ("Content-Length", str(len(body)))]
     if wait is not None:

@@ -77,7 +77,8 @@ class Policy(PolicyFields):
     __slots__ = ("prefix", "registry")
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
-        super().__init__(name)
+        several = len(registry.limits) > 1
+        super().__init__(name, (lambda: registry.defaults) if several else None)
         self.registry = registry
         self.prefix = prefix
 
@@ -87,8 +88,9 @@ class Policy(PolicyFields):
 #: answer (by default the client address), which ``on_decision`` gets; ``bucket`` that key in the
 #: policy's namespace, the key to consume from ``policy.registry``; ``cost`` the tokens the
 #: request takes. A plain tuple: it is built for every request, and a NamedTuple costs 10 times
-#: as much to build.
-Limit = Tuple["Policy", str, str, Number]
+#: as much to build. With several limits, a key function may return a key per limit (a
+#: mapping of limit names to keys): then ``key`` and ``bucket`` are such mappings.
+Limit = Tuple["Policy", Any, Any, Number]
 
 
 class Options:
@@ -125,7 +127,7 @@ class Options:
         key: Optional[KeyFunc],
         cost: Union[float, Callable[[RequestView], float]],
         exempt: Union[Iterable[str], Callable[[RequestView], bool], None],
-        routes: Optional[Mapping[str, Rule]],
+        routes: Optional[Mapping[str, Union[Rule, Mapping[str, Rule]]]],
         dry_run: bool,
         headers: Optional[str],
         on_decision: Optional[DecisionHook],
@@ -205,16 +207,19 @@ class Options:
         if self.admin is not None:
             self.admin.audit.on_admin = metrics.admin
 
-    def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Rule]) -> None:
+    def _set_routes(
+        self, registry: BucketRegistry, routes: Mapping[str, Union[Rule, Mapping[str, Rule]]]
+    ) -> None:
         if not isinstance(routes, Mapping):
             raise TypeError(f"'routes' must be a mapping of path to Rule, got {show(routes)}")
         for pattern, rule in routes.items():
             check_pattern("routes", pattern)
             if not all(" " <= char <= "~" for char in pattern):
                 raise ValueError(f"'routes' paths must be printable ASCII, got {show(pattern)}")
-            if not isinstance(rule, Rule):
+            if not isinstance(rule, (Rule, Mapping)):
                 raise TypeError(
-                    f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)}"
+                    f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)} "
+                    f"(or mappings of limit names to Rules)"
                 )
             policy = Policy(pattern, BucketRegistry(rule, store=registry.store), pattern + "\0")
             self.routes[pattern] = policy
@@ -268,6 +273,9 @@ class Options:
         try:
             return policy, key, bucket_key(policy.prefix, key), cost
         except TypeError:  # only a key function's answer can fail here; checked on failure only
+            if isinstance(key, Mapping) and all(isinstance(each, str) for each in key.values()):
+                buckets = {name: bucket_key(policy.prefix, each) for name, each in key.items()}
+                return policy, key, buckets, cost
             name = getattr(key_func, "__qualname__", None) or repr(key_func)
             raise TypeError(
                 f"the key function {name!r} returned {show(key)} ({type(key).__name__}); "
@@ -286,7 +294,7 @@ class Options:
 
     def denial(self, decision: Decision, policy: Policy) -> Response:
         """Return the 429 response to a denied request, with the configured header fields."""
-        return denial(decision, self.headers_for(decision, policy))
+        return denial(decision, self.headers_for(decision, policy), policy.limits is not None)
 
     @overload
     def verdict(
@@ -340,7 +348,7 @@ class Middleware(Generic[App]):
         key: Optional[KeyFunc] = None,
         cost: Union[float, Callable[[RequestView], float]] = 1,
         exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
-        routes: Optional[Mapping[str, Rule]] = None,
+        routes: Optional[Mapping[str, Union[Rule, Mapping[str, Rule]]]] = None,
         dry_run: bool = False,
         headers: Optional[str] = "draft",
         on_decision: Optional[DecisionHook] = None,

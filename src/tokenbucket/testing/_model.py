@@ -8,7 +8,7 @@ arithmetic.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._rule import EPSILON, Rule
 
@@ -131,23 +131,107 @@ class ExactRegistry:
     change settles that key at once; a default change settles each bucket the first time it is
     read (with ``commit``) afterwards, under the rule it was written with. Nothing is forgotten,
     so comparing it with a real registry also checks that forgetting full buckets is invisible.
+
+    With a mapping of limit names to rules (several limits), each limit is such a registry of
+    its own (`limit`); `consume` decides a request over all of them, all or nothing, and
+    ``limit=`` picks one limit in `rule_for`, `bucket`, `set_override`, `set_default` and
+    `reset` (with one limit it may be omitted).
+
+    Example::
+
+        >>> model = ExactRegistry({"burst": Rule(2, 1), "daily": Rule(3, 0)})
+        >>> [model.consume("alice", 0, 1)[0] for _ in range(3)]
+        [True, True, False]
+        >>> model.consume("alice", 5, 1)
+        (True, {'burst': Fraction(1, 1), 'daily': Fraction(0, 1)})
+        >>> model.consume("alice", 9, 1)[0]  # daily is spent, and never refills
+        False
     """
 
-    def __init__(self, default: Rule) -> None:
-        self.default = default
+    def __init__(self, default: Union[Rule, Mapping[str, Rule]]) -> None:
+        rules = {"default": default} if isinstance(default, Rule) else dict(default)
+        #: The limits' names, in order.
+        self.names: Tuple[str, ...] = tuple(rules)
+        #: Each limit's model (the registry itself when it has one limit).
+        self.limits: Dict[str, ExactRegistry] = {}
+        if len(rules) > 1:
+            self.limits = {name: ExactRegistry(rule) for name, rule in rules.items()}
+        else:
+            self.limits = {self.names[0]: self}
+        self.default = next(iter(rules.values()))
         self.overrides: Dict[str, Rule] = {}
         self._version = 0
         self._buckets: Dict[str, Tuple[ExactBucket, object]] = {}
 
-    def rule_for(self, key: str) -> Rule:
-        """The key's override, else the default."""
-        return self.overrides.get(key, self.default)
+    def limit(self, name: Optional[str] = None) -> ExactRegistry:
+        """The model of limit ``name`` (may be omitted with one limit)."""
+        if name is None:
+            if len(self.names) > 1:
+                raise ValueError(f"several limits: name one of {list(self.names)!r}")
+            name = self.names[0]
+        return self.limits[name]
 
-    def bucket(self, key: str, now: Real, commit: bool = True) -> ExactBucket:
+    def rule_for(self, key: str, limit: Optional[str] = None) -> Rule:
+        """The key's override, else the default (of ``limit``)."""
+        model = self.limit(limit)
+        return model.overrides.get(key, model.default)
+
+    def consume(
+        self,
+        keys: Union[str, Mapping[str, str]],
+        now: Real,
+        amount: Real,
+        allowed: Optional[bool] = None,
+        *,
+        commit: bool = True,
+    ) -> Tuple[bool, Dict[str, Fraction]]:
+        """One request over every limit, all or nothing; return the decision and the levels.
+
+        ``keys`` is one key for every limit, or a mapping naming each limit's key. Given the
+        ``allowed`` of a real decision, it checks it as `take_all` does and takes the same
+        step. Returns whether it was admitted and each limit's level after, by name.
+
+        Raises:
+            AssertionError: the real decision disagrees with exact arithmetic.
+        """
+        buckets = [
+            self.limits[name].bucket(keys if isinstance(keys, str) else keys[name], now, commit)
+            for name in self.names
+        ]
+        levels = [bucket.advance(now) for bucket in buckets]
+        wanted = Fraction(amount)
+        exact = all(level >= wanted for level in levels)
+        if allowed is None:
+            allowed = exact
+        elif allowed and any(level < wanted - SLACK for level in levels):
+            raise AssertionError(f"admitted {amount} at {now} for {keys} with levels {levels}")
+        elif not allowed and exact:
+            raise AssertionError(f"denied {amount} at {now} for {keys} with levels {levels}")
+        if allowed:
+            for bucket in buckets:
+                bucket.consume(now, amount, force=True)
+        return allowed, {name: bucket.level for name, bucket in zip(self.names, buckets)}
+
+    def retry_after(self, keys: Union[str, Mapping[str, str]], now: Real, amount: Real) -> Fraction:
+        """Seconds until every limit admits ``amount`` (0 if all do now; -1 if one never does)."""
+        waits = [
+            self.limits[name]
+            .bucket(keys if isinstance(keys, str) else keys[name], now, commit=False)
+            .retry_after(now, amount)
+            for name in self.names
+        ]
+        return Fraction(-1) if Fraction(-1) in waits else max(waits)
+
+    def bucket(
+        self, key: str, now: Real, commit: bool = True, *, limit: Optional[str] = None
+    ) -> ExactBucket:
         """The key's bucket at ``now``, settled if its rule changed (kept only if ``commit``).
 
         With ``commit=False`` the result is a copy: use it to ask, not to consume.
         """
+        model = self.limit(limit)
+        if model is not self:
+            return model.bucket(key, now, commit)
         current = self.rule_for(key)
         tag = self._tag(key)
         if key in self._buckets:
@@ -197,8 +281,14 @@ class ExactRegistry:
                 bucket.consume(now, amount, force=True)
         return allowed, [bucket.level for bucket in buckets]
 
-    def set_override(self, key: str, now: Real, rule: Optional[Rule]) -> None:
+    def set_override(
+        self, key: str, now: Real, rule: Optional[Rule], *, limit: Optional[str] = None
+    ) -> None:
         """Settle ``key`` under the rule it was written with, then give it ``rule`` (or none)."""
+        model = self.limit(limit)
+        if model is not self:
+            model.set_override(key, now, rule)
+            return
         if rule is None:
             self.overrides.pop(key, None)
         else:
@@ -209,14 +299,22 @@ class ExactRegistry:
             bucket.update(now, current.capacity, current.refill_rate)
             self._buckets[key] = (bucket, self._tag(key))
 
-    def set_default(self, rule: Rule) -> None:
+    def set_default(self, rule: Rule, *, limit: Optional[str] = None) -> None:
         """Change the default rule (buckets settle lazily, as in the library)."""
+        model = self.limit(limit)
+        if model is not self:
+            model.set_default(rule)
+            return
         self.default = rule
         self._version += 1
 
-    def reset(self, key: str) -> None:
-        """Forget ``key``'s bucket: it is full again."""
-        self._buckets.pop(key, None)
+    def reset(self, key: str, *, limit: Optional[str] = None) -> None:
+        """Forget ``key``'s bucket (of ``limit``; of every limit if omitted): full again."""
+        if limit is None and len(self.names) > 1:
+            for model in self.limits.values():
+                model.reset(key)
+            return
+        self.limit(limit)._buckets.pop(key, None)
 
     def _tag(self, key: str) -> object:
         return ("override", self.overrides[key]) if key in self.overrides else self._version

@@ -16,19 +16,24 @@ of requests and clock moves where it admits more, or less, than exact arithmetic
             return client.try_send(cost=amount)
 
     TestMyClient = MyClientMachine.TestCase
+
+With ``several = True`` the machine draws two or three rules, and `create` gets them as a
+mapping of limit names to rules (``{"l0": ..., "l1": ...}``), as
+[`BucketRegistry`][tokenbucket.BucketRegistry] takes them: every decision is checked against
+[`ExactRegistry`][tokenbucket.testing.ExactRegistry], all limits or none.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
+from typing import Any, Dict, List, Mapping, Union
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from .._clock import ManualClock
 from .._rule import Rule
-from ._model import ExactBucket
+from ._model import ExactBucket, ExactRegistry
 from .strategies import amounts, rules, steps
 
 __all__ = ["LimiterMachine"]
@@ -43,30 +48,56 @@ class LimiterMachine(RuleBasedStateMachine):
     `record` with each decision they make and `note_rule` when they change the limiter's rule.
 
     Attributes:
+        several: a class attribute: True to test several limits at once (see the module).
         clock: the [`ManualClock`][tokenbucket.ManualClock] the limiter was built on.
         limiter: what `create` returned.
-        model: the [`ExactBucket`][tokenbucket.testing.ExactBucket] kept in step.
+        model: the [`ExactBucket`][tokenbucket.testing.ExactBucket] kept in step (with
+            ``several``: the [`ExactRegistry`][tokenbucket.testing.ExactRegistry], key ``"k"``).
         admitted: total tokens admitted so far (exact).
     """
 
-    def create(self, rule: Rule, clock: ManualClock) -> Any:
-        """Build the limiter under test for ``rule`` on ``clock``."""
+    several = False
+
+    def create(self, rule: Any, clock: ManualClock) -> Any:
+        """Build the limiter under test for ``rule`` (a mapping with ``several``) on ``clock``."""
         raise NotImplementedError("subclasses build their limiter in create(rule, clock)")
 
     def attempt(self, limiter: Any, amount: float) -> bool:
         """Make one request of ``amount`` tokens; return whether it was admitted."""
         raise NotImplementedError("subclasses make one request in attempt(limiter, amount)")
 
-    @initialize(rule=rules(), start=st.floats(0, 1e6))
-    def start(self, rule: Rule, start: float) -> None:
+    @initialize(
+        rule=rules(), more=st.lists(rules(), min_size=1, max_size=2), start=st.floats(0, 1e6)
+    )
+    def start(self, rule: Rule, more: List[Rule], start: float) -> None:
         """Build the limiter and the model at the same instant."""
         self.clock = ManualClock(start)
-        self.limiter = self.create(rule, self.clock)
-        self.model = ExactBucket(rule.capacity, rule.refill_rate, start)
+        self.model: Any
+        self._limits: Dict[str, Rule] = {"default": rule}
+        given: Union[Rule, Mapping[str, Rule]] = rule
+        if self.several:
+            self._limits = {f"l{index}": each for index, each in enumerate([rule, *more])}
+            given = self._limits
+            self.model = ExactRegistry(self._limits)
+        else:
+            self.model = ExactBucket(rule.capacity, rule.refill_rate, start)
+        self.limiter = self.create(given, self.clock)
         self.admitted = Fraction(0)
         self._start = Fraction(start)
-        self._max_capacity = Fraction(rule.capacity)
-        self._max_rate = Fraction(rule.refill_rate)
+        #: Per limit: the largest capacity and rate it has had (for the over-admission bound).
+        self._bounds = {
+            name: (Fraction(each.capacity), Fraction(each.refill_rate))
+            for name, each in self._limits.items()
+        }
+
+    def _level(self) -> Fraction:
+        """The model's level now: the least over the limits."""
+        now = self.clock()
+        if not self.several:
+            level: Fraction = self.model.advance(now)
+            return level
+        levels: Dict[str, Fraction] = self.model.consume("k", now, 0, commit=False)[1]
+        return min(levels.values())
 
     @rule(seconds=steps())
     def advance(self, seconds: float) -> None:
@@ -76,13 +107,14 @@ class LimiterMachine(RuleBasedStateMachine):
     @rule(fraction=st.floats(0.01, 0.99))
     def advance_partly(self, fraction: float) -> None:
         """Move the clock by a fraction of the time a full refill takes (partial refills)."""
-        if self.model.refill_rate:
-            self.clock.advance(float(fraction * self.model.capacity / self.model.refill_rate))
+        first = next(iter(self._limits.values()))
+        if first.refill_rate:
+            self.clock.advance(float(fraction * first.capacity / first.refill_rate))
 
     @rule(offset=st.sampled_from([-1.0, -1e-3, -1e-7, 0.0, 1e-7, 1e-3, 1.0]))
     def request_near_level(self, offset: float) -> None:
         """Request just under, exactly at or just over the current level (boundary probing)."""
-        amount = float(self.model.advance(self.clock())) + offset
+        amount = float(self._level()) + offset
         if amount > 0:
             self.request(amount)
 
@@ -93,19 +125,32 @@ class LimiterMachine(RuleBasedStateMachine):
 
     def record(self, amount: float, allowed: bool) -> None:
         """Check a decision the limiter made now against the model, and keep the totals."""
-        self.model.follow(self.clock(), amount, allowed)
+        if self.several:
+            self.model.consume("k", self.clock(), amount, allowed)
+        else:
+            self.model.follow(self.clock(), amount, allowed)
         if allowed:
             self.admitted += Fraction(amount)
 
-    def note_rule(self, rule: Rule) -> None:
-        """Record that the limiter now runs ``rule`` (a subclass changed it)."""
-        self.model.update(self.clock(), rule.capacity, rule.refill_rate)
-        self._max_capacity = max(self._max_capacity, Fraction(rule.capacity))
-        self._max_rate = max(self._max_rate, Fraction(rule.refill_rate))
+    def note_rule(self, rule: Rule, limit: str = "default") -> None:
+        """Record that the limiter now runs ``rule`` (for ``limit``, with ``several``)."""
+        if self.several:
+            self.model.set_override("k", self.clock(), rule, limit=limit)
+        else:
+            self.model.update(self.clock(), rule.capacity, rule.refill_rate)
+        capacity, rate = self._bounds[limit]
+        self._bounds[limit] = (
+            max(capacity, Fraction(rule.capacity)),
+            max(rate, Fraction(rule.refill_rate)),
+        )
 
     @invariant()
     def never_over_admits(self) -> None:
-        """Total admitted <= the largest capacity + the largest rate * elapsed time."""
+        """Total admitted <= the largest capacity + the largest rate * elapsed time.
+
+        With ``several``, every limit bounds what all of them admit: the least bound holds.
+        """
         elapsed = Fraction(self.clock()) - self._start
-        bound = self._max_capacity + self._max_rate * elapsed + Fraction(1, 10**9)
+        bound = min(capacity + rate * elapsed for capacity, rate in self._bounds.values())
+        bound += Fraction(1, 10**9)
         assert self.admitted <= bound, (float(self.admitted), float(bound))

@@ -1,0 +1,205 @@
+"""A registry of several named limits: one ``take_all`` of the store per decision.
+
+`BucketRegistry` becomes a `SeveralLimits` when its default maps two or more names to rules,
+so that the registry of one rule keeps its hot path as it is. The store keys, the key forms a
+request may be charged to and the combined decision are in ``_limits``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+from ._decision import Decision, clamp
+from ._limits import Keys, buckets_of, check_limits, combine, limit_key, pick
+from ._memory import MemoryStore
+from ._registry import BucketRegistry, _check_update
+from ._rule import Rule
+from ._store import AsyncStore, Outcomes, Store
+from ._validate import check_amount, check_key, check_rule_fields
+
+
+class SeveralLimits(BucketRegistry):
+    """A [`BucketRegistry`][tokenbucket.BucketRegistry] whose default names several limits.
+
+    Built by ``BucketRegistry({"burst": Rule(10, 1.0), "daily": Rule.per(1000, 86400)})``.
+    Every decision is one atomic ``take_all`` over the request's buckets (one per limit): all
+    are charged, or (a denial) none. A request is charged to one key (``"alice"``: every limit
+    counts that key) or to a key per limit (``{"user": "alice", "org": "acme"}``).
+    """
+
+    __slots__ = ("_limits", "_names", "_take_all")
+
+    def __init__(
+        self,
+        default: Union[Rule, Mapping[str, Rule]],
+        *,
+        store: Union[Store, AsyncStore, None] = None,
+        clock: Any = None,
+        max_keys: Optional[int] = None,
+    ) -> None:
+        super().__init__(default, store=store, clock=clock, max_keys=max_keys)
+        #: The limits by name, replaced as a whole (never changed in place) by update_default.
+        self._limits: Dict[str, Rule] = check_limits(default)
+        self._names = tuple(self._limits)
+        # The in-memory store's fast path when the store is exactly a MemoryStore.
+        self._take_all = self._store if type(self._store) is MemoryStore else None
+
+    @property
+    def default(self) -> Rule:
+        """Not one rule with several limits: raises ValueError (see `defaults`)."""
+        raise ValueError(
+            f"this registry has several limits {list(self._limits)!r}: read 'defaults'"
+        )
+
+    @property
+    def defaults(self) -> Dict[str, Rule]:
+        """Every limit's default rule by name, in order."""
+        return dict(self._limits)
+
+    @property
+    def limits(self) -> Tuple[str, ...]:
+        """The names of the limits, in order."""
+        return tuple(self._limits)
+
+    def try_consume(self, key: Keys, amount: float = 1) -> bool:
+        """Take ``amount`` from every limit's bucket if all have it; return whether it did."""
+        return self._take(key, amount)[0]
+
+    def consume(self, key: Keys, amount: float = 1) -> Decision:
+        """Like `try_consume`, but return the combined [`Decision`][tokenbucket.Decision]."""
+        if type(amount) is not int or not 0 < amount <= 2**53:
+            amount = check_amount(amount)
+        buckets = buckets_of(key, self._limits)
+        fast = self._take_all
+        taken = None
+        if fast is not None and type(amount) is int:  # check_amount made big ints floats
+            taken = fast._try_take_all(buckets, amount)
+        if taken is None:
+            taken = self._sync.take_all(buckets, amount)
+        return combine(self._names, taken[0], taken[1], amount)
+
+    def _take(self, key: Keys, amount: float) -> Tuple[bool, Outcomes]:
+        """One ``take_all`` over the request's buckets: the in-memory fast path if it can."""
+        buckets = buckets_of(key, self._limits)
+        fast = self._take_all
+        if fast is not None and type(amount) is int and 0 < amount <= 2**53:
+            taken = fast._try_take_all(buckets, amount)
+            if taken is not None:
+                return taken
+        return self._sync.take_all(buckets, check_amount(amount))
+
+    def peek(self, key: Keys, amount: float = 1) -> Decision:
+        """Return the decision ``consume(key, amount)`` would make now, taking nothing."""
+        amount = check_amount(amount)
+        limits = self._limits
+        allowed, outcomes = self._sync.peek_all(buckets_of(key, limits), amount)
+        return combine(self._names, allowed, outcomes, amount)
+
+    def _one(self, key: str, limit: Optional[str]) -> Tuple[str, Rule]:
+        """The store key and default rule of one named limit of ``key``."""
+        name = pick(tuple(self._limits), limit)
+        return limit_key(check_key(key), name), self._limits[name]
+
+    def tokens(self, key: str, limit: Optional[str] = None) -> float:
+        """Return the level of ``key``'s bucket of ``limit`` now."""
+        return clamp(self._sync.level(*self._one(key, limit)))
+
+    def rule_for(self, key: str, limit: Optional[str] = None) -> Rule:
+        """Return the rule of ``limit`` for ``key``: its override, else the limit's default."""
+        bucket, default = self._one(key, limit)
+        override = self._sync.get_rule(bucket)
+        return default if override is None else override
+
+    def update_rule(
+        self,
+        key: str,
+        *,
+        capacity: Optional[float] = None,
+        refill_rate: Optional[float] = None,
+        limit: Optional[str] = None,
+    ) -> Rule:
+        """Give ``key`` its own rule for ``limit`` (settling that bucket first); return it."""
+        key, capacity, refill_rate = _check_update(key, capacity, refill_rate)
+        bucket, default = self._one(key, limit)
+        return self._sync.update_rule(bucket, default, capacity, refill_rate)
+
+    def remove_rule(self, key: str, limit: Optional[str] = None) -> Optional[Rule]:
+        """Drop ``key``'s override of ``limit`` (settling that bucket first); return it."""
+        return self._sync.remove_rule(*self._one(key, limit))
+
+    def reset(self, key: str, limit: Optional[str] = None) -> None:
+        """Refill ``key``'s bucket of ``limit`` (of every limit if omitted) to full."""
+        names = self._limits if limit is None else (pick(tuple(self._limits), limit),)
+        for name in names:
+            self._sync.reset(limit_key(check_key(key), name))
+
+    def update_default(
+        self,
+        *,
+        capacity: Optional[float] = None,
+        refill_rate: Optional[float] = None,
+        limit: Optional[str] = None,
+    ) -> Rule:
+        """Change the given fields of ``limit``'s default rule; return the new rule."""
+        capacity, refill_rate = check_rule_fields(capacity, refill_rate)
+        name = pick(tuple(self._limits), limit)
+        with self._lock:
+            limits = dict(self._limits)
+            limits[name] = limits[name].replace(capacity=capacity, refill_rate=refill_rate)
+            self._limits = limits
+            return limits[name]
+
+    async def atry_consume(self, key: Keys, amount: float = 1) -> bool:
+        """Awaitable `try_consume`."""
+        amount = check_amount(amount)
+        return (await self._async.take_all(buckets_of(key, self._limits), amount))[0]
+
+    async def aconsume(self, key: Keys, amount: float = 1) -> Decision:
+        """Awaitable `consume`."""
+        amount = check_amount(amount)
+        limits = self._limits
+        allowed, outcomes = await self._async.take_all(buckets_of(key, limits), amount)
+        return combine(self._names, allowed, outcomes, amount)
+
+    async def apeek(self, key: Keys, amount: float = 1) -> Decision:
+        """Awaitable `peek`."""
+        amount = check_amount(amount)
+        limits = self._limits
+        allowed, outcomes = await self._async.peek_all(buckets_of(key, limits), amount)
+        return combine(self._names, allowed, outcomes, amount)
+
+    async def atokens(self, key: str, limit: Optional[str] = None) -> float:
+        """Awaitable `tokens`."""
+        return clamp(await self._async.level(*self._one(key, limit)))
+
+    async def arule_for(self, key: str, limit: Optional[str] = None) -> Rule:
+        """Awaitable `rule_for`."""
+        bucket, default = self._one(key, limit)
+        override = await self._async.get_rule(bucket)
+        return default if override is None else override
+
+    async def aupdate_rule(
+        self,
+        key: str,
+        *,
+        capacity: Optional[float] = None,
+        refill_rate: Optional[float] = None,
+        limit: Optional[str] = None,
+    ) -> Rule:
+        """Awaitable `update_rule`."""
+        key, capacity, refill_rate = _check_update(key, capacity, refill_rate)
+        bucket, default = self._one(key, limit)
+        return await self._async.update_rule(bucket, default, capacity, refill_rate)
+
+    async def aremove_rule(self, key: str, limit: Optional[str] = None) -> Optional[Rule]:
+        """Awaitable `remove_rule`."""
+        return await self._async.remove_rule(*self._one(key, limit))
+
+    async def areset(self, key: str, limit: Optional[str] = None) -> None:
+        """Awaitable `reset`."""
+        names = self._limits if limit is None else (pick(tuple(self._limits), limit),)
+        for name in names:
+            await self._async.reset(limit_key(check_key(key), name))
+
+    def __repr__(self) -> str:
+        return f"BucketRegistry({self._limits!r}, store={self._store!r})"
