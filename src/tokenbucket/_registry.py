@@ -13,7 +13,7 @@ import threading
 from typing import Any, NoReturn, Optional, Tuple, Union
 
 from ._clock import Clock
-from ._decision import Decision, clamp, decide
+from ._decision import Decision, after, clamp, decide
 from ._memory import MemoryStore
 from ._rule import Rule
 from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
@@ -120,6 +120,26 @@ class BucketRegistry:
         key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.peek(key, amount, self._default), amount)
 
+    def charge(self, key: str, amount: float) -> Decision:
+        """Take ``amount`` tokens from ``key``'s bucket whatever its level: it may go into debt.
+
+        For a cost known only afterwards (LLM tokens used, bytes sent). It always happens and
+        returns the decision after it: ``allowed`` True, ``remaining`` 0 while in debt and
+        ``retry_after`` the time until one token is there again. A bucket in debt admits
+        nothing until refills have covered the debt.
+        """
+        key, amount = check_key(key), check_amount(amount)
+        return _after(self._sync.charge(key, amount, self._default, None))
+
+    def refund(self, key: str, amount: float) -> Decision:
+        """Give ``amount`` tokens back to ``key``'s bucket, never above full.
+
+        A bucket ``d`` tokens short of full gets ``min(amount, d)`` back, so a refund never
+        creates tokens beyond the capacity. Returns the decision after it, as `charge`.
+        """
+        key, amount = check_key(key), check_amount(amount)
+        return _after(self._sync.refund(key, amount, self._default))
+
     def tokens(self, key: str) -> float:
         """Return ``key``'s token level now.
 
@@ -185,6 +205,16 @@ class BucketRegistry:
         key, amount = check_key(key), check_amount(amount)
         return _decision(await self._async.peek(key, amount, self._default), amount)
 
+    async def acharge(self, key: str, amount: float) -> Decision:
+        """Awaitable `charge`."""
+        key, amount = check_key(key), check_amount(amount)
+        return _after(await self._async.charge(key, amount, self._default, None))
+
+    async def arefund(self, key: str, amount: float) -> Decision:
+        """Awaitable `refund`."""
+        key, amount = check_key(key), check_amount(amount)
+        return _after(await self._async.refund(key, amount, self._default))
+
     async def atokens(self, key: str) -> float:
         """Awaitable `tokens`."""
         return clamp(await self._async.level(check_key(key), self._default))
@@ -220,6 +250,10 @@ class BucketRegistry:
 def _decision(outcome: Outcome, amount: float) -> Decision:
     allowed, level, rule = outcome
     return decide(allowed, level, amount, rule)
+
+
+def _after(outcome: Outcome) -> Decision:
+    return after(outcome[1], outcome[2])
 
 
 def _check_update(
@@ -263,6 +297,22 @@ class _Awaitable:
 
     async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
         return self._store.peek_all(buckets, amount)
+
+    async def charge(
+        self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
+    ) -> Outcome:
+        return self._store.charge(key, amount, default, max_wait)
+
+    async def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        return self._store.refund(key, amount, default)
+
+    async def charge_all(
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+    ) -> Tuple[bool, Outcomes]:
+        return self._store.charge_all(buckets, amount, max_wait)
+
+    async def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        return self._store.refund_all(buckets, amount)
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         return self._store.get_rule(key)
