@@ -46,6 +46,9 @@ _SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest().encode("ascii")
 _ONE = b"1"
 _TAKE = b"take"
 _PEEK = b"peek"
+_CHARGE = b"charge"
+_RESERVE = b"reserve"
+_REFUND = b"refund"
 
 #: What a decision survives: every redis-py error, the cluster client's own (no node reachable,
 #: a slot no node serves: not RedisErrors) and socket errors that escape them.
@@ -218,6 +221,30 @@ class Logic:
         """What `take_all` would answer, changing nothing."""
         return self._decide_all(buckets, amount, _PEEK)
 
+    def charge(
+        self, key: str, amount: float, default: Rule, max_wait: Optional[float]
+    ) -> Plan[Outcome]:
+        """Charge into debt (a reservation if ``max_wait`` is given); never raises for Redis."""
+        if max_wait is None:
+            return self._decide(key, amount, default, _CHARGE)
+        return self._decide(key, amount, default, _RESERVE, (_encode(float(max_wait)),))
+
+    def refund(self, key: str, amount: float, default: Rule) -> Plan[Outcome]:
+        """Give back, never above full; never raises for Redis trouble."""
+        return self._decide(key, amount, default, _REFUND)
+
+    def charge_all(
+        self, buckets: Buckets, amount: float, max_wait: Optional[float]
+    ) -> Plan[Tuple[bool, Outcomes]]:
+        """`charge` on several buckets in one script call, as `take_all`."""
+        if max_wait is None:
+            return self._decide_all(buckets, amount, _CHARGE)
+        return self._decide_all(buckets, amount, _RESERVE, (_encode(float(max_wait)),))
+
+    def refund_all(self, buckets: Buckets, amount: float) -> Plan[Tuple[bool, Outcomes]]:
+        """`refund` on several buckets in one script call, as `take_all`."""
+        return self._decide_all(buckets, amount, _REFUND)
+
     def get_rule(self, key: str) -> Plan[Optional[Rule]]:
         """Read ``key``'s override (HMGET); raise RedisUnavailableError if Redis fails."""
         try:
@@ -259,12 +286,14 @@ class Logic:
 
     # -- the steps they share --------------------------------------------------------------
 
-    def _decide(self, key: str, amount: float, default: Rule, op: bytes) -> Plan[Outcome]:
-        """One bucket: the script's take or peek, or the ``on_error`` policy."""
+    def _decide(
+        self, key: str, amount: float, default: Rule, op: bytes, extra: Tuple[bytes, ...] = ()
+    ) -> Plan[Outcome]:
+        """One bucket: the script's ``op``, or the ``on_error`` policy (``extra``: more args)."""
         if self.breaker.down and self.breaker.skip():
             return self._degraded(key, amount, default, op)
         try:
-            reply = yield from self._script(self._take_args(key, amount, default, op))
+            reply = yield from self._script(self._take_args(key, amount, default, op) + extra)
         except _ERRORS as error:
             self._failed(error)
             return self._degraded(key, amount, default, op)
@@ -273,7 +302,7 @@ class Logic:
         return self._outcome(key, reply, default)
 
     def _decide_all(
-        self, buckets: Buckets, amount: float, op: bytes
+        self, buckets: Buckets, amount: float, op: bytes, extra: Tuple[bytes, ...] = ()
     ) -> Plan[Tuple[bool, Outcomes]]:
         """Several buckets, all or nothing: one script call with every key, or the policy."""
         names = [self._name(key) for key, _ in buckets]
@@ -293,6 +322,7 @@ class Logic:
         args += [_encode(first.capacity), _encode(first.refill_rate), _encode(amount)]
         for _, default in buckets[1:]:
             args += [_encode(default.capacity), _encode(default.refill_rate)]
+        args += extra
         try:
             reply = yield from self._script(tuple(args), keyed=True)
         except _ERRORS as error:
@@ -414,7 +444,13 @@ class Logic:
         if self.policy == "fallback":
             if op is _TAKE:
                 return self.fallback.take(key, amount, rule)
+            if op is _CHARGE or op is _RESERVE:  # a reservation: waits at most that long
+                return self.fallback.charge(key, amount, rule, None if op is _CHARGE else 1e300)
+            if op is _REFUND:
+                return self.fallback.refund(key, amount, rule)
             return self.fallback.peek(key, amount, rule)
+        if op is _CHARGE or op is _REFUND:  # done, but lost: reported as full (allow) or empty
+            return True, float(rule.capacity if self.policy == "allow" else 0.0), rule
         if self.policy == "deny":
             return False, 0.0, rule
         # allow: as if every bucket were full, so only a request beyond the capacity is denied.
@@ -430,6 +466,10 @@ class Logic:
             seen = [(key, self._seen.get(key, default)) for key, default in buckets]
             if op is _TAKE:
                 return self.fallback.take_all(seen, amount)
+            if op is _CHARGE or op is _RESERVE:
+                return self.fallback.charge_all(seen, amount, None if op is _CHARGE else 1e300)
+            if op is _REFUND:
+                return self.fallback.refund_all(seen, amount)
             return self.fallback.peek_all(seen, amount)
         outcomes = tuple(self._by_policy(key, amount, default, op) for key, default in buckets)
         allowed = all(outcome[0] for outcome in outcomes)
