@@ -14,6 +14,7 @@ from typing import Any, NoReturn, Optional, Tuple, Union
 
 from ._clock import Clock
 from ._decision import Decision, after, clamp, decide
+from ._lifecycle import Reservation
 from ._memory import MemoryStore
 from ._rule import Rule
 from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
@@ -140,6 +141,16 @@ class BucketRegistry:
         key, amount = check_key(key), check_amount(amount)
         return _after(self._sync.refund(key, amount, self._default))
 
+    def reserve(self, key: str, estimate: float) -> Reservation:
+        """Admit on an ``estimate`` of the cost; settle the real cost later.
+
+        Takes ``estimate`` tokens as `consume` does (a denial takes nothing) and returns a
+        [`Reservation`][tokenbucket.Reservation], truthy if admitted. Call its ``settle(actual)``
+        once the real cost is known: the difference is charged (possibly into debt) or refunded.
+        """
+        key, estimate = check_key(key), check_amount(estimate, "estimate")
+        return Reservation(self, key, estimate, self.consume(key, estimate))
+
     def tokens(self, key: str) -> float:
         """Return ``key``'s token level now.
 
@@ -214,6 +225,11 @@ class BucketRegistry:
         """Awaitable `refund`."""
         key, amount = check_key(key), check_amount(amount)
         return _after(await self._async.refund(key, amount, self._default))
+
+    async def areserve(self, key: str, estimate: float) -> Reservation:
+        """Awaitable `reserve` (settle with ``await reservation.asettle(actual)``)."""
+        key, estimate = check_key(key), check_amount(estimate, "estimate")
+        return Reservation(self, key, estimate, await self.aconsume(key, estimate))
 
     async def atokens(self, key: str) -> float:
         """Awaitable `tokens`."""

@@ -1,0 +1,97 @@
+"""A request's cost after the fact: reserve on an estimate, then settle.
+
+[`Reservation`][tokenbucket.Reservation] is what
+[`BucketRegistry.reserve`][tokenbucket.BucketRegistry.reserve] returns: the tokens admitted on
+an estimate, settled once the real cost is known (the difference charged or refunded).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ._decision import Decision
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._registry import BucketRegistry
+
+
+class Reservation:
+    """Tokens admitted on an estimate, to be settled when the real cost is known.
+
+    Truthy exactly when the estimate was admitted (see ``decision``). Settle it once with the
+    real cost: the difference is charged (which may leave debt) or refunded (at most the
+    estimate, never above full). A reservation never settled keeps the estimate.
+
+    Example::
+
+        >>> limits = BucketRegistry(Rule(1000, 10.0), clock=ManualClock())
+        >>> spend = limits.reserve("alice", 300)  # admit on the estimate
+        >>> bool(spend)
+        True
+        >>> spend.settle(1250).remaining  # the upstream said 1250: 950 more, into debt
+        0.0
+        >>> limits.consume("alice").retry_after  # 250 in debt: 25 s, then one more token
+        25.1
+    """
+
+    __slots__ = ("_registry", "_settled", "decision", "estimate", "key")
+
+    def __init__(
+        self, registry: BucketRegistry, key: str, estimate: float, decision: Decision
+    ) -> None:
+        self._registry = registry
+        self._settled = not decision.allowed  # a denial has nothing to settle
+        self.key = key
+        self.estimate = estimate
+        #: The admission decision on the estimate.
+        self.decision = decision
+
+    def __bool__(self) -> bool:
+        return self.decision.allowed
+
+    def settle(self, actual: float) -> Decision:
+        """Charge or refund the difference between ``actual`` (>= 0) and the estimate.
+
+        Returns the decision after it (see [`charge`][tokenbucket.BucketRegistry.charge]).
+        Settling twice raises RuntimeError; settling a denied reservation changes nothing.
+        """
+        difference = self._difference(actual)
+        if difference > 0:
+            return self._registry.charge(self.key, difference)
+        if difference < 0:
+            return self._registry.refund(self.key, -difference)
+        return self.decision
+
+    async def asettle(self, actual: float) -> Decision:
+        """Awaitable `settle`."""
+        difference = self._difference(actual)
+        if difference > 0:
+            return await self._registry.acharge(self.key, difference)
+        if difference < 0:
+            return await self._registry.arefund(self.key, -difference)
+        return self.decision
+
+    def cancel(self) -> Decision:
+        """Give the estimate back (the work did not happen): `settle` at 0."""
+        return self.settle(0)
+
+    async def acancel(self) -> Decision:
+        """Awaitable `cancel`."""
+        return await self.asettle(0)
+
+    def _difference(self, actual: float) -> float:
+        if isinstance(actual, bool) or not isinstance(actual, (int, float)):
+            raise TypeError(f"'actual' must be a number, got {actual!r}")
+        if not 0 <= actual < math.inf:
+            raise ValueError(f"'actual' must be a finite number >= 0, got {actual!r}")
+        if not self.decision.allowed:
+            return 0
+        if self._settled:
+            raise RuntimeError(f"reservation of {self.key!r} already settled")
+        self._settled = True
+        return actual - self.estimate
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "open"
+        return f"Reservation({self.key!r}, estimate={self.estimate!r}, {state}, {self.decision})"
