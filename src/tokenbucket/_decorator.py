@@ -6,16 +6,14 @@ in how they wait (``time.sleep`` or ``await asyncio.sleep``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import math
-import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
 
 from typing_extensions import ParamSpec
 
-from ._decision import Decision, RateLimitExceeded
+from ._decision import RateLimitExceeded
 from ._inflight import InFlightLimit
 from ._keys import escape_key
 from ._registry import BucketRegistry
@@ -48,10 +46,14 @@ def rate_limit(
             default key adds the function object's ``id`` (``"app.<lambda>#1407..."``): one
             bucket per lambda, but per process too; pass ``key`` to share one across processes.
         cost: tokens each call takes (default 1).
-        wait: if True, a denied call waits until its tokens are available instead of raising,
-            as long as the wait fits in ``max_wait`` seconds (it raises at once if not, and
-            always when the call can never pass: ``retry_after`` is ``inf``).
-        max_wait: the longest a call waits in total, in seconds (default: no limit).
+        wait: if True, a call without its tokens waits for them instead of raising, as long
+            as the wait fits in ``max_wait`` seconds (it raises at once if not, and always when
+            the call can never pass: ``retry_after`` is ``inf``). Waiting is a reservation
+            ([`BucketRegistry.acquire`][tokenbucket.BucketRegistry.acquire]): the tokens are
+            taken at once, into debt behind the earlier waiters, and the call sleeps once,
+            exactly until they are earned, so waiters run first come, first served. A waiter
+            interrupted in its sleep (cancelled, KeyboardInterrupt) gives its tokens back.
+        max_wait: the longest a call waits, in seconds (default: no limit).
         sleep: how to wait, for tests: a function of seconds, e.g.
             [`ManualClock.sleep`][tokenbucket.ManualClock.sleep]; for async functions it may
             return an awaitable. Default ``time.sleep`` / ``asyncio.sleep``.
@@ -114,19 +116,15 @@ def rate_limit(
                         f"{func!r} is async but the {what} store, {type(used).__name__}, blocks "
                         "the event loop on every call; use tokenbucket.redis.AsyncRedisStore"
                     )
-            nap = sleep or asyncio.sleep
 
             async def async_call(name: str, args: Any, kwargs: Any) -> Any:
-                waited = 0.0
-                while True:
+                if wait:
+                    await registry.aacquire(name, amount, max_wait=max_wait, sleep=sleep)
+                else:
                     decision = await registry.aconsume(name, amount)
-                    pause = _pause(decision, wait, max_wait - waited)
-                    if pause is None:
-                        return await cast(Callable[P, Awaitable[Any]], func)(*args, **kwargs)
-                    result = nap(pause)
-                    if inspect.isawaitable(result):
-                        await result
-                    waited += pause
+                    if not decision.allowed:
+                        raise RateLimitExceeded(decision)
+                return await cast(Callable[P, Awaitable[Any]], func)(*args, **kwargs)
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -147,16 +145,15 @@ def rate_limit(
                     f"{func!r} is synchronous but the {what} store is async; "
                     "decorate an async function or use a synchronous store"
                 )
-        nap_sync = sleep or time.sleep
 
         def call(name: str, args: Any, kwargs: Any) -> R:
-            waited = 0.0
-            while True:
-                pause = _pause(registry.consume(name, amount), wait, max_wait - waited)
-                if pause is None:
-                    return func(*args, **kwargs)
-                nap_sync(pause)
-                waited += pause
+            if wait:
+                registry.acquire(name, amount, max_wait=max_wait, sleep=sleep)
+            else:
+                decision = registry.consume(name, amount)
+                if not decision.allowed:
+                    raise RateLimitExceeded(decision)
+            return func(*args, **kwargs)
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -169,16 +166,6 @@ def rate_limit(
         return wrapper
 
     return decorate
-
-
-def _pause(decision: Decision, wait: bool, budget: float) -> Optional[float]:
-    """Return None to run the call now, or how long to wait; raise if the call is refused."""
-    if decision.allowed:
-        return None
-    # retry_after is inf when the call can never pass: never wait for it, whatever the budget.
-    if not wait or decision.retry_after > budget or decision.retry_after == math.inf:
-        raise RateLimitExceeded(decision)
-    return decision.retry_after
 
 
 def _registry(limiter: object) -> BucketRegistry:

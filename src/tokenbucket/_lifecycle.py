@@ -1,16 +1,23 @@
-"""A request's cost after the fact: reserve on an estimate, then settle.
+"""A request's cost after the fact: reserve on an estimate, then settle; wait by reservation.
 
 [`Reservation`][tokenbucket.Reservation] is what
 [`BucketRegistry.reserve`][tokenbucket.BucketRegistry.reserve] returns: the tokens admitted on
 an estimate, settled once the real cost is known (the difference charged or refunded).
+`acquire` and `aacquire` are the registry's waiting calls: one store call that charges the
+tokens into debt when the wait it implies fits, then one sleep until they are earned.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ._decision import Decision
+from ._arith import wait
+from ._decision import Decision, RateLimitExceeded, decide
+from ._store import Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._registry import BucketRegistry
@@ -95,3 +102,34 @@ class Reservation:
     def __repr__(self) -> str:
         state = "settled" if self._settled else "open"
         return f"Reservation({self.key!r}, estimate={self.estimate!r}, {state}, {self.decision})"
+
+
+def delay(outcome: Outcome, amount: float) -> float:
+    """The sleep a reservation's outcome implies; raise RateLimitExceeded if it was refused."""
+    charged, level, rule = outcome
+    if not charged:
+        raise RateLimitExceeded(decide(False, level, amount, rule))
+    return wait(-level, rule.refill_rate)
+
+
+def check_wait(max_wait: float, sleep: Optional[Callable[[float], Any]]) -> float:
+    """Validate ``acquire``'s options; return ``max_wait`` as a float."""
+    if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):
+        raise TypeError(f"'max_wait' must be a number, got {max_wait!r}")
+    if not max_wait >= 0:
+        raise ValueError(f"'max_wait' must be >= 0, got {max_wait!r}")
+    if sleep is not None and not callable(sleep):
+        raise TypeError(f"'sleep' must be a callable, got {sleep!r}")
+    return float(max_wait)
+
+
+def nap(seconds: float, sleep: Optional[Callable[[float], Any]]) -> None:
+    """Sleep ``seconds`` with ``sleep`` (default :func:`time.sleep`)."""
+    (sleep or time.sleep)(seconds)
+
+
+async def anap(seconds: float, sleep: Optional[Callable[[float], Any]]) -> None:
+    """Sleep ``seconds`` with ``sleep`` (default :func:`asyncio.sleep`; may return an awaitable)."""
+    result = (sleep or asyncio.sleep)(seconds)
+    if inspect.isawaitable(result):
+        await result

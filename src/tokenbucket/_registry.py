@@ -9,12 +9,13 @@ prefix); with a synchronous store those simply run the synchronous code, which n
 from __future__ import annotations
 
 import inspect
+import math
 import threading
-from typing import Any, NoReturn, Optional, Tuple, Union
+from typing import Any, Callable, NoReturn, Optional, Tuple, Union
 
 from ._clock import Clock
 from ._decision import Decision, after, clamp, decide
-from ._lifecycle import Reservation
+from ._lifecycle import Reservation, anap, check_wait, delay, nap
 from ._memory import MemoryStore
 from ._rule import Rule
 from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
@@ -151,6 +152,35 @@ class BucketRegistry:
         key, estimate = check_key(key), check_amount(estimate, "estimate")
         return Reservation(self, key, estimate, self.consume(key, estimate))
 
+    def acquire(
+        self,
+        key: str,
+        amount: float = 1,
+        *,
+        max_wait: float = math.inf,
+        sleep: Optional[Callable[[float], Any]] = None,
+    ) -> float:
+        """Wait until ``amount`` tokens are available, taking them; return the seconds waited.
+
+        One store call reserves the tokens (into debt, behind the waiters before it, so that
+        waiters are served first come, first served), then one sleep lasts until they are
+        earned. If that wait would exceed ``max_wait`` seconds, or the call can never pass
+        (more than the capacity, no refill), it raises
+        [`RateLimitExceeded`][tokenbucket.RateLimitExceeded] at once, taking nothing. A wait
+        interrupted (KeyboardInterrupt, or any exception from ``sleep``) gives the tokens back.
+        ``sleep`` defaults to :func:`time.sleep`.
+        """
+        key, amount = check_key(key), check_amount(amount)
+        max_wait = check_wait(max_wait, sleep)
+        seconds = delay(self._sync.charge(key, amount, self._default, max_wait), amount)
+        if seconds > 0:
+            try:
+                nap(seconds, sleep)
+            except BaseException:
+                self._sync.refund(key, amount, self._default)
+                raise
+        return seconds
+
     def tokens(self, key: str) -> float:
         """Return ``key``'s token level now.
 
@@ -230,6 +260,30 @@ class BucketRegistry:
         """Awaitable `reserve` (settle with ``await reservation.asettle(actual)``)."""
         key, estimate = check_key(key), check_amount(estimate, "estimate")
         return Reservation(self, key, estimate, await self.aconsume(key, estimate))
+
+    async def aacquire(
+        self,
+        key: str,
+        amount: float = 1,
+        *,
+        max_wait: float = math.inf,
+        sleep: Optional[Callable[[float], Any]] = None,
+    ) -> float:
+        """Awaitable `acquire` (``sleep`` defaults to :func:`asyncio.sleep`).
+
+        A waiter cancelled while asleep (``asyncio.CancelledError``) gives its tokens back.
+        """
+        key, amount = check_key(key), check_amount(amount)
+        max_wait = check_wait(max_wait, sleep)
+        outcome = await self._async.charge(key, amount, self._default, max_wait)
+        seconds = delay(outcome, amount)
+        if seconds > 0:
+            try:
+                await anap(seconds, sleep)
+            except BaseException:
+                await self._async.refund(key, amount, self._default)
+                raise
+        return seconds
 
     async def atokens(self, key: str) -> float:
         """Awaitable `tokens`."""
