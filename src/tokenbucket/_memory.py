@@ -272,7 +272,12 @@ class MemoryStore(Sweeping):
         lock.acquire()
         try:
             now = self._clock()
-            state, rule, base, used, carry = self._view(states, key, default, now, True)
+            state = states.get(key)
+            if state is not None and state[3] is default._shape:  # as take, without _view
+                base, used, carry, _ = state
+                rule = default
+            else:
+                state, rule, base, used, carry = self._view(states, key, default, now, True)
             done, before, after, new = _adjusted(base, used, carry, amount, rule, now, max_wait)
             if done:
                 if state is not None:
@@ -510,7 +515,9 @@ def _adjusted(
     rate = rule.refill_rate
     debt = deficit(base, used, rate, now)
     if amount > 0:
-        level = behind(rule.capacity - debt, base, now, rate)
+        level = rule.capacity - debt
+        if now < base:
+            level = behind(level, base, now, rate)
         if max_wait is not None and (
             amount > rule._ceiling or not wait(amount - level, rate) <= min(max_wait, _FOREVER)
         ):
@@ -518,6 +525,8 @@ def _adjusted(
         if not debt:  # full now: restart (as _charged)
             state = (settled_at(base, now), amount, carry_of(amount), rule._shape)
             return True, level, level - amount, state
+        if carry is EXACT and type(amount) is int:  # ints add exactly (as _charged)
+            return True, level, level - amount, (base, used + amount, EXACT, rule._shape)
         used, carry = accumulate(used, carry, amount)
         return True, level, level - amount, (base, used, carry, rule._shape)
     level = behind(rule.capacity - debt, base, now, rate)

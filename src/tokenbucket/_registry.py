@@ -130,8 +130,10 @@ class BucketRegistry:
         ``retry_after`` the time until one token is there again. A bucket in debt admits
         nothing until refills have covered the debt.
         """
-        key, amount = check_key(key), check_amount(amount)
-        return _after(self._sync.charge(key, amount, self._default, None))
+        if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
+            key, amount = check_key(key), check_amount(amount)  # as in consume
+        outcome = self._sync.charge(key, amount, self._default, None)
+        return after(outcome[1], outcome[2])
 
     def refund(self, key: str, amount: float) -> Decision:
         """Give ``amount`` tokens back to ``key``'s bucket, never above full.
@@ -139,8 +141,10 @@ class BucketRegistry:
         A bucket ``d`` tokens short of full gets ``min(amount, d)`` back, so a refund never
         creates tokens beyond the capacity. Returns the decision after it, as `charge`.
         """
-        key, amount = check_key(key), check_amount(amount)
-        return _after(self._sync.refund(key, amount, self._default))
+        if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
+            key, amount = check_key(key), check_amount(amount)  # as in consume
+        outcome = self._sync.refund(key, amount, self._default)
+        return after(outcome[1], outcome[2])
 
     def reserve(self, key: str, estimate: float) -> Reservation:
         """Admit on an ``estimate`` of the cost; settle the real cost later.
@@ -249,12 +253,14 @@ class BucketRegistry:
     async def acharge(self, key: str, amount: float) -> Decision:
         """Awaitable `charge`."""
         key, amount = check_key(key), check_amount(amount)
-        return _after(await self._async.charge(key, amount, self._default, None))
+        outcome = await self._async.charge(key, amount, self._default, None)
+        return after(outcome[1], outcome[2])
 
     async def arefund(self, key: str, amount: float) -> Decision:
         """Awaitable `refund`."""
         key, amount = check_key(key), check_amount(amount)
-        return _after(await self._async.refund(key, amount, self._default))
+        outcome = await self._async.refund(key, amount, self._default)
+        return after(outcome[1], outcome[2])
 
     async def areserve(self, key: str, estimate: float) -> Reservation:
         """Awaitable `reserve` (settle with ``await reservation.asettle(actual)``)."""
@@ -320,10 +326,6 @@ class BucketRegistry:
 def _decision(outcome: Outcome, amount: float) -> Decision:
     allowed, level, rule = outcome
     return decide(allowed, level, amount, rule)
-
-
-def _after(outcome: Outcome) -> Decision:
-    return after(outcome[1], outcome[2])
 
 
 def _check_update(
