@@ -13,9 +13,10 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
 
 from typing_extensions import ParamSpec
 
-from ._decision import RateLimitExceeded
+from ._decision import Decision, RateLimitExceeded
 from ._inflight import InFlightLimit
 from ._keys import escape_key
+from ._lifecycle import Reservation
 from ._registry import BucketRegistry
 from ._rule import Rule
 from ._validate import check_amount
@@ -33,6 +34,7 @@ def rate_limit(
     max_wait: float = math.inf,
     sleep: Optional[Callable[[float], Any]] = None,
     in_flight: Optional[InFlightLimit] = None,
+    settle: Optional[Callable[[Any], float]] = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Limit how often the decorated function runs; works on sync and async functions.
 
@@ -62,6 +64,12 @@ def rate_limit(
             concurrency takes none) and holds it until it returns or raises, including while
             it waits for tokens (``wait=True``). Calls over it are refused at once, never
             waited for.
+        settle: for a cost known only from the result: ``settle(result) -> tokens``, e.g.
+            ``lambda reply: reply.usage.total_tokens``. The call is admitted on ``cost`` (an
+            estimate), and once it returns the difference is charged (which may leave the
+            bucket in debt: later calls wait or are refused until it is repaid) or refunded
+            (never above full). A call that raises keeps ``cost``. See
+            [`Reservation`][tokenbucket.Reservation].
 
     Raises:
         RateLimitExceeded: from the decorated function when a call is denied (and not waited
@@ -96,6 +104,8 @@ def rate_limit(
         raise TypeError(f"'sleep' must be a callable, got {sleep!r}")
     if in_flight is not None and not isinstance(in_flight, InFlightLimit):
         raise TypeError(f"'in_flight' must be an InFlightLimit or None, got {in_flight!r}")
+    if settle is not None and not callable(settle):
+        raise TypeError(f"'settle' must be a callable or None, got {settle!r}")
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
@@ -120,11 +130,15 @@ def rate_limit(
             async def async_call(name: str, args: Any, kwargs: Any) -> Any:
                 if wait:
                     await registry.aacquire(name, amount, max_wait=max_wait, sleep=sleep)
+                    decision = _TAKEN
                 else:
                     decision = await registry.aconsume(name, amount)
                     if not decision.allowed:
                         raise RateLimitExceeded(decision)
-                return await cast(Callable[P, Awaitable[Any]], func)(*args, **kwargs)
+                result = await cast(Callable[P, Awaitable[Any]], func)(*args, **kwargs)
+                if settle is not None:
+                    await Reservation(registry, name, amount, decision).asettle(settle(result))
+                return result
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -149,11 +163,15 @@ def rate_limit(
         def call(name: str, args: Any, kwargs: Any) -> R:
             if wait:
                 registry.acquire(name, amount, max_wait=max_wait, sleep=sleep)
+                decision = _TAKEN
             else:
                 decision = registry.consume(name, amount)
                 if not decision.allowed:
                     raise RateLimitExceeded(decision)
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            if settle is not None:
+                Reservation(registry, name, amount, decision).settle(settle(result))
+            return result
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -166,6 +184,10 @@ def rate_limit(
         return wrapper
 
     return decorate
+
+
+#: What a call admitted by waiting settles against: its tokens were taken.
+_TAKEN = Decision(True, 0.0, 0.0, 0.0, 0.0)
 
 
 def _registry(limiter: object) -> BucketRegistry:
