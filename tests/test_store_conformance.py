@@ -341,6 +341,22 @@ class TestWithRealTime:
         assert not decision.allowed
         assert 5 - time.monotonic() + start - 1e-6 <= decision.retry_after <= 5.0
 
+    def test_waiters_reserve_one_behind_the_other(self, backend):
+        """acquire: one store call each, waits growing by one token's time (first come, first
+        served), less only what refilled meanwhile; charge/refund report the debt exactly."""
+        limits = backend.make(Rule(1, 10.0))
+        naps = []
+        start = time.monotonic()
+        waits = [limits.acquire("k", sleep=naps.append) for _ in range(4)]
+        elapsed = time.monotonic() - start
+        assert waits[0] == 0
+        assert naps == waits[1:]
+        for index, wait in enumerate(waits[1:], 1):
+            assert index / 10 - elapsed - 1e-6 <= wait <= index / 10 + 1e-6
+        after = limits.refund("k", 0.5)
+        assert after.remaining == 0
+        assert 0.25 - elapsed - 1e-6 <= after.retry_after - 0.1 <= 0.25 + 1e-6
+
     def test_update_rule_settles_then_carries_the_deficit(self, backend):
         """10 used at 1/s, then 50 at rate 0: the deficit (10 minus what refilled) carries."""
         limits = backend.make(Rule(10, 1.0))

@@ -103,6 +103,11 @@ def _rule(capacity: Union[bytes, str], refill_rate: Union[bytes, str]) -> Rule:
     return Rule(_parse_number(capacity), _parse_number(refill_rate))
 
 
+def _max_wait(op: bytes, extra: Tuple[bytes, ...]) -> Optional[float]:
+    """A charge's ``max_wait`` from its script arguments: None for a plain charge."""
+    return float(extra[0]) if op is _RESERVE else None
+
+
 def _encode(number: float) -> bytes:
     """Write a number as the script reads it back exactly (``repr``, as redis-py does)."""
     return repr(number).encode("ascii")
@@ -291,12 +296,12 @@ class Logic:
     ) -> Plan[Outcome]:
         """One bucket: the script's ``op``, or the ``on_error`` policy (``extra``: more args)."""
         if self.breaker.down and self.breaker.skip():
-            return self._degraded(key, amount, default, op)
+            return self._degraded(key, amount, default, op, extra)
         try:
             reply = yield from self._script(self._take_args(key, amount, default, op) + extra)
         except _ERRORS as error:
             self._failed(error)
-            return self._degraded(key, amount, default, op)
+            return self._degraded(key, amount, default, op, extra)
         if self.breaker.down:
             self._recovered()
         return self._outcome(key, reply, default)
@@ -316,7 +321,7 @@ class Logic:
         if not buckets:
             return True, ()
         if self.breaker.down and self.breaker.skip():
-            return self._degraded_all(buckets, amount, op)
+            return self._degraded_all(buckets, amount, op, extra)
         args: List[Any] = [_SHA, len(names), *names, op]
         first = buckets[0][1]
         args += [_encode(first.capacity), _encode(first.refill_rate), _encode(amount)]
@@ -327,7 +332,7 @@ class Logic:
             reply = yield from self._script(tuple(args), keyed=True)
         except _ERRORS as error:
             self._failed(error)
-            return self._degraded_all(buckets, amount, op)
+            return self._degraded_all(buckets, amount, op, extra)
         if self.breaker.down:
             self._recovered()
         text: str = reply if reply.__class__ is str else reply.decode()
@@ -432,20 +437,24 @@ class Logic:
                 self.on_degraded(False)
             _log.warning("Redis available again; decisions go through Redis")
 
-    def _degraded(self, key: str, amount: float, default: Rule, op: bytes) -> Outcome:
+    def _degraded(
+        self, key: str, amount: float, default: Rule, op: bytes, extra: Tuple[bytes, ...] = ()
+    ) -> Outcome:
         """Decide without Redis, following the ``on_error`` policy."""
         if self.on_policy is not None:
             self.on_policy(self.policy)
-        return self._by_policy(key, amount, default, op)
+        return self._by_policy(key, amount, default, op, extra)
 
-    def _by_policy(self, key: str, amount: float, default: Rule, op: bytes) -> Outcome:
+    def _by_policy(
+        self, key: str, amount: float, default: Rule, op: bytes, extra: Tuple[bytes, ...] = ()
+    ) -> Outcome:
         """One bucket's outcome under the ``on_error`` policy (no metrics hook)."""
         rule = self._seen.get(key, default)
         if self.policy == "fallback":
             if op is _TAKE:
                 return self.fallback.take(key, amount, rule)
-            if op is _CHARGE or op is _RESERVE:  # a reservation: waits at most that long
-                return self.fallback.charge(key, amount, rule, None if op is _CHARGE else 1e300)
+            if op is _CHARGE or op is _RESERVE:  # a reservation: extra is its max_wait
+                return self.fallback.charge(key, amount, rule, _max_wait(op, extra))
             if op is _REFUND:
                 return self.fallback.refund(key, amount, rule)
             return self.fallback.peek(key, amount, rule)
@@ -458,7 +467,9 @@ class Logic:
             return False, float(rule.capacity), rule
         return True, float(rule.capacity - amount), rule
 
-    def _degraded_all(self, buckets: Buckets, amount: float, op: bytes) -> Tuple[bool, Outcomes]:
+    def _degraded_all(
+        self, buckets: Buckets, amount: float, op: bytes, extra: Tuple[bytes, ...] = ()
+    ) -> Tuple[bool, Outcomes]:
         """Several buckets without Redis, following the ``on_error`` policy."""
         if self.on_policy is not None:
             self.on_policy(self.policy)
@@ -467,7 +478,7 @@ class Logic:
             if op is _TAKE:
                 return self.fallback.take_all(seen, amount)
             if op is _CHARGE or op is _RESERVE:
-                return self.fallback.charge_all(seen, amount, None if op is _CHARGE else 1e300)
+                return self.fallback.charge_all(seen, amount, _max_wait(op, extra))
             if op is _REFUND:
                 return self.fallback.refund_all(seen, amount)
             return self.fallback.peek_all(seen, amount)
