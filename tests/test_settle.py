@@ -240,3 +240,22 @@ class TestDecorator:
 
         asyncio.run(complete(30))
         assert registry.tokens("k") == 970
+
+
+def test_asgi_settles_through_an_async_redis_store(redis_url):
+    """The awaited path: admission and settlement are each one EVALSHA on AsyncRedisStore."""
+    from tokenbucket.redis import AsyncRedisStore
+
+    async def main():
+        store = AsyncRedisStore.from_url(redis_url)
+        registry = BucketRegistry(Rule(1000, 0), store=store)
+        app = ASGIMiddleware(upstream, registry=registry, cost=100, settle=usage)
+        transport = httpx.ASGITransport(app=app, client=(IP, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = await client.get("/?1500")
+            second = await client.get("/?1")
+        level = await store.level(IP, registry.default)
+        await store.aclose()
+        return first.status_code, second.status_code, second.headers.get("retry-after"), level
+
+    assert asyncio.run(main()) == (200, 429, None, -500)
