@@ -242,28 +242,9 @@ class MemoryStore(Sweeping):
         """See [`Store.charge`][tokenbucket.Store.charge].
 
         At the ``max_keys`` cap an untracked key is an empty bucket that cannot be tracked: a
-        charge reports ``-amount`` and is not recorded; a reservation is refused.
+        charge reports ``-amount`` and is not recorded; a reservation is refused. (A negative
+        ``amount`` is a refund: `refund` calls this, so that a charge makes no extra call.)
         """
-        return self._adjust(key, amount, default, max_wait)
-
-    def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
-        """See [`Store.refund`][tokenbucket.Store.refund]."""
-        return self._adjust(key, -amount, default, None)
-
-    def charge_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float], /
-    ) -> Tuple[bool, Outcomes]:
-        """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
-        return self._adjust_all(buckets, amount, max_wait)
-
-    def refund_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
-    ) -> Tuple[bool, Outcomes]:
-        """See [`Store.refund_all`][tokenbucket.Store.refund_all]."""
-        return self._adjust_all(buckets, -amount, None)
-
-    def _adjust(self, key: str, amount: float, default: Rule, max_wait: Optional[float]) -> Outcome:
-        """`charge` (``amount`` > 0) or `refund` (``amount`` < 0, its negation) of one bucket."""
         states, lock = self._shards[hash(key) & self._mask]
         if key not in states and (
             self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
@@ -290,10 +271,26 @@ class MemoryStore(Sweeping):
         finally:
             lock.release()
 
+    def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.refund`][tokenbucket.Store.refund]."""
+        return self.charge(key, -amount, default, None)
+
+    def charge_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float], /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
+        return self._adjust_all(buckets, amount, max_wait)
+
+    def refund_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.refund_all`][tokenbucket.Store.refund_all]."""
+        return self._adjust_all(buckets, -amount, None)
+
     def _adjust_all(
         self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float]
     ) -> Tuple[bool, Outcomes]:
-        """`_adjust` on several buckets at one instant, all or none (locking as `take_all`)."""
+        """`charge` (or refund) on several buckets at one instant, all or none (as `take_all`)."""
         keys = [key for key, _ in buckets]
         if len(set(keys)) != len(keys):
             raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
@@ -533,6 +530,8 @@ def _adjusted(
     if debt + amount <= 0:  # refunded to full
         base = settled_at(base, now)
         return True, level, behind(rule.capacity, base, now, rate), (base, 0, EXACT, rule._shape)
-    used, carry = accumulate(used, carry, amount)  # less used since base: debt - amount
-    after = behind(rule.capacity - deficit(base, used, rate, now), base, now, rate)
-    return True, level, after, (base, used, carry, rule._shape)
+    if carry is EXACT and type(amount) is int:  # less used since base: debt - amount
+        used += amount  # amount < 0: a refund
+    else:
+        used, carry = accumulate(used, carry, amount)
+    return True, level, level - amount, (base, used, carry, rule._shape)

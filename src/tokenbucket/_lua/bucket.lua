@@ -194,7 +194,7 @@ if op == 'take' or op == 'peek' or adjusts then
       else -- less used since base: the debt less the amount
         local used, carry = accumulate(b.used, b.carry, -amount)
         save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
-        level = behind(b.capacity - deficit(b.base, used, b.refill), b.base, b.refill)
+        level = b.before + amount
       end
     elseif all and adjusts then
       level = b.before - amount
