@@ -15,6 +15,7 @@ from ._clock import Clock, ManualClock
 from ._decision import Decision, RateLimitExceeded
 from ._decorator import rate_limit
 from ._inflight import InFlightLimit, InFlightLimitExceeded, MemorySlots, Slot
+from ._lifecycle import Reservation
 from ._memory import MemoryStore
 from ._registry import BucketRegistry
 from ._rule import EPSILON, Rule
@@ -33,6 +34,7 @@ __all__ = [
     "MemoryStore",
     "Outcome",
     "RateLimitExceeded",
+    "Reservation",
     "Rule",
     "Slot",
     "Store",

@@ -21,7 +21,8 @@ class Decision(NamedTuple):
         remaining: the token level after this decision (a float, never below 0).
         retry_after: seconds until this request would be allowed: ``0.0`` when allowed,
             ``math.inf`` when it never can be (more than the capacity, or a bucket that does not
-            refill).
+            refill). After a ``charge`` or ``refund`` (always allowed): seconds until one token
+            is there again, so a charge that left debt says when the debt is repaid.
         reset_after: seconds until the bucket is full again: ``0.0`` when full, ``math.inf`` when
             it is not full and never refills.
         limit: the capacity of the rule that decided.
@@ -68,6 +69,23 @@ def decide(
     reset_after = wait(capacity - level, rule.refill_rate)
     return tuple.__new__(
         Decision, (allowed, clamp(level), retry_after, reset_after, capacity, policy)
+    )
+
+
+def after(level: float, rule: Rule, policy: str = "default") -> Decision:
+    """The decision a charge or refund leaves, ``level`` being the raw level after it.
+
+    ``allowed`` is True (they always happen); ``retry_after`` is the time until one token is
+    there again (``min(1, capacity)``): 0 unless the charge left less, and after a debt exactly
+    when refills have repaid it.
+    """
+    capacity, rate = rule.capacity, rule.refill_rate
+    unit = 1 if capacity >= 1 else capacity
+    if level >= capacity:  # full: the common case of a refund, without the calls
+        return tuple.__new__(Decision, (True, float(level), 0.0, 0.0, capacity, policy))
+    retry_after = 0.0 if level >= unit else wait(unit - level, rate)
+    return tuple.__new__(
+        Decision, (True, clamp(level), retry_after, wait(capacity - level, rate), capacity, policy)
     )
 
 

@@ -6,11 +6,9 @@ in how they wait (``time.sleep`` or ``await asyncio.sleep``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import math
-import time
 from typing import Any, Awaitable, Callable, Mapping, Optional, TypeVar, Union, cast
 
 from typing_extensions import ParamSpec
@@ -18,6 +16,7 @@ from typing_extensions import ParamSpec
 from ._decision import Decision, RateLimitExceeded
 from ._inflight import InFlightLimit
 from ._keys import escape_key
+from ._lifecycle import Reservation
 from ._limits import Keys
 from ._registry import BucketRegistry
 from ._rule import Rule
@@ -36,6 +35,7 @@ def rate_limit(
     max_wait: float = math.inf,
     sleep: Optional[Callable[[float], Any]] = None,
     in_flight: Optional[InFlightLimit] = None,
+    settle: Optional[Callable[[Any], float]] = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Limit how often the decorated function runs; works on sync and async functions.
 
@@ -53,10 +53,14 @@ def rate_limit(
             default key adds the function object's ``id`` (``"app.<lambda>#1407..."``): one
             bucket per lambda, but per process too; pass ``key`` to share one across processes.
         cost: tokens each call takes (default 1).
-        wait: if True, a denied call waits until its tokens are available instead of raising,
-            as long as the wait fits in ``max_wait`` seconds (it raises at once if not, and
-            always when the call can never pass: ``retry_after`` is ``inf``).
-        max_wait: the longest a call waits in total, in seconds (default: no limit).
+        wait: if True, a call without its tokens waits for them instead of raising, as long
+            as the wait fits in ``max_wait`` seconds (it raises at once if not, and always when
+            the call can never pass: ``retry_after`` is ``inf``). Waiting is a reservation
+            ([`BucketRegistry.acquire`][tokenbucket.BucketRegistry.acquire]): the tokens are
+            taken at once, into debt behind the earlier waiters, and the call sleeps once,
+            exactly until they are earned, so waiters run first come, first served. A waiter
+            interrupted in its sleep (cancelled, KeyboardInterrupt) gives its tokens back.
+        max_wait: the longest a call waits, in seconds (default: no limit).
         sleep: how to wait, for tests: a function of seconds, e.g.
             [`ManualClock.sleep`][tokenbucket.ManualClock.sleep]; for async functions it may
             return an awaitable. Default ``time.sleep`` / ``asyncio.sleep``.
@@ -65,6 +69,12 @@ def rate_limit(
             concurrency takes none) and holds it until it returns or raises, including while
             it waits for tokens (``wait=True``). Calls over it are refused at once, never
             waited for.
+        settle: for a cost known only from the result: ``settle(result) -> tokens``, e.g.
+            ``lambda reply: reply.usage.total_tokens``. The call is admitted on ``cost`` (an
+            estimate), and once it returns the difference is charged (which may leave the
+            bucket in debt: later calls wait or are refused until it is repaid) or refunded
+            (never above full). A call that raises keeps ``cost``. See
+            [`Reservation`][tokenbucket.Reservation].
 
     Raises:
         RateLimitExceeded: from the decorated function when a call is denied (and not waited
@@ -99,6 +109,8 @@ def rate_limit(
         raise TypeError(f"'sleep' must be a callable, got {sleep!r}")
     if in_flight is not None and not isinstance(in_flight, InFlightLimit):
         raise TypeError(f"'in_flight' must be an InFlightLimit or None, got {in_flight!r}")
+    if settle is not None and not callable(settle):
+        raise TypeError(f"'settle' must be a callable or None, got {settle!r}")
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
@@ -124,19 +136,19 @@ def rate_limit(
                         f"{func!r} is async but the {what} store, {type(used).__name__}, blocks "
                         "the event loop on every call; use tokenbucket.redis.AsyncRedisStore"
                     )
-            nap = sleep or asyncio.sleep
 
             async def async_call(name: Keys, args: Any, kwargs: Any) -> Any:
-                waited = 0.0
-                while True:
+                if wait:
+                    await registry.aacquire(name, amount, max_wait=max_wait, sleep=sleep)
+                    decision = _TAKEN
+                else:
                     decision = await registry.aconsume(name, amount)
-                    pause = _pause(decision, wait, max_wait - waited)
-                    if pause is None:
-                        return await cast(Callable[P, Awaitable[Any]], func)(*args, **kwargs)
-                    result = nap(pause)
-                    if inspect.isawaitable(result):
-                        await result
-                    waited += pause
+                    if not decision.allowed:
+                        raise RateLimitExceeded(decision)
+                result = await cast(Callable[P, Awaitable[Any]], func)(*args, **kwargs)
+                if settle is not None:
+                    await Reservation(registry, name, amount, decision).asettle(settle(result))
+                return result
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -157,16 +169,19 @@ def rate_limit(
                     f"{func!r} is synchronous but the {what} store is async; "
                     "decorate an async function or use a synchronous store"
                 )
-        nap_sync = sleep or time.sleep
 
         def call(name: Keys, args: Any, kwargs: Any) -> R:
-            waited = 0.0
-            while True:
-                pause = _pause(registry.consume(name, amount), wait, max_wait - waited)
-                if pause is None:
-                    return func(*args, **kwargs)
-                nap_sync(pause)
-                waited += pause
+            if wait:
+                registry.acquire(name, amount, max_wait=max_wait, sleep=sleep)
+                decision = _TAKEN
+            else:
+                decision = registry.consume(name, amount)
+                if not decision.allowed:
+                    raise RateLimitExceeded(decision)
+            result = func(*args, **kwargs)
+            if settle is not None:
+                Reservation(registry, name, amount, decision).settle(settle(result))
+            return result
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -181,14 +196,8 @@ def rate_limit(
     return decorate
 
 
-def _pause(decision: Decision, wait: bool, budget: float) -> Optional[float]:
-    """Return None to run the call now, or how long to wait; raise if the call is refused."""
-    if decision.allowed:
-        return None
-    # retry_after is inf when the call can never pass: never wait for it, whatever the budget.
-    if not wait or decision.retry_after > budget or decision.retry_after == math.inf:
-        raise RateLimitExceeded(decision)
-    return decision.retry_after
+#: What a call admitted by waiting settles against: its tokens were taken.
+_TAKEN = Decision(True, 0.0, 0.0, 0.0, 0.0)
 
 
 def _registry(limiter: object) -> BucketRegistry:

@@ -28,7 +28,7 @@ import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._arith import wait
-from ._decision import Decision, clamp, decide
+from ._decision import Decision, after, clamp, decide
 from ._rule import Rule
 from ._store import Outcomes
 from ._validate import show
@@ -129,3 +129,19 @@ def combine(names: Sequence[str], allowed: bool, outcomes: Outcomes, amount: flo
     decision = decide(False, level, amount, rule, names[binding])
     remaining = min(clamp(outcome[1]) for outcome in outcomes)
     return decision._replace(remaining=remaining) if remaining < decision[1] else decision
+
+
+def after_all(names: Sequence[str], outcomes: Outcomes) -> Decision:
+    """The decision a charge or refund of several limits leaves (see `after`).
+
+    The binding limit is the one whose next token is furthest away (the deepest debt in time),
+    otherwise the one with the least level; ties go to the first declared. ``remaining`` is
+    the least of all limits' levels.
+    """
+    decisions = [after(level, rule, name) for name, (_, level, rule) in zip(names, outcomes)]
+    binding = decisions[0]
+    for decision in decisions[1:]:
+        if (decision.retry_after, -decision.remaining) > (binding.retry_after, -binding.remaining):
+            binding = decision
+    remaining = min(decision.remaining for decision in decisions)
+    return binding._replace(remaining=remaining) if remaining < binding.remaining else binding

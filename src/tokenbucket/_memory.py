@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ._arith import EXACT, accumulate, admits, behind, carry_of, deficit, settled_at
+from ._arith import EXACT, accumulate, admits, behind, carry_of, deficit, settled_at, wait
 from ._clock import Clock
 from ._rule import Rule
 from ._store import Outcome, Outcomes
@@ -235,6 +235,98 @@ class MemoryStore(Sweeping):
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
         return self.take_all(buckets, amount, False)
+
+    def charge(
+        self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
+    ) -> Outcome:
+        """See [`Store.charge`][tokenbucket.Store.charge].
+
+        At the ``max_keys`` cap an untracked key is an empty bucket that cannot be tracked: a
+        charge reports ``-amount`` and is not recorded; a reservation is refused. (A negative
+        ``amount`` is a refund: `refund` calls this, so that a charge makes no extra call.)
+        """
+        states, lock = self._shards[hash(key) & self._mask]
+        if key not in states and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
+        lock.acquire()
+        try:
+            now = self._clock()
+            state = states.get(key)
+            if state is not None and state[3] is default._shape:  # as take, without _view
+                base, used, carry, _ = state
+                rule = default
+            else:
+                state, rule, base, used, carry = self._view(states, key, default, now, True)
+            done, before, after, new = _adjusted(base, used, carry, amount, rule, now, max_wait)
+            if done:
+                if state is not None:
+                    states[key] = new
+                elif amount > 0 and not self._admit(states, key, new):
+                    # at the cap an untracked key is an empty bucket, and stays untracked
+                    return max_wait is None, -amount if max_wait is None else 0.0, rule
+                return True, after, rule
+            return False, before, rule
+        finally:
+            lock.release()
+
+    def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.refund`][tokenbucket.Store.refund]."""
+        return self.charge(key, -amount, default, None)
+
+    def charge_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float], /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
+        return self._adjust_all(buckets, amount, max_wait)
+
+    def refund_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.refund_all`][tokenbucket.Store.refund_all]."""
+        return self._adjust_all(buckets, -amount, None)
+
+    def _adjust_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float]
+    ) -> Tuple[bool, Outcomes]:
+        """`charge` (or refund) on several buckets at one instant, all or none (as `take_all`)."""
+        keys = [key for key, _ in buckets]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
+        shards, mask = self._shards, self._mask
+        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
+        stripes = sorted({hash(key) & mask for key in keys})
+        for index in stripes:
+            shards[index][1].acquire()
+        try:
+            now = self._clock()
+            views = []
+            for key, default in buckets:
+                states = shards[hash(key) & mask][0]
+                state, rule, base, used, carry = self._view(states, key, default, now, True)
+                done, before, after, new = _adjusted(base, used, carry, amount, rule, now, max_wait)
+                views.append((states, key, state, rule, done, before, after, new))
+            allowed = all(view[4] for view in views)
+            fresh = [(v[0], v[1], v[7]) for v in views if v[2] is None and amount > 0]
+            room = not (allowed and fresh) or self._admit_all(fresh)
+            if not room and max_wait is not None:
+                allowed = False
+            outcomes = []
+            for states, key, state, rule, done, before, after, new in views:
+                if state is None and amount > 0 and not room:  # at the cap: an empty bucket
+                    outcomes.append((max_wait is None, -amount if max_wait is None else 0.0, rule))
+                    continue
+                if allowed and state is not None:
+                    states[key] = new
+                outcomes.append((done, after if allowed else before, rule))
+            return allowed, tuple(outcomes)
+        finally:
+            for index in stripes:
+                shards[index][1].release()
 
     def _view(
         self, states: Dict[str, _State], key: str, default: Rule, now: float, commit: bool
@@ -453,3 +545,50 @@ class MemoryStore(Sweeping):
             states[key] = (base, missing, carry_of(missing), rule._shape)
         else:  # full: kept as such (not deleted) so that the key keeps its one entry in _keys
             states[key] = (base, 0, EXACT, rule._shape)
+
+
+#: Waits are finite: a reservation that would wait forever (at rate 0) is refused.
+_FOREVER = 1e300
+
+
+def _adjusted(
+    base: float,
+    used: float,
+    carry: float,
+    amount: float,
+    rule: Rule,
+    now: float,
+    max_wait: Optional[float],
+) -> Tuple[bool, float, float, _State]:
+    """A charge (``amount`` > 0) or refund (< 0) of the bucket ``(base, used, carry)`` at ``now``.
+
+    Returns whether it is done, the level before and after it on the refill line at ``now``
+    (``_arith.behind``), and the state to write. The Lua script's ``charge`` and
+    ``refund`` mirror this step by step.
+    """
+    rate = rule.refill_rate
+    debt = deficit(base, used, rate, now)
+    if amount > 0:
+        level = rule.capacity - debt
+        if now < base:
+            level = behind(level, base, now, rate)
+        if max_wait is not None and (
+            amount > rule._ceiling or not wait(amount - level, rate) <= min(max_wait, _FOREVER)
+        ):
+            return False, level, level, (base, used, carry, rule._shape)
+        if not debt:  # full now: restart (as _charged)
+            state = (settled_at(base, now), amount, carry_of(amount), rule._shape)
+            return True, level, level - amount, state
+        if carry is EXACT and type(amount) is int:  # ints add exactly (as _charged)
+            return True, level, level - amount, (base, used + amount, EXACT, rule._shape)
+        used, carry = accumulate(used, carry, amount)
+        return True, level, level - amount, (base, used, carry, rule._shape)
+    level = behind(rule.capacity - debt, base, now, rate)
+    if debt + amount <= 0:  # refunded to full
+        base = settled_at(base, now)
+        return True, level, behind(rule.capacity, base, now, rate), (base, 0, EXACT, rule._shape)
+    if carry is EXACT and type(amount) is int:  # less used since base: debt - amount
+        used += amount  # amount < 0: a refund
+    else:
+        used, carry = accumulate(used, carry, amount)
+    return True, level, level - amount, (base, used, carry, rule._shape)

@@ -46,6 +46,9 @@ _SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest().encode("ascii")
 _ONE = b"1"
 _TAKE = b"take"
 _PEEK = b"peek"
+_CHARGE = b"charge"
+_RESERVE = b"reserve"
+_REFUND = b"refund"
 
 #: What a decision survives: every redis-py error, the cluster client's own (no node reachable,
 #: a slot no node serves: not RedisErrors) and socket errors that escape them.
@@ -98,6 +101,11 @@ def _parse_number(text: Union[bytes, str]) -> Number:
 def _rule(capacity: Union[bytes, str], refill_rate: Union[bytes, str]) -> Rule:
     """Return the rule an override's two fields describe (cached: overrides are few)."""
     return Rule(_parse_number(capacity), _parse_number(refill_rate))
+
+
+def _max_wait(op: bytes, extra: Tuple[bytes, ...]) -> Optional[float]:
+    """A charge's ``max_wait`` from its script arguments: None for a plain charge."""
+    return float(extra[0]) if op is _RESERVE else None
 
 
 def _encode(number: float) -> bytes:
@@ -218,6 +226,30 @@ class Logic:
         """What `take_all` would answer, changing nothing."""
         return self._decide_all(buckets, amount, _PEEK)
 
+    def charge(
+        self, key: str, amount: float, default: Rule, max_wait: Optional[float]
+    ) -> Plan[Outcome]:
+        """Charge into debt (a reservation if ``max_wait`` is given); never raises for Redis."""
+        if max_wait is None:
+            return self._decide(key, amount, default, _CHARGE)
+        return self._decide(key, amount, default, _RESERVE, (_encode(float(max_wait)),))
+
+    def refund(self, key: str, amount: float, default: Rule) -> Plan[Outcome]:
+        """Give back, never above full; never raises for Redis trouble."""
+        return self._decide(key, amount, default, _REFUND)
+
+    def charge_all(
+        self, buckets: Buckets, amount: float, max_wait: Optional[float]
+    ) -> Plan[Tuple[bool, Outcomes]]:
+        """`charge` on several buckets in one script call, as `take_all`."""
+        if max_wait is None:
+            return self._decide_all(buckets, amount, _CHARGE)
+        return self._decide_all(buckets, amount, _RESERVE, (_encode(float(max_wait)),))
+
+    def refund_all(self, buckets: Buckets, amount: float) -> Plan[Tuple[bool, Outcomes]]:
+        """`refund` on several buckets in one script call, as `take_all`."""
+        return self._decide_all(buckets, amount, _REFUND)
+
     def get_rule(self, key: str) -> Plan[Optional[Rule]]:
         """Read ``key``'s override (HMGET); raise RedisUnavailableError if Redis fails."""
         try:
@@ -259,21 +291,23 @@ class Logic:
 
     # -- the steps they share --------------------------------------------------------------
 
-    def _decide(self, key: str, amount: float, default: Rule, op: bytes) -> Plan[Outcome]:
-        """One bucket: the script's take or peek, or the ``on_error`` policy."""
+    def _decide(
+        self, key: str, amount: float, default: Rule, op: bytes, extra: Tuple[bytes, ...] = ()
+    ) -> Plan[Outcome]:
+        """One bucket: the script's ``op``, or the ``on_error`` policy (``extra``: more args)."""
         if self.breaker.down and self.breaker.skip():
-            return self._degraded(key, amount, default, op)
+            return self._degraded(key, amount, default, op, extra)
         try:
-            reply = yield from self._script(self._take_args(key, amount, default, op))
+            reply = yield from self._script(self._take_args(key, amount, default, op) + extra)
         except _ERRORS as error:
             self._failed(error)
-            return self._degraded(key, amount, default, op)
+            return self._degraded(key, amount, default, op, extra)
         if self.breaker.down:
             self._recovered()
         return self._outcome(key, reply, default)
 
     def _decide_all(
-        self, buckets: Buckets, amount: float, op: bytes
+        self, buckets: Buckets, amount: float, op: bytes, extra: Tuple[bytes, ...] = ()
     ) -> Plan[Tuple[bool, Outcomes]]:
         """Several buckets, all or nothing: one script call with every key, or the policy."""
         names = [self._name(key) for key, _ in buckets]
@@ -287,17 +321,18 @@ class Logic:
         if not buckets:
             return True, ()
         if self.breaker.down and self.breaker.skip():
-            return self._degraded_all(buckets, amount, op)
+            return self._degraded_all(buckets, amount, op, extra)
         args: List[Any] = [_SHA, len(names), *names, op]
         first = buckets[0][1]
         args += [_encode(first.capacity), _encode(first.refill_rate), _encode(amount)]
         for _, default in buckets[1:]:
             args += [_encode(default.capacity), _encode(default.refill_rate)]
+        args += extra
         try:
             reply = yield from self._script(tuple(args), keyed=True)
         except _ERRORS as error:
             self._failed(error)
-            return self._degraded_all(buckets, amount, op)
+            return self._degraded_all(buckets, amount, op, extra)
         if self.breaker.down:
             self._recovered()
         text: str = reply if reply.__class__ is str else reply.decode()
@@ -402,19 +437,29 @@ class Logic:
                 self.on_degraded(False)
             _log.warning("Redis available again; decisions go through Redis")
 
-    def _degraded(self, key: str, amount: float, default: Rule, op: bytes) -> Outcome:
+    def _degraded(
+        self, key: str, amount: float, default: Rule, op: bytes, extra: Tuple[bytes, ...] = ()
+    ) -> Outcome:
         """Decide without Redis, following the ``on_error`` policy."""
         if self.on_policy is not None:
             self.on_policy(self.policy)
-        return self._by_policy(key, amount, default, op)
+        return self._by_policy(key, amount, default, op, extra)
 
-    def _by_policy(self, key: str, amount: float, default: Rule, op: bytes) -> Outcome:
+    def _by_policy(
+        self, key: str, amount: float, default: Rule, op: bytes, extra: Tuple[bytes, ...] = ()
+    ) -> Outcome:
         """One bucket's outcome under the ``on_error`` policy (no metrics hook)."""
         rule = self._seen.get(key, default)
         if self.policy == "fallback":
             if op is _TAKE:
                 return self.fallback.take(key, amount, rule)
+            if op is _CHARGE or op is _RESERVE:  # a reservation: extra is its max_wait
+                return self.fallback.charge(key, amount, rule, _max_wait(op, extra))
+            if op is _REFUND:
+                return self.fallback.refund(key, amount, rule)
             return self.fallback.peek(key, amount, rule)
+        if op is _CHARGE or op is _REFUND:  # done, but lost: reported as full (allow) or empty
+            return True, float(rule.capacity if self.policy == "allow" else 0.0), rule
         if self.policy == "deny":
             return False, 0.0, rule
         # allow: as if every bucket were full, so only a request beyond the capacity is denied.
@@ -422,7 +467,9 @@ class Logic:
             return False, float(rule.capacity), rule
         return True, float(rule.capacity - amount), rule
 
-    def _degraded_all(self, buckets: Buckets, amount: float, op: bytes) -> Tuple[bool, Outcomes]:
+    def _degraded_all(
+        self, buckets: Buckets, amount: float, op: bytes, extra: Tuple[bytes, ...] = ()
+    ) -> Tuple[bool, Outcomes]:
         """Several buckets without Redis, following the ``on_error`` policy."""
         if self.on_policy is not None:
             self.on_policy(self.policy)
@@ -430,6 +477,10 @@ class Logic:
             seen = [(key, self._seen.get(key, default)) for key, default in buckets]
             if op is _TAKE:
                 return self.fallback.take_all(seen, amount)
+            if op is _CHARGE or op is _RESERVE:
+                return self.fallback.charge_all(seen, amount, _max_wait(op, extra))
+            if op is _REFUND:
+                return self.fallback.refund_all(seen, amount)
             return self.fallback.peek_all(seen, amount)
         outcomes = tuple(self._by_policy(key, amount, default, op) for key, default in buckets)
         allowed = all(outcome[0] for outcome in outcomes)

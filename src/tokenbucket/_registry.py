@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, Dict, Mapping, NoReturn, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from ._clock import Clock
-from ._decision import Decision, clamp, decide
+from ._decision import Decision, after, clamp, decide
+from ._lifecycle import Waiting, delay
 from ._limits import Keys, check_limits, pick
 from ._memory import MemoryStore
 from ._rule import Rule
-from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
+from ._store import AsyncStore, Outcome, Store
 from ._validate import check_amount, check_key, check_rule_fields
+from ._wrappers import _Allowed, _Awaitable, _RequiresAwait
 
 
-class BucketRegistry:
+class BucketRegistry(Waiting):
     """Token buckets by key (a client IP, a user, an API key), all under one default rule.
 
     Args:
@@ -149,6 +151,40 @@ class BucketRegistry:
         key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.peek(key, amount, self._default), amount, self._name)
 
+    def charge(self, key: Keys, amount: float) -> Decision:
+        """Take ``amount`` tokens from ``key``'s bucket whatever its level: it may go into debt.
+
+        For a cost known only afterwards (LLM tokens used, bytes sent). It always happens and
+        returns the decision after it: ``allowed`` True, ``remaining`` 0 while in debt and
+        ``retry_after`` the time until one token is there again. A bucket in debt admits
+        nothing until refills have covered the debt.
+        """
+        if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
+            key, amount = check_key(key), check_amount(amount)  # as in consume
+        outcome = self._sync.charge(key, amount, self._default, None)
+        return after(outcome[1], outcome[2], self._name)
+
+    def refund(self, key: Keys, amount: float) -> Decision:
+        """Give ``amount`` tokens back to ``key``'s bucket, never above full.
+
+        A bucket ``d`` tokens short of full gets ``min(amount, d)`` back, so a refund never
+        creates tokens beyond the capacity. Returns the decision after it, as `charge`.
+        """
+        if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
+            key, amount = check_key(key), check_amount(amount)  # as in consume
+        outcome = self._sync.refund(key, amount, self._default)
+        return after(outcome[1], outcome[2], self._name)
+
+    def _reserved(self, key: Keys, amount: float, max_wait: float) -> float:
+        """One store call reserving ``amount`` if the wait fits ``max_wait``; the seconds."""
+        outcome = self._sync.charge(check_key(key), amount, self._default, max_wait)
+        return delay(outcome, amount, self._name)
+
+    async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float:
+        """Awaitable `_reserved`."""
+        outcome = await self._async.charge(check_key(key), amount, self._default, max_wait)
+        return delay(outcome, amount, self._name)
+
     def tokens(self, key: str, limit: Optional[str] = None) -> float:
         """Return ``key``'s token level now.
 
@@ -230,6 +266,18 @@ class BucketRegistry:
         key, amount = check_key(key), check_amount(amount)
         return _decision(await self._async.peek(key, amount, self._default), amount, self._name)
 
+    async def acharge(self, key: Keys, amount: float) -> Decision:
+        """Awaitable `charge`."""
+        key, amount = check_key(key), check_amount(amount)
+        outcome = await self._async.charge(key, amount, self._default, None)
+        return after(outcome[1], outcome[2], self._name)
+
+    async def arefund(self, key: Keys, amount: float) -> Decision:
+        """Awaitable `refund`."""
+        key, amount = check_key(key), check_amount(amount)
+        outcome = await self._async.refund(key, amount, self._default)
+        return after(outcome[1], outcome[2], self._name)
+
     async def atokens(self, key: str, limit: Optional[str] = None) -> float:
         """Awaitable `tokens`."""
         pick(self.limits, limit)
@@ -284,76 +332,3 @@ def _check_update(
 ) -> tuple[str, Optional[float], Optional[float]]:
     """Validate an override change completely before anything is changed."""
     return (check_key(key), *check_rule_fields(capacity, refill_rate))
-
-
-class _Allowed:
-    """``_try_take`` for any store: the protocol's ``take``, answering only whether."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def _try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        return self._store.take(key, amount, default)[0]
-
-
-class _Awaitable:
-    """Presents a synchronous store as an async one (its methods never block)."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def take(self, key: str, amount: float, default: Rule, /) -> Outcome:
-        return self._store.take(key, amount, default)
-
-    async def peek(self, key: str, amount: float, default: Rule, /) -> Outcome:
-        return self._store.peek(key, amount, default)
-
-    async def level(self, key: str, default: Rule, /) -> float:
-        return self._store.level(key, default)
-
-    async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
-        return self._store.take_all(buckets, amount)
-
-    async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
-        return self._store.peek_all(buckets, amount)
-
-    async def get_rule(self, key: str, /) -> Optional[Rule]:
-        return self._store.get_rule(key)
-
-    async def update_rule(
-        self,
-        key: str,
-        default: Rule,
-        capacity: Optional[float],
-        refill_rate: Optional[float],
-        /,
-    ) -> Rule:
-        return self._store.update_rule(key, default, capacity, refill_rate)
-
-    async def remove_rule(self, key: str, default: Rule, /) -> Optional[Rule]:
-        return self._store.remove_rule(key, default)
-
-    async def reset(self, key: str, /) -> None:
-        self._store.reset(key)
-
-
-class _RequiresAwait:
-    """Stands in for the synchronous store when the store is async: every call explains."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: object) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        def refuse(*args: object) -> NoReturn:
-            raise TypeError(
-                f"{self._store!r} is an async store: use the awaitable registry methods "
-                f"(for example 'await registry.aconsume(key)')"
-            )
-
-        return refuse

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from ._decision import Decision, clamp
-from ._limits import Keys, buckets_of, check_limits, combine, limit_key, pick
+from ._lifecycle import delay_all
+from ._limits import Keys, after_all, buckets_of, check_limits, combine, limit_key, pick
 from ._memory import MemoryStore
 from ._registry import BucketRegistry, _check_update
 from ._rule import Rule
@@ -95,6 +96,21 @@ class SeveralLimits(BucketRegistry):
         allowed, outcomes = self._sync.peek_all(buckets_of(key, limits), amount)
         return combine(self._names, allowed, outcomes, amount)
 
+    def charge(self, key: Keys, amount: float) -> Decision:
+        """`BucketRegistry.charge` on every limit at once (each may go into debt)."""
+        taken = self._sync.charge_all(buckets_of(key, self._limits), check_amount(amount), None)
+        return after_all(self._names, taken[1])
+
+    def refund(self, key: Keys, amount: float) -> Decision:
+        """`BucketRegistry.refund` on every limit at once (each never above full)."""
+        taken = self._sync.refund_all(buckets_of(key, self._limits), check_amount(amount))
+        return after_all(self._names, taken[1])
+
+    def _reserved(self, key: Keys, amount: float, max_wait: float) -> float:
+        """Reserve ``amount`` in every limit at once if every wait fits; the longest wait."""
+        taken = self._sync.charge_all(buckets_of(key, self._limits), amount, max_wait)
+        return delay_all(self._names, taken, amount)
+
     def _one(self, key: str, limit: Optional[str]) -> Tuple[str, Rule]:
         """The store key and default rule of one named limit of ``key``."""
         name = pick(tuple(self._limits), limit)
@@ -167,6 +183,25 @@ class SeveralLimits(BucketRegistry):
         limits = self._limits
         allowed, outcomes = await self._async.peek_all(buckets_of(key, limits), amount)
         return combine(self._names, allowed, outcomes, amount)
+
+    async def acharge(self, key: Keys, amount: float) -> Decision:
+        """Awaitable `charge`."""
+        buckets = buckets_of(key, self._limits)
+        taken = await self._async.charge_all(buckets, check_amount(amount), None)
+        return after_all(self._names, taken[1])
+
+    async def arefund(self, key: Keys, amount: float) -> Decision:
+        """Awaitable `refund`."""
+        buckets = buckets_of(key, self._limits)
+        taken = await self._async.refund_all(buckets, check_amount(amount))
+        return after_all(self._names, taken[1])
+
+    async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float:
+        """Awaitable `_reserved`."""
+        buckets = buckets_of(key, self._limits)
+        return delay_all(
+            self._names, await self._async.charge_all(buckets, amount, max_wait), amount
+        )
 
     async def atokens(self, key: str, limit: Optional[str] = None) -> float:
         """Awaitable `tokens`."""

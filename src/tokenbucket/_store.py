@@ -16,10 +16,12 @@ Operations, each one atomic step:
 * ``peek_all``: what ``take_all`` would answer now (changes nothing);
 * ``get_rule``: the key's override (changes nothing);
 * ``update_rule``, ``remove_rule``: settle the bucket, then set or drop the override;
-* ``reset``: forget the bucket's state, so that it is full again (the override stays).
+* ``reset``: forget the bucket's state, so that it is full again (the override stays);
+* ``charge``: take ``amount`` whatever the level, leaving debt (or, given ``max_wait``, only if
+  the level is back at 0 within ``max_wait`` seconds: a reservation); ``charge_all`` on several;
+* ``refund``: give ``amount`` back, never above full; ``refund_all`` on several.
 
-A new operation (``charge``: take whatever the level, leaving debt; ``refund``: give back, never
-above full) is one more method here, in each store and in ``_lua/bucket.lua``.
+A new operation is one more method here, in each store and in ``_lua/bucket.lua``.
 
 Semantics every store must keep (the conformance tests hold each store to them):
 
@@ -36,6 +38,9 @@ Semantics every store must keep (the conformance tests hold each store to them):
   level of the refill line at that reading (the level minus the catch-up time times the rate),
   so that the decision's ``retry_after`` includes the wait for the clock to catch up.
 * ``update_rule`` and ``remove_rule`` settle the key's bucket at the instant of the change.
+* ``charge`` and ``refund`` report the level of the refill line at the clock reading (as a
+  denial does), so ``wait(-level, refill_rate)`` is exactly the time until the debt is repaid.
+  A refund of a bucket ``d`` tokens short gives back ``min(amount, d)``: never above full.
 """
 
 from __future__ import annotations
@@ -98,6 +103,36 @@ class Store(Protocol):
     def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
         """Return what ``take_all(buckets, amount)`` would now, changing nothing."""
 
+    def charge(
+        self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
+    ) -> Outcome:
+        """Take ``amount`` (> 0) from ``key``'s bucket whatever its level; it may go into debt.
+
+        With ``max_wait`` None the charge always happens. With a number it is a reservation:
+        it happens only if ``amount`` is within the capacity and the level after it is back at
+        0 within ``max_wait`` seconds; else nothing is taken. Returns ``(charged, level after
+        (or now, if not charged), rule)``, the level being that of the refill line now (see the
+        module docstring).
+        """
+
+    def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """Give ``amount`` (> 0) back to ``key``'s bucket, never above full.
+
+        Returns ``(True, level after, rule)``.
+        """
+
+    def charge_all(
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+    ) -> Tuple[bool, Outcomes]:
+        """`charge` on every bucket in ``buckets``, all or none, at one instant.
+
+        With ``max_wait`` None every bucket is charged; with a number all are charged only if
+        each one would be (see `charge`). ``buckets`` as for `take_all`.
+        """
+
+    def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """`refund` on every bucket in ``buckets`` at one instant; always allowed."""
+
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """Return ``key``'s override, or None."""
 
@@ -135,6 +170,22 @@ class AsyncStore(Protocol):
 
     async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
+
+    async def charge(
+        self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
+    ) -> Outcome:
+        """See [`Store.charge`][tokenbucket.Store.charge]."""
+
+    async def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.refund`][tokenbucket.Store.refund]."""
+
+    async def charge_all(
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
+
+    async def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`Store.refund_all`][tokenbucket.Store.refund_all]."""
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]."""

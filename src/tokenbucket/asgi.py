@@ -31,8 +31,10 @@ from typing import (
     Awaitable,
     Callable,
     Dict,
+    Iterable,
     List,
     MutableMapping,
+    Optional,
     Tuple,
     Union,
 )
@@ -49,6 +51,7 @@ from ._http.headers import (
 )
 from ._http.options import Limit, Middleware, Policy
 from ._http.request import RequestView, default_bucket
+from ._http.settle import Settlement
 from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
 from ._registry import BucketRegistry
@@ -131,6 +134,17 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             ``http.disconnect``, or when the app returns, raises or is cancelled. Exempt
             requests, WebSocket connections and the admin path take no slot; ``dry_run`` lets
             requests over it through. See [the request lifecycle](../lifecycle.md).
+        settle: for a cost known only from the response (LLM tokens used, bytes sent):
+            ``settle(request, status, headers) -> tokens`` (``headers`` by lower-case name, e.g.
+            ``int(headers["x-usage-tokens"])``), or None to keep ``cost``. The request is
+            admitted on ``cost`` (an estimate); the difference is then charged (which may leave
+            the bucket in debt: the client's next requests get 429 with an exact
+            ``Retry-After`` until refills repay it) or refunded (never above full). A request
+            that was not charged at admission (a ``dry_run`` denial) is charged in full.
+        settle_at: ``"start"`` (default): settle when the response starts; ``"end"``: after
+            its last body message (a streamed response). Either way a response the app never
+            finishes (a client that went away, an exception) settles what it said, once.
+            See [the request lifecycle](../lifecycle.md).
         metrics: a [`Metrics`][tokenbucket.metrics.Metrics] (e.g. ``PrometheusMetrics()``) to
             count decisions (by policy: ``"default"`` or the route pattern, and outcome; a
             ``dry_run`` denial is ``shadow_denied``), the store's time, and admin requests.
@@ -192,11 +206,25 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             if options.is_exempt(view):
                 await self.app(scope, receive, send)
                 return
-            policy, decision = await self._count(view)
+            limit = options.limit_for(view)
+            policy, decision = limit[0], await self._decide(view, limit)
         extra = options.verdict(decision, policy, RAW)
         if not isinstance(extra, list):  # denied: the 429
             await _send_response(send, extra)
             return
+        if options.settle_func is not None:
+            send, settle = self._settling(send, view, limit, decision)
+            try:
+                await self._call_with_fields(scope, receive, send, extra)
+            finally:
+                await settle()
+            return
+        await self._call_with_fields(scope, receive, send, extra)
+
+    async def _call_with_fields(
+        self, scope: Scope, receive: Receive, send: Send, extra: _RawHeaders
+    ) -> None:
+        """Call the app, adding the rate-limit fields ``extra`` to its response."""
         if not extra:
             await self.app(scope, receive, send)
             return
@@ -240,6 +268,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
                 await _send_response(send, options.in_flight_refusal)
                 return
             slot = _released(slot_key)  # dry run over the limit: let it through, holding none
+        settle: Optional[Callable[[], Awaitable[None]]] = None
         try:
             if consume is not None:
                 policy = options.default
@@ -251,6 +280,8 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             if not isinstance(extra, list):  # denied: the 429
                 await _send_response(send, extra)
                 return
+            if options.settle_func is not None:
+                send, settle = self._settling(send, view, limit, decision)
 
             async def send_then_release(message: Message) -> None:
                 kind = message["type"]
@@ -281,6 +312,8 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
 
             await self.app(scope, receive_then_release, send_then_release)
         finally:
+            if settle is not None:
+                await settle()
             if slot.held:
                 if is_async:
                     await in_flight.arelease(slot)
@@ -291,6 +324,42 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         """Count the request as `Options.limit_for` says; return its policy and the decision."""
         limit = self._options.limit_for(view)
         return limit[0], await self._decide(view, limit)
+
+    def _settling(
+        self, send: Send, view: RequestView, limit: Limit, decision: Decision
+    ) -> Tuple[Send, Callable[[], Awaitable[None]]]:
+        """``send``, settling the request's cost from its response; and the settling call.
+
+        The cost is read (``settle``) when the response starts and settled then, or with
+        ``settle_at="end"`` after its last body message. The settling call, made again however
+        the request ends (a disconnect, an exception, a cancellation), settles what the
+        response said if that has not happened yet; it settles once.
+        """
+        options = self._options
+        assert options.settle_func is not None
+        policy, _, bucket, cost = limit
+        settlement = Settlement(options.settle_func, view, cost, decision)
+        registry, at_end, is_async = policy.registry, options.settle_at_end, options.is_async
+
+        async def settle() -> None:
+            due = settlement.due()
+            if due is not None:
+                if is_async:
+                    await getattr(registry, "a" + due[0])(bucket, due[1])
+                else:
+                    getattr(registry, due[0])(bucket, due[1])
+
+        async def send_settling(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                settlement.said(message["status"], _decode_fields(message.get("headers")))
+                if not at_end:
+                    await settle()
+            await send(message)
+            if at_end and kind == "http.response.body" and not message.get("more_body"):
+                await settle()
+
+        return send_settling, settle
 
     async def _decide(self, view: RequestView, limit: Limit) -> Decision:
         """Take the request's tokens and report the decision.
@@ -367,8 +436,12 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
 
 
 def _decode_headers(scope: Scope) -> Dict[str, str]:
+    return _decode_fields(scope.get("headers"))
+
+
+def _decode_fields(fields: Optional[Iterable[Tuple[bytes, bytes]]]) -> Dict[str, str]:
     headers: Dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers") or ():
+    for raw_name, raw_value in fields or ():
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
         previous = headers.get(name)

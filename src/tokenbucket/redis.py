@@ -348,6 +348,26 @@ class RedisStore(_Store[_SyncClient]):
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
         return self._run(self._logic.peek_all(buckets, amount))
 
+    def charge(
+        self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
+    ) -> Outcome:
+        """See [`Store.charge`][tokenbucket.Store.charge]. One EVALSHA; never raises for Redis."""
+        return self._run(self._logic.charge(key, amount, default, max_wait))
+
+    def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.refund`][tokenbucket.Store.refund]. One EVALSHA; never raises for Redis."""
+        return self._run(self._logic.refund(key, amount, default))
+
+    def charge_all(
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.charge_all`][tokenbucket.Store.charge_all]; keys as for `take_all`."""
+        return self._run(self._logic.charge_all(buckets, amount, max_wait))
+
+    def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`Store.refund_all`][tokenbucket.Store.refund_all]; keys as for `take_all`."""
+        return self._run(self._logic.refund_all(buckets, amount))
+
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""
         return self._run(self._logic.get_rule(key))
@@ -484,6 +504,26 @@ class AsyncRedisStore(_Store[_AsyncClient]):
     async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
         return await self._drive(self._logic.peek_all(buckets, amount), self._batch)
+
+    async def charge(
+        self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
+    ) -> Outcome:
+        """See [`Store.charge`][tokenbucket.Store.charge]. One EVALSHA; never raises for Redis."""
+        return await self._drive(self._logic.charge(key, amount, default, max_wait))
+
+    async def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
+        """See [`Store.refund`][tokenbucket.Store.refund]. One EVALSHA; never raises for Redis."""
+        return await self._drive(self._logic.refund(key, amount, default))
+
+    async def charge_all(
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.charge_all`][tokenbucket.Store.charge_all]; keys as for `take_all`."""
+        return await self._drive(self._logic.charge_all(buckets, amount, max_wait))
+
+    async def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+        """See [`Store.refund_all`][tokenbucket.Store.refund_all]; keys as for `take_all`."""
+        return await self._drive(self._logic.refund_all(buckets, amount))
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""

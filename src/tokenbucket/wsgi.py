@@ -29,7 +29,8 @@ from ._http.headers import (
 )
 from ._http.options import Limit, Middleware, Policy
 from ._http.request import RequestView, default_bucket
-from ._inflight import InFlightLimit, Slot, _released
+from ._http.settle import Settlement
+from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
 from ._registry import BucketRegistry
 from ._validate import show
@@ -81,6 +82,17 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             at most that many requests per key in progress at once; see the ASGI middleware.
             A slot is released when the server closes the response iterable (PEP 3333 servers
             always do, also after an error or a client that went away), or when the app raises.
+        settle: for a cost known only from the response (LLM tokens used, bytes sent):
+            ``settle(request, status, headers) -> tokens`` (``headers`` by lower-case name, e.g.
+            ``int(headers["x-usage-tokens"])``), or None to keep ``cost``. The request is
+            admitted on ``cost`` (an estimate); the difference is then charged (which may leave
+            the bucket in debt: the client's next requests get 429 with an exact
+            ``Retry-After`` until refills repay it) or refunded (never above full). A request
+            that was not charged at admission (a ``dry_run`` denial) is charged in full.
+        settle_at: ``"start"`` (default): settle when the response starts; ``"end"``: after
+            its last body message (a streamed response). Either way a response the app never
+            finishes (a client that went away, an exception) settles what it said, once.
+            See [the request lifecycle](../lifecycle.md).
         metrics: a [`Metrics`][tokenbucket.metrics.Metrics] counting decisions and admin
             requests (see the ASGI middleware); None by default.
 
@@ -129,22 +141,20 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             view = _view(environ, _path(environ) if path is None else path)
             if options.is_exempt(view):
                 return self.app(environ, start_response)
-            policy, decision = self._count(view)
+            limit = options.limit_for(view)
+            policy, decision = limit[0], self._decide(view, limit)
         fields = options.verdict(decision, policy, TEXT)
         if not isinstance(fields, list):  # denied: the 429
             return _respond(start_response, fields)
-        if not fields:
-            return self.app(environ, start_response)
-
-        def start_with_fields(
-            status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            combined = add_fields(headers, fields, OWN_FIELDS, OWN_INITIALS)
-            if exc_info is None:
-                return start_response(status, combined)
-            return start_response(status, combined, exc_info)
-
-        return self.app(environ, start_with_fields)
+        start = start_response if not fields else _with_fields(start_response, fields)
+        if options.settle_func is None:
+            return self.app(environ, start)
+        start, settle = self._settling(start, view, limit, decision)
+        try:
+            return _Closing(self.app(environ, start), settle)
+        except BaseException:
+            settle()
+            raise
 
     def _call_in_flight(
         self,
@@ -175,6 +185,7 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
                 assert options.in_flight_refusal is not None
                 return _respond(start_response, options.in_flight_refusal)
             slot = _released(slot_key)  # dry run over the limit: let it through, holding none
+        settle: Callable[[], None] = _nothing
         try:
             if consume is not None:
                 policy = options.default
@@ -187,10 +198,54 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
                 in_flight.release(slot)
                 return _respond(start_response, fields)
             start = start_response if not fields else _with_fields(start_response, fields)
-            return _Holding(self.app(environ, start), in_flight, slot)
+            if options.settle_func is not None:
+                start, settle = self._settling(start, view, limit, decision)
+
+            def finish() -> None:
+                try:
+                    settle()
+                finally:
+                    in_flight.release(slot)
+
+            return _Closing(self.app(environ, start), finish)
         except BaseException:
-            in_flight.release(slot)
+            try:
+                settle()
+            finally:
+                in_flight.release(slot)
             raise
+
+    def _settling(
+        self, start_response: StartResponse, view: RequestView, limit: Limit, decision: Decision
+    ) -> tuple[StartResponse, Callable[[], None]]:
+        """``start_response``, settling the request's cost from the response; the settling call.
+
+        As in the ASGI middleware: read (``settle``) when the app starts its response, settled
+        then or (``settle_at="end"``) when the server closes the response iterable, and in any
+        case once, however the request ends.
+        """
+        options = self._options
+        assert options.settle_func is not None
+        policy, _, bucket, cost = limit
+        settlement = Settlement(options.settle_func, view, cost, decision)
+        registry = policy.registry
+
+        def settle() -> None:
+            due = settlement.due()
+            if due is not None:
+                getattr(registry, due[0])(bucket, due[1])
+
+        def start_settling(
+            status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            settlement.said(_status_code(status), _fields(headers))
+            if not options.settle_at_end:
+                settle()
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        return start_settling, settle
 
     def _count(self, view: RequestView) -> tuple[Policy, Decision]:
         """Count the request as `Options.limit_for` says; return its policy and the decision."""
@@ -235,27 +290,49 @@ def _with_fields(start_response: StartResponse, fields: HeaderList) -> StartResp
     return start_with_fields
 
 
-class _Holding:
-    """The app's response iterable, releasing the request's in-flight slot when it is closed."""
+class _Closing:
+    """The app's response iterable, calling ``finish`` once it is closed, whatever happens.
 
-    __slots__ = ("_in_flight", "_result", "_slot")
+    ``finish`` releases the request's in-flight slot, settles its cost, or both.
+    """
 
-    def __init__(self, result: Iterable[bytes], in_flight: InFlightLimit, slot: Slot) -> None:
+    __slots__ = ("_finish", "_result")
+
+    def __init__(self, result: Iterable[bytes], finish: Callable[[], None]) -> None:
         self._result = result
-        self._in_flight = in_flight
-        self._slot = slot
+        self._finish = finish
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._result)
 
     def close(self) -> None:
-        """Close the app's iterable (PEP 3333), then release the slot, whatever happens."""
+        """Close the app's iterable (PEP 3333), then call ``finish``."""
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
                 close()
         finally:
-            self._in_flight.release(self._slot)
+            self._finish()
+
+
+def _nothing() -> None:
+    """No settling to do."""
+
+
+def _status_code(status: str) -> int:
+    """The code of a WSGI status line (``"200 OK"``); 0 if it has none."""
+    code = status[:3]
+    return int(code) if code.isdigit() else 0
+
+
+def _fields(headers: HeaderList) -> Dict[str, str]:
+    """Response header fields by lower-case name (repeated ones joined with ``", "``)."""
+    fields: Dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        previous = fields.get(name)
+        fields[name] = value if previous is None else f"{previous}, {value}"
+    return fields
 
 
 def _run(op: AdminOp) -> Union[List[Any], ConnectionError]:

@@ -121,6 +121,53 @@ class RegistryMachine(RuleBasedStateMachine):
             if allowed:  # the level after; a denial's level is checked by levels_match
                 assert abs(Fraction(level) - exact) <= TOLERANCE
 
+    @rule(key=KEYS, amount=amounts(), max_wait=st.none() | st.floats(0, 100))
+    def charge(self, key, amount, max_wait):
+        """A charge always happens (into debt); a reservation (``max_wait``) only if the wait
+        it implies fits, exactly as the model says (up to rounding at the boundary)."""
+        now, default = self.clock(), self.registry.default
+        bucket = self.model.bucket(key, now)
+        if max_wait is None:
+            decision = self.registry.charge(key, amount)
+            assert decision.allowed
+            bucket.charge(now, amount)
+            self.check_after(key, decision, bucket)
+            return
+        exact = bucket.reservation_wait(now, amount)
+        done, level, rule = self.registry.store.charge(key, amount, default, max_wait)
+        assert rule == self.model.rule_for(key)
+        margin = 1e-6 * max(1, max_wait)
+        if done:
+            assert 0 <= exact <= max_wait + margin or amount <= rule.capacity + SLACK, exact
+            bucket.charge(now, amount)
+        else:
+            assert exact < 0 or exact >= max_wait - margin, exact
+        assert abs(Fraction(level) - bucket.advance(now)) <= TOLERANCE * max(1, amount)
+
+    @rule(key=KEYS, amount=amounts())
+    def refund(self, key, amount):
+        """A refund gives back at most what is missing: never above full."""
+        now = self.clock()
+        decision = self.registry.refund(key, amount)
+        bucket = self.model.bucket(key, now)
+        bucket.refund(now, amount)
+        assert decision.allowed
+        assert decision.remaining <= decision.limit
+        self.check_after(key, decision, bucket)
+
+    def check_after(self, key, decision, bucket):
+        """A charge's or refund's decision: the level, and the wait until one token is there."""
+        level, rule = bucket.advance(self.clock()), self.model.rule_for(key)
+        assert abs(Fraction(decision.remaining) - max(level, 0)) <= TOLERANCE * max(1, -level)
+        unit = min(Fraction(1), bucket.capacity)
+        if level >= unit:
+            assert decision.retry_after == 0
+        elif not rule.refill_rate:
+            assert decision.retry_after == math.inf
+        else:
+            exact = (unit - level) / bucket.refill_rate
+            assert abs(Fraction(decision.retry_after) - exact) <= 1e-9 * max(1, exact)
+
     @rule(key=KEYS, capacity=st.none() | capacities(), rate=st.none() | refill_rates())
     def update_rule(self, key, capacity, rate):
         assume(capacity is not None or rate is not None)

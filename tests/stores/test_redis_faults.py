@@ -321,3 +321,21 @@ def test_fallback_store_is_capped(own_redis):
     finally:
         own_redis.start()
         store.close()
+
+
+@pytest.mark.parametrize("policy", ["fallback", "deny", "allow"])
+def test_charge_and_reservations_follow_the_policy(policy):
+    """Without Redis, a charge never raises and a reservation keeps its max_wait: the fallback
+    store refuses one whose wait is longer, deny refuses all, allow takes from a full bucket."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", on_error=policy, retry_interval=0)
+    rule = Rule(3, 1.0)
+    try:
+        assert store.charge("k", 3, rule, None)[0]
+        reserved = store.charge("k", 3, rule, 1.0)[0]
+        assert reserved == {"fallback": False, "deny": False, "allow": True}[policy]
+        assert store.refund("k", 1, rule)[0]
+    finally:
+        store.close()

@@ -222,6 +222,29 @@ SCRIPTS = {
             ("tokens", "k"),
         ],
     ),
+    "charge-into-debt-and-refund": (
+        Rule(10, 0),
+        [
+            ("consume", "k", 3),
+            ("charge", "k", 12),
+            ("tokens", "k"),
+            ("consume", "k"),
+            ("refund", "k", 4),
+            ("peek", "k"),
+            ("refund", "k", 100),
+            ("tokens", "k"),
+            ("charge", "k", 0.5),
+            ("charge", "k", 10**6),
+            ("refund", "fresh", 3),
+            ("tokens", "fresh"),
+            ("update_rule", "o", {"capacity": 4}),
+            ("charge", "o", 6),
+            ("refund", "o", 1.5),
+            ("update_default", {"capacity": 5}),
+            ("charge", "k", 1),
+            ("refund", "k", 0.25),
+        ],
+    ),
     "odd-keys": (
         Rule(2, 0),
         [
@@ -318,6 +341,22 @@ class TestWithRealTime:
         assert not decision.allowed
         assert 5 - time.monotonic() + start - 1e-6 <= decision.retry_after <= 5.0
 
+    def test_waiters_reserve_one_behind_the_other(self, backend):
+        """acquire: one store call each, waits growing by one token's time (first come, first
+        served), less only what refilled meanwhile; charge/refund report the debt exactly."""
+        limits = backend.make(Rule(1, 10.0))
+        naps = []
+        start = time.monotonic()
+        waits = [limits.acquire("k", sleep=naps.append) for _ in range(4)]
+        elapsed = time.monotonic() - start
+        assert waits[0] == 0
+        assert naps == waits[1:]
+        for index, wait in enumerate(waits[1:], 1):
+            assert index / 10 - elapsed - 1e-6 <= wait <= index / 10 + 1e-6
+        after = limits.refund("k", 0.5)
+        assert after.remaining == 0
+        assert 0.25 - elapsed - 1e-6 <= after.retry_after - 0.1 <= 0.25 + 1e-6
+
     def test_update_rule_settles_then_carries_the_deficit(self, backend):
         """10 used at 1/s, then 50 at rate 0: the deficit (10 minus what refilled) carries."""
         limits = backend.make(Rule(10, 1.0))
@@ -370,6 +409,8 @@ CAPACITIES = st.one_of(st.integers(1, 20), st.floats(0.01, 20, allow_nan=False))
 AMOUNTS = st.one_of(st.integers(1, 8), st.floats(0.001, 8, allow_nan=False))
 STEPS = st.one_of(
     st.tuples(st.just("consume"), KEYS, AMOUNTS),
+    st.tuples(st.just("charge"), KEYS, AMOUNTS),
+    st.tuples(st.just("refund"), KEYS, AMOUNTS),
     st.tuples(st.just("peek"), KEYS, AMOUNTS),
     st.tuples(st.just("tokens"), KEYS),
     st.tuples(st.just("update_rule"), KEYS, st.fixed_dictionaries({"capacity": CAPACITIES})),
@@ -548,21 +589,29 @@ def test_take_all_from_threads_is_atomic(kind, request):
         backend.close()
 
 
+MAX_WAITS = st.none() | st.sampled_from([0.0, 1.0, math.inf])
 TAKE_ALL_STEPS = st.lists(
     st.tuples(
-        st.sampled_from(["take_all", "peek_all"]),
+        st.sampled_from(["take_all", "peek_all", "charge_all", "refund_all"]),
         st.lists(st.sampled_from([A, B, C]), min_size=1, max_size=3, unique=True),
         AMOUNTS,
+        MAX_WAITS,
     )
-    | st.tuples(st.just("take"), st.sampled_from([A, B, C]), AMOUNTS),
+    | st.tuples(
+        st.sampled_from(["take", "charge", "refund"]),
+        st.sampled_from([A, B, C]),
+        AMOUNTS,
+        MAX_WAITS,
+    ),
     max_size=20,
 )
 
 
 @pytest.mark.parametrize("kind", REDIS_BACKENDS)
 def test_random_take_all_match_memory(kind, request):
-    """Hypothesis-generated take_all/peek_all/take steps (with a changing default rule per
-    key) return on Redis exactly what the in-memory store returns."""
+    """Hypothesis-generated take_all/peek_all/take and charge/refund (one bucket or several,
+    reservations too) steps (with a changing default rule per key) return on Redis exactly
+    what the in-memory store returns."""
     backend = Backend(kind, redis_url_for(request, kind))
     store = Direct(backend)
     admin, flush = flusher(backend)
@@ -573,12 +622,14 @@ def test_random_take_all_match_memory(kind, request):
         def check(capacities, steps):
             flush()
             reference = MemoryStore(clock=ManualClock(1000.0))
-            for index, (method, keys, amount) in enumerate(steps):
+            for index, (method, keys, amount, max_wait) in enumerate(steps):
                 rule = Rule(capacities[index % 2], 0)  # defaults change between calls
-                if method == "take":
+                if method in ("take", "charge", "refund"):
                     args = (keys, amount, rule)
                 else:
                     args = ([(key, rule) for key in keys], amount)
+                if method.startswith("charge"):  # a reservation, or (None) a plain charge
+                    args += (max_wait,)
                 assert getattr(store, method)(*args) == getattr(reference, method)(*args)
 
         check()

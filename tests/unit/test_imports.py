@@ -68,6 +68,7 @@ PUBLIC = {
         "MemoryStore",
         "Outcome",
         "RateLimitExceeded",
+        "Reservation",
         "Rule",
         "Slot",
         "Store",

@@ -61,6 +61,7 @@ from .request import (
     check_ipv6_prefix,
     client_key,
 )
+from .settle import SettleFunc, check_settle
 
 #: The app a middleware protects: an ASGI or a WSGI callable.
 App = TypeVar("App", bound=Callable[..., Any])
@@ -118,6 +119,8 @@ class Options:
         "on_decision",
         "route_paths",
         "routes",
+        "settle_at_end",
+        "settle_func",
     )
 
     def __init__(
@@ -137,6 +140,8 @@ class Options:
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         in_flight: Optional[InFlightLimit] = None,
         metrics: Optional[Metrics] = None,
+        settle: Optional[SettleFunc] = None,
+        settle_at: str = "start",
     ) -> None:
         if not isinstance(registry, BucketRegistry):
             raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
@@ -180,6 +185,7 @@ class Options:
             self.in_flight_refusal = in_flight_refusal(in_flight.max_in_flight, self.header_mode)
         if on_decision is not None and not callable(on_decision):
             raise TypeError(f"'on_decision' must be a callable or None, got {show(on_decision)}")
+        self.settle_func, self.settle_at_end = check_settle(settle, settle_at)
         self.on_decision = on_decision
         self.is_async = registry.is_async
         self.default = Policy("default", registry, "")
@@ -240,6 +246,7 @@ class Options:
             and self.key_func is None
             and self.cost_func is None
             and self.on_decision is None
+            and self.settle_func is None
             and not self.is_async
         )
 
@@ -358,6 +365,8 @@ class Middleware(Generic[App]):
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         in_flight: Optional[InFlightLimit] = None,
         metrics: Optional[Metrics] = None,
+        settle: Optional[SettleFunc] = None,
+        settle_at: str = "start",
     ) -> None:
         if not callable(app):
             raise TypeError(f"'app' must be {self._app_kind} (a callable), got {show(app)}")
@@ -381,6 +390,8 @@ class Middleware(Generic[App]):
             ipv6_prefix=ipv6_prefix,
             in_flight=in_flight,
             metrics=metrics,
+            settle=settle,
+            settle_at=settle_at,
         )
         #: The in-flight limit, if any: a request holds one of its key's slots until it ends.
         self._in_flight = in_flight

@@ -18,6 +18,13 @@
 --          default rule of KEYS[i] for i >= 2; every key is checked at one instant, all are
 --          consumed only if each has the amount, and the reply has one such line per key,
 --          joined by '\n' (allowed then means: this key alone had the amount).
+--   charge ARGV[4] amount: take it whatever the level (into debt)  -> as take, allowed 1
+--   reserve ARGV[4] amount, ARGV[2n+3] (after the n keys' rules) the longest wait in seconds:
+--          charge only if the amount is within the capacity and the level after it is back at
+--          0 within that wait; else nothing is taken              -> as take
+--   refund ARGV[4] amount: give it back, never above full          -> as take, allowed 1
+--          These three report the level on the refill line at now (_arith.behind) and take
+--          several keys as take does (reserve: all or none).
 --   update ARGV[4] new capacity, ARGV[5] new refill rate ('' keeps the current value)
 --          -> {C, R} of the new override
 --   remove -> {C, R} of the dropped override, or nil if there was none
@@ -70,6 +77,25 @@ local function settled_at(base)
   return base
 end
 
+-- _arith.behind: the level on the refill line at now (less while the clock is behind base).
+local function behind(level, base, per_s)
+  if now < base then
+    return level - (base - now) / 1000000 * per_s
+  end
+  return level
+end
+
+-- _arith.wait: seconds until missing tokens have refilled.
+local function wait(missing, per_s)
+  if missing <= 0 then
+    return 0
+  end
+  if per_s > 0 then
+    return missing / per_s
+  end
+  return math.huge
+end
+
 -- _arith.accumulate: used + carry + amount as (correctly rounded sum, what rounding left out),
 -- Knuth's TwoSum, so that fractional request sizes never drift.
 local function accumulate(used, carry, amount)
@@ -111,8 +137,13 @@ local function forget(key, override)
   end
 end
 
-if op == 'take' or op == 'peek' then
+local adjusts = op == 'charge' or op == 'reserve' or op == 'refund'
+if op == 'take' or op == 'peek' or adjusts then
   local amount = tonumber(ARGV[4])
+  local max_wait = nil
+  if op == 'reserve' then
+    max_wait = tonumber(ARGV[2 * #KEYS + 3])
+  end
   local buckets = {}
   local all = true
   -- First every key at the one instant now: its rule, its state settled, whether it admits.
@@ -142,7 +173,13 @@ if op == 'take' or op == 'peek' then
         b.base, b.used, b.carry, b.fresh = settled_at(b.base), 0, 0, true
       end
     end
-    b.admits = b.debt + amount <= b.capacity + 1e-9 -- _arith.admits; 1e-9: tokenbucket.EPSILON
+    if adjusts then -- MemoryStore's _adjusted, step by step
+      b.before = behind(b.capacity - b.debt, b.base, b.refill)
+      b.admits = not max_wait or (amount <= b.capacity + 1e-9
+        and wait(amount - b.before, b.refill) <= math.min(max_wait, 1e300))
+    else
+      b.admits = b.debt + amount <= b.capacity + 1e-9 -- _arith.admits; 1e-9: tokenbucket.EPSILON
+    end
     all = all and b.admits
     buckets[i] = b
   end
@@ -150,14 +187,27 @@ if op == 'take' or op == 'peek' then
   local lines = {}
   for i, b in ipairs(buckets) do
     local level = b.capacity - b.debt
-    if all then
+    if all and op == 'refund' then
+      if b.debt - amount <= 0 then -- refunded to full
+        forget(b.key, b.override)
+        level = behind(b.capacity, settled_at(b.base), b.refill)
+      else -- less used since base: the debt less the amount
+        local used, carry = accumulate(b.used, b.carry, -amount)
+        save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
+        level = b.before + amount
+      end
+    elseif all and adjusts then
+      level = b.before - amount
+      local used, carry = accumulate(b.used, b.carry, amount)
+      save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
+    elseif all then
       level = level - amount
       if op == 'take' then
         local used, carry = accumulate(b.used, b.carry, amount)
         save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
       end
     else
-      if op == 'take' and b.settled then
+      if op ~= 'peek' and b.settled then
         -- Denied, but the settled state is written all the same (it changes no level).
         if b.used > 0 then
           save(b.key, b.override, b.base, b.used, 0, b.cap, b.rate, b.refill, true)
@@ -165,7 +215,9 @@ if op == 'take' or op == 'peek' then
           forget(b.key, b.override)
         end
       end
-      if now < b.base then
+      if adjusts then
+        level = b.before
+      elseif now < b.base then
         -- _arith.behind: denied while the clock is behind the bucket's instant, nothing refills
         -- until it is back at base, so report the level the refill line has at now; the
         -- client's retry_after then includes the wait for the clock to catch up.

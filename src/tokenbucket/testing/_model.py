@@ -105,6 +105,29 @@ class ExactBucket:
         behind = max(self.last - Fraction(now), Fraction(0))
         return behind + missing / self.refill_rate
 
+    def charge(self, now: Real, amount: Real) -> None:
+        """Take ``amount`` at ``now`` whatever the level: it may go below 0 (a debt)."""
+        self.level = self.advance(now) - Fraction(amount)
+
+    def reservation_wait(self, now: Real, amount: Real) -> Fraction:
+        """The wait a reservation of ``amount`` at ``now`` implies (-1: forever).
+
+        Seconds until the level is back at 0 after charging ``amount``.
+        The level counted is that of the refill line at ``now``: while the clock is behind the
+        last instant nothing refills, so that catch-up time counts too.
+        """
+        behind = max(self.last - Fraction(now), Fraction(0))
+        short = Fraction(amount) - self.advance(now) + behind * self.refill_rate
+        if Fraction(amount) > self.capacity:
+            return Fraction(-1)
+        if short <= 0:
+            return Fraction(0)
+        return short / self.refill_rate if self.refill_rate else Fraction(-1)
+
+    def refund(self, now: Real, amount: Real) -> None:
+        """Give ``amount`` back at ``now``, never above the capacity."""
+        self.level = min(self.capacity, self.advance(now) + Fraction(amount))
+
     def update(
         self, now: Real, capacity: Optional[Real] = None, refill_rate: Optional[Real] = None
     ) -> None:
