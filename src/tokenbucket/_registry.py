@@ -17,7 +17,7 @@ from ._decision import Decision, clamp, decide
 from ._limits import Keys, check_limits, pick
 from ._memory import MemoryStore
 from ._rule import Rule
-from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
+from ._store import AsyncStore, Buckets, Mask, Outcome, Outcomes, Store
 from ._validate import check_amount, check_key, check_rule_fields
 
 
@@ -315,10 +315,18 @@ class _Awaitable:
     async def level(self, key: str, default: Rule, /) -> float:
         return self._store.level(key, default)
 
-    async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def take_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
+        if shadow:
+            return self._store.take_all(buckets, amount, shadow)
         return self._store.take_all(buckets, amount)
 
-    async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def peek_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
+        if shadow:
+            return self._store.peek_all(buckets, amount, shadow)
         return self._store.peek_all(buckets, amount)
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:

@@ -18,6 +18,9 @@
 --          default rule of KEYS[i] for i >= 2; every key is checked at one instant, all are
 --          consumed only if each has the amount, and the reply has one such line per key,
 --          joined by '\n' (allowed then means: this key alone had the amount).
+--          ARGV[2n+3] (n keys), optional, is the shadow mask: one '0' or '1' per key; a '1'
+--          key does not decide (it is watched) and is consumed only if it has the amount and
+--          the others are consumed.
 --   update ARGV[4] new capacity, ARGV[5] new refill rate ('' keeps the current value)
 --          -> {C, R} of the new override
 --   remove -> {C, R} of the dropped override, or nil if there was none
@@ -113,6 +116,7 @@ end
 
 if op == 'take' or op == 'peek' then
   local amount = tonumber(ARGV[4])
+  local mask = ARGV[2 * #KEYS + 3]
   local buckets = {}
   local all = true
   -- First every key at the one instant now: its rule, its state settled, whether it admits.
@@ -143,14 +147,14 @@ if op == 'take' or op == 'peek' then
       end
     end
     b.admits = b.debt + amount <= b.capacity + 1e-9 -- _arith.admits; 1e-9: tokenbucket.EPSILON
-    all = all and b.admits
+    all = all and (b.admits or (mask ~= nil and mask:sub(i, i) == '1'))
     buckets[i] = b
   end
   -- Then all or nothing.
   local lines = {}
   for i, b in ipairs(buckets) do
     local level = b.capacity - b.debt
-    if all then
+    if all and b.admits then -- (a shadow key that lacks the amount is not consumed)
       level = level - amount
       if op == 'take' then
         local used, carry = accumulate(b.used, b.carry, amount)
