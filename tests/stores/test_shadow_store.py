@@ -103,3 +103,25 @@ def test_random_shadow_take_all_match_memory(kind, request):
     finally:
         admin.close()
         backend.close()
+
+
+def test_shadow_limits_are_one_script_call(request):
+    """With a limit in shadow a decision is still one EVALSHA, and decides as in memory."""
+    import redis
+
+    backend = Backend("redis", redis_url_for(request, "redis"))
+    admin = redis.Redis.from_url(backend.url)
+    try:
+        limits = backend.make({"burst": Rule(10, 0), "tight": Rule(5, 0)})
+        limits.set_shadow("tight", True)
+        limits.consume("warm")  # loads the script
+        admin.config_resetstat()
+        decisions = [limits.consume("k") for _ in range(12)]
+        calls = {name[8:]: stat["calls"] for name, stat in admin.info("commandstats").items()}
+        assert calls.pop("evalsha") == 12
+        assert [d.allowed for d in decisions] == [True] * 10 + [False] * 2
+        assert [d.shadow_denied for d in decisions] == [()] * 5 + [("tight",)] * 5 + [()] * 2
+        assert limits.tokens("k", limit="tight") == 0.0
+    finally:
+        admin.close()
+        backend.close()
