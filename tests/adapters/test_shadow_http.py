@@ -118,6 +118,8 @@ def test_a_route_policy_in_shadow_never_refuses(kind: str) -> None:
     assert value(samples, DECIDED, policy="/login", outcome="allowed") == 2
     assert value(samples, DECIDED, policy="/login", outcome="shadow_denied") == 2
     assert value(samples, DECIDED, policy="/login", outcome="denied") == 1
+    admin = "tokenbucket_admin_requests_total"
+    assert value(samples, admin, action="enforce", status="200") == 1
 
 
 @pytest.mark.parametrize(
