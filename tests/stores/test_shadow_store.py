@@ -125,3 +125,25 @@ def test_shadow_limits_are_one_script_call(request):
     finally:
         admin.close()
         backend.close()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_shadow_limit_through_the_registry_on_every_backend(kind, request):
+    """The registry's shadow decisions (sync and awaited) are alike on every store."""
+    backend = Backend(kind, None if kind == "memory" else redis_url_for(request, kind))
+    try:
+        limits = backend.make({"burst": Rule(10, 0), "tight": Rule(5, 0)})
+        limits.registry.set_shadow("tight", True)
+        decisions = [limits.consume("k") for _ in range(12)]
+        assert [d.allowed for d in decisions] == [True] * 10 + [False] * 2
+        assert [d.shadow_denied for d in decisions] == [()] * 5 + [("tight",)] * 5 + [()] * 2
+        assert {d.policy for d in decisions} == {"burst"}
+        assert limits.peek("k").shadow_denied == ()  # burst refuses: nothing to report
+        assert limits.tokens("k", limit="tight") == 0.0
+        limits.registry.set_shadow("burst", True)
+        limits.registry.set_shadow("tight", False)
+        assert limits.consume("j", 5).shadow_denied == ()
+        assert limits.consume("j", 6).allowed is False  # tight enforces now
+        assert limits.try_consume("k") is False
+    finally:
+        backend.close()
