@@ -7,7 +7,7 @@ adapters never reach back into the bucket.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 from ._arith import wait
 from ._rule import Rule
@@ -28,9 +28,13 @@ class Decision(NamedTuple):
         limit: the capacity of the rule that decided.
         policy: the name of the limit that decided: ``"default"`` for a registry of one
             [`Rule`][tokenbucket.Rule]; with several limits, the binding one (for a denial the
-            one with the longest wait, otherwise the one with the least remaining; ties go to
             the first declared). ``remaining``, ``reset_after`` and ``limit`` are its own,
-            except that ``remaining`` is the least of all limits' levels.
+            except that ``remaining`` is the least of all limits' levels. Limits in shadow
+            never bind: the other fields are those of the enforced limits alone.
+        shadow_denied: the names of the limits in shadow (see [Shadow
+            limits](../several-limits.md#shadow-limits)) that would have refused this
+            request, which the enforced limits admitted; ``()`` otherwise (always on a
+            denial, and without shadow limits).
     """
 
     allowed: bool
@@ -39,6 +43,7 @@ class Decision(NamedTuple):
     reset_after: float
     limit: float
     policy: str = "default"
+    shadow_denied: Tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -68,7 +73,7 @@ def decide(
         retry_after = wait(amount - level, rule.refill_rate)
     reset_after = wait(capacity - level, rule.refill_rate)
     return tuple.__new__(
-        Decision, (allowed, clamp(level), retry_after, reset_after, capacity, policy)
+        Decision, (allowed, clamp(level), retry_after, reset_after, capacity, policy, ())
     )
 
 

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ._arith import EXACT, accumulate, admits, behind, carry_of, deficit, settled_at, wait
 from ._clock import Clock
 from ._rule import Rule
-from ._store import Outcome, Outcomes
+from ._store import Mask, Outcome, Outcomes
 from ._sweep import Shape as _Shape
 from ._sweep import State as _State
 from ._sweep import Sweeping
@@ -173,13 +173,18 @@ class MemoryStore(Sweeping):
         return self.take(key, 0, default, False)[1]
 
     def take_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /, _commit: bool = True
+        self,
+        buckets: Sequence[Tuple[str, Rule]],
+        amount: float,
+        shadow: Mask = (),
+        /,
+        _commit: bool = True,
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.take_all`][tokenbucket.Store.take_all].
 
         Locks the stripes of every key, each once, in index order (so two calls never wait on
         each other in a cycle), decides every bucket at one clock reading, then writes all or
-        none. ``_commit=False`` is `peek_all`.
+        none (of those that admit, with ``shadow``). ``_commit=False`` is `peek_all`.
         """
         keys = [key for key, _ in buckets]
         if len(set(keys)) != len(keys):
@@ -201,11 +206,15 @@ class MemoryStore(Sweeping):
                 debt = deficit(base, used, rule.refill_rate, now)
                 views.append((states, key, (state, rule, base, used, carry, debt)))
             passes = [admits(view[5], amount, view[1]._ceiling) for _, _, view in views]
+            # Shadow buckets do not decide; each is charged only if it admits (as are all the
+            # others when the request is allowed, since they all admit then).
             allowed = all(passes)
+            if shadow:
+                allowed = all(ok for ok, watched in zip(passes, shadow) if not watched)
             fresh = [
                 (states, key, self._charged(*view[2:], amount, view[1], now))
-                for states, key, view in views
-                if view[0] is None
+                for (states, key, view), passed in zip(views, passes)
+                if view[0] is None and passed
             ]
             room = True
             if allowed and fresh and _commit:
@@ -217,7 +226,7 @@ class MemoryStore(Sweeping):
                 state, rule, base, used, carry, debt = view
                 if state is None and not room:
                     outcomes.append((False, 0.0, rule))  # at the cap: an empty bucket
-                elif allowed:
+                elif allowed and passed:
                     if _commit and state is not None:
                         states[key] = self._charged(base, used, carry, debt, amount, rule, now)
                     outcomes.append((True, rule.capacity - debt - amount, rule))
@@ -231,10 +240,10 @@ class MemoryStore(Sweeping):
                 shards[index][1].release()
 
     def peek_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
-        return self.take_all(buckets, amount, False)
+        return self.take_all(buckets, amount, shadow, _commit=False)
 
     def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /

@@ -25,7 +25,7 @@ from redis.crc import key_slot
 
 from ._memory import MemoryStore
 from ._rule import EPSILON, Rule
-from ._store import Buckets, Outcome, Outcomes
+from ._store import Buckets, Mask, Outcome, Outcomes
 from ._validate import Number
 
 T = TypeVar("T")
@@ -214,17 +214,21 @@ class Logic:
         """The token level now (a peek at 0 tokens); never raises for Redis trouble."""
         return (yield from self._decide(key, 0, default, _PEEK))[1]
 
-    def take_all(self, buckets: Buckets, amount: float) -> Plan[Tuple[bool, Outcomes]]:
+    def take_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = ()
+    ) -> Plan[Tuple[bool, Outcomes]]:
         """Take from every bucket or none, in one script call; never raises for Redis trouble.
 
         Raises ValueError (before any call) for repeated keys, or, on a Redis Cluster, for keys
         in more than one hash slot (give them a common ``{hash tag}``).
         """
-        return self._decide_all(buckets, amount, _TAKE)
+        return self._decide_all(buckets, amount, _TAKE, (), shadow)
 
-    def peek_all(self, buckets: Buckets, amount: float) -> Plan[Tuple[bool, Outcomes]]:
+    def peek_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = ()
+    ) -> Plan[Tuple[bool, Outcomes]]:
         """What `take_all` would answer, changing nothing."""
-        return self._decide_all(buckets, amount, _PEEK)
+        return self._decide_all(buckets, amount, _PEEK, (), shadow)
 
     def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float]
@@ -307,7 +311,12 @@ class Logic:
         return self._outcome(key, reply, default)
 
     def _decide_all(
-        self, buckets: Buckets, amount: float, op: bytes, extra: Tuple[bytes, ...] = ()
+        self,
+        buckets: Buckets,
+        amount: float,
+        op: bytes,
+        extra: Tuple[bytes, ...] = (),
+        shadow: Mask = (),
     ) -> Plan[Tuple[bool, Outcomes]]:
         """Several buckets, all or nothing: one script call with every key, or the policy."""
         names = [self._name(key) for key, _ in buckets]
@@ -321,18 +330,20 @@ class Logic:
         if not buckets:
             return True, ()
         if self.breaker.down and self.breaker.skip():
-            return self._degraded_all(buckets, amount, op, extra)
+            return self._degraded_all(buckets, amount, op, extra, shadow)
         args: List[Any] = [_SHA, len(names), *names, op]
         first = buckets[0][1]
         args += [_encode(first.capacity), _encode(first.refill_rate), _encode(amount)]
         for _, default in buckets[1:]:
             args += [_encode(default.capacity), _encode(default.refill_rate)]
         args += extra
+        if shadow:
+            args.append("".join("1" if watched else "0" for watched in shadow).encode())
         try:
             reply = yield from self._script(tuple(args), keyed=True)
         except _ERRORS as error:
             self._failed(error)
-            return self._degraded_all(buckets, amount, op, extra)
+            return self._degraded_all(buckets, amount, op, extra, shadow)
         if self.breaker.down:
             self._recovered()
         text: str = reply if reply.__class__ is str else reply.decode()
@@ -340,7 +351,7 @@ class Logic:
             self._outcome(key, line, default)
             for (key, default), line in zip(buckets, text.split("\n"))
         )
-        return all(outcome[0] for outcome in outcomes), outcomes
+        return _enforced(outcomes, shadow), outcomes
 
     def _script(self, args: Tuple[Any, ...], keyed: bool = False) -> Plan[Any]:
         """Run the script: EVALSHA, loading the script once if the server lacks it.
@@ -468,7 +479,12 @@ class Logic:
         return True, float(rule.capacity - amount), rule
 
     def _degraded_all(
-        self, buckets: Buckets, amount: float, op: bytes, extra: Tuple[bytes, ...] = ()
+        self,
+        buckets: Buckets,
+        amount: float,
+        op: bytes,
+        extra: Tuple[bytes, ...] = (),
+        shadow: Mask = (),
     ) -> Tuple[bool, Outcomes]:
         """Several buckets without Redis, following the ``on_error`` policy."""
         if self.on_policy is not None:
@@ -476,14 +492,14 @@ class Logic:
         if self.policy == "fallback":
             seen = [(key, self._seen.get(key, default)) for key, default in buckets]
             if op is _TAKE:
-                return self.fallback.take_all(seen, amount)
+                return self.fallback.take_all(seen, amount, shadow)
             if op is _CHARGE or op is _RESERVE:
                 return self.fallback.charge_all(seen, amount, _max_wait(op, extra))
             if op is _REFUND:
                 return self.fallback.refund_all(seen, amount)
-            return self.fallback.peek_all(seen, amount)
+            return self.fallback.peek_all(seen, amount, shadow)
         outcomes = tuple(self._by_policy(key, amount, default, op) for key, default in buckets)
-        allowed = all(outcome[0] for outcome in outcomes)
+        allowed = _enforced(outcomes, shadow)
         if not allowed:  # allow: every bucket is full, so a denial left all of them full
             outcomes = tuple(
                 (ok, level + amount if ok else level, rule) for ok, level, rule in outcomes
@@ -496,3 +512,10 @@ class Logic:
             f"{call}({key!r}) failed in Redis ({type(error).__name__}: {error}); "
             f"it may not have been applied"
         )
+
+
+def _enforced(outcomes: Outcomes, shadow: Mask) -> bool:
+    """Whether every bucket not in the ``shadow`` mask admits (the decision of a take_all)."""
+    if not shadow:
+        return all(outcome[0] for outcome in outcomes)
+    return all(outcome[0] for outcome, watched in zip(outcomes, shadow) if not watched)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple, Union
 
 from ._clock import Clock
 from ._decision import Decision, after, clamp, decide
@@ -19,7 +19,7 @@ from ._limits import Keys, check_limits, pick
 from ._memory import MemoryStore
 from ._rule import Rule
 from ._store import AsyncStore, Outcome, Store
-from ._validate import check_amount, check_key, check_rule_fields
+from ._validate import check_amount, check_key, check_rule_fields, show
 from ._wrappers import _Allowed, _Awaitable, _RequiresAwait
 
 
@@ -32,6 +32,8 @@ class BucketRegistry(Waiting):
             limits, all or nothing (``{"burst": Rule(10, 1.0), "daily": Rule.per(1000,
             86400)}``): a request is admitted only if every limit admits it, and then charged
             to every limit. See [Several limits](../several-limits.md).
+        shadow: names of limits (of a named default) that are watched, never refusing: see
+            [Shadow limits](../several-limits.md#shadow-limits) and `set_shadow`.
         store: where state and overrides live; a new [`MemoryStore`][tokenbucket.MemoryStore]
             by default. A store whose methods are coroutines (an
             [`AsyncStore`][tokenbucket.AsyncStore]) is used through the ``a``-prefixed methods.
@@ -63,7 +65,8 @@ class BucketRegistry(Waiting):
     __slots__ = ("_async", "_default", "_fast", "_lock", "_name", "_store", "_sync")
 
     def __new__(cls, default: Union[Rule, Mapping[str, Rule]], **options: Any) -> BucketRegistry:
-        if cls is BucketRegistry and isinstance(default, Mapping) and len(default) > 1:
+        several = isinstance(default, Mapping) and (len(default) > 1 or "shadow" in options)
+        if cls is BucketRegistry and several:
             from ._several import SeveralLimits  # a registry of several limits
 
             cls = SeveralLimits
@@ -76,8 +79,14 @@ class BucketRegistry(Waiting):
         store: Union[Store, AsyncStore, None] = None,
         clock: Optional[Clock] = None,
         max_keys: Optional[int] = None,
+        shadow: Iterable[str] = (),
     ) -> None:
         limits = check_limits(default)
+        if shadow and type(self) is BucketRegistry:
+            raise ValueError(
+                f"'shadow' names limits of a registry of several: a registry of one Rule has "
+                f"none to watch beside it (name it, {{'name': rule}}), got {show(shadow)}"
+            )
         if store is None:
             store = MemoryStore(clock=clock, max_keys=max_keys)
         elif clock is not None or max_keys is not None:
@@ -113,6 +122,22 @@ class BucketRegistry(Waiting):
     def limits(self) -> Tuple[str, ...]:
         """The names of the limits, in order: ``("default",)`` for a registry of one Rule."""
         return (self._name,)
+
+    @property
+    def shadow(self) -> FrozenSet[str]:
+        """The names of the limits in shadow (never refusing): see `set_shadow`."""
+        return frozenset()
+
+    def set_shadow(self, limit: str, shadow: bool) -> FrozenSet[str]:
+        """Put the named ``limit`` in shadow or enforce it: for registries built with names.
+
+        A registry of one Rule raises ValueError; see [Shadow
+        limits](../several-limits.md#shadow-limits).
+        """
+        raise ValueError(
+            "a registry of one Rule has no limit to put in shadow: build it with named limits "
+            "(BucketRegistry({'name': rule}, shadow=())) or use the middleware's dry_run"
+        )
 
     @property
     def is_async(self) -> bool:

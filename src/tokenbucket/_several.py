@@ -7,7 +7,7 @@ request may be charged to and the combined decision are in ``_limits``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple, Union
 
 from ._decision import Decision, clamp
 from ._lifecycle import delay_all
@@ -15,6 +15,7 @@ from ._limits import Keys, after_all, buckets_of, check_limits, combine, limit_k
 from ._memory import MemoryStore
 from ._registry import BucketRegistry, _check_update
 from ._rule import Rule
+from ._shadow import check_shadow, decide_watched, switched
 from ._store import AsyncStore, Outcomes, Store
 from ._validate import check_amount, check_key, check_rule_fields
 
@@ -26,9 +27,12 @@ class SeveralLimits(BucketRegistry):
     Every decision is one atomic ``take_all`` over the request's buckets (one per limit): all
     are charged, or (a denial) none. A request is charged to one key (``"alice"``: every limit
     counts that key) or to a key per limit (``{"user": "alice", "org": "acme"}``).
+
+    ``shadow`` names limits that are watched, not enforced (see [Shadow
+    limits](../several-limits.md#shadow-limits)); `set_shadow` switches one at runtime.
     """
 
-    __slots__ = ("_limits", "_names", "_take_all")
+    __slots__ = ("_limits", "_memory", "_names", "_take_all", "_watch")
 
     def __init__(
         self,
@@ -37,13 +41,34 @@ class SeveralLimits(BucketRegistry):
         store: Union[Store, AsyncStore, None] = None,
         clock: Any = None,
         max_keys: Optional[int] = None,
+        shadow: Iterable[str] = (),
     ) -> None:
         super().__init__(default, store=store, clock=clock, max_keys=max_keys)
         #: The limits by name, replaced as a whole (never changed in place) by update_default.
         self._limits: Dict[str, Rule] = check_limits(default)
         self._names = tuple(self._limits)
-        # The in-memory store's fast path when the store is exactly a MemoryStore.
-        self._take_all = self._store if type(self._store) is MemoryStore else None
+        #: The limits in shadow, replaced as a whole by set_shadow.
+        self._watch = check_shadow(self._names, shadow)
+        # The in-memory store's fast path when the store is exactly a MemoryStore (and no
+        # limit is in shadow: then decisions go through the store's take_all with a mask).
+        self._memory = self._store if type(self._store) is MemoryStore else None
+        self._take_all = None if self._watch.mask else self._memory
+
+    @property
+    def shadow(self) -> FrozenSet[str]:
+        """The names of the limits in shadow: evaluated and reported, never refusing."""
+        return self._watch.names
+
+    def set_shadow(self, limit: str, shadow: bool) -> FrozenSet[str]:
+        """Put ``limit`` in shadow (``shadow=True``) or enforce it; return the limits in shadow.
+
+        Takes effect from the next decision. The bucket keeps its level either way (a limit
+        in shadow was charged for every admitted request it would have admitted).
+        """
+        with self._lock:
+            self._watch = watch = switched(self._names, self._watch, limit, shadow)
+            self._take_all = None if watch.mask else self._memory
+            return watch.names
 
     @property
     def default(self) -> Rule:
@@ -76,6 +101,10 @@ class SeveralLimits(BucketRegistry):
         if fast is not None and type(amount) is int:  # check_amount made big ints floats
             taken = fast._try_take_all(buckets, amount)
         if taken is None:
+            mask = self._watch.mask
+            if mask:
+                allowed, outcomes = self._sync.take_all(buckets, amount, mask)
+                return decide_watched(self._names, mask, allowed, outcomes, amount)
             taken = self._sync.take_all(buckets, amount)
         return combine(self._names, taken[0], taken[1], amount)
 
@@ -87,12 +116,19 @@ class SeveralLimits(BucketRegistry):
             taken = fast._try_take_all(buckets, amount)
             if taken is not None:
                 return taken
+        mask = self._watch.mask
+        if mask:
+            return self._sync.take_all(buckets, check_amount(amount), mask)
         return self._sync.take_all(buckets, check_amount(amount))
 
     def peek(self, key: Keys, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, taking nothing."""
         amount = check_amount(amount)
         limits = self._limits
+        mask = self._watch.mask
+        if mask:
+            allowed, outcomes = self._sync.peek_all(buckets_of(key, limits), amount, mask)
+            return decide_watched(self._names, mask, allowed, outcomes, amount)
         allowed, outcomes = self._sync.peek_all(buckets_of(key, limits), amount)
         return combine(self._names, allowed, outcomes, amount)
 
@@ -168,12 +204,19 @@ class SeveralLimits(BucketRegistry):
     async def atry_consume(self, key: Keys, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
         amount = check_amount(amount)
+        mask = self._watch.mask
+        if mask:
+            return (await self._async.take_all(buckets_of(key, self._limits), amount, mask))[0]
         return (await self._async.take_all(buckets_of(key, self._limits), amount))[0]
 
     async def aconsume(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
         amount = check_amount(amount)
         limits = self._limits
+        mask = self._watch.mask
+        if mask:
+            allowed, outcomes = await self._async.take_all(buckets_of(key, limits), amount, mask)
+            return decide_watched(self._names, mask, allowed, outcomes, amount)
         allowed, outcomes = await self._async.take_all(buckets_of(key, limits), amount)
         return combine(self._names, allowed, outcomes, amount)
 
@@ -181,6 +224,10 @@ class SeveralLimits(BucketRegistry):
         """Awaitable `peek`."""
         amount = check_amount(amount)
         limits = self._limits
+        mask = self._watch.mask
+        if mask:
+            allowed, outcomes = await self._async.peek_all(buckets_of(key, limits), amount, mask)
+            return decide_watched(self._names, mask, allowed, outcomes, amount)
         allowed, outcomes = await self._async.peek_all(buckets_of(key, limits), amount)
         return combine(self._names, allowed, outcomes, amount)
 
@@ -237,4 +284,5 @@ class SeveralLimits(BucketRegistry):
             await self._async.reset(limit_key(check_key(key), name))
 
     def __repr__(self) -> str:
-        return f"BucketRegistry({self._limits!r}, store={self._store!r})"
+        shadow = f", shadow={set(self._watch.names)!r}" if self._watch.names else ""
+        return f"BucketRegistry({self._limits!r}, store={self._store!r}{shadow})"

@@ -59,6 +59,9 @@ Outcome = Tuple[bool, float, Rule]
 Outcomes = Tuple[Outcome, ...]
 #: The buckets of a ``take_all``: ``(key, default rule)`` pairs, keys distinct.
 Buckets = Sequence[Tuple[str, Rule]]
+#: A ``take_all``'s shadow mask: one flag per bucket, True for a bucket that is only watched
+#: (see `Store.take_all`); empty (the default) when every bucket decides.
+Mask = Sequence[bool]
 
 
 class Store(Protocol):
@@ -89,7 +92,9 @@ class Store(Protocol):
         says 0 for them, as ``take`` would decide.
         """
 
-    def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    def take_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
         """Take ``amount`` from every bucket in ``buckets``, or from none, atomically.
 
         ``buckets`` is a sequence of ``(key, default rule)`` with distinct keys (else
@@ -98,9 +103,17 @@ class Store(Protocol):
         bucket in order: whether that bucket alone had the amount, its level after the call and
         the rule that decided it. A denial charges none of them. A shared store may restrict
         which keys can go together (Redis Cluster: one hash slot) and says so with ValueError.
+
+        ``shadow`` (optional; a registry passes it only when it has shadow limits) flags the
+        buckets that are watched, not enforced: ``allowed`` is then decided by the others
+        alone, and a flagged bucket is charged only if it has the amount and the call is
+        allowed (else its outcome is its level now, as for a denial). A store that does not
+        take the argument works with every registry without shadow limits.
         """
 
-    def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    def peek_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
         """Return what ``take_all(buckets, amount)`` would now, changing nothing."""
 
     def charge(
@@ -165,10 +178,14 @@ class AsyncStore(Protocol):
     async def level(self, key: str, default: Rule, /) -> float:
         """See [`Store.level`][tokenbucket.Store.level]."""
 
-    async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def take_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
         """See [`Store.take_all`][tokenbucket.Store.take_all]."""
 
-    async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def peek_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
 
     async def charge(

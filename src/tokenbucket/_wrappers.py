@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, NoReturn, Optional, Tuple
 
 from ._rule import Rule
-from ._store import Buckets, Outcome, Outcomes, Store
+from ._store import Buckets, Mask, Outcome, Outcomes, Store
 
 
 class _Allowed:
@@ -42,10 +42,18 @@ class _Awaitable:
     async def level(self, key: str, default: Rule, /) -> float:
         return self._store.level(key, default)
 
-    async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def take_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
+        if shadow:
+            return self._store.take_all(buckets, amount, shadow)
         return self._store.take_all(buckets, amount)
 
-    async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def peek_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
+        if shadow:
+            return self._store.peek_all(buckets, amount, shadow)
         return self._store.peek_all(buckets, amount)
 
     async def charge(

@@ -149,6 +149,9 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             count decisions (by policy: ``"default"`` or the route pattern, and outcome; a
             ``dry_run`` denial is ``shadow_denied``), the store's time, and admin requests.
             None (default): nothing is counted. See docs/observability.md.
+        shadow_policies: policies to run in shadow (``"default"``, route patterns): decided
+            and counted (``shadow_denied``) but never refusing, with no rate-limit fields; the
+            admin API switches them at runtime. See [Shadow limits](../several-limits.md).
 
     Raises:
         TypeError: an option has the wrong type (the message names the option and value), or
@@ -414,7 +417,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             await self.app(scope, receive, send)
             return
         policy, decision = await self._count(view)
-        if decision.allowed or options.dry_run:
+        if decision.allowed or options.dry_run or policy.shadow:
             await self.app(scope, receive, send)
             return
         message = await receive()

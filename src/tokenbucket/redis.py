@@ -62,7 +62,7 @@ from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._redis_pipeline import Pipeliner
 from ._rule import Rule
-from ._store import Buckets, Outcome, Outcomes
+from ._store import Buckets, Mask, Outcome, Outcomes
 from ._validate import _number
 
 __all__ = ["AsyncRedisStore", "RedisStore", "RedisUnavailableError"]
@@ -336,17 +336,21 @@ class RedisStore(_Store[_SyncClient]):
         """See [`Store.level`][tokenbucket.Store.level]. One EVALSHA; never raises for Redis."""
         return self._run(self._logic.level(key, default))
 
-    def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    def take_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
         """See [`Store.take_all`][tokenbucket.Store.take_all]. One EVALSHA with every key.
 
         On a Redis Cluster the keys must share a hash slot (a common ``{hash tag}``), else
         ValueError; repeated keys raise ValueError too. Never raises for Redis trouble.
         """
-        return self._run(self._logic.take_all(buckets, amount))
+        return self._run(self._logic.take_all(buckets, amount, shadow))
 
-    def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    def peek_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
-        return self._run(self._logic.peek_all(buckets, amount))
+        return self._run(self._logic.peek_all(buckets, amount, shadow))
 
     def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
@@ -497,13 +501,17 @@ class AsyncRedisStore(_Store[_AsyncClient]):
         """See [`Store.level`][tokenbucket.Store.level]. One EVALSHA; never raises for Redis."""
         return await self._drive(self._logic.level(key, default), self._batch)
 
-    async def take_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def take_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
         """See [`RedisStore.take_all`][tokenbucket.redis.RedisStore.take_all]."""
-        return await self._drive(self._logic.take_all(buckets, amount), self._batch)
+        return await self._drive(self._logic.take_all(buckets, amount, shadow), self._batch)
 
-    async def peek_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def peek_all(
+        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
-        return await self._drive(self._logic.peek_all(buckets, amount), self._batch)
+        return await self._drive(self._logic.peek_all(buckets, amount, shadow), self._batch)
 
     async def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /

@@ -95,6 +95,7 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             See [the request lifecycle](../lifecycle.md).
         metrics: a [`Metrics`][tokenbucket.metrics.Metrics] counting decisions and admin
             requests (see the ASGI middleware); None by default.
+        shadow_policies: policies to run in shadow, never refusing (see the ASGI middleware).
 
     Raises:
         TypeError: an option has the wrong type, or the registry's store is async.

@@ -22,6 +22,9 @@ admin      the admin API: token, query and JSON body to  how the body is read; t
            4xx; the JSON answer; what is audited         sends ``AdminAPI.outcome``)
 audit      the admin audit log (``tokenbucket.admin``),  HTTP, registries, credentials
            refusals summarised, the ``on_admin`` hook
+shadow     policies in shadow; the admin switch of a     the store: a switch is in-process
+           policy or named limit (the one registry call  (``set_shadow`` does no I/O), made
+           made here: ``set_shadow``), its audit record  in ``AdminAPI.outcome``
 ========== ============================================= =====================================
 
 The names tests and older imports use are re-exported here; new code imports from the module.

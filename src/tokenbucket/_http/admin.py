@@ -21,6 +21,7 @@ from .._validate import Number, check_capacity, check_rate, check_rule_fields, s
 from .audit import AuditLog, quote
 from .headers import Response, denial, error, json_response
 from .request import client_key
+from .shadow import apply_switch, parse_switch
 
 if TYPE_CHECKING:
     from .._registry import BucketRegistry
@@ -65,7 +66,7 @@ class AdminOp(NamedTuple):
     their results, or of the ``ConnectionError`` one raised (a 503).
     """
 
-    action: str  # "read", "update" or "remove"
+    action: str  # "read", "update", "remove"; "shadow" or "enforce" (see _http.shadow)
     client_id: str
     policy: Policy
     capacity: Optional[Number] = None
@@ -96,6 +97,8 @@ class AdminOp(NamedTuple):
         log (another change between the two calls would not show in its ``before``).
         """
         every = self.every_limit
+        if self.action in ("shadow", "enforce"):  # no registry call: see AdminAPI.outcome
+            return []
         if every:  # a read of every limit: rule and level of each, in order
             return [(call, {"limit": name}) for name in every for call in ("rule_for", "tokens")]
         which: Dict[str, Any] = {} if self.limit is None else {"limit": self.limit}
@@ -152,6 +155,9 @@ class AdminAPI:
     * ``GET {path}?client_id=203.0.113.7[&route=/login]`` reads the client's rule and level.
     * ``DELETE {path}?client_id=...[&route=...]`` removes the client's override: it is back
       on the default rule. Removing an override that does not exist is not an error.
+    * ``POST {path}`` with ``{"shadow": true, "limit": "daily"}`` (no ``client_id``) puts a
+      named limit in shadow for every client, ``false`` enforces it; without ``"limit"`` it
+      switches the whole policy (``"route"``, or the default one). See ``_http.shadow``.
 
     Each answers ``200`` with ``{"client_id", "route", "capacity", "refill_rate", "tokens",
     "override"}`` (DELETE adds ``"removed"``, whether there was an override). ``tokens`` is the
@@ -249,6 +255,8 @@ class AdminAPI:
         have been applied.
         """
         action = op.action
+        if action in ("shadow", "enforce"):
+            return apply_switch(self._options, op, view, self.audit)
         where = "the default limiter" if op.route is None else f"route {quote(op.route)}"
         subject = (
             f"admin {action} of client {quote(op.client_id)} on {where} by {quote(view.client)}"
@@ -404,6 +412,8 @@ class AdminAPI:
             return error(400, "body must be valid JSON (UTF-8)")
         if not isinstance(data, dict):
             return error(400, f"body must be a JSON object, got {type(data).__name__}")
+        if "shadow" in data:
+            return parse_switch(data, self._route)
         unknown = [name for name in data if name not in _ADMIN_FIELDS]
         if unknown:
             return error(

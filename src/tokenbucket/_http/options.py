@@ -62,6 +62,7 @@ from .request import (
     client_key,
 )
 from .settle import SettleFunc, check_settle
+from .shadow import check_shadow_policies, enforced
 
 #: The app a middleware protects: an ASGI or a WSGI callable.
 App = TypeVar("App", bound=Callable[..., Any])
@@ -75,13 +76,15 @@ class Policy(PolicyFields):
     pattern, so route buckets and overrides never mix with the default ones.
     """
 
-    __slots__ = ("prefix", "registry")
+    __slots__ = ("prefix", "registry", "shadow")
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
         several = len(registry.limits) > 1
-        super().__init__(name, (lambda: registry.defaults) if several else None)
+        super().__init__(name, (lambda: enforced(self.registry)) if several else None)
         self.registry = registry
         self.prefix = prefix
+        #: Whether the policy runs in shadow: decided and counted, never refusing (no fields).
+        self.shadow = False
 
 
 #: How one request is counted, as `Options.limit_for` decides it: ``(policy, key, bucket, cost)``.
@@ -142,6 +145,7 @@ class Options:
         metrics: Optional[Metrics] = None,
         settle: Optional[SettleFunc] = None,
         settle_at: str = "start",
+        shadow_policies: Iterable[str] = (),
     ) -> None:
         if not isinstance(registry, BucketRegistry):
             raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
@@ -193,6 +197,7 @@ class Options:
         self.route_paths: Paths[Policy] = Paths("routes", ())
         if routes is not None:
             self._set_routes(registry, routes)
+        check_shadow_policies(self, shadow_policies)
         self.admin: Optional[AdminAPI] = None
         if admin_token is not None:
             self.admin = AdminAPI(admin_token, admin_path, max_body, self)
@@ -208,7 +213,7 @@ class Options:
         for policy in (self.default, *self.routes.values()):
             # The counted registry has the registry's methods (see InstrumentedRegistry).
             policy.registry = instrument(  # type: ignore[assignment]
-                policy.registry, metrics, policy=policy.name, shadow=self.dry_run
+                policy.registry, metrics, policy=policy.name, shadow=self.dry_run or policy.shadow
             )
         if self.admin is not None:
             self.admin.audit.on_admin = metrics.admin
@@ -322,6 +327,8 @@ class Options:
         and ``dry_run`` is off; else the rate-limit fields, in ``form`` (`TEXT` or `RAW`), to
         add to the app's response: none when the ``headers`` option is None.
         """
+        if policy.shadow:  # it does not bind: never refuses, advertises nothing
+            return []
         if not decision[0] and not self.dry_run:
             return self.denial(decision, policy)
         return rate_limit_headers(decision, policy, self.header_mode, form)
@@ -367,6 +374,7 @@ class Middleware(Generic[App]):
         metrics: Optional[Metrics] = None,
         settle: Optional[SettleFunc] = None,
         settle_at: str = "start",
+        shadow_policies: Iterable[str] = (),
     ) -> None:
         if not callable(app):
             raise TypeError(f"'app' must be {self._app_kind} (a callable), got {show(app)}")
@@ -392,6 +400,7 @@ class Middleware(Generic[App]):
             metrics=metrics,
             settle=settle,
             settle_at=settle_at,
+            shadow_policies=shadow_policies,
         )
         #: The in-flight limit, if any: a request holds one of its key's slots until it ends.
         self._in_flight = in_flight

@@ -25,6 +25,9 @@
 --   refund ARGV[4] amount: give it back, never above full          -> as take, allowed 1
 --          These three report the level on the refill line at now (_arith.behind) and take
 --          several keys as take does (reserve: all or none).
+--          For take and peek, ARGV[2n+3] (n keys), optional, is the shadow mask: one '0' or '1' per key; a '1'
+--          key does not decide (it is watched) and is consumed only if it has the amount and
+--          the others are consumed.
 --   update ARGV[4] new capacity, ARGV[5] new refill rate ('' keeps the current value)
 --          -> {C, R} of the new override
 --   remove -> {C, R} of the dropped override, or nil if there was none
@@ -140,9 +143,11 @@ end
 local adjusts = op == 'charge' or op == 'reserve' or op == 'refund'
 if op == 'take' or op == 'peek' or adjusts then
   local amount = tonumber(ARGV[4])
-  local max_wait = nil
+  local max_wait, mask = nil, nil
   if op == 'reserve' then
     max_wait = tonumber(ARGV[2 * #KEYS + 3])
+  elseif not adjusts then
+    mask = ARGV[2 * #KEYS + 3]
   end
   local buckets = {}
   local all = true
@@ -177,10 +182,11 @@ if op == 'take' or op == 'peek' or adjusts then
       b.before = behind(b.capacity - b.debt, b.base, b.refill)
       b.admits = not max_wait or (amount <= b.capacity + 1e-9
         and wait(amount - b.before, b.refill) <= math.min(max_wait, 1e300))
+      all = all and b.admits
     else
       b.admits = b.debt + amount <= b.capacity + 1e-9 -- _arith.admits; 1e-9: tokenbucket.EPSILON
+      all = all and (b.admits or (mask ~= nil and mask:sub(i, i) == '1'))
     end
-    all = all and b.admits
     buckets[i] = b
   end
   -- Then all or nothing.
@@ -200,7 +206,7 @@ if op == 'take' or op == 'peek' or adjusts then
       level = b.before - amount
       local used, carry = accumulate(b.used, b.carry, amount)
       save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
-    elseif all then
+    elseif all and b.admits then -- (a shadow key that lacks the amount is not consumed)
       level = level - amount
       if op == 'take' then
         local used, carry = accumulate(b.used, b.carry, amount)

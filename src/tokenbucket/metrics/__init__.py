@@ -40,7 +40,8 @@ __all__ = [
     "watch",
 ]
 
-#: The ``outcome`` label's values: allowed; denied (refused); denied in a dry run (let through).
+#: The ``outcome`` label's values: allowed; denied (refused); denied in a dry run or by a policy
+#: or limit in shadow (let through).
 OUTCOMES = ("allowed", "denied", "shadow_denied")
 
 #: Upper bounds (seconds) of the store-time histogram's buckets: an in-memory decision takes a
@@ -231,26 +232,59 @@ class InstrumentedRegistry:
     ``consume``, ``try_consume`` and their awaitable forms count each decision (policy,
     outcome, tokens) and the time of the registry call; every other attribute is the
     registry's own, uncounted (``peek``, ``tokens``, the rule methods).
+
+    A limit in shadow that would have refused an admitted request (``Decision.shadow_denied``)
+    counts one ``shadow_denied`` under its own name as ``policy`` (``"/route:name"`` for a
+    route's limit), besides the request's ``allowed``. With limits that can be in shadow,
+    ``try_consume`` decides through ``consume``, so that their verdicts are counted.
     """
 
-    __slots__ = ("_record", "registry")
+    __slots__ = ("_metrics", "_policy", "_record", "_recorders", "_store", "_watched", "registry")
 
     def __init__(
         self, registry: Any, metrics: Metrics, policy: str = "default", shadow: bool = False
     ) -> None:
         #: The registry making the decisions.
         self.registry = registry
-        self._record = metrics.recorder(policy, watch(registry.store, metrics), shadow)
+        self._metrics = metrics
+        self._policy = policy
+        #: Whether the registry has limits that can be in shadow (named limits).
+        self._watched = getattr(registry, "_watch", None) is not None
+        self._store = watch(registry.store, metrics)
+        # The recorder of each way of counting denials, made when first used (a recorder
+        # creates its cells, and an exporter shows every cell, zero or not).
+        self._recorders: Dict[bool, Recorder] = {}
+        self._record = self._recorder(shadow)
+
+    def _recorder(self, shadow: bool) -> Recorder:
+        record = self._recorders.get(shadow)
+        if record is None:
+            record = self._metrics.recorder(self._policy, self._store, shadow)
+            self._recorders[shadow] = record
+        return record
+
+    def count_as_shadow(self, shadow: bool) -> None:
+        """Count this policy's denials as ``shadow_denied`` (True) or ``denied`` from now on."""
+        self._record = self._recorder(shadow)
+
+    def _count_shadow(self, names: Tuple[str, ...], amount: float) -> None:
+        for name in names:
+            label = name if self._policy == "default" else f"{self._policy}:{name}"
+            self._metrics.decision(label, "shadow_denied", amount)
 
     def consume(self, key: str, amount: float = 1) -> Decision:
         """The registry's ``consume``, counted."""
         start = perf_counter()
         decision = self.registry.consume(key, amount)
         self._record(decision[0], amount, perf_counter() - start)
+        if decision[6]:
+            self._count_shadow(decision[6], amount)
         return decision  # type: ignore[no-any-return]
 
     def try_consume(self, key: str, amount: float = 1) -> bool:
         """The registry's ``try_consume``, counted."""
+        if self._watched:
+            return self.consume(key, amount)[0]
         start = perf_counter()
         allowed = self.registry.try_consume(key, amount)
         self._record(allowed, amount, perf_counter() - start)
@@ -261,10 +295,14 @@ class InstrumentedRegistry:
         start = perf_counter()
         decision = await self.registry.aconsume(key, amount)
         self._record(decision[0], amount, perf_counter() - start)
+        if decision[6]:
+            self._count_shadow(decision[6], amount)
         return decision  # type: ignore[no-any-return]
 
     async def atry_consume(self, key: str, amount: float = 1) -> bool:
         """The registry's ``atry_consume``, counted."""
+        if self._watched:
+            return (await self.aconsume(key, amount))[0]
         start = perf_counter()
         allowed = await self.registry.atry_consume(key, amount)
         self._record(allowed, amount, perf_counter() - start)

@@ -8,7 +8,7 @@ arithmetic.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._rule import EPSILON, Rule
 
@@ -207,12 +207,18 @@ class ExactRegistry:
         allowed: Optional[bool] = None,
         *,
         commit: bool = True,
+        shadow: Collection[str] = (),
+        shadow_denied: Optional[Collection[str]] = None,
     ) -> Tuple[bool, Dict[str, Fraction]]:
         """One request over every limit, all or nothing; return the decision and the levels.
 
         ``keys`` is one key for every limit, or a mapping naming each limit's key. Given the
         ``allowed`` of a real decision, it checks it as `take_all` does and takes the same
         step. Returns whether it was admitted and each limit's level after, by name.
+
+        Limits named in ``shadow`` do not decide; an admitted request is charged to each of
+        them that has the amount. Given the real decision's ``shadow_denied``, those verdicts
+        are checked too (with the same slack) and followed.
 
         Raises:
             AssertionError: the real decision disagrees with exact arithmetic.
@@ -223,15 +229,28 @@ class ExactRegistry:
         ]
         levels = [bucket.advance(now) for bucket in buckets]
         wanted = Fraction(amount)
-        exact = all(level >= wanted for level in levels)
+        enforced = [level for name, level in zip(self.names, levels) if name not in shadow]
+        exact = all(level >= wanted for level in enforced)
         if allowed is None:
             allowed = exact
-        elif allowed and any(level < wanted - SLACK for level in levels):
+        elif allowed and any(level < wanted - SLACK for level in enforced):
             raise AssertionError(f"admitted {amount} at {now} for {keys} with levels {levels}")
         elif not allowed and exact:
             raise AssertionError(f"denied {amount} at {now} for {keys} with levels {levels}")
         if allowed:
-            for bucket in buckets:
+            for name, bucket, level in zip(self.names, buckets, levels):
+                if name in shadow:
+                    admits = level >= wanted
+                    if shadow_denied is not None:
+                        said = name not in shadow_denied
+                        if (said and level < wanted - SLACK) or (not said and admits):
+                            raise AssertionError(
+                                f"shadow {name!r} {'admitted' if said else 'denied'} {amount} "
+                                f"at {now} for {keys} with level {level}"
+                            )
+                        admits = said
+                    if not admits:
+                        continue
                 bucket.consume(now, amount, force=True)
         return allowed, {name: bucket.level for name, bucket in zip(self.names, buckets)}
 
