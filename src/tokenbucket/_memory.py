@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ._arith import EXACT, accumulate, admits, behind, carry_of, deficit, settled_at
 from ._clock import Clock
 from ._rule import Rule
+from ._rules import StorePage, memory_page
 from ._store import Outcome, Outcomes
 from ._sweep import Shape as _Shape
 from ._sweep import State as _State
@@ -430,6 +431,10 @@ class MemoryStore(Sweeping):
                 return None
             self._rebase(key, default)
             return self._overrides.pop(key)
+
+    def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
+        """See [`Store.list_rules`][tokenbucket.Store.list_rules]: sorted by key."""
+        return memory_page(self._overrides, prefix, cursor, count)
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""

@@ -17,6 +17,7 @@ from ._decision import Decision, clamp, decide
 from ._limits import Keys, check_limits, pick
 from ._memory import MemoryStore
 from ._rule import Rule
+from ._rules import Page, check_page, registry_entries
 from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
 from ._validate import check_amount, check_key, check_rule_fields
 
@@ -215,6 +216,33 @@ class BucketRegistry:
             self._default = self._default.replace(capacity=capacity, refill_rate=refill_rate)
             return self._default
 
+    def list_rules(
+        self, cursor: Optional[str] = None, count: int = 100, *, namespace: str = ""
+    ) -> Page:
+        r"""Return a page of the overrides: ``(next cursor, [(key, limit, rule), ...])``.
+
+        Start with ``cursor=None``; pass each returned cursor back for the next page, until it
+        is None. ``count`` (1 to 1000) bounds the keys a page looks at, so a page may hold
+        fewer entries, even none, before the end. Overrides present throughout are each listed
+        (in Redis, SCAN may list one twice). ``namespace`` selects a middleware route's keys
+        (``route + "\0"``). Not on a Redis Cluster (ValueError). See
+        [Runtime updates](../runtime-updates.md#listing-overrides).
+        """
+        cursor, count = check_page(cursor, count)
+        store_page = _lister(self._sync)(namespace, cursor, count)
+        return store_page[0], registry_entries(store_page[1], namespace, self.limits)
+
+    async def alist_rules(
+        self, cursor: Optional[str] = None, count: int = 100, *, namespace: str = ""
+    ) -> Page:
+        """Awaitable `list_rules`."""
+        cursor, count = check_page(cursor, count)
+        lister = _lister(self._store)
+        store_page = lister(namespace, cursor, count)
+        if inspect.isawaitable(store_page):
+            store_page = await store_page
+        return store_page[0], registry_entries(store_page[1], namespace, self.limits)
+
     async def atry_consume(self, key: Keys, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
         key, amount = check_key(key), check_amount(amount)
@@ -284,6 +312,14 @@ def _check_update(
 ) -> tuple[str, Optional[float], Optional[float]]:
     """Validate an override change completely before anything is changed."""
     return (check_key(key), *check_rule_fields(capacity, refill_rate))
+
+
+def _lister(store: object) -> Any:
+    """The store's ``list_rules``, or TypeError for a store without one."""
+    lister = getattr(store, "list_rules", None)
+    if lister is None:
+        raise TypeError(f"{store!r} cannot list its overrides (it has no 'list_rules')")
+    return lister
 
 
 class _Allowed:

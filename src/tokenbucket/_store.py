@@ -18,6 +18,12 @@ Operations, each one atomic step:
 * ``update_rule``, ``remove_rule``: settle the bucket, then set or drop the override;
 * ``reset``: forget the bucket's state, so that it is full again (the override stays).
 
+Optional (a registry's `list_rules`, `export_rules` and `import_rules` need them; a store
+without them makes those raise TypeError):
+
+* ``list_rules(prefix, cursor, count)``: a page of the overrides of keys starting with
+  ``prefix``: ``(next cursor or None when done, [(key, rule), ...])``; cursors are opaque str.
+
 A new operation (``charge``: take whatever the level, leaving debt; ``refund``: give back, never
 above full) is one more method here, in each store and in ``_lua/bucket.lua``.
 

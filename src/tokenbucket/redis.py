@@ -61,7 +61,9 @@ from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as i
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._redis_pipeline import Pipeliner
+from ._redis_rules import list_rules
 from ._rule import Rule
+from ._rules import StorePage
 from ._store import Buckets, Outcome, Outcomes
 from ._validate import _number
 
@@ -366,6 +368,10 @@ class RedisStore(_Store[_SyncClient]):
         """See [`Store.reset`][tokenbucket.Store.reset]. Raises RedisUnavailableError."""
         self._run(self._logic.reset(key))
 
+    def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
+        """A page of overrides (SCAN: see ``Store.list_rules``). Raises RedisUnavailableError."""
+        return self._run(list_rules(self._logic, prefix, cursor, count))
+
     def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
         """An in-flight slot of ``key`` (see [`InFlightLimit`][tokenbucket.InFlightLimit]).
 
@@ -502,6 +508,10 @@ class AsyncRedisStore(_Store[_AsyncClient]):
     async def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]. Raises RedisUnavailableError."""
         await self._drive(self._logic.reset(key))
+
+    async def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
+        """Awaitable `RedisStore.list_rules`."""
+        return await self._drive(list_rules(self._logic, prefix, cursor, count))
 
     async def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
         """See [`RedisStore.acquire_slot`][tokenbucket.redis.RedisStore.acquire_slot]."""

@@ -1,0 +1,55 @@
+"""The Redis stores' listing of overrides, as a plan (see ``_redis_logic``): SCAN, then HMGET.
+
+Each key is one hash, ``store prefix + key``; an override is its fields ``C`` and ``R``. A page
+is one ``SCAN cursor MATCH prefix* COUNT count TYPE hash`` and one HMGET per hash it returns
+(hashes without ``C`` are buckets without an override, and are skipped). SCAN guarantees that a
+key present from the first page to the last is returned at least once (rarely twice, while
+Redis rehashes), and its ``COUNT`` is a hint, so a page may hold fewer entries than asked, or
+none, before the end. On a Redis Cluster each master has its own keyspace and SCAN reaches one
+node: listing raises ValueError there (a documented limitation; export per node instead).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, List, Optional, Tuple
+
+from ._redis_logic import _ERRORS, Logic, Plan, _rule
+from ._rule import Rule
+from ._rules import StorePage
+from ._validate import show
+
+_GLOB = re.compile(r"([\\*?\[\]])")
+
+
+def list_rules(logic: Logic, prefix: str, cursor: Optional[str], count: int) -> Plan[StorePage]:
+    """A page of the overrides of keys starting with ``prefix``; see the module docstring."""
+    if logic.cluster:
+        raise ValueError(
+            "listing overrides is not supported on a Redis Cluster (SCAN reaches one node)"
+        )
+    start = 0
+    if cursor is not None:
+        if not cursor.isdigit() or cursor == "0":
+            raise ValueError(f"'cursor' is not one this store returned, got {show(cursor)}")
+        start = int(cursor)
+    pattern = _GLOB.sub(r"\\\1", logic.prefix + prefix) + "*"
+    try:
+        following, names = yield (
+            "scan",
+            (start, pattern.encode("utf-8", "surrogatepass"), count, "hash"),
+        )
+        page: List[Tuple[str, Rule]] = []
+        for name in names:
+            capacity, refill_rate = yield ("hmget", (name, "C", "R"))
+            if capacity is not None:
+                page.append((_key(logic, name), _rule(capacity, refill_rate)))
+    except _ERRORS as error:
+        raise logic._unavailable("list_rules", prefix, error) from error
+    following = int(following)
+    return (None if following == 0 else str(following)), page
+
+
+def _key(logic: Logic, name: Any) -> str:
+    text: str = name if isinstance(name, str) else name.decode("utf-8", "surrogatepass")
+    return text[len(logic.prefix) :]
