@@ -77,6 +77,7 @@ class MemoryStore(Sweeping):
         "_max_keys",
         "_overrides",
         "_shards",
+        "_shared",
         "_stripes",
     )
 
@@ -100,6 +101,7 @@ class MemoryStore(Sweeping):
             raise ValueError(f"'stripes' must be a power of two >= 1, got {stripes!r}")
         self._clock: Clock = time.monotonic if clock is None else clock
         self._overrides: Dict[str, Rule] = {}
+        self._shared: Dict[str, str] = {}
         self._stripes: List[threading.Lock] = [threading.Lock() for _ in range(stripes)]
         #: Per stripe: the states of its keys, and its lock.
         self._shards: List[Tuple[Dict[str, _State], threading.Lock]] = [
@@ -435,6 +437,14 @@ class MemoryStore(Sweeping):
     def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
         """See [`Store.list_rules`][tokenbucket.Store.list_rules]: sorted by key."""
         return memory_page(self._overrides, prefix, cursor, count)
+
+    def get_shared(self, name: str, /) -> Optional[str]:
+        """See [`Store.get_shared`][tokenbucket.Store.get_shared]."""
+        return self._shared.get(name)
+
+    def set_shared(self, name: str, text: str, /) -> None:
+        """See [`Store.set_shared`][tokenbucket.Store.set_shared]."""
+        self._shared[name] = text
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""

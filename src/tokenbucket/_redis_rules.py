@@ -53,3 +53,27 @@ def list_rules(logic: Logic, prefix: str, cursor: Optional[str], count: int) -> 
 def _key(logic: Logic, name: Any) -> str:
     text: str = name if isinstance(name, str) else name.decode("utf-8", "surrogatepass")
     return text[len(logic.prefix) :]
+
+
+def shared_name(logic: Logic, name: str) -> bytes:
+    """The Redis key of the shared document ``name``: outside the keys' ``prefix + key``."""
+    return ("\0rules\0" + logic.prefix + name).encode("utf-8", "surrogatepass")
+
+
+def get_shared(logic: Logic, name: str) -> Plan[Optional[str]]:
+    """GET the shared document ``name``; raise RedisUnavailableError if Redis fails."""
+    try:
+        text = yield ("get", (shared_name(logic, name),))
+    except _ERRORS as error:
+        raise logic._unavailable("get_shared", name, error) from error
+    if text is None or isinstance(text, str):
+        return text
+    return str(text.decode("utf-8"))
+
+
+def set_shared(logic: Logic, name: str, text: str) -> Plan[None]:
+    """SET the shared document ``name``; raise RedisUnavailableError if Redis fails."""
+    try:
+        yield ("set", (shared_name(logic, name), text.encode("utf-8")))
+    except _ERRORS as error:
+        raise logic._unavailable("set_shared", name, error) from error

@@ -16,13 +16,14 @@ from ._clock import Clock
 from ._decision import Decision, clamp, decide
 from ._limits import Keys, check_limits, pick
 from ._memory import MemoryStore
+from ._registry_rules import RegistryRules
 from ._rule import Rule
-from ._rules import Page, check_page, registry_entries
+from ._shared import store_methods
 from ._store import AsyncStore, Buckets, Outcome, Outcomes, Store
 from ._validate import check_amount, check_key, check_rule_fields
 
 
-class BucketRegistry:
+class BucketRegistry(RegistryRules):
     """Token buckets by key (a client IP, a user, an API key), all under one default rule.
 
     Args:
@@ -83,6 +84,8 @@ class BucketRegistry:
             raise TypeError("'clock' and 'max_keys' configure the default store; pass them to it")
         (self._name, self._default), *_ = limits.items()  # SeveralLimits keeps them all
         self._lock = threading.Lock()  # for read-modify-write of _default
+        #: The shared rules this registry follows (`share_rules`), or None.
+        self._sharing = None
         self._store: Union[Store, AsyncStore] = store
         self._sync: Store
         self._async: AsyncStore
@@ -129,6 +132,8 @@ class BucketRegistry:
         ``key`` is a str. With several limits it may also be a mapping naming each limit's
         key (``{"user": "alice", "org": "acme"}``), all charged or none.
         """
+        if self._sharing is not None:
+            self._refresh()
         # Fast path: a small positive int needs no checks (check_amount turns larger ints
         # into floats, so that the arithmetic cannot overflow).
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
@@ -141,12 +146,16 @@ class BucketRegistry:
 
         A denial is a decision (``allowed`` False, with ``retry_after``), never an exception.
         """
+        if self._sharing is not None:
+            self._refresh()
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.take(key, amount, self._default), amount, self._name)
 
     def peek(self, key: Keys, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, without taking tokens."""
+        if self._sharing is not None:
+            self._refresh()
         key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.peek(key, amount, self._default), amount, self._name)
 
@@ -156,11 +165,15 @@ class BucketRegistry:
         A key without a bucket is at its capacity, except in a store at its ``max_keys`` cap,
         where it counts as empty (as `consume` treats it).
         """
+        if self._sharing is not None:
+            self._refresh()
         pick(self.limits, limit)
         return clamp(self._sync.level(check_key(key), self._default))
 
     def rule_for(self, key: str, limit: Optional[str] = None) -> Rule:
         """Return the rule that applies to ``key``: its override, else the default."""
+        if self._sharing is not None:
+            self._refresh()
         pick(self.limits, limit)
         override = self._sync.get_rule(check_key(key))
         return self._default if override is None else override
@@ -198,73 +211,38 @@ class BucketRegistry:
             pick(self.limits, limit)
         self._sync.reset(check_key(key))
 
-    def update_default(
-        self,
-        *,
-        capacity: Optional[float] = None,
-        refill_rate: Optional[float] = None,
-        limit: Optional[str] = None,
-    ) -> Rule:
-        """Change the default rule's given fields; return the new default.
-
-        Buckets under the default are settled at the rule they were last written with the first
-        time they are read after the change.
-        """
-        capacity, refill_rate = check_rule_fields(capacity, refill_rate)
-        pick(self.limits, limit)
-        with self._lock:
-            self._default = self._default.replace(capacity=capacity, refill_rate=refill_rate)
-            return self._default
-
-    def list_rules(
-        self, cursor: Optional[str] = None, count: int = 100, *, namespace: str = ""
-    ) -> Page:
-        r"""Return a page of the overrides: ``(next cursor, [(key, limit, rule), ...])``.
-
-        Start with ``cursor=None``; pass each returned cursor back for the next page, until it
-        is None. ``count`` (1 to 1000) bounds the keys a page looks at, so a page may hold
-        fewer entries, even none, before the end. Overrides present throughout are each listed
-        (in Redis, SCAN may list one twice). ``namespace`` selects a middleware route's keys
-        (``route + "\0"``). Not on a Redis Cluster (ValueError). See
-        [Runtime updates](../runtime-updates.md#listing-overrides).
-        """
-        cursor, count = check_page(cursor, count)
-        store_page = _lister(self._sync)(namespace, cursor, count)
-        return store_page[0], registry_entries(store_page[1], namespace, self.limits)
-
-    async def alist_rules(
-        self, cursor: Optional[str] = None, count: int = 100, *, namespace: str = ""
-    ) -> Page:
-        """Awaitable `list_rules`."""
-        cursor, count = check_page(cursor, count)
-        lister = _lister(self._store)
-        store_page = lister(namespace, cursor, count)
-        if inspect.isawaitable(store_page):
-            store_page = await store_page
-        return store_page[0], registry_entries(store_page[1], namespace, self.limits)
-
     async def atry_consume(self, key: Keys, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
+        if self._sharing is not None:
+            await self._arefresh()
         key, amount = check_key(key), check_amount(amount)
         return (await self._async.take(key, amount, self._default))[0]
 
     async def aconsume(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
+        if self._sharing is not None:
+            await self._arefresh()
         key, amount = check_key(key), check_amount(amount)
         return _decision(await self._async.take(key, amount, self._default), amount, self._name)
 
     async def apeek(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `peek`."""
+        if self._sharing is not None:
+            await self._arefresh()
         key, amount = check_key(key), check_amount(amount)
         return _decision(await self._async.peek(key, amount, self._default), amount, self._name)
 
     async def atokens(self, key: str, limit: Optional[str] = None) -> float:
         """Awaitable `tokens`."""
+        if self._sharing is not None:
+            await self._arefresh()
         pick(self.limits, limit)
         return clamp(await self._async.level(check_key(key), self._default))
 
     async def arule_for(self, key: str, limit: Optional[str] = None) -> Rule:
         """Awaitable `rule_for`."""
+        if self._sharing is not None:
+            await self._arefresh()
         pick(self.limits, limit)
         override = await self._async.get_rule(check_key(key))
         return self._default if override is None else override
@@ -312,14 +290,6 @@ def _check_update(
 ) -> tuple[str, Optional[float], Optional[float]]:
     """Validate an override change completely before anything is changed."""
     return (check_key(key), *check_rule_fields(capacity, refill_rate))
-
-
-def _lister(store: object) -> Any:
-    """The store's ``list_rules``, or TypeError for a store without one."""
-    lister = getattr(store, "list_rules", None)
-    if lister is None:
-        raise TypeError(f"{store!r} cannot list its overrides (it has no 'list_rules')")
-    return lister
 
 
 class _Allowed:
@@ -375,6 +345,12 @@ class _Awaitable:
 
     async def reset(self, key: str, /) -> None:
         self._store.reset(key)
+
+    async def get_shared(self, name: str, /) -> Optional[str]:
+        return store_methods(self._store)[0](name)  # type: ignore[no-any-return]
+
+    async def set_shared(self, name: str, text: str, /) -> None:
+        store_methods(self._store)[1](name, text)
 
 
 class _RequiresAwait:

@@ -23,6 +23,8 @@ without them makes those raise TypeError):
 
 * ``list_rules(prefix, cursor, count)``: a page of the overrides of keys starting with
   ``prefix``: ``(next cursor or None when done, [(key, rule), ...])``; cursors are opaque str.
+* ``get_shared(name)``, ``set_shared(name, text)``: read and write a named document (the
+  shared default rules, see `BucketRegistry.share_rules`), outside the keys' namespace.
 
 A new operation (``charge``: take whatever the level, leaving debt; ``refund``: give back, never
 above full) is one more method here, in each store and in ``_lua/bucket.lua``.

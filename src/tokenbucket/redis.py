@@ -61,7 +61,7 @@ from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as i
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._redis_pipeline import Pipeliner
-from ._redis_rules import list_rules
+from ._redis_rules import get_shared, list_rules, set_shared
 from ._rule import Rule
 from ._rules import StorePage
 from ._store import Buckets, Outcome, Outcomes
@@ -372,6 +372,14 @@ class RedisStore(_Store[_SyncClient]):
         """A page of overrides (SCAN: see ``Store.list_rules``). Raises RedisUnavailableError."""
         return self._run(list_rules(self._logic, prefix, cursor, count))
 
+    def get_shared(self, name: str, /) -> Optional[str]:
+        """The shared document ``name`` (one GET). Raises RedisUnavailableError."""
+        return self._run(get_shared(self._logic, name))
+
+    def set_shared(self, name: str, text: str, /) -> None:
+        """Write the shared document ``name`` (one SET). Raises RedisUnavailableError."""
+        self._run(set_shared(self._logic, name, text))
+
     def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
         """An in-flight slot of ``key`` (see [`InFlightLimit`][tokenbucket.InFlightLimit]).
 
@@ -512,6 +520,14 @@ class AsyncRedisStore(_Store[_AsyncClient]):
     async def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
         """Awaitable `RedisStore.list_rules`."""
         return await self._drive(list_rules(self._logic, prefix, cursor, count))
+
+    async def get_shared(self, name: str, /) -> Optional[str]:
+        """Awaitable `RedisStore.get_shared`."""
+        return await self._drive(get_shared(self._logic, name))
+
+    async def set_shared(self, name: str, text: str, /) -> None:
+        """Awaitable `RedisStore.set_shared`."""
+        await self._drive(set_shared(self._logic, name, text))
 
     async def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
         """See [`RedisStore.acquire_slot`][tokenbucket.redis.RedisStore.acquire_slot]."""

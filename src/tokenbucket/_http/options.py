@@ -221,7 +221,9 @@ class Options:
                     f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)} "
                     f"(or mappings of limit names to Rules)"
                 )
-            policy = Policy(pattern, BucketRegistry(rule, store=registry.store), pattern + "\0")
+            route_registry = BucketRegistry(rule, store=registry.store)
+            route_registry.shared_like(registry, pattern)  # shared rules: the route's too
+            policy = Policy(pattern, route_registry, pattern + "\0")
             self.routes[pattern] = policy
         self.route_paths = Paths("routes", self.routes.items())
 
