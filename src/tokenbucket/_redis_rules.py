@@ -12,9 +12,9 @@ node: listing raises ValueError there (a documented limitation; export per node 
 from __future__ import annotations
 
 import re
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-from ._redis_logic import _ERRORS, Logic, Plan, _rule
+from ._redis_logic import _ERRORS, _SCRIPT, _SHA, Logic, Plan, _encode, _rule
 from ._rule import Rule
 from ._rules import StorePage
 from ._validate import show
@@ -77,3 +77,51 @@ def set_shared(logic: Logic, name: str, text: str) -> Plan[None]:
         yield ("set", (shared_name(logic, name), text.encode("utf-8")))
     except _ERRORS as error:
         raise logic._unavailable("set_shared", name, error) from error
+
+
+#: Overrides an import sends per pipeline (one EVALSHA each).
+BATCH = 1000
+
+
+def update_batches(
+    logic: Logic, entries: Sequence[Tuple[str, Rule, Rule]]
+) -> List[List[Tuple[Any, ...]]]:
+    """The EVALSHA arguments setting each ``(key, default, override)``, in batches."""
+    calls = [
+        (
+            _SHA,
+            1,
+            logic._name(key),
+            b"update",
+            _encode(default.capacity),
+            _encode(default.refill_rate),
+            _encode(rule.capacity),
+            _encode(rule.refill_rate),
+        )
+        for key, default, rule in entries
+    ]
+    return [calls[start : start + BATCH] for start in range(0, len(calls), BATCH)]
+
+
+async def send_batches(
+    client: Any, logic: Logic, entries: Sequence[Tuple[str, Rule, Rule]], awaits: bool
+) -> None:
+    """Set every override, a pipeline of `BATCH` EVALSHAs at a time (not on a Cluster).
+
+    ``awaits``: whether the client is redis.asyncio's (a sync client's calls return at once,
+    so this coroutine then finishes without suspending). Raises RedisUnavailableError if Redis
+    fails; the batches sent before stay applied.
+    """
+    try:
+        reply = client.script_load(_SCRIPT)
+        if awaits:
+            await reply
+        for batch in update_batches(logic, entries):
+            pipe = client.pipeline(transaction=False)
+            for call in batch:
+                pipe.evalsha(*call)
+            reply = pipe.execute()
+            if awaits:
+                await reply
+    except _ERRORS as error:
+        raise logic._unavailable("update_rules", f"<{len(entries)} overrides>", error) from error

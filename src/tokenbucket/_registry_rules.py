@@ -11,11 +11,12 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from ._limits import pick
+from ._export import default_data, override_data, parse
+from ._limits import limit_key, pick
 from ._rule import Rule
-from ._rules import Page, check_page, registry_entries
+from ._rules import MAX_COUNT, Page, check_page, registry_entries, store_prefix
 from ._shared import Sharing, check_interval, encode, store_methods
 from ._validate import check_rule_fields
 
@@ -90,6 +91,82 @@ class RegistryRules:
         await put(sharing.name, encode(limits))
         self._apply(limits)
         return limits[name]
+
+    def export_rules(self, *, namespace: str = "") -> Dict[str, Any]:
+        """Return every rule, the defaults and each override, as a JSON-ready document.
+
+        See [Persistence](../redis.md#persistence) for the format; `import_rules` restores it.
+        ``namespace``: a middleware route's (see `list_rules`).
+        """
+        overrides: Dict[Tuple[str, str], Rule] = {}
+        cursor: Optional[str] = None
+        while True:
+            cursor, page = self.list_rules(cursor, MAX_COUNT, namespace=namespace)
+            overrides.update(((key, limit), rule) for key, limit, rule in page)
+            if cursor is None:
+                return _document(self.defaults, overrides)
+
+    async def aexport_rules(self, *, namespace: str = "") -> Dict[str, Any]:
+        """Awaitable `export_rules`."""
+        overrides: Dict[Tuple[str, str], Rule] = {}
+        cursor: Optional[str] = None
+        while True:
+            cursor, page = await self.alist_rules(cursor, MAX_COUNT, namespace=namespace)
+            overrides.update(((key, limit), rule) for key, limit, rule in page)
+            if cursor is None:
+                return _document(self.defaults, overrides)
+
+    def import_rules(self, document: Mapping[str, Any], *, namespace: str = "") -> int:
+        """Validate a document of `export_rules` completely, then apply it; return the overrides.
+
+        A bad entry anywhere raises ValueError (TypeError for a wrong type) naming it, and
+        nothing changes. Then the defaults are set (written to the shared rules with
+        `share_rules`) and every override listed is set, its bucket settled first as by
+        `update_rule`; overrides the document does not list stay as they are.
+        """
+        defaults, overrides = parse(document, self.limits)
+        sharing = self._sharing
+        if sharing is not None:
+            store_methods(self._sync)[1](sharing.name, encode(defaults))
+        self._apply(defaults)
+        entries = self._entries(defaults, overrides, namespace)
+        batch = getattr(self._sync, "update_rules", None)
+        if batch is not None:  # a store that sends many at once (Redis: pipelines)
+            batch(entries)
+            return len(overrides)
+        update = self._sync.update_rule
+        for key, default, rule in entries:
+            update(key, default, rule.capacity, rule.refill_rate)
+        return len(overrides)
+
+    async def aimport_rules(self, document: Mapping[str, Any], *, namespace: str = "") -> int:
+        """Awaitable `import_rules`."""
+        defaults, overrides = parse(document, self.limits)
+        sharing = self._sharing
+        if sharing is not None:
+            await store_methods(self._async)[1](sharing.name, encode(defaults))
+        self._apply(defaults)
+        entries = self._entries(defaults, overrides, namespace)
+        batch = getattr(self._store, "update_rules", None)
+        if batch is not None and inspect.iscoroutinefunction(batch):
+            await batch(entries)
+            return len(overrides)
+        update = self._async.update_rule
+        for key, default, rule in entries:
+            await update(key, default, rule.capacity, rule.refill_rate)
+        return len(overrides)
+
+    def _entries(
+        self, defaults: Dict[str, Rule], overrides: List[Tuple[str, str, Rule]], namespace: str
+    ) -> List[Tuple[str, Rule, Rule]]:
+        """``(store key, default, override)`` of each override of a parsed document."""
+        if len(defaults) == 1:
+            default = next(iter(defaults.values()))
+            return [(namespace + key, default, rule) for key, _, rule in overrides]
+        return [
+            (limit_key(namespace + key, limit), defaults[limit], rule)
+            for key, limit, rule in overrides
+        ]
 
     def share_rules(
         self,
@@ -182,7 +259,8 @@ class RegistryRules:
         [Runtime updates](../runtime-updates.md#listing-overrides).
         """
         cursor, count = check_page(cursor, count)
-        store_page = _lister(self._sync)(namespace, cursor, count)
+        prefix = store_prefix(namespace, len(self.limits) > 1)
+        store_page = _lister(self._sync)(prefix, cursor, count)
         return store_page[0], registry_entries(store_page[1], namespace, self.limits)
 
     async def alist_rules(
@@ -191,10 +269,19 @@ class RegistryRules:
         """Awaitable `list_rules`."""
         cursor, count = check_page(cursor, count)
         lister = _lister(self._store)
-        store_page = lister(namespace, cursor, count)
+        store_page = lister(store_prefix(namespace, len(self.limits) > 1), cursor, count)
         if inspect.isawaitable(store_page):
             store_page = await store_page
         return store_page[0], registry_entries(store_page[1], namespace, self.limits)
+
+
+def _document(defaults: Dict[str, Rule], overrides: Dict[Tuple[str, str], Rule]) -> Dict[str, Any]:
+    """An export document (see ``_export``)."""
+    return {
+        "version": 1,
+        "default": default_data(defaults),
+        "overrides": [override_data(key, limit, rule) for (key, limit), rule in overrides.items()],
+    }
 
 
 def _lister(store: object) -> Any:

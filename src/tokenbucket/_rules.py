@@ -73,20 +73,30 @@ def registry_entries(
     several = len(limits) > 1
     found = []
     for store_key, rule in entries:
-        if namespace:
-            if not store_key.startswith(namespace):
-                continue
-            store_key = store_key[len(namespace) :]
-        elif store_key.startswith("/") and "\0" in store_key:
-            continue
+        named = _split_limit_key(store_key)
         if several:
-            named = _split_limit_key(store_key)
             if named is None or named[1] not in limits:
                 continue
-            found.append((named[0], named[1], rule))
-        elif _split_limit_key(store_key) is None:  # not a limit key of a registry of several
-            found.append((store_key, limits[0], rule))
+            key, limit = named
+        elif named is None:  # else a limit key of a registry of several
+            key, limit = store_key, limits[0]
+        else:
+            continue
+        if namespace:
+            if not key.startswith(namespace):
+                continue
+            key = key[len(namespace) :]
+        elif key.startswith("/") and "\0" in key:
+            continue
+        found.append((key, limit, rule))
     return found
+
+
+def store_prefix(namespace: str, several: bool) -> str:
+    """The prefix of the store keys of ``namespace`` (see `registry_entries`)."""
+    if not several:
+        return namespace
+    return "{" + namespace.replace("}", "\1\3")
 
 
 def _split_limit_key(store_key: str) -> Optional[Tuple[str, str]]:

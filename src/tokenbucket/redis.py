@@ -36,9 +36,22 @@ Importing this module imports redis-py; importing ``tokenbucket`` never does.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from typing import Any, ClassVar, Dict, Generic, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import (
+    Any,
+    ClassVar,
+    Dict,
+    Generic,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    cast,
+)
 
 try:
     import redis
@@ -61,7 +74,7 @@ from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as i
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._redis_pipeline import Pipeliner
-from ._redis_rules import get_shared, list_rules, set_shared
+from ._redis_rules import get_shared, list_rules, send_batches, set_shared
 from ._rule import Rule
 from ._rules import StorePage
 from ._store import Buckets, Outcome, Outcomes
@@ -372,6 +385,19 @@ class RedisStore(_Store[_SyncClient]):
         """A page of overrides (SCAN: see ``Store.list_rules``). Raises RedisUnavailableError."""
         return self._run(list_rules(self._logic, prefix, cursor, count))
 
+    def update_rules(self, entries: Sequence[Tuple[str, Rule, Rule]], /) -> None:
+        """Set each ``(key, default, override)`` as `update_rule` would, in pipelines of 1000.
+
+        One EVALSHA per override (each atomic, not the whole); one at a time on a Cluster.
+        Raises RedisUnavailableError (the batches sent before stay applied).
+        """
+        if self._logic.cluster:
+            for key, default, rule in entries:
+                self.update_rule(key, default, rule.capacity, rule.refill_rate)
+            return
+        with contextlib.suppress(StopIteration):  # it never suspends: see send_batches
+            send_batches(self._client, self._logic, entries, False).send(None)
+
     def get_shared(self, name: str, /) -> Optional[str]:
         """The shared document ``name`` (one GET). Raises RedisUnavailableError."""
         return self._run(get_shared(self._logic, name))
@@ -520,6 +546,14 @@ class AsyncRedisStore(_Store[_AsyncClient]):
     async def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
         """Awaitable `RedisStore.list_rules`."""
         return await self._drive(list_rules(self._logic, prefix, cursor, count))
+
+    async def update_rules(self, entries: Sequence[Tuple[str, Rule, Rule]], /) -> None:
+        """Awaitable `RedisStore.update_rules`."""
+        if self._logic.cluster:
+            for key, default, rule in entries:
+                await self.update_rule(key, default, rule.capacity, rule.refill_rate)
+            return
+        await send_batches(self._client, self._logic, entries, True)
 
     async def get_shared(self, name: str, /) -> Optional[str]:
         """Awaitable `RedisStore.get_shared`."""
