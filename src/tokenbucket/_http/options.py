@@ -61,6 +61,7 @@ from .request import (
     check_ipv6_prefix,
     client_key,
 )
+from .rules import DEFAULT_MAX_IMPORT_BODY, sub_paths
 
 #: The app a middleware protects: an ASGI or a WSGI callable.
 App = TypeVar("App", bound=Callable[..., Any])
@@ -135,6 +136,7 @@ class Options:
         admin_path: str,
         max_body: int,
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+        max_import_body: int = DEFAULT_MAX_IMPORT_BODY,
         in_flight: Optional[InFlightLimit] = None,
         metrics: Optional[Metrics] = None,
     ) -> None:
@@ -189,10 +191,11 @@ class Options:
             self._set_routes(registry, routes)
         self.admin: Optional[AdminAPI] = None
         if admin_token is not None:
-            self.admin = AdminAPI(admin_token, admin_path, max_body, self)
+            self.admin = AdminAPI(admin_token, admin_path, max_body, self, max_import_body)
         else:
             check_admin_path(admin_path)
             check_max_body(max_body)
+            check_max_body(max_import_body, "max_import_body")
         self.metrics = optional_metrics(metrics)
         if self.metrics is not None:
             self._attach(self.metrics)
@@ -333,6 +336,7 @@ class Middleware(Generic[App]):
     __slots__ = (
         "_admin",
         "_admin_path",
+        "_admin_paths",
         "_consume",
         "_cost",
         "_in_flight",
@@ -357,6 +361,7 @@ class Middleware(Generic[App]):
         admin_token: Optional[str] = None,
         admin_path: str = DEFAULT_ADMIN_PATH,
         max_body: int = DEFAULT_MAX_BODY,
+        max_import_body: int = DEFAULT_MAX_IMPORT_BODY,
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         in_flight: Optional[InFlightLimit] = None,
         metrics: Optional[Metrics] = None,
@@ -380,6 +385,7 @@ class Middleware(Generic[App]):
             admin_token=admin_token,
             admin_path=admin_path,
             max_body=max_body,
+            max_import_body=max_import_body,
             ipv6_prefix=ipv6_prefix,
             in_flight=in_flight,
             metrics=metrics,
@@ -388,6 +394,8 @@ class Middleware(Generic[App]):
         self._in_flight = in_flight
         self._admin = options.admin
         self._admin_path = None if options.admin is None else options.admin.path
+        #: The endpoints under the admin path (``_http.rules``); none without an admin API.
+        self._admin_paths = frozenset() if options.admin is None else sub_paths(options.admin.path)
         # Read on every request: kept here, one attribute lookup away. None when requests need
         # more than the default key, cost and registry (see `Options.is_plain`).
         self._consume = options.default.registry.consume if options.is_plain else None
