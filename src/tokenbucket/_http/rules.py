@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl
 
 from .._export import VERSION, default_data, parse_default, parse_override, rule_data
@@ -203,7 +203,7 @@ def _parse_default(options: Options, data: Any) -> Union[Response, RulesOp]:
 def _parse_import(options: Options, data: Any) -> Union[Response, RulesOp]:
     """Validate the whole document; then one ``import_rules`` per policy it touches."""
     try:
-        documents = _import_documents(options, data)
+        documents = import_documents(options.default, options.routes, data)
     except (TypeError, ValueError, RecursionError) as exc:
         return error(400, f"invalid rules document: {exc}")
     policies = list(documents)
@@ -214,7 +214,13 @@ def _parse_import(options: Options, data: Any) -> Union[Response, RulesOp]:
     return RulesOp("import", policies, steps, {"routes": [_route_name(p) for p in policies]})
 
 
-def _import_documents(options: Options, data: Any) -> Dict[Policy, Dict[str, Any]]:
+def import_documents(
+    default: Policy, routes: Mapping[str, Policy], data: Any
+) -> Dict[Policy, Dict[str, Any]]:
+    """Validate a whole import (the admin export's format); each policy's registry document.
+
+    Raises ValueError (TypeError for a wrong type) naming the first bad entry.
+    """
     if not isinstance(data, dict):
         raise TypeError(f"it must be a JSON object, got {type(data).__name__}")
     unknown = set(data) - {"version", "default", "routes", "overrides"}
@@ -222,7 +228,6 @@ def _import_documents(options: Options, data: Any) -> Dict[Policy, Dict[str, Any
         raise ValueError(f"unknown fields {sorted(unknown)!r}")
     if data.get("version") != VERSION:
         raise ValueError(f"'version' must be {VERSION}, got {show(data.get('version'))}")
-    default = options.default
     documents: Dict[Policy, Dict[str, Any]] = {}
     parse_default(data.get("default"), default.registry.limits)
     documents[default] = _document(data["default"])
@@ -230,7 +235,7 @@ def _import_documents(options: Options, data: Any) -> Dict[Policy, Dict[str, Any
     if not isinstance(routes, dict):
         raise TypeError(f"'routes' must be an object, got {show(routes)}")
     for name, rules in routes.items():
-        policy = options.routes.get(name)
+        policy = routes.get(name)
         if policy is None:
             raise ValueError(f"routes[{name!r}] is not a configured route")
         parse_default(rules, policy.registry.limits, f"routes[{name!r}]")
@@ -242,7 +247,7 @@ def _import_documents(options: Options, data: Any) -> Dict[Policy, Dict[str, Any
     for index, entry in enumerate(overrides):
         where = f"overrides[{index}]"
         route = entry.get("route") if isinstance(entry, dict) else None
-        policy = default if route is None else options.routes.get(route)
+        policy = default if route is None else routes.get(route)
         if policy is None:
             raise ValueError(f"{where}.route is not a configured route: {show(route)}")
         key, limit, rule = parse_override(entry, policy.registry.limits, where, "client_id")
@@ -303,3 +308,20 @@ def _json(body: bytes) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def load_rules(path: str, registry: Any) -> Dict[str, Any]:
+    """Read a rules file (an export of the admin API, without routes) for ``registry``.
+
+    Returns the registry's document for `BucketRegistry.import_rules`; raises OSError, or
+    ValueError/TypeError naming the file's first bad entry.
+    """
+    from .options import Policy
+
+    with open(path, encoding="utf-8-sig") as file:
+        try:
+            data = json.load(file, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+    policy = Policy("default", registry, "")
+    return import_documents(policy, {}, data)[policy]
