@@ -56,8 +56,13 @@ def _key(logic: Logic, name: Any) -> str:
 
 
 def shared_name(logic: Logic, name: str) -> bytes:
-    """The Redis key of the shared document ``name``: outside the keys' ``prefix + key``."""
-    return ("\0rules\0" + logic.prefix + name).encode("utf-8", "surrogatepass")
+    """The Redis key of the shared document ``name``: ``prefix``, byte 0xff, ``rules:``, name.
+
+    UTF-8 never holds the byte 0xff, so no bucket key (a hash named ``prefix + key`` in UTF-8)
+    can name it, and it still starts with the prefix (``SCAN``, ACL key patterns).
+    """
+    prefix = logic.prefix.encode("utf-8", "surrogatepass")
+    return prefix + b"\xffrules:" + name.encode("utf-8", "surrogatepass")
 
 
 def get_shared(logic: Logic, name: str) -> Plan[Optional[str]]:

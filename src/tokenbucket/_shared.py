@@ -16,8 +16,8 @@ document that names other limits than the registry's, or is not valid, is ignore
 and the registry keeps the rules it has. A read that fails (Redis down) keeps them too, until
 the next refresh.
 
-In Redis the document is the string key ``"\0rules\0" + prefix + name``, outside the store's
-key namespace (a key is ``prefix + key``), so that no client key can reach it.
+In Redis the document is the string key ``prefix``, the byte 0xff, ``rules:`` and the name
+(``b"tokenbucket:\xffrules:default"``), which no client key can name (see ``_redis_rules``).
 """
 
 from __future__ import annotations

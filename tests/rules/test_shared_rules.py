@@ -108,7 +108,7 @@ def test_redis_workers_adopt_a_change_and_survive_an_outage(own_redis):
     a.update_default(capacity=40, refill_rate=4.0)
     clock.advance(1)
     assert b.consume("k").limit == 40
-    raw = stores[0].client.get(b"\0rules\0tokenbucket:default")
+    raw = stores[0].client.get(b"tokenbucket:\xffrules:default")
     assert json.loads(raw)["limits"] == {"default": {"capacity": 40, "refill_rate": 4.0}}
     own_redis.stop()
     clock.advance(1)

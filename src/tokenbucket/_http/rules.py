@@ -231,10 +231,10 @@ def import_documents(
     documents: Dict[Policy, Dict[str, Any]] = {}
     parse_default(data.get("default"), default.registry.limits)
     documents[default] = _document(data["default"])
-    routes = data.get("routes", {})
-    if not isinstance(routes, dict):
-        raise TypeError(f"'routes' must be an object, got {show(routes)}")
-    for name, rules in routes.items():
+    given = data.get("routes", {})
+    if not isinstance(given, dict):
+        raise TypeError(f"'routes' must be an object, got {show(given)}")
+    for name, rules in given.items():
         policy = routes.get(name)
         if policy is None:
             raise ValueError(f"routes[{name!r}] is not a configured route")
