@@ -435,15 +435,15 @@ class MemoryStore(Sweeping):
             return self._overrides.pop(key)
 
     def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
-        """See [`Store.list_rules`][tokenbucket.Store.list_rules]: sorted by key."""
+        """A page of overrides, in sorted key order (the store protocol's optional method)."""
         return memory_page(self._overrides, prefix, cursor, count)
 
     def get_shared(self, name: str, /) -> Optional[str]:
-        """See [`Store.get_shared`][tokenbucket.Store.get_shared]."""
+        """The shared document ``name``, or None (see `BucketRegistry.share_rules`)."""
         return self._shared.get(name)
 
     def set_shared(self, name: str, text: str, /) -> None:
-        """See [`Store.set_shared`][tokenbucket.Store.set_shared]."""
+        """Write the shared document ``name`` (see `BucketRegistry.share_rules`)."""
         self._shared[name] = text
 
     def reset(self, key: str, /) -> None:
