@@ -11,13 +11,16 @@ node: listing raises ValueError there (a documented limitation; export per node 
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, TypeVar
 
 from ._redis_logic import _ERRORS, _SCRIPT, _SHA, Logic, Plan, _encode, _rule
 from ._rule import Rule
 from ._rules import StorePage
 from ._validate import show
+
+T = TypeVar("T")
 
 _GLOB = re.compile(r"([\\*?\[\]])")
 
@@ -130,3 +133,92 @@ async def send_batches(
                 await reply
     except _ERRORS as error:
         raise logic._unavailable("update_rules", f"<{len(entries)} overrides>", error) from error
+
+
+class SyncRules:
+    """`RedisStore`'s rule methods beyond one key's (a mixin: the store's module stays small)."""
+
+    __slots__ = ()
+
+    _logic: Logic
+    _client: Any
+
+    if TYPE_CHECKING:
+
+        def _run(self, plan: Plan[T]) -> T: ...
+
+        def update_rule(
+            self,
+            key: str,
+            default: Rule,
+            capacity: Optional[float],
+            refill_rate: Optional[float],
+            /,
+        ) -> Rule: ...
+
+    def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
+        """A page of overrides (SCAN: see ``Store.list_rules``). Raises RedisUnavailableError."""
+        return self._run(list_rules(self._logic, prefix, cursor, count))
+
+    def update_rules(self, entries: Sequence[Tuple[str, Rule, Rule]], /) -> None:
+        """Set each ``(key, default, override)`` as `update_rule` would, in pipelines of 1000.
+
+        One EVALSHA per override (each atomic, not the whole); one at a time on a Cluster.
+        Raises RedisUnavailableError (the batches sent before stay applied).
+        """
+        if self._logic.cluster:
+            for key, default, rule in entries:
+                self.update_rule(key, default, rule.capacity, rule.refill_rate)
+            return
+        with contextlib.suppress(StopIteration):  # it never suspends: see send_batches
+            send_batches(self._client, self._logic, entries, False).send(None)
+
+    def get_shared(self, name: str, /) -> Optional[str]:
+        """The shared document ``name`` (one GET). Raises RedisUnavailableError."""
+        return self._run(get_shared(self._logic, name))
+
+    def set_shared(self, name: str, text: str, /) -> None:
+        """Write the shared document ``name`` (one SET). Raises RedisUnavailableError."""
+        self._run(set_shared(self._logic, name, text))
+
+
+class AsyncRules:
+    """`AsyncRedisStore`'s rule methods beyond one key's (see `SyncRules`)."""
+
+    __slots__ = ()
+
+    _logic: Logic
+    _client: Any
+
+    if TYPE_CHECKING:
+
+        async def _drive(self, plan: Plan[T], batch: Any = None) -> T: ...
+
+        async def update_rule(
+            self,
+            key: str,
+            default: Rule,
+            capacity: Optional[float],
+            refill_rate: Optional[float],
+            /,
+        ) -> Rule: ...
+
+    async def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
+        """Awaitable `RedisStore.list_rules`."""
+        return await self._drive(list_rules(self._logic, prefix, cursor, count))
+
+    async def update_rules(self, entries: Sequence[Tuple[str, Rule, Rule]], /) -> None:
+        """Awaitable `RedisStore.update_rules`."""
+        if self._logic.cluster:
+            for key, default, rule in entries:
+                await self.update_rule(key, default, rule.capacity, rule.refill_rate)
+            return
+        await send_batches(self._client, self._logic, entries, True)
+
+    async def get_shared(self, name: str, /) -> Optional[str]:
+        """Awaitable `RedisStore.get_shared`."""
+        return await self._drive(get_shared(self._logic, name))
+
+    async def set_shared(self, name: str, text: str, /) -> None:
+        """Awaitable `RedisStore.set_shared`."""
+        await self._drive(set_shared(self._logic, name, text))

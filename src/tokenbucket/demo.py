@@ -22,11 +22,8 @@ while Redis is down starts anyway (it says so) and decides by ``--on-error`` (de
 ``fallback``: limits in memory, per process; ``deny``: every request 429; ``allow``: no limit)
 until Redis answers, then shares its limits through Redis, without a restart.
 
-``--rules FILE`` loads rules at start: a JSON export of the admin API (``GET
-/admin/update-rule/export``), its default and overrides, validated first (a bad file exits with
-status 2 and a message naming the entry). With ``--redis`` every worker follows the default
-rule shared through Redis (a change through the admin API applies in every worker within about
-a second).
+``--rules FILE`` loads an admin export (``GET /admin/update-rule/export``) at start, checked
+first (a bad file exits 2 naming the entry). With ``--redis`` the workers share the default rule.
 
 ``GET /metrics`` serves the gateway's metrics in the Prometheus text format (decisions by
 outcome, the store's time, tracked buckets, admin requests; see docs/observability.md). Each
@@ -210,11 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="most buckets kept in memory (without --redis); a new client beyond them is denied "
         f"until old buckets refill (default: ${MAX_KEYS_VARIABLE} or {DEFAULT_MAX_KEYS:,})",
     )
-    parser.add_argument(
-        "--rules",
-        metavar="FILE",
-        help="load rules at start: a JSON export of the admin API (GET {admin path}/export)",
-    )
+    parser.add_argument("--rules", metavar="FILE", help="load an admin API export at start")
     return parser
 
 

@@ -36,22 +36,9 @@ Importing this module imports redis-py; importing ``tokenbucket`` never does.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
-from typing import (
-    Any,
-    ClassVar,
-    Dict,
-    Generic,
-    Optional,
-    Sequence,
-    Tuple,
-    Type,
-    TypeVar,
-    Union,
-    cast,
-)
+from typing import Any, ClassVar, Dict, Generic, Optional, Tuple, Type, TypeVar, Union, cast
 
 try:
     import redis
@@ -74,9 +61,8 @@ from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as i
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._redis_pipeline import Pipeliner
-from ._redis_rules import get_shared, list_rules, send_batches, set_shared
+from ._redis_rules import AsyncRules, SyncRules
 from ._rule import Rule
-from ._rules import StorePage
 from ._store import Buckets, Outcome, Outcomes
 from ._validate import _number
 
@@ -283,7 +269,7 @@ def _client_options(
     return {"socket_timeout": timeout, "socket_connect_timeout": connect}
 
 
-class RedisStore(_Store[_SyncClient]):
+class RedisStore(SyncRules, _Store[_SyncClient]):
     """A [`Store`][tokenbucket.Store] in Redis, through a synchronous redis-py client.
 
     Args:
@@ -381,31 +367,6 @@ class RedisStore(_Store[_SyncClient]):
         """See [`Store.reset`][tokenbucket.Store.reset]. Raises RedisUnavailableError."""
         self._run(self._logic.reset(key))
 
-    def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
-        """A page of overrides (SCAN: see ``Store.list_rules``). Raises RedisUnavailableError."""
-        return self._run(list_rules(self._logic, prefix, cursor, count))
-
-    def update_rules(self, entries: Sequence[Tuple[str, Rule, Rule]], /) -> None:
-        """Set each ``(key, default, override)`` as `update_rule` would, in pipelines of 1000.
-
-        One EVALSHA per override (each atomic, not the whole); one at a time on a Cluster.
-        Raises RedisUnavailableError (the batches sent before stay applied).
-        """
-        if self._logic.cluster:
-            for key, default, rule in entries:
-                self.update_rule(key, default, rule.capacity, rule.refill_rate)
-            return
-        with contextlib.suppress(StopIteration):  # it never suspends: see send_batches
-            send_batches(self._client, self._logic, entries, False).send(None)
-
-    def get_shared(self, name: str, /) -> Optional[str]:
-        """The shared document ``name`` (one GET). Raises RedisUnavailableError."""
-        return self._run(get_shared(self._logic, name))
-
-    def set_shared(self, name: str, text: str, /) -> None:
-        """Write the shared document ``name`` (one SET). Raises RedisUnavailableError."""
-        self._run(set_shared(self._logic, name, text))
-
     def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
         """An in-flight slot of ``key`` (see [`InFlightLimit`][tokenbucket.InFlightLimit]).
 
@@ -426,7 +387,7 @@ class RedisStore(_Store[_SyncClient]):
         return self._run(self._slots.count(key))
 
 
-class AsyncRedisStore(_Store[_AsyncClient]):
+class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
     """An [`AsyncStore`][tokenbucket.AsyncStore] in Redis, through ``redis.asyncio``.
 
     The same store as [`RedisStore`][tokenbucket.redis.RedisStore] (same script, keys, options,
@@ -542,26 +503,6 @@ class AsyncRedisStore(_Store[_AsyncClient]):
     async def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]. Raises RedisUnavailableError."""
         await self._drive(self._logic.reset(key))
-
-    async def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
-        """Awaitable `RedisStore.list_rules`."""
-        return await self._drive(list_rules(self._logic, prefix, cursor, count))
-
-    async def update_rules(self, entries: Sequence[Tuple[str, Rule, Rule]], /) -> None:
-        """Awaitable `RedisStore.update_rules`."""
-        if self._logic.cluster:
-            for key, default, rule in entries:
-                await self.update_rule(key, default, rule.capacity, rule.refill_rate)
-            return
-        await send_batches(self._client, self._logic, entries, True)
-
-    async def get_shared(self, name: str, /) -> Optional[str]:
-        """Awaitable `RedisStore.get_shared`."""
-        return await self._drive(get_shared(self._logic, name))
-
-    async def set_shared(self, name: str, text: str, /) -> None:
-        """Awaitable `RedisStore.set_shared`."""
-        await self._drive(set_shared(self._logic, name, text))
 
     async def acquire_slot(self, key: str, limit: int, lease: float, /) -> Optional[Slot]:
         """See [`RedisStore.acquire_slot`][tokenbucket.redis.RedisStore.acquire_slot]."""
