@@ -1,12 +1,13 @@
-"""The Redis stores' listing of overrides, as a plan (see ``_redis_logic``): SCAN, then HMGET.
+"""The Redis stores' rules beyond one key's: listing overrides, imports, the shared document.
 
 Each key is one hash, ``store prefix + key``; an override is its fields ``C`` and ``R``. A page
-is one ``SCAN cursor MATCH prefix* COUNT count TYPE hash`` and one HMGET per hash it returns
-(hashes without ``C`` are buckets without an override, and are skipped). SCAN guarantees that a
+is one ``SCAN cursor MATCH prefix* COUNT count TYPE hash`` and one EVAL reading ``C`` and ``R``
+of every hash it returned, one round trip (hashes without ``C`` are buckets without an
+override, and are skipped). SCAN guarantees that a
 key present from the first page to the last is returned at least once (rarely twice, while
 Redis rehashes), and its ``COUNT`` is a hint, so a page may hold fewer entries than asked, or
 none, before the end. On a Redis Cluster each master has its own keyspace and SCAN reaches one
-node: listing raises ValueError there (a documented limitation; export per node instead).
+node: listing raises ValueError there (a documented limitation).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from ._validate import show
 T = TypeVar("T")
 
 _GLOB = re.compile(r"([\\*?\[\]])")
+#: Reads the override fields of every key it is given (one page's), in one round trip.
+_READ = (
+    "local out = {} for i, key in ipairs(KEYS) do "
+    "out[i] = redis.call('HMGET', key, 'C', 'R') end return out"
+)
 
 
 def list_rules(logic: Logic, prefix: str, cursor: Optional[str], count: int) -> Plan[StorePage]:
@@ -43,8 +49,8 @@ def list_rules(logic: Logic, prefix: str, cursor: Optional[str], count: int) -> 
             (start, pattern.encode("utf-8", "surrogatepass"), count, "hash"),
         )
         page: List[Tuple[str, Rule]] = []
-        for name in names:
-            capacity, refill_rate = yield ("hmget", (name, "C", "R"))
+        fields = (yield ("eval", (_READ, len(names), *names))) if names else []
+        for name, (capacity, refill_rate) in zip(names, fields):
             if capacity is not None:
                 page.append((_key(logic, name), _rule(capacity, refill_rate)))
     except _ERRORS as error:
