@@ -204,9 +204,13 @@ class RegistryRules:
         return None if self._sharing is None else self._sharing.name
 
     def _refresh(self) -> None:
-        """Read the shared rules if their deadline has passed (see `share_rules`)."""
+        """Read the shared rules if their deadline has passed (see `share_rules`).
+
+        Not while the store says it is unavailable (a Redis store's circuit breaker is open):
+        the decisions probe it, and a read would only wait for its timeout.
+        """
         sharing = self._sharing
-        if sharing is None or not sharing.due():
+        if sharing is None or not sharing.due() or not getattr(self._store, "available", True):
             return
         try:
             text = store_methods(self._sync)[0](sharing.name)
@@ -218,7 +222,7 @@ class RegistryRules:
     async def _arefresh(self) -> None:
         """Awaitable `_refresh`."""
         sharing = self._sharing
-        if sharing is None or not sharing.due():
+        if sharing is None or not sharing.due() or not getattr(self._store, "available", True):
             return
         try:
             text = await store_methods(self._async)[0](sharing.name)

@@ -98,7 +98,7 @@ def test_a_store_that_cannot_share_is_refused():
         BucketRegistry(Rule(1, 1.0), store=Bare()).share_rules()
 
 
-def test_redis_workers_adopt_a_change_and_survive_an_outage(own_redis):
+def test_redis_workers_adopt_a_change_and_survive_an_outage(own_redis, caplog):
     stores = [RedisStore.from_url(own_redis.url) for _ in range(2)]
     clock = ManualClock()
     a, b = (BucketRegistry(Rule(5, 1.0), store=store) for store in stores)
@@ -113,6 +113,12 @@ def test_redis_workers_adopt_a_change_and_survive_an_outage(own_redis):
     own_redis.stop()
     clock.advance(1)
     assert b.consume("k").limit == 40  # the read failed: the rules it had stay
+    assert "cannot read shared rules" in caplog.text
+    assert not stores[1].available  # that decision failed too: the breaker is open
+    caplog.clear()
+    clock.advance(1)
+    assert b.consume("k").limit == 40
+    assert "cannot read shared rules" not in caplog.text  # no read (and no timeout) meanwhile
     with pytest.raises(ConnectionError):
         a.update_default(capacity=1)
     assert a.default == Rule(40, 4.0)  # nothing half-applied
