@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ._arith import EXACT, accumulate, admits, behind, carry_of, deficit, settled_at, wait
 from ._clock import Clock
 from ._rule import Rule
+from ._rules import StorePage, memory_page
 from ._store import Mask, Outcome, Outcomes
 from ._sweep import Shape as _Shape
 from ._sweep import State as _State
@@ -76,6 +77,7 @@ class MemoryStore(Sweeping):
         "_max_keys",
         "_overrides",
         "_shards",
+        "_shared",
         "_stripes",
     )
 
@@ -99,6 +101,7 @@ class MemoryStore(Sweeping):
             raise ValueError(f"'stripes' must be a power of two >= 1, got {stripes!r}")
         self._clock: Clock = time.monotonic if clock is None else clock
         self._overrides: Dict[str, Rule] = {}
+        self._shared: Dict[str, str] = {}
         self._stripes: List[threading.Lock] = [threading.Lock() for _ in range(stripes)]
         #: Per stripe: the states of its keys, and its lock.
         self._shards: List[Tuple[Dict[str, _State], threading.Lock]] = [
@@ -531,6 +534,18 @@ class MemoryStore(Sweeping):
                 return None
             self._rebase(key, default)
             return self._overrides.pop(key)
+
+    def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
+        """A page of overrides, in sorted key order (the store protocol's optional method)."""
+        return memory_page(self._overrides, prefix, cursor, count)
+
+    def get_shared(self, name: str, /) -> Optional[str]:
+        """The shared document ``name``, or None (see `BucketRegistry.share_rules`)."""
+        return self._shared.get(name)
+
+    def set_shared(self, name: str, text: str, /) -> None:
+        """Write the shared document ``name`` (see `BucketRegistry.share_rules`)."""
+        self._shared[name] = text
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""

@@ -17,13 +17,14 @@ from ._decision import Decision, after, clamp, decide
 from ._lifecycle import Waiting, delay
 from ._limits import Keys, check_limits, pick
 from ._memory import MemoryStore
+from ._registry_rules import RegistryRules
 from ._rule import Rule
 from ._store import AsyncStore, Outcome, Store
 from ._validate import check_amount, check_key, check_rule_fields, show
 from ._wrappers import _Allowed, _Awaitable, _RequiresAwait
 
 
-class BucketRegistry(Waiting):
+class BucketRegistry(Waiting, RegistryRules):
     """Token buckets by key (a client IP, a user, an API key), all under one default rule.
 
     Args:
@@ -93,6 +94,8 @@ class BucketRegistry(Waiting):
             raise TypeError("'clock' and 'max_keys' configure the default store; pass them to it")
         (self._name, self._default), *_ = limits.items()  # SeveralLimits keeps them all
         self._lock = threading.Lock()  # for read-modify-write of _default
+        #: The shared rules this registry follows (`share_rules`), or None.
+        self._sharing = None
         self._store: Union[Store, AsyncStore] = store
         self._sync: Store
         self._async: AsyncStore
@@ -155,6 +158,8 @@ class BucketRegistry(Waiting):
         ``key`` is a str. With several limits it may also be a mapping naming each limit's
         key (``{"user": "alice", "org": "acme"}``), all charged or none.
         """
+        if self._sharing is not None:
+            self._refresh()
         # Fast path: a small positive int needs no checks (check_amount turns larger ints
         # into floats, so that the arithmetic cannot overflow).
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
@@ -167,12 +172,16 @@ class BucketRegistry(Waiting):
 
         A denial is a decision (``allowed`` False, with ``retry_after``), never an exception.
         """
+        if self._sharing is not None:
+            self._refresh()
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.take(key, amount, self._default), amount, self._name)
 
     def peek(self, key: Keys, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, without taking tokens."""
+        if self._sharing is not None:
+            self._refresh()
         key, amount = check_key(key), check_amount(amount)
         return _decision(self._sync.peek(key, amount, self._default), amount, self._name)
 
@@ -216,11 +225,15 @@ class BucketRegistry(Waiting):
         A key without a bucket is at its capacity, except in a store at its ``max_keys`` cap,
         where it counts as empty (as `consume` treats it).
         """
+        if self._sharing is not None:
+            self._refresh()
         pick(self.limits, limit)
         return clamp(self._sync.level(check_key(key), self._default))
 
     def rule_for(self, key: str, limit: Optional[str] = None) -> Rule:
         """Return the rule that applies to ``key``: its override, else the default."""
+        if self._sharing is not None:
+            self._refresh()
         pick(self.limits, limit)
         override = self._sync.get_rule(check_key(key))
         return self._default if override is None else override
@@ -258,36 +271,24 @@ class BucketRegistry(Waiting):
             pick(self.limits, limit)
         self._sync.reset(check_key(key))
 
-    def update_default(
-        self,
-        *,
-        capacity: Optional[float] = None,
-        refill_rate: Optional[float] = None,
-        limit: Optional[str] = None,
-    ) -> Rule:
-        """Change the default rule's given fields; return the new default.
-
-        Buckets under the default are settled at the rule they were last written with the first
-        time they are read after the change.
-        """
-        capacity, refill_rate = check_rule_fields(capacity, refill_rate)
-        pick(self.limits, limit)
-        with self._lock:
-            self._default = self._default.replace(capacity=capacity, refill_rate=refill_rate)
-            return self._default
-
     async def atry_consume(self, key: Keys, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
+        if self._sharing is not None:
+            await self._arefresh()
         key, amount = check_key(key), check_amount(amount)
         return (await self._async.take(key, amount, self._default))[0]
 
     async def aconsume(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
+        if self._sharing is not None:
+            await self._arefresh()
         key, amount = check_key(key), check_amount(amount)
         return _decision(await self._async.take(key, amount, self._default), amount, self._name)
 
     async def apeek(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `peek`."""
+        if self._sharing is not None:
+            await self._arefresh()
         key, amount = check_key(key), check_amount(amount)
         return _decision(await self._async.peek(key, amount, self._default), amount, self._name)
 
@@ -305,11 +306,15 @@ class BucketRegistry(Waiting):
 
     async def atokens(self, key: str, limit: Optional[str] = None) -> float:
         """Awaitable `tokens`."""
+        if self._sharing is not None:
+            await self._arefresh()
         pick(self.limits, limit)
         return clamp(await self._async.level(check_key(key), self._default))
 
     async def arule_for(self, key: str, limit: Optional[str] = None) -> Rule:
         """Awaitable `rule_for`."""
+        if self._sharing is not None:
+            await self._arefresh()
         pick(self.limits, limit)
         override = await self._async.get_rule(check_key(key))
         return self._default if override is None else override

@@ -17,7 +17,7 @@ from ._registry import BucketRegistry, _check_update
 from ._rule import Rule
 from ._shadow import check_shadow, decide_watched, switched
 from ._store import AsyncStore, Outcomes, Store
-from ._validate import check_amount, check_key, check_rule_fields
+from ._validate import check_amount, check_key
 
 
 class SeveralLimits(BucketRegistry):
@@ -89,10 +89,14 @@ class SeveralLimits(BucketRegistry):
 
     def try_consume(self, key: Keys, amount: float = 1) -> bool:
         """Take ``amount`` from every limit's bucket if all have it; return whether it did."""
+        if self._sharing is not None:
+            self._refresh()
         return self._take(key, amount)[0]
 
     def consume(self, key: Keys, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the combined [`Decision`][tokenbucket.Decision]."""
+        if self._sharing is not None:
+            self._refresh()
         if type(amount) is not int or not 0 < amount <= 2**53:
             amount = check_amount(amount)
         buckets = buckets_of(key, self._limits)
@@ -123,6 +127,8 @@ class SeveralLimits(BucketRegistry):
 
     def peek(self, key: Keys, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, taking nothing."""
+        if self._sharing is not None:
+            self._refresh()
         amount = check_amount(amount)
         limits = self._limits
         mask = self._watch.mask
@@ -154,10 +160,14 @@ class SeveralLimits(BucketRegistry):
 
     def tokens(self, key: str, limit: Optional[str] = None) -> float:
         """Return the level of ``key``'s bucket of ``limit`` now."""
+        if self._sharing is not None:
+            self._refresh()
         return clamp(self._sync.level(*self._one(key, limit)))
 
     def rule_for(self, key: str, limit: Optional[str] = None) -> Rule:
         """Return the rule of ``limit`` for ``key``: its override, else the limit's default."""
+        if self._sharing is not None:
+            self._refresh()
         bucket, default = self._one(key, limit)
         override = self._sync.get_rule(bucket)
         return default if override is None else override
@@ -185,24 +195,14 @@ class SeveralLimits(BucketRegistry):
         for name in names:
             self._sync.reset(limit_key(check_key(key), name))
 
-    def update_default(
-        self,
-        *,
-        capacity: Optional[float] = None,
-        refill_rate: Optional[float] = None,
-        limit: Optional[str] = None,
-    ) -> Rule:
-        """Change the given fields of ``limit``'s default rule; return the new rule."""
-        capacity, refill_rate = check_rule_fields(capacity, refill_rate)
-        name = pick(tuple(self._limits), limit)
-        with self._lock:
-            limits = dict(self._limits)
-            limits[name] = limits[name].replace(capacity=capacity, refill_rate=refill_rate)
-            self._limits = limits
-            return limits[name]
+    def _apply(self, limits: Dict[str, Rule]) -> None:
+        """Make ``limits`` the defaults (replaced as a whole, never changed in place)."""
+        self._limits = limits
 
     async def atry_consume(self, key: Keys, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
+        if self._sharing is not None:
+            await self._arefresh()
         amount = check_amount(amount)
         mask = self._watch.mask
         if mask:
@@ -211,6 +211,8 @@ class SeveralLimits(BucketRegistry):
 
     async def aconsume(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
+        if self._sharing is not None:
+            await self._arefresh()
         amount = check_amount(amount)
         limits = self._limits
         mask = self._watch.mask
@@ -222,6 +224,8 @@ class SeveralLimits(BucketRegistry):
 
     async def apeek(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `peek`."""
+        if self._sharing is not None:
+            await self._arefresh()
         amount = check_amount(amount)
         limits = self._limits
         mask = self._watch.mask
@@ -252,10 +256,14 @@ class SeveralLimits(BucketRegistry):
 
     async def atokens(self, key: str, limit: Optional[str] = None) -> float:
         """Awaitable `tokens`."""
+        if self._sharing is not None:
+            await self._arefresh()
         return clamp(await self._async.level(*self._one(key, limit)))
 
     async def arule_for(self, key: str, limit: Optional[str] = None) -> Rule:
         """Awaitable `rule_for`."""
+        if self._sharing is not None:
+            await self._arefresh()
         bucket, default = self._one(key, limit)
         override = await self._async.get_rule(bucket)
         return default if override is None else override

@@ -21,6 +21,14 @@ Operations, each one atomic step:
   the level is back at 0 within ``max_wait`` seconds: a reservation); ``charge_all`` on several;
 * ``refund``: give ``amount`` back, never above full; ``refund_all`` on several.
 
+Optional (a registry's `list_rules`, `export_rules` and `import_rules` need them; a store
+without them makes those raise TypeError):
+
+* ``list_rules(prefix, cursor, count)``: a page of the overrides of keys starting with
+  ``prefix``: ``(next cursor or None when done, [(key, rule), ...])``; cursors are opaque str.
+* ``get_shared(name)``, ``set_shared(name, text)``: read and write a named document (the
+  shared default rules, see `BucketRegistry.share_rules`), outside the keys' namespace.
+
 A new operation is one more method here, in each store and in ``_lua/bucket.lua``.
 
 Semantics every store must keep (the conformance tests hold each store to them):

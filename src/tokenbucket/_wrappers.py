@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NoReturn, Optional, Tuple
 
 from ._rule import Rule
+from ._shared import store_methods
 from ._store import Buckets, Mask, Outcome, Outcomes, Store
 
 
@@ -90,6 +91,12 @@ class _Awaitable:
 
     async def reset(self, key: str, /) -> None:
         self._store.reset(key)
+
+    async def get_shared(self, name: str, /) -> Optional[str]:
+        return store_methods(self._store)[0](name)  # type: ignore[no-any-return]
+
+    async def set_shared(self, name: str, text: str, /) -> None:
+        store_methods(self._store)[1](name, text)
 
 
 class _RequiresAwait:

@@ -51,6 +51,7 @@ from ._http.headers import (
 )
 from ._http.options import Limit, Middleware, Policy
 from ._http.request import RequestView, default_bucket
+from ._http.rules import RulesOp
 from ._http.settle import Settlement
 from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
@@ -189,7 +190,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
                 await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path == self._admin_path:
+        if path == self._admin_path or path in self._admin_paths:
             await self._admin_request(scope, receive, send)
             return
         if self._in_flight is not None:
@@ -394,19 +395,19 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             return
         await _send_response(send, admin.outcome(op, await self._run(op), view))
 
-    async def _run(self, op: AdminOp) -> Union[List[Any], ConnectionError]:
+    async def _run(self, op: Union[AdminOp, RulesOp]) -> Union[List[Any], Exception]:
         """Make the registry calls of ``op`` (awaited when the store is async); their results.
 
-        A ``ConnectionError`` stops them and is returned instead.
+        A ``ConnectionError`` (or a ValueError: a cursor of another store, a Redis Cluster
+        that cannot list) stops them and is returned instead.
         """
-        registry = op.policy.registry
         prefix = "a" if self._options.is_async else ""
         results = []
         try:
-            for name, kwargs in op.calls():
-                result = getattr(registry, prefix + name)(op.key, **kwargs)
+            for registry, name, args, kwargs in op.steps():
+                result = getattr(registry, prefix + name)(*args, **kwargs)
                 results.append(await result if prefix else result)
-        except ConnectionError as exc:
+        except (ConnectionError, ValueError) as exc:
             return exc
         return results
 
@@ -482,21 +483,22 @@ async def _send_response(send: Send, response: Response) -> None:
 
 async def _admin_op(
     admin: AdminAPI, view: RequestView, receive: Receive
-) -> Union[Response, AdminOp]:
+) -> Union[Response, AdminOp, RulesOp]:
     """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
     body = b""
     if admin.wants_body(view.method):
-        refused = admin.body_too_large(view.header("content-length"))
+        limit = admin.limit_for(view.path)
+        refused = admin.body_too_large(view.header("content-length"), limit)
         if refused is not None:
             return refused
-        read = await _read_body(receive, admin)
+        read = await _read_body(receive, admin, limit)
         if isinstance(read, Response):
             return read
         body = read
-    return admin.parse(view.method, view.query_string, body)
+    return admin.parse(view.method, view.query_string, body, view.path)
 
 
-async def _read_body(receive: Receive, admin: AdminAPI) -> Union[bytes, Response]:
+async def _read_body(receive: Receive, admin: AdminAPI, limit: int) -> Union[bytes, Response]:
     """Read the request body; a 413 as soon as it is over the limit, a 400 if it is cut short."""
     chunks: List[bytes] = []
     size = 0
@@ -506,8 +508,8 @@ async def _read_body(receive: Receive, admin: AdminAPI) -> Union[bytes, Response
             return admin.incomplete()  # disconnected: never act on part of a request
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > admin.max_body:
-            return admin.too_large()
+        if size > limit:
+            return admin.too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -3,7 +3,7 @@
     pip install 'tokenbucket-ratelimit[demo]'
     python -m tokenbucket.demo [--host 127.0.0.1] [--port 8000] [--capacity 10] [--refill-rate 1]
                                [--workers N] [--redis redis://127.0.0.1:6379/0] [--max-keys N]
-                               [--on-error fallback|deny|allow]
+                               [--on-error fallback|deny|allow] [--rules FILE]
 
 Every client IP gets a bucket of ``--capacity`` tokens refilled at ``--refill-rate`` per second:
 ten quick ``curl http://localhost:8000/`` succeed and the eleventh gets 429. The admin API is on at
@@ -21,6 +21,9 @@ bucket and every rule override through Redis, so the limit is the same as with o
 while Redis is down starts anyway (it says so) and decides by ``--on-error`` (default
 ``fallback``: limits in memory, per process; ``deny``: every request 429; ``allow``: no limit)
 until Redis answers, then shares its limits through Redis, without a restart.
+
+``--rules FILE`` loads an admin export (``GET /admin/update-rule/export``) at start, checked
+first (a bad file exits 2 naming the entry). With ``--redis`` the workers share the default rule.
 
 ``GET /metrics`` serves the gateway's metrics in the Prometheus text format (decisions by
 outcome, the store's time, tracked buckets, admin requests; see docs/observability.md). Each
@@ -44,6 +47,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, List, Optional, TextIO, Union
 
 from . import __version__
+from ._http.rules import load_rules
 from ._registry import BucketRegistry
 from ._rule import Rule
 from .asgi import RateLimitMiddleware
@@ -67,6 +71,8 @@ except ModuleNotFoundError as _missing:
 TOKEN_VARIABLE = "TOKENBUCKET_ADMIN_TOKEN"
 #: The environment variable naming the Redis server to share limits through.
 REDIS_VARIABLE = "TOKENBUCKET_REDIS_URL"
+#: Set by ``main`` for the workers: the ``--rules`` file, checked, to load at start.
+RULES_VARIABLE = "TOKENBUCKET_DEMO_RULES"
 #: The environment variable giving the default of ``--max-keys``.
 MAX_KEYS_VARIABLE = "TOKENBUCKET_DEMO_MAX_KEYS"
 #: How many buckets the in-memory store tracks at most, unless told otherwise: with about 200 bytes
@@ -91,6 +97,9 @@ def create_app(registry: BucketRegistry, admin_token: Optional[str]) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rules = os.environ.get(RULES_VARIABLE)
+        if rules:  # checked by main: each worker restores them (in Redis, the same values)
+            await registry.aimport_rules(load_rules(rules, registry))
         yield
         close = getattr(registry.store, "aclose", None)  # a Redis store's connections
         if close is not None:
@@ -198,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="most buckets kept in memory (without --redis); a new client beyond them is denied "
         f"until old buckets refill (default: ${MAX_KEYS_VARIABLE} or {DEFAULT_MAX_KEYS:,})",
     )
+    parser.add_argument("--rules", metavar="FILE", help="load an admin API export at start")
     return parser
 
 
@@ -217,6 +227,7 @@ def app_factory() -> FastAPI:
         # is down serves by on_error until Redis answers.
         store = AsyncRedisStore.from_url(url, on_error=policy[0] if policy else "fallback")
         registry = BucketRegistry(rule, store=store)
+        registry.share_rules(interval=1.0)  # the default rule, the same in every worker
     else:
         registry = BucketRegistry(rule, max_keys=int(max_keys))
     return create_app(registry, os.environ[TOKEN_VARIABLE])
@@ -310,6 +321,13 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
         create_app(BucketRegistry(rule), token)  # check the token before starting anything
     except ValueError as exc:
         parser.error(f"{TOKEN_VARIABLE}: {exc}")
+    os.environ.pop(RULES_VARIABLE, None)
+    if args.rules:
+        try:
+            load_rules(args.rules, BucketRegistry(rule))
+        except (OSError, TypeError, ValueError) as exc:
+            parser.error(f"--rules {args.rules}: {exc}")
+        os.environ[RULES_VARIABLE] = os.path.abspath(args.rules)
     unreachable = _check_redis(parser, args.redis) if args.redis else None
     os.environ.update(
         {

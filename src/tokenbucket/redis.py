@@ -61,6 +61,7 @@ from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as i
 from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
 from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._redis_pipeline import Pipeliner
+from ._redis_rules import AsyncRules, SyncRules
 from ._rule import Rule
 from ._store import Buckets, Mask, Outcome, Outcomes
 from ._validate import _number
@@ -268,7 +269,7 @@ def _client_options(
     return {"socket_timeout": timeout, "socket_connect_timeout": connect}
 
 
-class RedisStore(_Store[_SyncClient]):
+class RedisStore(SyncRules, _Store[_SyncClient]):
     """A [`Store`][tokenbucket.Store] in Redis, through a synchronous redis-py client.
 
     Args:
@@ -410,7 +411,7 @@ class RedisStore(_Store[_SyncClient]):
         return self._run(self._slots.count(key))
 
 
-class AsyncRedisStore(_Store[_AsyncClient]):
+class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
     """An [`AsyncStore`][tokenbucket.AsyncStore] in Redis, through ``redis.asyncio``.
 
     The same store as [`RedisStore`][tokenbucket.redis.RedisStore] (same script, keys, options,

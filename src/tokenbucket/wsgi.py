@@ -29,6 +29,7 @@ from ._http.headers import (
 )
 from ._http.options import Limit, Middleware, Policy
 from ._http.request import RequestView, default_bucket
+from ._http.rules import RulesOp
 from ._http.settle import Settlement
 from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
@@ -127,7 +128,7 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         path: Optional[str] = None
         if self._admin_path is not None:
             path = _path(environ)
-            if path == self._admin_path:
+            if path == self._admin_path or path in self._admin_paths:
                 return self._admin_request(environ, path, start_response)
         if self._in_flight is not None:
             return self._call_in_flight(environ, start_response, path, self._in_flight)
@@ -336,32 +337,36 @@ def _fields(headers: HeaderList) -> Dict[str, str]:
     return fields
 
 
-def _run(op: AdminOp) -> Union[List[Any], ConnectionError]:
-    """Make the registry calls of ``op``; their results, or the ``ConnectionError`` instead."""
-    registry = op.policy.registry
+def _run(op: Union[AdminOp, RulesOp]) -> Union[List[Any], Exception]:
+    """Make the registry calls of ``op``; their results, or the error that stopped them.
+
+    A ``ConnectionError`` or a ValueError (see the ASGI middleware's ``_run``).
+    """
     try:
-        return [getattr(registry, name)(op.key, **kwargs) for name, kwargs in op.calls()]
-    except ConnectionError as exc:
+        return [
+            getattr(registry, name)(*args, **kwargs) for registry, name, args, kwargs in op.steps()
+        ]
+    except (ConnectionError, ValueError) as exc:
         return exc
 
 
 def _admin_op(
     admin: AdminAPI, view: RequestView, environ: WSGIEnvironment
-) -> Union[Response, AdminOp]:
+) -> Union[Response, AdminOp, RulesOp]:
     """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
     body = b""
     if admin.wants_body(view.method):
-        read = _read_body(environ, admin)
+        read = _read_body(environ, admin, admin.limit_for(view.path))
         if isinstance(read, Response):
             return read
         body = read
-    return admin.parse(view.method, view.query_string, body)
+    return admin.parse(view.method, view.query_string, body, view.path)
 
 
-def _read_body(environ: WSGIEnvironment, admin: AdminAPI) -> Union[bytes, Response]:
+def _read_body(environ: WSGIEnvironment, admin: AdminAPI, limit: int) -> Union[bytes, Response]:
     """Read the request body, refusing one over the limit without reading it all."""
     declared = environ.get("CONTENT_LENGTH") or None
-    refused = admin.body_too_large(declared)
+    refused = admin.body_too_large(declared, limit)
     if refused is not None:
         return refused
     stream = environ["wsgi.input"]
@@ -370,8 +375,8 @@ def _read_body(environ: WSGIEnvironment, admin: AdminAPI) -> Union[bytes, Respon
         body = bytes(stream.read(length))
         return admin.incomplete() if len(body) < length else body
     if environ.get("wsgi.input_terminated"):
-        body = bytes(stream.read(admin.max_body + 1))
-        return admin.too_large() if len(body) > admin.max_body else body
+        body = bytes(stream.read(limit + 1))
+        return admin.too_large(limit) if len(body) > limit else body
     return b""
 
 

@@ -6,6 +6,7 @@ or a short subprocess that exits at once.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -95,3 +96,39 @@ def test_without_the_demo_extra_it_says_what_to_install() -> None:
     assert "fastapi is not installed" in done.stderr
     assert "pip install 'tokenbucket-ratelimit[demo]'" in done.stderr
     assert "pip install -e '.[demo]'" in done.stderr
+
+
+def _rules_document(default_capacity, overrides):
+    return {
+        "version": 1,
+        "default": {"capacity": default_capacity, "refill_rate": 0},
+        "overrides": overrides,
+    }
+
+
+def test_a_bad_rules_file_exits_2_naming_the_entry(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TOKENBUCKET_ADMIN_TOKEN", SECRET)
+    bad = tmp_path / "rules.json"
+    bad.write_text(
+        json.dumps(
+            _rules_document(
+                5,
+                [
+                    {"client_id": "a", "capacity": 1, "refill_rate": 0},
+                    {"client_id": "b", "capacity": "lots", "refill_rate": 0},
+                ],
+            )
+        )
+    )
+    for path, expected in (
+        (bad, "overrides[1].capacity"),
+        (tmp_path / "missing.json", "No such file"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(["--rules", str(path)])
+        assert exited.value.code == 2
+        assert expected in capsys.readouterr().err
+    (tmp_path / "garbage.json").write_text("{nope")
+    with pytest.raises(SystemExit):
+        main(["--rules", str(tmp_path / "garbage.json")])
+    assert "not valid JSON" in capsys.readouterr().err

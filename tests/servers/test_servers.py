@@ -6,6 +6,7 @@ port), is sent a bounded number of requests by a real HTTP client, and is always
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -459,3 +460,58 @@ def _wait_for_workers(base: str, workers: int, timeout: float = 10.0) -> None:
         if response.is_success:
             seen.add(response.json()["worker"])
         time.sleep(0.02)
+
+
+def _rules_document(default_capacity, overrides):
+    return {
+        "version": 1,
+        "default": {"capacity": default_capacity, "refill_rate": 0},
+        "overrides": overrides,
+    }
+
+
+def test_four_workers_load_the_file_and_share_a_default_change(tmp_path, redis_url):
+    rules = tmp_path / "rules.json"
+    rules.write_text(
+        json.dumps(
+            _rules_document(
+                5,
+                [
+                    {
+                        "client_id": "127.0.0.1",
+                        "route": None,
+                        "limit": "default",
+                        "capacity": 8,
+                        "refill_rate": 0,
+                    },
+                ],
+            )
+        )
+    )
+    port = free_port()
+    args = [
+        sys.executable, "-m", "tokenbucket.demo", "--port", str(port), "--workers", "4",
+        "--redis", redis_url, "--rules", str(rules),
+    ]  # fmt: skip
+    with Server(args, port, cwd=ROOT, env={"TOKENBUCKET_ADMIN_TOKEN": TOKEN}) as server:
+        server.wait_ready()
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_workers(base, 4)
+        statuses = [response.status_code for response in _burst(base, 40)]
+        assert statuses.count(200) == 8, statuses  # the override from the file, shared
+        with httpx.Client(base_url=base, timeout=10, headers=AUTH) as client:
+            exported = client.get("/admin/update-rule/export").json()
+            assert exported["default"] == {"capacity": 5, "refill_rate": 0}
+            assert exported["overrides"][0]["capacity"] == 8
+            assert (
+                client.delete("/admin/update-rule", params={"client_id": "127.0.0.1"}).status_code
+                == 200
+            )
+            change = client.post("/admin/update-rule/default", json={"capacity": 30})
+            assert change.status_code == 200, change.text
+        time.sleep(1.5)  # the documented bound: the refresh interval (1 s) + one round trip
+        responses = _burst(base, 60)
+        assert all(r.headers["ratelimit-policy"] == '"default";q=30' for r in responses), [
+            r.headers["ratelimit-policy"] for r in responses
+        ]
+        assert len({r.json()["worker"] for r in responses if r.is_success}) >= 2

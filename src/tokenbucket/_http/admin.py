@@ -21,6 +21,8 @@ from .._validate import Number, check_capacity, check_rate, check_rule_fields, s
 from .audit import AuditLog, quote
 from .headers import Response, denial, error, json_response
 from .request import client_key
+from .rules import DEFAULT_MAX_IMPORT_BODY, RulesOp
+from .rules import parse as parse_rules
 from .shadow import apply_switch, parse_switch
 
 if TYPE_CHECKING:
@@ -43,12 +45,12 @@ def check_admin_path(path: object) -> str:
     return path
 
 
-def check_max_body(size: object) -> int:
+def check_max_body(size: object, name: str = "max_body") -> int:
     """Return ``size`` if it is a valid ``max_body`` (an int >= 1), else raise."""
     if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"'max_body' must be an int, got {show(size)}")
+        raise TypeError(f"{name!r} must be an int, got {show(size)}")
     if size < 1:
-        raise ValueError(f"'max_body' must be >= 1, got {show(size)}")
+        raise ValueError(f"{name!r} must be >= 1, got {show(size)}")
     return size
 
 
@@ -109,6 +111,11 @@ class AdminOp(NamedTuple):
         if self.action == "remove":
             return [("rule_for", which), ("remove_rule", which), *reads]
         return reads
+
+    def steps(self) -> List[Tuple[Any, str, Tuple[Any, ...], Dict[str, Any]]]:
+        """`calls` as the middleware makes them: ``(registry, method, args, kwargs)``."""
+        registry = self.policy.registry
+        return [(registry, name, (self.key,), kwargs) for name, kwargs in self.calls()]
 
     def answer(self, results: Sequence[Any]) -> Response:
         """The 200 response, from the results of `calls` in their order."""
@@ -177,9 +184,16 @@ class AdminAPI:
     the middleware's last call is `refusal`, `rejected` or `outcome`, each of which reports it.
     """
 
-    __slots__ = ("_expected", "_options", "audit", "max_body", "path")
+    __slots__ = ("_expected", "_options", "audit", "max_body", "max_import_body", "path")
 
-    def __init__(self, token: object, path: object, max_body: object, options: Options) -> None:
+    def __init__(
+        self,
+        token: object,
+        path: object,
+        max_body: object,
+        options: Options,
+        max_import_body: object = DEFAULT_MAX_IMPORT_BODY,
+    ) -> None:
         if not isinstance(token, str):
             raise TypeError(f"'admin_token' must be a str or None, got {show(token)}")
         if not token:
@@ -192,6 +206,8 @@ class AdminAPI:
         self._expected = token.encode("ascii")
         self.path = check_admin_path(path)
         self.max_body = check_max_body(max_body)
+        #: The largest body of ``POST {path}/import`` (see ``_http.rules``).
+        self.max_import_body = check_max_body(max_import_body, "max_import_body")
         self._options = options
         #: The audit log every request is reported to (see `AuditLog`).
         self.audit = AuditLog()
@@ -245,7 +261,10 @@ class AdminAPI:
         return response
 
     def outcome(
-        self, op: AdminOp, results: Union[Sequence[Any], ConnectionError], view: RequestView
+        self,
+        op: Union[AdminOp, RulesOp],
+        results: Union[Sequence[Any], Exception],
+        view: RequestView,
     ) -> Response:
         """The response to ``op``, from its `calls`' results or the failure that stopped them.
 
@@ -254,6 +273,10 @@ class AdminAPI:
         at DEBUG. A change the store did not confirm is logged at WARNING: it may or may not
         have been applied.
         """
+        if isinstance(op, RulesOp):
+            return op.outcome(results, view, self.audit)
+        if isinstance(results, Exception) and not isinstance(results, ConnectionError):
+            raise results  # a registry call of an AdminOp is validated: never a ValueError
         action = op.action
         if action in ("shadow", "enforce"):
             return apply_switch(self._options, op, view, self.audit)
@@ -311,27 +334,42 @@ class AdminAPI:
         """Whether an authorised request with ``method`` needs its body read (POST)."""
         return method == "POST"
 
-    def body_too_large(self, content_length: Optional[str]) -> Optional[Response]:
+    def limit_for(self, path: str) -> int:
+        """The largest body a request to ``path`` may have (``max_import_body`` for imports)."""
+        return self.max_import_body if path == self.path + "/import" else self.max_body
+
+    def body_too_large(
+        self, content_length: Optional[str], limit: Optional[int] = None
+    ) -> Optional[Response]:
         """Check a declared ``Content-Length`` before reading: a 400 or 413 response, or None."""
         if content_length is None:
             return None
         text = content_length.strip()
         if not text.isdigit() or not text.isascii():
             return error(400, f"invalid Content-Length: {show(content_length)}")
-        if int(text) > self.max_body:
-            return self.too_large()
+        if int(text) > (self.max_body if limit is None else limit):
+            return self.too_large(limit)
         return None
 
-    def too_large(self) -> Response:
-        """Return the 413 response for a body over ``max_body`` bytes."""
-        return error(413, f"request body is larger than {self.max_body} bytes")
+    def too_large(self, limit: Optional[int] = None) -> Response:
+        """Return the 413 response for a body over ``max_body`` (or ``limit``) bytes."""
+        return error(413, f"request body is larger than {limit or self.max_body} bytes")
 
     def incomplete(self) -> Response:
         """Return the 400 response for a body cut short: it is never acted on."""
         return error(400, "request body incomplete: the client disconnected")
 
-    def parse(self, method: str, query_string: str, body: bytes) -> Union[Response, AdminOp]:
-        """Turn an authorised request into an operation, or into the 4xx that refuses it."""
+    def parse(
+        self, method: str, query_string: str, body: bytes, path: Optional[str] = None
+    ) -> Union[Response, AdminOp, RulesOp]:
+        """Turn an authorised request into an operation, or into the 4xx that refuses it.
+
+        ``path``: the request's, when it may be one of the endpoints under the admin path.
+        """
+        if path is not None and path != self.path:
+            return parse_rules(
+                self._options, path[len(self.path) + 1 :], method, query_string, body
+            )
         if method == "POST":
             return self._parse_update(body)
         if method in ("GET", "DELETE"):

@@ -61,6 +61,7 @@ from .request import (
     check_ipv6_prefix,
     client_key,
 )
+from .rules import DEFAULT_MAX_IMPORT_BODY, sub_paths
 from .settle import SettleFunc, check_settle
 from .shadow import check_shadow_policies, enforced
 
@@ -141,6 +142,7 @@ class Options:
         admin_path: str,
         max_body: int,
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+        max_import_body: int = DEFAULT_MAX_IMPORT_BODY,
         in_flight: Optional[InFlightLimit] = None,
         metrics: Optional[Metrics] = None,
         settle: Optional[SettleFunc] = None,
@@ -200,10 +202,11 @@ class Options:
         check_shadow_policies(self, shadow_policies)
         self.admin: Optional[AdminAPI] = None
         if admin_token is not None:
-            self.admin = AdminAPI(admin_token, admin_path, max_body, self)
+            self.admin = AdminAPI(admin_token, admin_path, max_body, self, max_import_body)
         else:
             check_admin_path(admin_path)
             check_max_body(max_body)
+            check_max_body(max_import_body, "max_import_body")
         self.metrics = optional_metrics(metrics)
         if self.metrics is not None:
             self._attach(self.metrics)
@@ -232,7 +235,9 @@ class Options:
                     f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)} "
                     f"(or mappings of limit names to Rules)"
                 )
-            policy = Policy(pattern, BucketRegistry(rule, store=registry.store), pattern + "\0")
+            route_registry = BucketRegistry(rule, store=registry.store)
+            route_registry.shared_like(registry, pattern)  # shared rules: the route's too
+            policy = Policy(pattern, route_registry, pattern + "\0")
             self.routes[pattern] = policy
         self.route_paths = Paths("routes", self.routes.items())
 
@@ -345,6 +350,7 @@ class Middleware(Generic[App]):
     __slots__ = (
         "_admin",
         "_admin_path",
+        "_admin_paths",
         "_consume",
         "_cost",
         "_in_flight",
@@ -369,6 +375,7 @@ class Middleware(Generic[App]):
         admin_token: Optional[str] = None,
         admin_path: str = DEFAULT_ADMIN_PATH,
         max_body: int = DEFAULT_MAX_BODY,
+        max_import_body: int = DEFAULT_MAX_IMPORT_BODY,
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         in_flight: Optional[InFlightLimit] = None,
         metrics: Optional[Metrics] = None,
@@ -395,6 +402,7 @@ class Middleware(Generic[App]):
             admin_token=admin_token,
             admin_path=admin_path,
             max_body=max_body,
+            max_import_body=max_import_body,
             ipv6_prefix=ipv6_prefix,
             in_flight=in_flight,
             metrics=metrics,
@@ -406,6 +414,8 @@ class Middleware(Generic[App]):
         self._in_flight = in_flight
         self._admin = options.admin
         self._admin_path = None if options.admin is None else options.admin.path
+        #: The endpoints under the admin path (``_http.rules``); none without an admin API.
+        self._admin_paths = frozenset() if options.admin is None else sub_paths(options.admin.path)
         # Read on every request: kept here, one attribute lookup away. None when requests need
         # more than the default key, cost and registry (see `Options.is_plain`).
         self._consume = options.default.registry.consume if options.is_plain else None

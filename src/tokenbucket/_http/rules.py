@@ -1,0 +1,327 @@
+"""The admin API's endpoints for every rule at once: list, default, export, import.
+
+Served under the admin path (``{admin_path}/rules``, ``/default``, ``/export``, ``/import``),
+authenticated like it (see `AdminAPI`). Like `AdminOp`, a `RulesOp` is a validated request: the
+registry calls it needs (`steps`, made by the middleware, awaited with an async store) and how
+to answer and audit their results (`outcome`). Nothing here knows ASGI or WSGI.
+
+Keys over HTTP are client ids: the middleware stores a client's bucket under
+``bucket_key(policy prefix, client_id)`` (escaped, see ``_keys``), so a listing unescapes them
+and an import escapes them, and both name the route (``null``: the default limiter).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import parse_qsl
+
+from .._export import VERSION, default_data, parse_default, parse_override, rule_data
+from .._keys import escape_key
+from .._rules import MAX_COUNT, unescape
+from .._validate import check_rule_fields, show
+from .audit import AuditLog, quote
+from .headers import Response, error, json_response
+
+if TYPE_CHECKING:
+    from .options import Options, Policy
+    from .request import RequestView
+
+#: The endpoints under the admin path, by name.
+ENDPOINTS = ("rules", "default", "export", "import")
+#: The default of ``max_import_body``: 8 MiB, about 100,000 overrides.
+DEFAULT_MAX_IMPORT_BODY = 8 * 1024 * 1024
+
+#: One registry call: the registry, the method's name (``a`` + name awaited), its arguments.
+Step = Tuple[Any, str, Tuple[Any, ...], Dict[str, Any]]
+
+
+def sub_paths(admin_path: str) -> frozenset[str]:
+    """The paths of the endpoints under ``admin_path``."""
+    return frozenset(f"{admin_path}/{name}" for name in ENDPOINTS)
+
+
+class RulesOp:
+    """A validated request to one of the endpoints: its registry calls and its answer."""
+
+    __slots__ = ("action", "payload", "policies", "steps_")
+
+    def __init__(
+        self, action: str, policies: Sequence[Policy], steps: List[Step], payload: Dict[str, Any]
+    ) -> None:
+        self.action = action  # "list", "read-default", "update-default", "export" or "import"
+        self.policies = tuple(policies)
+        self.steps_ = steps
+        self.payload = payload
+
+    def steps(self) -> List[Step]:
+        """The registry calls to make, in order."""
+        return self.steps_
+
+    def outcome(
+        self, results: Union[Sequence[Any], Exception], view: RequestView, audit: AuditLog
+    ) -> Response:
+        """The response to the results (or the failure) of `steps`; the audit record."""
+        action, caller = self.action, view.client
+        changes = action in ("update-default", "import")
+        if isinstance(results, Exception):
+            status = 503 if isinstance(results, ConnectionError) else 400
+            message = f"{type(results).__name__}: {results}"
+            level = logging.WARNING if changes else logging.DEBUG
+            audit.done(
+                level,
+                f"admin {action} by {quote(caller)} failed ({quote(message)})"
+                + (": it may have been applied in part" if changes and status == 503 else ""),
+                action,
+                status,
+                caller,
+                {"error": message},
+            )
+            if status == 503:
+                return error(
+                    status,
+                    f"the rate-limit store is unavailable: {show(str(results))}",
+                    [("Retry-After", "1")],
+                )
+            return error(400, str(results))
+        payload = self._answer(results)
+        fields = {k: v for k, v in payload.items() if k != "overrides"}
+        level = logging.INFO if changes else logging.DEBUG
+        audit.done(
+            level, f"admin {action} by {quote(caller)}: {fields}", action, 200, caller, fields
+        )
+        return json_response(200, payload)
+
+    def _answer(self, results: Sequence[Any]) -> Dict[str, Any]:
+        action, payload = self.action, dict(self.payload)
+        if action == "list":
+            cursor, entries = results[0]
+            payload["cursor"] = cursor
+            payload["overrides"] = [
+                {"client_id": unescape(key), "limit": limit, **rule_data(rule)}
+                for key, limit, rule in entries
+            ]
+        elif action == "read-default":
+            payload["default"] = default_data(self.policies[0].registry.defaults)
+        elif action == "update-default":
+            payload.update(rule_data(results[0]))
+        elif action == "export":
+            payload = {"version": VERSION, "default": results[0]["default"], "routes": {}}
+            overrides = []
+            for policy, document in zip(self.policies, results):
+                route = _route_name(policy)
+                if route is not None:
+                    payload["routes"][route] = document["default"]
+                overrides += [
+                    {"client_id": unescape(entry.pop("key")), "route": route, **entry}
+                    for entry in document["overrides"]
+                ]
+            payload["overrides"] = overrides
+        elif action == "import":
+            payload["imported"] = sum(results)
+        return payload
+
+
+def parse(
+    options: Options, endpoint: str, method: str, query: str, body: bytes
+) -> Union[Response, RulesOp]:
+    """Turn an authorised request to ``endpoint`` into an operation, or the 4xx refusing it."""
+    allowed = {"rules": "GET", "default": "GET, POST", "export": "GET", "import": "POST"}[endpoint]
+    if method not in allowed.split(", "):
+        return error(405, f"method {show(method)} not allowed", [("Allow", allowed)])
+    params = _query(
+        query, {"rules": ("cursor", "count", "route"), "default": ("route",)}.get(endpoint, ())
+    )
+    if isinstance(params, Response):
+        return params
+    if endpoint == "rules":
+        return _parse_list(options, params)
+    if endpoint == "export":
+        policies = _policies(options)
+        steps = [(p.registry, "export_rules", (), {"namespace": p.prefix}) for p in policies]
+        return RulesOp("export", policies, steps, {})
+    if method == "GET":  # of the default
+        policy = _route(options, params.get("route"))
+        if isinstance(policy, Response):
+            return policy
+        return RulesOp("read-default", [policy], [], {"route": _route_name(policy)})
+    data = _json(body)
+    if isinstance(data, Response):
+        return data
+    if endpoint == "import":
+        return _parse_import(options, data)
+    return _parse_default(options, data)
+
+
+def _parse_list(options: Options, params: Dict[str, str]) -> Union[Response, RulesOp]:
+    count_text = params.get("count", "100")
+    if (
+        not count_text.isdigit()
+        or not count_text.isascii()
+        or not 1 <= int(count_text) <= MAX_COUNT
+    ):
+        return error(
+            400, f"'count' must be an integer from 1 to {MAX_COUNT}, got {show(count_text)}"
+        )
+    policy = _route(options, params.get("route"))
+    if isinstance(policy, Response):
+        return policy
+    cursor = params.get("cursor") or None
+    kwargs = {"namespace": policy.prefix}
+    step = (policy.registry, "list_rules", (cursor, int(count_text)), kwargs)
+    return RulesOp("list", [policy], [step], {"route": _route_name(policy)})
+
+
+def _parse_default(options: Options, data: Any) -> Union[Response, RulesOp]:
+    if not isinstance(data, dict):
+        return error(400, f"body must be a JSON object, got {type(data).__name__}")
+    unknown = [name for name in data if name not in ("capacity", "refill_rate", "route", "limit")]
+    if unknown:
+        return error(
+            400,
+            f"unknown field {show(unknown[0])}; expected 'capacity', "
+            "'refill_rate' and optionally 'route' and 'limit'",
+        )
+    policy = _route(options, data.get("route"))
+    if isinstance(policy, Response):
+        return policy
+    limits = policy.registry.limits
+    limit = data.get("limit")
+    if (limit is None and len(limits) > 1) or (limit is not None and limit not in limits):
+        return error(400, f"'limit' must be one of {', '.join(limits)}, got {show(limit)}")
+    try:
+        capacity, refill_rate = check_rule_fields(data.get("capacity"), data.get("refill_rate"))
+    except (TypeError, ValueError) as exc:
+        return error(400, str(exc))
+    change = {"capacity": capacity, "refill_rate": refill_rate, "limit": limit}
+    step = (policy.registry, "update_default", (), change)
+    payload = {"route": _route_name(policy), "limit": limit or limits[0]}
+    return RulesOp("update-default", [policy], [step], payload)
+
+
+def _parse_import(options: Options, data: Any) -> Union[Response, RulesOp]:
+    """Validate the whole document; then one ``import_rules`` per policy it touches."""
+    try:
+        documents = import_documents(options.default, options.routes, data)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return error(400, f"invalid rules document: {exc}")
+    policies = list(documents)
+    steps = [
+        (policy.registry, "import_rules", (documents[policy],), {"namespace": policy.prefix})
+        for policy in policies
+    ]
+    return RulesOp("import", policies, steps, {"routes": [_route_name(p) for p in policies]})
+
+
+def import_documents(
+    default: Policy, routes: Mapping[str, Policy], data: Any
+) -> Dict[Policy, Dict[str, Any]]:
+    """Validate a whole import (the admin export's format); each policy's registry document.
+
+    Raises ValueError (TypeError for a wrong type) naming the first bad entry.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"it must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - {"version", "default", "routes", "overrides"}
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)!r}")
+    if data.get("version") != VERSION:
+        raise ValueError(f"'version' must be {VERSION}, got {show(data.get('version'))}")
+    documents: Dict[Policy, Dict[str, Any]] = {}
+    parse_default(data.get("default"), default.registry.limits)
+    documents[default] = _document(data["default"])
+    given = data.get("routes", {})
+    if not isinstance(given, dict):
+        raise TypeError(f"'routes' must be an object, got {show(given)}")
+    for name, rules in given.items():
+        policy = routes.get(name)
+        if policy is None:
+            raise ValueError(f"routes[{name!r}] is not a configured route")
+        parse_default(rules, policy.registry.limits, f"routes[{name!r}]")
+        documents[policy] = _document(rules)
+    overrides = data.get("overrides", [])
+    if not isinstance(overrides, list):
+        raise TypeError(f"'overrides' must be a list, got {show(overrides)}")
+    seen: Dict[Tuple[Optional[str], str, str], int] = {}
+    for index, entry in enumerate(overrides):
+        where = f"overrides[{index}]"
+        route = entry.get("route") if isinstance(entry, dict) else None
+        policy = default if route is None else routes.get(route)
+        if policy is None:
+            raise ValueError(f"{where}.route is not a configured route: {show(route)}")
+        key, limit, rule = parse_override(entry, policy.registry.limits, where, "client_id")
+        first = seen.setdefault((route, key, limit), index)
+        if first != index:
+            raise ValueError(f"{where} repeats overrides[{first}]")
+        if policy not in documents:
+            documents[policy] = _document(default_data(policy.registry.defaults))
+        documents[policy]["overrides"].append(
+            {"key": escape_key(key), "limit": limit, **rule_data(rule)}
+        )
+    return documents
+
+
+def _document(default: Any) -> Dict[str, Any]:
+    return {"version": VERSION, "default": default, "overrides": []}
+
+
+def _policies(options: Options) -> List[Policy]:
+    return [options.default, *options.routes.values()]
+
+
+def _route_name(policy: Policy) -> Optional[str]:
+    return None if policy.prefix == "" else policy.name
+
+
+def _route(options: Options, route: object) -> Union[Response, Policy]:
+    if route is None:
+        return options.default
+    policy = options.routes.get(route) if isinstance(route, str) else None
+    if policy is None:
+        known = ", ".join(show(name) for name in options.routes) or "none"
+        return error(400, f"'route' must be a configured route ({known}), got {show(route)}")
+    return policy
+
+
+def _query(query: str, names: Sequence[str]) -> Union[Response, Dict[str, str]]:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=8)
+    except ValueError:
+        return error(400, "too many query parameters")
+    params: Dict[str, str] = {}
+    for name, value in pairs:
+        if name not in names:
+            return error(400, f"unknown query parameter {show(name)}")
+        if name in params:
+            return error(400, f"query parameter {name!r} given more than once")
+        params[name] = value
+    return params
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8-sig"), parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return error(400, "body must be valid JSON (UTF-8)")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_rules(path: str, registry: Any) -> Dict[str, Any]:
+    """Read a rules file (an export of the admin API, without routes) for ``registry``.
+
+    Returns the registry's document for `BucketRegistry.import_rules`; raises OSError, or
+    ValueError/TypeError naming the file's first bad entry.
+    """
+    from .options import Policy
+
+    with open(path, encoding="utf-8-sig") as file:
+        try:
+            data = json.load(file, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+    policy = Policy("default", registry, "")
+    return import_documents(policy, {}, data)[policy]
