@@ -55,7 +55,8 @@ from ._http.headers import (
     Response,
     add_fields,
 )
-from ._http.options import Limit, Middleware, Policy
+from ._http.middleware import Middleware
+from ._http.options import Limit, Policy
 from ._http.request import RequestView, default_bucket
 from ._inflight import InFlightLimit, _released
 from ._keys import escape_key

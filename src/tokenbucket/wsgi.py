@@ -23,7 +23,8 @@ from ._http.headers import (
     HeaderList,
     Response,
 )
-from ._http.options import Limit, Middleware, Policy
+from ._http.middleware import Middleware
+from ._http.options import Limit, Policy
 from ._http.request import RequestView, default_bucket
 from ._http.settle import Settlement
 from ._inflight import InFlightLimit, _released

@@ -14,9 +14,10 @@ headers    rate-limit fields, ``Retry-After``, the 429   requests, options, regi
            and JSON `Response`; joining the app's fields
 paths      ``exempt``/``routes`` patterns and matching   requests, policies, headers
 options    `Options` (every option, checked once),       protocols, bodies; it names the
-           `Policy`, `Middleware` (the constructor both  registry call to make, the edge
-           share); how a request is counted, and its     makes it
-           verdict: the 429, or the fields to add
+           `Policy`; how a request is counted, and its   registry call to make, the edge
+           verdict: the 429, or the fields to add        makes it
+middleware `Middleware`, the constructor both edges      option checks, protocols, requests,
+           share; the fast path's values                 registry calls
 admin      the admin API: token, query and JSON body to  how the body is read; the registry
            an `AdminOp` (a plan of registry calls) or a  calls (the edge makes them, then
            4xx; the JSON answer; what is audited         sends ``AdminAPI.outcome``)
