@@ -23,7 +23,8 @@ from typing import (
 )
 
 from ._decision import Decision
-from ._http.admin import AdminAPI, AdminOp
+from ._http.admin import AdminAPI
+from ._http.admin_op import AdminOp
 from ._http.headers import HeaderList, Response
 from ._http.options import Limit, Options
 from ._http.request import RequestView

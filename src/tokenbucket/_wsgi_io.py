@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Union
 
-from ._http.admin import AdminAPI, AdminOp
+from ._http.admin import AdminAPI
+from ._http.admin_op import AdminOp
 from ._http.headers import OWN_FIELDS, OWN_INITIALS, HeaderList, Response, add_fields, status_line
 from ._http.request import RequestView
 from ._http.rules import RulesOp
