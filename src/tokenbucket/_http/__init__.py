@@ -1,8 +1,9 @@
 """The HTTP decisions both middlewares share, written once and free of I/O (sans-IO).
 
-``asgi.py`` and ``wsgi.py`` are the edges: each turns its protocol into a `RequestView`, makes
-every registry call (awaited under ASGI when the store is async, plain under WSGI) and every
-read and write, and translates what this package decides. Nothing here touches a socket, an
+``asgi.py`` and ``wsgi.py`` are the edges (their I/O helpers in ``_asgi_io.py`` and
+``_wsgi_io.py``): each turns its protocol into a `RequestView`, makes every registry call
+(awaited under ASGI when the store is async, plain under WSGI) and every read and write, and
+translates what this package decides. Nothing here touches a socket, an
 ASGI or WSGI message, a web framework, or calls a registry method:
 
 =========== ============================================= =====================================
