@@ -20,51 +20,49 @@ right token are counted against the caller's own bucket (429 once it is empty, e
 the token cannot be guessed faster than the limit allows. Bad input gets a 4xx JSON error and
 changes nothing. The full contract is in the ``AdminAPI`` docstring in ``tokenbucket._http.admin``.
 
-This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live; it
-imports no framework.
+This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live (its
+scope, message and admin-body helpers are in ``tokenbucket._asgi_io``); it imports no framework.
 """
 
 from __future__ import annotations
 
 from typing import (
-    Any,
     Awaitable,
     Callable,
-    Dict,
-    Iterable,
-    List,
-    MutableMapping,
     Optional,
     Tuple,
-    Union,
 )
 
+from ._asgi_io import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    _admin_op,
+    _encode,
+    _RawHeaders,
+    _run,
+    _send_response,
+    _settling,
+    _view,
+)
 from ._decision import Decision
-from ._http.admin import AdminAPI, AdminOp
 from ._http.headers import (
     RAW,
     RAW_OWN_FIELDS,
     RAW_OWN_INITIALS,
-    HeaderList,
     Response,
     add_fields,
 )
-from ._http.options import Limit, Middleware, Policy
+from ._http.middleware import Middleware
+from ._http.options import Limit, Policy
 from ._http.request import RequestView, default_bucket
-from ._http.rules import RulesOp
-from ._http.settle import Settlement
 from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
 from ._registry import BucketRegistry
 
 __all__ = ["RateLimitMiddleware", "RequestView"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-_RawHeaders = List[Tuple[bytes, bytes]]
 
 
 class RateLimitMiddleware(Middleware[ASGIApp]):
@@ -217,7 +215,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             await _send_response(send, extra)
             return
         if options.settle_func is not None:
-            send, settle = self._settling(send, view, limit, decision)
+            send, settle = _settling(options, send, view, limit, decision)
             try:
                 await self._call_with_fields(scope, receive, send, extra)
             finally:
@@ -285,7 +283,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
                 await _send_response(send, extra)
                 return
             if options.settle_func is not None:
-                send, settle = self._settling(send, view, limit, decision)
+                send, settle = _settling(options, send, view, limit, decision)
 
             async def send_then_release(message: Message) -> None:
                 kind = message["type"]
@@ -329,42 +327,6 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         limit = self._options.limit_for(view)
         return limit[0], await self._decide(view, limit)
 
-    def _settling(
-        self, send: Send, view: RequestView, limit: Limit, decision: Decision
-    ) -> Tuple[Send, Callable[[], Awaitable[None]]]:
-        """``send``, settling the request's cost from its response; and the settling call.
-
-        The cost is read (``settle``) when the response starts and settled then, or with
-        ``settle_at="end"`` after its last body message. The settling call, made again however
-        the request ends (a disconnect, an exception, a cancellation), settles what the
-        response said if that has not happened yet; it settles once.
-        """
-        options = self._options
-        assert options.settle_func is not None
-        policy, _, bucket, cost = limit
-        settlement = Settlement(options.settle_func, view, cost, decision)
-        registry, at_end, is_async = policy.registry, options.settle_at_end, options.is_async
-
-        async def settle() -> None:
-            due = settlement.due()
-            if due is not None:
-                if is_async:
-                    await getattr(registry, "a" + due[0])(bucket, due[1])
-                else:
-                    getattr(registry, due[0])(bucket, due[1])
-
-        async def send_settling(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                settlement.said(message["status"], _decode_fields(message.get("headers")))
-                if not at_end:
-                    await settle()
-            await send(message)
-            if at_end and kind == "http.response.body" and not message.get("more_body"):
-                await settle()
-
-        return send_settling, settle
-
     async def _decide(self, view: RequestView, limit: Limit) -> Decision:
         """Take the request's tokens and report the decision.
 
@@ -393,23 +355,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         if isinstance(op, Response):
             await _send_response(send, admin.rejected(op, view))
             return
-        await _send_response(send, admin.outcome(op, await self._run(op), view))
-
-    async def _run(self, op: Union[AdminOp, RulesOp]) -> Union[List[Any], Exception]:
-        """Make the registry calls of ``op`` (awaited when the store is async); their results.
-
-        A ``ConnectionError`` (or a ValueError: a cursor of another store, a Redis Cluster
-        that cannot list) stops them and is returned instead.
-        """
-        prefix = "a" if self._options.is_async else ""
-        results = []
-        try:
-            for registry, name, args, kwargs in op.steps():
-                result = getattr(registry, prefix + name)(*args, **kwargs)
-                results.append(await result if prefix else result)
-        except (ConnectionError, ValueError) as exc:
-            return exc
-        return results
+        await _send_response(send, admin.outcome(op, await _run(op, self._options.is_async), view))
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         options = self._options
@@ -437,79 +383,3 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         else:
             # Before the accept, the server answers the handshake with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": "Rate limit exceeded"})
-
-
-def _decode_headers(scope: Scope) -> Dict[str, str]:
-    return _decode_fields(scope.get("headers"))
-
-
-def _decode_fields(fields: Optional[Iterable[Tuple[bytes, bytes]]]) -> Dict[str, str]:
-    headers: Dict[str, str] = {}
-    for raw_name, raw_value in fields or ():
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        previous = headers.get(name)
-        headers[name] = value if previous is None else f"{previous}, {value}"
-    return headers
-
-
-def _view(scope: Scope) -> RequestView:
-    client = scope.get("client")
-    return RequestView(
-        scope.get("method", "GET"),
-        scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http"),
-        scope["path"],
-        (scope.get("query_string") or b"").decode("latin-1"),
-        client[0] if client else None,
-        scope,
-        _decode_headers,
-    )
-
-
-def _encode(fields: HeaderList) -> _RawHeaders:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
-
-
-async def _send_response(send: Send, response: Response) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": _encode(response.headers),
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})
-
-
-async def _admin_op(
-    admin: AdminAPI, view: RequestView, receive: Receive
-) -> Union[Response, AdminOp, RulesOp]:
-    """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
-    body = b""
-    if admin.wants_body(view.method):
-        limit = admin.limit_for(view.path)
-        refused = admin.body_too_large(view.header("content-length"), limit)
-        if refused is not None:
-            return refused
-        read = await _read_body(receive, admin, limit)
-        if isinstance(read, Response):
-            return read
-        body = read
-    return admin.parse(view.method, view.query_string, body, view.path)
-
-
-async def _read_body(receive: Receive, admin: AdminAPI, limit: int) -> Union[bytes, Response]:
-    """Read the request body; a 413 as soon as it is over the limit, a 400 if it is cut short."""
-    chunks: List[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return admin.incomplete()  # disconnected: never act on part of a request
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return admin.too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

@@ -1,9 +1,10 @@
 """The runtime rule API: an authorised HTTP request in, an operation or a refusal out.
 
-Knows: the token check, the admin request's method, query and JSON body (bytes in), every 4xx
-refusal, the operation a valid request asks for (`AdminOp`), the JSON that answers it, and what
-the audit log (`audit`) is told about each request. Must not know: sockets, ASGI or WSGI
-messages, or how the body is read.
+Knows: the token check and the refusal of a request without it, the admin request's method and
+body size (bytes in), which parser a request goes to, and what the audit log (`audit`) is told
+about each request. The parsing of a query or JSON body is in `admin_parse`; the operation a
+valid request asks for (`AdminOp`) and the JSON that answers it in `admin_op`. Must not know:
+sockets, ASGI or WSGI messages, or how the body is read.
 """
 
 from __future__ import annotations
@@ -11,28 +12,24 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
-from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 from .._decision import Decision
-from .._keys import bucket_key
-from .._rule import Rule
-from .._validate import Number, check_capacity, check_rate, check_rule_fields, show
+from .._validate import show
+from .admin_op import AdminOp, _describe, _rule_fields, unavailable
+from .admin_parse import parse_query, parse_update
 from .audit import AuditLog, quote
-from .headers import Response, denial, error, json_response
-from .request import client_key
+from .headers import Response, denial, error
 from .rules import DEFAULT_MAX_IMPORT_BODY, RulesOp
 from .rules import parse as parse_rules
-from .shadow import apply_switch, parse_switch
+from .shadow import apply_switch
 
 if TYPE_CHECKING:
-    from .._registry import BucketRegistry
     from .options import Options, Policy
     from .request import RequestView
 
 DEFAULT_ADMIN_PATH = "/admin/update-rule"
 DEFAULT_MAX_BODY = 4096
-_ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route", "limit")
 _ADMIN_METHODS = "GET, POST, DELETE"
 
 
@@ -52,102 +49,6 @@ def check_max_body(size: object, name: str = "max_body") -> int:
     if size < 1:
         raise ValueError(f"{name!r} must be >= 1, got {show(size)}")
     return size
-
-
-#: One registry call of an admin operation: the `BucketRegistry` method's name and its keyword
-#: arguments after the key. Its awaitable twin is the same name with an ``a`` in front
-#: (``update_rule``, ``aupdate_rule``): the middleware calls one or awaits the other.
-RegistryCall = Tuple[str, Dict[str, Any]]
-
-
-class AdminOp(NamedTuple):
-    """A validated, authorised admin request: a plan of registry calls and how to answer them.
-
-    The middleware makes the calls of `calls` on ``policy.registry`` with `key`, in order
-    (synchronously, or awaiting the ``a``-named methods), and sends `AdminAPI.outcome` of
-    their results, or of the ``ConnectionError`` one raised (a 503).
-    """
-
-    action: str  # "read", "update", "remove"; "shadow" or "enforce" (see _http.shadow)
-    client_id: str
-    policy: Policy
-    capacity: Optional[Number] = None
-    refill_rate: Optional[Number] = None
-    #: The named limit addressed; None for the only one, or (a read) for every limit.
-    limit: Optional[str] = None
-
-    @property
-    def every_limit(self) -> Tuple[str, ...]:
-        """The limits a read without ``limit`` reports, when the policy has several; else ()."""
-        names: Tuple[str, ...] = self.policy.registry.limits
-        return names if self.limit is None and len(names) > 1 else ()
-
-    @property
-    def key(self) -> str:
-        """The bucket key of ``client_id`` in its policy's namespace (escaped: see `bucket_key`)."""
-        return bucket_key(self.policy.prefix, self.client_id)
-
-    @property
-    def route(self) -> Optional[str]:
-        """The route the operation addresses, None for the default limiter (as JSON shows it)."""
-        return None if self.policy.prefix == "" else self.policy.name
-
-    def calls(self) -> List[RegistryCall]:
-        """The registry calls that carry the operation out, then two reads: rule and level.
-
-        A change (update, remove) is preceded by a read of the rule before it, for the audit
-        log (another change between the two calls would not show in its ``before``).
-        """
-        every = self.every_limit
-        if self.action in ("shadow", "enforce"):  # no registry call: see AdminAPI.outcome
-            return []
-        if every:  # a read of every limit: rule and level of each, in order
-            return [(call, {"limit": name}) for name in every for call in ("rule_for", "tokens")]
-        which: Dict[str, Any] = {} if self.limit is None else {"limit": self.limit}
-        reads: List[RegistryCall] = [("rule_for", which), ("tokens", which)]
-        if self.action == "update":
-            change = {"capacity": self.capacity, "refill_rate": self.refill_rate, **which}
-            return [("rule_for", which), ("update_rule", change), *reads]
-        if self.action == "remove":
-            return [("rule_for", which), ("remove_rule", which), *reads]
-        return reads
-
-    def steps(self) -> List[Tuple[Any, str, Tuple[Any, ...], Dict[str, Any]]]:
-        """`calls` as the middleware makes them: ``(registry, method, args, kwargs)``."""
-        registry = self.policy.registry
-        return [(registry, name, (self.key,), kwargs) for name, kwargs in self.calls()]
-
-    def answer(self, results: Sequence[Any]) -> Response:
-        """The 200 response, from the results of `calls` in their order."""
-        registry = self.policy.registry
-        every = self.every_limit
-        if every:
-            limits = {
-                name: {
-                    "capacity": rule.capacity,
-                    "refill_rate": rule.refill_rate,
-                    "tokens": tokens,
-                    "override": _is_override(rule, registry, name),
-                }
-                for name, rule, tokens in zip(every, results[::2], results[1::2])
-            }
-            return json_response(
-                200, {"client_id": self.client_id, "route": self.route, "limits": limits}
-            )
-        rule, tokens = results[-2:]
-        payload: Dict[str, Any] = {
-            "client_id": self.client_id,
-            "route": self.route,
-            "capacity": rule.capacity,
-            "refill_rate": rule.refill_rate,
-            "tokens": tokens,
-            "override": _is_override(rule, registry, self.limit),
-        }
-        if self.limit is not None:
-            payload["limit"] = self.limit
-        if self.action == "remove":
-            payload["removed"] = results[1] is not None
-        return json_response(200, payload)
 
 
 class AdminAPI:
@@ -371,195 +272,7 @@ class AdminAPI:
                 self._options, path[len(self.path) + 1 :], method, query_string, body
             )
         if method == "POST":
-            return self._parse_update(body)
+            return parse_update(self._options, body)
         if method in ("GET", "DELETE"):
-            return self._parse_query("read" if method == "GET" else "remove", query_string)
+            return parse_query(self._options, "read" if method == "GET" else "remove", query_string)
         return error(405, f"method {show(method)} not allowed", [("Allow", _ADMIN_METHODS)])
-
-    def _route(self, route: object) -> Union[Response, Policy]:
-        if route is None:
-            return self._options.default
-        if not isinstance(route, str):
-            return error(400, f"'route' must be a string, got {show(route)}")
-        policy = self._options.routes.get(route)
-        if policy is None:
-            known = ", ".join(show(name) for name in self._options.routes) or "none"
-            return error(400, f"'route' must be a configured route ({known}), got {show(route)}")
-        return policy
-
-    def _parse_query(self, action: str, query_string: str) -> Union[Response, AdminOp]:
-        try:
-            pairs = parse_qsl(
-                query_string, keep_blank_values=True, strict_parsing=False, max_num_fields=8
-            )
-        except ValueError:
-            return error(400, "too many query parameters")
-        params: Dict[str, str] = {}
-        for name, value in pairs:
-            if name not in ("client_id", "route", "limit"):
-                return error(400, f"unknown query parameter {show(name)}")
-            if name in params:
-                return error(400, f"query parameter {name!r} given more than once")
-            params[name] = value
-        client_id = params.get("client_id")
-        if not client_id:
-            return error(400, "query parameter 'client_id' is required and must be non-empty")
-        unreachable = self._unreachable(client_id)
-        if unreachable is not None:
-            return unreachable
-        policy = self._route(params.get("route"))
-        if isinstance(policy, Response):
-            return policy
-        limit = _limit(params.get("limit"), policy, action)
-        if isinstance(limit, Response):
-            return limit
-        return AdminOp(action, client_id, policy, limit=limit)
-
-    def _unreachable(self, client_id: str) -> Optional[Response]:
-        """The 400 for a ``client_id`` the default key never returns, naming the one it does.
-
-        Under the default key (no ``key=``), an IPv6 address is keyed by its network
-        (``2001:db8::/56``) and an IPv4-mapped one by its IPv4 address: a rule for the address
-        itself would be accepted and never apply.
-        """
-        options = self._options
-        if options.key_func is not None or ":" not in client_id:
-            return None
-        live = client_key(client_id, options.ipv6_prefix)
-        if live == client_id:
-            return None
-        if "/" in live:
-            kind, keyed = "an IPv6 address", f"their /{options.ipv6_prefix} network"
-        else:
-            kind, keyed = "an IPv4-mapped IPv6 address", "their IPv4 address"
-        return error(
-            400,
-            f"'client_id' {show(client_id)} is {kind}; clients are keyed by {keyed}: "
-            f"use {show(live)}",
-        )
-
-    def _parse_update(self, body: bytes) -> Union[Response, AdminOp]:
-        try:
-            # JSON is UTF-8 (RFC 8259, section 8.1), which json.loads would not check: it takes
-            # UTF-16 and UTF-32 bytes too. A leading byte order mark is ignored, as the RFC allows.
-            text = body.decode("utf-8-sig")
-            data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
-        except _Repeated as exc:
-            return error(400, f"field {show(exc.args[0])} given more than once")
-        except (ValueError, RecursionError):
-            return error(400, "body must be valid JSON (UTF-8)")
-        if not isinstance(data, dict):
-            return error(400, f"body must be a JSON object, got {type(data).__name__}")
-        if "shadow" in data:
-            return parse_switch(data, self._route)
-        unknown = [name for name in data if name not in _ADMIN_FIELDS]
-        if unknown:
-            return error(
-                400,
-                f"unknown field {show(unknown[0])}; expected 'client_id', 'capacity', "
-                f"'refill_rate' and optionally 'route' and 'limit'",
-            )
-        client_id = data.get("client_id")
-        if "client_id" not in data:
-            return error(400, "field 'client_id' is required")
-        if not isinstance(client_id, str) or not client_id:
-            return error(400, f"'client_id' must be a non-empty string, got {show(client_id)}")
-        unreachable = self._unreachable(client_id)
-        if unreachable is not None:
-            return unreachable
-        numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
-        for name in numbers:
-            if name in data:
-                checked = _admin_number(name, data[name])
-                if isinstance(checked, Response):
-                    return checked
-                numbers[name] = checked
-        try:
-            # Neither number given (JSON null was refused above): the core's check and message.
-            check_rule_fields(numbers["capacity"], numbers["refill_rate"])
-        except ValueError as exc:
-            return error(400, str(exc))
-        policy = self._route(data.get("route"))
-        if isinstance(policy, Response):
-            return policy
-        limit = _limit(data.get("limit"), policy, "update")
-        if isinstance(limit, Response):
-            return limit
-        return AdminOp(
-            "update", client_id, policy, numbers["capacity"], numbers["refill_rate"], limit
-        )
-
-
-def _limit(limit: object, policy: Policy, action: str) -> Union[Response, Optional[str]]:
-    """The named limit a request addresses: required to change one of several limits."""
-    names = policy.registry.limits
-    if limit is None:
-        if len(names) > 1 and action != "read":
-            return error(400, f"'limit' is required: the limits are {', '.join(names)}")
-        return None
-    if not isinstance(limit, str) or limit not in names:
-        return error(400, f"'limit' must be one of {', '.join(names)}, got {show(limit)}")
-    return limit
-
-
-def _is_override(rule: Rule, registry: BucketRegistry, limit: Optional[str] = None) -> bool:
-    # rule_for returns the limit's default object itself when there is no override.
-    return rule is not registry.defaults[registry.limits[0] if limit is None else limit]
-
-
-def _rule_fields(
-    rule: Rule, registry: BucketRegistry, limit: Optional[str] = None
-) -> Dict[str, Any]:
-    """A rule as the audit log's fields: its numbers and whether it is an override."""
-    return {
-        "capacity": rule.capacity,
-        "refill_rate": rule.refill_rate,
-        "override": _is_override(rule, registry, limit),
-    }
-
-
-def _describe(fields: Dict[str, Any]) -> str:
-    kind = "override" if fields["override"] else "default"
-    return f"capacity={fields['capacity']!r} refill_rate={fields['refill_rate']!r} ({kind})"
-
-
-def _admin_number(name: str, value: object) -> Union[Response, Number]:
-    """Check a rule field from the admin API with the core's own check, never a bool.
-
-    The admin API takes exactly what `Rule` takes: a capacity in (0, 1e12] and a refill rate
-    in [0, 1e12] (0: the bucket never refills).
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return error(400, f"{name!r} must be a number, got {show(value)}")
-    try:
-        return check_capacity(value, name) if name == "capacity" else check_rate(value, name)
-    except (TypeError, ValueError) as exc:
-        return error(400, str(exc))
-
-
-class _Repeated(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _no_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
-    result: Dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise _Repeated(name)
-        result[name] = value
-    return result
-
-
-def unavailable(failure: ConnectionError) -> Response:
-    """A shared store (Redis) did not answer an admin call: 503, and nothing is claimed done.
-
-    An update may or may not have reached the store before the connection failed; the client
-    retries (updates are idempotent) or reads the rule back with GET.
-    """
-    return error(
-        503, f"the rate-limit store is unavailable: {show(str(failure))}", [("Retry-After", "1")]
-    )

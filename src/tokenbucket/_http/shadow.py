@@ -22,7 +22,7 @@ from .headers import Response, error, json_response
 if TYPE_CHECKING:
     from .._registry import BucketRegistry
     from .._rule import Rule
-    from .admin import AdminOp
+    from .admin_op import AdminOp
     from .audit import AuditLog
     from .options import Options, Policy
     from .request import RequestView
@@ -68,7 +68,7 @@ def parse_switch(
     data: Dict[str, Any], route: Callable[[object], Union[Response, Policy]]
 ) -> Union[Response, AdminOp]:
     """The operation of an admin body with ``"shadow"``, or the 400 refusing it."""
-    from .admin import AdminOp
+    from .admin_op import AdminOp
 
     unknown = [name for name in data if name not in SWITCH_FIELDS]
     if unknown:
