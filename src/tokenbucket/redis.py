@@ -56,9 +56,10 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess wit
     ) from error
 
 from ._inflight import Slot
+from ._redis_failure import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
+from ._redis_failure import POLICIES, RedisUnavailableError
 from ._redis_inflight import SlotLogic
-from ._redis_logic import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
-from ._redis_logic import POLICIES, Logic, Plan, RedisUnavailableError
+from ._redis_logic import Logic, Plan
 from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._redis_pipeline import Pipeliner
 from ._redis_rules import AsyncRules, SyncRules
