@@ -17,7 +17,9 @@ a full collection's work (with the Rule and the Lock inside, one took 150 ms).
 
 States live in one dict per stripe (the key's hash picks both): a dict that grows doubles at
 once, and one of a million keys took 29 ms to do it; one of 1/64 of them takes well under one.
-Forgetting is incremental: see ``_sweep``.
+Forgetting is incremental: see ``_sweep``. The calls off the hot paths are in the bases of
+`MemoryStore`: several buckets at once in ``_memory_several``, charges and refunds in
+``_memory_adjust``, overrides and shared documents in ``_memory_rules``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ._arith import EXACT, accumulate, admits, behind, carry_of, deficit, settled_at, wait
+from ._arith import EXACT, accumulate, behind, carry_of, deficit, settled_at
 from ._clock import Clock
+from ._memory_adjust import Adjusting
+from ._memory_rules import Overriding
+from ._memory_several import Several
 from ._rule import Rule
-from ._rules import StorePage, memory_page
-from ._store import Mask, Outcome, Outcomes
+from ._store import Outcome, Outcomes
 from ._sweep import Shape as _Shape
 from ._sweep import State as _State
-from ._sweep import Sweeping
 
 #: A bucket as a decision sees it (see ``_view``): its stored state (None if untracked), the
 #: rule that decides and the state ``(base, used, carry)`` settled under that rule.
@@ -45,7 +48,7 @@ def _same(shape: _Shape, current: Rule) -> bool:
     return shape is current._shape or shape == current._shape
 
 
-class MemoryStore(Sweeping):
+class MemoryStore(Several, Adjusting, Overriding):
     """The default [`Store`][tokenbucket.Store]: bucket state in a dict, in this process.
 
     Args:
@@ -174,171 +177,6 @@ class MemoryStore(Sweeping):
     def level(self, key: str, default: Rule, /) -> float:
         """See [`Store.level`][tokenbucket.Store.level]."""
         return self.take(key, 0, default, False)[1]
-
-    def take_all(
-        self,
-        buckets: Sequence[Tuple[str, Rule]],
-        amount: float,
-        shadow: Mask = (),
-        /,
-        _commit: bool = True,
-    ) -> Tuple[bool, Outcomes]:
-        """See [`Store.take_all`][tokenbucket.Store.take_all].
-
-        Locks the stripes of every key, each once, in index order (so two calls never wait on
-        each other in a cycle), decides every bucket at one clock reading, then writes all or
-        none (of those that admit, with ``shadow``). ``_commit=False`` is `peek_all`.
-        """
-        keys = [key for key, _ in buckets]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
-        shards, mask = self._shards, self._mask
-        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
-            self._sweep()
-        stripes = sorted({hash(key) & mask for key in keys})
-        for index in stripes:
-            shards[index][1].acquire()
-        try:
-            now = self._clock()
-            views = []
-            for key, default in buckets:
-                states = shards[hash(key) & mask][0]
-                state, rule, base, used, carry = self._view(states, key, default, now, _commit)
-                debt = deficit(base, used, rule.refill_rate, now)
-                views.append((states, key, (state, rule, base, used, carry, debt)))
-            passes = [admits(view[5], amount, view[1]._ceiling) for _, _, view in views]
-            # Shadow buckets do not decide; each is charged only if it admits (as are all the
-            # others when the request is allowed, since they all admit then).
-            allowed = all(passes)
-            if shadow:
-                allowed = all(ok for ok, watched in zip(passes, shadow) if not watched)
-            fresh = [
-                (states, key, self._charged(*view[2:], amount, view[1], now))
-                for (states, key, view), passed in zip(views, passes)
-                if view[0] is None and passed
-            ]
-            room = True
-            if allowed and fresh and _commit:
-                allowed = room = self._admit_all(fresh)
-            elif allowed and fresh and self._max_keys is not None:
-                allowed = room = self._count + len(fresh) <= self._max_keys
-            outcomes = []
-            for (states, key, view), passed in zip(views, passes):
-                state, rule, base, used, carry, debt = view
-                if state is None and not room:
-                    outcomes.append((False, 0.0, rule))  # at the cap: an empty bucket
-                elif allowed and passed:
-                    if _commit and state is not None:
-                        states[key] = self._charged(base, used, carry, debt, amount, rule, now)
-                    outcomes.append((True, rule.capacity - debt - amount, rule))
-                else:
-                    outcomes.append(
-                        (passed, behind(rule.capacity - debt, base, now, rule.refill_rate), rule)
-                    )
-            return allowed, tuple(outcomes)
-        finally:
-            for index in stripes:
-                shards[index][1].release()
-
-    def peek_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, shadow: Mask = (), /
-    ) -> Tuple[bool, Outcomes]:
-        """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
-        return self.take_all(buckets, amount, shadow, _commit=False)
-
-    def charge(
-        self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
-    ) -> Outcome:
-        """See [`Store.charge`][tokenbucket.Store.charge].
-
-        At the ``max_keys`` cap an untracked key is an empty bucket that cannot be tracked: a
-        charge reports ``-amount`` and is not recorded; a reservation is refused. (A negative
-        ``amount`` is a refund: `refund` calls this, so that a charge makes no extra call.)
-        """
-        states, lock = self._shards[hash(key) & self._mask]
-        if key not in states and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
-            self._sweep()
-        lock.acquire()
-        try:
-            now = self._clock()
-            state = states.get(key)
-            if state is not None and state[3] is default._shape:  # as take, without _view
-                base, used, carry, _ = state
-                rule = default
-            else:
-                state, rule, base, used, carry = self._view(states, key, default, now, True)
-            done, before, after, new = _adjusted(base, used, carry, amount, rule, now, max_wait)
-            if done:
-                if state is not None:
-                    states[key] = new
-                elif amount > 0 and not self._admit(states, key, new):
-                    # at the cap an untracked key is an empty bucket, and stays untracked
-                    return max_wait is None, -amount if max_wait is None else 0.0, rule
-                return True, after, rule
-            return False, before, rule
-        finally:
-            lock.release()
-
-    def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
-        """See [`Store.refund`][tokenbucket.Store.refund]."""
-        return self.charge(key, -amount, default, None)
-
-    def charge_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float], /
-    ) -> Tuple[bool, Outcomes]:
-        """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
-        return self._adjust_all(buckets, amount, max_wait)
-
-    def refund_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
-    ) -> Tuple[bool, Outcomes]:
-        """See [`Store.refund_all`][tokenbucket.Store.refund_all]."""
-        return self._adjust_all(buckets, -amount, None)
-
-    def _adjust_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float]
-    ) -> Tuple[bool, Outcomes]:
-        """`charge` (or refund) on several buckets at one instant, all or none (as `take_all`)."""
-        keys = [key for key, _ in buckets]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
-        shards, mask = self._shards, self._mask
-        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
-            self._sweep()
-        stripes = sorted({hash(key) & mask for key in keys})
-        for index in stripes:
-            shards[index][1].acquire()
-        try:
-            now = self._clock()
-            views = []
-            for key, default in buckets:
-                states = shards[hash(key) & mask][0]
-                state, rule, base, used, carry = self._view(states, key, default, now, True)
-                done, before, after, new = _adjusted(base, used, carry, amount, rule, now, max_wait)
-                views.append((states, key, state, rule, done, before, after, new))
-            allowed = all(view[4] for view in views)
-            fresh = [(v[0], v[1], v[7]) for v in views if v[2] is None and amount > 0]
-            room = not (allowed and fresh) or self._admit_all(fresh)
-            if not room and max_wait is not None:
-                allowed = False
-            outcomes = []
-            for states, key, state, rule, done, before, after, new in views:
-                if state is None and amount > 0 and not room:  # at the cap: an empty bucket
-                    outcomes.append((max_wait is None, -amount if max_wait is None else 0.0, rule))
-                    continue
-                if allowed and state is not None:
-                    states[key] = new
-                outcomes.append((done, after if allowed else before, rule))
-            return allowed, tuple(outcomes)
-        finally:
-            for index in stripes:
-                shards[index][1].release()
 
     def _view(
         self, states: Dict[str, _State], key: str, default: Rule, now: float, commit: bool
@@ -494,59 +332,6 @@ class MemoryStore(Sweeping):
         self._keys.append(key)
         return True
 
-    def _admit_all(self, entries: List[Tuple[Dict[str, _State], str, _State]]) -> bool:
-        """Track new keys, all or none (none if the cap would be passed). Caller holds the locks."""
-        if self._max_keys is not None:
-            with self._admission:
-                if self._count + len(entries) > self._max_keys:
-                    self._until_sweep -= len(entries)
-                    return False
-                self._count += len(entries)
-        for entry in entries:
-            self._admit(*entry, True)
-        return True
-
-    def get_rule(self, key: str, /) -> Optional[Rule]:
-        """See [`Store.get_rule`][tokenbucket.Store.get_rule]."""
-        return self._overrides.get(key)
-
-    def update_rule(
-        self,
-        key: str,
-        default: Rule,
-        capacity: Optional[float],
-        refill_rate: Optional[float],
-        /,
-    ) -> Rule:
-        """See [`Store.update_rule`][tokenbucket.Store.update_rule]."""
-        with self._stripes[hash(key) & self._mask]:
-            rule = self._overrides.get(key, default).replace(
-                capacity=capacity, refill_rate=refill_rate
-            )
-            self._rebase(key, rule)
-            self._overrides[key] = rule
-            return rule
-
-    def remove_rule(self, key: str, default: Rule, /) -> Optional[Rule]:
-        """See [`Store.remove_rule`][tokenbucket.Store.remove_rule]."""
-        with self._stripes[hash(key) & self._mask]:
-            if key not in self._overrides:
-                return None
-            self._rebase(key, default)
-            return self._overrides.pop(key)
-
-    def list_rules(self, prefix: str, cursor: Optional[str], count: int, /) -> StorePage:
-        """A page of overrides, in sorted key order (the store protocol's optional method)."""
-        return memory_page(self._overrides, prefix, cursor, count)
-
-    def get_shared(self, name: str, /) -> Optional[str]:
-        """The shared document ``name``, or None (see `BucketRegistry.share_rules`)."""
-        return self._shared.get(name)
-
-    def set_shared(self, name: str, text: str, /) -> None:
-        """Write the shared document ``name`` (see `BucketRegistry.share_rules`)."""
-        self._shared[name] = text
-
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""
         states, lock = self._shards[hash(key) & self._mask]
@@ -554,65 +339,3 @@ class MemoryStore(Sweeping):
             state = states.get(key)
             if state is not None:  # full from now on; the sweep forgets it (and its entry)
                 states[key] = (state[0], 0, EXACT, state[3])
-
-    def _rebase(self, key: str, rule: Rule) -> None:
-        """Settle ``key``'s bucket now and move it to ``rule``. Caller holds the key's lock."""
-        states = self._shards[hash(key) & self._mask][0]
-        state = states.get(key)
-        if state is None:
-            return  # full, and full under any rule
-        base, used, _, shape = state
-        now = self._clock()
-        missing = deficit(base, used, shape[1], now)
-        base = settled_at(base, now)
-        if missing:
-            states[key] = (base, missing, carry_of(missing), rule._shape)
-        else:  # full: kept as such (not deleted) so that the key keeps its one entry in _keys
-            states[key] = (base, 0, EXACT, rule._shape)
-
-
-#: Waits are finite: a reservation that would wait forever (at rate 0) is refused.
-_FOREVER = 1e300
-
-
-def _adjusted(
-    base: float,
-    used: float,
-    carry: float,
-    amount: float,
-    rule: Rule,
-    now: float,
-    max_wait: Optional[float],
-) -> Tuple[bool, float, float, _State]:
-    """A charge (``amount`` > 0) or refund (< 0) of the bucket ``(base, used, carry)`` at ``now``.
-
-    Returns whether it is done, the level before and after it on the refill line at ``now``
-    (``_arith.behind``), and the state to write. The Lua script's ``charge`` and
-    ``refund`` mirror this step by step.
-    """
-    rate = rule.refill_rate
-    debt = deficit(base, used, rate, now)
-    if amount > 0:
-        level = rule.capacity - debt
-        if now < base:
-            level = behind(level, base, now, rate)
-        if max_wait is not None and (
-            amount > rule._ceiling or not wait(amount - level, rate) <= min(max_wait, _FOREVER)
-        ):
-            return False, level, level, (base, used, carry, rule._shape)
-        if not debt:  # full now: restart (as _charged)
-            state = (settled_at(base, now), amount, carry_of(amount), rule._shape)
-            return True, level, level - amount, state
-        if carry is EXACT and type(amount) is int:  # ints add exactly (as _charged)
-            return True, level, level - amount, (base, used + amount, EXACT, rule._shape)
-        used, carry = accumulate(used, carry, amount)
-        return True, level, level - amount, (base, used, carry, rule._shape)
-    level = behind(rule.capacity - debt, base, now, rate)
-    if debt + amount <= 0:  # refunded to full
-        base = settled_at(base, now)
-        return True, level, behind(rule.capacity, base, now, rate), (base, 0, EXACT, rule._shape)
-    if carry is EXACT and type(amount) is int:  # less used since base: debt - amount
-        used += amount  # amount < 0: a refund
-    else:
-        used, carry = accumulate(used, carry, amount)
-    return True, level, level - amount, (base, used, carry, rule._shape)

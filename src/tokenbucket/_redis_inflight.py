@@ -30,7 +30,8 @@ from typing import Any, Optional, Tuple
 import redis.exceptions
 
 from ._inflight import MemorySlots, Slot
-from ._redis_logic import _ERRORS, Logic, Plan
+from ._redis_failure import _ERRORS
+from ._redis_logic import Logic, Plan
 
 _LUA = resources.files("tokenbucket").joinpath("_lua")
 _SCRIPT = _LUA.joinpath("inflight.lua").read_text("utf-8")

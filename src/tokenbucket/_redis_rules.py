@@ -16,7 +16,8 @@ import contextlib
 import re
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, TypeVar
 
-from ._redis_logic import _ERRORS, _SCRIPT, _SHA, Logic, Plan, _encode, _rule
+from ._redis_failure import _ERRORS
+from ._redis_logic import _SCRIPT, _SHA, Logic, Plan, _encode, _rule
 from ._rule import Rule
 from ._rules import StorePage
 from ._validate import show

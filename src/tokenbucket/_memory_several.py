@@ -1,0 +1,185 @@
+"""Several buckets at once in a MemoryStore: take_all, peek_all, charge_all and refund_all.
+
+What belongs here: the calls that decide or adjust several buckets at one clock reading, all
+or none, holding the stripe locks of all their keys (each once, in index order), and
+``_admit_all``, which tracks their new keys all or none under the ``max_keys`` cap. What it
+must not know: how one state is looked up, settled or charged (MemoryStore's ``_view``,
+``_charged`` and ``_admit``, and ``_memory_adjust._adjusted``, declared or imported below); and
+it is not the fast path of several limits, ``MemoryStore._try_take_all``, which stays with the
+other hot paths in ``_memory`` and falls back to `take_all` here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+from ._arith import admits, behind, deficit
+from ._memory_adjust import _adjusted
+from ._rule import Rule
+from ._store import Mask, Outcomes
+from ._sweep import State, Sweeping
+
+
+class Several(Sweeping):
+    """Decisions on several buckets, a base of [`MemoryStore`][tokenbucket.MemoryStore]."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # MemoryStore's, called here
+
+        def _view(
+            self, states: Dict[str, State], key: str, default: Rule, now: float, commit: bool
+        ) -> Tuple[Optional[State], Rule, float, float, float]: ...
+
+        def _admit(
+            self, states: Dict[str, State], key: str, state: State, held: bool = False
+        ) -> bool: ...
+
+        @staticmethod
+        def _charged(
+            base: float,
+            used: float,
+            carry: float,
+            debt: float,
+            amount: float,
+            rule: Rule,
+            now: float,
+        ) -> State: ...
+
+    def take_all(
+        self,
+        buckets: Sequence[Tuple[str, Rule]],
+        amount: float,
+        shadow: Mask = (),
+        /,
+        _commit: bool = True,
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.take_all`][tokenbucket.Store.take_all].
+
+        Locks the stripes of every key, each once, in index order (so two calls never wait on
+        each other in a cycle), decides every bucket at one clock reading, then writes all or
+        none (of those that admit, with ``shadow``). ``_commit=False`` is `peek_all`.
+        """
+        keys = [key for key, _ in buckets]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
+        shards, mask = self._shards, self._mask
+        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
+        stripes = sorted({hash(key) & mask for key in keys})
+        for index in stripes:
+            shards[index][1].acquire()
+        try:
+            now = self._clock()
+            views = []
+            for key, default in buckets:
+                states = shards[hash(key) & mask][0]
+                state, rule, base, used, carry = self._view(states, key, default, now, _commit)
+                debt = deficit(base, used, rule.refill_rate, now)
+                views.append((states, key, (state, rule, base, used, carry, debt)))
+            passes = [admits(view[5], amount, view[1]._ceiling) for _, _, view in views]
+            # Shadow buckets do not decide; each is charged only if it admits (as are all the
+            # others when the request is allowed, since they all admit then).
+            allowed = all(passes)
+            if shadow:
+                allowed = all(ok for ok, watched in zip(passes, shadow) if not watched)
+            fresh = [
+                (states, key, self._charged(*view[2:], amount, view[1], now))
+                for (states, key, view), passed in zip(views, passes)
+                if view[0] is None and passed
+            ]
+            room = True
+            if allowed and fresh and _commit:
+                allowed = room = self._admit_all(fresh)
+            elif allowed and fresh and self._max_keys is not None:
+                allowed = room = self._count + len(fresh) <= self._max_keys
+            outcomes = []
+            for (states, key, view), passed in zip(views, passes):
+                state, rule, base, used, carry, debt = view
+                if state is None and not room:
+                    outcomes.append((False, 0.0, rule))  # at the cap: an empty bucket
+                elif allowed and passed:
+                    if _commit and state is not None:
+                        states[key] = self._charged(base, used, carry, debt, amount, rule, now)
+                    outcomes.append((True, rule.capacity - debt - amount, rule))
+                else:
+                    outcomes.append(
+                        (passed, behind(rule.capacity - debt, base, now, rule.refill_rate), rule)
+                    )
+            return allowed, tuple(outcomes)
+        finally:
+            for index in stripes:
+                shards[index][1].release()
+
+    def peek_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, shadow: Mask = (), /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
+        return self.take_all(buckets, amount, shadow, _commit=False)
+
+    def charge_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float], /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
+        return self._adjust_all(buckets, amount, max_wait)
+
+    def refund_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
+    ) -> Tuple[bool, Outcomes]:
+        """See [`Store.refund_all`][tokenbucket.Store.refund_all]."""
+        return self._adjust_all(buckets, -amount, None)
+
+    def _adjust_all(
+        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float]
+    ) -> Tuple[bool, Outcomes]:
+        """`charge` (or refund) on several buckets at one instant, all or none (as `take_all`)."""
+        keys = [key for key, _ in buckets]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
+        shards, mask = self._shards, self._mask
+        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
+        stripes = sorted({hash(key) & mask for key in keys})
+        for index in stripes:
+            shards[index][1].acquire()
+        try:
+            now = self._clock()
+            views = []
+            for key, default in buckets:
+                states = shards[hash(key) & mask][0]
+                state, rule, base, used, carry = self._view(states, key, default, now, True)
+                done, before, after, new = _adjusted(base, used, carry, amount, rule, now, max_wait)
+                views.append((states, key, state, rule, done, before, after, new))
+            allowed = all(view[4] for view in views)
+            fresh = [(v[0], v[1], v[7]) for v in views if v[2] is None and amount > 0]
+            room = not (allowed and fresh) or self._admit_all(fresh)
+            if not room and max_wait is not None:
+                allowed = False
+            outcomes = []
+            for states, key, state, rule, done, before, after, new in views:
+                if state is None and amount > 0 and not room:  # at the cap: an empty bucket
+                    outcomes.append((max_wait is None, -amount if max_wait is None else 0.0, rule))
+                    continue
+                if allowed and state is not None:
+                    states[key] = new
+                outcomes.append((done, after if allowed else before, rule))
+            return allowed, tuple(outcomes)
+        finally:
+            for index in stripes:
+                shards[index][1].release()
+
+    def _admit_all(self, entries: List[Tuple[Dict[str, State], str, State]]) -> bool:
+        """Track new keys, all or none (none if the cap would be passed). Caller holds the locks."""
+        if self._max_keys is not None:
+            with self._admission:
+                if self._count + len(entries) > self._max_keys:
+                    self._until_sweep -= len(entries)
+                    return False
+                self._count += len(entries)
+        for entry in entries:
+            self._admit(*entry, True)
+        return True
