@@ -60,17 +60,8 @@ class Several(Sweeping):
         each other in a cycle), decides every bucket at one clock reading, then writes all or
         none (of those that admit, with ``shadow``). ``_commit=False`` is `peek_all`.
         """
-        keys = [key for key, _ in buckets]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
         shards, mask = self._shards, self._mask
-        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
-            self._sweep()
-        stripes = sorted({hash(key) & mask for key in keys})
-        for index in stripes:
-            shards[index][1].acquire()
+        stripes = self._lock_all(buckets)
         try:
             now = self._clock()
             views = []
@@ -135,17 +126,8 @@ class Several(Sweeping):
         self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float]
     ) -> Tuple[bool, Outcomes]:
         """`charge` (or refund) on several buckets at one instant, all or none (as `take_all`)."""
-        keys = [key for key, _ in buckets]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
         shards, mask = self._shards, self._mask
-        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
-            self._sweep()
-        stripes = sorted({hash(key) & mask for key in keys})
-        for index in stripes:
-            shards[index][1].acquire()
+        stripes = self._lock_all(buckets)
         try:
             now = self._clock()
             views = []
@@ -171,6 +153,25 @@ class Several(Sweeping):
         finally:
             for index in stripes:
                 shards[index][1].release()
+
+    def _lock_all(self, buckets: Sequence[Tuple[str, Rule]]) -> List[int]:
+        """Check the keys are distinct, sweep if due, then lock their stripes; return them.
+
+        Each stripe is locked once, in index order, so that two calls never wait on each other
+        in a cycle. The caller releases the returned stripes.
+        """
+        keys = [key for key, _ in buckets]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
+        shards, mask = self._shards, self._mask
+        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
+            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+        ):
+            self._sweep()
+        stripes = sorted({hash(key) & mask for key in keys})
+        for index in stripes:
+            shards[index][1].acquire()
+        return stripes
 
     def _admit_all(self, entries: List[Tuple[Dict[str, State], str, State]]) -> bool:
         """Track new keys, all or none (none if the cap would be passed). Caller holds the locks."""
