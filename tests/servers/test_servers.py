@@ -507,11 +507,16 @@ def test_four_workers_load_the_file_and_share_a_default_change(tmp_path, redis_u
                 client.delete("/admin/update-rule", params={"client_id": "127.0.0.1"}).status_code
                 == 200
             )
-            change = client.post("/admin/update-rule/default", json={"capacity": 30})
+            change = client.post("/admin/update-rule/default", json={"capacity": 300})
             assert change.status_code == 200, change.text
         time.sleep(1.5)  # the documented bound: the refresh interval (1 s) + one round trip
-        responses = _burst(base, 60)
-        assert all(r.headers["ratelimit-policy"] == '"default";q=30' for r in responses), [
-            r.headers["ratelimit-policy"] for r in responses
-        ]
-        assert len({r.json()["worker"] for r in responses if r.is_success}) >= 2
+        seen = set()
+        for _ in range(3):  # a loaded machine may hand one burst's connections to one worker
+            responses = _burst(base, 60)
+            assert all(r.headers["ratelimit-policy"] == '"default";q=300' for r in responses), [
+                r.headers["ratelimit-policy"] for r in responses
+            ]
+            seen |= {r.json()["worker"] for r in responses if r.is_success}
+            if len(seen) >= 2:
+                break
+        assert len(seen) >= 2, seen
