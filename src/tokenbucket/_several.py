@@ -211,28 +211,24 @@ class SeveralLimits(BucketRegistry):
 
     async def aconsume(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
-        if self._sharing is not None:
-            await self._arefresh()
-        amount = check_amount(amount)
-        limits = self._limits
-        mask = self._watch.mask
-        if mask:
-            allowed, outcomes = await self._async.take_all(buckets_of(key, limits), amount, mask)
-            return decide_watched(self._names, mask, allowed, outcomes, amount)
-        allowed, outcomes = await self._async.take_all(buckets_of(key, limits), amount)
-        return combine(self._names, allowed, outcomes, amount)
+        return await self._adecide(key, amount, take=True)
 
     async def apeek(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `peek`."""
+        return await self._adecide(key, amount, take=False)
+
+    async def _adecide(self, key: Keys, amount: float, *, take: bool) -> Decision:
+        """One awaited ``take_all`` (or ``peek_all``) over the request's buckets, decided."""
         if self._sharing is not None:
             await self._arefresh()
         amount = check_amount(amount)
-        limits = self._limits
+        buckets = buckets_of(key, self._limits)
+        call = self._async.take_all if take else self._async.peek_all
         mask = self._watch.mask
         if mask:
-            allowed, outcomes = await self._async.peek_all(buckets_of(key, limits), amount, mask)
+            allowed, outcomes = await call(buckets, amount, mask)
             return decide_watched(self._names, mask, allowed, outcomes, amount)
-        allowed, outcomes = await self._async.peek_all(buckets_of(key, limits), amount)
+        allowed, outcomes = await call(buckets, amount)
         return combine(self._names, allowed, outcomes, amount)
 
     async def acharge(self, key: Keys, amount: float) -> Decision:
