@@ -5,13 +5,15 @@ mapping of names to rules, in the order given. A registry of one limit keeps eac
 under the key itself, as it always has (no store key moves). A registry of several keeps the
 bucket of limit ``name`` for key ``key`` under `limit_key` ``(key, name)``:
 
-    ``"{" + key with "}" written "\1\3" (or "\1" if empty) + "}" + "\0" + name``
+    ``"{" + tag(key) + "}" + "\0" + name``
 
+* `tag` (see ``_keys``) writes ``"\1"`` as ``"\1\1"``, ``"}"`` as ``"\1\3"`` and ``""`` as
+  ``"\1"``: the key part ends at the first ``"}"`` and reads back as the key, whatever ``str``
+  it is (escaped by the middleware or not), and the name is what follows the ``"\0"``. So two
+  different ``(key, name)`` pairs give two different store keys, and a listing gives back
+  the key that was set.
 * No key of a one-limit registry looks like that: keys of the default namespace have no
   ``"\0"`` (see ``_keys``), and a route's keys contain one but start with the route's ``"/"``.
-  Two different ``(key, name)`` pairs give two different store keys: the key part ends at the
-  first ``"}"`` (it has none of its own; its ``"\1"`` come in pairs ``"\1\1"``/``"\1\2"``,
-  which ``"\1\3"`` joins unambiguously), and the name is what follows the ``"\0"``.
 * On a Redis Cluster the part between the braces is the *hash tag*: every limit of one key hashes
   to that key's slot, whatever bytes the key holds, so a request's buckets can be taken in one
   script call. A request charged to several keys (a user and an organisation) spans slots in
@@ -29,6 +31,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._arith import wait
 from ._decision import Decision, after, clamp, decide
+from ._keys import tag
 from ._rule import Rule
 from ._store import Outcomes
 from ._validate import show
@@ -73,9 +76,7 @@ def pick(names: Sequence[str], limit: Optional[str]) -> str:
 
 def limit_key(key: str, name: str) -> str:
     """Return the store key of limit ``name``'s bucket for ``key`` (see the module docstring)."""
-    if "}" in key:
-        key = key.replace("}", "\1\3")
-    return "{" + (key or "\1") + "}\0" + name
+    return "{" + tag(key) + "}\0" + name
 
 
 def buckets_of(keys: object, limits: Mapping[str, Rule]) -> List[Tuple[str, Rule]]:
@@ -84,7 +85,7 @@ def buckets_of(keys: object, limits: Mapping[str, Rule]) -> List[Tuple[str, Rule
     ``keys`` is one key (every limit charges it) or a mapping naming each limit's key.
     """
     if type(keys) is str:
-        head = "{" + (keys.replace("}", "\1\3") if "}" in keys else keys or "\1") + "}\0"
+        head = "{" + tag(keys) + "}\0"
         return [(head + name, rule) for name, rule in limits.items()]
     if isinstance(keys, Mapping):
         if keys.keys() != limits.keys():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ._keys import tag, untag
 from ._rule import Rule
 from ._validate import show
 
@@ -96,7 +97,7 @@ def store_prefix(namespace: str, several: bool) -> str:
     """The prefix of the store keys of ``namespace`` (see `registry_entries`)."""
     if not several:
         return namespace
-    return "{" + namespace.replace("}", "\1\3")
+    return "{" + tag(namespace) if namespace else "{"
 
 
 def _split_limit_key(store_key: str) -> Optional[Tuple[str, str]]:
@@ -106,9 +107,7 @@ def _split_limit_key(store_key: str) -> Optional[Tuple[str, str]]:
     end = store_key.find("}\0")
     if end < 0:
         return None
-    key = store_key[1:end]
-    key = "" if key == "\1" else key.replace("\1\3", "}")
-    return key, store_key[end + 2 :]
+    return untag(store_key[1:end]), store_key[end + 2 :]
 
 
 def unescape(key: str) -> str:

@@ -121,3 +121,42 @@ def test_a_key_function_returning_a_non_str_fails_clearly(make, key_func, shown,
         with pytest.raises(TypeError, match=f"^{message}$"):
             h.request(path=path)
     assert h.seen == []
+
+
+LIMITS = {"burst": Rule(10, 1.0), "daily": Rule(100, 0.01)}
+# Raw keys weighted towards the characters the limit keys' encoding uses.
+_raw = (
+    st.lists(st.sampled_from(["", "\0", "\1", "\2", "\3", "{", "}", "a", "/"])).map("".join)
+    | st.text()
+)
+
+
+@given(first=_raw, second=_raw, limit=st.sampled_from(list(LIMITS)))
+def test_raw_keys_of_several_limits_have_distinct_store_keys(
+    first: str, second: str, limit: str
+) -> None:
+    """Issue 22 item 12: through the registry API (no middleware escaping), ``""`` and
+    ``"\\x01"``, ``"a}"`` and ``"a\\x01\\x03"`` shared a bucket. A store key decodes back
+    to its (key, limit), so distinct pairs give distinct store keys; both ways of building
+    one agree."""
+    from tokenbucket._limits import buckets_of, limit_key
+    from tokenbucket._rules import registry_entries
+
+    rule = Rule(1, 1.0)
+    for key in (first, second):
+        store_key = limit_key(key, limit)
+        if not (key.startswith("/") and "\0" in key):  # a route's key: not listed as ours
+            assert registry_entries([(store_key, rule)], "", list(LIMITS)) == [(key, limit, rule)]
+    if first != second:
+        assert limit_key(first, limit) != limit_key(second, limit)
+    assert [key for key, _ in buckets_of(first, LIMITS)] == [limit_key(first, n) for n in LIMITS]
+
+
+@pytest.mark.parametrize(("one", "other"), [("", "\1"), ("a}", "a\1\3"), ("\1", "\1\1")])
+def test_colliding_raw_keys_of_several_limits_are_apart(one: str, other: str) -> None:
+    """The collisions issue 22 item 12 found: taking from one leaves the other full."""
+    registry = BucketRegistry(LIMITS, clock=ManualClock())
+    assert registry.consume(one, 10).allowed
+    assert registry.consume(other, 10).allowed
+    assert registry.update_rule(other, capacity=3, limit="burst") == Rule(3, 1.0)
+    assert registry.rules_for(one)["burst"] == Rule(10, 1.0)
