@@ -57,6 +57,12 @@ def check_limits(default: object) -> Dict[str, Rule]:
     for name, rule in default.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"limit names must be non-empty str, got {show(name)}")
+        if not all(" " <= char <= "~" for char in name):
+            # Names are written in header fields (RFC 9651 Strings) and metrics labels.
+            raise ValueError(
+                f"limit name {show(name)} must be printable ASCII (space to '~'): "
+                f"the middleware writes it in header fields"
+            )
         if not isinstance(rule, Rule):
             raise TypeError(f"limit {name!r} must be a Rule, got {show(rule)}")
         limits[name] = rule

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 
 import pytest
 from hypothesis import given
@@ -82,6 +83,18 @@ class TestContract:
             BucketRegistry({"": Rule(1, 1), "y": Rule(1, 1)})
         with pytest.raises(TypeError, match="'default' must be a Rule or a mapping"):
             BucketRegistry(5)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("name", ["bürst", "a\r\nSet-Cookie: x", "tab\t", "nul\0", "\x7f"])
+    def test_a_name_a_header_cannot_carry_is_refused(self, name: str) -> None:
+        """Issue 22 item 13: a non-ASCII or control character in a limit name made every
+        request through the middleware a 500 (or put CR/LF into a header field). Refused
+        when the registry is built, naming the name."""
+        with pytest.raises(ValueError, match=re.escape(f"limit name {name!r}")):
+            BucketRegistry({name: Rule(1, 1), "daily": Rule(5, 1)})
+        with pytest.raises(ValueError, match="printable ASCII"):
+            BucketRegistry({"burst": Rule(1, 1), name: Rule(5, 1)})
+        names = {"x" + chr(code): Rule(1, 1) for code in range(0x20, 0x7F)}
+        assert BucketRegistry(names).limits == tuple(names)  # every printable one is fine
 
     def test_an_invalid_update_changes_nothing(self) -> None:
         limits = several(ManualClock())
