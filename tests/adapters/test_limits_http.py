@@ -53,6 +53,29 @@ class TestHeaders:
         assert refused.json()["policy"] == "daily"
         assert refused.header("RateLimit").startswith('"daily";r=0;t=')
 
+    def test_the_window_of_an_overridden_binding_limit_is_its_own(self, make):
+        """Issue 22 item 14: burst overridden to Rule(100, 10) for the client (a 10 s refill)
+        was advertised as "burst";q=100;w=100, the override's capacity over the default's
+        rate. The binding limit's w is its own refill time (or left out when the decision
+        does not tell it); the other limits keep their default's."""
+        clock = ManualClock()
+        registry = BucketRegistry(
+            {"burst": Rule(10, 1.0), "daily": Rule.per(1000, DAY)}, clock=clock
+        )
+        h = make(registry=registry)
+        registry.update_rule(IP, capacity=100, refill_rate=10.0, limit="burst")
+        first = h.request()
+        assert first.header("RateLimit") == '"burst";r=99;t=1'
+        assert first.header("RateLimit-Policy") == '"burst";q=100;w=10, "daily";q=1000;w=86400'
+        registry.update_rule(IP, capacity=10, refill_rate=0.5, limit="burst")  # rate only
+        assert h.request().header("RateLimit-Policy") == '"burst";q=10;w=20, "daily";q=1000;w=86400'
+        registry.update_rule(IP, capacity=1, refill_rate=0.5, limit="burst")
+        h.request()
+        denied = h.request()
+        assert denied.status == 429
+        # a denial does not tell the override's rate: w is left out rather than wrong
+        assert denied.header("RateLimit-Policy") == '"burst";q=1, "daily";q=1000;w=86400'
+
     def test_one_rule_keeps_its_fields(self, make):
         h = make()
         assert h.request().header("RateLimit-Policy") == '"default";q=3'

@@ -65,6 +65,27 @@ def test_shadow_limits_are_not_advertised(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("headers", ["draft", "both", "legacy"])
+def test_with_every_limit_in_shadow_nothing_is_advertised(kind: str, headers: str) -> None:
+    """Issue 22 item 15: with every limit in shadow, responses carried RateLimit naming a
+    shadow limit with r=0, and clients following the draft throttled themselves on a limit
+    that is not enforced. No limit binds, so no rate-limit field is sent (as for a policy in
+    shadow); enforcing one again brings them back."""
+    registry = BucketRegistry(
+        {"burst": Rule(10, 0), "tight": Rule(5, 0)},
+        shadow={"burst", "tight"},
+        clock=ManualClock(),
+    )
+    harness = Harness(kind, registry, headers=headers)
+    for _ in range(12):
+        response = harness.request()
+        assert response.status == 200
+        assert not [name for name, _ in response.headers if "ratelimit" in name.lower()]
+    registry.set_shadow("burst", False)
+    assert harness.request().status == 429  # the eleventh of ten: enforced again
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_the_admin_api_switches_a_limit_to_enforcing_for_the_next_request(
     kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:

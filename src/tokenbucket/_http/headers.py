@@ -28,7 +28,11 @@ refills), and ``RateLimit`` names the binding limit (the decision's ``policy``):
     RateLimit: "burst";r=0;t=1
 
 The binding limit's ``q`` is the capacity that decided (a per-client override's), the others'
-their default rule's.
+their default rule's. The binding limit's ``w`` is its own refill time: a decision that admitted
+a request and left its bucket partly full tells its refill rate (``(q - r) / reset_after``),
+else it is its default's when ``q`` is; otherwise (a denial under an overridden capacity) ``w``
+is left out rather than guessed. A limit in shadow does not bind: it is not listed, and with
+every limit in shadow no rate-limit field is sent at all (see `PolicyFields.limits`).
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ class PolicyFields:
         self, name: str, limits: Optional[Callable[[], Mapping[str, Rule]]] = None
     ) -> None:
         self.name = name
-        #: With several limits: returns them (name to default rule, in order); else None.
+        #: With several limits: returns the enforced ones (name to default rule, in order;
+        #: empty when every limit is in shadow); else None.
         self.limits = limits
         self.field_name = sf_string(name)
         #: The name as a Structured Field String in each form (`TEXT`, `RAW`).
@@ -143,21 +148,46 @@ class PolicyFields:
             values = self._values[limit] = (text, text.encode("ascii"))
         return values
 
-    def several_values(self, binding: str, limit: float, form: int) -> Tuple[Any, Any]:
-        """With several limits: the ``RateLimit-Policy`` value and the binding limit's name."""
-        assert self.limits is not None
+    def several_values(
+        self, decision: Decision, limits: Mapping[str, Rule], form: int
+    ) -> Tuple[Any, Any]:
+        """With several limits: the ``RateLimit-Policy`` value and the binding limit's name.
+
+        ``limits``: the enforced limits' default rules (`limits`), in order.
+        """
+        binding = decision[5]
         items = []
-        for name, rule in self.limits().items():
-            capacity = limit if name == binding else rule.capacity
+        for name, rule in limits.items():
+            if name == binding:
+                capacity, rate = decision[4], binding_rate(decision, rule)
+            else:
+                capacity, rate = rule.capacity, rule.refill_rate
             item = f"{sf_string(name)};q={int(capacity) or 1}"
-            if rule.refill_rate:
-                window = capacity / rule.refill_rate
+            if rate:  # rounded first: a derived rate may be an ulp off, not a second
+                window = round(capacity / rate, 6)
                 item += f";w={math.ceil(window) if window < SF_INTEGER_MAX else SF_INTEGER_MAX}"
             items.append(item)
         value, name = ", ".join(items), sf_string(binding)
         if form == RAW:
             return value.encode("ascii"), name.encode("ascii")
         return value, name
+
+
+def binding_rate(decision: Decision, default: Rule) -> Optional[float]:
+    """The refill rate of the rule that made ``decision``, whose default is ``default``.
+
+    An admission that left the bucket partly full tells it: ``remaining`` is then the bucket's
+    own level and ``reset_after`` the time to refill the rest. Else it is the default's when
+    the capacity is (an override's rate would show in the next admission), and None (unknown)
+    under an overridden capacity.
+    """
+    allowed, remaining, _, reset_after, limit = decision[:5]
+    if allowed and 0.0 < remaining < limit and 0.0 < reset_after < math.inf:
+        rate = (limit - remaining) / reset_after
+        return default.refill_rate if math.isclose(rate, default.refill_rate) else rate
+    if reset_after == math.inf:  # a bucket that never refills
+        return 0.0
+    return default.refill_rate if limit == default.capacity else None
 
 
 def sf_string(text: str) -> str:
@@ -195,12 +225,15 @@ def rate_limit_headers(
     allowed, remaining, retry_after, reset_after, limit = decision[:5]
     left = int(remaining)
     names, number, state, timed_state = _FORMS[form]
+    limits = None if policy.limits is None else policy.limits()
+    if limits is not None and not limits:  # every limit in shadow: none binds
+        return []
     if mode & DRAFT:
         window = reset_after if allowed else retry_after
-        if policy.limits is None:
+        if limits is None:
             name, policy_value = policy.field_names[form], policy.policy_value(limit)[form]
         else:
-            policy_value, name = policy.several_values(decision[5], limit, form)
+            policy_value, name = policy.several_values(decision, limits, form)
         if window == math.inf:
             value = state % (name, left)
         else:

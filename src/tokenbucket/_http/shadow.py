@@ -49,11 +49,10 @@ def check_shadow_policies(options: Options, names: object) -> None:
 def enforced(registry: BucketRegistry) -> Dict[str, Rule]:
     """The limits ``RateLimit-Policy`` advertises: not those in shadow (they do not bind).
 
-    Every limit if all are in shadow (the decision then reports one of them).
+    Empty if all are in shadow: then no rate-limit field is sent.
     """
     shadow = registry.shadow
-    defaults = registry.defaults
-    return {name: rule for name, rule in defaults.items() if name not in shadow} or defaults
+    return {name: rule for name, rule in registry.defaults.items() if name not in shadow}
 
 
 def set_policy_shadow(options: Options, policy: Policy, shadow: bool) -> None:
