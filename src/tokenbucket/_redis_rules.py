@@ -40,7 +40,9 @@ def list_rules(logic: Logic, prefix: str, cursor: Optional[str], count: int) -> 
         )
     start = 0
     if cursor is not None:
-        if not cursor.isdigit() or cursor == "0":
+        # SCAN's cursors are unsigned 64-bit; Redis refuses others ("invalid cursor"), which
+        # is the caller's mistake, not the store failing.
+        if not (cursor.isascii() and cursor.isdigit()) or not 0 < int(cursor) < 2**64:
             raise ValueError(f"'cursor' is not one this store returned, got {show(cursor)}")
         start = int(cursor)
     pattern = _GLOB.sub(r"\\\1", logic.prefix + prefix) + "*"

@@ -223,3 +223,165 @@ def test_hostile_imports_never_5xx_and_never_half_apply(admin, document):
     assert result.status in (200, 400), result.body
     if result.status == 400:
         assert call(h, "GET", "export").json() == before
+
+
+# Issue 22 item 16: the rule endpoints agree with update-rule, and audit what they change.
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "named"),
+    [
+        ("default", b'{"capacity": 5, "capacity": 7}', "capacity"),
+        ("default", b'{"capacity": 5, "route": "/login", "route": null}', "route"),
+        (
+            "import",
+            b'{"version": 1, "default": {"capacity": 3, "refill_rate": 1, "capacity": 9}}',
+            "capacity",
+        ),
+        (
+            "import",
+            b'{"version": 1, "default": {"capacity": 3, "refill_rate": 1}, "overrides": '
+            b'[{"client_id": "a", "client_id": "b", "capacity": 1, "refill_rate": 1}]}',
+            "client_id",
+        ),
+    ],
+)
+def test_repeated_fields_are_refused_as_by_update_rule(admin, endpoint, body, named):
+    """Repeated JSON fields were accepted (the last won) by /default and /import, refused by
+    update-rule: now a 400 naming the field everywhere, and nothing changes."""
+    h = admin()
+    before = call(h, "GET", "export").json()
+    result = call(h, "POST", endpoint, body)
+    assert result.status == 400, result.body
+    assert result.json()["error"] == f"field {named!r} given more than once"
+    assert call(h, "GET", "export").json() == before
+    repeated = h.request("POST", BASE, headers=AUTH, body=b'{"client_id": "a", "client_id": "b"}')
+    assert repeated.json()["error"] == "field 'client_id' given more than once"
+
+
+@pytest.mark.parametrize("field", ["capacity", "refill_rate"])
+def test_null_is_refused_by_default_as_by_update_rule(admin, field):
+    """JSON null kept the value on /default and was a 400 on update-rule: a 400 on both."""
+    h = admin()
+    other = "refill_rate" if field == "capacity" else "capacity"
+    for path in (f"{BASE}/default", BASE):
+        payload = {field: None, other: 2}
+        if path == BASE:
+            payload["client_id"] = "alice"
+        result = h.request("POST", path, headers=AUTH, body=json.dumps(payload).encode())
+        assert result.status == 400, (path, result.body)
+        assert result.json()["error"] == f"{field!r} must be a number, got None"
+    assert h.registry.default == Rule(3, 1.0)
+
+
+def test_a_default_capacity_below_the_cost_is_refused_naming_it(admin):
+    """A default capacity below every request's cost refuses every request forever."""
+    h = admin(cost=2)
+    for endpoint, payload in [
+        ("default", {"capacity": 1.5}),
+        ("default", {"capacity": 1, "route": "/login"}),
+        ("import", {"version": 1, "default": {"capacity": 1, "refill_rate": 1.0}}),
+        (
+            "import",
+            {
+                "version": 1,
+                "default": {"capacity": 3, "refill_rate": 1.0},
+                "routes": {"/login": {"capacity": 1.5, "refill_rate": 1.0}},
+            },
+        ),
+    ]:
+        result = call(h, "POST", endpoint, payload)
+        assert result.status == 400, result.body
+        assert "below the cost of a request (2)" in result.json()["error"], result.body
+    assert h.registry.default == Rule(3, 1.0)
+    assert call(h, "POST", "default", {"capacity": 2}).status == 200  # the cost itself: fine
+    flexible = admin(cost=lambda view: 5)  # a cost function: no smallest cost known
+    assert call(flexible, "POST", "default", {"capacity": 1}).status == 200
+
+
+def _audit_fields(caplog, action):
+    return [
+        record.tokenbucket
+        for record in caplog.records
+        if record.name == "tokenbucket.admin" and record.tokenbucket.get("action") == action
+    ]
+
+
+def test_update_default_and_import_audit_before_and_after(admin, caplog):
+    """The records of update-default and import lacked what the change replaced: they now
+    carry before and after, enough to put everything back."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="tokenbucket.admin")
+    h = admin()
+    h.registry.update_rule("alice", capacity=50)
+    assert call(h, "POST", "default", {"refill_rate": 2.0, "route": "/login"}).status == 200
+    [fields] = _audit_fields(caplog, "update-default")
+    assert fields["before"] == {"capacity": 2, "refill_rate": 0.5}
+    assert fields["after"] == {"capacity": 2, "refill_rate": 2.0}
+    document = {
+        "version": 1,
+        "default": {"capacity": 4, "refill_rate": 1.0},
+        "overrides": [
+            {"client_id": "alice", "capacity": 7, "refill_rate": 1.0},
+            {"client_id": "bob", "route": "/login", "capacity": 1, "refill_rate": 0.5},
+        ],
+    }
+    assert call(h, "POST", "import", document).status == 200
+    [fields] = _audit_fields(caplog, "import")
+    assert fields["before"] == {
+        "default": {"capacity": 3, "refill_rate": 1.0},
+        "routes": {},
+        "overrides": [
+            {
+                "client_id": "alice",
+                "route": None,
+                "limit": "default",
+                "capacity": 50,
+                "refill_rate": 1.0,
+            },
+        ],
+    }
+    assert fields["after"] == {
+        "default": {"capacity": 4, "refill_rate": 1.0},
+        "routes": {},
+        "overrides": [
+            {
+                "client_id": "alice",
+                "route": None,
+                "limit": "default",
+                "capacity": 7,
+                "refill_rate": 1.0,
+            },
+            {
+                "client_id": "bob",
+                "route": "/login",
+                "limit": "default",
+                "capacity": 1,
+                "refill_rate": 0.5,
+            },
+        ],
+    }
+    assert fields["imported"] == 2
+
+
+def test_a_bogus_cursor_on_redis_is_a_400_not_a_store_failure(redis_url, caplog):
+    """A cursor Redis refuses ("invalid cursor") answered 503 and was logged as a store
+    failure (WARNING): it is the caller's mistake, a 400 like any cursor of another store."""
+    import logging
+
+    from tokenbucket import BucketRegistry
+    from tokenbucket.redis import RedisStore
+
+    from ..conftest import Harness
+
+    store = RedisStore.from_url(redis_url)
+    h = Harness("wsgi", BucketRegistry(Rule(3, 1.0), store=store), admin_token=TOKEN)
+    caplog.set_level(logging.DEBUG, logger="tokenbucket.admin")
+    for cursor in ("99999999999999999999999", "18446744073709551616", "²", "-1"):
+        result = call(h, "GET", "rules", query=f"cursor={cursor}")
+        assert result.status == 400, (cursor, result.body)
+        assert "'cursor' is not one this store returned" in result.json()["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert call(h, "GET", "rules", query="cursor=18446744073709551615").status == 200
+    store.close()

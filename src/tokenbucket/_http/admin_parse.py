@@ -91,17 +91,32 @@ def _unreachable(options: Options, client_id: str) -> Optional[Response]:
     )
 
 
-def parse_update(options: Options, body: bytes) -> Union[Response, AdminOp]:
-    """The operation of a POST body (an update, or a shadow switch), or the 400 refusing it."""
+def load_json(body: bytes) -> Any:
+    """The JSON value of an admin body, or the 400 `Response` refusing it.
+
+    Every endpoint reads its body here, so all refuse the same things: bytes that are not
+    UTF-8 (RFC 8259, section 8.1; json.loads would take UTF-16 and UTF-32 too; a leading byte
+    order mark is ignored, as the RFC allows), NaN and Infinity, and a field repeated in any
+    object (which would otherwise leave the last one in force, unseen).
+    """
     try:
-        # JSON is UTF-8 (RFC 8259, section 8.1), which json.loads would not check: it takes
-        # UTF-16 and UTF-32 bytes too. A leading byte order mark is ignored, as the RFC allows.
-        text = body.decode("utf-8-sig")
-        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
-    except _Repeated as exc:
-        return error(400, f"field {show(exc.args[0])} given more than once")
+        return loads(body.decode("utf-8-sig"))
+    except Repeated as exc:
+        return error(400, str(exc))
     except (ValueError, RecursionError):
         return error(400, "body must be valid JSON (UTF-8)")
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` refusing NaN, Infinity and repeated fields (`Repeated`, a ValueError)."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_repeats)
+
+
+def parse_update(options: Options, body: bytes) -> Union[Response, AdminOp]:
+    """The operation of a POST body (an update, or a shadow switch), or the 400 refusing it."""
+    data = load_json(body)
+    if isinstance(data, Response):
+        return data
     if not isinstance(data, dict):
         return error(400, f"body must be a JSON object, got {type(data).__name__}")
     if "shadow" in data:
@@ -124,7 +139,7 @@ def parse_update(options: Options, body: bytes) -> Union[Response, AdminOp]:
     numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
     for name in numbers:
         if name in data:
-            checked = _admin_number(name, data[name])
+            checked = admin_number(name, data[name])
             if isinstance(checked, Response):
                 return checked
             numbers[name] = checked
@@ -154,7 +169,7 @@ def _limit(limit: object, policy: Policy, action: str) -> Union[Response, Option
     return limit
 
 
-def _admin_number(name: str, value: object) -> Union[Response, Number]:
+def admin_number(name: str, value: object) -> Union[Response, Number]:
     """Check a rule field from the admin API with the core's own check, never a bool.
 
     The admin API takes exactly what `Rule` takes: a capacity in (0, 1e12] and a refill rate
@@ -168,8 +183,8 @@ def _admin_number(name: str, value: object) -> Union[Response, Number]:
         return error(400, str(exc))
 
 
-class _Repeated(ValueError):
-    pass
+class Repeated(ValueError):
+    """A JSON object gave a field more than once (the message names it)."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -180,6 +195,6 @@ def _no_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     result: Dict[str, Any] = {}
     for name, value in pairs:
         if name in result:
-            raise _Repeated(name)
+            raise Repeated(f"field {show(name)} given more than once")
         result[name] = value
     return result

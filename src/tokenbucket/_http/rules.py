@@ -12,17 +12,19 @@ and an import escapes them, and both name the route (``null``: the default limit
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 from urllib.parse import parse_qsl
 
-from .._export import VERSION, default_data, parse_default, parse_override, rule_data
-from .._keys import escape_key
+from .._export import VERSION, default_data, rule_data
+from .._rule import Rule
 from .._rules import MAX_COUNT, unescape
-from .._validate import check_rule_fields, show
+from .._validate import Number, check_rule_fields, show
+from .admin_parse import admin_number, load_json
 from .audit import AuditLog, quote
 from .headers import Response, error, json_response
+from .rules_import import DefaultChange, ImportChange, Step, below_cost, parse_import, route_name
+from .rules_import import load_rules as load_rules  # the demo's --rules
 
 if TYPE_CHECKING:
     from .options import Options, Policy
@@ -33,9 +35,6 @@ ENDPOINTS = ("rules", "default", "export", "import")
 #: The default of ``max_import_body``: 8 MiB, about 100,000 overrides.
 DEFAULT_MAX_IMPORT_BODY = 8 * 1024 * 1024
 
-#: One registry call: the registry, the method's name (``a`` + name awaited), its arguments.
-Step = Tuple[Any, str, Tuple[Any, ...], Dict[str, Any]]
-
 
 def sub_paths(admin_path: str) -> frozenset[str]:
     """The paths of the endpoints under ``admin_path``."""
@@ -45,15 +44,22 @@ def sub_paths(admin_path: str) -> frozenset[str]:
 class RulesOp:
     """A validated request to one of the endpoints: its registry calls and its answer."""
 
-    __slots__ = ("action", "payload", "policies", "steps_")
+    __slots__ = ("action", "change", "payload", "policies", "steps_")
 
     def __init__(
-        self, action: str, policies: Sequence[Policy], steps: List[Step], payload: Dict[str, Any]
+        self,
+        action: str,
+        policies: Sequence[Policy],
+        steps: List[Step],
+        payload: Dict[str, Any],
+        change: Union[DefaultChange, ImportChange, None] = None,
     ) -> None:
         self.action = action  # "list", "read-default", "update-default", "export" or "import"
         self.policies = tuple(policies)
         self.steps_ = steps
         self.payload = payload
+        #: What a change replaces, for its audit record's ``before`` and ``after``.
+        self.change = change
 
     def steps(self) -> List[Step]:
         """The registry calls to make, in order."""
@@ -85,11 +91,16 @@ class RulesOp:
                     [("Retry-After", "1")],
                 )
             return error(400, str(results))
-        payload = self._answer(results)
+        change = self.change
+        reads = 0 if change is None else len(change.reads)
+        payload = self._answer(results[reads:])
         fields = {k: v for k, v in payload.items() if k != "overrides"}
         level = logging.INFO if changes else logging.DEBUG
+        summary = dict(fields)
+        if change is not None:
+            fields["before"], fields["after"] = change.fields(results[:reads], payload)
         audit.done(
-            level, f"admin {action} by {quote(caller)}: {fields}", action, 200, caller, fields
+            level, f"admin {action} by {quote(caller)}: {summary}", action, 200, caller, fields
         )
         return json_response(200, payload)
 
@@ -110,7 +121,7 @@ class RulesOp:
             payload = {"version": VERSION, "default": results[0]["default"], "routes": {}}
             overrides = []
             for policy, document in zip(self.policies, results):
-                route = _route_name(policy)
+                route = route_name(policy)
                 if route is not None:
                     payload["routes"][route] = document["default"]
                 overrides += [
@@ -145,8 +156,8 @@ def parse(
         policy = _route(options, params.get("route"))
         if isinstance(policy, Response):
             return policy
-        return RulesOp("read-default", [policy], [], {"route": _route_name(policy)})
-    data = _json(body)
+        return RulesOp("read-default", [policy], [], {"route": route_name(policy)})
+    data = load_json(body)
     if isinstance(data, Response):
         return data
     if endpoint == "import":
@@ -170,7 +181,7 @@ def _parse_list(options: Options, params: Dict[str, str]) -> Union[Response, Rul
     cursor = params.get("cursor") or None
     kwargs = {"namespace": policy.prefix}
     step = (policy.registry, "list_rules", (cursor, int(count_text)), kwargs)
-    return RulesOp("list", [policy], [step], {"route": _route_name(policy)})
+    return RulesOp("list", [policy], [step], {"route": route_name(policy)})
 
 
 def _parse_default(options: Options, data: Any) -> Union[Response, RulesOp]:
@@ -190,88 +201,40 @@ def _parse_default(options: Options, data: Any) -> Union[Response, RulesOp]:
     limit = data.get("limit")
     if (limit is None and len(limits) > 1) or (limit is not None and limit not in limits):
         return error(400, f"'limit' must be one of {', '.join(limits)}, got {show(limit)}")
+    numbers: Dict[str, Optional[Number]] = {"capacity": None, "refill_rate": None}
+    for name in numbers:
+        if name in data:  # JSON null too: refused, as by update-rule
+            checked = admin_number(name, data[name])
+            if isinstance(checked, Response):
+                return checked
+            numbers[name] = checked
     try:
-        capacity, refill_rate = check_rule_fields(data.get("capacity"), data.get("refill_rate"))
-    except (TypeError, ValueError) as exc:
+        capacity, refill_rate = check_rule_fields(numbers["capacity"], numbers["refill_rate"])
+    except ValueError as exc:
         return error(400, str(exc))
+    name = limit or limits[0]
+    default = policy.registry.defaults[name]
+    locked = below_cost(options, policy, {name: Rule(capacity or default.capacity, 1)})
+    if locked is not None:
+        return locked
     change = {"capacity": capacity, "refill_rate": refill_rate, "limit": limit}
     step = (policy.registry, "update_default", (), change)
-    payload = {"route": _route_name(policy), "limit": limit or limits[0]}
-    return RulesOp("update-default", [policy], [step], payload)
+    payload = {"route": route_name(policy), "limit": name}
+    return RulesOp("update-default", [policy], [step], payload, DefaultChange(default))
 
 
 def _parse_import(options: Options, data: Any) -> Union[Response, RulesOp]:
-    """Validate the whole document; then one ``import_rules`` per policy it touches."""
-    try:
-        documents = import_documents(options.default, options.routes, data)
-    except (TypeError, ValueError, RecursionError) as exc:
-        return error(400, f"invalid rules document: {exc}")
-    policies = list(documents)
-    steps = [
-        (policy.registry, "import_rules", (documents[policy],), {"namespace": policy.prefix})
-        for policy in policies
-    ]
-    return RulesOp("import", policies, steps, {"routes": [_route_name(p) for p in policies]})
-
-
-def import_documents(
-    default: Policy, routes: Mapping[str, Policy], data: Any
-) -> Dict[Policy, Dict[str, Any]]:
-    """Validate a whole import (the admin export's format); each policy's registry document.
-
-    Raises ValueError (TypeError for a wrong type) naming the first bad entry.
-    """
-    if not isinstance(data, dict):
-        raise TypeError(f"it must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - {"version", "default", "routes", "overrides"}
-    if unknown:
-        raise ValueError(f"unknown fields {sorted(unknown)!r}")
-    if data.get("version") != VERSION:
-        raise ValueError(f"'version' must be {VERSION}, got {show(data.get('version'))}")
-    documents: Dict[Policy, Dict[str, Any]] = {}
-    parse_default(data.get("default"), default.registry.limits)
-    documents[default] = _document(data["default"])
-    given = data.get("routes", {})
-    if not isinstance(given, dict):
-        raise TypeError(f"'routes' must be an object, got {show(given)}")
-    for name, rules in given.items():
-        policy = routes.get(name)
-        if policy is None:
-            raise ValueError(f"routes[{name!r}] is not a configured route")
-        parse_default(rules, policy.registry.limits, f"routes[{name!r}]")
-        documents[policy] = _document(rules)
-    overrides = data.get("overrides", [])
-    if not isinstance(overrides, list):
-        raise TypeError(f"'overrides' must be a list, got {show(overrides)}")
-    seen: Dict[Tuple[Optional[str], str, str], int] = {}
-    for index, entry in enumerate(overrides):
-        where = f"overrides[{index}]"
-        route = entry.get("route") if isinstance(entry, dict) else None
-        policy = default if route is None else routes.get(route)
-        if policy is None:
-            raise ValueError(f"{where}.route is not a configured route: {show(route)}")
-        key, limit, rule = parse_override(entry, policy.registry.limits, where, "client_id")
-        first = seen.setdefault((route, key, limit), index)
-        if first != index:
-            raise ValueError(f"{where} repeats overrides[{first}]")
-        if policy not in documents:
-            documents[policy] = _document(default_data(policy.registry.defaults))
-        documents[policy]["overrides"].append(
-            {"key": escape_key(key), "limit": limit, **rule_data(rule)}
-        )
-    return documents
-
-
-def _document(default: Any) -> Dict[str, Any]:
-    return {"version": VERSION, "default": default, "overrides": []}
+    """Validate the whole document; then its reads and one ``import_rules`` per policy."""
+    change = parse_import(options, data)
+    if isinstance(change, Response):
+        return change
+    policies = list(change.plan)
+    payload = {"routes": [route_name(p) for p in policies]}
+    return RulesOp("import", policies, change.steps(), payload, change)
 
 
 def _policies(options: Options) -> List[Policy]:
     return [options.default, *options.routes.values()]
-
-
-def _route_name(policy: Policy) -> Optional[str]:
-    return None if policy.prefix == "" else policy.name
 
 
 def _route(options: Options, route: object) -> Union[Response, Policy]:
@@ -297,31 +260,3 @@ def _query(query: str, names: Sequence[str]) -> Union[Response, Dict[str, str]]:
             return error(400, f"query parameter {name!r} given more than once")
         params[name] = value
     return params
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8-sig"), parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        return error(400, "body must be valid JSON (UTF-8)")
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def load_rules(path: str, registry: Any) -> Dict[str, Any]:
-    """Read a rules file (an export of the admin API, without routes) for ``registry``.
-
-    Returns the registry's document for `BucketRegistry.import_rules`; raises OSError, or
-    ValueError/TypeError naming the file's first bad entry.
-    """
-    from .options import Policy
-
-    with open(path, encoding="utf-8-sig") as file:
-        try:
-            data = json.load(file, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
-            raise ValueError(f"not valid JSON ({exc})") from None
-    policy = Policy("default", registry, "")
-    return import_documents(policy, {}, data)[policy]
