@@ -27,6 +27,7 @@ from ._http.admin import AdminAPI
 from ._http.admin_op import AdminOp
 from ._http.headers import HeaderList, Response
 from ._http.options import Limit, Options
+from ._http.paths import route_path
 from ._http.request import RequestView
 from ._http.rules import RulesOp
 from ._http.settle import Settlement
@@ -111,7 +112,7 @@ def _view(scope: Scope) -> RequestView:
     return RequestView(
         scope.get("method", "GET"),
         scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http"),
-        scope["path"],
+        route_path(scope["path"], scope.get("root_path", "")),
         (scope.get("query_string") or b"").decode("latin-1"),
         client[0] if client else None,
         scope,

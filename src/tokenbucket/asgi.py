@@ -57,6 +57,7 @@ from ._http.headers import (
 )
 from ._http.middleware import Middleware
 from ._http.options import Limit, Policy
+from ._http.paths import route_path
 from ._http.request import RequestView, default_bucket
 from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
@@ -188,6 +189,9 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
                 await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        root_path = scope.get("root_path")
+        if root_path:
+            path = route_path(path, root_path)
         if path == self._admin_path or path in self._admin_paths:
             await self._admin_request(scope, receive, send)
             return

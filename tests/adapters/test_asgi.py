@@ -480,3 +480,78 @@ class TestBlockingStore:
             return middleware
 
         assert isinstance(run(build()), RateLimitMiddleware)
+
+
+class TestRootPath:
+    """Issue 22 item 17: behind ``--root-path /api`` uvicorn sends ``path="/api/login"``,
+    hypercorn and granian ``path="/login"``: rules, exemptions and the admin path matched
+    under one server and not the other. They match the path without ``root_path``, as
+    Starlette routes (it strips root_path when the path starts with it)."""
+
+    @staticmethod
+    def call(middleware, path, root_path, method="GET", headers=(), body=b""):
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": root_path,
+            "query_string": b"",
+            "headers": [(b"content-length", str(len(body)).encode()), *headers],
+            "client": (IP, 40000),
+            "server": ("testserver", 80),
+        }
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        run(middleware(scope, receive, send))
+        return sent[0]["status"], dict(sent[0]["headers"])
+
+    @staticmethod
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"app"})
+
+    @pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+    def test_routes_exemptions_and_admin_path_match_without_root_path(self, server):
+        middleware = RateLimitMiddleware(
+            self.app,
+            registry=BucketRegistry(Rule(100, 0.001), clock=ManualClock()),
+            routes={"/login": Rule(1, 0.001)},
+            exempt=["/health"],
+            admin_token="s3cret-Token_123",
+        )
+        full = (lambda path: "/api" + path) if server == "uvicorn" else (lambda path: path)
+        assert self.call(middleware, full("/login"), "/api")[0] == 200
+        assert self.call(middleware, full("/login"), "/api")[0] == 429  # the route's rule
+        for _ in range(3):
+            status, headers = self.call(middleware, full("/health"), "/api")
+            assert (status, b"ratelimit" in headers) == (200, False)  # exempt: not counted
+        auth = [(b"authorization", b"Bearer s3cret-Token_123")]
+        status, _ = self.call(
+            middleware,
+            full("/admin/update-rule"),
+            "/api",
+            "POST",
+            auth,
+            json.dumps({"client_id": IP, "capacity": 3, "route": "/login"}).encode(),
+        )
+        assert status == 200
+
+    def test_a_path_merely_sharing_the_prefix_is_left_alone(self):
+        """``/apiary`` is not under root_path ``/api``; ``/api`` itself is ``/``."""
+        middleware = RateLimitMiddleware(
+            self.app,
+            registry=BucketRegistry(Rule(100, 0.001), clock=ManualClock()),
+            routes={"/ary": Rule(1, 0.001), "/": Rule(2, 0.001)},
+        )
+        assert [self.call(middleware, "/apiary", "/api")[0] for _ in range(2)] == [200, 200]
+        assert [self.call(middleware, "/api", "/api")[0] for _ in range(3)] == [200, 200, 429]

@@ -225,6 +225,52 @@ def test_uvicorn_serves_asgi_middleware(app_dir: Path) -> None:
         sock.close()
 
 
+ROOT_PATH_APP = """
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from tokenbucket import BucketRegistry, Rule
+from tokenbucket.asgi import RateLimitMiddleware
+
+
+async def text(request):
+    return PlainTextResponse(request.url.path)
+
+app = Starlette(routes=[Route("/login", text), Route("/health", text)])
+app.add_middleware(
+    RateLimitMiddleware,
+    registry=BucketRegistry(Rule(100, 0.001)),
+    routes={"/login": Rule(1, 0.001)},
+    exempt=["/health"],
+)
+"""
+
+
+def test_uvicorn_root_path_keeps_routes_and_exemptions(tmp_path: Path) -> None:
+    """Issue 22 item 17: under ``uvicorn --root-path /api`` the scope's path is
+    ``/api/login``: the ``/login`` rule and the ``/health`` exemption did not apply."""
+    (tmp_path / "root_app.py").write_text(textwrap.dedent(ROOT_PATH_APP))
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    try:
+        args = [sys.executable, "-m", "uvicorn", "--fd", str(sock.fileno()), "root_app:app"]
+        args += ["--root-path", "/api", "--no-proxy-headers", "--log-level", "warning"]
+        with Server(args, port, cwd=tmp_path, pass_fds=(sock.fileno(),)) as server:
+            server.wait_ready()
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                first, second = client.get("/login"), client.get("/login")
+                assert (first.status_code, first.text) == (200, "/api/login")
+                assert first.headers["ratelimit-policy"] == '"/login";q=1'
+                assert second.status_code == 429
+                for _ in range(3):
+                    health = client.get("/health")
+                    assert health.status_code == 200
+                    assert "ratelimit" not in health.headers
+    finally:
+        sock.close()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="gunicorn runs on Unix only")
 def test_gunicorn_serves_wsgi_middleware(app_dir: Path) -> None:
     """gunicorn with one sync worker: the full scenario over real HTTP."""

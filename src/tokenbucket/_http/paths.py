@@ -90,3 +90,21 @@ def path_set(option: str, patterns: Iterable[object]) -> Paths[bool]:
     if isinstance(patterns, (str, bytes)):
         raise TypeError(f"{option!r} must be a list of paths, not a single path: {show(patterns)}")
     return Paths(option, ((check_pattern(option, pattern), True) for pattern in patterns))
+
+
+def route_path(path: str, root_path: str) -> str:
+    """``path`` without the ASGI ``root_path`` it starts with, as routing sees it.
+
+    Behind ``--root-path /api`` uvicorn sends ``path="/api/login"`` and hypercorn or granian
+    ``path="/login"``; Starlette routes on the path without ``root_path`` when it starts with
+    it, and so do ``exempt``, ``routes`` and the admin path, whatever the server. ``/apiary``
+    does not start with the root path ``/api`` (only ``/api`` itself, which is ``/``, and what
+    is under ``/api/``).
+    """
+    if root_path and path.startswith(root_path):
+        rest = path[len(root_path) :]
+        if not rest:
+            return "/"
+        if rest[0] == "/":
+            return rest
+    return path
