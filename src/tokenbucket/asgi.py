@@ -26,12 +26,7 @@ scope, message and admin-body helpers are in ``tokenbucket._asgi_io``); it impor
 
 from __future__ import annotations
 
-from typing import (
-    Awaitable,
-    Callable,
-    Optional,
-    Tuple,
-)
+from typing import Awaitable, Callable, Optional, Tuple
 
 from ._asgi_io import (
     ASGIApp,
@@ -59,6 +54,7 @@ from ._http.middleware import Middleware
 from ._http.options import Limit, Policy
 from ._http.paths import route_path
 from ._http.request import RequestView, default_bucket
+from ._http.unservable import Unservable
 from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
 from ._registry import BucketRegistry
@@ -212,7 +208,11 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             if options.is_exempt(view):
                 await self.app(scope, receive, send)
                 return
-            limit = options.limit_for(view)
+            try:
+                limit = options.limit_for(view)
+            except Unservable as refused:
+                await _send_response(send, refused.response)
+                return
             policy, decision = limit[0], await self._decide(view, limit)
         extra = options.verdict(decision, policy, RAW)
         if not isinstance(extra, list):  # denied: the 429
@@ -264,7 +264,11 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             if options.is_exempt(view):
                 await self.app(scope, receive, send)
                 return
-            limit = options.limit_for(view)
+            try:
+                limit = options.limit_for(view)
+            except Unservable as refused:
+                await _send_response(send, refused.response)
+                return
             slot_key = escape_key(limit[1])
         is_async = in_flight.is_async
         slot = await in_flight.aacquire(slot_key) if is_async else in_flight.acquire(slot_key)
@@ -352,7 +356,11 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         status = admin.authorize(view.header("authorization"))
         if status:
             # Counted against the caller's bucket, whatever dry_run or exempt say.
-            policy, decision = await self._count(view)
+            try:
+                policy, decision = await self._count(view)
+            except Unservable as refused:
+                await _send_response(send, refused.response)
+                return
             await _send_response(send, admin.refusal(status, policy, decision, view))
             return
         op = await _admin_op(admin, view, receive)

@@ -27,6 +27,7 @@ from ._http.middleware import Middleware
 from ._http.options import Limit, Policy
 from ._http.request import RequestView, default_bucket
 from ._http.settle import Settlement
+from ._http.unservable import Unservable
 from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
 from ._registry import BucketRegistry
@@ -151,7 +152,10 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             view = _view(environ, _path(environ) if path is None else path)
             if options.is_exempt(view):
                 return self.app(environ, start_response)
-            limit = options.limit_for(view)
+            try:
+                limit = options.limit_for(view)
+            except Unservable as refused:
+                return _respond(start_response, refused.response)
             policy, decision = limit[0], self._decide(view, limit)
         fields = options.verdict(decision, policy, TEXT)
         if not isinstance(fields, list):  # denied: the 429
@@ -187,7 +191,10 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             view = _view(environ, _path(environ) if path is None else path)
             if options.is_exempt(view):
                 return self.app(environ, start_response)
-            limit = options.limit_for(view)
+            try:
+                limit = options.limit_for(view)
+            except Unservable as refused:
+                return _respond(start_response, refused.response)
             slot_key = escape_key(limit[1])
         slot = in_flight.acquire(slot_key)
         if slot is None:
@@ -278,7 +285,10 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         status = admin.authorize(view.header("authorization"))
         if status:
             # Counted against the caller's bucket, whatever dry_run or exempt say.
-            policy, decision = self._count(view)
+            try:
+                policy, decision = self._count(view)
+            except Unservable as refused:
+                return _respond(start_response, refused.response)
             return _respond(start_response, admin.refusal(status, policy, decision, view))
         op = _admin_op(admin, view, environ)
         if isinstance(op, Response):

@@ -172,3 +172,65 @@ def test_cluster_errors_are_outages(error):
         plan.throw(error)
     assert done.value.value == (False, 0.0, Rule(3, 1.0))
     assert logic.breaker.down
+
+
+def _key_per_limit(view):
+    return {"user": view.header("x-user") or "anon", "org": "acme"}
+
+
+def test_a_key_per_limit_on_a_cluster_is_a_clear_503_not_a_500(redis_cluster_url, caplog):
+    """Issue 22 item 18: a key function returning {"user", "org"} keys on a Redis Cluster
+    answered 500 on every request (the registry's ValueError: the keys span hash slots).
+    Both middlewares answer 503 with a JSON error instead, nothing is charged, and one ERROR
+    record says why and what to do; one key per request still works on the cluster."""
+    import logging
+
+    from tests.conftest import Harness
+
+    limits = {"user": Rule(5, 0.001), "org": Rule(50, 0.001)}
+    caplog.set_level(logging.ERROR, logger="tokenbucket")
+    store = RedisStore.from_url(redis_cluster_url, cluster=True)
+    try:
+        registry = BucketRegistry(limits, store=store)
+        h = Harness("wsgi", registry, key=_key_per_limit)
+        for user in ("alice", "bob", "carol"):
+            result = h.request(headers={"X-User": user})
+            assert result.status == 503, result.body
+            assert result.json()["error"].startswith("rate limiting cannot decide this request")
+        assert h.seen == []
+        assert registry.tokens("acme", limit="org") == 50.0  # nothing charged
+        [record] = [r for r in caplog.records if r.name.startswith("tokenbucket")]
+        assert "_key_per_limit" in record.getMessage()
+        assert "Redis Cluster" in record.getMessage()
+        one = Harness("wsgi", registry, key=lambda view: "alice")
+        assert one.request().status == 200
+    finally:
+        store.close()
+
+    async def asgi() -> list:
+        from tokenbucket.asgi import RateLimitMiddleware
+
+        store = AsyncRedisStore.from_url(redis_cluster_url, cluster=True)
+        sent: list = []
+
+        async def app(scope, receive, send):  # pragma: no cover - never reached
+            raise AssertionError("the app was called")
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        middleware = RateLimitMiddleware(
+            app, registry=BucketRegistry(limits, store=store), key=_key_per_limit
+        )
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": None}
+        try:
+            await middleware(dict(scope), receive, send)
+        finally:
+            await store.aclose()
+        return sent
+
+    sent = asyncio.run(asgi())
+    assert sent[0]["status"] == 503

@@ -59,6 +59,7 @@ from .request import (
 from .rules import DEFAULT_MAX_IMPORT_BODY
 from .settle import SettleFunc, check_settle
 from .shadow import check_shadow_policies, enforced
+from .unservable import Unservable, is_cluster, spans_slots
 
 
 class Policy(PolicyFields):
@@ -69,7 +70,7 @@ class Policy(PolicyFields):
     pattern, so route buckets and overrides never mix with the default ones.
     """
 
-    __slots__ = ("prefix", "registry", "shadow")
+    __slots__ = ("cluster", "prefix", "refused", "registry", "shadow")
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
         several = len(registry.limits) > 1
@@ -78,6 +79,9 @@ class Policy(PolicyFields):
         self.prefix = prefix
         #: Whether the policy runs in shadow: decided and counted, never refusing (no fields).
         self.shadow = False
+        #: Whether it has several limits in a Redis Cluster; whether it refused a request for
+        #: keys spanning its hash slots yet (see `Unservable`).
+        self.cluster, self.refused = several and is_cluster(registry.store), False
 
 
 #: How one request is counted, as `Options.limit_for` decides it: ``(policy, key, bucket, cost)``.
@@ -284,6 +288,10 @@ class Options:
         except TypeError:  # only a key function's answer can fail here; checked on failure only
             if isinstance(key, Mapping) and all(isinstance(each, str) for each in key.values()):
                 buckets = {name: bucket_key(policy.prefix, each) for name, each in key.items()}
+                if policy.cluster and spans_slots(policy.registry.store, buckets):
+                    refused = Unservable(self.key_func, key, not policy.refused)
+                    policy.refused = True
+                    raise refused from None
                 return policy, key, buckets, cost
             name = getattr(key_func, "__qualname__", None) or repr(key_func)
             raise TypeError(
