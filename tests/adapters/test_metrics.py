@@ -70,10 +70,10 @@ def test_prometheus_counts_a_burst_exactly() -> None:
     tokens = "tokenbucket_tokens_total"
     assert value(samples, tokens, policy="default", outcome="allowed") == 10
     assert value(samples, tokens, policy="default", outcome="denied") == 4  # 1 + 3
-    assert value(samples, "tokenbucket_store_seconds_count", store="memory") == 12
-    inf = value(samples, "tokenbucket_store_seconds_bucket", store="memory", le="+Inf")
+    assert value(samples, "tokenbucket_store_duration_seconds_count", store="memory") == 12
+    inf = value(samples, "tokenbucket_store_duration_seconds_bucket", store="memory", le="+Inf")
     assert inf == 12
-    assert 0 < value(samples, "tokenbucket_store_seconds_sum", store="memory") < 12
+    assert 0 < value(samples, "tokenbucket_store_duration_seconds_sum", store="memory") < 12
     assert value(samples, "tokenbucket_tracked_keys", store="memory") == 1
     # peek and the rule methods are the registry's own, uncounted
     assert limits.peek(IP).allowed is False
@@ -103,7 +103,7 @@ def test_counts_are_exact_under_threads() -> None:
     assert (
         value(samples, "tokenbucket_decisions_total", policy="default", outcome="denied") == 15000
     )
-    assert value(samples, "tokenbucket_store_seconds_count", store="memory") == 16000
+    assert value(samples, "tokenbucket_store_duration_seconds_count", store="memory") == 16000
 
 
 def test_histogram_buckets_are_cumulative_and_bounds_inclusive() -> None:
@@ -113,7 +113,7 @@ def test_histogram_buckets_are_cumulative_and_bounds_inclusive() -> None:
     samples = scrape(registry)
 
     def bucket(le: str) -> float:
-        return value(samples, "tokenbucket_store_seconds_bucket", store="memory", le=le)
+        return value(samples, "tokenbucket_store_duration_seconds_bucket", store="memory", le=le)
 
     assert bucket("5e-06") == 1  # an observation on a bound is in that bound's bucket
     assert bucket("2.5e-05") == 2
@@ -121,11 +121,11 @@ def test_histogram_buckets_are_cumulative_and_bounds_inclusive() -> None:
     assert bucket("0.5") == 3
     assert bucket("1.0") == 3
     assert bucket("+Inf") == 4
-    assert value(samples, "tokenbucket_store_seconds_sum", store="memory") == pytest.approx(
-        7.300025
-    )
+    assert value(
+        samples, "tokenbucket_store_duration_seconds_sum", store="memory"
+    ) == pytest.approx(7.300025)
     assert len(STORE_SECONDS_BUCKETS) + 1 == sum(
-        1 for name, _ in samples if name == "tokenbucket_store_seconds_bucket"
+        1 for name, _ in samples if name == "tokenbucket_store_duration_seconds_bucket"
     )
 
 
@@ -226,6 +226,15 @@ def test_otel_instruments_mirror_the_prometheus_names() -> None:
     assert points["tokenbucket.tokens"][denied].value == 2
     duration = points["tokenbucket.store.duration"][(("store", "memory"),)]
     assert duration.count == 12
+    # Issue 22 item 20: the Prometheus adapter's boundaries, not the SDK's defaults (which
+    # start at 5 s and put every sample of a store call in the first bucket).
+    assert tuple(duration.explicit_bounds) == STORE_SECONDS_BUCKETS
+    # and one name: OpenTelemetry's Prometheus exporter writes tokenbucket.store.duration in
+    # seconds as the Prometheus adapter's family (was tokenbucket_store_seconds there)
+    prometheus = PrometheusMetrics(registry=CollectorRegistry())
+    names = {family.name for family in prometheus.registry.collect()}
+    assert "tokenbucket.store.duration".replace(".", "_") + "_seconds" in names
+    assert sum(duration.bucket_counts[:-1]) == 12  # every in-memory decision under 1 s
     assert points["tokenbucket.tracked_keys"][(("store", "memory"),)].value == 1
     assert points["tokenbucket.admin.requests"][(("action", "update"), ("status", 200))].value == 1
     errors = points["tokenbucket.store.errors"]
@@ -272,7 +281,7 @@ def test_middleware_counts_every_policy_exemptions_and_admin(make: Any) -> None:
     admin = "tokenbucket_admin_requests_total"
     assert value(samples, admin, action="update", status="200") == 1
     assert value(samples, admin, action="refused", status="401") == 1
-    assert value(samples, "tokenbucket_store_seconds_count", store="memory") == 8
+    assert value(samples, "tokenbucket_store_duration_seconds_count", store="memory") == 8
 
 
 def test_middleware_dry_run_counts_shadow_denials_and_cost(make: Any) -> None:
@@ -362,6 +371,6 @@ def test_redis_outage_counts_policy_decisions_and_degraded(own_redis: Any) -> No
         assert (
             value(samples, "tokenbucket_decisions_total", policy="default", outcome="allowed") == 5
         )
-        assert value(samples, "tokenbucket_store_seconds_count", store="redis") == 5
+        assert value(samples, "tokenbucket_store_duration_seconds_count", store="redis") == 5
     finally:
         store.close()

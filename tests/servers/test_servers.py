@@ -367,7 +367,7 @@ def test_demo_serves_metrics_counting_what_was_sent() -> None:
         admin = "tokenbucket_admin_requests_total"
         assert _metric(text, admin, action="update", status="200") == 1
         assert _metric(text, admin, action="refused", status="429") == 1
-        assert _metric(text, "tokenbucket_store_seconds_count", store="memory") == 13
+        assert _metric(text, "tokenbucket_store_duration_seconds_count", store="memory") == 13
         # 127.0.0.1's bucket; 198.51.100.7's is full (it only has an override): not held
         assert _metric(text, "tokenbucket_tracked_keys", store="memory") == 1
         assert "127.0.0.1" not in text

@@ -1,4 +1,4 @@
-"""Export tokenbucket's metrics to OpenTelemetry (extra ``otel``: ``opentelemetry-api``).
+"""Export tokenbucket's metrics to OpenTelemetry (extra ``otel``: ``opentelemetry-api`` 1.30+).
 
     pip install 'tokenbucket-ratelimit[otel]'
 
@@ -9,12 +9,14 @@
     app.add_middleware(RateLimitMiddleware, registry=limits, metrics=metrics)
 
 The instruments mirror the Prometheus families (``tokenbucket.metrics.prometheus``), with the
-same attributes; the SDK and exporter you configure decide where they go:
+same attributes and, through OpenTelemetry's Prometheus exporter, the same names; the SDK and
+exporter you configure decide where they go:
 
 =================================  =======================================================
 ``tokenbucket.decisions``          observable counter ``{policy, outcome}``
 ``tokenbucket.tokens``             observable counter ``{policy, outcome}``
-``tokenbucket.store.duration``     histogram ``{store}``, seconds
+``tokenbucket.store.duration``     histogram ``{store}``, seconds, with the Prometheus
+                                   adapter's bucket boundaries (an advisory: a View wins)
 ``tokenbucket.store.errors``       observable counter ``{store, policy_applied}``
 ``tokenbucket.store.degraded``     observable gauge ``{store}``, 1 or 0
 ``tokenbucket.tracked_keys``       observable gauge ``{store}``
@@ -28,7 +30,7 @@ from typing import Callable, Iterable, Optional
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation, get_meter
 
-from . import Metrics, Recorder, Snapshot
+from . import STORE_SECONDS_BUCKETS, Metrics, Recorder, Snapshot
 
 __all__ = ["OtelMetrics"]
 
@@ -56,6 +58,8 @@ class OtelMetrics(Metrics):
             "tokenbucket.store.duration",
             unit="s",
             description="Time the store took per decision.",
+            # The Prometheus adapter's: the SDK's default bounds start at 5 s.
+            explicit_bucket_boundaries_advisory=list(STORE_SECONDS_BUCKETS),
         )
         counters = (
             ("tokenbucket.decisions", "{decision}", "Rate-limit decisions.", _decisions(0)),

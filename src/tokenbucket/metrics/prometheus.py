@@ -13,7 +13,8 @@ Serve the registry as usual (``prometheus_client.start_http_server``, ``make_asg
 * ``tokenbucket_decisions_total{policy, outcome}``: decisions; outcome ``allowed``,
   ``denied`` or ``shadow_denied`` (denied in a dry run, let through);
 * ``tokenbucket_tokens_total{policy, outcome}``: tokens requested, by the same outcomes;
-* ``tokenbucket_store_seconds{store}``: histogram of the store's time per decision;
+* ``tokenbucket_store_duration_seconds{store}``: histogram of the store's time per decision
+  (OpenTelemetry's ``tokenbucket.store.duration``, in seconds, as its exporter names it);
 * ``tokenbucket_store_errors_total{store, policy_applied}``: decisions the store could not
   make, made by its failure policy (``fallback``, ``deny``, ``allow``);
 * ``tokenbucket_store_degraded{store}``: 1 while the failure policy is in force;
@@ -88,7 +89,7 @@ class _Collector(Collector):
             decisions.add_metric((policy, outcome), count)
             tokens.add_metric((policy, outcome), amount)
         seconds = HistogramMetricFamily(
-            "tokenbucket_store_seconds",
+            "tokenbucket_store_duration",
             "Time the store took per decision, in seconds.",
             labels=("store",),
             unit="seconds",
