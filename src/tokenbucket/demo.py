@@ -51,7 +51,6 @@ from ._http.rules import load_rules
 from ._registry import BucketRegistry
 from ._rule import Rule
 from .asgi import RateLimitMiddleware
-from .metrics.prometheus import PrometheusMetrics
 
 _EXTRA_HINT = (
     "the demo needs the 'demo' extra: pip install 'tokenbucket-ratelimit[demo]' "
@@ -94,6 +93,7 @@ def create_app(registry: BucketRegistry, admin_token: Optional[str]) -> FastAPI:
         registry: the buckets; its default rule is every client's limit.
         admin_token: enables the admin API at ``/admin/update-rule`` (None disables it).
     """
+    from .metrics.prometheus import PrometheusMetrics  # here: the demo extra is checked by now
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -98,6 +98,66 @@ def test_without_the_demo_extra_it_says_what_to_install() -> None:
     assert "pip install -e '.[demo]'" in done.stderr
 
 
+def _blocked(modules, code):
+    """Run ``code`` in a fresh interpreter where ``modules`` cannot be imported."""
+    blocker = textwrap.dedent(
+        f"""
+        import runpy, sys
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] in {modules!r}:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, Block())
+        """
+    )
+    return subprocess.run(
+        [sys.executable, "-c", blocker + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_without_prometheus_client_the_demo_says_what_to_install() -> None:
+    """Issue 22 item 21: with fastapi and uvicorn but no prometheus_client the demo ended in
+    a ModuleNotFoundError traceback instead of its one-line install hint."""
+    done = _blocked(
+        ("prometheus_client",),
+        """
+        sys.argv = ["python -m tokenbucket.demo"]
+        runpy.run_module("tokenbucket.demo", run_name="__main__", alter_sys=True)
+        """,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "prometheus_client is not installed" in done.stderr
+    assert "pip install 'tokenbucket-ratelimit[demo]'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "missing", "extra"),
+    [("prometheus", "prometheus_client", "prometheus"), ("otel", "opentelemetry", "otel")],
+)
+def test_the_metrics_adapters_name_their_extra(module, missing, extra) -> None:
+    """As tokenbucket.redis does: the ImportError says which extra to install."""
+    done = _blocked(
+        (missing,),
+        f"""
+        try:
+            import tokenbucket.metrics.{module}
+        except ImportError as error:
+            print(type(error).__name__, error)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ModuleNotFoundError tokenbucket.metrics." + module)
+    assert f"pip install 'tokenbucket-ratelimit[{extra}]'" in done.stdout
+
+
 def _rules_document(default_capacity, overrides):
     return {
         "version": 1,

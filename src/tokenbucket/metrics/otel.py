@@ -28,7 +28,14 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation, get_meter
+try:
+    from opentelemetry.metrics import CallbackOptions, Meter, Observation, get_meter
+except ModuleNotFoundError as error:  # exercised in a subprocess without opentelemetry-api
+    raise ModuleNotFoundError(
+        f"tokenbucket.metrics.otel needs opentelemetry-api, which is not installed "
+        f"({error}): pip install 'tokenbucket-ratelimit[otel]'",
+        name=error.name,
+    ) from error
 
 from . import STORE_SECONDS_BUCKETS, Metrics, Recorder, Snapshot
 

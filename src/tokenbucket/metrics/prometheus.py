@@ -26,14 +26,21 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
+except ModuleNotFoundError as error:  # exercised in a subprocess without prometheus_client
+    raise ModuleNotFoundError(
+        f"tokenbucket.metrics.prometheus needs prometheus_client, which is not installed "
+        f"({error}): pip install 'tokenbucket-ratelimit[prometheus]'",
+        name=error.name,
+    ) from error
 
 from . import STORE_SECONDS_BUCKETS, Metrics
 
