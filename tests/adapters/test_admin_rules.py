@@ -385,3 +385,29 @@ def test_a_bogus_cursor_on_redis_is_a_400_not_a_store_failure(redis_url, caplog)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert call(h, "GET", "rules", query="cursor=18446744073709551615").status == 200
     store.close()
+
+
+def test_client_ids_of_several_limits_round_trip_exactly(make):
+    """Issue 22 item 12 over the admin API: with several limits, "a\\x01\\x03" was listed as
+    "a\\x01", so its export named another client and a second import failed."""
+    from tokenbucket import BucketRegistry, ManualClock
+
+    def several():
+        limits = {"burst": Rule(10, 1.0), "daily": Rule(100, 0.01)}
+        return make(registry=BucketRegistry(limits, clock=ManualClock()), admin_token=TOKEN)
+
+    h = several()
+    ids = ["a}", "a\x01\x03", "\x01", "a\x01", "\x00}"]
+    for index, client_id in enumerate(ids):
+        body = {"client_id": client_id, "capacity": 1 + index, "limit": "burst"}
+        assert h.request("POST", BASE, headers=AUTH, body=json.dumps(body).encode()).status == 200
+    exported = call(h, "GET", "export").json()
+    assert sorted((o["client_id"], o["capacity"]) for o in exported["overrides"]) == sorted(
+        (client_id, 1 + index) for index, client_id in enumerate(ids)
+    )
+    fresh = several()
+    assert call(fresh, "POST", "import", exported).json()["imported"] == len(ids)
+    again = call(fresh, "GET", "export").json()
+    key = lambda o: (o["client_id"], o["limit"])  # noqa: E731
+    assert sorted(again["overrides"], key=key) == sorted(exported["overrides"], key=key)
+    assert call(fresh, "POST", "import", again).status == 200
