@@ -1,0 +1,302 @@
+"""Delivery to Redis: every store call is applied once, however often the client sends it.
+
+A client retries a call whose reply it did not get: ``from_url``'s clients once after a broken
+connection, a user's own ``redis.Redis(socket_timeout=...)`` after timeouts too. Redis may have
+run the first send all the same. Three real faults, against a real redis-server: a TCP proxy
+that forwards a command and loses its reply (tests/redis_proxy.py), a Redis kept busy past the
+client's ``socket_timeout`` by a Lua loop from another connection, and a redis-server stopped
+with SIGSTOP. Buckets have no refill (rate 0), so every level is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+import redis.backoff
+import redis.retry
+
+from tokenbucket import BucketRegistry, ManualClock, Rule
+from tokenbucket.redis import AsyncRedisStore, RedisStore
+
+from ..redis_proxy import ReplyDropper
+
+RULE = Rule(10, 0)
+BOTH = [(("a", RULE), ("b", RULE))]
+
+
+def port_of(url):
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+# Each case: what runs before (not lost), the call whose reply may be lost, the levels after.
+CASES = {
+    "take": ([], ("take", "a", 2, RULE), {"a": 8.0}),
+    "charge": ([], ("charge", "a", 3, RULE, None), {"a": 7.0}),
+    "reserve": ([], ("charge", "a", 3, RULE, 0.0), {"a": 7.0}),
+    "refund": ([("take", "a", 9, RULE)], ("refund", "a", 3, RULE), {"a": 4.0}),
+    "take_all": ([], ("take_all", BOTH[0], 2), {"a": 8.0, "b": 8.0}),
+    "charge_all": ([], ("charge_all", BOTH[0], 3, None), {"a": 7.0, "b": 7.0}),
+    "refund_all": (
+        [("take_all", BOTH[0], 9)],
+        ("refund_all", BOTH[0], 3),
+        {"a": 4.0, "b": 4.0},
+    ),
+}
+
+
+class Calls:
+    """Makes store calls on a sync store; `AsyncCalls` on an async one, in its own loop."""
+
+    def __init__(self, make):
+        self.store = make()
+
+    def __call__(self, name, *args):
+        return getattr(self.store, name)(*args)
+
+    def close(self):
+        self.store.client.close()
+
+
+class AsyncCalls(Calls):
+    def __init__(self, make):
+        self.loop = asyncio.new_event_loop()
+
+        async def build():
+            return make()
+
+        self.store = self.loop.run_until_complete(build())
+
+    def __call__(self, name, *args):
+        return self.loop.run_until_complete(getattr(self.store, name)(*args))
+
+    def close(self):
+        self.loop.run_until_complete(self.store.client.aclose())
+        self.loop.close()
+
+
+def sync_client(port, **options):
+    """A user's own client: socket timeouts, and redis-py retrying timeouts and broken sockets."""
+    retry = redis.retry.Retry(redis.backoff.ConstantBackoff(0.05), 12)
+    return redis.Redis(port=port, socket_timeout=0.25, retry=retry, **options)
+
+
+def async_client(port, **options):
+    retry = redis.asyncio.retry.Retry(redis.backoff.ConstantBackoff(0.05), 12)
+    return redis.asyncio.Redis(port=port, socket_timeout=0.25, retry=retry, **options)
+
+
+def levels(url, keys):
+    with redis.Redis.from_url(url) as client:
+        store = RedisStore(client)
+        return {key: store.level(key, RULE) for key in keys}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("kind", [Calls, AsyncCalls], ids=["sync", "async"])
+def test_a_lost_reply_is_not_applied_twice(redis_url, redis_server, kind, case):
+    """The proxy forwards the call, loses its reply and closes the connection; from_url's
+    client retries once: the call is applied once, and its answer is the first run's."""
+    before, call, expected = CASES[case]
+    cls = RedisStore if kind is Calls else AsyncRedisStore
+    with ReplyDropper(redis_server.port) as proxy:
+        calls = kind(lambda: cls.from_url(proxy.url, on_error="deny"))
+        try:
+            for each in before:
+                calls(*each)
+            calls("peek", "warm-up", 1, RULE)  # connected, the script loaded
+            proxy.drop()
+            answer = calls(*call)
+            assert proxy.dropped == 1
+            assert calls.store.available
+        finally:
+            calls.close()
+    assert levels(redis_url, expected) == expected
+    outcomes = [answer] if case in ("take", "charge", "reserve", "refund") else answer[1]
+    assert [level for _, level, _ in outcomes] == list(expected.values())
+
+
+def test_a_lost_pipeline_reply_is_not_applied_twice(redis_url, redis_server):
+    """Ten concurrent decisions: one alone, nine in one pipeline whose replies are lost; the
+    client sends the pipeline again: each decision is applied once, and each gets its answer."""
+
+    async def scenario(url):
+        store = AsyncRedisStore.from_url(url, on_error="deny")
+        limits = BucketRegistry(Rule(100, 0), store=store)
+        await limits.atokens("k")
+        decisions = await asyncio.gather(*(limits.aconsume("k") for _ in range(10)))
+        await store.aclose()
+        return decisions
+
+    with ReplyDropper(redis_server.port) as proxy:
+        proxy.drop(match=lambda chunk: chunk.upper().count(b"EVALSHA") > 1)
+        decisions = asyncio.run(scenario(proxy.url))
+        assert proxy.dropped == 1
+    assert sorted(d.remaining for d in decisions) == [float(n) for n in range(90, 100)]
+    assert levels(redis_url, ["k"]) == {"k": 90.0}
+
+
+@pytest.mark.parametrize("kind", [Calls, AsyncCalls], ids=["sync", "async"])
+def test_a_lost_acquire_reply_still_gives_the_slot(redis_url, redis_server, kind):
+    """An in-flight slot whose reply was lost: the retry finds the slot already taken (its
+    own), answers it, and releasing it frees the key."""
+    cls = RedisStore if kind is Calls else AsyncRedisStore
+    with ReplyDropper(redis_server.port) as proxy:
+        calls = kind(lambda: cls.from_url(proxy.url, on_error="deny"))
+        try:
+            assert calls("slots_held", "k") == 0  # connected, the script loaded
+            proxy.drop()
+            slot = calls("acquire_slot", "k", 1, 60.0)
+            assert proxy.dropped == 1
+            assert slot is not None
+            assert calls("slots_held", "k") == 1
+            calls("release_slot", slot)
+            assert calls("slots_held", "k") == 0
+        finally:
+            calls.close()
+
+
+# -- a server that does not answer in time: busy, or stopped ------------------------------------
+
+_BUSY = (
+    "local s = redis.call('TIME') local start = s[1] * 1000000 + s[2] "
+    "repeat local t = redis.call('TIME') until t[1] * 1000000 + t[2] - start >= tonumber(ARGV[1]) "
+    "return 1"
+)
+
+
+def _command(*parts):
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+@contextlib.contextmanager
+def busy(port, seconds):
+    """Keep the server busy for ``seconds``: a Lua loop sent from a connection of its own."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(_command("EVAL", _BUSY, "0", str(int(seconds * 1e6))))
+        time.sleep(0.05)  # the server has read it and is looping
+        yield
+        assert connection.recv(64) == b":1\r\n"
+
+
+@contextlib.contextmanager
+def stopped(server, seconds):
+    """Stop the redis-server process (SIGSTOP) now; let it go on (SIGCONT) after ``seconds``."""
+    pid = server.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    wake = threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+    wake.start()
+    try:
+        yield
+    finally:
+        wake.join()
+
+
+FAULTS = {
+    "busy": lambda server: busy(server.port, 0.8),
+    "sigstop": lambda server: stopped(server, 0.8),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("kind", [Calls, AsyncCalls], ids=["sync", "async"])
+@pytest.mark.parametrize("case", ["take", "refund", "take_all"])
+def test_a_call_retried_after_timeouts_is_applied_once(own_redis, kind, fault, case):
+    """A user's client with a 0.25 s socket timeout that retries timeouts: the server answers
+    nothing for 0.8 s, the client sends the call again and again; each send runs once the
+    server is back, and the call is applied once."""
+    before, call, expected = CASES[case]
+    if kind is Calls:
+        calls = kind(lambda: RedisStore(sync_client(own_redis.port), on_error="deny"))
+    else:
+        calls = kind(lambda: AsyncRedisStore(async_client(own_redis.port), on_error="deny"))
+    try:
+        for each in before:
+            calls(*each)
+        calls("peek", "warm-up", 1, RULE)  # connected, the script loaded
+        with FAULTS[fault](own_redis):
+            answer = calls(*call)
+        assert calls.store.available
+    finally:
+        calls.close()
+    assert levels(own_redis.url, expected) == expected
+    outcomes = [answer] if case in ("take", "refund") else answer[1]
+    assert [level for _, level, _ in outcomes] == list(expected.values())
+
+
+# -- a cancelled waiter, and slots released during an outage -------------------------------------
+
+
+def test_aacquire_cancelled_during_its_reservation_gives_the_tokens_back(own_redis):
+    """aacquire is cancelled while its reserving call waits on a stopped server; the server
+    runs that call once it goes on: the tokens come back all the same."""
+
+    async def scenario():
+        store = AsyncRedisStore.from_url(own_redis.url, socket_timeout=5, on_error="deny")
+        limits = BucketRegistry(RULE, store=store)
+        assert await limits.atokens("k") == 10.0  # connected, the script loaded
+        with stopped(own_redis, 0.4):
+            task = asyncio.ensure_future(limits.aacquire("k", 3))
+            await asyncio.sleep(0.2)  # its EVALSHA is sent; the server sleeps
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await asyncio.sleep(0.3)  # whatever the server still had to run, it has run
+        level = await limits.atokens("k")
+        await store.aclose()
+        return level
+
+    assert asyncio.run(scenario()) == 10.0
+
+
+@pytest.mark.parametrize("kind", [Calls, AsyncCalls], ids=["sync", "async"])
+@pytest.mark.parametrize("when", ["breaker open", "zrem lost"])
+def test_a_slot_released_during_an_outage_is_removed_once_redis_answers(
+    redis_server, own_redis, kind, when
+):
+    """A slot released while its ZREM cannot reach Redis (the breaker open after a stall, or
+    the ZREM itself lost on its way, twice: the client's retry too) is removed as soon as
+    Redis answers again, not at the end of its 60 s lease: the key is not shut out."""
+    cls = RedisStore if kind is Calls else AsyncRedisStore
+    server = own_redis if when == "breaker open" else redis_server
+    with ReplyDropper(server.port) as proxy:
+        calls = kind(
+            lambda: cls.from_url(proxy.url, socket_timeout=0.2, on_error="deny", retry_interval=60)
+        )
+        clock = ManualClock()
+        calls.store._logic.breaker.clock = clock
+        try:
+            slot = calls("acquire_slot", "k", 1, 60.0)
+            assert slot is not None
+            if when == "breaker open":
+                with stopped(own_redis, 0.5):
+                    calls("take", "other", 1, RULE)  # times out: the breaker opens
+                assert not calls.store.available
+                calls("release_slot", slot)  # skips Redis while the breaker is open
+            else:
+                proxy.drop(2, match=lambda chunk: b"ZREM" in chunk.upper(), lose="command")
+                calls("release_slot", slot)
+                assert proxy.dropped == 2
+                assert not calls.store.available
+            assert not slot.held
+            clock.advance(61)
+            again = calls("acquire_slot", "k", 1, 60.0)
+            assert again is not None
+            assert calls("slots_held", "k") == 1
+            calls("release_slot", again)
+            assert calls("slots_held", "k") == 0
+        finally:
+            calls.close()
