@@ -21,8 +21,10 @@ import time
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
 import redis.backoff
+import redis.cluster
 import redis.retry
 
 from tokenbucket import BucketRegistry, ManualClock, Rule
@@ -300,3 +302,49 @@ def test_a_slot_released_during_an_outage_is_removed_once_redis_answers(
             assert calls("slots_held", "k") == 0
         finally:
             calls.close()
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["alone", "pipeline"])
+def test_a_lost_cluster_reply_is_not_applied_twice(redis_cluster_url, redis_cluster, pipeline):
+    """On a Redis Cluster, through a proxy in front of every node (the client maps each node's
+    address to its proxy). Alone: a decision whose reply is lost is sent again by the cluster
+    client, and applied once. Pipelined: ten concurrent decisions on two keys of one master,
+    nine in one pipeline whose replies are lost; whether the client sends the pipeline again
+    (redis-py's cluster pipeline, with ``raise_on_error=False``, does not: those decisions
+    follow on_error), each decision is applied once."""
+    keys = ["{user-1}a", "{user-1}b"]
+    master = redis_cluster.master_for(keys[0])
+    rule = Rule(100, 0)
+    proxies = {node.port: ReplyDropper(node.port) for node in redis_cluster.nodes if node.running}
+
+    def remap(address):
+        port = address[1]
+        return ("127.0.0.1", proxies[port].port) if port in proxies else address
+
+    async def scenario():
+        client = redis.asyncio.cluster.RedisCluster(
+            host="127.0.0.1", port=master.port, address_remap=remap, socket_timeout=5
+        )
+        store = AsyncRedisStore(client, on_error="deny", pipeline=pipeline)
+        limits = BucketRegistry(rule, store=store)
+        await limits.atokens(keys[0])  # connected, the script loaded
+        if pipeline:
+            proxies[master.port].drop(match=lambda chunk: chunk.upper().count(b"EVALSHA") > 1)
+            decisions = await asyncio.gather(*(limits.aconsume(keys[i % 2]) for i in range(10)))
+        else:
+            proxies[master.port].drop()
+            decisions = [await limits.aconsume(key, 5) for key in keys]
+        await client.aclose()
+        return decisions
+
+    try:
+        decisions = asyncio.run(scenario())
+        assert proxies[master.port].dropped == 1
+    finally:
+        for proxy in proxies.values():
+            proxy.close()
+    if not pipeline:
+        assert [d.remaining for d in decisions] == [95.0, 95.0]
+    with redis.cluster.RedisCluster(host="127.0.0.1", port=master.port) as client:
+        store = RedisStore(client)
+        assert [store.level(key, rule) for key in keys] == [95.0, 95.0]
