@@ -26,6 +26,8 @@ import redis.asyncio.retry
 import redis.backoff
 import redis.cluster
 import redis.retry
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, ManualClock, Rule
 from tokenbucket.redis import AsyncRedisStore, RedisStore
@@ -348,3 +350,66 @@ def test_a_lost_cluster_reply_is_not_applied_twice(redis_cluster_url, redis_clus
     with redis.cluster.RedisCluster(host="127.0.0.1", port=master.port) as client:
         store = RedisStore(client)
         assert [store.level(key, rule) for key in keys] == [95.0, 95.0]
+
+
+def test_undo_takes_a_charge_back_once_whichever_arrives_first(redis_url):
+    """The script's undo, in both orders: after the charge, it refunds it (once, however often
+    it is sent); before the charge (the cancelled call still on its way), it refunds nothing
+    and the charge, when it arrives, changes nothing."""
+    from tokenbucket._redis_failure import _RESERVE
+    from tokenbucket._redis_once import new_call
+
+    with redis.Redis.from_url(redis_url) as client:
+        store = RedisStore(client)
+        logic = store._logic
+        store.level("a", RULE)  # the script loaded
+
+        def charge(key, call):
+            return client.evalsha(*logic._take_args(key, 3, RULE, _RESERVE, call), b"0")
+
+        def undo(key, call):
+            store._run(logic.undo(((key, RULE),), 3, call))
+            return store.level(key, RULE)
+
+        first = new_call()
+        assert charge("a", first) == b"17"  # applied: 7 left
+        assert charge("a", first) == b"17"  # sent again: the same answer, nothing more
+        assert store.level("a", RULE) == 7.0
+        assert [undo("a", first), undo("a", first)] == [10.0, 10.0]
+        assert charge("a", first) == b""  # taken back: it changes nothing any more
+        assert store.level("a", RULE) == 10.0
+
+        second = new_call()
+        assert undo("b", second) == 10.0  # before the call: nothing to give back
+        assert charge("b", second) == b""
+        assert store.level("b", RULE) == 10.0
+
+
+@given(
+    prefix=st.sampled_from(["tokenbucket:", "", "{app}:", "a{b}c{", "x}y:"]),
+    key=st.text(max_size=12) | st.sampled_from(["{", "}", "{}", "}{", "{t}k", "a{b", "{}x"]),
+)
+@example(prefix="", key="{}")
+def test_a_cluster_marker_shares_its_buckets_slot(prefix, key):
+    """On a Cluster the marker hashes to its bucket's slot, whatever the key (braces, empty
+    tags, any text), for any prefix the store accepts, and still starts with the prefix."""
+    from redis.crc import key_slot
+
+    from tokenbucket._redis_once import Markers, new_call
+
+    markers = Markers(prefix, cluster=True)
+    name = (prefix + key).encode("utf-8", "surrogatepass")
+    marker = markers.of(name, new_call())
+    assert key_slot(marker) == key_slot(name)
+    assert marker.startswith(prefix.encode() + b"\xffonce")
+
+
+@pytest.mark.parametrize("prefix", ["a{", "{}", "x{y", "{}{z}"])
+def test_a_cluster_store_refuses_a_prefix_whose_brace_would_move_markers(prefix):
+    """A prefix with a '{' that opens no whole tag in it would put markers in other slots than
+    their buckets: a Cluster store refuses it, naming the field; a single server takes it."""
+    from tokenbucket._redis_once import Markers
+
+    with pytest.raises(ValueError, match=r"'prefix' must hold no '\{' or a whole non-empty"):
+        Markers(prefix, cluster=True)
+    assert Markers(prefix, cluster=False).base == prefix.encode() + b"\xffonce:"
