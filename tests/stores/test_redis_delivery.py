@@ -241,6 +241,28 @@ def test_a_call_retried_after_timeouts_is_applied_once(own_redis, kind, fault, c
     assert [level for _, level, _ in outcomes] == list(expected.values())
 
 
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("kind", [Calls, AsyncCalls], ids=["sync", "async"])
+def test_an_acquire_retried_after_timeouts_takes_one_slot(own_redis, kind, fault):
+    """The last slot of a key, acquired while the server answers nothing for 0.8 s through a
+    user's client that retries timeouts: every send runs once the server is back; the first
+    takes the slot, the others find it taken by this very call and answer it too."""
+    if kind is Calls:
+        calls = kind(lambda: RedisStore(sync_client(own_redis.port), on_error="deny"))
+    else:
+        calls = kind(lambda: AsyncRedisStore(async_client(own_redis.port), on_error="deny"))
+    try:
+        assert calls("slots_held", "k") == 0  # connected, the script loaded
+        with FAULTS[fault](own_redis):
+            slot = calls("acquire_slot", "k", 1, 60.0)
+        assert slot is not None
+        assert calls("slots_held", "k") == 1
+        calls("release_slot", slot)
+        assert calls("slots_held", "k") == 0
+    finally:
+        calls.close()
+
+
 # -- a cancelled waiter, and slots released during an outage -------------------------------------
 
 
@@ -306,46 +328,56 @@ def test_a_slot_released_during_an_outage_is_removed_once_redis_answers(
             calls.close()
 
 
-@pytest.mark.parametrize("pipeline", [False, True], ids=["alone", "pipeline"])
-def test_a_lost_cluster_reply_is_not_applied_twice(redis_cluster_url, redis_cluster, pipeline):
+@pytest.mark.parametrize("mode", ["sync", "async", "async pipeline"])
+def test_a_lost_cluster_reply_is_not_applied_twice(redis_cluster_url, redis_cluster, mode):
     """On a Redis Cluster, through a proxy in front of every node (the client maps each node's
-    address to its proxy). Alone: a decision whose reply is lost is sent again by the cluster
-    client, and applied once. Pipelined: ten concurrent decisions on two keys of one master,
-    nine in one pipeline whose replies are lost; whether the client sends the pipeline again
-    (redis-py's cluster pipeline, with ``raise_on_error=False``, does not: those decisions
-    follow on_error), each decision is applied once."""
+    address to its proxy). Alone (sync or async): a decision whose reply is lost is sent again
+    by the cluster client, and applied once. Pipelined: ten concurrent decisions on two keys of
+    one master, nine in one pipeline whose replies are lost; whether the client sends the
+    pipeline again (redis-py's cluster pipeline, as the store uses it, does not: those
+    decisions follow on_error), each decision is applied once."""
     keys = ["{user-1}a", "{user-1}b"]
     master = redis_cluster.master_for(keys[0])
     rule = Rule(100, 0)
     proxies = {node.port: ReplyDropper(node.port) for node in redis_cluster.nodes if node.running}
+    dropper = proxies[master.port]
 
     def remap(address):
         port = address[1]
         return ("127.0.0.1", proxies[port].port) if port in proxies else address
 
+    options = {"host": "127.0.0.1", "port": master.port, "address_remap": remap}
+
+    def alone():
+        client = redis.cluster.RedisCluster(socket_timeout=5, **options)
+        limits = BucketRegistry(rule, store=RedisStore(client, on_error="deny"))
+        limits.tokens(keys[0])  # connected, the script loaded
+        dropper.drop()
+        decisions = [limits.consume(key, 5) for key in keys]
+        client.close()
+        return decisions
+
     async def scenario():
-        client = redis.asyncio.cluster.RedisCluster(
-            host="127.0.0.1", port=master.port, address_remap=remap, socket_timeout=5
-        )
-        store = AsyncRedisStore(client, on_error="deny", pipeline=pipeline)
+        client = redis.asyncio.cluster.RedisCluster(socket_timeout=5, **options)
+        store = AsyncRedisStore(client, on_error="deny", pipeline=mode == "async pipeline")
         limits = BucketRegistry(rule, store=store)
         await limits.atokens(keys[0])  # connected, the script loaded
-        if pipeline:
-            proxies[master.port].drop(match=lambda chunk: chunk.upper().count(b"EVALSHA") > 1)
+        if store.pipeline:
+            dropper.drop(match=lambda chunk: chunk.upper().count(b"EVALSHA") > 1)
             decisions = await asyncio.gather(*(limits.aconsume(keys[i % 2]) for i in range(10)))
         else:
-            proxies[master.port].drop()
+            dropper.drop()
             decisions = [await limits.aconsume(key, 5) for key in keys]
         await client.aclose()
         return decisions
 
     try:
-        decisions = asyncio.run(scenario())
-        assert proxies[master.port].dropped == 1
+        decisions = alone() if mode == "sync" else asyncio.run(scenario())
+        assert dropper.dropped == 1
     finally:
         for proxy in proxies.values():
             proxy.close()
-    if not pipeline:
+    if mode != "async pipeline":
         assert [d.remaining for d in decisions] == [95.0, 95.0]
     with redis.cluster.RedisCluster(host="127.0.0.1", port=master.port) as client:
         store = RedisStore(client)
