@@ -266,26 +266,30 @@ def test_an_acquire_retried_after_timeouts_takes_one_slot(own_redis, kind, fault
 # -- a cancelled waiter, and slots released during an outage -------------------------------------
 
 
-def test_aacquire_cancelled_during_its_reservation_gives_the_tokens_back(own_redis):
-    """aacquire is cancelled while its reserving call waits on a stopped server; the server
-    runs that call once it goes on: the tokens come back all the same."""
+@pytest.mark.parametrize("limits", ["one", "several"])
+def test_aacquire_cancelled_during_its_reservation_gives_the_tokens_back(own_redis, limits):
+    """aacquire (of one limit, or of several: one charge_all) is cancelled while its reserving
+    call waits on a stopped server; the server runs that call once it goes on: the tokens come
+    back all the same."""
+    rules = RULE if limits == "one" else {"a": RULE, "b": Rule(20, 0)}
 
     async def scenario():
         store = AsyncRedisStore.from_url(own_redis.url, socket_timeout=5, on_error="deny")
-        limits = BucketRegistry(RULE, store=store)
-        assert await limits.atokens("k") == 10.0  # connected, the script loaded
+        registry = BucketRegistry(rules, store=store)
+        await registry.apeek("k")  # connected, the script loaded
         with stopped(own_redis, 0.4):
-            task = asyncio.ensure_future(limits.aacquire("k", 3))
+            task = asyncio.ensure_future(registry.aacquire("k", 3))
             await asyncio.sleep(0.2)  # its EVALSHA is sent; the server sleeps
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
         await asyncio.sleep(0.3)  # whatever the server still had to run, it has run
-        level = await limits.atokens("k")
+        names = [None] if limits == "one" else ["a", "b"]
+        left = [await registry.atokens("k", limit=name) for name in names]
         await store.aclose()
-        return level
+        return left
 
-    assert asyncio.run(scenario()) == 10.0
+    assert asyncio.run(scenario()) == ([10.0] if limits == "one" else [10.0, 20.0])
 
 
 @pytest.mark.parametrize("kind", [Calls, AsyncCalls], ids=["sync", "async"])
