@@ -449,3 +449,24 @@ def test_a_cluster_store_refuses_a_prefix_whose_brace_would_move_markers(prefix)
     with pytest.raises(ValueError, match=r"'prefix' must hold no '\{' or a whole non-empty"):
         Markers(prefix, cluster=True)
     assert Markers(prefix, cluster=False).base == prefix.encode() + b"\xffonce:"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_forked_child_draws_call_ids_of_its_own():
+    """Workers forked from one parent (gunicorn --preload) never share call ids: a child's
+    next id is not its parent's, though both count on from the same number."""
+    from tokenbucket._redis_once import new_call
+
+    new_call()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next id and leave at once
+        os.write(write, new_call())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64)
+    os.close(read)
+    parent = new_call()
+    assert child[12:] == parent[12:]  # the same count after the fork...
+    assert child[:12] != parent[:12]  # ...but another token: another id
