@@ -101,8 +101,10 @@ class _Store(Generic[C]):
         ``socket_connect_timeout`` (default: ``socket_timeout``) to connect, and retries a
         broken connection once, at once, never a timeout; redis-py's own defaults (in 8.x: 5 s
         timeouts and 10 retries with backoff) could hold a request for most of a minute.
-        ``client_options`` go to ``redis.Redis.from_url`` (``redis.asyncio.Redis.from_url``)
-        and override these. ``close`` (``aclose``) closes the client.
+        A call sent again after its reply was lost is applied once, with this client or any
+        other (see ``tokenbucket._redis_once``). ``client_options`` go to
+        ``redis.Redis.from_url`` (``redis.asyncio.Redis.from_url``) and override these.
+        ``close`` (``aclose``) closes the client.
 
         With ``cluster=True`` the client is redis-py's Redis Cluster client
         (``redis.cluster.RedisCluster``, ``redis.asyncio.cluster.RedisCluster``) and ``url``

@@ -16,7 +16,13 @@ it (``SCAN MATCH``, ACL ``~tokenbucket:*``) cover them.
 Failures follow the store's ``on_error`` policy and circuit breaker, as decisions do: while
 Redis is unavailable ``fallback`` counts slots in this process (`MemorySlots`: the cap holds
 per process), ``deny`` refuses every slot, ``allow`` grants an untracked one. A release that
-fails is logged and dropped: the slot frees itself when its lease ends.
+cannot reach Redis (it fails, or the breaker is open) is kept: the next call on that key that
+reaches Redis (an acquire, a release, a count) removes it first, in the same round trip, so a
+short outage does not shut the key out until the lease ends. Such releases are kept for at most
+`PENDING_MAX` slots (beyond, the lease frees them).
+
+Applied once: acquiring twice with one slot id (a client sending the call again after losing
+its reply) takes the slot once and answers 1 both times; releasing is a ZREM, idempotent.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from importlib import resources
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import redis.exceptions
 
@@ -41,6 +48,8 @@ _COUNT = b"count"
 #: Between the store's prefix and the key: ``0xff``, a byte no UTF-8 text (so no bucket hash)
 #: holds, then a readable word.
 _INFIX = b"\xffin-flight:"
+#: Releases kept while Redis cannot be reached, at most (the lease frees the others).
+PENDING_MAX = 10_000
 
 
 class _Untracked:
@@ -58,12 +67,16 @@ _UNTRACKED = _Untracked()
 class SlotLogic:
     """The in-flight plans of one Redis store, sharing its `Logic` (prefix, policy, breaker)."""
 
-    __slots__ = ("fallback", "logic")
+    __slots__ = ("_lock", "_pending", "_pending_count", "fallback", "logic")
 
     def __init__(self, logic: Logic) -> None:
         self.logic = logic
         #: Slots taken while Redis is down (``on_error="fallback"``); released here too.
         self.fallback = MemorySlots()
+        #: Ids of slots released while Redis could not be reached, by key.
+        self._pending: Dict[str, List[bytes]] = {}
+        self._pending_count = 0
+        self._lock = threading.Lock()
 
     def name(self, key: str) -> bytes:
         """The sorted set of ``key``'s slots."""
@@ -83,26 +96,31 @@ class SlotLogic:
         logic = self.logic
         if logic.breaker.down and logic.breaker.skip():
             return self._degraded(slot.key, limit)
-        args = (_ACQUIRE, b"%d" % limit, b"%d" % math.ceil(lease * 1000), slot.id)
+        released = self._take_pending(slot.key)
+        args = (_ACQUIRE, b"%d" % limit, b"%d" % math.ceil(lease * 1000), slot.id, *released)
         try:
             taken = yield from self._script(slot.key, args)
         except _ERRORS as error:
             logic._failed(error)
+            self._keep(slot.key, released)
             return self._degraded(slot.key, limit)
         if logic.breaker.down:
             logic._recovered()
         return slot if taken else None
 
     def release(self, slot: Slot) -> Plan[None]:
-        """ZREM the slot's id; a failure is logged and dropped (the lease frees the slot)."""
+        """ZREM the slot's id; if Redis cannot be reached, keep it for the key's next call."""
         logic = self.logic
         if logic.breaker.down and logic.breaker.skip():
+            self._keep(slot.key, [slot.id])
             slot.held = False
             return
+        released = [slot.id, *self._take_pending(slot.key)]
         try:
-            yield ("zrem", (self.name(slot.key), slot.id))
+            yield ("zrem", (self.name(slot.key), *released))
         except _ERRORS as error:
             logic._failed(error)
+            self._keep(slot.key, released)
             slot.held = False
             return
         # Only now: a release cancelled on its way (an ASGI task cancelled) is tried again.
@@ -112,11 +130,30 @@ class SlotLogic:
 
     def count(self, key: str) -> Plan[int]:
         """The slots ``key`` holds; raises RedisUnavailableError if Redis fails."""
+        released = self._take_pending(key)
         try:
-            held = yield from self._script(key, (_COUNT,))
+            held = yield from self._script(key, (_COUNT, *released))
         except _ERRORS as error:
+            self._keep(key, released)
             raise self.logic._unavailable("slots_held", key, error) from error
         return int(held)
+
+    def _take_pending(self, key: str) -> List[bytes]:
+        """The ids of ``key``'s slots released while Redis could not be reached (now sent)."""
+        if not self._pending:
+            return []
+        with self._lock:
+            released = self._pending.pop(key, [])
+            self._pending_count -= len(released)
+        return released
+
+    def _keep(self, key: str, released: List[bytes]) -> None:
+        """Keep releases that did not reach Redis for ``key``'s next call (at most PENDING_MAX)."""
+        with self._lock:
+            if not released or self._pending_count + len(released) > PENDING_MAX:
+                return  # the lease frees them
+            self._pending.setdefault(key, []).extend(released)
+            self._pending_count += len(released)
 
     def _script(self, key: str, args: Tuple[bytes, ...]) -> Plan[Any]:
         call = (_SHA, b"1", self.name(key), *args)

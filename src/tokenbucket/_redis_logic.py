@@ -8,7 +8,9 @@ answer (``StopIteration.value``). The stores in ``tokenbucket.redis`` only make 
 [`AsyncRedisStore`][tokenbucket.redis.AsyncRedisStore] awaiting, so the arguments, the reading
 of replies, the failure policy and the circuit breaker exist once. A new operation is one more
 plan here and one line in each store. What a failure does (the breaker, the ``on_error``
-policy, the errors) is in ``_redis_failure``, the base of `Logic`.
+policy, the errors) is in ``_redis_failure``, the base of `Logic`. Every call that changes a
+bucket carries a marker, so that it is applied once however often the client sends it
+(``_redis_once``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ._redis_failure import (
     Failing,
     _enforced,
 )
+from ._redis_once import MARKED, UNDO, Markers
 from ._rule import Rule
 from ._store import Buckets, Mask, Outcome, Outcomes
 from ._validate import Number
@@ -52,6 +55,7 @@ _SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest().encode("ascii")
 
 #: The amount most calls send, encoded once (the operations' names are in _redis_failure).
 _ONE = b"1"
+_TWO = b"2"
 
 #: Overrides remembered for the fallback policy, at most; beyond it the memory is cleared.
 _MAX_SEEN = 10_000
@@ -82,7 +86,7 @@ class Logic(Failing):
     No I/O happens here: each public method returns a plan (see the module docstring).
     """
 
-    __slots__ = ("_encoded", "cluster", "prefix")  # the rest are Failing's
+    __slots__ = ("_encoded", "_markers", "cluster", "prefix")  # the rest are Failing's
 
     def __init__(
         self, prefix: str, on_error: str, retry_interval: float, cluster: bool = False
@@ -90,6 +94,7 @@ class Logic(Failing):
         self.prefix = prefix
         #: Whether the client is a Redis Cluster's: then keys taken together share a slot.
         self.cluster = cluster
+        self._markers = Markers(prefix, cluster)
         self.policy = on_error
         self.breaker = Breaker(retry_interval)
         self.fallback = MemoryStore(max_keys=FALLBACK_MAX_KEYS)
@@ -131,24 +136,49 @@ class Logic(Failing):
         return self._decide_all(buckets, amount, _PEEK, (), shadow)
 
     def charge(
-        self, key: str, amount: float, default: Rule, max_wait: Optional[float]
+        self,
+        key: str,
+        amount: float,
+        default: Rule,
+        max_wait: Optional[float],
+        call: Optional[bytes] = None,
     ) -> Plan[Outcome]:
-        """Charge into debt (a reservation if ``max_wait`` is given); never raises for Redis."""
+        """Charge into debt (a reservation if ``max_wait`` is given); never raises for Redis.
+
+        ``call``: the call id (`new_call`), for an `undo` if the caller is cancelled.
+        """
         if max_wait is None:
-            return self._decide(key, amount, default, _CHARGE)
-        return self._decide(key, amount, default, _RESERVE, (_encode(float(max_wait)),))
+            return self._decide(key, amount, default, _CHARGE, (), call)
+        return self._decide(key, amount, default, _RESERVE, (_encode(float(max_wait)),), call)
 
     def refund(self, key: str, amount: float, default: Rule) -> Plan[Outcome]:
         """Give back, never above full; never raises for Redis trouble."""
         return self._decide(key, amount, default, _REFUND)
 
     def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float]
+        self,
+        buckets: Buckets,
+        amount: float,
+        max_wait: Optional[float],
+        call: Optional[bytes] = None,
     ) -> Plan[Tuple[bool, Outcomes]]:
         """`charge` on several buckets in one script call, as `take_all`."""
         if max_wait is None:
-            return self._decide_all(buckets, amount, _CHARGE)
-        return self._decide_all(buckets, amount, _RESERVE, (_encode(float(max_wait)),))
+            return self._decide_all(buckets, amount, _CHARGE, (), (), call)
+        return self._decide_all(buckets, amount, _RESERVE, (_encode(float(max_wait)),), (), call)
+
+    def undo(self, buckets: Buckets, amount: float, call: bytes) -> Plan[None]:
+        """Take back the charge ``call`` of ``amount`` on ``buckets`` if Redis applied it.
+
+        For a caller cancelled while its call was on the way: the amount is refunded if the
+        call was applied, and the call changes nothing if it arrives after. A failure is logged
+        and dropped (the charge, if applied, stays).
+        """
+        args = self._all_args(buckets, amount, UNDO, (), (), call)
+        try:
+            yield from self._script(args)
+        except _ERRORS as error:
+            self._failed(error)
 
     def refund_all(self, buckets: Buckets, amount: float) -> Plan[Tuple[bool, Outcomes]]:
         """`refund` on several buckets in one script call, as `take_all`."""
@@ -196,13 +226,19 @@ class Logic(Failing):
     # -- the steps they share --------------------------------------------------------------
 
     def _decide(
-        self, key: str, amount: float, default: Rule, op: bytes, extra: Tuple[bytes, ...] = ()
+        self,
+        key: str,
+        amount: float,
+        default: Rule,
+        op: bytes,
+        extra: Tuple[bytes, ...] = (),
+        call: Optional[bytes] = None,
     ) -> Plan[Outcome]:
         """One bucket: the script's ``op``, or the ``on_error`` policy (``extra``: more args)."""
         if self.breaker.down and self.breaker.skip():
             return self._degraded(key, amount, default, op, extra)
         try:
-            reply = yield from self._script(self._take_args(key, amount, default, op) + extra)
+            reply = yield from self._script(self._take_args(key, amount, default, op, call) + extra)
         except _ERRORS as error:
             self._failed(error)
             return self._degraded(key, amount, default, op, extra)
@@ -217,6 +253,7 @@ class Logic(Failing):
         op: bytes,
         extra: Tuple[bytes, ...] = (),
         shadow: Mask = (),
+        call: Optional[bytes] = None,
     ) -> Plan[Tuple[bool, Outcomes]]:
         """Several buckets, all or nothing: one script call with every key, or the policy."""
         names = [self._name(key) for key, _ in buckets]
@@ -231,16 +268,10 @@ class Logic(Failing):
             return True, ()
         if self.breaker.down and self.breaker.skip():
             return self._degraded_all(buckets, amount, op, extra, shadow)
-        args: List[Any] = [_SHA, len(names), *names, op]
-        first = buckets[0][1]
-        args += [_encode(first.capacity), _encode(first.refill_rate), _encode(amount)]
-        for _, default in buckets[1:]:
-            args += [_encode(default.capacity), _encode(default.refill_rate)]
-        args += extra
-        if shadow:
-            args.append("".join("1" if watched else "0" for watched in shadow).encode())
         try:
-            reply = yield from self._script(tuple(args), keyed=True)
+            reply = yield from self._script(
+                self._all_args(buckets, amount, op, extra, shadow, call, names)
+            )
         except _ERRORS as error:
             self._failed(error)
             return self._degraded_all(buckets, amount, op, extra, shadow)
@@ -253,13 +284,35 @@ class Logic(Failing):
         )
         return _enforced(outcomes, shadow), outcomes
 
-    def _script(self, args: Tuple[Any, ...], keyed: bool = False) -> Plan[Any]:
-        """Run the script: EVALSHA, loading the script once if the server lacks it.
+    def _all_args(
+        self,
+        buckets: Buckets,
+        amount: float,
+        op: bytes,
+        extra: Tuple[bytes, ...],
+        shadow: Mask,
+        call: Optional[bytes],
+        names: Optional[List[bytes]] = None,
+    ) -> Tuple[Any, ...]:
+        """EVALSHA's arguments for ``op`` on several buckets (with the call's marker)."""
+        if names is None:
+            names = [self._name(key) for key, _ in buckets]
+        if op is _PEEK:
+            args: List[Any] = [_SHA, len(names), *names, op]
+        else:
+            marker = self._markers.of(names[0], call)
+            args = [_SHA, len(names) + 1, *names, marker, MARKED.get(op, op)]
+        first = buckets[0][1]
+        args += [_encode(first.capacity), _encode(first.refill_rate), _encode(amount)]
+        for _, default in buckets[1:]:
+            args += [_encode(default.capacity), _encode(default.refill_rate)]
+        args += extra
+        if shadow:
+            args.append("".join("1" if watched else "0" for watched in shadow).encode())
+        return tuple(args)
 
-        ``args`` are one key's name and the arguments, or (``keyed``) EVALSHA's own arguments
-        from the SHA on (the number of keys, the keys, the arguments).
-        """
-        full = args if keyed else (_SHA, _ONE, *args)
+    def _script(self, full: Tuple[Any, ...]) -> Plan[Any]:
+        """Run the script: EVALSHA ``full``, loading the script once if the server lacks it."""
         try:
             return (yield ("evalsha", full))
         except redis.exceptions.NoScriptError:  # a new or flushed server: load it once
@@ -269,7 +322,7 @@ class Logic(Failing):
     def _admin(self, call: str, key: str, args: Tuple[Any, ...]) -> Plan[Any]:
         """Run the script for an admin call; raise RedisUnavailableError if Redis fails."""
         try:
-            reply = yield from self._script((self._name(key), *args))
+            reply = yield from self._script((_SHA, _ONE, self._name(key), *args))
         except _ERRORS as error:
             raise self._unavailable(call, key, error) from error
         if self.breaker.down:
@@ -280,19 +333,20 @@ class Logic(Failing):
         # surrogatepass: every str is a valid key, and distinct keys stay distinct.
         return (self.prefix + key).encode("utf-8", "surrogatepass")
 
-    def _take_args(self, key: str, amount: float, default: Rule, op: bytes) -> Tuple[bytes, ...]:
-        """Return the script's key and arguments for a decision, as bytes."""
+    def _take_args(
+        self, key: str, amount: float, default: Rule, op: bytes, call: Optional[bytes]
+    ) -> Tuple[bytes, ...]:
+        """Return EVALSHA's arguments for a decision on one key (with its marker), as bytes."""
         encoded = self._encoded
         if encoded[0] is not default:  # the default rule's numbers, encoded once per rule
             encoded = (default, _encode(default.capacity), _encode(default.refill_rate))
             self._encoded = encoded
-        return (
-            self._name(key),
-            op,
-            encoded[1],
-            encoded[2],
-            _ONE if amount == 1 else _encode(amount),
-        )
+        name = self._name(key)
+        size = _ONE if amount == 1 else _encode(amount)
+        if op is _PEEK:
+            return (_SHA, _ONE, name, op, encoded[1], encoded[2], size)
+        marker = self._markers.of(name, call)
+        return (_SHA, _TWO, name, marker, MARKED[op], encoded[1], encoded[2], size)
 
     def _outcome(self, key: str, reply: Any, default: Rule) -> Outcome:
         """Turn a ``take`` reply, ``'<allowed><level>[ <C> <R>]'``, into an outcome."""

@@ -60,6 +60,7 @@ from ._redis_base import _AsyncClient, _Store, _SyncClient
 from ._redis_failure import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
 from ._redis_failure import RedisUnavailableError
 from ._redis_logic import Plan
+from ._redis_once import new_call
 from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._redis_pipeline import Pipeliner
 from ._redis_rules import AsyncRules, SyncRules
@@ -319,8 +320,18 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
     async def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
     ) -> Outcome:
-        """See [`Store.charge`][tokenbucket.Store.charge]. One EVALSHA; never raises for Redis."""
-        return await self._drive(self._logic.charge(key, amount, default, max_wait))
+        """See [`Store.charge`][tokenbucket.Store.charge]. One EVALSHA; never raises for Redis.
+
+        Cancelled while its call is on the way, it takes the charge back (see `charge_all`).
+        """
+        call = new_call()
+        logic = self._logic
+        try:
+            return await self._drive(logic.charge(key, amount, default, max_wait, call))
+        except BaseException as error:
+            if not isinstance(error, Exception):  # cancelled (its own errors: a bad call)
+                await self._drive(logic.undo(((key, default),), amount, call))
+            raise
 
     async def refund(self, key: str, amount: float, default: Rule, /) -> Outcome:
         """See [`Store.refund`][tokenbucket.Store.refund]. One EVALSHA; never raises for Redis."""
@@ -329,8 +340,20 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
     async def charge_all(
         self, buckets: Buckets, amount: float, max_wait: Optional[float], /
     ) -> Tuple[bool, Outcomes]:
-        """See [`Store.charge_all`][tokenbucket.Store.charge_all]; keys as for `take_all`."""
-        return await self._drive(self._logic.charge_all(buckets, amount, max_wait))
+        """See [`Store.charge_all`][tokenbucket.Store.charge_all]; keys as for `take_all`.
+
+        Cancelled while its call is on the way (an ``aacquire`` cancelled during its
+        reservation), it takes the charge back: one more call refunds the amount if Redis
+        applied it, and makes the call change nothing if it arrives later.
+        """
+        call = new_call()
+        logic = self._logic
+        try:
+            return await self._drive(logic.charge_all(buckets, amount, max_wait, call))
+        except BaseException as error:
+            if not isinstance(error, Exception):  # cancelled (its own errors: a bad call)
+                await self._drive(logic.undo(buckets, amount, call))
+            raise
 
     async def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.refund_all`][tokenbucket.Store.refund_all]; keys as for `take_all`."""

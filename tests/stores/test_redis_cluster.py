@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import redis.exceptions
 
 from tokenbucket import BucketRegistry, Rule
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
 ROOT = Path(__file__).resolve().parents[2]
+MARKER = b"tokenbucket:\xffonce"
 
 
 def load_benchmark():
@@ -51,10 +53,17 @@ def test_each_key_is_one_hash_on_one_master(cluster):
         assert store.available
     finally:
         store.close()
-    held = {node.port: node.command("KEYS", "*") for node in cluster.masters()}
+    held, markers = {}, {}
+    for node in cluster.masters():
+        with redis.Redis(port=node.port) as raw:  # markers' names are not UTF-8
+            names = raw.keys("*")
+        held[node.port] = [n.decode() for n in names if not n.startswith(MARKER)]
+        markers[node.port] = len(names) - len(held[node.port])
     names = [name for on_node in held.values() for name in on_node]
     assert sorted(names) == sorted(f"tokenbucket:{key}" for key in keys)  # each key once
     assert all(held.values()), held  # on every master
+    # Each decision's marker (applied once) lives in its key's slot, so on its key's master.
+    assert markers == {port: len(on_node) for port, on_node in held.items()}
     for node in cluster.masters():
         for name in held[node.port]:
             assert node.command("TYPE", name) == "hash"

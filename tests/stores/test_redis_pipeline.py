@@ -92,6 +92,8 @@ def test_tasks_on_one_connection_admit_exactly_capacity_in_few_reads(redis_url, 
     assert (
         commands.pop("evalsha") == commands.pop("time") == commands.pop("hmget") == TASKS * rounds
     )
+    assert commands.pop("get") == TASKS * rounds  # each call's marker, looked up
+    assert commands.pop("set") == 100  # and kept by the calls that took a token
     assert set(commands) <= {"info", "config|resetstat", "hset", "pexpire", "persist", "del"}
     # Without pipelining each decision is at least one read; here a read carries many.
     assert after["reads"] - before["reads"] < TASKS * rounds / 4

@@ -161,7 +161,12 @@ class TestKeys:
         before = server_time_us(admin)
         limits.consume("203.0.113.7", 3)
         after = server_time_us(admin)
-        assert admin.keys("*") == ["app:203.0.113.7"]
+        assert admin.keys("app:2*") == ["app:203.0.113.7"]
+        with redis.Redis.from_url(redis_url) as raw:  # and the call's marker (applied once)
+            (marker,) = set(raw.keys("*")) - {b"app:203.0.113.7"}
+            assert marker.startswith(b"app:\xffonce:")
+            assert raw.get(marker) == b"17"  # the reply: allowed, 7 left
+            assert 59_000 < raw.pttl(marker) <= 60_000
         state = admin.hgetall("app:203.0.113.7")
         assert set(state) == {"t", "u", "l", "c", "r"}
         assert before <= int(state["t"]) <= after
@@ -319,6 +324,8 @@ class TestRoundTrips:
         calls.pop("config|resetstat", None)
         assert calls.pop("time") == decisions  # once per script run
         assert calls.pop("hmget") == decisions
+        assert calls.pop("get") == decisions  # the call's marker: not seen before
+        assert calls.pop("set") == decisions  # each took a token: its reply kept 60 s
         assert set(calls) <= SCRIPT_COMMANDS
         assert "eval" not in calls
         assert "script|load" not in calls
@@ -343,7 +350,13 @@ class TestRoundTrips:
         from tokenbucket._redis_logic import _SCRIPT, _SHA, Logic
 
         plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0))
-        assert next(plan) == ("evalsha", (_SHA, b"1", b"p:k", b"take", b"3", b"1.0", b"1"))
+        name, args = next(plan)
+        marker = args[3]  # the call's marker: a key of its own (applied once)
+        assert (name, args) == (
+            "evalsha",
+            (_SHA, b"2", b"p:k", marker, b"+take", b"3", b"1.0", b"1"),
+        )
+        assert marker.startswith(b"p:\xffonce:")
         assert plan.throw(redis.exceptions.NoScriptError("NOSCRIPT")) == (
             "script_load",
             (_SCRIPT,),
@@ -365,10 +378,12 @@ class TestRoundTrips:
 
         buckets = [("a", Rule(3, 1.0)), ("b", Rule(2, 0))]
         plan = Logic("p:", "fallback", 1.0).take_all(buckets, 1)
-        assert next(plan) == (
+        name, args = next(plan)
+        assert (name, args) == (
             "evalsha",
-            (_SHA, 2, b"p:a", b"p:b", b"take", b"3", b"1.0", b"1", b"2", b"0"),
+            (_SHA, 3, b"p:a", b"p:b", args[4], b"+take", b"3", b"1.0", b"1", b"2", b"0"),
         )
+        assert args[4].startswith(b"p:\xffonce:")
         with pytest.raises(StopIteration) as done:
             plan.send(b"12\n00 2 0")
         assert done.value.value == (False, ((True, 2, Rule(3, 1.0)), (False, 0, Rule(2, 0))))

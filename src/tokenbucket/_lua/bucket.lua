@@ -33,6 +33,14 @@
 --   remove -> {C, R} of the dropped override, or nil if there was none
 --   reset  -> nil
 --
+-- Applied once: an operation written '+op' (take, charge, reserve, refund) carries one more
+-- key, last, after the buckets: the call's marker, a name unique to the call (in the buckets'
+-- hash slot). A call that changed something leaves its reply there for ONCE_MS; the same call
+-- sent again (a client retrying a reply it did not get) finds it and gets that reply back,
+-- changing nothing. '+undo' (a caller cancelled while its call was on the way) takes the call
+-- back: it refunds the amount if the call was applied, and either way leaves '' in the marker,
+-- so that the call, if it arrives after, changes nothing.
+--
 -- Numbers travel as strings both ways: Redis truncates Lua numbers in replies to integers and
 -- tostring keeps only 14 significant digits, so the level is sent with '%.17g' (exact). Numbers
 -- given to redis.call are written by Redis itself with 17 significant digits (exact too).
@@ -47,6 +55,24 @@ if not redis.REDIS_VERSION_NUM then
 end
 
 local op = ARGV[1]
+
+-- A call sent again is answered from its marker (see the header), before any other work.
+local ONCE_MS = 60000
+local marker = nil
+if op:byte(1) == 43 then -- '+'
+  op = op:sub(2)
+  marker = table.remove(KEYS)
+  local seen = redis.call('GET', marker)
+  if op == 'undo' then
+    redis.call('SET', marker, '', 'PX', ONCE_MS)
+    if not seen or seen == '' then
+      return ''
+    end
+    op, marker = 'refund', nil
+  elseif seen then
+    return seen
+  end
+end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 
@@ -241,7 +267,11 @@ if op == 'take' or op == 'peek' or adjusts then
       lines[i] = string.format('%d%.17g', flag, level)
     end
   end
-  return table.concat(lines, '\n')
+  local reply = table.concat(lines, '\n')
+  if marker and all then -- it changed something: a call sent again gets this reply back
+    redis.call('SET', marker, reply, 'PX', ONCE_MS)
+  end
+  return reply
 end
 
 -- The admin operations act on KEYS[1] alone.

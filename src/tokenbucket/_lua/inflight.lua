@@ -7,8 +7,11 @@
 --
 -- ARGV[1] is the operation:
 --   acquire  ARGV[2] the cap, ARGV[3] the lease in ms, ARGV[4] the new slot's id
---            -> 1 (taken) or 0 (the key already holds the cap)
+--            -> 1 (taken, or already held: the same call sent again) or 0 (the key already
+--            holds the cap)
 --   count    -> the number of slots held
+-- The arguments after these (ARGV[5...] for acquire, ARGV[2...] for count) are ids of slots
+-- released while their ZREM could not reach Redis: they are removed first.
 --
 -- Releasing is a plain ZREM of the slot's id (idempotent: ids are never reused).
 
@@ -20,9 +23,19 @@ local key = KEYS[1]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+local released = 2
+if ARGV[1] == 'acquire' then
+  released = 5
+end
+for i = released, #ARGV do
+  redis.call('ZREM', key, ARGV[i])
+end
 local held = redis.call('ZCARD', key)
 
 if ARGV[1] == 'acquire' then
+  if redis.call('ZSCORE', key, ARGV[4]) then
+    return 1 -- taken by this very call, whose reply was lost: the client sent it again
+  end
   if held >= tonumber(ARGV[2]) then
     return 0
   end
