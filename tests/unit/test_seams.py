@@ -1,0 +1,53 @@
+"""Where features meet (issue 22): shadow limits with settling and the key cap, shared rules
+with every call, the decisions of charges and refunds. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tokenbucket import (
+    BucketRegistry,
+    Decision,
+    ManualClock,
+    Rule,
+)
+
+
+def shadowed():
+    """Enforced burst 10 (no refill), shadow daily 2 (no refill): daily runs out first."""
+    clock = ManualClock(100.0)
+    limits = {"burst": Rule(10, 0), "daily": Rule(2, 0)}
+    return BucketRegistry(limits, clock=clock, shadow={"daily"}), clock
+
+
+def spend_daily(registry, key="k"):
+    """Two admissions empty the shadow daily bucket; the third is shadow-denied."""
+    assert registry.consume(key).shadow_denied == ()
+    assert registry.consume(key).shadow_denied == ()
+    assert registry.tokens(key, limit="daily") == 0
+
+
+# -- item 19: the decisions of charges and refunds are whole -------------------------------------
+
+
+def whole(decision):
+    assert isinstance(decision, Decision)
+    assert len(decision) == len(Decision._fields)
+    assert decision.shadow_denied == ()
+    assert repr(decision).startswith("Decision(allowed=True")
+    return decision
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_decisions_after_charges_refunds_and_settling_are_whole(several):
+    default = {"a": Rule(10, 1.0), "b": Rule(10, 1.0)} if several else Rule(10, 1.0)
+    registry = BucketRegistry(default, clock=ManualClock())
+    whole(registry.refund("k", 1))  # full: the early return of `after`
+    assert whole(registry.charge("k", 3)).remaining == 7
+    assert whole(registry.refund("k", 1)).remaining == 8
+    assert whole(registry.charge("k", 20)).remaining == 0  # in debt
+    assert whole(registry.reserve("j", 4).settle(5)).remaining == 5
+    assert whole(registry.reserve("i", 4).settle(0)).remaining == 10
+    assert whole(asyncio.run(registry.acharge("h", 1))).remaining == 9
