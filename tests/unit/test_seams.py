@@ -4,6 +4,7 @@ with every call, the decisions of charges and refunds. Each test failed before i
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -11,6 +12,7 @@ from tokenbucket import (
     BucketRegistry,
     Decision,
     ManualClock,
+    MemoryStore,
     Rule,
 )
 
@@ -51,3 +53,16 @@ def test_decisions_after_charges_refunds_and_settling_are_whole(several):
     assert whole(registry.reserve("j", 4).settle(5)).remaining == 5
     assert whole(registry.reserve("i", 4).settle(0)).remaining == 10
     assert whole(asyncio.run(registry.acharge("h", 1))).remaining == 9
+
+
+# -- item 11 in memory: a document no registry could have written is ignored --------------------
+
+
+def test_a_shared_document_with_unpaired_surrogates_is_ignored(caplog):
+    store = MemoryStore(clock=ManualClock())
+    registry = BucketRegistry(Rule(5, 1.0), store=store)
+    registry.share_rules(clock=ManualClock())
+    document = json.dumps({"version": 1, "limits": {"default": {"capacity": 9, "refill_rate": 1}}})
+    store.set_shared("default", document[:-1] + ',"x":"\udcff"}')
+    assert registry.consume("k").limit == 5
+    assert "not UTF-8" in caplog.text
