@@ -31,6 +31,25 @@ def spend_daily(registry, key="k"):
     assert registry.tokens(key, limit="daily") == 0
 
 
+# -- item 7: a shadow limit at the key cap does not refuse ---------------------------------------
+
+
+def test_a_shadow_bucket_that_cannot_be_tracked_at_the_cap_does_not_refuse():
+    store = MemoryStore(clock=ManualClock(), max_keys=2)
+    limits = {"user": Rule(5, 1.0), "org": Rule(5, 1.0)}
+    registry = BucketRegistry(limits, store=store, shadow={"org"})
+    assert registry.consume({"user": "alice", "org": "acme"})
+    assert len(store) == 2
+    decision = registry.consume({"user": "alice", "org": "other"})  # org bucket: no room
+    assert decision.allowed
+    assert decision.shadow_denied == ("org",)
+    assert registry.tokens("alice", limit="user") == 3
+    assert registry.peek({"user": "alice", "org": "third"}).allowed
+    assert len(store) == 2
+    # an enforced bucket without room still refuses: it is an empty bucket
+    assert not registry.consume({"user": "bob", "org": "acme"})
+
+
 # -- item 19: the decisions of charges and refunds are whole -------------------------------------
 
 
