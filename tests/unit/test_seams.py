@@ -14,7 +14,10 @@ from tokenbucket import (
     ManualClock,
     MemoryStore,
     Rule,
+    rate_limit,
 )
+from tokenbucket._admission import Admission
+from tokenbucket._limits import limit_key
 
 
 def shadowed():
@@ -29,6 +32,51 @@ def spend_daily(registry, key="k"):
     assert registry.consume(key).shadow_denied == ()
     assert registry.consume(key).shadow_denied == ()
     assert registry.tokens(key, limit="daily") == 0
+
+
+# -- item 6: refunds give back only what the admission took -------------------------------------
+
+
+@pytest.mark.parametrize("how", ["cancel", "settle", "acancel", "asettle"])
+def test_settling_a_reservation_credits_only_the_buckets_it_charged(how):
+    registry, _ = shadowed()
+    spend_daily(registry)
+    reservation = registry.reserve("k", 3)
+    assert reservation
+    assert reservation.decision.shadow_denied == ("daily",)
+    assert reservation.admission == Admission("k", 3, ("burst",))
+    if how == "cancel":
+        reservation.cancel()
+    elif how == "settle":
+        reservation.settle(1)
+    else:
+        asyncio.run(reservation.acancel() if how == "acancel" else reservation.asettle(1))
+    assert registry.tokens("k", limit="daily") == 0  # the shadow bucket was never charged
+    assert registry.tokens("k", limit="burst") == (10 - 2 if "cancel" in how else 10 - 3)
+    registry.set_shadow("daily", False)
+    assert not registry.consume("k")  # enforcing daily: its 2 tokens are spent
+
+
+def test_a_settled_extra_cost_charges_only_the_buckets_the_admission_charged():
+    registry, _ = shadowed()
+    spend_daily(registry)
+    registry.reserve("k", 1).settle(4)
+    assert registry.tokens("k", limit="burst") == 10 - 2 - 4
+    daily = registry.store.level(limit_key("k", "daily"), Rule(2, 0))
+    assert daily == 0  # not driven into a debt it never took
+
+
+def test_the_decorator_settles_only_what_its_call_took():
+    registry, _ = shadowed()
+    spend_daily(registry, "job")
+
+    @rate_limit(registry, key=lambda: "job", cost=2, settle=lambda result: result)
+    def work():
+        return 0  # it cost nothing after all
+
+    assert work() == 0
+    assert registry.tokens("job", limit="burst") == 8
+    assert registry.tokens("job", limit="daily") == 0
 
 
 # -- item 7: a shadow limit at the key cap does not refuse ---------------------------------------
