@@ -141,16 +141,22 @@ class SeveralLimits(BucketRegistry):
 
     def charge(self, key: Keys, amount: float) -> Decision:
         """`BucketRegistry.charge` on every limit at once (each may go into debt)."""
+        if self._sharing is not None:
+            self._refresh()
         taken = self._sync.charge_all(buckets_of(key, self._limits), check_amount(amount), None)
         return after_all(self._names, taken[1])
 
     def refund(self, key: Keys, amount: float) -> Decision:
         """`BucketRegistry.refund` on every limit at once (each never above full)."""
+        if self._sharing is not None:
+            self._refresh()
         taken = self._sync.refund_all(buckets_of(key, self._limits), check_amount(amount))
         return after_all(self._names, taken[1])
 
     def _reserved(self, key: Keys, amount: float, max_wait: float) -> float:
         """Reserve ``amount`` in every limit at once if every wait fits; the longest wait."""
+        if self._sharing is not None:
+            self._refresh()
         taken = self._sync.charge_all(buckets_of(key, self._limits), amount, max_wait)
         return delay_all(self._names, taken, amount)
 
@@ -266,18 +272,24 @@ class SeveralLimits(BucketRegistry):
 
     async def acharge(self, key: Keys, amount: float) -> Decision:
         """Awaitable `charge`."""
+        if self._sharing is not None:
+            await self._arefresh()
         buckets = buckets_of(key, self._limits)
         taken = await self._async.charge_all(buckets, check_amount(amount), None)
         return after_all(self._names, taken[1])
 
     async def arefund(self, key: Keys, amount: float) -> Decision:
         """Awaitable `refund`."""
+        if self._sharing is not None:
+            await self._arefresh()
         buckets = buckets_of(key, self._limits)
         taken = await self._async.refund_all(buckets, check_amount(amount))
         return after_all(self._names, taken[1])
 
     async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float:
         """Awaitable `_reserved`."""
+        if self._sharing is not None:
+            await self._arefresh()
         buckets = buckets_of(key, self._limits)
         return delay_all(
             self._names, await self._async.charge_all(buckets, amount, max_wait), amount

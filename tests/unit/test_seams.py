@@ -13,6 +13,7 @@ from tokenbucket import (
     Decision,
     ManualClock,
     MemoryStore,
+    RateLimitExceeded,
     Rule,
     rate_limit,
 )
@@ -96,6 +97,52 @@ def test_a_shadow_bucket_that_cannot_be_tracked_at_the_cap_does_not_refuse():
     assert len(store) == 2
     # an enforced bucket without room still refuses: it is an empty bucket
     assert not registry.consume({"user": "bob", "org": "acme"})
+
+
+# -- item 8: every call that decides follows the shared rules ------------------------------------
+
+
+def two_sharing(default):
+    store = MemoryStore(clock=ManualClock())
+    clock = ManualClock()
+    writer, follower = (BucketRegistry(default, store=store) for _ in range(2))
+    for registry in (writer, follower):
+        registry.share_rules(interval=1.0, clock=clock)
+    return writer, follower, clock
+
+
+@pytest.mark.parametrize("call", ["charge", "refund", "acharge", "arefund"])
+def test_charge_and_refund_follow_the_shared_rules(call):
+    writer, follower, clock = two_sharing(Rule(5, 1.0))
+    writer.update_default(capacity=50)
+    clock.advance(1)
+    method = getattr(follower, call)
+    decision = asyncio.run(method("k", 1)) if call.startswith("a") else method("k", 1)
+    assert decision.limit == 50
+    assert follower.default == Rule(50, 1.0)
+
+
+@pytest.mark.parametrize("default", [Rule(5, 1.0), {"a": Rule(5, 1.0), "b": Rule(5, 1.0)}])
+def test_acquire_follows_the_shared_rules(default):
+    writer, follower, clock = two_sharing(default)
+    limit = None if isinstance(default, Rule) else "a"
+    writer.update_default(capacity=50, limit=limit)
+    if limit is not None:
+        writer.update_default(capacity=50, limit="b")
+    clock.advance(1)
+    assert follower.acquire("k", 20, max_wait=0) == 0  # over the old capacity of 5
+    assert asyncio.run(follower.aacquire("k2", 20, max_wait=0)) == 0
+    with pytest.raises(RateLimitExceeded):
+        follower.acquire("k", 31, max_wait=0)
+
+
+def test_settling_follows_the_shared_rules():
+    writer, follower, clock = two_sharing({"a": Rule(5, 1.0), "b": Rule(5, 1.0)})
+    reservation = follower.reserve("k", 1)
+    writer.update_default(capacity=50, limit="a")
+    clock.advance(1)
+    assert reservation.settle(2).remaining == 3  # b: 5 - 2; a: 50 - 2
+    assert follower.defaults["a"] == Rule(50, 1.0)
 
 
 # -- item 19: the decisions of charges and refunds are whole -------------------------------------
