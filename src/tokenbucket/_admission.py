@@ -47,6 +47,6 @@ def admitted(
     if not decision.allowed:
         return Admission(key, 0, tuple(limits) if let_through else ())
     denied = decision.shadow_denied
-    if not denied:
-        return Admission(key, amount, tuple(limits))
+    if not denied:  # the common case, without NamedTuple's keyword handling
+        return tuple.__new__(Admission, (key, amount, tuple(limits)))
     return Admission(key, amount, tuple(name for name in limits if name not in denied))
