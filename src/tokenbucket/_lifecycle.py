@@ -139,9 +139,11 @@ class Waiting:
     """The registry's calls that reserve: `reserve` (then settle) and `acquire` (then sleep).
 
     A mixin of [`BucketRegistry`][tokenbucket.BucketRegistry]: it uses the registry's
-    ``consume``, ``refund`` and the hooks ``_reserved``/``_areserved`` (one store call that
-    charges into debt when the wait fits; the seconds to sleep), so that one limit and several
-    limits share these calls.
+    ``consume``, ``charge``, ``refund`` and the hooks ``_reserved``/``_areserved`` (one store
+    call that charges into debt when the wait fits; the seconds to sleep) and
+    ``_adjust``/``_aadjust`` (charge or refund the limits an `Admission` charged, when not all
+    of them: only a registry of several limits has those), so that one limit and several
+    limits share these calls. `_settle` is where a `Reservation` is settled.
     """
 
     __slots__ = ()
