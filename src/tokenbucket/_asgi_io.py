@@ -52,16 +52,16 @@ def _settling(
     """
     assert options.settle_func is not None
     policy, _, bucket, cost = limit
-    settlement = Settlement(options.settle_func, view, cost, decision)
-    registry, at_end, is_async = policy.registry, options.settle_at_end, options.is_async
+    settlement = Settlement(options.settle_func, view, policy.registry, bucket, cost, decision)
+    at_end, is_async = options.settle_at_end, options.is_async
 
     async def settle() -> None:
-        due = settlement.due()
-        if due is not None:
+        actual = settlement.due()
+        if actual is not None:
             if is_async:
-                await getattr(registry, "a" + due[0])(bucket, due[1])
+                await settlement.reservation.asettle(actual)
             else:
-                getattr(registry, due[0])(bucket, due[1])
+                settlement.reservation.settle(actual)
 
     async def send_settling(message: Message) -> None:
         kind = message["type"]

@@ -15,6 +15,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
+from ._admission import Admission, admitted
 from ._arith import wait
 from ._decision import Decision, RateLimitExceeded, decide
 from ._limits import Keys, combine
@@ -32,6 +33,10 @@ class Reservation:
     real cost: the difference is charged (which may leave debt) or refunded (at most the
     estimate, never above full). A reservation never settled keeps the estimate.
 
+    Settling acts on ``admission``, the record of what the admission took: only the buckets it
+    charged are charged or refunded (a limit in shadow that would have refused the estimate was
+    not charged, and gets nothing back), whatever has changed since.
+
     Example::
 
         >>> limits = BucketRegistry(Rule(1000, 10.0), clock=ManualClock())
@@ -44,17 +49,26 @@ class Reservation:
         25.1
     """
 
-    __slots__ = ("_registry", "_settled", "decision", "estimate", "key")
+    __slots__ = ("_registry", "_settled", "admission", "decision", "estimate", "key")
 
     def __init__(
-        self, registry: BucketRegistry, key: Keys, estimate: float, decision: Decision
+        self,
+        registry: BucketRegistry,
+        key: Keys,
+        estimate: float,
+        decision: Decision,
+        admission: Optional[Admission] = None,
     ) -> None:
         self._registry = registry
-        self._settled = not decision.allowed  # a denial has nothing to settle
         self.key = key
         self.estimate = estimate
         #: The admission decision on the estimate.
         self.decision = decision
+        #: What the admission took, from which buckets (see `Admission`).
+        self.admission = (
+            admitted(registry.limits, key, estimate, decision) if admission is None else admission
+        )
+        self._settled = not self.admission.charged  # nothing taken: nothing to settle
 
     def __bool__(self) -> bool:
         return self.decision.allowed
@@ -65,20 +79,18 @@ class Reservation:
         Returns the decision after it (see [`charge`][tokenbucket.BucketRegistry.charge]).
         Settling twice raises RuntimeError; settling a denied reservation changes nothing.
         """
-        difference = self._difference(actual)
-        if difference > 0:
-            return self._registry.charge(self.key, difference)
-        if difference < 0:
-            return self._registry.refund(self.key, -difference)
+        if self._settling(actual):
+            after = self._registry._settle(self.admission, actual)
+            if after is not None:
+                return after
         return self.decision
 
     async def asettle(self, actual: float) -> Decision:
         """Awaitable `settle`."""
-        difference = self._difference(actual)
-        if difference > 0:
-            return await self._registry.acharge(self.key, difference)
-        if difference < 0:
-            return await self._registry.arefund(self.key, -difference)
+        if self._settling(actual):
+            after = await self._registry._asettle(self.admission, actual)
+            if after is not None:
+                return after
         return self.decision
 
     def cancel(self) -> Decision:
@@ -89,17 +101,18 @@ class Reservation:
         """Awaitable `cancel`."""
         return await self.asettle(0)
 
-    def _difference(self, actual: float) -> float:
+    def _settling(self, actual: float) -> bool:
+        """Check ``actual``; whether there is something to settle (then it is settled)."""
         if isinstance(actual, bool) or not isinstance(actual, (int, float)):
             raise TypeError(f"'actual' must be a number, got {actual!r}")
         if not 0 <= actual < math.inf:
             raise ValueError(f"'actual' must be a finite number >= 0, got {actual!r}")
-        if not self.decision.allowed:
-            return 0
+        if not self.admission.charged:
+            return False
         if self._settled:
             raise RuntimeError(f"reservation of {self.key!r} already settled")
         self._settled = True
-        return actual - self.estimate
+        return True
 
     def __repr__(self) -> str:
         state = "settled" if self._settled else "open"
@@ -126,9 +139,11 @@ class Waiting:
     """The registry's calls that reserve: `reserve` (then settle) and `acquire` (then sleep).
 
     A mixin of [`BucketRegistry`][tokenbucket.BucketRegistry]: it uses the registry's
-    ``consume``, ``refund`` and the hooks ``_reserved``/``_areserved`` (one store call that
-    charges into debt when the wait fits; the seconds to sleep), so that one limit and several
-    limits share these calls.
+    ``consume``, ``charge``, ``refund`` and the hooks ``_reserved``/``_areserved`` (one store
+    call that charges into debt when the wait fits; the seconds to sleep) and
+    ``_adjust``/``_aadjust`` (charge or refund the limits an `Admission` charged, when not all
+    of them: only a registry of several limits has those), so that one limit and several
+    limits share these calls. `_settle` is where a `Reservation` is settled.
     """
 
     __slots__ = ()
@@ -139,8 +154,40 @@ class Waiting:
         async def aconsume(self, key: Keys, amount: float = 1) -> Decision: ...
         def refund(self, key: Keys, amount: float) -> Decision: ...
         async def arefund(self, key: Keys, amount: float) -> Decision: ...
+        def charge(self, key: Keys, amount: float) -> Decision: ...
+        async def acharge(self, key: Keys, amount: float) -> Decision: ...
+        @property
+        def limits(self) -> Tuple[str, ...]: ...
         def _reserved(self, key: Keys, amount: float, max_wait: float) -> float: ...
         async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float: ...
+        def _adjust(self, admission: Admission, difference: float) -> Decision: ...
+        async def _aadjust(self, admission: Admission, difference: float) -> Decision: ...
+
+    def _settle(self, admission: Admission, actual: float) -> Optional[Decision]:
+        """Settle ``admission`` at the real cost ``actual``: the decision after, or None.
+
+        The difference from what it took is charged or refunded on the buckets it charged,
+        and only on those (a refund is at most what was taken); None if there is nothing to do.
+        """
+        difference = actual - admission.taken
+        if not difference or not admission.charged:
+            return None
+        if admission.charged != self.limits:  # some limits were not charged: a subset
+            return self._adjust(admission, difference)
+        if difference > 0:
+            return self.charge(admission.key, difference)
+        return self.refund(admission.key, -difference)
+
+    async def _asettle(self, admission: Admission, actual: float) -> Optional[Decision]:
+        """Awaitable `_settle`."""
+        difference = actual - admission.taken
+        if not difference or not admission.charged:
+            return None
+        if admission.charged != self.limits:
+            return await self._aadjust(admission, difference)
+        if difference > 0:
+            return await self.acharge(admission.key, difference)
+        return await self.arefund(admission.key, -difference)
 
     def reserve(self, key: Keys, estimate: float) -> Reservation:
         """Admit on an ``estimate`` of the cost; settle the real cost later.

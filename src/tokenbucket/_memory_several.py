@@ -11,7 +11,7 @@ other hot paths in ``_memory`` and falls back to `take_all` here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ._arith import admits, behind, deficit
 from ._memory_adjust import _adjusted
@@ -76,20 +76,32 @@ class Several(Sweeping):
             allowed = all(passes)
             if shadow:
                 allowed = all(ok for ok, watched in zip(passes, shadow) if not watched)
+            # New buckets to track: the enforced ones all or none (none: a denial), then each
+            # watched one if there is still room (else it is an empty bucket, and only it).
+            capped: Set[int] = set()
             fresh = [
-                (states, key, self._charged(*view[2:], amount, view[1], now))
-                for (states, key, view), passed in zip(views, passes)
+                index
+                for index, ((_, _, view), passed) in enumerate(zip(views, passes))
                 if view[0] is None and passed
             ]
-            room = True
-            if allowed and fresh and _commit:
-                allowed = room = self._admit_all(fresh)
-            elif allowed and fresh and self._max_keys is not None:
-                allowed = room = self._count + len(fresh) <= self._max_keys
+            if allowed and fresh:
+                enforced = [index for index in fresh if not (shadow and shadow[index])]
+                if enforced and not self._room(views, enforced, amount, now, _commit, 0):
+                    allowed = False
+                    capped = {index for index, view in enumerate(views) if view[2][0] is None}
+                else:
+                    tracked = len(enforced)  # counted by now (a peek: would be)
+                    for index in fresh:
+                        if index in enforced:
+                            continue
+                        if self._room(views, [index], amount, now, _commit, tracked):
+                            tracked += 1
+                        else:
+                            capped.add(index)
             outcomes = []
-            for (states, key, view), passed in zip(views, passes):
+            for index, ((states, key, view), passed) in enumerate(zip(views, passes)):
                 state, rule, base, used, carry, debt = view
-                if state is None and not room:
+                if index in capped:
                     outcomes.append((False, 0.0, rule))  # at the cap: an empty bucket
                 elif allowed and passed:
                     if _commit and state is not None:
@@ -103,6 +115,29 @@ class Several(Sweeping):
         finally:
             for index in stripes:
                 shards[index][1].release()
+
+    def _room(
+        self,
+        views: List[Tuple[Dict[str, State], str, Tuple[Any, ...]]],
+        indices: List[int],
+        amount: float,
+        now: float,
+        commit: bool,
+        pending: int,
+    ) -> bool:
+        """Track the new buckets ``indices`` of a `take_all`, charged, all or none; if it could.
+
+        ``commit`` False (a peek): whether it could, tracking nothing, after the ``pending``
+        new buckets the peek has already counted.
+        """
+        if not commit:
+            limit = self._max_keys
+            return limit is None or self._count + pending + len(indices) <= limit
+        entries = []
+        for index in indices:
+            states, key, (_, rule, base, used, carry, debt) = views[index]
+            entries.append((states, key, self._charged(base, used, carry, debt, amount, rule, now)))
+        return self._admit_all(entries)
 
     def peek_all(
         self, buckets: Sequence[Tuple[str, Rule]], amount: float, shadow: Mask = (), /

@@ -81,11 +81,15 @@ def get_shared(logic: Logic, name: str) -> Plan[Optional[str]]:
     """GET the shared document ``name``; raise RedisUnavailableError if Redis fails."""
     try:
         text = yield ("get", (shared_name(logic, name),))
+    except UnicodeDecodeError as error:  # a client that decodes replies (decode_responses)
+        text = bytes(error.object)
     except _ERRORS as error:
         raise logic._unavailable("get_shared", name, error) from error
     if text is None or isinstance(text, str):
         return text
-    return str(text.decode("utf-8"))
+    # Bytes that are not UTF-8 (written by something else) are an invalid document, which the
+    # registry logs and ignores: kept as lone surrogates, never a UnicodeDecodeError here.
+    return str(text.decode("utf-8", "surrogateescape"))
 
 
 def set_shared(logic: Logic, name: str, text: str) -> Plan[None]:

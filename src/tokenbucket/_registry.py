@@ -195,6 +195,8 @@ class BucketRegistry(Waiting, RegistryRules):
         """
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)  # as in consume
+        if self._sharing is not None:
+            self._refresh()
         outcome = self._sync.charge(key, amount, self._default, None)
         return after(outcome[1], outcome[2], self._name)
 
@@ -206,16 +208,22 @@ class BucketRegistry(Waiting, RegistryRules):
         """
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)  # as in consume
+        if self._sharing is not None:
+            self._refresh()
         outcome = self._sync.refund(key, amount, self._default)
         return after(outcome[1], outcome[2], self._name)
 
     def _reserved(self, key: Keys, amount: float, max_wait: float) -> float:
         """One store call reserving ``amount`` if the wait fits ``max_wait``; the seconds."""
+        if self._sharing is not None:
+            self._refresh()
         outcome = self._sync.charge(check_key(key), amount, self._default, max_wait)
         return delay(outcome, amount, self._name)
 
     async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float:
         """Awaitable `_reserved`."""
+        if self._sharing is not None:
+            await self._arefresh()
         outcome = await self._async.charge(check_key(key), amount, self._default, max_wait)
         return delay(outcome, amount, self._name)
 
@@ -294,12 +302,16 @@ class BucketRegistry(Waiting, RegistryRules):
 
     async def acharge(self, key: Keys, amount: float) -> Decision:
         """Awaitable `charge`."""
+        if self._sharing is not None:
+            await self._arefresh()
         key, amount = check_key(key), check_amount(amount)
         outcome = await self._async.charge(key, amount, self._default, None)
         return after(outcome[1], outcome[2], self._name)
 
     async def arefund(self, key: Keys, amount: float) -> Decision:
         """Awaitable `refund`."""
+        if self._sharing is not None:
+            await self._arefresh()
         key, amount = check_key(key), check_amount(amount)
         outcome = await self._async.refund(key, amount, self._default)
         return after(outcome[1], outcome[2], self._name)

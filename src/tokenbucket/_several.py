@@ -7,8 +7,9 @@ request may be charged to and the combined decision are in ``_limits``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 
+from ._admission import Admission
 from ._decision import Decision, clamp
 from ._lifecycle import delay_all
 from ._limits import Keys, after_all, buckets_of, check_limits, combine, limit_key, pick
@@ -16,7 +17,7 @@ from ._memory import MemoryStore
 from ._registry import BucketRegistry, _check_update
 from ._rule import Rule
 from ._shadow import check_shadow, decide_watched, switched
-from ._store import AsyncStore, Outcomes, Store
+from ._store import AsyncStore, Buckets, Outcomes, Store
 from ._validate import check_amount, check_key
 
 
@@ -140,18 +141,56 @@ class SeveralLimits(BucketRegistry):
 
     def charge(self, key: Keys, amount: float) -> Decision:
         """`BucketRegistry.charge` on every limit at once (each may go into debt)."""
+        if self._sharing is not None:
+            self._refresh()
         taken = self._sync.charge_all(buckets_of(key, self._limits), check_amount(amount), None)
         return after_all(self._names, taken[1])
 
     def refund(self, key: Keys, amount: float) -> Decision:
         """`BucketRegistry.refund` on every limit at once (each never above full)."""
+        if self._sharing is not None:
+            self._refresh()
         taken = self._sync.refund_all(buckets_of(key, self._limits), check_amount(amount))
         return after_all(self._names, taken[1])
 
     def _reserved(self, key: Keys, amount: float, max_wait: float) -> float:
         """Reserve ``amount`` in every limit at once if every wait fits; the longest wait."""
+        if self._sharing is not None:
+            self._refresh()
         taken = self._sync.charge_all(buckets_of(key, self._limits), amount, max_wait)
         return delay_all(self._names, taken, amount)
+
+    def _adjust(self, admission: Admission, difference: float) -> Decision:
+        """Charge (``difference`` > 0) or refund the buckets ``admission`` charged, only those."""
+        if self._sharing is not None:
+            self._refresh()
+        names, buckets = self._charged(admission)
+        if difference > 0:
+            taken = self._sync.charge_all(buckets, check_amount(difference), None)
+        else:
+            taken = self._sync.refund_all(buckets, check_amount(-difference))
+        return after_all(names, taken[1])
+
+    async def _aadjust(self, admission: Admission, difference: float) -> Decision:
+        """Awaitable `_adjust`."""
+        if self._sharing is not None:
+            await self._arefresh()
+        names, buckets = self._charged(admission)
+        if difference > 0:
+            taken = await self._async.charge_all(buckets, check_amount(difference), None)
+        else:
+            taken = await self._async.refund_all(buckets, check_amount(-difference))
+        return after_all(names, taken[1])
+
+    def _charged(self, admission: Admission) -> Tuple[List[str], Buckets]:
+        """The names and ``(store key, default rule)`` of the limits ``admission`` charged."""
+        charged = admission.charged
+        pairs = [
+            (name, bucket)
+            for name, bucket in zip(self._names, buckets_of(admission.key, self._limits))
+            if name in charged
+        ]
+        return [name for name, _ in pairs], [bucket for _, bucket in pairs]
 
     def _one(self, key: str, limit: Optional[str]) -> Tuple[str, Rule]:
         """The store key and default rule of one named limit of ``key``."""
@@ -233,18 +272,24 @@ class SeveralLimits(BucketRegistry):
 
     async def acharge(self, key: Keys, amount: float) -> Decision:
         """Awaitable `charge`."""
+        if self._sharing is not None:
+            await self._arefresh()
         buckets = buckets_of(key, self._limits)
         taken = await self._async.charge_all(buckets, check_amount(amount), None)
         return after_all(self._names, taken[1])
 
     async def arefund(self, key: Keys, amount: float) -> Decision:
         """Awaitable `refund`."""
+        if self._sharing is not None:
+            await self._arefresh()
         buckets = buckets_of(key, self._limits)
         taken = await self._async.refund_all(buckets, check_amount(amount))
         return after_all(self._names, taken[1])
 
     async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float:
         """Awaitable `_reserved`."""
+        if self._sharing is not None:
+            await self._arefresh()
         buckets = buckets_of(key, self._limits)
         return delay_all(
             self._names, await self._async.charge_all(buckets, amount, max_wait), amount

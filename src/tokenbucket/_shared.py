@@ -60,6 +60,10 @@ def encode(limits: Dict[str, Rule]) -> str:
 def decode(text: str, names: tuple[str, ...]) -> Dict[str, Rule]:
     """The limits of a shared document; ValueError if invalid or not naming exactly ``names``."""
     try:
+        text.encode("utf-8")  # a store reads bytes that are not UTF-8 as lone surrogates
+    except UnicodeEncodeError:
+        raise ValueError("invalid shared rules document (not UTF-8)") from None
+    try:
         document = json.loads(text)
         limits = document["limits"]
         rules = {

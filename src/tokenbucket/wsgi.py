@@ -239,18 +239,18 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
 
         As in the ASGI middleware: read (``settle``) when the app starts its response, settled
         then or (``settle_at="end"``) when the server closes the response iterable, and in any
-        case once, however the request ends.
+        case once, however the request ends (an app that starts its response again with
+        ``exc_info`` does not settle it again).
         """
         options = self._options
         assert options.settle_func is not None
         policy, _, bucket, cost = limit
-        settlement = Settlement(options.settle_func, view, cost, decision)
-        registry = policy.registry
+        settlement = Settlement(options.settle_func, view, policy.registry, bucket, cost, decision)
 
         def settle() -> None:
-            due = settlement.due()
-            if due is not None:
-                getattr(registry, due[0])(bucket, due[1])
+            actual = settlement.due()
+            if actual is not None:
+                settlement.reservation.settle(actual)
 
         def start_settling(
             status: str, headers: HeaderList, exc_info: OptExcInfo | None = None

@@ -177,11 +177,12 @@ class TestStreamed:
 
 class TestBadSettle:
     @pytest.mark.parametrize("returned", ["12", -1, float("nan"), True])
-    def test_a_bad_answer_is_named(self, returned):
+    def test_a_bad_answer_is_named_in_the_log_and_refused(self, returned, caplog):
         registry, _ = limits()
         app = ASGIMiddleware(upstream, registry=registry, settle=lambda *a: returned)
-        with pytest.raises((TypeError, ValueError), match="'settle' function returned"):
-            asyncio.run(call_asgi(app, scope()))
+        asyncio.run(call_asgi(app, scope()))  # delivered: no 500 (see test_settle_seams.py)
+        assert "'settle' function returned" in caplog.text
+        assert registry.tokens(IP) == 999  # the cost taken at admission stands
 
     def test_bad_options(self):
         registry, _ = limits()

@@ -163,3 +163,39 @@ def test_middleware_routes_share_their_rules_too():
     clock.advance(1)
     assert second.rule_for("x") == Rule(7, 0.1)
     assert apps[1]._options.default.registry.rule_for("x") == Rule(5, 1.0)
+
+
+@pytest.mark.parametrize("decode_responses", [False, True])
+def test_a_document_that_is_not_utf8_is_ignored_not_raised(redis_url, decode_responses, caplog):
+    """Bytes no registry wrote (not UTF-8) in the shared key: an invalid document, logged and
+    ignored; every decision goes on under the rules the registry has (issue 22 item 11)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=decode_responses)
+    registry = BucketRegistry(Rule(5, 1.0), store=RedisStore(client))
+    clock = ManualClock()
+    registry.share_rules(clock=clock)
+    valid = b'{"version":1,"limits":{"default":{"capacity":9,"refill_rate":1}}}'
+    client.set(b"tokenbucket:\xffrules:default", valid[:-1] + b',"x":"\xff\xfe"}')
+    assert registry.consume("k").limit == 5
+    assert registry.charge("k", 1).limit == 5
+    clock.advance(1)
+    assert registry.update_default(capacity=7) == Rule(7, 1.0)  # rewritten, valid again
+    clock.advance(1)
+    assert registry.consume("k").limit == 7
+    assert "not UTF-8" in caplog.text
+
+
+def test_an_async_store_ignores_a_document_that_is_not_utf8(redis_url, caplog):
+    async def main():
+        store = AsyncRedisStore.from_url(redis_url)
+        registry = BucketRegistry(Rule(5, 1.0), store=store)
+        registry.share_rules(clock=ManualClock())
+        await store.client.set(b"tokenbucket:\xffrules:default", b"\xc3\x28")
+        try:
+            return (await registry.aconsume("k")).limit
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(main()) == 5
+    assert "not UTF-8" in caplog.text

@@ -6,17 +6,26 @@ cost off the response (a header such as ``X-Usage-Tokens``), and the difference 
 admission took is charged (which may leave the bucket in debt) or refunded (never above full).
 Knows nothing of ASGI or WSGI: each middleware calls `Settlement.said` when the response starts
 and `Settlement.due` where the response ends (its last body message, or however it ends), and
-makes the registry call `due` names, awaited or not.
+settles the request's `Reservation` at the cost `due` gives, awaited or not.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Mapping, Optional, Tuple
+import logging
+from math import inf
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Tuple
 
+from .._admission import admitted
 from .._decision import Decision
+from .._lifecycle import Reservation
+from .._limits import Keys
 from .._validate import show
 from .request import RequestView
+
+if TYPE_CHECKING:
+    from .._registry import BucketRegistry
+
+_log = logging.getLogger("tokenbucket")
 
 #: ``settle(request, status, headers) -> cost or None``: ``headers`` maps lower-case names to
 #: values (repeated fields joined with ``", "``); None keeps the cost taken at admission.
@@ -37,33 +46,61 @@ def check_settle(settle: object, settle_at: object) -> Tuple[Optional[SettleFunc
 
 
 class Settlement:
-    """One request's settlement: what its admission took, what its response said it cost."""
+    """One request's settlement: what its admission took, what its response said it cost.
 
-    __slots__ = ("_func", "_said", "_taken", "view")
+    ``reservation`` holds the record of what the admission took (see ``_admission``), so that
+    settling charges or refunds the buckets it charged and no other: a limit in shadow that
+    would have refused the request was not charged, and gets nothing back. A denial let
+    through (a dry run) took nothing, and its real cost is charged to every limit in full.
+    """
 
-    def __init__(self, func: SettleFunc, view: RequestView, cost: float, decision: Decision):
+    __slots__ = ("_done", "_func", "_said", "reservation", "view")
+
+    def __init__(
+        self,
+        func: SettleFunc,
+        view: RequestView,
+        registry: BucketRegistry,
+        bucket: Keys,
+        cost: float,
+        decision: Decision,
+    ) -> None:
         self._func = func
         self.view = view
-        #: What the admission took: nothing if it was denied (a dry run lets it through).
-        self._taken = cost if decision.allowed else 0
+        record = admitted(registry.limits, bucket, cost, decision, let_through=True)
+        #: Settled with the cost the response said, by the edge (awaited or not).
+        self.reservation = Reservation(registry, bucket, cost, decision, record)
         self._said: Optional[float] = None
+        self._done = False
 
     def said(self, status: int, headers: Mapping[str, str]) -> None:
-        """Ask ``settle`` what the response says the request cost (once, at its start)."""
+        """Ask ``settle`` what the response says the request cost, until it is settled.
+
+        A WSGI app may start its response again (with ``exc_info``, PEP 3333) before any of
+        it is sent: once settled, that changes nothing. A value that is no cost (not a number,
+        negative, NaN, infinite) is logged and refused: the cost taken at admission stands,
+        and the response is delivered.
+        """
+        if self._done:
+            return
         cost = self._func(self.view, status, headers)
         if cost is None:
             return
-        if isinstance(cost, bool) or not isinstance(cost, (int, float)):
-            raise TypeError(f"the 'settle' function returned {show(cost)}; it must return a number")
-        if not 0 <= cost < math.inf:
-            raise ValueError(f"the 'settle' function returned {show(cost)}; it must be >= 0")
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < inf:
+            _log.warning(
+                "tokenbucket: the 'settle' function returned %s for %s %s; it must return a "
+                "finite number >= 0 or None: the cost taken at admission stands",
+                show(cost),
+                self.view.method,
+                show(self.view.path),
+            )
+            return
         self._said = cost
 
-    def due(self) -> Optional[Tuple[str, float]]:
-        """The call that settles it, once: ``("charge" | "refund", tokens)``, or None."""
+    def due(self) -> Optional[float]:
+        """The cost to settle ``reservation`` at, once; None if there is none (yet)."""
         said, self._said = self._said, None
-        if said is None or said == self._taken:
+        if said is None:
             return None
-        if said > self._taken:
-            return "charge", said - self._taken
-        return "refund", self._taken - said
+        self._done = True
+        return said
