@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Generic, Iterable, Mapping, Optional
 
 from .._inflight import InFlightLimit
 from .._registry import BucketRegistry
-from .._rule import Rule
+from .._rule import Limits
 from .._validate import show
 from ..metrics import Metrics
 from .admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
@@ -55,7 +55,7 @@ class Middleware(Generic[App]):
         key: Optional[KeyFunc] = None,
         cost: Union[float, Callable[[RequestView], float]] = 1,
         exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
-        routes: Optional[Mapping[str, Union[Rule, Mapping[str, Rule]]]] = None,
+        routes: Optional[Mapping[str, Limits]] = None,
         dry_run: bool = False,
         headers: Optional[str] = "draft",
         on_decision: Optional[DecisionHook] = None,

@@ -28,7 +28,7 @@ from .._decision import Decision
 from .._inflight import InFlightLimit
 from .._keys import bucket_key
 from .._registry import BucketRegistry
-from .._rule import Rule
+from .._rule import RATE_GRAMMAR, Limits, Rule, as_limits
 from .._validate import Number, show
 from ..metrics import Metrics, instrument, optional_metrics
 from .admin import (
@@ -126,7 +126,7 @@ class Options:
         key: Optional[KeyFunc],
         cost: Union[float, Callable[[RequestView], float]],
         exempt: Union[Iterable[str], Callable[[RequestView], bool], None],
-        routes: Optional[Mapping[str, Union[Rule, Mapping[str, Rule]]]],
+        routes: Optional[Mapping[str, Limits]],
         dry_run: bool,
         headers: Optional[str],
         on_decision: Optional[DecisionHook],
@@ -213,19 +213,18 @@ class Options:
         if self.admin is not None:
             self.admin.audit.on_admin = metrics.admin
 
-    def _set_routes(
-        self, registry: BucketRegistry, routes: Mapping[str, Union[Rule, Mapping[str, Rule]]]
-    ) -> None:
+    def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Limits]) -> None:
         if not isinstance(routes, Mapping):
             raise TypeError(f"'routes' must be a mapping of path to Rule, got {show(routes)}")
-        for pattern, rule in routes.items():
+        for pattern, given in routes.items():
             check_pattern("routes", pattern)
             if not all(" " <= char <= "~" for char in pattern):
                 raise ValueError(f"'routes' paths must be printable ASCII, got {show(pattern)}")
+            rule = as_limits(given)
             if not isinstance(rule, (Rule, Mapping)):
                 raise TypeError(
-                    f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)} "
-                    f"(or mappings of limit names to Rules)"
+                    f"'routes' values must be Rule objects (or mappings of limit names to "
+                    f"Rules) or {RATE_GRAMMAR}; got {show(given)} for {show(pattern)}"
                 )
             route_registry = BucketRegistry(rule, store=registry.store)
             route_registry.shared_like(registry, pattern)  # shared rules: the route's too
