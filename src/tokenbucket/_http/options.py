@@ -36,6 +36,7 @@ from .admin import (
     check_admin_path,
     check_max_body,
 )
+from .denied import Denied, shaped_denial
 from .headers import (
     HEADER_MODES,
     TEXT,
@@ -102,6 +103,7 @@ class Options:
         "cost",
         "cost_func",
         "default",
+        "denied_func",
         "dry_run",
         "exempt_func",
         "exempt_paths",
@@ -140,6 +142,7 @@ class Options:
         settle: Optional[SettleFunc] = None,
         settle_at: str = "start",
         shadow_policies: Iterable[str] = (),
+        denied: Optional[Denied] = None,
     ) -> None:
         if not isinstance(registry, BucketRegistry):
             raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
@@ -185,6 +188,13 @@ class Options:
             raise TypeError(f"'on_decision' must be a callable or None, got {show(on_decision)}")
         self.settle_func, self.settle_at_end = check_settle(settle, settle_at)
         self.on_decision = on_decision
+        if denied is not None and not callable(denied):
+            raise TypeError(
+                f"'denied' must be a callable denied(request, decision) -> Response or None, "
+                f"got {show(denied)}"
+            )
+        #: The user's ``denied(request, decision) -> Response``, or None for the built-in 429.
+        self.denied_func = denied
         self.is_async = registry.is_async
         self.default = Policy("default", registry, "")
         self.routes: Dict[str, Policy] = {}
@@ -248,6 +258,7 @@ class Options:
             and self.cost_func is None
             and self.on_decision is None
             and self.settle_func is None
+            and self.denied_func is None
             and not self.is_async
         )
 
@@ -300,33 +311,58 @@ class Options:
         """Return the rate-limit header fields to add to a response, in the configured mode."""
         return rate_limit_headers(decision, policy, self.header_mode, TEXT)
 
-    def denial(self, decision: Decision, policy: Policy) -> Response:
-        """Return the 429 response to a denied request, with the configured header fields."""
-        return denial(decision, self.headers_for(decision, policy), policy.limits is not None)
+    def denial(
+        self, decision: Decision, policy: Policy, view: Optional[RequestView] = None
+    ) -> Response:
+        """Return the 429 response to a denied request, with the configured header fields.
+
+        With a ``denied`` option (and the request's ``view``), the user's response, keeping
+        ``Retry-After`` and the fields; its decision names the policy as the fields do.
+        """
+        fields = self.headers_for(decision, policy)
+        denied = self.denied_func
+        if denied is not None and view is not None:
+            if policy.limits is None:  # one limit: named as the fields name it (a route...)
+                decision = decision._replace(policy=policy.name)
+            return shaped_denial(denied, view, decision, fields)
+        return denial(decision, fields, policy.limits is not None)
 
     @overload
     def verdict(
-        self, decision: Decision, policy: Policy, form: Literal[0]
+        self,
+        decision: Decision,
+        policy: Policy,
+        form: Literal[0],
+        view: Optional[RequestView] = None,
     ) -> Union[Response, HeaderList]: ...
 
     @overload
     def verdict(
-        self, decision: Decision, policy: Policy, form: Literal[1]
+        self,
+        decision: Decision,
+        policy: Policy,
+        form: Literal[1],
+        view: Optional[RequestView] = None,
     ) -> Union[Response, RawHeaderList]: ...
 
     def verdict(
-        self, decision: Decision, policy: Policy, form: Literal[0, 1]
+        self,
+        decision: Decision,
+        policy: Policy,
+        form: Literal[0, 1],
+        view: Optional[RequestView] = None,
     ) -> Union[Response, List[Tuple[Any, Any]]]:
         """What becomes of a counted request: the one answer each middleware translates.
 
         A `Response` (the 429) to send instead of calling the app, when the request is denied
         and ``dry_run`` is off; else the rate-limit fields, in ``form`` (`TEXT` or `RAW`), to
-        add to the app's response: none when the ``headers`` option is None.
+        add to the app's response: none when the ``headers`` option is None. ``view`` is the
+        request's, for the ``denied`` option (the fast path, which has none, never has one).
         """
         if policy.shadow:  # it does not bind: never refuses, advertises nothing
             return []
         if not decision[0] and not self.dry_run:
-            return self.denial(decision, policy)
+            return self.denial(decision, policy, view)
         return rate_limit_headers(decision, policy, self.header_mode, form)
 
 
