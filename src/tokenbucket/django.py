@@ -257,7 +257,7 @@ def ratelimit(
         if inspect.isclass(target):  # a class-based view: limit its dispatch
             target.dispatch = decorate(target.dispatch)  # type: ignore[attr-defined]
             return target
-        scope = f"view:{target.__module__}.{target.__qualname__}"
+        prefix = Guard.prefix(f"view:{target.__module__}.{target.__qualname__}")
 
         @functools.wraps(target)
         def limited(*args: Any, **kwargs: Any) -> Any:
@@ -280,7 +280,7 @@ def ratelimit(
             else:
                 guard = built[1]
             view = _view(request.META, request.path)
-            decision = guard.decide(view, scope, _request_key(key, request, view))
+            decision = guard.decide(view, prefix, _request_key(key, request, view))
             if not decision.allowed:
                 fields = guard.fields(decision)[1:]  # Retry-After is _denial's
                 return _denial(request, guard.named(decision), fields)

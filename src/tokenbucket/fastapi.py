@@ -21,7 +21,7 @@ an exception; the counting and the fields are ``tokenbucket._http``'s.
 # No ``from __future__ import annotations``: FastAPI reads the dependency's annotations at
 # runtime, and cannot resolve them as strings on an instance's __call__.
 
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, MutableMapping, Optional, Tuple, Union
 
 from fastapi import HTTPException, Request
 from fastapi import Response as FastAPIResponse
@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from ._asgi_io import _view
 from ._decision import Decision
 from ._http.guard import Guard, GuardLimits
+from ._http.headers import RAW, rate_limit_headers
 from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView
 from ._store import AsyncStore, Store
 
@@ -96,33 +97,43 @@ class RateLimit:
         self._shared = shared
         self._detail = detail
         self.responses: Dict[Union[int, str], Dict[str, Any]] = {429: _RESPONSE_429}
+        # Each route's namespace, computed once (routes are few, and live as long as the app).
+        self._prefixes: Dict[Tuple[int, str], Tuple[Any, str]] = {}
 
     async def __call__(self, request: Request, response: FastAPIResponse) -> Decision:
         """Count the request; add the fields to the response, or raise the 429."""
         guard = self._guard
-        view = _view(request.scope)
-        scope = "" if self._shared else _route_scope(request)
+        scope = request.scope
+        prefix = "" if self._shared else self._prefix(scope)
         if guard.blocking:
-            decision = await run_in_threadpool(guard.decide, view, scope)
+            decision = await run_in_threadpool(guard.decide, _view(scope), prefix)
+        elif guard.plain:  # the client address is all it takes: no view to build
+            client = scope.get("client")
+            decision = guard.decide_client(client[0] if client else None, prefix)
         else:
-            decision = await guard.adecide(view, scope)
-        fields = guard.fields(decision)
+            decision = await guard.adecide(_view(scope), prefix)
         if not decision.allowed:
-            raise HTTPException(status_code=429, detail=self._detail, headers=dict(fields))
-        headers = response.headers
-        for name, value in fields:
-            headers[name] = value
+            headers = dict(guard.fields(decision))
+            raise HTTPException(status_code=429, detail=self._detail, headers=headers)
+        response.headers.raw.extend(rate_limit_headers(decision, guard.policy, guard.mode, RAW))
         return decision
+
+    def _prefix(self, scope: MutableMapping[str, Any]) -> str:
+        """The route's namespace: ``"GET /items/{id}"`` (its path template), kept per route."""
+        route = scope.get("route")
+        method = scope.get("method", "GET")
+        if route is None:  # no route in the scope (a mounted app): the path itself
+            return Guard.prefix(f"{method} {scope.get('path', '')}")
+        known = self._prefixes.get((id(route), method))  # routes are not hashable
+        if known is not None and known[0] is route:
+            return known[1]
+        path = getattr(route, "path_format", None) or getattr(route, "path", "")
+        prefix = Guard.prefix(f"{method} {path}")
+        self._prefixes[id(route), method] = (route, prefix)
+        return prefix
 
     def __repr__(self) -> str:
         return f"RateLimit({self._guard.policy.name!r}, shared={self._shared})"
-
-
-def _route_scope(request: Request) -> str:
-    """The route's scope: ``"GET /items/{id}"`` (its path template), or the path without one."""
-    route = request.scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", None) or request.url.path
-    return f"{request.method} {path}"
 
 
 _FIELD = {"schema": {"type": "string"}}

@@ -22,13 +22,14 @@ or header fields; the counting and the fields are ``tokenbucket._http``'s.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import TooManyRequests
 
 from ._decision import Decision
 from ._http.guard import Guard, GuardLimits
+from ._http.headers import TEXT, HeaderList, rate_limit_headers
 from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView
 from ._store import Store
 from ._validate import show
@@ -103,6 +104,7 @@ class Limiter:
         self._default = None if default is None else self._guard(default, None, None, 1)
         self._blueprints: Dict[str, List[_Limit]] = {}
         self._exempt_blueprints: set[str] = set()
+        self._resolved: Dict[Tuple[str, Any], List[Tuple[Guard, str]]] = {}
         if app is not None:
             self.init_app(app)
 
@@ -196,28 +198,42 @@ class Limiter:
         endpoint = request.endpoint
         if endpoint is None:  # no route matched: the 404 (or 405) costs nothing
             return
-        limits = self._limits_for(endpoint)
-        if not limits:
+        view_function = current_app.view_functions.get(endpoint)
+        resolved = self._resolved.get((endpoint, view_function))
+        if resolved is None:  # once per view: its limits and their namespaces
+            limits = self._limits_for(endpoint) or []
+            resolved = self._resolved[endpoint, view_function] = [
+                (limit.guard, Guard.prefix(endpoint if limit.scope is None else limit.scope))
+                for limit in limits
+            ]
+        if not resolved:
             return
-        view = _view(request.environ, request.path)
-        fields = []
-        for limit in limits:
-            guard = limit.guard
-            decision = guard.decide(view, endpoint if limit.scope is None else limit.scope)
-            fields.extend(guard.fields(decision))
+        environ = request.environ
+        view: Optional[RequestView] = None
+        fields: HeaderList = []
+        for guard, prefix in resolved:
+            if guard.plain:
+                decision = guard.decide_client(environ.get("REMOTE_ADDR"), prefix)
+            else:
+                view = view or _view(environ, request.path)
+                decision = guard.decide(view, prefix)
             if not decision.allowed:
+                fields.extend(guard.fields(decision))
                 g._tokenbucket_fields = fields
                 wait = next((int(v) for n, v in fields if n == "Retry-After"), None)
                 raise RateLimitExceeded(guard.named(decision), wait)
+            fields.extend(rate_limit_headers(decision, guard.policy, guard.mode, TEXT))
         g._tokenbucket_fields = fields
 
     def _add_fields(self, response: Response) -> Response:
         fields = g.pop("_tokenbucket_fields", None)
         if fields:
-            present = {name.lower() for name, _ in response.headers.items()}
-            for name, value in fields:  # the ones the app (or its handler) did not set
-                if name.lower() not in present:
-                    response.headers.add(name, value)
+            headers = response.headers
+            # The ones the app (or its handler) did not set; a name may repeat (stacked limits).
+            present = [name for name, _ in fields if name in headers]
+            for name, value in fields:
+                if name not in present:
+                    headers.add(name, value)
         return response
 
 

@@ -3,8 +3,9 @@ r"""`Guard`: one limit a framework integration puts on views, free of any framew
 The FastAPI dependency, the Flask extension and the Django decorator each hold guards: a policy
 (a registry and the name its header fields give it), a key function of the `RequestView`, a
 cost, and the header mode. A guard counts a request in a *scope* (a route, an endpoint, a view):
-its buckets live under ``scope + "\0"`` in the registry's store, apart from the middleware's
-namespaces (whose route prefixes start with ``/``; scopes never do) and from other scopes.
+its buckets live under ``scope + "\0"`` (`Guard.prefix`) in the registry's store, apart from
+the middleware's namespaces (whose route prefixes start with ``/``; scopes never do) and from
+other scopes.
 
 Knows: building the policy from a registry or rule strings, keying and counting a request (the
 registry call, sync or awaited) and the fields of its answer, written by ``headers``. Must not
@@ -23,7 +24,14 @@ from .._store import AsyncStore, Store
 from .._validate import Number, show
 from .headers import HEADER_MODES, TEXT, HeaderList, rate_limit_headers, retry_after_seconds
 from .options import Policy, _check_cost
-from .request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView, check_ipv6_prefix, client_key
+from .request import (
+    DEFAULT_IPV6_PREFIX,
+    KeyFunc,
+    RequestView,
+    check_ipv6_prefix,
+    client_key,
+    default_bucket,
+)
 
 #: What an integration takes as a limit: a registry (shared as it is), or rules to build one.
 GuardLimits = Union[BucketRegistry, Limits]
@@ -45,7 +53,17 @@ class Guard:
         ipv6_prefix: the network size keying an IPv6 client by default, as in the middlewares.
     """
 
-    __slots__ = ("cost", "cost_func", "ipv6_prefix", "key_func", "mode", "policy", "registry")
+    __slots__ = (
+        "blocking",
+        "cost",
+        "cost_func",
+        "ipv6_prefix",
+        "key_func",
+        "mode",
+        "plain",
+        "policy",
+        "registry",
+    )
 
     def __init__(
         self,
@@ -86,16 +104,21 @@ class Guard:
             self.cost = _check_cost(cost)
         self.mode = HEADER_MODES[headers]
         self.ipv6_prefix = check_ipv6_prefix(ipv6_prefix)
+        #: Whether a decision blocks on I/O (a synchronous Redis store): run it off the loop.
+        self.blocking = bool(getattr(registry.store, "blocking", False))
+        #: Whether the client address is all a decision needs (`decide_client`): no key or
+        #: cost function, and a synchronous store.
+        self.plain = key is None and self.cost_func is None and not registry.is_async
 
-    @property
-    def blocking(self) -> bool:
-        """Whether a decision blocks on I/O (a synchronous Redis store): run it off the loop."""
-        return bool(getattr(self.registry.store, "blocking", False))
+    @staticmethod
+    def prefix(scope: str) -> str:
+        r"""The namespace of ``scope``'s buckets: ``scope + "\0"`` (escaped), or ``""`` for none."""
+        return escape_key(scope) + "\0" if scope else ""
 
     def bucket(
-        self, view: RequestView, scope: str, key: Optional[str] = None
+        self, view: RequestView, prefix: str, key: Optional[str] = None
     ) -> Tuple[str, Number]:
-        """The request's store key in ``scope`` (``""``: the registry's own keys) and its cost.
+        """The request's store key under ``prefix`` (see `prefix`) and its cost.
 
         ``key``, if given, is the request's key, which the adapter found itself (a user).
         """
@@ -110,17 +133,20 @@ class Guard:
             )
         cost_func = self.cost_func
         cost = self.cost if cost_func is None else cost_func(view)
-        prefix = escape_key(scope) + "\0" if scope else ""
         return prefix + escape_key(key), cost
 
-    def decide(self, view: RequestView, scope: str, key: Optional[str] = None) -> Decision:
-        """Count the request in ``scope`` (a synchronous store), under ``key`` if given."""
-        bucket, cost = self.bucket(view, scope, key)
+    def decide(self, view: RequestView, prefix: str, key: Optional[str] = None) -> Decision:
+        """Count the request under ``prefix`` (a synchronous store), under ``key`` if given."""
+        bucket, cost = self.bucket(view, prefix, key)
         return self.registry.consume(bucket, cost)
 
-    async def adecide(self, view: RequestView, scope: str) -> Decision:
-        """Count the request in ``scope``, awaited when the store is async."""
-        bucket, cost = self.bucket(view, scope)
+    def decide_client(self, address: Optional[str], prefix: str) -> Decision:
+        """`decide` for a `plain` guard: the client address is all it needs (no view)."""
+        return self.registry.consume(prefix + default_bucket(address, self.ipv6_prefix), self.cost)
+
+    async def adecide(self, view: RequestView, prefix: str) -> Decision:
+        """Count the request under ``prefix``, awaited when the store is async."""
+        bucket, cost = self.bucket(view, prefix)
         if self.registry.is_async:
             return await self.registry.aconsume(bucket, cost)
         return self.registry.consume(bucket, cost)
