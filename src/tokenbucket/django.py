@@ -30,6 +30,8 @@ The ``TOKENBUCKET`` setting (every key optional):
 * ``HEADERS``: ``"draft"`` (default), ``"legacy"``, ``"both"`` or None.
 * ``DENIED_VIEW``: the dotted path of ``view(request, exception) -> HttpResponse``.
 * ``IPV6_PREFIX`` (default 56) and ``DRY_RUN`` (default False), as in the middlewares.
+* ``ADMIN_TOKEN`` and ``ADMIN_PATH`` (default ``/admin/update-rule``): the
+  [admin API](../admin-api.md), served by the middleware as the generic ones serve it.
 
 This module only translates Django's request to a `RequestView` and decisions to responses;
 the options, the counting and the fields are ``tokenbucket._http``'s.
@@ -50,21 +52,23 @@ from django.template.loader import render_to_string
 from django.utils.module_loading import import_string
 
 from ._decision import Decision
+from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
 from ._http.denied import problem_details
 from ._http.guard import Guard, GuardLimits
-from ._http.headers import TEXT, HeaderList, retry_after_seconds
+from ._http.headers import TEXT, HeaderList, Response, retry_after_seconds
 from ._http.options import Options
 from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView
+from ._http.rules import sub_paths
 from ._memory import MemoryStore
 from ._registry import BucketRegistry
 from ._validate import show
-from ._wsgi_io import _view
+from ._wsgi_io import _admin_op, _run, _view
 
 __all__ = ["RateLimitMiddleware", "Ratelimited", "RequestView", "denied", "ratelimit"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _KNOWN = {"DEFAULT", "ROUTES", "EXEMPT", "KEY", "STORE", "HEADERS", "DENIED_VIEW"}
-_KNOWN |= {"IPV6_PREFIX", "DRY_RUN"}
+_KNOWN |= {"IPV6_PREFIX", "DRY_RUN", "ADMIN_TOKEN", "ADMIN_PATH"}
 
 
 class Ratelimited(PermissionDenied):
@@ -145,11 +149,14 @@ class _Config:
             dry_run=raw.get("DRY_RUN", False),
             headers=self.headers,
             on_decision=None,
-            admin_token=None,
-            admin_path="/admin/update-rule",
-            max_body=4096,
+            admin_token=raw.get("ADMIN_TOKEN"),
+            admin_path=raw.get("ADMIN_PATH", DEFAULT_ADMIN_PATH),
+            max_body=DEFAULT_MAX_BODY,
             ipv6_prefix=self.ipv6_prefix,
         )
+        admin = self.options.admin
+        #: The admin API's paths (none without ``ADMIN_TOKEN``).
+        self.admin_paths = frozenset() if admin is None else {admin.path, *sub_paths(admin.path)}
 
 
 _config: Optional[_Config] = None
@@ -206,6 +213,8 @@ class RateLimitMiddleware:
         config = _settings()
         options = config.options
         view = _view(request.META, request.path)
+        if view.path in config.admin_paths:
+            return _admin(options, view)
         if options.is_exempt(view) or (
             config.routes_only and options.route_paths.get(view.path) is None
         ):
@@ -218,6 +227,26 @@ class RateLimitMiddleware:
                 decision = decision._replace(policy=policy.name)
             return _denial(request, decision, options.headers_for(decision, policy))
         return _add(self.get_response(request), answer)
+
+
+def _admin(options: Options, view: RequestView) -> HttpResponse:
+    """The admin API, as the middlewares serve it (``ADMIN_TOKEN``, ``ADMIN_PATH``)."""
+    admin = options.admin
+    assert admin is not None
+    status = admin.authorize(view.header("authorization"))
+    if status:  # counted against the caller's bucket, as in the middlewares
+        policy, _, bucket, cost = options.limit_for(view)
+        answer = admin.refusal(status, policy, policy.registry.consume(bucket, cost), view)
+    else:
+        op = _admin_op(admin, view, view.raw)
+        if isinstance(op, Response):
+            answer = admin.rejected(op, view)
+        else:
+            answer = admin.outcome(op, _run(op), view)
+    response = HttpResponse(answer.body, status=answer.status)
+    for name, value in answer.headers:
+        response.headers[name] = value
+    return response
 
 
 def ratelimit(

@@ -197,3 +197,30 @@ def test_bad_decorator_arguments():
         ratelimit("1/s", key="ipp")
     with pytest.raises(TypeError, match="'method' must be"):
         ratelimit("1/s", method=[1])
+
+
+def test_the_admin_api_through_the_middleware():
+    token = {"HTTP_AUTHORIZATION": "Bearer s3cret-Token_123"}
+    with settings_with(DEFAULT="2/minute", ADMIN_TOKEN="s3cret-Token_123"):
+        client = Client()
+        guess = client.post(
+            "/admin/update-rule",
+            data='{"client_id": "127.0.0.1", "capacity": 50}',
+            content_type="application/json",
+            HTTP_AUTHORIZATION="Bearer guess",
+        )
+        update = client.post(
+            "/admin/update-rule",
+            data='{"client_id": "127.0.0.1", "capacity": 4}',
+            content_type="application/json",
+            **token,
+        )
+        bad = client.post("/admin/update-rule", data="{", content_type="application/json", **token)
+        codes = [client.get("/").status_code for _ in range(4)]
+        read = client.get("/admin/update-rule", {"client_id": "127.0.0.1"}, **token)
+    assert guess.status_code == 403  # counted: one of the two tokens
+    assert update.status_code == 200
+    assert json.loads(update.content)["capacity"] == 4
+    assert bad.status_code == 400
+    assert codes == [200, 200, 200, 429]  # 4, less the one the wrong token took
+    assert json.loads(read.content)["capacity"] == 4
