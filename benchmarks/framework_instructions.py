@@ -81,15 +81,16 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(done.stderr[-3000:])
-        names = done.stdout.split("\n")
+        names = [line for line in done.stdout.splitlines() if "\t" in line]
         dumps = sorted(glob.glob(f"{out}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
         counts = []
         for path in dumps:
             with open(path) as file:
                 match = re.search(r"^summary: (\d+)", file.read(), re.M)
             counts.append(int(match.group(1)) if match else 0)
-    # Dumps: before the first marker (startup and warm-up), then pairs (prelude, batch).
-    batches = counts[2::2]
+    # Dumps: the first ends at the first marker (startup, warm-up, the first prelude), then
+    # each batch, then the next prelude.
+    batches = counts[1::2]
     per_request = {names[i]: batches[i] / args.requests for i in range(len(names))}
     print(f"Instructions per request (callgrind, {args.requests} requests per variant)\n")
     print("| framework | variant | instructions / request | vs the generic middleware |")

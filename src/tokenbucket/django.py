@@ -274,9 +274,11 @@ def ratelimit(
         name: the policy's name in the fields (default: the rate, ``"5/minute"``).
         method: count only these methods (``"POST"``, ``["POST", "PUT"]``); all by default.
     """
-    methods = None if method is None else {method} if isinstance(method, str) else set(method)
-    if methods is not None and not all(isinstance(each, str) for each in methods):
-        raise TypeError(f"'method' must be a str or a list of str, got {show(method)}")
+    methods = None if method is None else [method] if isinstance(method, str) else list(method)
+    if methods is not None:
+        if not all(isinstance(each, str) for each in methods):
+            raise TypeError(f"'method' must be a str or a list of str, got {show(method)}")
+        methods = [each.upper() for each in methods]  # Django's request.method is upper case
     _check_key(key)
     guards: Dict[
         str, Tuple[_Config, Guard]

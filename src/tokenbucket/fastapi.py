@@ -42,10 +42,11 @@ class RateLimit:
 
     Declare it on a route (``dependencies=[Depends(limit)]``), a router
     (``APIRouter(dependencies=[...])``) or the app (``FastAPI(dependencies=[...])``). By default
-    each route counts in buckets of its own (keyed by method and path template, so
-    ``/items/{id}`` is one route); ``shared=True`` makes every route using this dependency share
-    one bucket per client. The dependency returns the [`Decision`][tokenbucket.Decision]:
-    ``decision: Decision = Depends(limit)`` reads it in the endpoint.
+    each route counts in buckets of its own (keyed by its methods and path template, so
+    ``/items/{id}`` is one route, and a ``HEAD`` counts with its ``GET``); ``shared=True``
+    makes every route using this dependency share one bucket per client. The dependency
+    returns the [`Decision`][tokenbucket.Decision]: ``decision: Decision = Depends(limit)``
+    reads it in the endpoint.
 
     Args:
         limits: a rate string (``"5/second"``, ``"5/second;100/day"``: see
@@ -98,7 +99,7 @@ class RateLimit:
         self._detail = detail
         self.responses: Dict[Union[int, str], Dict[str, Any]] = {429: _RESPONSE_429}
         # Each route's namespace, computed once (routes are few, and live as long as the app).
-        self._prefixes: Dict[Tuple[int, str], Tuple[Any, str]] = {}
+        self._prefixes: Dict[int, Tuple[Any, str]] = {}
 
     async def __call__(self, request: Request, response: FastAPIResponse) -> Decision:
         """Count the request; add the fields to the response, or raise the 429."""
@@ -119,17 +120,21 @@ class RateLimit:
         return decision
 
     def _prefix(self, scope: MutableMapping[str, Any]) -> str:
-        """The route's namespace: ``"GET /items/{id}"`` (its path template), kept per route."""
+        """The route's namespace: its methods and path template (``"GET /items/{id}"``).
+
+        The route's own methods, not the request's: a ``HEAD`` of a ``GET`` route counts in
+        the ``GET`` bucket, so no method spelling gets a client a fresh bucket.
+        """
         route = scope.get("route")
-        method = scope.get("method", "GET")
-        if route is None:  # no route in the scope (a mounted app): the path itself
-            return Guard.prefix(f"{method} {scope.get('path', '')}")
-        known = self._prefixes.get((id(route), method))  # routes are not hashable
+        if route is None:  # no route in the scope (a mounted app): the path alone
+            return Guard.prefix(str(scope.get("path", "")))
+        known = self._prefixes.get(id(route))  # routes are not hashable
         if known is not None and known[0] is route:
             return known[1]
         path = getattr(route, "path_format", None) or getattr(route, "path", "")
-        prefix = Guard.prefix(f"{method} {path}")
-        self._prefixes[id(route), method] = (route, prefix)
+        methods = ",".join(sorted(getattr(route, "methods", None) or ()))
+        prefix = Guard.prefix(f"{methods} {path}")
+        self._prefixes[id(route)] = (route, prefix)
         return prefix
 
     def __repr__(self) -> str:

@@ -45,7 +45,7 @@ def login(request):
     return HttpResponse("login")
 
 
-@ratelimit("3/minute", key="header:x-api-key", method="POST")
+@ratelimit("3/minute", key="header:x-api-key", method="post")
 def upload(request):
     return HttpResponse("up")
 

@@ -137,3 +137,19 @@ def test_bad_arguments():
         RateLimit("5/s", shared="yes")
     with pytest.raises(TypeError, match="'key' must be a callable"):
         RateLimit("5/s", key="ip")
+
+
+def test_every_method_of_a_route_counts_in_one_bucket():
+    """A HEAD of a GET-and-HEAD route takes from the route's bucket: no fresh bucket per method."""
+    limit = RateLimit("2/minute", store=MemoryStore(clock=ManualClock()))
+    app = FastAPI()
+
+    @app.api_route("/page", methods=["GET", "HEAD"], dependencies=[Depends(limit)])
+    def page():
+        return "page"
+
+    client = TestClient(app)
+    codes = [client.get("/page").status_code, client.head("/page").status_code]
+    assert codes == [200, 200]
+    assert client.head("/page").status_code == 429
+    assert client.get("/page").status_code == 429
