@@ -57,7 +57,7 @@ from ._http.denied import problem_details
 from ._http.guard import Guard, GuardLimits
 from ._http.headers import TEXT, HeaderList, Response, retry_after_seconds
 from ._http.options import Options
-from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView
+from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView, default_bucket
 from ._http.rules import sub_paths
 from ._memory import MemoryStore
 from ._registry import BucketRegistry
@@ -157,6 +157,8 @@ class _Config:
         admin = self.options.admin
         #: The admin API's paths (none without ``ADMIN_TOKEN``).
         self.admin_paths = frozenset() if admin is None else {admin.path, *sub_paths(admin.path)}
+        #: Whether the client address is all a request needs (see `Options.is_plain`).
+        self.plain = self.options.is_plain and not self.routes_only and admin is None
 
 
 _config: Optional[_Config] = None
@@ -180,10 +182,10 @@ setting_changed.connect(_reset)
 
 def _add(response: HttpResponse, fields: HeaderList) -> HttpResponse:
     """Add the ``fields`` the view did not set (by name, any case) to ``response``."""
-    present = {name.lower() for name in response.headers}
+    headers = response.headers  # case-insensitive
     for name, value in fields:
-        if name.lower() not in present:
-            response.headers[name] = value
+        if name not in headers:
+            headers[name] = value
     return response
 
 
@@ -212,15 +214,22 @@ class RateLimitMiddleware:
         """Count ``request``; answer it with the denied view, or add the fields to its response."""
         config = _settings()
         options = config.options
-        view = _view(request.META, request.path)
-        if view.path in config.admin_paths:
-            return _admin(options, view)
-        if options.is_exempt(view) or (
-            config.routes_only and options.route_paths.get(view.path) is None
-        ):
-            return self.get_response(request)
-        policy, _, bucket, cost = options.limit_for(view)
-        decision = policy.registry.consume(bucket, cost)
+        if config.plain:  # the default limit by client address alone: no view to build
+            policy = options.default
+            address = request.META.get("REMOTE_ADDR")
+            decision = policy.registry.consume(
+                default_bucket(address, options.ipv6_prefix), options.cost
+            )
+        else:
+            view = _view(request.META, request.path)
+            if view.path in config.admin_paths:
+                return _admin(options, view)
+            if options.is_exempt(view) or (
+                config.routes_only and options.route_paths.get(view.path) is None
+            ):
+                return self.get_response(request)
+            policy, _, bucket, cost = options.limit_for(view)
+            decision = policy.registry.consume(bucket, cost)
         answer = options.verdict(decision, policy, TEXT)
         if not isinstance(answer, list):  # denied: the project's view answers
             if policy.limits is None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import TooManyRequests
 
 from ._decision import Decision
@@ -40,6 +40,8 @@ __all__ = ["Limiter", "RateLimitExceeded", "RequestView"]
 T = TypeVar("T")
 _LIMITS = "_tokenbucket_limits"
 _EXEMPT = "_tokenbucket_exempt"
+#: Where a request's fields wait for ``after_request``: its WSGI environ.
+_FIELDS = "tokenbucket.fields"
 
 
 class RateLimitExceeded(TooManyRequests):
@@ -104,7 +106,7 @@ class Limiter:
         self._default = None if default is None else self._guard(default, None, None, 1)
         self._blueprints: Dict[str, List[_Limit]] = {}
         self._exempt_blueprints: set[str] = set()
-        self._resolved: Dict[Tuple[str, Any], List[Tuple[Guard, str]]] = {}
+        self._resolved: Dict[int, Tuple[Any, List[Tuple[Guard, str]]]] = {}
         if app is not None:
             self.init_app(app)
 
@@ -195,44 +197,50 @@ class Limiter:
         return None if self._default is None else [_Limit(self._default, None)]
 
     def _check(self) -> None:
-        endpoint = request.endpoint
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        endpoint = req.endpoint
         if endpoint is None:  # no route matched: the 404 (or 405) costs nothing
             return
-        view_function = current_app.view_functions.get(endpoint)
-        resolved = self._resolved.get((endpoint, view_function))
-        if resolved is None:  # once per view: its limits and their namespaces
+        rule = req.url_rule  # the app's own object for this endpoint: a key for its limits
+        known = self._resolved.get(id(rule))
+        if known is None or known[0] is not rule:  # once per view: its limits, their namespaces
             limits = self._limits_for(endpoint) or []
-            resolved = self._resolved[endpoint, view_function] = [
-                (limit.guard, Guard.prefix(endpoint if limit.scope is None else limit.scope))
-                for limit in limits
-            ]
+            known = self._resolved[id(rule)] = (
+                rule,
+                [
+                    (limit.guard, Guard.prefix(endpoint if limit.scope is None else limit.scope))
+                    for limit in limits
+                ],
+            )
+        resolved = known[1]
         if not resolved:
             return
-        environ = request.environ
+        environ = req.environ
         view: Optional[RequestView] = None
         fields: HeaderList = []
         for guard, prefix in resolved:
             if guard.plain:
                 decision = guard.decide_client(environ.get("REMOTE_ADDR"), prefix)
             else:
-                view = view or _view(environ, request.path)
+                view = view or _view(environ, req.path)
                 decision = guard.decide(view, prefix)
             if not decision.allowed:
                 fields.extend(guard.fields(decision))
-                g._tokenbucket_fields = fields
+                environ[_FIELDS] = fields
                 wait = next((int(v) for n, v in fields if n == "Retry-After"), None)
                 raise RateLimitExceeded(guard.named(decision), wait)
             fields.extend(rate_limit_headers(decision, guard.policy, guard.mode, TEXT))
-        g._tokenbucket_fields = fields
+        environ[_FIELDS] = fields
 
     def _add_fields(self, response: Response) -> Response:
-        fields = g.pop("_tokenbucket_fields", None)
+        fields = request.environ.pop(_FIELDS, None)
         if fields:
             headers = response.headers
             # The ones the app (or its handler) did not set; a name may repeat (stacked limits).
-            present = [name for name, _ in fields if name in headers]
+            # One pass over the response's names (werkzeug's ``in`` raises a KeyError to miss).
+            present = {name.lower() for name, _ in headers.items()}
             for name, value in fields:
-                if name not in present:
+                if name.lower() not in present:
                     headers.add(name, value)
         return response
 
