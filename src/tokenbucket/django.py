@@ -182,10 +182,11 @@ setting_changed.connect(_reset)
 
 def _add(response: HttpResponse, fields: HeaderList) -> HttpResponse:
     """Add the ``fields`` the view did not set (by name, any case) to ``response``."""
-    headers = response.headers  # case-insensitive
+    # One pass over the names (a missing name's ``in`` would raise and catch a KeyError).
+    present = {name.lower() for name, _ in response.items()}
     for name, value in fields:
-        if name not in headers:
-            headers[name] = value
+        if name.lower() not in present:
+            response.headers[name] = value
     return response
 
 
