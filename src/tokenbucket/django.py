@@ -182,11 +182,10 @@ setting_changed.connect(_reset)
 
 def _add(response: HttpResponse, fields: HeaderList) -> HttpResponse:
     """Add the ``fields`` the view did not set (by name, any case) to ``response``."""
-    # One pass over the names (a missing name's ``in`` would raise and catch a KeyError).
-    present = {name.lower() for name, _ in response.items()}
+    headers = response.headers  # case-insensitive
     for name, value in fields:
-        if name.lower() not in present:
-            response.headers[name] = value
+        if name not in headers:
+            headers[name] = value
     return response
 
 
