@@ -6,7 +6,9 @@ tokenbucket's WSGI middleware, and with Flask-Limiter. Every limiter allows ever
 allowed path) and adds its rate-limit headers where it can. Two last tables time tokenbucket's
 middlewares around the smallest possible apps: their own cost, with warm CPU caches (inside a
 framework the same code runs with colder caches and costs more), and with Prometheus metrics
-attached (``metrics=PrometheusMetrics(...)``): what counting every decision adds.
+attached (``metrics=PrometheusMetrics(...)``): what counting every decision adds. The last
+three compare each framework integration (benchmarks/framework_variants.py) with the generic
+middleware on the same app: FastAPI's dependency, the Flask extension, Django's middleware.
 
 Each round runs every variant for ``--requests`` calls, in an order rotated per round, so drift
 (CPU frequency, caches) spreads evenly, with garbage collection paused inside a timed batch (as
@@ -377,11 +379,56 @@ def table(
     return "\n".join(lines)
 
 
+Frameworks = Dict[str, Tuple[Dict[str, List[float]], str, Dict[str, List[str]]]]
+
+
+def measure_frameworks(rounds: int, n: int) -> Frameworks:
+    """Each integration against the generic middleware on the same app, in one run."""
+    from framework_variants import django_variants, fastapi_variants, flask_variants
+
+    results: Frameworks = {}
+    loop = asyncio.new_event_loop()
+    fastapi = fastapi_variants()
+    headers = {name: check_asgi_headers(app) for name, app in fastapi.items()}
+    samples = measure(
+        fastapi, lambda app, k: loop.run_until_complete(asgi_batch(app, k)), rounds, n
+    )
+    results["FastAPI"] = (samples, "bare FastAPI", headers)
+    loop.close()
+    for title, variants, bare in (
+        ("Flask", flask_variants(flask_app), "bare Flask"),
+        ("Django", django_variants(), "bare Django"),
+    ):
+        headers = {name: check_wsgi_headers(app) for name, app in variants.items()}
+        results[title] = (measure(variants, wsgi_batch, rounds, n), bare, headers)
+    return results
+
+
+def print_frameworks(frameworks: Frameworks) -> None:
+    for title, (samples, bare, headers) in frameworks.items():
+        print()
+        print(table(f"{title}: the integration and the generic middleware", samples, bare, headers))
+        generic = samples["tokenbucket"]
+        for name, values in samples.items():
+            if name not in (bare, "tokenbucket"):
+                more = statistics.median(v - g for v, g in zip(values, generic))
+                best = min(values) - min(generic)
+                print(
+                    f"\n{name} costs {more:+.1f} µs per request more than the generic "
+                    f"middleware (median of rounds; {best:+.1f} µs between the best rounds)"
+                )
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--json", help="also write every sample to this file")
+    parser.add_argument(
+        "--frameworks-only",
+        action="store_true",
+        help="only the framework integrations against the generic middleware",
+    )
     parser.add_argument(
         "--no-peers",
         action="store_true",
@@ -389,6 +436,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     )
     args = parser.parse_args(argv)
 
+    frameworks = measure_frameworks(args.rounds, args.requests)
+    if args.frameworks_only:
+        print(f"Python {sys.version.split()[0]}, {args.rounds} rounds x {args.requests} requests")
+        print_frameworks(frameworks)
+        return
     asgi = asgi_variants(peers=not args.no_peers)
     loop = asyncio.new_event_loop()
 
@@ -423,6 +475,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(table("ASGI, minimal app", minimal_asgi_samples, "minimal app", asgi_minimal_headers))
     print()
     print(table("WSGI, minimal app", minimal_wsgi_samples, "minimal app", wsgi_minimal_headers))
+    print_frameworks(frameworks)
     if args.json:
         results = {
             "python": sys.version.split()[0],
@@ -433,6 +486,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 "wsgi": wsgi_samples,
                 "asgi_minimal": minimal_asgi_samples,
                 "wsgi_minimal": minimal_wsgi_samples,
+                **{title: samples for title, (samples, _, _) in frameworks.items()},
             },
         }
         with open(args.json, "w") as file:

@@ -19,7 +19,7 @@ from ._keys import escape_key
 from ._lifecycle import Reservation
 from ._limits import Keys
 from ._registry import BucketRegistry
-from ._rule import Rule
+from ._rule import RATE_GRAMMAR, Rule
 from ._validate import check_amount
 
 P = ParamSpec("P")
@@ -27,7 +27,7 @@ R = TypeVar("R")
 
 
 def rate_limit(
-    limiter: Union[BucketRegistry, Rule, Mapping[str, Rule]],
+    limiter: Union[BucketRegistry, Rule, Mapping[str, Rule], str],
     *,
     key: Optional[Callable[..., Keys]] = None,
     cost: float = 1,
@@ -41,7 +41,9 @@ def rate_limit(
 
     Args:
         limiter: a [`BucketRegistry`][tokenbucket.BucketRegistry] (share it to share limits),
-            or a [`Rule`][tokenbucket.Rule] for a private registry, or a mapping of limit names
+            or a [`Rule`][tokenbucket.Rule] or a rate string (``"5/second"``,
+            ``"5/minute;100/day"``: see [`Rule.parse`][tokenbucket.Rule.parse]) for a private
+            registry, or a mapping of limit names
             to rules for a private registry of several limits (``{"burst": Rule(5, 1.0),
             "daily": Rule.per(100, 86400)}``: a call must pass all of them).
         key: called with the call's arguments, returns the bucket key (e.g. ``lambda user,
@@ -203,11 +205,11 @@ _TAKEN = Decision(True, 0.0, 0.0, 0.0, 0.0)
 def _registry(limiter: object) -> BucketRegistry:
     if isinstance(limiter, BucketRegistry):
         return limiter
-    if isinstance(limiter, (Rule, Mapping)):
+    if isinstance(limiter, (Rule, Mapping, str)):
         return BucketRegistry(limiter)
     raise TypeError(
-        f"'limiter' must be a BucketRegistry or a Rule (or a mapping of names to Rules), "
-        f"got {limiter!r}"
+        f"'limiter' must be a BucketRegistry, a Rule (or a mapping of names to Rules) or "
+        f"{RATE_GRAMMAR}; got {limiter!r}"
     )
 
 

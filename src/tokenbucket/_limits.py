@@ -32,7 +32,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from ._arith import wait
 from ._decision import Decision, after, clamp, decide
 from ._keys import tag
-from ._rule import Rule
+from ._rule import RATE_GRAMMAR, Rule, as_limits
 from ._store import Outcomes
 from ._validate import show
 
@@ -44,12 +44,18 @@ Keys = Union[str, Mapping[str, str]]
 
 
 def check_limits(default: object) -> Dict[str, Rule]:
-    """Return the limits a registry's ``default`` declares, ``{name: rule}`` in order."""
+    """Return the limits a registry's ``default`` declares, ``{name: rule}`` in order.
+
+    A rate string is read as `Rule.parse_many` reads it: one rate is a Rule (named
+    ``"default"``), several are named limits.
+    """
+    default = as_limits(default)
     if isinstance(default, Rule):
         return {DEFAULT: default}
     if not isinstance(default, Mapping):
         raise TypeError(
-            f"'default' must be a Rule or a mapping of limit names to Rules, got {show(default)}"
+            f"'default' must be a Rule, a mapping of limit names to Rules, or {RATE_GRAMMAR}; "
+            f"got {show(default)}"
         )
     if not default:
         raise ValueError("'default' must name at least one limit, got an empty mapping")
@@ -64,7 +70,7 @@ def check_limits(default: object) -> Dict[str, Rule]:
                 f"the middleware writes it in header fields"
             )
         if not isinstance(rule, Rule):
-            raise TypeError(f"limit {name!r} must be a Rule, got {show(rule)}")
+            raise TypeError(f"limit {name!r} must be a Rule or {RATE_GRAMMAR}; got {show(rule)}")
         limits[name] = rule
     return limits
 

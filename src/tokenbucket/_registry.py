@@ -18,7 +18,7 @@ from ._lifecycle import Waiting, delay
 from ._limits import Keys, check_limits, pick
 from ._memory import MemoryStore
 from ._registry_rules import RegistryRules
-from ._rule import Rule
+from ._rule import Limits, Rule, as_limits
 from ._store import AsyncStore, Outcome, Store
 from ._validate import check_amount, check_key, check_rule_fields, show
 from ._wrappers import _Allowed, _Awaitable, _RequiresAwait
@@ -32,7 +32,9 @@ class BucketRegistry(Waiting, RegistryRules):
             named ``"default"``), or a mapping of limit names to rules, in order: several
             limits, all or nothing (``{"burst": Rule(10, 1.0), "daily": Rule.per(1000,
             86400)}``): a request is admitted only if every limit admits it, and then charged
-            to every limit. See [Several limits](../several-limits.md).
+            to every limit. See [Several limits](../several-limits.md). A rate string is read
+            by [`Rule.parse_many`][tokenbucket.Rule.parse_many]: ``"10/minute"`` is one Rule,
+            ``"5/minute;100/day"`` two named limits.
         shadow: names of limits (of a named default) that are watched, never refusing: see
             [Shadow limits](../several-limits.md#shadow-limits) and `set_shadow`.
         store: where state and overrides live; a new [`MemoryStore`][tokenbucket.MemoryStore]
@@ -65,7 +67,8 @@ class BucketRegistry(Waiting, RegistryRules):
 
     __slots__ = ("_async", "_default", "_fast", "_lock", "_name", "_store", "_sync")
 
-    def __new__(cls, default: Union[Rule, Mapping[str, Rule]], **options: Any) -> BucketRegistry:
+    def __new__(cls, default: Limits, **options: Any) -> BucketRegistry:
+        default = as_limits(default)  # a rate string: one Rule, or several named limits
         several = isinstance(default, Mapping) and (len(default) > 1 or "shadow" in options)
         if cls is BucketRegistry and several:
             from ._several import SeveralLimits  # a registry of several limits
@@ -75,7 +78,7 @@ class BucketRegistry(Waiting, RegistryRules):
 
     def __init__(
         self,
-        default: Union[Rule, Mapping[str, Rule]],
+        default: Limits,
         *,
         store: Union[Store, AsyncStore, None] = None,
         clock: Optional[Clock] = None,

@@ -43,6 +43,7 @@ from ._asgi_io import (
     _view,
 )
 from ._decision import Decision
+from ._http.denied import problem_details
 from ._http.headers import (
     RAW,
     RAW_OWN_FIELDS,
@@ -59,7 +60,7 @@ from ._inflight import InFlightLimit, _released
 from ._keys import escape_key
 from ._registry import BucketRegistry
 
-__all__ = ["RateLimitMiddleware", "RequestView"]
+__all__ = ["RateLimitMiddleware", "RequestView", "Response", "problem_details"]
 
 
 class RateLimitMiddleware(Middleware[ASGIApp]):
@@ -148,6 +149,11 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         shadow_policies: policies to run in shadow (``"default"``, route patterns): decided
             and counted (``shadow_denied``) but never refusing, with no rate-limit fields; the
             admin API switches them at runtime. See [Shadow limits](../several-limits.md).
+        denied: ``denied(request, decision) -> Response`` shapes the 429 (a
+            [`Response`][tokenbucket.asgi.Response]: status, str header pairs, bytes body);
+            ``Retry-After`` and the rate-limit fields are added unless it sets them.
+            [`problem_details`][tokenbucket.asgi.problem_details] is the draft's RFC 9457
+            ``application/problem+json`` body. None (default): the JSON 429 above.
 
     Raises:
         TypeError: an option has the wrong type (the message names the option and value), or
@@ -214,7 +220,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
                 await _send_response(send, refused.response)
                 return
             policy, decision = limit[0], await self._decide(view, limit)
-        extra = options.verdict(decision, policy, RAW)
+        extra = options.verdict(decision, policy, RAW, None if consume is not None else view)
         if not isinstance(extra, list):  # denied: the 429
             await _send_response(send, extra)
             return
@@ -286,7 +292,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             else:
                 policy = limit[0]
                 decision = await self._decide(view, limit)
-            extra = options.verdict(decision, policy, RAW)
+            extra = options.verdict(decision, policy, RAW, None if consume is not None else view)
             if not isinstance(extra, list):  # denied: the 429
                 await _send_response(send, extra)
                 return
@@ -383,7 +389,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake completed
         if "websocket.http.response" in (scope.get("extensions") or {}):
-            response = options.denial(decision, policy)
+            response = options.denial(decision, policy, view)
             await send(
                 {
                     "type": "websocket.http.response.start",

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ._decision import Decision
+from ._http.denied import problem_details
 from ._http.headers import (
     TEXT,
     HeaderList,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
         WSGIEnvironment,
     )
 
-__all__ = ["RateLimitMiddleware", "RequestView"]
+__all__ = ["RateLimitMiddleware", "RequestView", "Response", "problem_details"]
 
 
 class RateLimitMiddleware(Middleware["WSGIApplication"]):
@@ -106,6 +107,8 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         metrics: a [`Metrics`][tokenbucket.metrics.Metrics] counting decisions and admin
             requests (see the ASGI middleware); None by default.
         shadow_policies: policies to run in shadow, never refusing (see the ASGI middleware).
+        denied: ``denied(request, decision) -> Response`` shapes the 429, e.g.
+            [`problem_details`][tokenbucket.asgi.problem_details] (see the ASGI middleware).
 
     Raises:
         TypeError: an option has the wrong type, or the registry's store is async.
@@ -157,7 +160,7 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             except Unservable as refused:
                 return _respond(start_response, refused.response)
             policy, decision = limit[0], self._decide(view, limit)
-        fields = options.verdict(decision, policy, TEXT)
+        fields = options.verdict(decision, policy, TEXT, None if consume is not None else view)
         if not isinstance(fields, list):  # denied: the 429
             return _respond(start_response, fields)
         start = start_response if not fields else _with_fields(start_response, fields)
@@ -210,7 +213,7 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             else:
                 policy = limit[0]
                 decision = self._decide(view, limit)
-            fields = options.verdict(decision, policy, TEXT)
+            fields = options.verdict(decision, policy, TEXT, None if consume is not None else view)
             if not isinstance(fields, list):  # denied: the 429
                 in_flight.release(slot)
                 return _respond(start_response, fields)

@@ -190,9 +190,9 @@ class TestSync:
         assert str(info.value) == message
 
     def test_bad_limiter(self):
-        """The limiter must be a registry or a rule."""
-        with pytest.raises(TypeError, match="'limiter' must be a BucketRegistry or a Rule"):
-            rate_limit("10/second")  # type: ignore[arg-type]
+        """The limiter must be a registry, a rule or a rate string."""
+        with pytest.raises(TypeError, match="'limiter' must be a BucketRegistry, a Rule"):
+            rate_limit(10)  # type: ignore[arg-type]
 
 
 class TestAsync:

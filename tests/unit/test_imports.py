@@ -48,8 +48,9 @@ def test_public_names():
     import tokenbucket.proxies
     import tokenbucket.wsgi
 
-    assert tokenbucket.asgi.__all__ == ["RateLimitMiddleware", "RequestView"]
-    assert tokenbucket.wsgi.__all__ == ["RateLimitMiddleware", "RequestView"]
+    names = ["RateLimitMiddleware", "RequestView", "Response", "problem_details"]
+    assert tokenbucket.asgi.__all__ == names
+    assert tokenbucket.wsgi.__all__ == names
     assert tokenbucket.proxies.__all__ == ["TrustedProxyKey"]
     assert tokenbucket.asgi.RequestView is tokenbucket.wsgi.RequestView
 
@@ -76,6 +77,15 @@ PUBLIC = {
         "rate_limit",
     ],
     "tokenbucket.redis": ["AsyncRedisStore", "RedisStore", "RedisUnavailableError"],
+    "tokenbucket.fastapi": ["RateLimit", "RequestView"],
+    "tokenbucket.flask": ["Limiter", "RateLimitExceeded", "RequestView"],
+    "tokenbucket.django": [
+        "RateLimitMiddleware",
+        "Ratelimited",
+        "RequestView",
+        "denied",
+        "ratelimit",
+    ],
     "tokenbucket.testing": [
         "SLACK",
         "ExactBucket",

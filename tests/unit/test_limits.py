@@ -81,7 +81,7 @@ class TestContract:
             BucketRegistry({"x": 5, "y": Rule(1, 1)})  # type: ignore[dict-item]
         with pytest.raises(TypeError, match="limit names must be non-empty str"):
             BucketRegistry({"": Rule(1, 1), "y": Rule(1, 1)})
-        with pytest.raises(TypeError, match="'default' must be a Rule or a mapping"):
+        with pytest.raises(TypeError, match="'default' must be a Rule, a mapping"):
             BucketRegistry(5)  # type: ignore[arg-type]
 
     @pytest.mark.parametrize("name", ["bürst", "a\r\nSet-Cookie: x", "tab\t", "nul\0", "\x7f"])

@@ -65,7 +65,7 @@ class TestKeys:
     def test_default_rule_validated(self):
         """The default must be a Rule."""
         with pytest.raises(
-            TypeError, match="'default' must be a Rule or a mapping of limit names to Rules, got 10"
+            TypeError, match="'default' must be a Rule, a mapping of limit names to Rules, or a"
         ):
             BucketRegistry(10)  # type: ignore[arg-type]
 

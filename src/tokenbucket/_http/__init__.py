@@ -13,6 +13,11 @@ request     `RequestView`; the default client key (IPv6   protocols, header writ
             networks) and its store key
 headers     rate-limit fields, ``Retry-After``, the 429   requests, options, registries
             and JSON `Response`; joining the app's fields
+denied      the ``denied`` option's answer checked and     protocols, options, registries
+            given the fields; RFC 9457 problem details
+guard       `Guard`: one limit of a framework integration  frameworks, request objects,
+            (policy, key, cost, scope namespaces), its     responses
+            registry call and its fields
 paths       ``exempt``/``routes`` patterns and matching   requests, policies, headers
 options     `Options` (every option, checked once),       protocols, bodies; it names the
             `Policy`; how a request is counted, and its   registry call to make, the edge

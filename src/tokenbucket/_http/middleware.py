@@ -13,10 +13,11 @@ from typing import Any, Callable, ClassVar, Generic, Iterable, Mapping, Optional
 
 from .._inflight import InFlightLimit
 from .._registry import BucketRegistry
-from .._rule import Rule
+from .._rule import Limits
 from .._validate import show
 from ..metrics import Metrics
 from .admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
+from .denied import Denied
 from .options import Options
 from .request import DEFAULT_IPV6_PREFIX, DecisionHook, KeyFunc, RequestView
 from .rules import DEFAULT_MAX_IMPORT_BODY, sub_paths
@@ -55,7 +56,7 @@ class Middleware(Generic[App]):
         key: Optional[KeyFunc] = None,
         cost: Union[float, Callable[[RequestView], float]] = 1,
         exempt: Union[Iterable[str], Callable[[RequestView], bool], None] = None,
-        routes: Optional[Mapping[str, Union[Rule, Mapping[str, Rule]]]] = None,
+        routes: Optional[Mapping[str, Limits]] = None,
         dry_run: bool = False,
         headers: Optional[str] = "draft",
         on_decision: Optional[DecisionHook] = None,
@@ -69,6 +70,7 @@ class Middleware(Generic[App]):
         settle: Optional[SettleFunc] = None,
         settle_at: str = "start",
         shadow_policies: Iterable[str] = (),
+        denied: Optional[Denied] = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"'app' must be {self._app_kind} (a callable), got {show(app)}")
@@ -96,6 +98,7 @@ class Middleware(Generic[App]):
             settle=settle,
             settle_at=settle_at,
             shadow_policies=shadow_policies,
+            denied=denied,
         )
         #: The in-flight limit, if any: a request holds one of its key's slots until it ends.
         self._in_flight = in_flight

@@ -28,7 +28,7 @@ from .._decision import Decision
 from .._inflight import InFlightLimit
 from .._keys import bucket_key
 from .._registry import BucketRegistry
-from .._rule import Rule
+from .._rule import RATE_GRAMMAR, Limits, Rule, as_limits
 from .._validate import Number, show
 from ..metrics import Metrics, instrument, optional_metrics
 from .admin import (
@@ -36,6 +36,7 @@ from .admin import (
     check_admin_path,
     check_max_body,
 )
+from .denied import Denied, shaped_denial
 from .headers import (
     HEADER_MODES,
     TEXT,
@@ -106,6 +107,7 @@ class Options:
         "cost",
         "cost_func",
         "default",
+        "denied_func",
         "dry_run",
         "exempt_func",
         "exempt_paths",
@@ -130,7 +132,7 @@ class Options:
         key: Optional[KeyFunc],
         cost: Union[float, Callable[[RequestView], float]],
         exempt: Union[Iterable[str], Callable[[RequestView], bool], None],
-        routes: Optional[Mapping[str, Union[Rule, Mapping[str, Rule]]]],
+        routes: Optional[Mapping[str, Limits]],
         dry_run: bool,
         headers: Optional[str],
         on_decision: Optional[DecisionHook],
@@ -144,6 +146,7 @@ class Options:
         settle: Optional[SettleFunc] = None,
         settle_at: str = "start",
         shadow_policies: Iterable[str] = (),
+        denied: Optional[Denied] = None,
     ) -> None:
         if not isinstance(registry, BucketRegistry):
             raise TypeError(f"'registry' must be a BucketRegistry, got {show(registry)}")
@@ -189,6 +192,13 @@ class Options:
             raise TypeError(f"'on_decision' must be a callable or None, got {show(on_decision)}")
         self.settle_func, self.settle_at_end = check_settle(settle, settle_at)
         self.on_decision = on_decision
+        if denied is not None and not callable(denied):
+            raise TypeError(
+                f"'denied' must be a callable denied(request, decision) -> Response or None, "
+                f"got {show(denied)}"
+            )
+        #: The user's ``denied(request, decision) -> Response``, or None for the built-in 429.
+        self.denied_func = denied
         self.is_async = registry.is_async
         self.default = Policy("default", registry, "")
         self.routes: Dict[str, Policy] = {}
@@ -217,19 +227,18 @@ class Options:
         if self.admin is not None:
             self.admin.audit.on_admin = metrics.admin
 
-    def _set_routes(
-        self, registry: BucketRegistry, routes: Mapping[str, Union[Rule, Mapping[str, Rule]]]
-    ) -> None:
+    def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Limits]) -> None:
         if not isinstance(routes, Mapping):
             raise TypeError(f"'routes' must be a mapping of path to Rule, got {show(routes)}")
-        for pattern, rule in routes.items():
+        for pattern, given in routes.items():
             check_pattern("routes", pattern)
             if not all(" " <= char <= "~" for char in pattern):
                 raise ValueError(f"'routes' paths must be printable ASCII, got {show(pattern)}")
+            rule = as_limits(given)
             if not isinstance(rule, (Rule, Mapping)):
                 raise TypeError(
-                    f"'routes' values must be Rule objects, got {show(rule)} for {show(pattern)} "
-                    f"(or mappings of limit names to Rules)"
+                    f"'routes' values must be Rule objects (or mappings of limit names to "
+                    f"Rules) or {RATE_GRAMMAR}; got {show(given)} for {show(pattern)}"
                 )
             route_registry = BucketRegistry(rule, store=registry.store)
             route_registry.shared_like(registry, pattern)  # shared rules: the route's too
@@ -253,6 +262,7 @@ class Options:
             and self.cost_func is None
             and self.on_decision is None
             and self.settle_func is None
+            and self.denied_func is None
             and not self.is_async
         )
 
@@ -309,33 +319,58 @@ class Options:
         """Return the rate-limit header fields to add to a response, in the configured mode."""
         return rate_limit_headers(decision, policy, self.header_mode, TEXT)
 
-    def denial(self, decision: Decision, policy: Policy) -> Response:
-        """Return the 429 response to a denied request, with the configured header fields."""
-        return denial(decision, self.headers_for(decision, policy), policy.limits is not None)
+    def denial(
+        self, decision: Decision, policy: Policy, view: Optional[RequestView] = None
+    ) -> Response:
+        """Return the 429 response to a denied request, with the configured header fields.
+
+        With a ``denied`` option (and the request's ``view``), the user's response, keeping
+        ``Retry-After`` and the fields; its decision names the policy as the fields do.
+        """
+        fields = self.headers_for(decision, policy)
+        denied = self.denied_func
+        if denied is not None and view is not None:
+            if policy.limits is None:  # one limit: named as the fields name it (a route...)
+                decision = decision._replace(policy=policy.name)
+            return shaped_denial(denied, view, decision, fields)
+        return denial(decision, fields, policy.limits is not None)
 
     @overload
     def verdict(
-        self, decision: Decision, policy: Policy, form: Literal[0]
+        self,
+        decision: Decision,
+        policy: Policy,
+        form: Literal[0],
+        view: Optional[RequestView] = None,
     ) -> Union[Response, HeaderList]: ...
 
     @overload
     def verdict(
-        self, decision: Decision, policy: Policy, form: Literal[1]
+        self,
+        decision: Decision,
+        policy: Policy,
+        form: Literal[1],
+        view: Optional[RequestView] = None,
     ) -> Union[Response, RawHeaderList]: ...
 
     def verdict(
-        self, decision: Decision, policy: Policy, form: Literal[0, 1]
+        self,
+        decision: Decision,
+        policy: Policy,
+        form: Literal[0, 1],
+        view: Optional[RequestView] = None,
     ) -> Union[Response, List[Tuple[Any, Any]]]:
         """What becomes of a counted request: the one answer each middleware translates.
 
         A `Response` (the 429) to send instead of calling the app, when the request is denied
         and ``dry_run`` is off; else the rate-limit fields, in ``form`` (`TEXT` or `RAW`), to
-        add to the app's response: none when the ``headers`` option is None.
+        add to the app's response: none when the ``headers`` option is None. ``view`` is the
+        request's, for the ``denied`` option (the fast path, which has none, never has one).
         """
         if policy.shadow:  # it does not bind: never refuses, advertises nothing
             return []
         if not decision[0] and not self.dry_run:
-            return self.denial(decision, policy)
+            return self.denial(decision, policy, view)
         return rate_limit_headers(decision, policy, self.header_mode, form)
 
 
