@@ -87,11 +87,10 @@ def after(level: float, rule: Rule, policy: str = "default") -> Decision:
     capacity, rate = rule.capacity, rule.refill_rate
     unit = 1 if capacity >= 1 else capacity
     if level >= capacity:  # full: the common case of a refund, without the calls
-        return tuple.__new__(Decision, (True, float(level), 0.0, 0.0, capacity, policy))
+        return tuple.__new__(Decision, (True, float(level), 0.0, 0.0, capacity, policy, ()))
     retry_after = 0.0 if level >= unit else wait(unit - level, rate)
-    return tuple.__new__(
-        Decision, (True, clamp(level), retry_after, wait(capacity - level, rate), capacity, policy)
-    )
+    waited = wait(capacity - level, rate)
+    return tuple.__new__(Decision, (True, clamp(level), retry_after, waited, capacity, policy, ()))
 
 
 class RateLimitExceeded(Exception):
