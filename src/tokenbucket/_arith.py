@@ -24,7 +24,20 @@ admits        whether a bucket ``debt`` tokens short admits ``amount`` (within t
 accumulate    ``used + carry + amount``, error-free (TwoSum)
 behind        the level a denial reports (less while the clock is behind ``base``)
 wait          seconds for ``missing`` tokens to refill (``inf`` if they never do)
+saturates     whether a charge would take a bucket past ``MAX_DEBT``
 ============  =================================================================================
+
+Bounds at the edges, the same in the Lua script and in the exact model:
+
+* a bucket owes at most ``MAX_DEBT`` (2**53) tokens: a charge that would take it further leaves
+  it exactly ``MAX_DEBT`` short at the instant it settles to (``settled_at``), and request
+  sizes are at most as much (``_validate.check_amount``), so no sum reaches ``inf`` or NaN;
+* a full bucket is forgotten (it then decides as a new one) only once the clock has reached
+  its instant ``base`` (the sweep; the script's expiry): before that it is frozen, and a new
+  bucket would refill from the earlier reading. Operations that leave a bucket full (a refund,
+  a rule change) keep its state at ``settled_at``; a reset makes it new (``FORGOTTEN``);
+* the Lua script reads a stored state that is not finite (written by an older version) as an
+  empty bucket; the stores here never write one.
 """
 
 from __future__ import annotations
@@ -32,8 +45,18 @@ from __future__ import annotations
 import math
 from typing import Tuple
 
+from ._validate import MAX_AMOUNT
+
 #: The carry of a state whose ``used`` is an int (so integer sizes add exactly, with no work).
 EXACT = 0
+
+#: The most tokens a bucket can owe (``MAX_AMOUNT``, 2**53): a charge saturates there.
+MAX_DEBT = MAX_AMOUNT
+
+#: The instant of a state reset to new (``MemoryStore.reset``): earlier than any clock reading,
+#: so it settles to the next reading whatever it is, as a missing state does. Finite, so that
+#: ``(now - base) * refill_rate`` is never ``inf * 0``.
+FORGOTTEN = -1e300
 
 
 def deficit(base: float, used: float, refill_rate: float, now: float) -> float:
@@ -54,6 +77,16 @@ def settled_at(base: float, now: float) -> float:
     A clock that went backwards earned nothing since ``base``, and must not earn that gap later.
     """
     return now if now > base else base
+
+
+def saturates(debt: float, amount: float) -> bool:
+    """Whether charging ``amount`` to a bucket ``debt`` tokens short passes ``MAX_DEBT``.
+
+    Written as ``amount > MAX_DEBT - debt``: the sum would round (``2**53 + 1`` is ``2**53`` as
+    a float), the difference is exact near the bound, and ints and floats (memory, the Lua
+    script) compare the same.
+    """
+    return amount > MAX_DEBT - debt
 
 
 def carry_of(used: float) -> float:

@@ -19,7 +19,7 @@ from ._arith import wait
 from ._decision import Decision, RateLimitExceeded, decide
 from ._limits import Keys, combine
 from ._store import Outcome, Outcomes
-from ._validate import check_amount
+from ._validate import MAX_AMOUNT, check_amount
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._registry import BucketRegistry
@@ -99,7 +99,9 @@ class Reservation:
         if self._settled:
             raise RuntimeError(f"reservation of {self.key!r} already settled")
         self._settled = True
-        return actual - self.estimate
+        # An int too large for a float would overflow here; beyond MAX_AMOUNT a charge only
+        # saturates the debt (see check_amount).
+        return min(actual, MAX_AMOUNT) - self.estimate
 
     def __repr__(self) -> str:
         state = "settled" if self._settled else "open"

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ._arith import EXACT, accumulate, behind, carry_of, deficit, settled_at
+from ._arith import EXACT, FORGOTTEN, accumulate, behind, carry_of, deficit, settled_at
 from ._clock import Clock
 from ._memory_adjust import Adjusting
 from ._memory_rules import Overriding
@@ -337,5 +337,7 @@ class MemoryStore(Several, Adjusting, Overriding):
         states, lock = self._shards[hash(key) & self._mask]
         with lock:
             state = states.get(key)
-            if state is not None:  # full from now on; the sweep forgets it (and its entry)
-                states[key] = (state[0], 0, EXACT, state[3])
+            if state is not None:
+                # New from now on, whatever the clock does (it settles to the next reading, as
+                # a missing state would: the Lua script deletes it); the sweep forgets it.
+                states[key] = (FORGOTTEN, 0, EXACT, state[3])

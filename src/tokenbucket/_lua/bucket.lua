@@ -59,6 +59,22 @@ local function read(key, c, r)
   return s, c, r
 end
 
+-- _arith.MAX_DEBT: the most tokens a bucket owes (2^53); a charge saturates there.
+local MAX_DEBT = 9007199254740992
+
+-- Whether x is a finite number (not nil, NaN or +-inf).
+local function finite(x)
+  return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge
+end
+
+-- Whether a hash's state fields (as read returns them) hold a state this script writes: t, u
+-- and l finite. An older version wrote '-nan' after a huge charge; such a state reads as an
+-- empty bucket (from its instant t, or now), never as a full one. The in-memory store never
+-- holds one.
+local function sound(s)
+  return finite(tonumber(s[1])) and finite(tonumber(s[2])) and finite(tonumber(s[7] or 0))
+end
+
 -- _arith.deficit: tokens missing from full at now for the state (base, used) at refill rate
 -- per_s (per second; base and now in microseconds).
 local function deficit(base, used, per_s)
@@ -111,7 +127,9 @@ end
 
 -- Write key's state (base, used, carry) under the rule (capacity c, refill rate r, per_s as a
 -- number); only u and l if not whole (t, c and r unchanged). Then, without an override, expire the
--- key when the bucket is full again: at base + used / per_s.
+-- key when the bucket is full again: at base + used / per_s, never before base (a full state
+-- ahead of a clock that stepped back is kept until the clock is back at base, as the in-memory
+-- sweep keeps it).
 local function save(key, override, base, used, carry, c, r, per_s, whole)
   if whole then
     redis.call('HSET', key, 't', base, 'u', used, 'l', carry, 'c', c, 'r', r)
@@ -121,17 +139,20 @@ local function save(key, override, base, used, carry, c, r, per_s, whole)
   if override then
     return
   end
-  if per_s > 0 then
-    local ms = math.ceil(((base - now) / 1000000 + used / per_s) * 1000)
-    if ms < 1e15 then -- else: full only after ~30,000 years, or never
-      redis.call('PEXPIRE', key, ms + 1)
-      return
-    end
+  local ms = nil
+  if used <= 0 then
+    ms = math.ceil((base - now) / 1000)
+  elseif per_s > 0 then
+    ms = math.ceil(((base - now) / 1000000 + used / per_s) * 1000)
+  end
+  if ms and ms < 1e15 then -- else: full only after ~30,000 years, or never
+    redis.call('PEXPIRE', key, ms + 1)
+    return
   end
   redis.call('PERSIST', key)
 end
 
--- Forget key's bucket state: it is full. An override stays.
+-- Forget key's bucket state: it is new again (reset). An override stays.
 local function forget(key, override)
   if override then
     redis.call('HDEL', key, 't', 'u', 'c', 'r', 'l')
@@ -165,7 +186,12 @@ if op == 'take' or op == 'peek' or adjusts then
     if s[1] then
       b.base, b.used, b.carry = tonumber(s[1]), tonumber(s[2]), tonumber(s[7]) or 0
       b.fresh = false
-      if tonumber(s[3]) ~= b.capacity or tonumber(s[4]) ~= b.refill then
+      if not sound(s) then -- an empty bucket under the current rule, written even if denied
+        b.base, b.used, b.carry, b.fresh, b.settled = now, b.capacity, 0, true, true
+        if finite(tonumber(s[1])) then
+          b.base = settled_at(tonumber(s[1]))
+        end
+      elseif tonumber(s[3]) ~= b.capacity or tonumber(s[4]) ~= b.refill then
         -- The rule changed since this state was written (a new default): settle the state
         -- under the rule it was written with, then carry the deficit over.
         b.used, b.carry = deficit(b.base, b.used, tonumber(s[4])), 0
@@ -194,9 +220,12 @@ if op == 'take' or op == 'peek' or adjusts then
   for i, b in ipairs(buckets) do
     local level = b.capacity - b.debt
     if all and op == 'refund' then
-      if b.debt - amount <= 0 then -- refunded to full
-        forget(b.key, b.override)
-        level = behind(b.capacity, settled_at(b.base), b.refill)
+      if b.debt - amount <= 0 then -- refunded to full: kept at its instant (_adjusted)
+        local base = settled_at(b.base)
+        if b.s[1] then -- (an untracked key is full already: nothing to write)
+          save(b.key, b.override, base, 0, 0, b.cap, b.rate, b.refill, true)
+        end
+        level = behind(b.capacity, base, b.refill)
       else -- less used since base: the debt less the amount
         local used, carry = accumulate(b.used, b.carry, -amount)
         save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
@@ -204,8 +233,14 @@ if op == 'take' or op == 'peek' or adjusts then
       end
     elseif all and adjusts then
       level = b.before - amount
-      local used, carry = accumulate(b.used, b.carry, amount)
-      save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
+      if amount > MAX_DEBT - b.debt then -- _arith.saturates: MAX_DEBT short, no further
+        local base = settled_at(b.base)
+        save(b.key, b.override, base, MAX_DEBT, 0, b.cap, b.rate, b.refill, true)
+        level = behind(b.capacity - MAX_DEBT, base, b.refill)
+      else
+        local used, carry = accumulate(b.used, b.carry, amount)
+        save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
+      end
     elseif all and b.admits then -- (a shadow key that lacks the amount is not consumed)
       level = level - amount
       if op == 'take' then
@@ -214,12 +249,9 @@ if op == 'take' or op == 'peek' or adjusts then
       end
     else
       if op ~= 'peek' and b.settled then
-        -- Denied, but the settled state is written all the same (it changes no level).
-        if b.used > 0 then
-          save(b.key, b.override, b.base, b.used, 0, b.cap, b.rate, b.refill, true)
-        else
-          forget(b.key, b.override)
-        end
+        -- Denied, but the settled state is written all the same (it changes no level; a full
+        -- one too, at its instant, which save expires once the clock is there).
+        save(b.key, b.override, b.base, b.used, 0, b.cap, b.rate, b.refill, true)
       end
       if adjusts then
         level = b.before
@@ -256,12 +288,15 @@ local function rebase(c, r)
     return -- full, and full under any rule
   end
   local base = tonumber(s[1])
-  local missing = deficit(base, tonumber(s[2]), tonumber(s[4]))
-  if missing > 0 then
-    save(key, override, settled_at(base), missing, 0, c, r, tonumber(r), true)
-  else
-    forget(key, override)
+  local missing = tonumber(s[3]) -- an unsound state is an empty bucket (see sound)
+  if sound(s) then
+    missing = deficit(base, tonumber(s[2]), tonumber(s[4]))
+  elseif not finite(base) then
+    base = now
   end
+  -- Full or not, kept at its instant (as MemoryStore._rebase); a full one expires at once
+  -- unless the clock is behind base.
+  save(key, override, settled_at(base), missing, 0, c, r, tonumber(r), true)
 end
 
 if op == 'update' then
