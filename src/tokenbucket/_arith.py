@@ -24,14 +24,16 @@ admits        whether a bucket ``debt`` tokens short admits ``amount`` (within t
 accumulate    ``used + carry + amount``, error-free (TwoSum)
 behind        the level a denial reports (less while the clock is behind ``base``)
 wait          seconds for ``missing`` tokens to refill (``inf`` if they never do)
-saturates     whether a charge would take a bucket past ``MAX_DEBT``
 ============  =================================================================================
 
 Bounds at the edges, the same in the Lua script and in the exact model:
 
-* a bucket owes at most ``MAX_DEBT`` (2**53) tokens: a charge that would take it further leaves
-  it exactly ``MAX_DEBT`` short at the instant it settles to (``settled_at``), and request
-  sizes are at most as much (``_validate.check_amount``), so no sum reaches ``inf`` or NaN;
+* a bucket owes at most ``MAX_DEBT`` (2**53) tokens: a charge of ``amount`` to a bucket
+  ``debt`` short with ``amount > MAX_DEBT - debt`` leaves it exactly ``MAX_DEBT`` short at the
+  instant it settles to (``settled_at``); request sizes are at most as much
+  (``_validate.check_amount``), so no sum reaches ``inf`` or NaN. The test is written so (not
+  ``debt + amount > MAX_DEBT``) because the sum rounds (``2**53 + 1`` is ``2**53`` as a float)
+  while the difference is exact near the bound, so ints (memory) and floats (Lua) agree;
 * a full bucket is forgotten (it then decides as a new one) only once the clock has reached
   its instant ``base`` (the sweep; the script's expiry): before that it is frozen, and a new
   bucket would refill from the earlier reading. Operations that leave a bucket full (a refund,
@@ -77,16 +79,6 @@ def settled_at(base: float, now: float) -> float:
     A clock that went backwards earned nothing since ``base``, and must not earn that gap later.
     """
     return now if now > base else base
-
-
-def saturates(debt: float, amount: float) -> bool:
-    """Whether charging ``amount`` to a bucket ``debt`` tokens short passes ``MAX_DEBT``.
-
-    Written as ``amount > MAX_DEBT - debt``: the sum would round (``2**53 + 1`` is ``2**53`` as
-    a float), the difference is exact near the bound, and ints and floats (memory, the Lua
-    script) compare the same.
-    """
-    return amount > MAX_DEBT - debt
 
 
 def carry_of(used: float) -> float:

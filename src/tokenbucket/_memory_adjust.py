@@ -19,7 +19,6 @@ from ._arith import (
     behind,
     carry_of,
     deficit,
-    saturates,
     settled_at,
     wait,
 )
@@ -114,7 +113,7 @@ def _adjusted(
             amount > rule._ceiling or not wait(amount - level, rate) <= min(max_wait, _FOREVER)
         ):
             return False, level, level, (base, used, carry, rule._shape)
-        if saturates(debt, amount):  # MAX_DEBT short at the instant it settles to, no further
+        if amount > MAX_DEBT - debt:  # saturated: MAX_DEBT short, no further (see _arith)
             base = settled_at(base, now)
             after = behind(rule.capacity - MAX_DEBT, base, now, rate)
             return True, level, after, (base, MAX_DEBT, EXACT, rule._shape)

@@ -233,7 +233,7 @@ if op == 'take' or op == 'peek' or adjusts then
       end
     elseif all and adjusts then
       level = b.before - amount
-      if amount > MAX_DEBT - b.debt then -- _arith.saturates: MAX_DEBT short, no further
+      if amount > MAX_DEBT - b.debt then -- saturated: MAX_DEBT short, no further (_arith)
         local base = settled_at(b.base)
         save(b.key, b.override, base, MAX_DEBT, 0, b.cap, b.rate, b.refill, true)
         level = behind(b.capacity - MAX_DEBT, base, b.refill)
