@@ -28,7 +28,16 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ._arith import EXACT, FORGOTTEN, accumulate, behind, carry_of, deficit, settled_at
+from ._arith import (
+    EXACT,
+    FORGOTTEN,
+    accumulate,
+    behind,
+    carry_of,
+    deficit,
+    forgotten_at,
+    settled_at,
+)
 from ._clock import Clock
 from ._memory_adjust import Adjusting
 from ._memory_rules import Overriding
@@ -199,9 +208,10 @@ class MemoryStore(Several, Adjusting, Overriding):
                 # the Lua script): an equal rule is the same rule.
                 used = deficit(base, used, shape[1], now)
                 carry = carry_of(used)
+                if commit:  # a full one is forgotten unless ahead of the clock (see _arith)
+                    at = settled_at(base, now) if used else forgotten_at(base, now)
+                    states[key] = (at, used, carry, rule._shape)
                 base = settled_at(base, now)
-                if commit:
-                    states[key] = (base, used, carry, rule._shape)
         return state, rule, base, used, carry
 
     @staticmethod

@@ -19,6 +19,7 @@ from ._arith import (
     behind,
     carry_of,
     deficit,
+    forgotten_at,
     settled_at,
     wait,
 )
@@ -99,8 +100,8 @@ def _adjusted(
 
     Returns whether it is done, the level before and after it on the refill line at ``now``
     (``_arith.behind``), and the state to write. A charge saturates the debt at
-    ``_arith.MAX_DEBT``; a refund to full keeps the state's instant (``settled_at``), so a
-    clock that stepped back does not restart the bucket earlier. The Lua script's ``charge``
+    ``_arith.MAX_DEBT``; a refund to full forgets the bucket unless it is ahead of the clock
+    (``_arith.forgotten_at``). The Lua script's ``charge``
     and ``refund`` mirror this step by step.
     """
     rate = rule.refill_rate
@@ -125,9 +126,9 @@ def _adjusted(
         used, carry = accumulate(used, carry, amount)
         return True, level, level - amount, (base, used, carry, rule._shape)
     level = behind(rule.capacity - debt, base, now, rate)
-    if debt + amount <= 0:  # refunded to full
-        base = settled_at(base, now)
-        return True, level, behind(rule.capacity, base, now, rate), (base, 0, EXACT, rule._shape)
+    if debt + amount <= 0:  # refunded to full: forgotten, unless ahead of the clock
+        after = behind(rule.capacity, settled_at(base, now), now, rate)
+        return True, level, after, (forgotten_at(base, now), 0, EXACT, rule._shape)
     if carry is EXACT and type(amount) is int:  # less used since base: debt - amount
         used += amount  # amount < 0: a refund
     else:

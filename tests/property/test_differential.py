@@ -14,10 +14,11 @@ Checked after every operation:
 * both agree with the exact (Fraction) model wherever the model's semantics apply: while the
   clock is not behind a bucket's latest write, decisions match up to the 1e-9-token slack at a
   boundary, ``retry_after`` within 1e-9 (relative) and levels within 1e-9 tokens; behind it, a
-  store may be stricter than the model, never more generous. A refund, rule change or reset
-  made while behind moves a store's instant to the clock reading, not to the model's (later)
-  one, so from then on only memory and Redis are compared for that bucket, until a reset
-  makes it new in all three;
+  store may be stricter than the model, never more generous. A bucket that a refund or a rule
+  change leaves full at or after its latest write is forgotten, in the stores as in the model
+  here. A refund or rule change made while behind moves a store's instant to the clock
+  reading, not to the model's (later) one, so from then on only memory and Redis are compared
+  for that bucket, until a reset makes it new in all three;
 * a Redis key expires only once its bucket is full and the clock is at or past its instant.
 
 Neither store forgets a full bucket on its own here (no sweep, no expiry while the test runs):
@@ -33,7 +34,7 @@ from typing import Dict, Optional, Tuple
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokenbucket import Decision, Rule
+from tokenbucket import Decision, RateLimitExceeded, Rule
 from tokenbucket._limits import limit_key
 from tokenbucket.testing import SLACK, ExactBucket
 
@@ -48,16 +49,24 @@ AMOUNTS = st.sampled_from([1, 2, 3, 0.5, 0.25, 1.5, 0.1, 7, 12, 1, 2, 1.7e308, 1
 KEYS = st.sampled_from(["x", "y"])
 LIMIT = st.sampled_from(["a", "b"])
 
+
+def sized(kind: str) -> st.SearchStrategy:
+    return st.tuples(st.just(kind), KEYS, AMOUNTS)
+
+
 OPERATIONS = st.one_of(
     st.tuples(st.just("forward"), st.integers(0, 640) | st.integers(641, 64 * 600)),
     st.tuples(st.just("back"), st.integers(1, 64 * 20)),
-    st.tuples(
-        st.sampled_from(["consume", "try_consume", "peek", "charge", "refund"]), KEYS, AMOUNTS
-    ),
+    *(sized(kind) for kind in ("consume", "consume", "try_consume", "peek", "charge", "refund")),
+    st.tuples(st.just("acquire"), KEYS, AMOUNTS, st.sampled_from([0, 1, 5, 100, math.inf])),
     st.tuples(st.just("update_rule"), KEYS, LIMIT, st.none() | CAPACITIES, st.none() | RATES),
     st.tuples(st.just("remove_rule"), KEYS, LIMIT),
     st.tuples(st.just("reset"), KEYS, st.none() | LIMIT),
 )
+
+
+def no_sleep(seconds: float) -> None:
+    """``acquire``'s sleep: the test does not wait (it moves the clock itself)."""
 
 
 def close(mine: float, theirs: float) -> bool:
@@ -116,6 +125,14 @@ class Run:
             for name in self.names
         )
 
+    def forget_if_full(self, pairs) -> None:
+        """A bucket left full at or after its latest write is forgotten, as the stores do."""
+        for name, key in pairs:
+            found = self.buckets.get((name, key))
+            full = found is not None and found.copy().advance(self.now) >= found.capacity
+            if full and self.now >= found.last:
+                del self.buckets[(name, key)]
+
     def lose_track_if_behind(self, pairs) -> None:
         for name, key in pairs:
             found = self.buckets.get((name, key))
@@ -134,6 +151,8 @@ class Run:
             self.decide(kind, operation[1], operation[2])
         elif kind in ("charge", "refund"):
             self.adjust(kind, operation[1], operation[2])
+        elif kind == "acquire":
+            self.acquire(*operation[1:])
         elif kind == "update_rule":
             self.update_rule(*operation[1:])
         elif kind == "remove_rule":
@@ -188,6 +207,36 @@ class Run:
             for name in self.names:
                 if (name, key) in self.buckets:  # an untracked bucket is full already
                     self.buckets[(name, key)].refund(self.now, amount)
+            self.forget_if_full(pairs)
+
+    def acquire(self, key: str, amount, max_wait: float) -> None:
+        """A reservation: charged only if the wait it implies fits ``max_wait`` (no sleeping)."""
+        behind = self.behind(key)
+        answers = []
+        for registry in (self.memory, self.redis):
+            try:
+                answers.append(registry.acquire(key, amount, max_wait=max_wait, sleep=no_sleep))
+            except RateLimitExceeded as refused:
+                answers.append(refused.decision)
+        if isinstance(answers[0], Decision):
+            assert isinstance(answers[1], Decision), answers[1]
+            same(answers[0], answers[1])
+        else:
+            assert not isinstance(answers[1], Decision), tuple(answers[1])
+            assert close(answers[0], answers[1]), answers
+        waits = [
+            self.bucket(name, key, False).reservation_wait(self.now, amount) for name in self.names
+        ]
+        exact = Fraction(-1) if Fraction(-1) in waits else max(waits)
+        margin = Fraction(1, 10**6) * max(1, min(max_wait, 10**6))
+        if not isinstance(answers[0], Decision):  # charged
+            if not behind:
+                assert 0 <= exact <= max_wait + margin, (exact, max_wait)
+                assert near(answers[0], exact), (answers[0], exact)
+            for name in self.names:
+                self.bucket(name, key, True).charge(self.now, amount)
+        elif not behind:
+            assert exact < 0 or exact >= max_wait - margin, (exact, max_wait)
 
     def update_rule(self, key: str, name: str, capacity, rate) -> None:
         if capacity is None and rate is None:
@@ -201,6 +250,7 @@ class Run:
         self.overrides[(name, key)] = new
         if (name, key) in self.buckets:
             self.buckets[(name, key)].update(self.now, new.capacity, new.refill_rate)
+            self.forget_if_full([(name, key)])
 
     def remove_rule(self, key: str, name: str) -> None:
         limit = name if len(self.names) > 1 else None
@@ -215,6 +265,7 @@ class Run:
         if (name, key) in self.buckets:
             rule = self.defaults[name]
             self.buckets[(name, key)].update(self.now, rule.capacity, rule.refill_rate)
+            self.forget_if_full([(name, key)])
 
     def reset(self, key: str, name: Optional[str]) -> None:
         limit = name if len(self.names) > 1 else None
@@ -270,14 +321,14 @@ def same(mine: Decision, theirs: Decision) -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(
     several=st.booleans(),
     rules=st.tuples(RULES, RULES),
-    operations=st.lists(OPERATIONS, min_size=1, max_size=30),
+    operations=st.lists(OPERATIONS, min_size=8, max_size=40),
 )
 def test_memory_redis_and_the_model_agree(twins, several, rules, operations):
     """Random operations, the clock stepping back too: the two stores and the model agree."""

@@ -211,11 +211,11 @@ class TestClockBackThenForget:
 
     @staticmethod
     def full_ahead(registry, clock):
-        """A bucket refunded to full at 1010 s, then the clock back at 1000 s."""
+        """A bucket emptied at 1010 s, then refunded to full with the clock back at 1000 s."""
         clock.set_us(1010 * S)
         registry.consume("k", 10)
-        registry.refund("k", 10)
         clock.set_us(1000 * S)
+        registry.refund("k", 10)
 
     @staticmethod
     def check_frozen(registry, clock):
@@ -239,6 +239,21 @@ class TestClockBackThenForget:
             assert twins.state(registry, "k")["t"] == str(1010 * S)
             assert twins.deadline(registry, "k") == 1010 * S + 1000
         self.check_frozen(registry, clock)
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_a_bucket_refunded_to_full_at_its_instant_is_forgotten(self, twins, backend):
+        """At or after its instant a full bucket is new again: the clock stepping back after
+        that finds a new bucket, in memory as in Redis (the key is deleted)."""
+        registry, clock = pick(twins, backend)
+        clock.set_us(1010 * S)
+        registry.consume("k", 10)
+        registry.refund("k", 10)
+        if backend == "redis":
+            assert twins.state(registry, "k") == {}
+        clock.set_us(1000 * S)
+        assert registry.consume("k", 10).allowed
+        clock.set_us(1005 * S)
+        assert registry.tokens("k") == 5.0
 
     @pytest.mark.parametrize("backend", BACKENDS)
     def test_a_full_state_is_still_forgotten_once_the_clock_is_there(self, twins, backend):

@@ -152,12 +152,22 @@ local function save(key, override, base, used, carry, c, r, per_s, whole)
   redis.call('PERSIST', key)
 end
 
--- Forget key's bucket state: it is new again (reset). An override stays.
+-- Forget key's bucket state: it is new again. An override stays.
 local function forget(key, override)
   if override then
     redis.call('HDEL', key, 't', 'u', 'c', 'r', 'l')
   else
     redis.call('DEL', key)
+  end
+end
+
+-- _arith.forgotten_at: write key's bucket full at base: forgotten once now >= base, else kept
+-- (frozen until the clock is back there; save expires it then).
+local function full(key, override, base, c, r, per_s)
+  if now >= base then
+    forget(key, override)
+  else
+    save(key, override, base, 0, 0, c, r, per_s, true)
   end
 end
 
@@ -220,12 +230,9 @@ if op == 'take' or op == 'peek' or adjusts then
   for i, b in ipairs(buckets) do
     local level = b.capacity - b.debt
     if all and op == 'refund' then
-      if b.debt - amount <= 0 then -- refunded to full: kept at its instant (_adjusted)
-        local base = settled_at(b.base)
-        if b.s[1] then -- (an untracked key is full already: nothing to write)
-          save(b.key, b.override, base, 0, 0, b.cap, b.rate, b.refill, true)
-        end
-        level = behind(b.capacity, base, b.refill)
+      if b.debt - amount <= 0 then -- refunded to full (as _adjusted)
+        full(b.key, b.override, b.base, b.cap, b.rate, b.refill)
+        level = behind(b.capacity, settled_at(b.base), b.refill)
       else -- less used since base: the debt less the amount
         local used, carry = accumulate(b.used, b.carry, -amount)
         save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
@@ -249,9 +256,12 @@ if op == 'take' or op == 'peek' or adjusts then
       end
     else
       if op ~= 'peek' and b.settled then
-        -- Denied, but the settled state is written all the same (it changes no level; a full
-        -- one too, at its instant, which save expires once the clock is there).
-        save(b.key, b.override, b.base, b.used, 0, b.cap, b.rate, b.refill, true)
+        -- Denied, but the settled state is written all the same (it changes no level).
+        if b.used > 0 then
+          save(b.key, b.override, b.base, b.used, 0, b.cap, b.rate, b.refill, true)
+        else
+          full(b.key, b.override, b.base, b.cap, b.rate, b.refill)
+        end
       end
       if adjusts then
         level = b.before
@@ -294,9 +304,11 @@ local function rebase(c, r)
   elseif not finite(base) then
     base = now
   end
-  -- Full or not, kept at its instant (as MemoryStore._rebase); a full one expires at once
-  -- unless the clock is behind base.
-  save(key, override, settled_at(base), missing, 0, c, r, tonumber(r), true)
+  if missing > 0 then
+    save(key, override, settled_at(base), missing, 0, c, r, tonumber(r), true)
+  else
+    full(key, override, settled_at(base), c, r, tonumber(r))
+  end
 end
 
 if op == 'update' then
