@@ -3,7 +3,9 @@
 -- KEYS[1] is the key's hash. Its fields:
 --   t, u, c, r   bucket state: at the instant t (integer microseconds of the server's TIME) the
 --                bucket was u tokens short of full under the rule (capacity c, refill rate r).
---                Absent when the bucket is full: a full bucket and a missing one are the same.
+--                Absent when the bucket is full: a full bucket and a missing one are the same
+--                (but for a full state ahead of a clock that stepped back, kept until the clock
+--                is back at t). u never exceeds what a debt of 2^53 tokens needs (MAX_DEBT).
 --   l            what rounding left out of u (u + l is the exact sum of the request sizes);
 --                absent means 0.
 --   C, R         the key's rule override, if any.
