@@ -5,7 +5,8 @@
 --                bucket was u tokens short of full under the rule (capacity c, refill rate r).
 --                Absent when the bucket is full: a full bucket and a missing one are the same
 --                (but for a full state ahead of a clock that stepped back, kept until the clock
---                is back at t). A charge never leaves a bucket more than 2^53 tokens short (MAX_DEBT).
+--                is back at t). A charge never leaves a bucket more than 2^53 tokens short
+--                (MAX_DEBT).
 --   l            what rounding left out of u (u + l is the exact sum of the request sizes);
 --                absent means 0.
 --   C, R         the key's rule override, if any.
