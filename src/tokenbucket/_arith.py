@@ -24,7 +24,26 @@ admits        whether a bucket ``debt`` tokens short admits ``amount`` (within t
 accumulate    ``used + carry + amount``, error-free (TwoSum)
 behind        the level a denial reports (less while the clock is behind ``base``)
 wait          seconds for ``missing`` tokens to refill (``inf`` if they never do)
+forgotten_at  the instant a full state is written at (forgotten unless ahead of the clock)
 ============  =================================================================================
+
+Bounds at the edges, the same in the Lua script and in the exact model:
+
+* a bucket owes at most ``MAX_DEBT`` (2**53) tokens: a charge of ``amount`` to a bucket
+  ``debt`` short with ``amount > MAX_DEBT - debt`` leaves it exactly ``MAX_DEBT`` short at the
+  instant it settles to (``settled_at``); request sizes are at most as much
+  (``_validate.check_amount``), so no sum reaches ``inf`` or NaN. The test is written so (not
+  ``debt + amount > MAX_DEBT``) because the sum rounds (``2**53 + 1`` is ``2**53`` as a float)
+  while the difference is exact near the bound, so ints (memory) and floats (Lua) agree;
+* a full bucket is forgotten (it then decides as a new one) only once the clock has reached
+  its instant ``base``: before that it is frozen, and a new bucket would refill from the
+  earlier reading. So the sweep skips a full state ahead of the clock, the script expires it
+  only once the clock is there, and an operation that leaves a bucket full (a refund, a rule
+  change) writes it at ``forgotten_at``: ``FORGOTTEN`` (the instant of a new bucket, which
+  ``settled_at`` moves to the next reading) or, ahead of the clock, its own instant. A reset
+  always makes it new;
+* the Lua script reads a stored state that is not finite (written by an older version) as an
+  empty bucket; the stores here never write one.
 """
 
 from __future__ import annotations
@@ -32,8 +51,18 @@ from __future__ import annotations
 import math
 from typing import Tuple
 
+from ._validate import MAX_AMOUNT
+
 #: The carry of a state whose ``used`` is an int (so integer sizes add exactly, with no work).
 EXACT = 0
+
+#: The most tokens a bucket can owe (``MAX_AMOUNT``, 2**53): a charge saturates there.
+MAX_DEBT = MAX_AMOUNT
+
+#: The instant of a state reset to new (``MemoryStore.reset``): earlier than any clock reading,
+#: so it settles to the next reading whatever it is, as a missing state does. Finite, so that
+#: ``(now - base) * refill_rate`` is never ``inf * 0``.
+FORGOTTEN = -1e300
 
 
 def deficit(base: float, used: float, refill_rate: float, now: float) -> float:
@@ -54,6 +83,16 @@ def settled_at(base: float, now: float) -> float:
     A clock that went backwards earned nothing since ``base``, and must not earn that gap later.
     """
     return now if now > base else base
+
+
+def forgotten_at(base: float, now: float) -> float:
+    """The instant to write a full state at: ``FORGOTTEN`` once ``now >= base``, else ``base``.
+
+    A full state at or after its instant decides as a missing one, so it is forgotten (the Lua
+    script deletes it); one ahead of a clock that stepped back is frozen until the clock is
+    back at ``base``, so it is kept (a new bucket would refill from the earlier reading).
+    """
+    return FORGOTTEN if now >= base else base
 
 
 def carry_of(used: float) -> float:

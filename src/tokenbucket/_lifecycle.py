@@ -20,7 +20,7 @@ from ._arith import wait
 from ._decision import Decision, RateLimitExceeded, decide
 from ._limits import Keys, combine
 from ._store import Outcome, Outcomes
-from ._validate import check_amount
+from ._validate import MAX_AMOUNT, check_amount, show
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._registry import BucketRegistry
@@ -104,9 +104,9 @@ class Reservation:
     def _settling(self, actual: float) -> bool:
         """Check ``actual``; whether there is something to settle (then it is settled)."""
         if isinstance(actual, bool) or not isinstance(actual, (int, float)):
-            raise TypeError(f"'actual' must be a number, got {actual!r}")
+            raise TypeError(f"'actual' must be a number, got {show(actual)}")
         if not 0 <= actual < math.inf:
-            raise ValueError(f"'actual' must be a finite number >= 0, got {actual!r}")
+            raise ValueError(f"'actual' must be a finite number >= 0, got {show(actual)}")
         if not self.admission.charged:
             return False
         if self._settled:
@@ -169,7 +169,9 @@ class Waiting:
         The difference from what it took is charged or refunded on the buckets it charged,
         and only on those (a refund is at most what was taken); None if there is nothing to do.
         """
-        difference = actual - admission.taken
+        # An int too large for a float would overflow here; beyond MAX_AMOUNT a charge only
+        # saturates the debt (see check_amount).
+        difference = min(actual, MAX_AMOUNT) - admission.taken
         if not difference or not admission.charged:
             return None
         if admission.charged != self.limits:  # some limits were not charged: a subset
@@ -180,7 +182,9 @@ class Waiting:
 
     async def _asettle(self, admission: Admission, actual: float) -> Optional[Decision]:
         """Awaitable `_settle`."""
-        difference = actual - admission.taken
+        # An int too large for a float would overflow here; beyond MAX_AMOUNT a charge only
+        # saturates the debt (see check_amount).
+        difference = min(actual, MAX_AMOUNT) - admission.taken
         if not difference or not admission.charged:
             return None
         if admission.charged != self.limits:

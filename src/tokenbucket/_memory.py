@@ -28,7 +28,16 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ._arith import EXACT, accumulate, behind, carry_of, deficit, settled_at
+from ._arith import (
+    EXACT,
+    FORGOTTEN,
+    accumulate,
+    behind,
+    carry_of,
+    deficit,
+    forgotten_at,
+    settled_at,
+)
 from ._clock import Clock
 from ._memory_adjust import Adjusting
 from ._memory_rules import Overriding
@@ -199,9 +208,10 @@ class MemoryStore(Several, Adjusting, Overriding):
                 # the Lua script): an equal rule is the same rule.
                 used = deficit(base, used, shape[1], now)
                 carry = carry_of(used)
+                if commit:  # a full one is forgotten unless ahead of the clock (see _arith)
+                    at = settled_at(base, now) if used else forgotten_at(base, now)
+                    states[key] = (at, used, carry, rule._shape)
                 base = settled_at(base, now)
-                if commit:
-                    states[key] = (base, used, carry, rule._shape)
         return state, rule, base, used, carry
 
     @staticmethod
@@ -337,5 +347,7 @@ class MemoryStore(Several, Adjusting, Overriding):
         states, lock = self._shards[hash(key) & self._mask]
         with lock:
             state = states.get(key)
-            if state is not None:  # full from now on; the sweep forgets it (and its entry)
-                states[key] = (state[0], 0, EXACT, state[3])
+            if state is not None:
+                # New from now on, whatever the clock does (it settles to the next reading, as
+                # a missing state would: the Lua script deletes it); the sweep forgets it.
+                states[key] = (FORGOTTEN, 0, EXACT, state[3])

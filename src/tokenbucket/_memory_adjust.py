@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
-from ._arith import EXACT, accumulate, behind, carry_of, deficit, settled_at, wait
+from ._arith import (
+    EXACT,
+    MAX_DEBT,
+    accumulate,
+    behind,
+    carry_of,
+    deficit,
+    forgotten_at,
+    settled_at,
+    wait,
+)
 from ._rule import Rule
 from ._store import Outcome
 from ._sweep import State, Sweeping
@@ -89,8 +99,10 @@ def _adjusted(
     """A charge (``amount`` > 0) or refund (< 0) of the bucket ``(base, used, carry)`` at ``now``.
 
     Returns whether it is done, the level before and after it on the refill line at ``now``
-    (``_arith.behind``), and the state to write. The Lua script's ``charge`` and
-    ``refund`` mirror this step by step.
+    (``_arith.behind``), and the state to write. A charge saturates the debt at
+    ``_arith.MAX_DEBT``; a refund to full forgets the bucket unless it is ahead of the clock
+    (``_arith.forgotten_at``). The Lua script's ``charge``
+    and ``refund`` mirror this step by step.
     """
     rate = rule.refill_rate
     debt = deficit(base, used, rate, now)
@@ -102,6 +114,10 @@ def _adjusted(
             amount > rule._ceiling or not wait(amount - level, rate) <= min(max_wait, _FOREVER)
         ):
             return False, level, level, (base, used, carry, rule._shape)
+        if amount > MAX_DEBT - debt:  # saturated: MAX_DEBT short, no further (see _arith)
+            base = settled_at(base, now)
+            after = behind(rule.capacity - MAX_DEBT, base, now, rate)
+            return True, level, after, (base, MAX_DEBT, EXACT, rule._shape)
         if not debt:  # full now: restart (as _charged)
             state = (settled_at(base, now), amount, carry_of(amount), rule._shape)
             return True, level, level - amount, state
@@ -110,9 +126,9 @@ def _adjusted(
         used, carry = accumulate(used, carry, amount)
         return True, level, level - amount, (base, used, carry, rule._shape)
     level = behind(rule.capacity - debt, base, now, rate)
-    if debt + amount <= 0:  # refunded to full
-        base = settled_at(base, now)
-        return True, level, behind(rule.capacity, base, now, rate), (base, 0, EXACT, rule._shape)
+    if debt + amount <= 0:  # refunded to full: forgotten, unless ahead of the clock
+        after = behind(rule.capacity, settled_at(base, now), now, rate)
+        return True, level, after, (forgotten_at(base, now), 0, EXACT, rule._shape)
     if carry is EXACT and type(amount) is int:  # less used since base: debt - amount
         used += amount  # amount < 0: a refund
     else:

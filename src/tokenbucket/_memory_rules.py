@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Dict, List, Optional
 
-from ._arith import EXACT, carry_of, deficit, settled_at
+from ._arith import EXACT, carry_of, deficit, forgotten_at, settled_at
 from ._rule import Rule
 from ._rules import StorePage, memory_page
 from ._sweep import Sweeping
@@ -78,8 +78,8 @@ class Overriding(Sweeping):
         base, used, _, shape = state
         now = self._clock()
         missing = deficit(base, used, shape[1], now)
-        base = settled_at(base, now)
         if missing:
-            states[key] = (base, missing, carry_of(missing), rule._shape)
-        else:  # full: kept as such (not deleted) so that the key keeps its one entry in _keys
-            states[key] = (base, 0, EXACT, rule._shape)
+            states[key] = (settled_at(base, now), missing, carry_of(missing), rule._shape)
+        else:  # full: forgotten unless ahead of the clock (not deleted: the key keeps its one
+            # entry in _keys, and the sweep drops it)
+            states[key] = (forgotten_at(base, now), 0, EXACT, rule._shape)

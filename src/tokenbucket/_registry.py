@@ -194,7 +194,8 @@ class BucketRegistry(Waiting, RegistryRules):
         For a cost known only afterwards (LLM tokens used, bytes sent). It always happens and
         returns the decision after it: ``allowed`` True, ``remaining`` 0 while in debt and
         ``retry_after`` the time until one token is there again. A bucket in debt admits
-        nothing until refills have covered the debt.
+        nothing until refills have covered the debt. The debt saturates at ``2**53`` tokens
+        (``amount`` beyond that counts as ``2**53``), so no charge overflows.
         """
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)  # as in consume

@@ -124,7 +124,9 @@ class Sweeping:
                 base, used, _, shape = state
                 missing = deficit(base, used, shape[1], now)
                 if not missing:
-                    if base <= idle_since:
+                    # Not while the clock is behind base: a bucket made anew at now would
+                    # refill from there, earlier than this one may (see _arith).
+                    if base <= idle_since and base <= now:
                         lock.acquire()
                         unchanged = states.get(key) is state  # else it was just used: keep it
                         if unchanged:

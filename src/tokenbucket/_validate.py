@@ -17,6 +17,14 @@ from typing import Optional, Union
 #: tokens; above that it is relative (2**-52 of the level).
 MAX_VALUE = 1e12
 
+#: Largest request size the arithmetic sees, and the largest debt a bucket can owe: 2**53
+#: tokens (about 9e15), beyond every capacity (at most ``MAX_VALUE``). A larger amount, of any
+#: size (``1.7e308``, ``10**400``), decides exactly as this one: a consume or peek of it is never
+#: allowed, a refund of it refills any bucket to full, and a charge of it saturates the debt at
+#: this bound. So sums of amounts and debts stay far from float overflow (no ``inf``, no NaN),
+#: and integers up to it add exactly.
+MAX_AMOUNT = 2**53
+
 Number = Union[int, float]
 
 
@@ -61,22 +69,20 @@ def check_rate(value: object, name: str = "refill_rate") -> Number:
 
 
 def check_amount(value: object, name: str = "amount") -> Number:
-    """Return ``value`` if it is a valid request size: a finite number > 0.
+    """Return ``value`` as the arithmetic takes it if it is a valid request size.
 
-    An amount larger than any capacity is valid (it is simply never allowed); integers too large
-    for a float become ``inf`` so that the arithmetic cannot overflow. ``name`` is the field the
-    caller called it (``cost`` for the decorator).
+    A valid size is a finite number > 0 (an int of any size included); ``inf``, NaN, zero,
+    negatives and non-numbers raise. An amount above ``MAX_AMOUNT`` (2**53 tokens) is returned
+    as ``float(MAX_AMOUNT)``: it exceeds every capacity, so it decides exactly as any larger
+    amount would (never allowed; a refund to full; a charge that saturates the debt), and the
+    arithmetic never overflows. ``name`` is the field the caller called it (``cost`` for the
+    decorator).
     """
     number = _number(name, value)
     if not number > 0 or not _finite(number):
         raise ValueError(f"{name!r} must be a finite number > 0, got {show(value)}")
-    if isinstance(number, int) and number > 2**53:
-        # Integers this large exceed every capacity; as a float they decide the same and cannot
-        # overflow the arithmetic.
-        try:
-            return float(number)
-        except OverflowError:
-            return math.inf
+    if number > MAX_AMOUNT:
+        return float(MAX_AMOUNT)  # a float, as larger sizes were: int fast paths stay <= 2**53
     return number
 
 

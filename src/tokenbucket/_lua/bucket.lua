@@ -3,7 +3,10 @@
 -- KEYS[1] is the key's hash. Its fields:
 --   t, u, c, r   bucket state: at the instant t (integer microseconds of the server's TIME) the
 --                bucket was u tokens short of full under the rule (capacity c, refill rate r).
---                Absent when the bucket is full: a full bucket and a missing one are the same.
+--                Absent when the bucket is full: a full bucket and a missing one are the same
+--                (but for a full state ahead of a clock that stepped back, kept until the clock
+--                is back at t). A charge never leaves a bucket more than 2^53 tokens short
+--                (MAX_DEBT).
 --   l            what rounding left out of u (u + l is the exact sum of the request sizes);
 --                absent means 0.
 --   C, R         the key's rule override, if any.
@@ -85,6 +88,22 @@ local function read(key, c, r)
   return s, c, r
 end
 
+-- _arith.MAX_DEBT: the most tokens a bucket owes (2^53); a charge saturates there.
+local MAX_DEBT = 9007199254740992
+
+-- Whether x is a finite number (not nil, NaN or +-inf).
+local function finite(x)
+  return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge
+end
+
+-- Whether a hash's state fields (as read returns them) hold a state this script writes: t, u
+-- and l finite. An older version wrote '-nan' after a huge charge; such a state reads as an
+-- empty bucket (from its instant t, or now), never as a full one. The in-memory store never
+-- holds one.
+local function sound(s)
+  return finite(tonumber(s[1])) and finite(tonumber(s[2])) and finite(tonumber(s[7] or 0))
+end
+
 -- _arith.deficit: tokens missing from full at now for the state (base, used) at refill rate
 -- per_s (per second; base and now in microseconds).
 local function deficit(base, used, per_s)
@@ -137,7 +156,9 @@ end
 
 -- Write key's state (base, used, carry) under the rule (capacity c, refill rate r, per_s as a
 -- number); only u and l if not whole (t, c and r unchanged). Then, without an override, expire the
--- key when the bucket is full again: at base + used / per_s.
+-- key when the bucket is full again: at base + used / per_s, never before base (a full state
+-- ahead of a clock that stepped back is kept until the clock is back at base, as the in-memory
+-- sweep keeps it).
 local function save(key, override, base, used, carry, c, r, per_s, whole)
   if whole then
     redis.call('HSET', key, 't', base, 'u', used, 'l', carry, 'c', c, 'r', r)
@@ -147,22 +168,35 @@ local function save(key, override, base, used, carry, c, r, per_s, whole)
   if override then
     return
   end
-  if per_s > 0 then
-    local ms = math.ceil(((base - now) / 1000000 + used / per_s) * 1000)
-    if ms < 1e15 then -- else: full only after ~30,000 years, or never
-      redis.call('PEXPIRE', key, ms + 1)
-      return
-    end
+  local ms = nil
+  if used <= 0 then
+    ms = math.ceil((base - now) / 1000)
+  elseif per_s > 0 then
+    ms = math.ceil(((base - now) / 1000000 + used / per_s) * 1000)
+  end
+  if ms and ms < 1e15 then -- else: full only after ~30,000 years, or never
+    redis.call('PEXPIRE', key, ms + 1)
+    return
   end
   redis.call('PERSIST', key)
 end
 
--- Forget key's bucket state: it is full. An override stays.
+-- Forget key's bucket state: it is new again. An override stays.
 local function forget(key, override)
   if override then
     redis.call('HDEL', key, 't', 'u', 'c', 'r', 'l')
   else
     redis.call('DEL', key)
+  end
+end
+
+-- _arith.forgotten_at: write key's bucket full at base: forgotten once now >= base, else kept
+-- (frozen until the clock is back there; save expires it then).
+local function full(key, override, base, c, r, per_s)
+  if now >= base then
+    forget(key, override)
+  else
+    save(key, override, base, 0, 0, c, r, per_s, true)
   end
 end
 
@@ -191,7 +225,12 @@ if op == 'take' or op == 'peek' or adjusts then
     if s[1] then
       b.base, b.used, b.carry = tonumber(s[1]), tonumber(s[2]), tonumber(s[7]) or 0
       b.fresh = false
-      if tonumber(s[3]) ~= b.capacity or tonumber(s[4]) ~= b.refill then
+      if not sound(s) then -- an empty bucket under the current rule, written even if denied
+        b.base, b.used, b.carry, b.fresh, b.settled = now, b.capacity, 0, true, true
+        if finite(tonumber(s[1])) then
+          b.base = settled_at(tonumber(s[1]))
+        end
+      elseif tonumber(s[3]) ~= b.capacity or tonumber(s[4]) ~= b.refill then
         -- The rule changed since this state was written (a new default): settle the state
         -- under the rule it was written with, then carry the deficit over.
         b.used, b.carry = deficit(b.base, b.used, tonumber(s[4])), 0
@@ -220,8 +259,8 @@ if op == 'take' or op == 'peek' or adjusts then
   for i, b in ipairs(buckets) do
     local level = b.capacity - b.debt
     if all and op == 'refund' then
-      if b.debt - amount <= 0 then -- refunded to full
-        forget(b.key, b.override)
+      if b.debt - amount <= 0 then -- refunded to full (as _adjusted)
+        full(b.key, b.override, b.base, b.cap, b.rate, b.refill)
         level = behind(b.capacity, settled_at(b.base), b.refill)
       else -- less used since base: the debt less the amount
         local used, carry = accumulate(b.used, b.carry, -amount)
@@ -230,8 +269,14 @@ if op == 'take' or op == 'peek' or adjusts then
       end
     elseif all and adjusts then
       level = b.before - amount
-      local used, carry = accumulate(b.used, b.carry, amount)
-      save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
+      if amount > MAX_DEBT - b.debt then -- saturated: MAX_DEBT short, no further (_arith)
+        local base = settled_at(b.base)
+        save(b.key, b.override, base, MAX_DEBT, 0, b.cap, b.rate, b.refill, true)
+        level = behind(b.capacity - MAX_DEBT, base, b.refill)
+      else
+        local used, carry = accumulate(b.used, b.carry, amount)
+        save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
+      end
     elseif all and b.admits then -- (a shadow key that lacks the amount is not consumed)
       level = level - amount
       if op == 'take' then
@@ -244,7 +289,7 @@ if op == 'take' or op == 'peek' or adjusts then
         if b.used > 0 then
           save(b.key, b.override, b.base, b.used, 0, b.cap, b.rate, b.refill, true)
         else
-          forget(b.key, b.override)
+          full(b.key, b.override, b.base, b.cap, b.rate, b.refill)
         end
       end
       if adjusts then
@@ -286,11 +331,16 @@ local function rebase(c, r)
     return -- full, and full under any rule
   end
   local base = tonumber(s[1])
-  local missing = deficit(base, tonumber(s[2]), tonumber(s[4]))
+  local missing = tonumber(s[3]) -- an unsound state is an empty bucket (see sound)
+  if sound(s) then
+    missing = deficit(base, tonumber(s[2]), tonumber(s[4]))
+  elseif not finite(base) then
+    base = now
+  end
   if missing > 0 then
     save(key, override, settled_at(base), missing, 0, c, r, tonumber(r), true)
   else
-    forget(key, override)
+    full(key, override, settled_at(base), c, r, tonumber(r))
   end
 end
 

@@ -11,6 +11,10 @@ from fractions import Fraction
 from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._rule import EPSILON, Rule
+from .._validate import MAX_AMOUNT
+
+#: The most tokens a bucket may owe (the library's documented bound, ``MAX_AMOUNT``).
+MAX_DEBT = Fraction(MAX_AMOUNT)
 
 Real = Union[int, float, Fraction]
 
@@ -26,7 +30,8 @@ class ExactBucket:
     would answer with infinite precision. It follows the library's documented semantics: it
     starts full; ``level(t) = min(capacity, level(s) + (t - s) * refill_rate)``; a clock reading
     earlier than the last one earns nothing; a rule change keeps the deficit (tokens missing from
-    full), so under a lowered capacity the level can be negative (a debt that refills first).
+    full), so under a lowered capacity the level can be negative (a debt that refills first); a
+    charge's debt saturates at ``MAX_DEBT`` tokens.
 
     Example::
 
@@ -106,8 +111,12 @@ class ExactBucket:
         return behind + missing / self.refill_rate
 
     def charge(self, now: Real, amount: Real) -> None:
-        """Take ``amount`` at ``now`` whatever the level: it may go below 0 (a debt)."""
-        self.level = self.advance(now) - Fraction(amount)
+        """Take ``amount`` at ``now`` whatever the level: it may go below 0 (a debt).
+
+        A debt saturates: the level never goes below ``capacity - MAX_DEBT`` (2**53 tokens
+        short of full), however much is charged.
+        """
+        self.level = max(self.advance(now) - Fraction(amount), self.capacity - MAX_DEBT)
 
     def reservation_wait(self, now: Real, amount: Real) -> Fraction:
         """The wait a reservation of ``amount`` at ``now`` implies (-1: forever).
