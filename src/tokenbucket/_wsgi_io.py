@@ -128,7 +128,9 @@ def _path(environ: WSGIEnvironment) -> str:
     """``PATH_INFO``, the path within the app, decoded as UTF-8 like an ASGI path.
 
     An app mounted under a prefix (``SCRIPT_NAME``: gunicorn's, a dispatcher's) sees its own
-    paths, as the ASGI middleware uses the path without ``root_path``. PEP 3333 servers pass the path's bytes as latin-1 code points; they are decoded as UTF-8
+    paths, as the ASGI middleware uses the path without ``root_path``.
+
+    PEP 3333 servers pass the path's bytes as latin-1 code points; they are decoded as UTF-8
     (invalid sequences become U+FFFD). A path with a character past U+00FF cannot be such bytes:
     the server has decoded it already, and it is used as it is.
     """
