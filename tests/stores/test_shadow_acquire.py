@@ -8,12 +8,26 @@ import asyncio
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tokenbucket import BucketRegistry, ManualClock, RateLimitExceeded, Rule
+from tokenbucket import BucketRegistry, ManualClock, MemoryStore, RateLimitExceeded, Rule
 from tokenbucket._limits import limit_key
 from tokenbucket.redis import RedisStore
 
-from .test_store_conformance import BACKENDS, Backend, redis_url_for
+from .test_store_conformance import (
+    AMOUNTS,
+    BACKENDS,
+    CAPACITIES,
+    REDIS_BACKENDS,
+    A,
+    B,
+    Backend,
+    C,
+    Direct,
+    flusher,
+    redis_url_for,
+)
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -99,3 +113,47 @@ def test_redis_undo_of_a_shadow_reservation_refunds_only_the_charged_buckets(red
         assert taken == (True, ((True, 8.0, burst), (False, 0.0, daily)))
         store._run(logic.undo(buckets, 2, call))
         assert (store.level("burst", burst), store.level("daily", daily)) == (10.0, 0.0)
+
+
+RESERVATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["charge_all", "take_all", "refund_all"]),
+        st.lists(st.sampled_from([A, B, C]), min_size=1, max_size=3, unique=True),
+        st.lists(st.booleans(), min_size=3, max_size=3),
+        AMOUNTS,
+        st.sampled_from([0.0, 5.0, None]),
+    ),
+    max_size=15,
+)
+
+
+@pytest.mark.parametrize("kind", REDIS_BACKENDS)
+def test_random_shadow_reservations_match_memory(kind, request):
+    """Hypothesis-generated reservations with shadow masks (with takes and refunds between)
+    answer on Redis exactly what the in-memory store answers."""
+    backend = Backend(kind, redis_url_for(request, kind))
+    store = Direct(backend)
+    admin, flush = flusher(backend)
+    try:
+
+        @settings(max_examples=30, deadline=None)
+        @given(capacities=st.lists(CAPACITIES, min_size=2, max_size=2), steps=RESERVATIONS)
+        def check(capacities, steps):
+            flush()
+            reference = MemoryStore(clock=ManualClock(1000.0))
+            for index, (method, keys, mask, amount, max_wait) in enumerate(steps):
+                rule = Rule(capacities[index % 2], 0)
+                buckets = [(key, rule) for key in keys]
+                shadow = tuple(mask[: len(keys)])
+                if method == "charge_all":
+                    args = (buckets, amount, max_wait, shadow)
+                elif method == "take_all":
+                    args = (buckets, amount, shadow)
+                else:
+                    args = (buckets, amount)
+                assert getattr(store, method)(*args) == getattr(reference, method)(*args)
+
+        check()
+    finally:
+        admin.close()
+        backend.close()
