@@ -53,7 +53,8 @@ def test_a_mounted_app_matches_exempt_routes_and_admin_on_path_info():
     )
     assert response.status_code == 200, response.get_data()
     assert client.get("/api/items").status_code == 200
-    assert seen[0] == "/login" and seen[-1] == "/items"
+    assert seen[0] == "/login"
+    assert seen[-1] == "/items"
     assert client.get("/login").get_data() == b"root"  # outside the mount: not the app
 
 
