@@ -19,6 +19,7 @@ from ._admission import Admission, admitted
 from ._arith import wait
 from ._decision import Decision, RateLimitExceeded, decide
 from ._limits import Keys, combine
+from ._shadow import decide_watched
 from ._store import Outcome, Outcomes
 from ._validate import MAX_AMOUNT, check_amount, show
 
@@ -127,12 +128,37 @@ def delay(outcome: Outcome, amount: float, name: str = "default") -> float:
     return wait(-level, rule.refill_rate)
 
 
-def delay_all(names: Sequence[str], taken: Tuple[bool, Outcomes], amount: float) -> float:
-    """`delay` over several limits: the longest sleep; a refusal names the binding limit."""
+def delay_all(
+    names: Sequence[str],
+    taken: Tuple[bool, Outcomes],
+    amount: float,
+    key: Keys,
+    mask: Sequence[bool] = (),
+) -> Tuple[float, Admission]:
+    """`delay` over several limits: the longest sleep, and what the reservation took.
+
+    With a shadow ``mask`` only the enforced limits refuse or set the sleep (and a refusal
+    names one of them); a watched limit was charged exactly when its own wait fit, and the
+    `Admission` names the limits charged. A refusal names the binding limit.
+    """
     charged, outcomes = taken
+    if not mask:
+        if not charged:
+            raise RateLimitExceeded(combine(names, False, outcomes, amount))
+        seconds = max(wait(-level, rule.refill_rate) for _, level, rule in outcomes)
+        return seconds, Admission(key, amount, tuple(names))
     if not charged:
-        raise RateLimitExceeded(combine(names, False, outcomes, amount))
-    return max(wait(-level, rule.refill_rate) for _, level, rule in outcomes)
+        raise RateLimitExceeded(decide_watched(names, mask, False, outcomes, amount))
+    seconds = max(
+        (
+            wait(-level, rule.refill_rate)
+            for (_, level, rule), watched in zip(outcomes, mask)
+            if not watched
+        ),
+        default=0.0,
+    )
+    taken_from = tuple(name for name, outcome in zip(names, outcomes) if outcome[0])
+    return seconds, Admission(key, amount, taken_from)
 
 
 class Waiting:
@@ -158,8 +184,12 @@ class Waiting:
         async def acharge(self, key: Keys, amount: float) -> Decision: ...
         @property
         def limits(self) -> Tuple[str, ...]: ...
-        def _reserved(self, key: Keys, amount: float, max_wait: float) -> float: ...
-        async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float: ...
+        def _reserved(
+            self, key: Keys, amount: float, max_wait: float
+        ) -> Tuple[float, Admission]: ...
+        async def _areserved(
+            self, key: Keys, amount: float, max_wait: float
+        ) -> Tuple[float, Admission]: ...
         def _adjust(self, admission: Admission, difference: float) -> Decision: ...
         async def _aadjust(self, admission: Admission, difference: float) -> Decision: ...
 
@@ -226,15 +256,16 @@ class Waiting:
         [`RateLimitExceeded`][tokenbucket.RateLimitExceeded] at once, taking nothing. A wait
         interrupted (KeyboardInterrupt, or any exception from ``sleep``) gives the tokens back.
         ``sleep`` defaults to :func:`time.sleep`. With several limits, every limit is reserved
-        at once and the sleep is the longest wait.
+        at once and the sleep is the longest wait; a limit in shadow never refuses or
+        lengthens it (it is charged only if its own wait fits ``max_wait`` too).
         """
         amount = check_amount(amount)
-        seconds = self._reserved(key, amount, check_wait(max_wait, sleep))
+        seconds, admission = self._reserved(key, amount, check_wait(max_wait, sleep))
         if seconds > 0:
             try:
                 nap(seconds, sleep)
             except BaseException:
-                self.refund(key, amount)
+                self._settle(admission, 0)  # gives back what the reservation took, only that
                 raise
         return seconds
 
@@ -251,12 +282,12 @@ class Waiting:
         A waiter cancelled while asleep (``asyncio.CancelledError``) gives its tokens back.
         """
         amount = check_amount(amount)
-        seconds = await self._areserved(key, amount, check_wait(max_wait, sleep))
+        seconds, admission = await self._areserved(key, amount, check_wait(max_wait, sleep))
         if seconds > 0:
             try:
                 await anap(seconds, sleep)
             except BaseException:
-                await self.arefund(key, amount)
+                await self._asettle(admission, 0)  # what the reservation took, only that
                 raise
         return seconds
 

@@ -68,7 +68,8 @@ class MemoryStore(Several, Adjusting, Overriding):
             of distinct keys: while ``max_keys`` buckets are tracked, a key without a bucket is
             treated as an *empty* bucket and denied. An attacker therefore cannot get a fresh
             bucket by pushing others out, and legitimate new keys get in as soon as refilled
-            buckets are reclaimed.
+            buckets are reclaimed. A ``charge`` on such a key is recorded all the same (that
+            empty bucket in debt, tracked past the cap) so that no debt is forgotten.
         stripes: number of locks shared by the keys (a power of two), each with the dict of its
             keys' states. Each decision holds its key's stripe lock from reading the clock to
             writing the state; unrelated keys share a lock only when their hashes collide.

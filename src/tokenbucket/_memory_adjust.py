@@ -48,9 +48,11 @@ class Adjusting(Sweeping):
     ) -> Outcome:
         """See [`Store.charge`][tokenbucket.Store.charge].
 
-        At the ``max_keys`` cap an untracked key is an empty bucket that cannot be tracked: a
-        charge reports ``-amount`` and is not recorded; a reservation is refused. (A negative
-        ``amount`` is a refund: `refund` calls this, so that a charge makes no extra call.)
+        At the ``max_keys`` cap an untracked key is an empty bucket: a reservation is refused
+        (as `take` is); a charge, a cost already incurred, is recorded all the same (that
+        empty bucket charged, ``-amount``, tracked past the cap) so that its debt is never
+        forgotten. (A negative ``amount`` is a refund: `refund` calls this, so that a charge
+        makes no extra call.)
         """
         states, lock = self._shards[hash(key) & self._mask]
         if key not in states and (
@@ -71,8 +73,11 @@ class Adjusting(Sweeping):
                 if state is not None:
                     states[key] = new
                 elif amount > 0 and not self._admit(states, key, new):
-                    # at the cap an untracked key is an empty bucket, and stays untracked
-                    return max_wait is None, -amount if max_wait is None else 0.0, rule
+                    # at the cap an untracked key is an empty bucket (see the docstring)
+                    if max_wait is not None:
+                        return False, 0.0, rule
+                    self._track_over(states, key, _charged_empty(amount, rule, now))
+                    return True, -amount, rule
                 return True, after, rule
             return False, before, rule
         finally:
@@ -82,9 +87,24 @@ class Adjusting(Sweeping):
         """See [`Store.refund`][tokenbucket.Store.refund]."""
         return self.charge(key, -amount, default, None)
 
+    def _track_over(self, states: Dict[str, State], key: str, state: State) -> None:
+        """Track a charged key past the ``max_keys`` cap. Caller holds its lock.
+
+        New keys are refused (empty) until the sweep brings the count back under the cap.
+        """
+        if self._max_keys is not None:
+            with self._admission:
+                self._count += 1
+        self._admit(states, key, state, True)
+
 
 #: Waits are finite: a reservation that would wait forever (at rate 0) is refused.
 _FOREVER = 1e300
+
+
+def _charged_empty(amount: float, rule: Rule, now: float) -> State:
+    """The state of an empty bucket (a key at the ``max_keys`` cap) charged ``amount``."""
+    return _adjusted(now, rule.capacity, carry_of(rule.capacity), amount, rule, now, None)[3]
 
 
 def _adjusted(

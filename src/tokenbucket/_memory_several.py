@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ._arith import admits, behind, deficit
-from ._memory_adjust import _adjusted
+from ._memory_adjust import _adjusted, _charged_empty
 from ._rule import Rule
 from ._store import Mask, Outcomes
 from ._sweep import State, Sweeping
@@ -34,6 +34,8 @@ class Several(Sweeping):
         def _admit(
             self, states: Dict[str, State], key: str, state: State, held: bool = False
         ) -> bool: ...
+
+        def _track_over(self, states: Dict[str, State], key: str, state: State) -> None: ...
 
         @staticmethod
         def _charged(
@@ -146,10 +148,15 @@ class Several(Sweeping):
         return self.take_all(buckets, amount, shadow, _commit=False)
 
     def charge_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float], /
+        self,
+        buckets: Sequence[Tuple[str, Rule]],
+        amount: float,
+        max_wait: Optional[float],
+        shadow: Mask = (),
+        /,
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
-        return self._adjust_all(buckets, amount, max_wait)
+        return self._adjust_all(buckets, amount, max_wait, shadow)
 
     def refund_all(
         self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
@@ -158,9 +165,17 @@ class Several(Sweeping):
         return self._adjust_all(buckets, -amount, None)
 
     def _adjust_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, max_wait: Optional[float]
+        self,
+        buckets: Sequence[Tuple[str, Rule]],
+        amount: float,
+        max_wait: Optional[float],
+        shadow: Mask = (),
     ) -> Tuple[bool, Outcomes]:
-        """`charge` (or refund) on several buckets at one instant, all or none (as `take_all`)."""
+        """`charge` (or refund) on several buckets at one instant, all or none (as `take_all`).
+
+        ``shadow`` (a reservation's mask): a flagged bucket does not decide, and is charged
+        only if its own reservation fits and the others are charged.
+        """
         shards, mask = self._shards, self._mask
         stripes = self._lock_all(buckets)
         try:
@@ -171,23 +186,59 @@ class Several(Sweeping):
                 state, rule, base, used, carry = self._view(states, key, default, now, True)
                 done, before, after, new = _adjusted(base, used, carry, amount, rule, now, max_wait)
                 views.append((states, key, state, rule, done, before, after, new))
-            allowed = all(view[4] for view in views)
-            fresh = [(v[0], v[1], v[7]) for v in views if v[2] is None and amount > 0]
-            room = not (allowed and fresh) or self._admit_all(fresh)
-            if not room and max_wait is not None:
-                allowed = False
+            watched = shadow or (False,) * len(views)
+            allowed = all(view[4] for view, flag in zip(views, watched) if not flag)
+            capped: Set[int] = set()  # new buckets a reservation has no room for: not charged
+            empty: List[int] = []  # new buckets a charge found at the cap: empty, charged
+            if allowed and amount > 0:
+                fresh = [i for i, view in enumerate(views) if view[2] is None and view[4]]
+                if max_wait is None:  # a charge is recorded, at the cap too (see `charge`)
+                    if self._track_all([views[i] for i in fresh], amount, now):
+                        empty = fresh
+                else:  # a reservation: the enforced all or none, then each watched if room
+                    enforced = [i for i in fresh if not watched[i]]
+                    if enforced and not self._admit_all([self._entry(views[i]) for i in enforced]):
+                        allowed = False
+                        capped = set(enforced)
+                    else:
+                        capped = {
+                            i
+                            for i in fresh
+                            if watched[i] and not self._admit_all([self._entry(views[i])])
+                        }
             outcomes = []
-            for states, key, state, rule, done, before, after, new in views:
-                if state is None and amount > 0 and not room:  # at the cap: an empty bucket
-                    outcomes.append((max_wait is None, -amount if max_wait is None else 0.0, rule))
-                    continue
-                if allowed and state is not None:
-                    states[key] = new
-                outcomes.append((done, after if allowed else before, rule))
+            for index, (states, key, state, rule, done, before, after, new) in enumerate(views):
+                if index in capped:  # at the cap: an empty bucket
+                    outcomes.append((False, 0.0, rule))
+                elif index in empty:
+                    outcomes.append((True, -amount, rule))
+                elif allowed and done:
+                    if state is not None:
+                        states[key] = new
+                    outcomes.append((True, after, rule))
+                else:
+                    outcomes.append((done, before, rule))
             return allowed, tuple(outcomes)
         finally:
             for index in stripes:
                 shards[index][1].release()
+
+    @staticmethod
+    def _entry(view: Tuple[Any, ...]) -> Tuple[Dict[str, State], str, State]:
+        """The ``(states, key, new state)`` of an `_adjust_all` view, to track it."""
+        return view[0], view[1], view[7]
+
+    def _track_all(self, views: List[Tuple[Any, ...]], amount: float, now: float) -> bool:
+        """Track the new buckets of a charge (``_adjust_all`` views), all of them.
+
+        Under the ``max_keys`` cap as any new buckets; at the cap (returns True) each is what
+        the cap says an untracked key is, an empty bucket, charged, tracked past the cap.
+        """
+        if not views or self._admit_all([self._entry(view) for view in views]):
+            return False
+        for states, key, _, rule, *_ in views:
+            self._track_over(states, key, _charged_empty(amount, rule, now))
+        return True
 
     def _lock_all(self, buckets: Sequence[Tuple[str, Rule]]) -> List[int]:
         """Check the keys are distinct, sweep if due, then lock their stripes; return them.

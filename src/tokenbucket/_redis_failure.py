@@ -221,7 +221,7 @@ class Failing:
             if op is _TAKE:
                 return self.fallback.take_all(seen, amount, shadow)
             if op is _CHARGE or op is _RESERVE:
-                return self.fallback.charge_all(seen, amount, _max_wait(op, extra))
+                return self.fallback.charge_all(seen, amount, _max_wait(op, extra), shadow)
             if op is _REFUND:
                 return self.fallback.refund_all(seen, amount)
             return self.fallback.peek_all(seen, amount, shadow)

@@ -161,17 +161,23 @@ class Logic(Failing):
         amount: float,
         max_wait: Optional[float],
         call: Optional[bytes] = None,
+        shadow: Mask = (),
     ) -> Plan[Tuple[bool, Outcomes]]:
-        """`charge` on several buckets in one script call, as `take_all`."""
+        """`charge` on several buckets in one script call, as `take_all`.
+
+        ``shadow``: its mask, for a reservation (a plain charge charges every bucket).
+        """
         if max_wait is None:
             return self._decide_all(buckets, amount, _CHARGE, (), (), call)
-        return self._decide_all(buckets, amount, _RESERVE, (_encode(float(max_wait)),), (), call)
+        extra = (_encode(float(max_wait)),)
+        return self._decide_all(buckets, amount, _RESERVE, extra, shadow, call)
 
     def undo(self, buckets: Buckets, amount: float, call: bytes) -> Plan[None]:
         """Take back the charge ``call`` of ``amount`` on ``buckets`` if Redis applied it.
 
-        For a caller cancelled while its call was on the way: the amount is refunded if the
-        call was applied, and the call changes nothing if it arrives after. A failure is logged
+        For a caller cancelled while its call was on the way: the amount is refunded (to the
+        buckets the call charged, as its stored reply says) if the call was applied, and the
+        call changes nothing if it arrives after. A failure is logged
         and dropped (the charge, if applied, stays).
         """
         args = self._all_args(buckets, amount, UNDO, (), (), call)

@@ -12,6 +12,7 @@ import inspect
 import threading
 from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple, Union
 
+from ._admission import Admission
 from ._clock import Clock
 from ._decision import Decision, after, clamp, decide
 from ._lifecycle import Waiting, delay
@@ -217,19 +218,24 @@ class BucketRegistry(Waiting, RegistryRules):
         outcome = self._sync.refund(key, amount, self._default)
         return after(outcome[1], outcome[2], self._name)
 
-    def _reserved(self, key: Keys, amount: float, max_wait: float) -> float:
-        """One store call reserving ``amount`` if the wait fits ``max_wait``; the seconds."""
+    def _reserved(self, key: Keys, amount: float, max_wait: float) -> Tuple[float, Admission]:
+        """One store call reserving ``amount`` if the wait fits ``max_wait``.
+
+        Returns the seconds to wait and the `Admission` (what it took).
+        """
         if self._sharing is not None:
             self._refresh()
         outcome = self._sync.charge(check_key(key), amount, self._default, max_wait)
-        return delay(outcome, amount, self._name)
+        return delay(outcome, amount, self._name), Admission(key, amount, (self._name,))
 
-    async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float:
+    async def _areserved(
+        self, key: Keys, amount: float, max_wait: float
+    ) -> Tuple[float, Admission]:
         """Awaitable `_reserved`."""
         if self._sharing is not None:
             await self._arefresh()
         outcome = await self._async.charge(check_key(key), amount, self._default, max_wait)
-        return delay(outcome, amount, self._name)
+        return delay(outcome, amount, self._name), Admission(key, amount, (self._name,))
 
     def tokens(self, key: str, limit: Optional[str] = None) -> float:
         """Return ``key``'s token level now.

@@ -153,12 +153,21 @@ class SeveralLimits(BucketRegistry):
         taken = self._sync.refund_all(buckets_of(key, self._limits), check_amount(amount))
         return after_all(self._names, taken[1])
 
-    def _reserved(self, key: Keys, amount: float, max_wait: float) -> float:
-        """Reserve ``amount`` in every limit at once if every wait fits; the longest wait."""
+    def _reserved(self, key: Keys, amount: float, max_wait: float) -> Tuple[float, Admission]:
+        """Reserve ``amount`` in every limit at once if every wait fits; the longest wait.
+
+        A limit in shadow neither refuses nor lengthens the wait: it is charged only if its own
+        wait fits too (see `delay_all`), and the `Admission` says which limits were charged.
+        """
         if self._sharing is not None:
             self._refresh()
-        taken = self._sync.charge_all(buckets_of(key, self._limits), amount, max_wait)
-        return delay_all(self._names, taken, amount)
+        buckets = buckets_of(key, self._limits)
+        mask = self._watch.mask
+        if mask:
+            taken = self._sync.charge_all(buckets, amount, max_wait, mask)
+        else:
+            taken = self._sync.charge_all(buckets, amount, max_wait)
+        return delay_all(self._names, taken, amount, key, mask)
 
     def _adjust(self, admission: Admission, difference: float) -> Decision:
         """Charge (``difference`` > 0) or refund the buckets ``admission`` charged, only those."""
@@ -286,14 +295,19 @@ class SeveralLimits(BucketRegistry):
         taken = await self._async.refund_all(buckets, check_amount(amount))
         return after_all(self._names, taken[1])
 
-    async def _areserved(self, key: Keys, amount: float, max_wait: float) -> float:
+    async def _areserved(
+        self, key: Keys, amount: float, max_wait: float
+    ) -> Tuple[float, Admission]:
         """Awaitable `_reserved`."""
         if self._sharing is not None:
             await self._arefresh()
         buckets = buckets_of(key, self._limits)
-        return delay_all(
-            self._names, await self._async.charge_all(buckets, amount, max_wait), amount
-        )
+        mask = self._watch.mask
+        if mask:
+            taken = await self._async.charge_all(buckets, amount, max_wait, mask)
+        else:
+            taken = await self._async.charge_all(buckets, amount, max_wait)
+        return delay_all(self._names, taken, amount, key, mask)
 
     async def atokens(self, key: str, limit: Optional[str] = None) -> float:
         """Awaitable `tokens`."""

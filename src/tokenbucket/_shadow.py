@@ -12,6 +12,9 @@ mask of the watched buckets:
   ``shadow_denied`` naming the watched limits that would have refused a request the enforced
   limits admitted.
 
+Waiting (``acquire``) reserves with the store's ``charge_all`` and the same mask: only the
+enforced limits refuse or set the wait, and a watched limit is charged when its own wait fits.
+
 A registry without shadow limits never comes here: its decisions take the path they always did.
 """
 

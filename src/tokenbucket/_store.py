@@ -143,12 +143,17 @@ class Store(Protocol):
         """
 
     def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """`charge` on every bucket in ``buckets``, all or none, at one instant.
 
         With ``max_wait`` None every bucket is charged; with a number all are charged only if
         each one would be (see `charge`). ``buckets`` as for `take_all`.
+
+        ``shadow`` (optional, with a ``max_wait``; a registry passes it only when it has
+        shadow limits) flags the buckets that are watched, as for `take_all`: ``allowed`` is
+        decided by the others alone, and a flagged bucket is charged only if its own
+        reservation fits and the call is allowed (else its outcome is its level now).
         """
 
     def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
@@ -205,7 +210,7 @@ class AsyncStore(Protocol):
         """See [`Store.refund`][tokenbucket.Store.refund]."""
 
     async def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
 

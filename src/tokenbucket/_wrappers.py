@@ -66,8 +66,10 @@ class _Awaitable:
         return self._store.refund(key, amount, default)
 
     async def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
+        if shadow:
+            return self._store.charge_all(buckets, amount, max_wait, shadow)
         return self._store.charge_all(buckets, amount, max_wait)
 
     async def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:

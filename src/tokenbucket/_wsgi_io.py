@@ -125,13 +125,16 @@ def _read_body(environ: WSGIEnvironment, admin: AdminAPI, limit: int) -> Union[b
 
 
 def _path(environ: WSGIEnvironment) -> str:
-    """``SCRIPT_NAME`` + ``PATH_INFO``, decoded as UTF-8 like an ASGI path.
+    """``PATH_INFO``, the path within the app, decoded as UTF-8 like an ASGI path.
+
+    An app mounted under a prefix (``SCRIPT_NAME``: gunicorn's, a dispatcher's) sees its own
+    paths, as the ASGI middleware uses the path without ``root_path``.
 
     PEP 3333 servers pass the path's bytes as latin-1 code points; they are decoded as UTF-8
     (invalid sequences become U+FFFD). A path with a character past U+00FF cannot be such bytes:
     the server has decoded it already, and it is used as it is.
     """
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    path = environ.get("PATH_INFO", "")
     if not path.isascii():
         try:
             raw = path.encode("latin-1")

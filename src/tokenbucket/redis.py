@@ -167,10 +167,10 @@ class RedisStore(SyncRules, _Store[_SyncClient]):
         return self._run(self._logic.refund(key, amount, default))
 
     def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.charge_all`][tokenbucket.Store.charge_all]; keys as for `take_all`."""
-        return self._run(self._logic.charge_all(buckets, amount, max_wait))
+        return self._run(self._logic.charge_all(buckets, amount, max_wait, None, shadow))
 
     def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.refund_all`][tokenbucket.Store.refund_all]; keys as for `take_all`."""
@@ -338,7 +338,7 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
         return await self._drive(self._logic.refund(key, amount, default))
 
     async def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], /
+        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.charge_all`][tokenbucket.Store.charge_all]; keys as for `take_all`.
 
@@ -349,7 +349,7 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
         call = new_call()
         logic = self._logic
         try:
-            return await self._drive(logic.charge_all(buckets, amount, max_wait, call))
+            return await self._drive(logic.charge_all(buckets, amount, max_wait, call, shadow))
         except BaseException as error:
             if not isinstance(error, Exception):  # cancelled (its own errors: a bad call)
                 await self._drive(logic.undo(buckets, amount, call))

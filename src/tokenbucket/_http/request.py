@@ -111,8 +111,8 @@ class RequestView:
     Attributes:
         method: the request method, upper case (``"GET"`` for a WebSocket handshake).
         scheme: ``"http"``, ``"https"``, ``"ws"`` or ``"wss"``.
-        path: the decoded path, without the query string (under WSGI, ``SCRIPT_NAME`` followed
-            by ``PATH_INFO``).
+        path: the decoded path within the app, without the query string: under ASGI without
+            ``root_path``, under WSGI ``PATH_INFO`` (without the mount point ``SCRIPT_NAME``).
         query_string: the raw query string, without the ``?``.
         client: the peer's address as the server reports it, or None if it reports none (an
             empty address is none). It is the proxy's address behind a proxy; see

@@ -30,7 +30,8 @@
 --          several keys as take does (reserve: all or none).
 --          For take and peek, ARGV[2n+3] (n keys), optional, is the shadow mask: one '0' or '1' per key; a '1'
 --          key does not decide (it is watched) and is consumed only if it has the amount and
---          the others are consumed.
+--          the others are consumed. For reserve the mask, optional, is ARGV[2n+4]: a '1' key
+--          is charged only if its own wait fits and the others are charged.
 --   update ARGV[4] new capacity, ARGV[5] new refill rate ('' keeps the current value)
 --          -> {C, R} of the new override
 --   remove -> {C, R} of the dropped override, or nil if there was none
@@ -41,8 +42,9 @@
 -- hash slot). A call that changed something leaves its reply there for ONCE_MS; the same call
 -- sent again (a client retrying a reply it did not get) finds it and gets that reply back,
 -- changing nothing. '+undo' (a caller cancelled while its call was on the way) takes the call
--- back: it refunds the amount if the call was applied, and either way leaves '' in the marker,
--- so that the call, if it arrives after, changes nothing.
+-- back: it refunds the amount to the keys the call charged (those whose line in its reply
+-- starts with 1) if the call was applied, and either way leaves '' in the marker, so that the
+-- call, if it arrives after, changes nothing.
 --
 -- Numbers travel as strings both ways: Redis truncates Lua numbers in replies to integers and
 -- tostring keeps only 14 significant digits, so the level is sent with '%.17g' (exact). Numbers
@@ -62,6 +64,7 @@ local op = ARGV[1]
 -- A call sent again is answered from its marker (see the header), before any other work.
 local ONCE_MS = 60000
 local marker = nil
+local skip = nil -- undo: a '1' per key the call did not charge (a shadow key), else '0'
 if op:byte(1) == 43 then -- '+'
   op = op:sub(2)
   marker = table.remove(KEYS)
@@ -71,7 +74,10 @@ if op:byte(1) == 43 then -- '+'
     if not seen or seen == '' then
       return ''
     end
-    op, marker = 'refund', nil
+    op, marker, skip = 'refund', nil, ''
+    for line in (seen .. '\n'):gmatch('([^\n]*)\n') do
+      skip = skip .. (line:sub(1, 1) == '0' and '1' or '0')
+    end
   elseif seen then
     return seen
   end
@@ -206,8 +212,11 @@ if op == 'take' or op == 'peek' or adjusts then
   local max_wait, mask = nil, nil
   if op == 'reserve' then
     max_wait = tonumber(ARGV[2 * #KEYS + 3])
+    mask = ARGV[2 * #KEYS + 4]
   elseif not adjusts then
     mask = ARGV[2 * #KEYS + 3]
+  elseif skip then
+    mask = skip
   end
   local buckets = {}
   local all = true
@@ -247,7 +256,10 @@ if op == 'take' or op == 'peek' or adjusts then
       b.before = behind(b.capacity - b.debt, b.base, b.refill)
       b.admits = not max_wait or (amount <= b.capacity + 1e-9
         and wait(amount - b.before, b.refill) <= math.min(max_wait, 1e300))
-      all = all and b.admits
+      if skip and skip:sub(i, i) == '1' then
+        b.admits = false -- the undone call did not charge it: nothing to give back
+      end
+      all = all and (b.admits or (mask ~= nil and mask:sub(i, i) == '1'))
     else
       b.admits = b.debt + amount <= b.capacity + 1e-9 -- _arith.admits; 1e-9: tokenbucket.EPSILON
       all = all and (b.admits or (mask ~= nil and mask:sub(i, i) == '1'))
@@ -258,7 +270,7 @@ if op == 'take' or op == 'peek' or adjusts then
   local lines = {}
   for i, b in ipairs(buckets) do
     local level = b.capacity - b.debt
-    if all and op == 'refund' then
+    if all and op == 'refund' and b.admits then
       if b.debt - amount <= 0 then -- refunded to full (as _adjusted)
         full(b.key, b.override, b.base, b.cap, b.rate, b.refill)
         level = behind(b.capacity, settled_at(b.base), b.refill)
@@ -267,7 +279,7 @@ if op == 'take' or op == 'peek' or adjusts then
         save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
         level = b.before + amount
       end
-    elseif all and adjusts then
+    elseif all and adjusts and b.admits then
       level = b.before - amount
       if amount > MAX_DEBT - b.debt then -- saturated: MAX_DEBT short, no further (_arith)
         local base = settled_at(b.base)
