@@ -100,7 +100,7 @@ class RateLimitedTransport(_Options, httpx.BaseTransport):
         max_retries: int = 2,
         max_wait: float = 60.0,
         retry_methods: Iterable[str] = IDEMPOTENT,
-        headroom: float = 0.1,
+        headroom: float = 0.25,
     ) -> None:
         super().__init__(limit, key, follow_server, max_retries, max_wait, retry_methods, headroom)
         self._transport = transport or httpx.HTTPTransport()
@@ -146,7 +146,7 @@ class AsyncRateLimitedTransport(_Options, httpx.AsyncBaseTransport):
         max_retries: int = 2,
         max_wait: float = 60.0,
         retry_methods: Iterable[str] = IDEMPOTENT,
-        headroom: float = 0.1,
+        headroom: float = 0.25,
     ) -> None:
         super().__init__(limit, key, follow_server, max_retries, max_wait, retry_methods, headroom)
         self._transport = transport or httpx.AsyncHTTPTransport()

@@ -66,7 +66,7 @@ class RateLimitedAdapter(HTTPAdapter):
         max_retries: int = 2,
         max_wait: float = 60.0,
         retry_methods: Iterable[str] = IDEMPOTENT,
-        headroom: float = 0.1,
+        headroom: float = 0.25,
         connection_retries: Any = 0,
         **adapter: Any,
     ) -> None:

@@ -19,7 +19,7 @@ import requests
 
 import tokenbucket.httpx
 from tokenbucket import BucketRegistry, Decision, ManualClock, RateLimitExceeded, Rule
-from tokenbucket._outbound.follow import Follower, debt_for
+from tokenbucket._outbound.follow import Follower, Plan, owed
 from tokenbucket.httpx import AsyncRateLimitedTransport, RateLimitedTransport, host_key
 from tokenbucket.requests import RateLimitedAdapter
 
@@ -116,13 +116,13 @@ def test_a_pause_from_the_server_holds_the_next_request_back():
 
 def test_a_tighter_server_limit_is_adopted_then_forgotten():
     """Local 100/s; the server says 10 per second: the key's rule becomes 10/s minus the
-    headroom (0.1 s of 10/s: one request) until a response says nothing."""
+    headroom (0.25 s of 10/s: 2.5 requests) until a response says nothing."""
     fields = [("RateLimit-Policy", '"p";q=10;w=1'), ("RateLimit", '"p";r=9;t=1')]
     app = ScriptedApp([(200, fields)])
     transport = RateLimitedTransport("100/second", transport=httpx.WSGITransport(app=app))
     with httpx.Client(transport=transport, base_url="http://api.test") as c:
         c.get("/")
-        assert transport.registry.rule_for("api.test:80") == Rule(9, 10.0)
+        assert transport.registry.rule_for("api.test:80") == Rule(7.5, 10.0)
         c.get("/")  # no fields: the server no longer says it
         assert transport.registry.rule_for("api.test:80") == Rule(100, 100.0)
 
@@ -184,9 +184,29 @@ def test_a_pause_is_charged_as_debt_once_not_on_top_of_a_queue():
     assert registry.peek("k").retry_after == pytest.approx(2.0)
     follower.apply("k", follower.plan("k", 429, [("Retry-After", "1")], 0.0))
     assert registry.peek("k").retry_after == pytest.approx(2.0)
-    assert debt_for(1.0, Decision(True, 0.0, 0.5, 1.5, 10), 10.0) == 5.0  # 0.5 s queued
-    assert debt_for(1.0, Decision(True, 4.0, 0.0, 0.5, 10), 10.0) == 14.0  # 5 tokens there
-    assert debt_for(1.0, Decision(True, 0.0, 2.0, 3.0, 10), 10.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("now", "plan", "expected"),
+    [
+        (Decision(True, 0.0, 0.5, 1.5, 10), Plan(None, 1.0, None, None), 5.0),  # 0.5 s queued
+        (Decision(True, 4.0, 0.0, 0.5, 10), Plan(None, 1.0, None, None), 14.0),  # 5 tokens
+        (Decision(True, 0.0, 2.0, 3.0, 10), Plan(None, 1.0, None, None), 0.0),  # queue longer
+        (Decision(True, 7.0, 0.0, 0.2, 10), Plan(None, 0.0, 3.0, None), 5.0),  # 8 held, r=3
+        (Decision(True, 0.0, 0.3, 1.3, 10), Plan(None, 0.0, 0.0, None), 0.0),  # in debt: r=0 ok
+    ],
+)
+def test_owed_holds_the_key_to_the_server_s_remaining_and_its_pause(now, plan, expected):
+    assert owed(now, 10.0, plan) == pytest.approx(expected)
+
+
+def test_the_server_s_remaining_caps_a_fresh_budget():
+    """A budget refilled at the looser local rate is brought down to what the server has."""
+    follower = Follower(BucketRegistry(Rule(100, 100.0), clock=ManualClock()))
+    fields = [("RateLimit-Policy", '"p";q=20;w=1'), ("RateLimit", '"p";r=12;t=1')]
+    follower.apply("k", follower.plan("k", 200, fields, 0.0))
+    assert follower.registry.rule_for("k") == Rule(15, 20.0)
+    assert follower.registry.tokens("k") == pytest.approx(12.0)
 
 
 def test_async_transport_retries_and_a_cancelled_waiter_gives_its_token_back():

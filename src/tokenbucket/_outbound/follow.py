@@ -17,7 +17,7 @@ import asyncio
 import math
 import threading
 import time
-from typing import Callable, Dict, FrozenSet, Iterable, NamedTuple, Optional, Union
+from typing import Callable, Dict, FrozenSet, Iterable, NamedTuple, Optional, Tuple, Union
 
 from .._decision import Decision
 from .._registry import BucketRegistry
@@ -44,10 +44,16 @@ def as_registry(limit: LocalLimit) -> BucketRegistry:
 
 
 class Plan(NamedTuple):
-    """What one response changes: the key's rule (None: the default) and the pause."""
+    """What one response changes for its key.
+
+    ``rule``: the key's rule (None: the default); ``pause``: seconds before the next request;
+    ``remaining``: the most the key may hold now (the server's ``r``; None if not said);
+    ``retry``: the wait before retrying this request (None: not to be retried).
+    """
 
     rule: Optional[Rule]
     pause: float
+    remaining: Optional[float]
     retry: Optional[float]
 
 
@@ -62,7 +68,7 @@ class Follower:
         max_retries: int = 2,
         max_wait: float = 60.0,
         retry_methods: Iterable[str] = IDEMPOTENT,
-        headroom: float = 0.1,
+        headroom: float = 0.25,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.registry = as_registry(limit)
@@ -101,12 +107,12 @@ class Follower:
         server = read_fields(headers, self.wall()) if self.follow_server else ServerLimit()
         retry = retry_wait(status, server)
         if not self.follow_server:
-            return Plan(self.adopted.get(key), 0.0, retry)
+            return Plan(self.adopted.get(key), 0.0, None, retry)
         rule = self.learned(server, key, status)
         pause = max(pause_for(server) - elapsed, 0.0)
         if retry is not None:
             pause = max(pause, retry)
-        return Plan(rule, pause, retry)
+        return Plan(rule, pause, server.remaining, retry)
 
     def learned(self, server: ServerLimit, key: str, status: int) -> Optional[Rule]:
         """The key's rule after ``server``: the local one, tightened by what the server says."""
@@ -136,29 +142,35 @@ class Follower:
             self.adopted[key] = rule
         return rule or current
 
-    def rate(self, key: str) -> float:
-        """The refill rate the key is paced at now."""
-        rule = self.adopted.get(key)
-        return (rule or self.registry.default).refill_rate
+    def current(self, key: str) -> Rule:
+        """The rule the key is paced by now."""
+        return self.adopted.get(key) or self.registry.default
+
+    def _change(self, key: str, plan: Plan) -> Tuple[Optional[Rule], bool]:
+        """The override to set or drop, and whether the budget must be read (`owed`)."""
+        change = self.adopt(key, plan.rule)
+        rule = self.current(key)
+        below = plan.remaining is not None and plan.remaining < rule.capacity
+        return change, plan.pause > 0 or below
 
     def apply(self, key: str, plan: Plan) -> None:
         """Change ``key``'s budget in the registry as ``plan`` says."""
         registry = self.registry
-        change = self.adopt(key, plan.rule)
+        change, read = self._change(key, plan)
         if change is not None:
             if plan.rule is None:
                 registry.remove_rule(key)
             else:
                 registry.update_rule(key, capacity=change.capacity, refill_rate=change.refill_rate)
-        if plan.pause > 0:
-            owed = debt_for(plan.pause, registry.peek(key), self.rate(key))
-            if owed > 0:
-                registry.charge(key, owed)
+        if read:
+            debt = owed(registry.peek(key), self.current(key).refill_rate, plan)
+            if debt > 0:
+                registry.charge(key, debt)
 
     async def aapply(self, key: str, plan: Plan) -> None:
         """Awaitable `apply`."""
         registry = self.registry
-        change = self.adopt(key, plan.rule)
+        change, read = self._change(key, plan)
         if change is not None:
             if plan.rule is None:
                 await registry.aremove_rule(key)
@@ -166,25 +178,31 @@ class Follower:
                 await registry.aupdate_rule(
                     key, capacity=change.capacity, refill_rate=change.refill_rate
                 )
-        if plan.pause > 0:
-            decision = await registry.apeek(key)
-            owed = debt_for(plan.pause, decision, self.rate(key))
-            if owed > 0:
-                await registry.acharge(key, owed)
+        if read:
+            debt = owed(await registry.apeek(key), self.current(key).refill_rate, plan)
+            if debt > 0:
+                await registry.acharge(key, debt)
 
 
-def debt_for(pause: float, now: Decision, rate: float) -> float:
-    """Tokens to charge so that the next request waits ``pause`` seconds.
+def owed(now: Decision, rate: float, plan: Plan) -> float:
+    """Tokens to charge: the key holds at most ``plan.remaining``, and waits ``plan.pause``.
 
+    The server's ``remaining`` was true when it decided; it has refilled since, and the key's
+    requests still in flight are already charged here, so holding no more is on the safe side.
     ``now`` is a peek at one token: if it is there, ``now.remaining`` is what would be left
     after it, else the token is ``retry_after`` seconds away (a queue's debt). Nothing is owed
-    when the wait is already that long (a queue, an earlier pause), so pauses never add up.
+    when the budget is already that low (a queue, an earlier pause), so pauses never add up.
     """
     wait = now.retry_after
-    if pause <= wait or rate <= 0 or wait == math.inf:
+    if wait == math.inf:
         return 0.0
-    left = now.remaining if wait == 0 else -rate * wait  # the level minus one token
-    return min(max(left + rate * pause, 0.0), 2.0**52)
+    level = now.remaining + 1 if wait == 0 else 1 - rate * wait
+    debt = 0.0
+    if plan.remaining is not None:
+        debt = level - plan.remaining
+    if plan.pause > 0 and rate > 0:
+        debt = max(debt, level - 1 + rate * plan.pause)
+    return min(max(debt, 0.0), 2.0**52)
 
 
 class Gate:
