@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError as _missing:  # pragma: no cover - depends on the environment
+    raise ModuleNotFoundError(
+        f"{_missing}; tokenbucket.httpx needs the 'httpx' extra: "
+        "pip install 'tokenbucket-ratelimit[httpx]'",
+        name=_missing.name,
+    ) from _missing
 
 from ._outbound.drive import adrive, drive
 from ._outbound.follow import IDEMPOTENT, AsyncGate, Follower, Gate, LocalLimit

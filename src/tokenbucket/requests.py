@@ -18,8 +18,15 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+try:
+    import requests
+    from requests.adapters import HTTPAdapter
+except ModuleNotFoundError as _missing:  # pragma: no cover - depends on the environment
+    raise ModuleNotFoundError(
+        f"{_missing}; tokenbucket.requests needs the 'requests' extra: "
+        "pip install 'tokenbucket-ratelimit[requests]'",
+        name=_missing.name,
+    ) from _missing
 
 from ._outbound.drive import drive
 from ._outbound.follow import IDEMPOTENT, Follower, Gate, LocalLimit

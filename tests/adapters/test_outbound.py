@@ -8,6 +8,9 @@ tests/servers/test_outbound.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 import time
 from typing import Iterator, List, Tuple
@@ -57,6 +60,24 @@ def test_the_module_uses_the_real_httpx():
     """tokenbucket/httpx.py imports the top-level httpx, not itself."""
     assert tokenbucket.httpx.httpx is httpx
     assert host_key(httpx.Request("GET", "https://api.example.com/x")) == "api.example.com:443"
+
+
+def test_the_shared_core_is_sans_io_and_a_missing_extra_is_named():
+    """tokenbucket._outbound imports no HTTP client; tokenbucket.httpx without httpx says
+    which extra to install."""
+    code = (
+        "import json, sys\n"
+        "import tokenbucket._outbound.drive, tokenbucket._outbound.fields\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert {"httpx", "requests", "urllib3"} & set(json.loads(out.stdout)) == set()
+    blocked = "import sys; sys.modules['httpx'] = None\nimport tokenbucket.httpx\n"
+    failed = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "pip install 'tokenbucket-ratelimit[httpx]'" in failed.stderr
 
 
 def test_a_429_is_retried_after_its_wait_and_the_caller_sees_the_answer():
