@@ -135,6 +135,13 @@ def test_a_pause_from_the_server_holds_the_next_request_back():
     assert 0.85 <= app.seen[1][1] - app.seen[0][1] <= 1.5
 
 
+def test_a_server_quota_of_one_still_lets_a_request_through():
+    """q=1 per second: the headroom never takes the learned burst below one request."""
+    follower = Follower("100/second")
+    fields = [("RateLimit-Policy", '"p";q=1;w=1'), ("RateLimit", '"p";r=0;t=1')]
+    assert follower.plan("k", 200, fields, 0.0).rule == Rule(1, 1.0)
+
+
 def test_a_tighter_server_limit_is_adopted_then_forgotten():
     """Local 100/s; the server says 10 per second: the key's rule becomes 10/s minus the
     headroom (0.25 s of 10/s: 2.5 requests) until a response says nothing."""
@@ -182,11 +189,12 @@ def test_a_key_function_gives_each_api_key_its_budget():
         ({"max_retries": -1}, "'max_retries' must be an int >= 0, got -1"),
         ({"max_wait": float("nan")}, "'max_wait' must be a finite number >= 0, got nan"),
         ({"headroom": -1}, "'headroom' must be a finite number >= 0, got -1"),
+        ({"limit": Rule(0.5, 1.0)}, "'limit' must let one request pass: capacity >= 1"),
     ],
 )
 def test_bad_options_name_the_field(options, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        RateLimitedTransport("1/second", **options)
+        RateLimitedTransport(options.pop("limit", "1/second"), **options)
 
 
 def test_follow_server_needs_one_limit():

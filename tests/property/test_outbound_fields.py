@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tokenbucket import BucketRegistry, ManualClock, Rule
 from tokenbucket._outbound.fields import (
     MAX_SERVER_WAIT,
     ServerLimit,
@@ -18,6 +19,7 @@ from tokenbucket._outbound.fields import (
     read_fields,
     retry_wait,
 )
+from tokenbucket._outbound.follow import Follower
 
 NOW = 1_800_000_000.0  # a Unix time in 2027
 
@@ -177,3 +179,23 @@ def test_any_header_values_never_raise_and_never_plan_an_unbounded_wait(headers,
     assert wait is None or 0 <= wait <= MAX_SERVER_WAIT
     rate = limit.rate
     assert rate is None or (math.isfinite(rate) and rate >= 0)
+
+
+@given(
+    headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=8),
+    status=st.sampled_from([200, 429, 503, 500]),
+    elapsed=st.floats(0, 100),
+    local=st.sampled_from([Rule(1, 1e-6), Rule(20, 20.0), Rule(1e12, 1e12), Rule(1.5, 3.0)]),
+)
+def test_any_header_values_leave_a_valid_budget(headers, status, elapsed, local):
+    """Following any response never raises: the adopted rule is a valid Rule no looser than
+    the local one, and the key's next wait is at most the longest pause a field can ask."""
+    clock = ManualClock()
+    follower = Follower(BucketRegistry(local, clock=clock))
+    plan = follower.plan("k", status, headers, elapsed)
+    follower.apply("k", plan)
+    rule = follower.registry.rule_for("k")
+    assert 1 <= rule.capacity <= local.capacity  # a request (one token) always fits
+    assert rule.refill_rate <= local.refill_rate
+    wait = follower.registry.peek("k").retry_after
+    assert wait <= MAX_SERVER_WAIT * (1 + 1e-9) + 1 / rule.refill_rate

@@ -77,6 +77,9 @@ class Follower:
                 "'follow_server' needs a registry of one limit, got limits "
                 f"{list(self.registry.limits)!r}; pass follow_server=False"
             )
+        for rule in self.registry.defaults.values():
+            if rule.capacity < 1:
+                raise ValueError(f"'limit' must let one request pass: capacity >= 1, got {rule!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"'max_retries' must be an int >= 0, got {max_retries!r}")
         for name, value in (("max_wait", max_wait), ("headroom", headroom)):
@@ -124,7 +127,7 @@ class Follower:
         refill = local.refill_rate if rate is None else min(rate, local.refill_rate)
         quota = max(server.limit, 1.0)
         spare = min(refill * self.headroom, quota / 2)  # absorbs the network's jitter
-        capacity = min(local.capacity, quota - spare)
+        capacity = min(local.capacity, max(quota - spare, 1.0))  # a request takes one token
         if capacity >= local.capacity and refill >= local.refill_rate:
             return None
         return Rule(capacity, refill) if refill > 0 else Rule(capacity, local.refill_rate)
