@@ -146,10 +146,12 @@ def test_a_tighter_server_limit_is_adopted_then_forgotten():
     """Local 100/s; the server says 10 per second: the key's rule becomes 10/s minus the
     headroom (0.25 s of 10/s: 2.5 requests) until a response says nothing."""
     fields = [("RateLimit-Policy", '"p";q=10;w=1'), ("RateLimit", '"p";r=9;t=1')]
-    app = ScriptedApp([(200, fields)])
+    app = ScriptedApp([(200, fields), (502, [])])
     transport = RateLimitedTransport("100/second", transport=httpx.WSGITransport(app=app))
     with httpx.Client(transport=transport, base_url="http://api.test") as c:
         c.get("/")
+        assert transport.registry.rule_for("api.test:80") == Rule(7.5, 10.0)
+        assert c.get("/").status_code == 502  # a proxy's error without fields: kept
         assert transport.registry.rule_for("api.test:80") == Rule(7.5, 10.0)
         c.get("/")  # no fields: the server no longer says it
         assert transport.registry.rule_for("api.test:80") == Rule(100, 100.0)
