@@ -1,7 +1,7 @@
 """Calling the real demo gateway at its limit: the outbound transports against uvicorn.
 
-Runs benchmarks/outbound.py (the script that records docs/data/outbound.json) with fewer
-requests: the demo (capacity 20, 20 per second) in a subprocess on loopback, 32 concurrent
+Runs benchmarks/outbound.py (the script that records docs/data/outbound.json) as the issue
+states the bar: 300 requests, the demo (capacity 20, 20 per second) in a subprocess on loopback, 32 concurrent
 tasks (or threads, or 4 processes sharing a budget in Redis) through the transports. The 429s
 are counted on the wire from the demo's /metrics. The time bound is generous (1.25 x the
 ideal) for a loaded 2-core machine; the benchmark reports the measured ratio.
@@ -20,7 +20,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("requests")
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUESTS = 160  # ideal: (160 - 20) / 20 = 7 s per scenario
+# ideal: (300 - 20) / 20 = 14 s per scenario. One 429 costs the whole key a pause of its
+# Retry-After (1 s, whole seconds): fewer requests would leave no room for one.
+REQUESTS = 300
 
 
 def run(tmp_path: Path, scenarios: str, *extra: str, requests: int = REQUESTS) -> dict:
@@ -43,7 +45,10 @@ def run(tmp_path: Path, scenarios: str, *extra: str, requests: int = REQUESTS) -
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return {r["scenario"]: r for r in json.loads(out.read_text())["results"]}
+    runs = {r["scenario"]: r for r in json.loads(out.read_text())["results"]}
+    for run_ in runs.values():  # a Redis fallback, say, is logged there
+        run_["stderr"] = result.stderr[-1500:]
+    return runs
 
 
 def check(result: dict, requests: int = REQUESTS) -> None:
@@ -71,6 +76,5 @@ def test_requests_adapter_learns_the_limit_from_4x_looser(tmp_path):
 
 def test_four_processes_share_one_budget_in_redis(tmp_path, redis_url):
     """4 processes of 8 tasks, each 4x looser, one budget in Redis: they learn the limit
-    together and stay under it. 300 requests: 4 processes start unevenly on a loaded machine."""
-    results = run(tmp_path, "tokenbucket-redis", "--redis-url", redis_url, requests=300)
-    check(results["tokenbucket-redis"], 300)
+    together and stay under it."""
+    check(run(tmp_path, "tokenbucket-redis", "--redis-url", redis_url)["tokenbucket-redis"])
