@@ -1,10 +1,10 @@
 """Calling the real demo gateway at its limit: the outbound transports against uvicorn.
 
-Runs benchmarks/outbound.py (the script that records docs/data/outbound.json) as the issue
-states the bar: 300 requests, the demo (capacity 20, 20 per second) in a subprocess on loopback, 32 concurrent
-tasks (or threads, or 4 processes sharing a budget in Redis) through the transports. The 429s
-are counted on the wire from the demo's /metrics. The time bound is generous (1.25 x the
-ideal) for a loaded 2-core machine; the benchmark reports the measured ratio.
+Runs benchmarks/outbound.py (the script that records docs/data/outbound.json) at the issue's
+bar: 300 requests, the demo (capacity 20, 20 per second) in a subprocess on loopback, 32
+concurrent tasks (or threads, or 4 processes sharing a budget in Redis) through the
+transports. The 429s are counted on the wire from the demo's /metrics. The time bound is
+generous (1.25 x the ideal) for a loaded 2-core machine; the benchmark reports the ratio.
 """
 
 from __future__ import annotations
