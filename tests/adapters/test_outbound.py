@@ -301,3 +301,18 @@ def test_requests_adapter_follows_the_same_rules(wsgi_server):
     assert last.headers["retry-after-ms"] == "150"
     assert [method for method, _ in app.seen] == ["GET", "GET", "POST", "GET", "GET"]
     assert app.seen[1][1] - app.seen[0][1] >= 0.15
+
+
+def test_a_waiter_that_wakes_late_takes_a_new_turn(monkeypatch):
+    """A stalled process wakes its waiters late: the token reserved for the missed turn is
+    given back and a new one taken at the real send time, so a stall never turns into a
+    burst the server's bucket (full all along) cannot absorb."""
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda seconds: real_sleep(seconds + 0.4))  # a stall
+    app = ScriptedApp([])
+    registry = BucketRegistry(Rule(1, 10.0))
+    with client(app, limit=registry, headroom=0.1) as c:
+        c.get("/")
+        c.get("/")  # reserved 0.1 s ahead, woken 0.4 s late: retaken at the real time
+        assert registry.tokens("api.test:80") < 0.5  # the old code left it full again
+    assert app.seen[1][1] - app.seen[0][1] >= 0.5

@@ -17,6 +17,16 @@ R = TypeVar("R")
 Inspect = Callable[[Any], Tuple[int, List[Tuple[str, str]]]]
 
 
+def overslept(follower: Follower, started: float, waited: float) -> bool:
+    """Whether a wait for a token ended later than planned by more than the headroom.
+
+    A process that stalls (a loaded machine, a long garbage collection) wakes every waiter
+    whose turn passed at once; sent together, they would reach a server whose bucket stopped
+    refilling when it was full. Such a waiter gives its token back and takes a new turn.
+    """
+    return waited > 0 and time.monotonic() - started - waited > max(follower.headroom, 0.01)
+
+
 def drive(
     follower: Follower,
     gate: Gate,
@@ -36,7 +46,11 @@ def drive(
     try:
         attempt = 0
         while True:
-            follower.registry.acquire(key, max_wait=follower.max_wait)
+            started = time.monotonic()
+            waited = follower.registry.acquire(key, max_wait=follower.max_wait)
+            if overslept(follower, started, waited):
+                follower.registry.refund(key, 1)
+                follower.registry.acquire(key, max_wait=follower.max_wait)
             sent = time.monotonic()
             response = send()
             status, headers = inspect(response)
@@ -69,7 +83,11 @@ async def adrive(
     try:
         attempt = 0
         while True:
-            await follower.registry.aacquire(key, max_wait=follower.max_wait)
+            started = time.monotonic()
+            waited = await follower.registry.aacquire(key, max_wait=follower.max_wait)
+            if overslept(follower, started, waited):
+                await follower.registry.arefund(key, 1)
+                await follower.registry.aacquire(key, max_wait=follower.max_wait)
             sent = time.monotonic()
             response = await send()
             status, headers = inspect(response)
