@@ -51,14 +51,14 @@ def run(tmp_path: Path, scenarios: str, *extra: str, requests: int = REQUESTS) -
     return runs
 
 
-def check(result: dict, requests: int = REQUESTS) -> None:
+def check(result: dict, requests: int = REQUESTS, slack: float = 1.25) -> None:
     summary = {k: v for k, v in result.items() if k not in ("sent", "status")}
     assert result["requests"] == requests
     assert result["caller_200"] == requests, summary
     assert result["caller_429"] == 0, summary
     assert len(result["status"]) == requests + result["status"].count(429)  # retries
     assert result["wire_429"] <= 3, summary
-    assert result["seconds"] <= 1.25 * result["ideal_seconds"], summary
+    assert result["seconds"] <= slack * result["ideal_seconds"], summary
 
 
 def test_async_transport_at_the_server_limit_and_learning_it_from_4x_looser(tmp_path):
@@ -76,5 +76,8 @@ def test_requests_adapter_learns_the_limit_from_4x_looser(tmp_path):
 
 def test_four_processes_share_one_budget_in_redis(tmp_path, redis_url):
     """4 processes of 8 tasks, each 4x looser, one budget in Redis: they learn the limit
-    together and stay under it."""
-    check(run(tmp_path, "tokenbucket-redis", "--redis-url", redis_url)["tokenbucket-redis"])
+    together and stay under it. The time bound is 1.5 x the ideal: under a load average of
+    12 on 2 cores the 4 processes start up to 0.7 s apart and every Redis round trip is slow
+    (1.05 on a calmer machine, 1.09 to 1.31 under that load)."""
+    results = run(tmp_path, "tokenbucket-redis", "--redis-url", redis_url)
+    check(results["tokenbucket-redis"], slack=1.5)
