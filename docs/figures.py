@@ -11,6 +11,8 @@ Run:  .venv/bin/pip install -e '.[docs]' && .venv/bin/python docs/figures.py
   levels are read from the registries.
 * img/metrics-burst.png: the demo's decisions by outcome, scraped from its /metrics under
   bursts (docs/data/metrics-burst.json, recorded by ``benchmarks/metrics_burst.py``).
+* img/outbound.png: requests over time against the demo's limit, through tokenbucket's
+  transport and aiolimiter (docs/data/outbound.json, recorded by ``benchmarks/outbound.py``).
 """
 
 from __future__ import annotations
@@ -267,12 +269,89 @@ def several_limits() -> Path:
     return path
 
 
+def outbound() -> Path | None:
+    """Requests over time against the demo's limit, from benchmarks/outbound.py's real run.
+
+    Top: requests sent so far by tokenbucket's transport (told 80/s, it learns 20/s from the
+    gateway's RateLimit-Policy) and by aiolimiter at the same 80/s, against the most the
+    gateway admits by then (20 + 20 t). Bottom: the 429s each got, per second.
+    """
+    source = DATA / "outbound.json"
+    if not source.exists():
+        return None
+    document = json.loads(source.read_text())
+    runs = {r["scenario"]: r for r in document["results"]}
+    capacity, rate = document["capacity"], document["refill_rate"]
+    shown = (
+        ("tokenbucket-loose", "tokenbucket transport, told 80/s", "#3f51b5"),
+        ("aiolimiter-loose", "aiolimiter at 80/s", "#c62828"),
+    )
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(7.2, 6.0), dpi=150, sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    end = max(max(runs[name]["sent"]) for name, _, _ in shown if name in runs) + 0.5
+    top.plot(
+        [0, end],
+        [capacity, capacity + rate * end],
+        color="#555",
+        linestyle="--",
+        linewidth=1.5,
+        label=f"the gateway's limit: {capacity} + {rate:g}/s",
+    )
+    for name, label, color in shown:
+        if name not in runs:
+            continue
+        run = runs[name]
+        times = run["sent"]
+        top.step(
+            times,
+            range(1, len(times) + 1),
+            where="post",
+            color=color,
+            linewidth=2,
+            label=f"{label}: {run['wire_429']} x 429",
+        )
+        seconds = int(end) + 1
+        per_second = [0] * seconds
+        for sent, status in zip(times, run["status"]):
+            if status == 429:
+                per_second[min(int(sent), seconds - 1)] += 1
+        bottom.bar(
+            [i + 0.5 for i in range(seconds)],
+            per_second,
+            width=0.8,
+            color=color,
+            alpha=0.8,
+            label=label,
+        )
+    top.set_ylabel("requests sent (on the wire)", fontsize=11)
+    top.legend(loc="upper left", fontsize=10)
+    top.grid(alpha=0.3)
+    bottom.set_ylabel("429s per second", fontsize=11)
+    bottom.set_xlabel("seconds since the first request", fontsize=11)
+    bottom.grid(alpha=0.3)
+    bottom.set_axisbelow(True)
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=10)
+    fig.suptitle(
+        f"{document['results'][0]['requests']} requests from {document['tasks']} tasks to the "
+        f"demo gateway ({capacity} burst, {rate:g}/s)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path = IMG / "outbound.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     """Draw every figure whose data is present."""
     IMG.mkdir(exist_ok=True)
     made = [token_level(), several_limits()]
     made.append(benchmark_bars("benchmark-core", "One in-memory decision", "µs per decision"))
     made.append(metrics_burst())
+    made.append(outbound())
     for path in made:
         if path is not None:
             print(f"wrote {path.relative_to(HERE.parent)}")

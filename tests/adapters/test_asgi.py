@@ -259,7 +259,7 @@ class TestProtocol:
         middleware = RateLimitMiddleware(app, registry=BucketRegistry(Rule(5, 1.0)))
         scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": None}
         sent = run(_call(middleware, scope, [{"type": "http.request"}]))
-        assert dict(sent[0]["headers"])[b"ratelimit-policy"] == b'"default";q=5'
+        assert dict(sent[0]["headers"])[b"ratelimit-policy"] == b'"default";q=5;w=5'
 
     @pytest.mark.parametrize("container", [list, tuple, iter, lambda pairs: (p for p in pairs)])
     def test_app_headers_as_any_iterable_are_kept(self, container):
@@ -282,13 +282,13 @@ class TestProtocol:
         sent = run(_call(middleware, scope, [{"type": "http.request"}]))
         assert list(sent[0]["headers"]) == [
             *app_headers,
-            (b"ratelimit-policy", b'"default";q=5'),
+            (b"ratelimit-policy", b'"default";q=5;w=5'),
             (b"ratelimit", b'"default";r=4;t=1'),
         ]
         own = [*app_headers, (b"RateLimit", b'"app";r=1')]
         middleware = RateLimitMiddleware(app_sending(own), registry=registry)
         sent = run(_call(middleware, scope, [{"type": "http.request"}]))
-        assert list(sent[0]["headers"]) == [*own, (b"ratelimit-policy", b'"default";q=5')]
+        assert list(sent[0]["headers"]) == [*own, (b"ratelimit-policy", b'"default";q=5;w=5')]
 
     def test_non_ascii_path_matches_wsgi_view(self):
         """ASGI decodes the path as UTF-8; the view shows it as it is."""

@@ -78,7 +78,7 @@ class TestHeaders:
 
     def test_one_rule_keeps_its_fields(self, make):
         h = make()
-        assert h.request().header("RateLimit-Policy") == '"default";q=3'
+        assert h.request().header("RateLimit-Policy") == '"default";q=3;w=3'
         h.request()
         h.request()
         denied = h.request()

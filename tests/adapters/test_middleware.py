@@ -75,7 +75,7 @@ class TestDenial:
             "remaining": 0,
         }
         assert denied.header("ratelimit") == '"default";r=0;t=1'
-        assert denied.header("ratelimit-policy") == '"default";q=3'
+        assert denied.header("ratelimit-policy") == '"default";q=3;w=3'
 
     def test_retry_after_rounds_up(self, make):
         """A 2.5 s wait is announced as 3 s, in the header and the body."""
@@ -103,7 +103,7 @@ class TestHeaders:
         """Allowed responses carry RateLimit-Policy and RateLimit (draft-11 syntax), no legacy."""
         h = make()
         first = h.request()
-        assert first.header("ratelimit-policy") == '"default";q=3'
+        assert first.header("ratelimit-policy") == '"default";q=3;w=3'
         assert first.header("ratelimit") == '"default";r=2;t=1'
         assert first.header("x-ratelimit-limit") is None
         h.clock.advance(0.5)
@@ -146,14 +146,14 @@ class TestHeaders:
         response = h.request()
         assert response.all("ratelimit") == ['"app";r=5']
         assert response.all("x-ratelimit-limit") == ["99"]
-        assert response.header("ratelimit-policy") == '"default";q=3'
+        assert response.header("ratelimit-policy") == '"default";q=3;w=3'
         assert response.header("x-ratelimit-remaining") == "2"
 
     def test_fractional_capacity_floors(self, make):
         """q and r are integers: a capacity of 2.5 shows as q=2."""
         h = make(registry=BucketRegistry(Rule(2.5, 1.0), clock=ManualClock()))
         response = h.request()
-        assert response.header("ratelimit-policy") == '"default";q=2'
+        assert response.header("ratelimit-policy") == '"default";q=2;w=2'
         assert response.header("ratelimit") == '"default";r=1;t=1'
 
 
@@ -231,7 +231,7 @@ class TestOptions:
         denied = h.request(path="/login")
         assert denied.status == 429
         assert denied.header("retry-after") == "10"
-        assert denied.header("ratelimit-policy") == '"/login";q=1'
+        assert denied.header("ratelimit-policy") == '"/login";q=1;w=10'
         # The default bucket is untouched by /login.
         assert h.registry.tokens(IP) == 3.0
         assert h.request(path="/").status == 200
@@ -249,8 +249,8 @@ class TestOptions:
         assert h.request(path="/login/").status == 200
         denied = h.request(path="/login//")
         assert denied.status == 429
-        assert denied.header("ratelimit-policy") == f'"{pattern}";q=2'
-        assert h.request(path="/api").header("ratelimit-policy") == '"/api/*";q=1'
+        assert denied.header("ratelimit-policy") == f'"{pattern}";q=2;w=20'
+        assert h.request(path="/api").header("ratelimit-policy") == '"/api/*";q=1;w=1'
         assert h.request(path="/api/").status == 429
         assert h.request(path="/login/x").status == 200  # another path: the default bucket
         assert h.request(path="/apix").status == 200

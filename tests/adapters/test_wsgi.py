@@ -119,7 +119,7 @@ class TestPep3333:
         app = RateLimitMiddleware(failing, registry=BucketRegistry(Rule(2, 1.0)))
         status, headers, body = call(app)
         assert status == "500 Internal Server Error"
-        assert headers["RateLimit-Policy"] == '"default";q=2'
+        assert headers["RateLimit-Policy"] == '"default";q=2;w=2'
         assert body == b"error"
 
     def test_paths_are_path_info_without_script_name(self):

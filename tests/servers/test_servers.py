@@ -165,7 +165,7 @@ def exercise(base: str) -> None:
         allowed = [client.get("/") for _ in range(5)]
         assert [r.status_code for r in allowed] == [200] * 5
         assert allowed[0].text == "hello"
-        assert allowed[0].headers["ratelimit-policy"] == '"default";q=5'
+        assert allowed[0].headers["ratelimit-policy"] == '"default";q=5;w=5000'
         assert allowed[0].headers["x-ratelimit-remaining"] == "4"
         assert allowed[4].headers["ratelimit"].startswith('"default";r=0;t=')
 

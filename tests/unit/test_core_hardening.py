@@ -158,11 +158,13 @@ def sf_integer(text):
 def header_values(decision, limit_policy):
     """Every number the middleware writes for ``decision``: parsed, each checked."""
     fields = dict(rate_limit_headers(decision, limit_policy, 3, TEXT))
-    policy = re.fullmatch(r'"default";q=([^;,]+)', fields["RateLimit-Policy"])
+    policy = re.fullmatch(r'"default";q=([^;,]+)(?:;w=([^;,]+))?', fields["RateLimit-Policy"])
     state = re.fullmatch(r'"default";r=([^;,]+)(?:;t=([^;,]+))?', fields["RateLimit"])
     assert policy, fields
     assert state, fields
     numbers = {"q": sf_integer(policy[1]), "r": sf_integer(state[1])}
+    if policy[2] is not None:
+        numbers["w"] = sf_integer(policy[2])
     if state[2] is not None:
         numbers["t"] = sf_integer(state[2])
     for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"):
@@ -172,8 +174,8 @@ def header_values(decision, limit_policy):
 
 
 class TestHeaderRanges:
-    def policy(self):
-        return Policy("default", BucketRegistry(Rule(1, 1)), "")
+    def policy(self, registry=None):
+        return Policy("default", registry or BucketRegistry(Rule(1, 1)), "")
 
     def test_slow_refill_reset_is_clamped_to_15_digits(self):
         """Rule(1000, 1e-13), emptied: 1e16 s to full; t and X-RateLimit-Reset stay 15 digits."""
@@ -213,7 +215,12 @@ class TestHeaderRanges:
         registry.consume("k", first * capacity)
         clock.advance(elapsed)
         decision = registry.consume("k", second * capacity)
-        numbers = header_values(decision, self.policy())
+        numbers = header_values(decision, self.policy(registry))
+        # w is the refill from empty, rounded up: q / w never exceeds the refill rate
+        assert ("w" in numbers) == (rate > 0)
+        if rate > 0 and numbers["q"] / rate < 999_999_999_999_999:  # else w is clamped
+            assert numbers["w"] >= 1
+            assert numbers["q"] / numbers["w"] <= rate
         wait = retry_after_seconds(decision)
         if not decision.allowed:
             assert numbers.get("t") == wait

@@ -61,7 +61,7 @@ def test_raw_fields_are_the_str_fields_as_asgi_bytes(decision, mode):
         (Decision(True, 9.0, 0.0, 1.0, 10), ['"default";q=10', '"default";r=9;t=1']),
         (Decision(True, 8.7, 0.0, 1.3, 10), ['"default";q=10', '"default";r=8;t=2']),
         (Decision(False, 0.4, 0.6, 9.6, 10), ['"default";q=10', '"default";r=0;t=1']),
-        (Decision(False, 0.0, math.inf, math.inf, 1), ['"default";q=1', '"default";r=0']),
+        (Decision(False, 0.0, math.inf, math.inf, 1), ['"default";q=1;w=1', '"default";r=0']),
         (Decision(True, 0.0, 0.0, 0.0, 2.5), ['"default";q=2', '"default";r=0;t=0']),
     ],
 )
@@ -75,6 +75,24 @@ def test_policy_value_follows_the_limit():
     p = policy()
     assert rate_limit_headers(Decision(True, 1, 0, 1, 5), p, 1, TEXT)[0][1] == '"default";q=5'
     assert rate_limit_headers(Decision(True, 1, 0, 1, 50), p, 1, TEXT)[0][1] == '"default";q=50'
+
+
+def test_one_limit_sends_its_window_so_a_client_can_learn_the_rate():
+    """RateLimit-Policy of one limit carries w = q / refill_rate rounded up (at least 1), so
+    that q / w never exceeds the rate; it follows a changed default and is left out for an
+    override of another capacity (its rate is unknown) and for a bucket that never refills."""
+    registry = BucketRegistry(Rule(20, 20.0))
+    p = Policy("default", registry, "")
+    assert rate_limit_headers(Decision(True, 19, 0, 0.05, 20), p, 1, TEXT)[0][1] == (
+        '"default";q=20;w=1'
+    )
+    registry.update_default(capacity=20, refill_rate=3.0)
+    assert rate_limit_headers(Decision(True, 19, 0, 0.3, 20), p, 1, TEXT)[0][1] == (
+        '"default";q=20;w=7'
+    )
+    assert rate_limit_headers(Decision(True, 9, 0, 1, 50), p, 1, TEXT)[0][1] == '"default";q=50'
+    registry.update_default(capacity=20, refill_rate=0)
+    assert rate_limit_headers(Decision(True, 19, 0, 1, 20), p, 1, TEXT)[0][1] == '"default";q=20'
 
 
 def test_structured_field_string_escapes():

@@ -9,15 +9,17 @@ Header fields follow draft-ietf-httpapi-ratelimit-headers-11 (May 2026; section 
 ``RateLimit-Policy``, section 4 for ``RateLimit``): both are Structured Field Lists (RFC 9651)
 of Items whose value is the policy name as a String, with Integer parameters::
 
-    RateLimit-Policy: "default";q=10
+    RateLimit-Policy: "default";q=10;w=10
     RateLimit: "default";r=7;t=3
 
-``q`` is the bucket's capacity (floored to an integer), ``r`` the tokens left (floored) and ``t``
-the whole seconds (ceiling) until the bucket is full again; on a denial ``t`` is the wait until
-the request could pass, equal to ``Retry-After``, as the draft asks that ``Retry-After`` never
-end before the effective window. The draft's optional ``w`` (window) is left out: a token bucket
-has no fixed window, and the refill rate of a per-client override is not known to the adapter
-without a second store call. ``t`` is omitted when the bucket never refills.
+``q`` is the bucket's capacity (floored to an integer), ``w`` the seconds its bucket takes to
+refill from empty (``capacity / refill_rate``, rounded up), so that a client learns the rate
+``q / w`` (never above the real one), ``r`` the tokens left (floored) and ``t`` the whole seconds
+(ceiling) until the bucket is full again; on a denial ``t`` is the wait until the request could
+pass, equal to ``Retry-After``, as the draft asks that ``Retry-After`` never end before the
+effective window. ``w`` is left out when the bucket never refills, and for a per-client override
+whose capacity differs from the default rule's (its refill rate is not known to the adapter
+without a second store call). ``t`` is omitted when the bucket never refills.
 
 With several limits (``{"burst": Rule(10, 1.0), "daily": Rule.per(1000, 86400)}``) the
 ``RateLimit-Policy`` field lists every limit in order, each with ``w``, the seconds its bucket
@@ -118,34 +120,48 @@ class PolicyFields:
     ``options.Policy`` adds the registry and the key namespace to it.
     """
 
-    __slots__ = ("_values", "field_name", "field_names", "limits", "name")
+    __slots__ = ("_values", "default", "field_name", "field_names", "limits", "name")
 
     def __init__(
-        self, name: str, limits: Optional[Callable[[], Mapping[str, Rule]]] = None
+        self,
+        name: str,
+        limits: Optional[Callable[[], Mapping[str, Rule]]] = None,
+        default: Optional[Callable[[], Rule]] = None,
     ) -> None:
         self.name = name
         #: With several limits: returns the enforced ones (name to default rule, in order;
         #: empty when every limit is in shadow); else None.
         self.limits = limits
+        #: With one limit: returns its default rule, whose refill rate gives ``w``; else None.
+        self.default = default
         self.field_name = sf_string(name)
         #: The name as a Structured Field String in each form (`TEXT`, `RAW`).
         self.field_names = (self.field_name, self.field_name.encode("ascii"))
         # RateLimit-Policy values (str, bytes) by capacity. Few capacities are in use (the
         # default and the overrides), so this stays small; entries are immutable and dict
         # operations atomic, so concurrent requests never see each other's value.
-        self._values: Dict[float, Tuple[str, bytes]] = {}
+        self._values: Dict[Tuple[float, float], Tuple[str, bytes]] = {}
 
     def policy_value(self, limit: float) -> Tuple[str, bytes]:
-        """The ``RateLimit-Policy`` value for a bucket of capacity ``limit``, as str and bytes."""
-        values = self._values.get(limit)
+        """The ``RateLimit-Policy`` value for a bucket of capacity ``limit``, as str and bytes.
+
+        ``w`` is written when the default rule's capacity is ``limit`` (the rule that decided,
+        unless an override of another capacity did) and it refills.
+        """
+        rule = None if self.default is None else self.default()
+        rate = rule.refill_rate if rule is not None and rule.capacity == limit else 0.0
+        values = self._values.get((limit, rate))
         if values is None:
             if len(self._values) >= 1024:  # overrides are unbounded in principle
                 self._values.clear()
             # The capacity floored, but at least 1: below 1, q=0 would say that nothing ever
             # passes, while requests costing up to the capacity do. At most 1e12 (Rule's
             # bound), so always an RFC 9651 Integer.
-            text = f"{self.field_name};q={int(limit) or 1}"
-            values = self._values[limit] = (text, text.encode("ascii"))
+            quota = int(limit) or 1
+            text = f"{self.field_name};q={quota}"
+            if rate:
+                text += f";w={window_seconds(quota, rate)}"
+            values = self._values[limit, rate] = (text, text.encode("ascii"))
         return values
 
     def several_values(
@@ -188,6 +204,16 @@ def binding_rate(decision: Decision, default: Rule) -> Optional[float]:
     if reset_after == math.inf:  # a bucket that never refills
         return 0.0
     return default.refill_rate if limit == default.capacity else None
+
+
+def window_seconds(capacity: float, rate: float) -> int:
+    """``w`` for a quota ``q`` refilled at ``rate``: whole seconds, rounded up, at least 1.
+
+    The seconds it takes to refill the quota, so that ``q / w`` never exceeds the rate; at most
+    `SF_INTEGER_MAX`.
+    """
+    window = capacity / rate
+    return max(1, math.ceil(window)) if window < SF_INTEGER_MAX else SF_INTEGER_MAX
 
 
 def sf_string(text: str) -> str:

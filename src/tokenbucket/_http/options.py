@@ -75,7 +75,11 @@ class Policy(PolicyFields):
 
     def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
         several = len(registry.limits) > 1
-        super().__init__(name, (lambda: enforced(self.registry)) if several else None)
+        super().__init__(
+            name,
+            (lambda: enforced(self.registry)) if several else None,
+            None if several else (lambda: self.registry.default),
+        )
         self.registry = registry
         self.prefix = prefix
         #: Whether the policy runs in shadow: decided and counted, never refusing (no fields).
