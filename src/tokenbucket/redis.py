@@ -242,8 +242,10 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
         True
 
     ``from_url`` makes no connection until the first call. The store must be used from one
-    event loop (redis-py's asyncio connections belong to the loop that opened them); on Python
-    3.9 also create it while that loop runs (for example in an ASGI lifespan startup).
+    event loop (redis-py's asyncio connections belong to the loop that opened them). On Python
+    3.9, ``from_url`` called while no loop runs builds the client at the first call, inside
+    the loop that makes it (its locks would otherwise belong to the wrong loop); a client
+    passed to the constructor must be built while its loop runs.
     [`aclose`][tokenbucket.redis.AsyncRedisStore.aclose] closes the client.
     """
 
