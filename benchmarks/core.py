@@ -1,6 +1,6 @@
 """Cost of one in-memory rate-limit decision: tokenbucket against its peers, side by side.
 
-Run:  .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/core.py
+Run:  .venv/bin/pip install -e . --group bench && .venv/bin/python benchmarks/core.py
 
 Every library gets the same scenarios in the same process, in interleaved rounds (so machine
 noise hits all of them alike); each cell is the median over rounds of the time per decision.

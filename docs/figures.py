@@ -1,6 +1,6 @@
 """Draw the documentation's figures from real runs.
 
-Run:  .venv/bin/pip install -e '.[docs]' && .venv/bin/python docs/figures.py
+Run:  .venv/bin/pip install -e . --group docs && .venv/bin/python docs/figures.py
 
 * img/token-level.png: a real TokenBucket on a ManualClock, fed a burst and then steady
   traffic faster than its refill rate; the level is read from the bucket itself.

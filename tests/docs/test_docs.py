@@ -99,10 +99,10 @@ def test_docs_command_is_the_one_scripts_test_sh_runs():
     assert all("NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict" in line for line in builds)
 
 
-def test_docs_extra_can_format_signatures():
-    """mkdocstrings formats API signatures with Ruff or Black: the docs extra installs one."""
+def test_docs_group_can_format_signatures():
+    """mkdocstrings formats API signatures with Ruff or Black: the docs group installs one."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    docs = pyproject["project"]["optional-dependencies"]["docs"]
+    docs = pyproject["dependency-groups"]["docs"]
     assert any(re.match(r"(ruff|black)\b", requirement) for requirement in docs), docs
 
 
