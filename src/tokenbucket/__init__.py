@@ -1,6 +1,6 @@
 """Token bucket rate limiting: exact, thread-safe, fast, and framework-agnostic.
 
-The core (this package's top level) is pure Python with no I/O::
+The core (this package's top level) is pure Python with no I/O:
 
     >>> from tokenbucket import BucketRegistry, Rule
     >>> limits = BucketRegistry(Rule(capacity=10, refill_rate=1.0))

@@ -23,7 +23,7 @@ _PARSE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/|per)\s*(\d+(?:\.\d+)?)?\s*([a-z
 class Rule:
     """A token bucket's shape: ``capacity`` tokens of burst, refilled at ``refill_rate`` per second.
 
-    Rules are immutable, compare and hash by value, and are validated when created::
+    Rules are immutable, compare and hash by value, and are validated when created:
 
         >>> Rule(capacity=10, refill_rate=1.0)
         Rule(capacity=10, refill_rate=1.0)

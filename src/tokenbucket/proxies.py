@@ -70,7 +70,7 @@ class TrustedProxyKey:
             as the middlewares' default key: one subscriber holds a whole /56 or /64); 128 keys
             each address alone. Trusted proxies are matched by their full address regardless.
 
-    Example::
+    Example:
 
         >>> from tokenbucket.proxies import TrustedProxyKey
         >>> key = TrustedProxyKey(["10.0.0.0/8"])

@@ -28,7 +28,7 @@ too, alone. Admin calls (``update_rule``, ``remove_rule``, ``reset``, ``get_rule
 [`RedisUnavailableError`][tokenbucket.redis.RedisUnavailableError], a builtin
 :class:`ConnectionError`, so adapters can map it to 503 without importing this module.
 
-Exceptions::
+The exceptions it raises:
 
     ConnectionError (builtin)
      └── RedisUnavailableError   an admin call failed in Redis (no answer, or an error)
@@ -89,7 +89,7 @@ class RedisStore(SyncRules, _Store[_SyncClient]):
             timeout per interval rather than one per request; then one decision tries Redis
             again, and the first answer ends the outage. 0 tries Redis on every call.
 
-    Example::
+    Example:
 
         >>> from tokenbucket.redis import RedisStore
         >>> store = RedisStore.from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
@@ -233,7 +233,7 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
             second on one connection. ``False`` sends each decision alone. Admin and
             in-flight slot calls always go alone.
 
-    Example::
+    Example:
 
         >>> from tokenbucket.redis import AsyncRedisStore
         >>> store = AsyncRedisStore.from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP

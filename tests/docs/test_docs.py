@@ -154,3 +154,14 @@ def test_readme_and_home_page_open_with_the_same_sample():
     }
     readme = [line for line in first["README.md"].splitlines() if not line.startswith("assert")]
     assert readme == first["docs/index.md"].splitlines()
+
+
+def test_docstrings_have_no_rest_double_colons():
+    """Docstrings are Google style rendered as Markdown: a reST 'Example::' shows its '::'."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "src").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"[^:\s]::\s*$", line)
+    ]
+    assert found == []
