@@ -109,8 +109,9 @@ def token_level() -> Path:
 def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     """One panel per scenario, stacked, from docs/data/<name>.json.
 
-    Drawn to be read at the documentation's column width (about 7 inches): one column of
-    panels, each with its own scale and the libraries named on every panel.
+    Drawn to be read at the documentation's column width and on a phone: one column of
+    panels, each with its own scale and the libraries named on every panel, 5 inches wide so
+    that a phone's 360 pixels shrink its text by half, not by two thirds.
     """
     source = DATA / f"{name}.json"
     if not source.exists():
@@ -121,7 +122,7 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     libraries = list(next(iter(table.values())))
     panel_height = 0.26 * len(libraries) + 0.75
     fig, axes = plt.subplots(
-        len(scenarios), 1, figsize=(7.2, panel_height * len(scenarios) + 0.5), dpi=150
+        len(scenarios), 1, figsize=(5.0, panel_height * len(scenarios) + 0.8), dpi=150
     )
     if len(scenarios) == 1:
         axes = [axes]
@@ -131,15 +132,15 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
         ax.barh(libraries, values, color=colors)
         ax.invert_yaxis()
         ax.set_title(scenario, fontsize=11, loc="left", fontweight="bold")
-        ax.tick_params(axis="y", labelsize=10)
-        ax.tick_params(axis="x", labelsize=9)
+        ax.tick_params(axis="y", labelsize=11)
+        ax.tick_params(axis="x", labelsize=10)
         for y, value in enumerate(values):
-            ax.text(value, y, f" {value:.2f}", va="center", fontsize=9)
-        ax.margins(x=0.12)
+            ax.text(value, y, f" {value:.2f}", va="center", fontsize=11)
+        ax.margins(x=0.25)
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
-    axes[-1].set_xlabel(unit, fontsize=10)
-    fig.suptitle(f"{title}, lower is better\n{results['machine']}", fontsize=11)
+    axes[-1].set_xlabel(unit, fontsize=11)
+    fig.suptitle(f"{title}, lower is better\n{results['machine']}", fontsize=10)
     fig.tight_layout()
     path = IMG / f"{name}.png"
     fig.savefig(path)
@@ -228,7 +229,9 @@ def metrics_burst() -> Path | None:
 def several_limits() -> Path:
     """Burst 5 at 1/s and 30 at 0.2/s; 3 requests/s for 30 s: all or nothing vs one by one."""
     burst, daily = Rule(5, 1.0), Rule(30, 0.2)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    # Stacked, at the other figures' width and dpi: side by side, the labels shrank to a few
+    # pixels at the documentation's column width.
+    fig, axes = plt.subplots(2, 1, figsize=(7.2, 7.0), dpi=150, sharex=True, sharey=True)
     for ax, together in zip(axes, (True, False)):
         clock = ManualClock()
         if together:
@@ -255,11 +258,12 @@ def several_limits() -> Path:
         ax.plot(times, levels["daily"], color="#1565c0", label="daily (30, 0.2/s)")
         ax.plot(times, levels["burst"], color="#ef6c00", label="burst (5, 1/s)")
         title = "all or nothing (tokenbucket)" if together else "each limit checked on its own"
-        ax.set_title(f"{title}: {admitted} of 90 admitted")
-        ax.set_xlabel("seconds (3 requests/s)")
+        ax.set_title(f"{title}: {admitted} of 90 admitted", fontsize=12, loc="left")
+        ax.set_ylabel("tokens", fontsize=11)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=9)
-    axes[0].set_ylabel("tokens")
+        ax.legend(loc="upper right", fontsize=10)
+    axes[-1].set_xlabel("seconds (3 requests/s)", fontsize=11)
     fig.tight_layout()
     path = IMG / "several-limits.png"
     fig.savefig(path)

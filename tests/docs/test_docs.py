@@ -165,3 +165,16 @@ def test_docstrings_have_no_rest_double_colons():
         if re.search(r"[^:\s]::\s*$", line)
     ]
     assert found == []
+
+
+def test_figures_fit_the_column_at_150_dpi():
+    """Every figure is drawn at most 7.2 inches wide at 150 dpi (1,080 pixels), so the column
+    (and a phone) shrinks none of them more than the others; several-limits.png was 11 inches
+    at 100 dpi, two panels side by side, its labels a few pixels high."""
+    widths = {}
+    for path in sorted((ROOT / "docs" / "img").glob("*.png")):
+        header = path.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n", path
+        widths[path.name] = int.from_bytes(header[16:20], "big")
+    assert widths
+    assert all(width <= 1080 for width in widths.values()), widths
