@@ -178,3 +178,26 @@ def test_figures_fit_the_column_at_150_dpi():
         widths[path.name] = int.from_bytes(header[16:20], "big")
     assert widths
     assert all(width <= 1080 for width in widths.values()), widths
+
+
+#: Pages whose samples were being rewritten elsewhere when the others were fitted to the box.
+NOT_YET_FITTED = {"headers.md", "lifecycle.md", "redis.md"}
+
+
+@pytest.mark.parametrize(
+    "page",
+    [p for p in PAGES if p.parent.name == "docs" and p.name not in NOT_YET_FITTED],
+    ids=lambda p: p.name,
+)
+def test_samples_fit_the_code_box(page):
+    """Code blocks do not wrap (a wrapped line restarts at column 0 and loses its indentation):
+    each sample line fits the box, 80 columns at the site's widest layout, and scrolls on a
+    narrower screen. Output and diagrams (```text) may be wider."""
+    long = [
+        f"{page.name}:{line + number}: {text}"
+        for lang, line, body in blocks(page.read_text())
+        if lang != "text"
+        for number, text in enumerate(body.splitlines())
+        if len(text) > 80
+    ]
+    assert long == []
