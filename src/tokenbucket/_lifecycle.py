@@ -32,8 +32,7 @@ class Reservation:
     real cost: the difference is charged (which may leave debt) or refunded (at most the
     estimate, never above full). A reservation never settled keeps the estimate.
 
-    Example:
-
+    Examples:
         >>> limits = BucketRegistry(Rule(1000, 10.0), clock=ManualClock())
         >>> spend = limits.reserve("alice", 300)  # admit on the estimate
         >>> bool(spend)

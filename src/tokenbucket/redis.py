@@ -89,8 +89,7 @@ class RedisStore(SyncRules, _Store[_SyncClient]):
             timeout per interval rather than one per request; then one decision tries Redis
             again, and the first answer ends the outage. 0 tries Redis on every call.
 
-    Example:
-
+    Examples:
         >>> from tokenbucket.redis import RedisStore
         >>> store = RedisStore.from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
         >>> limits = BucketRegistry(Rule(10, 1.0), store=store)  # doctest: +SKIP
@@ -233,8 +232,7 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
             second on one connection. ``False`` sends each decision alone. Admin and
             in-flight slot calls always go alone.
 
-    Example:
-
+    Examples:
         >>> from tokenbucket.redis import AsyncRedisStore
         >>> store = AsyncRedisStore.from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
         >>> limits = BucketRegistry(Rule(10, 1.0), store=store)  # doctest: +SKIP
