@@ -82,7 +82,7 @@ def wsgi_get(app, path="/", ip=IP, headers=None, method="GET", body=b""):
 
 def test_fastapi_example(monkeypatch):
     """FastAPI: 10 per client, /login stricter (3), /health exempt, admin API from env."""
-    monkeypatch.setenv("TOKENBUCKET_ADMIN_TOKEN", "example-token")
+    monkeypatch.setenv("TOKENBUCKET_ADMIN_TOKEN", "example-token-0123")
     module = load("fastapi_app")
     responses = asgi_get(module.app, ["/"] * 11)
     assert [r.status_code for r in responses] == [200] * 10 + [429]
@@ -98,7 +98,7 @@ def test_fastapi_example(monkeypatch):
             return await client.post(
                 "/admin/update-rule",
                 json={"client_id": IP, "capacity": 20},
-                headers={"Authorization": "Bearer example-token"},
+                headers={"Authorization": "Bearer example-token-0123"},
             )
 
     assert asyncio.run(update()).json()["capacity"] == 20

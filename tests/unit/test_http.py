@@ -198,7 +198,7 @@ def test_rule_change_without_numbers_is_the_cores_400():
     """A POST naming neither capacity nor refill_rate gets the core's own check and message
     (check_rule_fields, as BucketRegistry.update_rule raises it) as a 400."""
     registry = BucketRegistry(Rule(3, 1))
-    admin = options(registry=registry, admin_token="t").admin
+    admin = options(registry=registry, admin_token="t" * 16).admin
     with pytest.raises(ValueError, match=r"^at least one of") as core:
         registry.update_rule("a")
     for body in (b'{"client_id": "a"}', b'{"client_id": "a", "route": "/nope"}'):
