@@ -305,7 +305,13 @@ def main() -> None:
     args = parser.parse_args()
     names = args.only or list(CONTENDERS)
     for name in names:
-        check_per_key(name, CONTENDERS[name])
+        try:
+            check_per_key(name, CONTENDERS[name])
+        except ModuleNotFoundError as missing:  # the bench group is not installed
+            sys.exit(
+                f"{name} needs {missing.name}, which is not installed: "
+                ".venv/bin/pip install -e . --group bench"
+            )
 
     samples: Dict[Tuple[str, str], List[float]] = {}
     for round_index in range(args.rounds):
