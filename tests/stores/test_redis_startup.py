@@ -220,6 +220,8 @@ def test_late_client_builds_the_real_client_at_the_first_call(redis_url):
         limits = BucketRegistry(Rule(3, 0), store=store)
         allowed = [(await limits.aconsume("k")).allowed for _ in range(4)]
         assert isinstance(store.client, redis.asyncio.Redis)
+        assert await late.execute_command("PING") is True  # forwarded
+        assert late.connection_pool is store.client.connection_pool
         await late.aclose()  # what the store's aclose calls when from_url made it
         return allowed
 
