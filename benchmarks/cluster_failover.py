@@ -14,7 +14,7 @@ per ``--step`` seconds around the kill, the responses by status and by where the
 The three stores' prefixes share one hash tag, ``{failover}``, only so that one kill hits all
 three; the store itself never needs hash tags (each key is one hash, in one slot).
 
-    pip install -e '.[test,redis]'     # a checkout: redis-server, redis-cli on PATH
+    pip install -e '.[redis]' --group test     # a checkout: redis-server, redis-cli on PATH
     python benchmarks/cluster_failover.py [--clients 4] [--before 1] [--after 1] [--step 0.5]
 
 tests/test_redis_cluster.py runs ``failover`` against the test session's cluster and prints the

@@ -1,6 +1,6 @@
 """Cost of one in-memory rate-limit decision: tokenbucket against its peers, side by side.
 
-Run:  .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/core.py
+Run:  .venv/bin/pip install -e . --group bench && .venv/bin/python benchmarks/core.py
 
 Every library gets the same scenarios in the same process, in interleaved rounds (so machine
 noise hits all of them alike); each cell is the median over rounds of the time per decision.
@@ -305,7 +305,13 @@ def main() -> None:
     args = parser.parse_args()
     names = args.only or list(CONTENDERS)
     for name in names:
-        check_per_key(name, CONTENDERS[name])
+        try:
+            check_per_key(name, CONTENDERS[name])
+        except ModuleNotFoundError as missing:  # the bench group is not installed
+            sys.exit(
+                f"{name} needs {missing.name}, which is not installed: "
+                ".venv/bin/pip install -e . --group bench"
+            )
 
     samples: Dict[Tuple[str, str], List[float]] = {}
     for round_index in range(args.rounds):

@@ -17,7 +17,7 @@ overhead added over the bare app (the median over rounds of the difference withi
 the difference of the best rounds: on a shared machine the best is the least disturbed figure)
 and its ratio to tokenbucket's.
 
-    pip install -e '.[test,bench]'
+    pip install -e . --group test --group bench
     python benchmarks/middleware.py [--rounds 15] [--requests 2000]
 """
 
@@ -81,7 +81,7 @@ def asgi_variants(peers: bool = True) -> Dict[str, Any]:
         from slowapi.middleware import SlowAPIASGIMiddleware, SlowAPIMiddleware
         from slowapi.util import get_remote_address
     except ImportError:
-        print("slowapi not installed: pip install -e '.[bench]'", file=sys.stderr)
+        print("slowapi not installed: pip install -e . --group bench", file=sys.stderr)
         return variants
     for name, middleware in (
         ("slowapi (pure ASGI)", SlowAPIASGIMiddleware),
@@ -187,7 +187,7 @@ def wsgi_variants(peers: bool = True) -> Dict[str, Callable[..., Any]]:
         from flask_limiter import Limiter
         from flask_limiter.util import get_remote_address
     except ImportError:
-        print("Flask-Limiter not installed: pip install -e '.[bench]'", file=sys.stderr)
+        print("Flask-Limiter not installed: pip install -e . --group bench", file=sys.stderr)
         return variants
     app = flask_app()
     with warnings.catch_warnings():

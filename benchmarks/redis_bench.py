@@ -17,7 +17,7 @@ a time and from 32 concurrent tasks.
 
 Run (it starts its own redis-server on a free port unless given --url)::
 
-    .venv/bin/pip install -e '.[redis,bench]'
+    .venv/bin/pip install -e '.[redis]' --group bench
     .venv/bin/python benchmarks/redis_bench.py [--rounds 5] [--seconds 0.5]
 """
 
@@ -426,7 +426,7 @@ def main():
     names = [n for n in CONTENDERS if not options.only or n in options.only or n.startswith("INCR")]
     missing = [p for p in ("limits", "throttled-py") if version(p) == "not installed"]
     if missing:
-        sys.exit(f"install the peers first: pip install -e '.[redis,bench]' ({missing})")
+        sys.exit(f"install the peers first: pip install -e '.[redis]' --group bench ({missing})")
 
     process = workdir = None
     if options.url:

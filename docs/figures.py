@@ -1,6 +1,6 @@
 """Draw the documentation's figures from real runs.
 
-Run:  .venv/bin/pip install -e '.[docs]' && .venv/bin/python docs/figures.py
+Run:  .venv/bin/pip install -e . --group docs && .venv/bin/python docs/figures.py
 
 * img/token-level.png: a real TokenBucket on a ManualClock, fed a burst and then steady
   traffic faster than its refill rate; the level is read from the bucket itself.
@@ -37,7 +37,9 @@ def token_level() -> Path:
     """A burst of 14 requests at t=1 s, then 4 requests/s from t=4 s to t=12 s, rate 2/s."""
     clock = ManualClock()
     bucket = TokenBucket(capacity=10, refill_rate=2.0, clock=clock)
-    requests = [1.0 + i * 0.01 for i in range(14)] + [4.0 + i * 0.25 for i in range(33)]
+    requests = [1.0 + i * 0.01 for i in range(14)] + [
+        4.0 + i * 0.25 for i in range(33)
+    ]
     times: List[float] = []
     levels: List[float] = []
     allowed: List[Tuple[float, float]] = []
@@ -50,15 +52,29 @@ def token_level() -> Path:
             at = pending.pop(0)
             clock.set(at)
             decision = bucket.consume()
-            (allowed if decision.allowed else denied).append((at, decision.remaining))
+            (allowed if decision.allowed else denied).append(
+                (at, decision.remaining)
+            )
         clock.set(t)
         times.append(t)
         levels.append(bucket.tokens)
         t = round(t + step, 10)
 
     fig, ax = plt.subplots(figsize=(7.2, 3.6), dpi=150)
-    ax.plot(times, levels, color="#3f51b5", linewidth=1.8, label="tokens in the bucket")
-    ax.axhline(10, color="#9e9e9e", linestyle="--", linewidth=1, label="capacity (burst) = 10")
+    ax.plot(
+        times,
+        levels,
+        color="#3f51b5",
+        linewidth=1.8,
+        label="tokens in the bucket",
+    )
+    ax.axhline(
+        10,
+        color="#9e9e9e",
+        linestyle="--",
+        linewidth=1,
+        label="capacity (burst) = 10",
+    )
     ax.scatter(
         [a for a, _ in allowed],
         [lvl for _, lvl in allowed],
@@ -98,7 +114,9 @@ def token_level() -> Path:
     ax.set_ylabel("tokens")
     ax.set_ylim(-0.5, 11)
     ax.set_xlim(0, 16)
-    ax.set_title("TokenBucket(capacity=10, refill_rate=2.0): a burst, then steady traffic")
+    ax.set_title(
+        "TokenBucket(capacity=10, refill_rate=2.0): a burst, then steady traffic"
+    )
     ax.legend(loc="upper right", fontsize=9, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -111,8 +129,9 @@ def token_level() -> Path:
 def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     """One panel per scenario, stacked, from docs/data/<name>.json.
 
-    Drawn to be read at the documentation's column width (about 7 inches): one column of
-    panels, each with its own scale and the libraries named on every panel.
+    Drawn to be read at the documentation's column width and on a phone: one column of
+    panels, each with its own scale and the libraries named on every panel, 5 inches wide so
+    that a phone's 360 pixels shrink its text by half, not by two thirds.
     """
     source = DATA / f"{name}.json"
     if not source.exists():
@@ -123,25 +142,31 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     libraries = list(next(iter(table.values())))
     panel_height = 0.26 * len(libraries) + 0.75
     fig, axes = plt.subplots(
-        len(scenarios), 1, figsize=(7.2, panel_height * len(scenarios) + 0.5), dpi=150
+        len(scenarios),
+        1,
+        figsize=(5.0, panel_height * len(scenarios) + 0.8),
+        dpi=150,
     )
     if len(scenarios) == 1:
         axes = [axes]
     for ax, scenario in zip(axes, scenarios):
         values = [table[scenario][lib] for lib in libraries]
-        colors = ["#3f51b5" if lib.startswith("tokenbucket") else "#9e9e9e" for lib in libraries]
+        colors = [
+            "#3f51b5" if lib.startswith("tokenbucket") else "#9e9e9e"
+            for lib in libraries
+        ]
         ax.barh(libraries, values, color=colors)
         ax.invert_yaxis()
         ax.set_title(scenario, fontsize=11, loc="left", fontweight="bold")
-        ax.tick_params(axis="y", labelsize=10)
-        ax.tick_params(axis="x", labelsize=9)
+        ax.tick_params(axis="y", labelsize=11)
+        ax.tick_params(axis="x", labelsize=10)
         for y, value in enumerate(values):
-            ax.text(value, y, f" {value:.2f}", va="center", fontsize=9)
-        ax.margins(x=0.12)
+            ax.text(value, y, f" {value:.2f}", va="center", fontsize=11)
+        ax.margins(x=0.25)
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
-    axes[-1].set_xlabel(unit, fontsize=10)
-    fig.suptitle(f"{title}, lower is better\n{results['machine']}", fontsize=11)
+    axes[-1].set_xlabel(unit, fontsize=11)
+    fig.suptitle(f"{title}, lower is better\n{results['machine']}", fontsize=10)
     fig.tight_layout()
     path = IMG / f"{name}.png"
     fig.savefig(path)
@@ -164,13 +189,29 @@ def metrics_burst() -> Path | None:
     times = [s["t"] for s in scrapes]
     colors = {"allowed": "#2e7d32", "denied": "#c62828"}
     fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(7.2, 5.6), dpi=150, sharex=True, gridspec_kw={"height_ratios": [1, 1.2]}
+        2,
+        1,
+        figsize=(7.2, 5.6),
+        dpi=150,
+        sharex=True,
+        gridspec_kw={"height_ratios": [1, 1.2]},
     )
     for outcome, color in colors.items():
         values = [s[outcome] for s in scrapes]
-        top.step(times, values, where="post", color=color, linewidth=2, label=outcome)
-        va = "bottom" if outcome == "denied" else "top"  # the two ends are close
-        top.text(times[-1], values[-1], f" {values[-1]:.0f}", color=color, va=va, fontsize=10)
+        top.step(
+            times, values, where="post", color=color, linewidth=2, label=outcome
+        )
+        va = (
+            "bottom" if outcome == "denied" else "top"
+        )  # the two ends are close
+        top.text(
+            times[-1],
+            values[-1],
+            f" {values[-1]:.0f}",
+            color=color,
+            va=va,
+            fontsize=10,
+        )
     top.set_ylabel("decisions (total)", fontsize=11)
     top.set_title(
         "tokenbucket_decisions_total{outcome} scraped from the demo every 0.5 s",
@@ -187,7 +228,13 @@ def metrics_burst() -> Path | None:
         mids.append(before["t"] + span / 2)
         for outcome in rates:
             rates[outcome].append((after[outcome] - before[outcome]) / span)
-    bottom.bar(mids, rates["allowed"], width=width, color=colors["allowed"], label="allowed")
+    bottom.bar(
+        mids,
+        rates["allowed"],
+        width=width,
+        color=colors["allowed"],
+        label="allowed",
+    )
     bottom.bar(
         mids,
         rates["denied"],
@@ -230,7 +277,11 @@ def metrics_burst() -> Path | None:
 def several_limits() -> Path:
     """Burst 5 at 1/s and 30 at 0.2/s; 3 requests/s for 30 s: all or nothing vs one by one."""
     burst, daily = Rule(5, 1.0), Rule(30, 0.2)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    # Stacked, at the other figures' width and dpi: side by side, the labels shrank to a few
+    # pixels at the documentation's column width.
+    fig, axes = plt.subplots(
+        2, 1, figsize=(7.2, 7.0), dpi=150, sharex=True, sharey=True
+    )
     for ax, together in zip(axes, (True, False)):
         clock = ManualClock()
         if together:
@@ -246,7 +297,9 @@ def several_limits() -> Path:
                 if together:
                     admitted += both.try_consume("k")
                 else:  # the daily limit is charged before the burst limit refuses
-                    admitted += second.try_consume("k") and first.try_consume("k")
+                    admitted += second.try_consume("k") and first.try_consume(
+                        "k"
+                    )
             times.append(now)
             if together:
                 levels["burst"].append(both.tokens("k", limit="burst"))
@@ -254,14 +307,23 @@ def several_limits() -> Path:
             else:
                 levels["burst"].append(first.tokens("k"))
                 levels["daily"].append(second.tokens("k"))
-        ax.plot(times, levels["daily"], color="#1565c0", label="daily (30, 0.2/s)")
+        ax.plot(
+            times, levels["daily"], color="#1565c0", label="daily (30, 0.2/s)"
+        )
         ax.plot(times, levels["burst"], color="#ef6c00", label="burst (5, 1/s)")
-        title = "all or nothing (tokenbucket)" if together else "each limit checked on its own"
-        ax.set_title(f"{title}: {admitted} of 90 admitted")
-        ax.set_xlabel("seconds (3 requests/s)")
+        title = (
+            "all or nothing (tokenbucket)"
+            if together
+            else "each limit checked on its own"
+        )
+        ax.set_title(
+            f"{title}: {admitted} of 90 admitted", fontsize=12, loc="left"
+        )
+        ax.set_ylabel("tokens", fontsize=11)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=9)
-    axes[0].set_ylabel("tokens")
+        ax.legend(loc="upper right", fontsize=10)
+    axes[-1].set_xlabel("seconds (3 requests/s)", fontsize=11)
     fig.tight_layout()
     path = IMG / "several-limits.png"
     fig.savefig(path)
@@ -349,7 +411,11 @@ def main() -> None:
     """Draw every figure whose data is present."""
     IMG.mkdir(exist_ok=True)
     made = [token_level(), several_limits()]
-    made.append(benchmark_bars("benchmark-core", "One in-memory decision", "µs per decision"))
+    made.append(
+        benchmark_bars(
+            "benchmark-core", "One in-memory decision", "µs per decision"
+        )
+    )
     made.append(metrics_burst())
     made.append(outbound())
     for path in made:

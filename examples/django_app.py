@@ -43,4 +43,6 @@ if __name__ == "__main__":
     from wsgiref.simple_server import make_server
 
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
-    make_server("127.0.0.1", port, application).serve_forever()
+    server = make_server("127.0.0.1", port, application)
+    print(f"Django behind the rate limiter on http://127.0.0.1:{port}/", flush=True)
+    server.serve_forever()

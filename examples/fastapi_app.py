@@ -3,7 +3,7 @@
 From the root of a clone, in a virtualenv (python3 -m venv .venv && . .venv/bin/activate):
 
     pip install -e '.[demo]'
-    TOKENBUCKET_ADMIN_TOKEN=change-me uvicorn examples.fastapi_app:app --port 8000
+    TOKENBUCKET_ADMIN_TOKEN=change-me-to-a-long-secret uvicorn examples.fastapi_app:app --port 8000
 
 (Once tokenbucket-ratelimit is on PyPI: pip install 'tokenbucket-ratelimit[demo]'.)
 """

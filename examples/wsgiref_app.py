@@ -7,7 +7,7 @@ From the root of a clone, in a virtualenv (python3 -m venv .venv && . .venv/bin/
 
 (Once tokenbucket-ratelimit is on PyPI: pip install tokenbucket-ratelimit.)
 
-Try the admin API (the token is printed at start-up):
+Try the admin API: it prints a TOKEN=... line at start-up; paste it into your shell, then
 
     curl -X POST localhost:8000/admin/update-rule -H "Authorization: Bearer $TOKEN" \\
          -d '{"client_id": "127.0.0.1", "capacity": 50, "refill_rate": 10.0}'
@@ -33,5 +33,5 @@ app = RateLimitMiddleware(hello, registry=registry, admin_token=token, headers="
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
-    print(f"http://127.0.0.1:{port}/  admin token: {token}", flush=True)
+    print(f"serving http://127.0.0.1:{port}/; the admin token:\nTOKEN={token}", flush=True)
     make_server("127.0.0.1", port, app).serve_forever()

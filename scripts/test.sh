@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Install everything the tests need into .venv and run the full check: lint, format, types, tests.
-# Usage: ./scripts/test.sh [pytest arguments]  (with arguments: only those tests, no coverage)
+# Install everything the tests need into .venv and run the full check: lint, format, types, tests
+# with coverage, the docs build; then the tests again, without coverage, on the oldest and the
+# newest Python the package supports (3.9 in .venv39, 3.13 in .venv313: pyenv's, or python3.9 and
+# python3.13 on PATH; the script stops at once, saying so, if one is missing).
+# Usage: ./scripts/test.sh [pytest arguments]  (with arguments: only those tests, in .venv only,
+# no coverage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,18 +22,41 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
         echo "could not install redis-server and redis-tools: the Redis tests will fail" >&2
 fi
 
-# Create the venv (and upgrade its pip) once; later runs reuse it as it is. Debian and Ubuntu
-# ship venv's pip bootstrap separately, in python3-venv.
-if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
-    if ! python3 -m venv --clear .venv; then
-        command -v apt-get >/dev/null && apt_install python3-venv && python3 -m venv --clear .venv || {
-            echo "python3 -m venv failed: on Debian/Ubuntu, install python3-venv" >&2
-            exit 1
-        }
-    fi
-    .venv/bin/python -m pip install --quiet --upgrade pip
+# The other Pythons the suite runs on, found before the long main run so that a machine without
+# them fails at once.
+find_python() {
+    local candidate
+    for candidate in "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")/versions/$1".*/bin/python3; do
+        if [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
+    done
+    command -v "python$1" || {
+        echo "Python $1 not found (pyenv install $1, or put python$1 on PATH): the suite also" \
+            "runs on $1" >&2
+        return 1
+    }
+}
+if [ "$#" -eq 0 ]; then
+    python39=$(find_python 3.9)
+    python313=$(find_python 3.13)
 fi
-.venv/bin/python -m pip install --quiet -e '.[test,redis,docs]'
+
+# Create a venv (and upgrade its pip) once; later runs reuse it. Debian and Ubuntu ship venv's pip
+# bootstrap separately, in python3-venv. The test and docs requirements are dependency groups
+# (PEP 735, pyproject.toml), which pip installs from 25.1 on.
+install() {  # venv directory, interpreter
+    if ! "$1/bin/python" -m pip --version >/dev/null 2>&1; then
+        if ! "$2" -m venv --clear "$1"; then
+            command -v apt-get >/dev/null && apt_install python3-venv && "$2" -m venv --clear "$1" || {
+                echo "$2 -m venv failed: on Debian/Ubuntu, install python3-venv" >&2
+                exit 1
+            }
+        fi
+        "$1/bin/python" -m pip install --quiet --upgrade pip
+    fi
+    "$1/bin/python" -m pip install --quiet 'pip>=25.1'
+    "$1/bin/python" -m pip install --quiet -e '.[redis]' --group test --group docs
+}
+install .venv python3
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
@@ -41,3 +68,12 @@ else
     .venv/bin/pytest "$@"
 fi
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+
+if [ "$#" -eq 0 ]; then
+    for pair in ".venv39 $python39" ".venv313 $python313"; do
+        read -r venv python <<<"$pair"
+        echo "== the tests on $("$python" --version) ($venv), without coverage"
+        install "$venv" "$python"
+        "$venv/bin/pytest"
+    done
+fi

@@ -8,7 +8,7 @@ Fixtures:
     tokenbucket_registry: a [`BucketRegistry`][tokenbucket.BucketRegistry] on that clock, with
         the rule of the ``tokenbucket_rule`` marker (default 10 tokens, 1 per second).
 
-Example::
+For example, in a test module:
 
     import pytest
 

@@ -1,6 +1,6 @@
 """Token bucket rate limiting: exact, thread-safe, fast, and framework-agnostic.
 
-The core (this package's top level) is pure Python with no I/O::
+The core (this package's top level) is pure Python with no I/O:
 
     >>> from tokenbucket import BucketRegistry, Rule
     >>> limits = BucketRegistry(Rule(capacity=10, refill_rate=1.0))
@@ -42,4 +42,6 @@ __all__ = [
     "rate_limit",
 ]
 
-__version__ = "0.1.0"
+# The one place the version is set: hatch reads it for the wheel and the sdist. Between
+# releases it is the next release with a ".dev0" suffix.
+__version__ = "0.2.0.dev0"

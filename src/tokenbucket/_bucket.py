@@ -26,8 +26,7 @@ class TokenBucket:
         clock: zero-argument callable returning seconds; defaults to :func:`time.monotonic`.
             Pass a [`ManualClock`][tokenbucket.ManualClock] in tests.
 
-    Example::
-
+    Examples:
         >>> clock = ManualClock()
         >>> bucket = TokenBucket(capacity=10, refill_rate=1.0, clock=clock)
         >>> bucket.try_consume(10), bucket.try_consume()

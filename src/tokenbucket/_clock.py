@@ -21,7 +21,7 @@ class ManualClock:
     """A clock for tests: it reads ``start`` until moved with `advance` or `set`.
 
     Pass it as ``clock=`` to a [`TokenBucket`][tokenbucket.TokenBucket] or
-    [`BucketRegistry`][tokenbucket.BucketRegistry]::
+    [`BucketRegistry`][tokenbucket.BucketRegistry]:
 
         >>> clock = ManualClock()
         >>> bucket = TokenBucket(capacity=1, refill_rate=0.5, clock=clock)

@@ -84,8 +84,7 @@ def rate_limit(
         InFlightLimitExceeded: from the decorated function when its key already has
             ``in_flight.max_in_flight`` calls running.
 
-    Example::
-
+    Examples:
         >>> clock = ManualClock()
         >>> @rate_limit(BucketRegistry(Rule(2, 1.0), clock=clock))
         ... def fetch(page):

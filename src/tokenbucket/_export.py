@@ -1,6 +1,6 @@
 """All of a registry's rules as one JSON-ready document, and its validation before an import.
 
-The document (``version`` 1)::
+The document (``version`` 1):
 
     {"version": 1,
      "default": {"capacity": 10, "refill_rate": 1.0},

@@ -139,8 +139,7 @@ class InFlightLimit:
             one more may start. Default 60 (nginx's ``proxy_read_timeout``). Unused in memory,
             where a slot dies with its process.
 
-    Example::
-
+    Examples:
         >>> limit = InFlightLimit(2)
         >>> first, second = limit.acquire("key-1"), limit.acquire("key-1")
         >>> limit.acquire("key-1") is None

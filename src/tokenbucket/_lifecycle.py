@@ -38,7 +38,7 @@ class Reservation:
     charged are charged or refunded (a limit in shadow that would have refused the estimate was
     not charged, and gets nothing back), whatever has changed since.
 
-    Example::
+    Examples:
 
         >>> limits = BucketRegistry(Rule(1000, 10.0), clock=ManualClock())
         >>> spend = limits.reserve("alice", 300)  # admit on the estimate

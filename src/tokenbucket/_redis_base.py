@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 from typing import Any, ClassVar, Dict, Generic, Optional, Type, TypeVar, Union, cast
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
@@ -27,6 +28,7 @@ import redis.exceptions
 from ._inflight import Slot
 from ._redis_failure import POLICIES
 from ._redis_inflight import SlotLogic
+from ._redis_late import LateClient, needs_late_client
 from ._redis_logic import Logic, Plan
 from ._redis_pipeline import Pipeliner
 from ._validate import _number
@@ -78,7 +80,10 @@ class _Store(Generic[C]):
             )
         self._client = client
         self._owned = False
-        cluster = getattr(client, "nodes_manager", None) is not None
+        if isinstance(client, LateClient):
+            cluster = client.is_cluster
+        else:
+            cluster = getattr(client, "nodes_manager", None) is not None
         self._logic = Logic(prefix, on_error, float(interval), cluster)
         self._slots = SlotLogic(self._logic)
 
@@ -119,8 +124,11 @@ class _Store(Generic[C]):
             "retry": cls._retry(redis.backoff.NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
             **client_options,
         }
+        connect = cls._connect_cluster if cluster else cls._connect
         store = cls(
-            (cls._connect_cluster if cluster else cls._connect)(url, **options),
+            LateClient(connect, url, options, cluster)  # Python 3.9, see _redis_late
+            if cls._is_async and needs_late_client()
+            else connect(url, **options),
             prefix=prefix,
             on_error=on_error,
             retry_interval=retry_interval,
@@ -131,7 +139,10 @@ class _Store(Generic[C]):
     @property
     def client(self) -> C:
         """The redis-py client the store talks through."""
-        return self._client
+        client = self._client
+        if isinstance(client, LateClient) and not needs_late_client():
+            return cast(C, client.built())
+        return client  # on Python 3.9 outside a loop, the stand-in (see _redis_late)
 
     @property
     def prefix(self) -> str:
@@ -204,6 +215,10 @@ class _Store(Generic[C]):
 
 def _describe(client: Any) -> str:
     """Name a client by where it connects, not by redis-py's long repr."""
+    if isinstance(client, LateClient):  # not built yet: say so rather than build it
+        url = urlsplit(client.url)  # without a password the URL may hold
+        where = f"{url.hostname}:{url.port}{url.path}" if url.hostname else url.path
+        return f"<{'RedisCluster' if client.is_cluster else 'Redis'} {where}, not built yet>"
     manager = getattr(client, "nodes_manager", None)  # a cluster client: a node it knows
     if manager is not None:
         nodes = sorted(manager.startup_nodes)

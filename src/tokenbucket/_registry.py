@@ -45,8 +45,7 @@ class BucketRegistry(Waiting, RegistryRules):
         max_keys: for the default store only: hard cap on tracked buckets (see
             [`MemoryStore`][tokenbucket.MemoryStore]).
 
-    Example::
-
+    Examples:
         >>> registry = BucketRegistry(Rule(capacity=2, refill_rate=1.0), clock=ManualClock())
         >>> [registry.try_consume("203.0.113.7") for _ in range(3)]
         [True, True, False]

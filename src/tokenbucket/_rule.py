@@ -50,7 +50,7 @@ Limits = Union["Rule", Mapping[str, Union["Rule", str]], str]
 class Rule:
     """A token bucket's shape: ``capacity`` tokens of burst, refilled at ``refill_rate`` per second.
 
-    Rules are immutable, compare and hash by value, and are validated when created::
+    Rules are immutable, compare and hash by value, and are validated when created:
 
         >>> Rule(capacity=10, refill_rate=1.0)
         Rule(capacity=10, refill_rate=1.0)

@@ -44,9 +44,10 @@ import secrets
 import socket
 import sys
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Dict, List, Optional, TextIO, Union
+from typing import Any, AsyncIterator, Dict, List, Optional, TextIO
 
 from . import __version__
+from ._demo_cli import DefaultsHelp, max_keys_option, number, port_problem
 from ._http.rules import load_rules
 from ._registry import BucketRegistry
 from ._rule import Rule
@@ -158,33 +159,17 @@ class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         super().connection_made(transport)
 
 
-def _number(text: str) -> Union[int, float]:
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-def _max_keys(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser (extend it to add options)."""
     parser = argparse.ArgumentParser(
         prog="python -m tokenbucket.demo",
         description="A rate-limited demo gateway: a token bucket per client IP, with an admin API.",
+        formatter_class=DefaultsHelp,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--capacity", type=_number, default=10, help="bucket size (burst)")
-    parser.add_argument("--refill-rate", type=_number, default=1.0, help="tokens added per second")
+    parser.add_argument("--capacity", type=number, default=10, help="bucket size: the burst")
+    parser.add_argument("--refill-rate", type=number, default=1.0, help="tokens added per second")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument(
         "--redis",
@@ -201,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-keys",
-        type=_max_keys,
+        type=max_keys_option,
         default=None,
         metavar="N",
         help="most buckets kept in memory (without --redis); a new client beyond them is denied "
@@ -218,7 +203,7 @@ def app_factory() -> FastAPI:
     connections belong to the loop that made them.
     """
     capacity, refill_rate, max_keys, *policy = os.environ[_RULE_VARIABLE].split(",")
-    rule = Rule(_number(capacity), _number(refill_rate))
+    rule = Rule(number(capacity), number(refill_rate))
     url = os.environ.get(REDIS_VARIABLE)
     if url:
         from .redis import AsyncRedisStore
@@ -310,7 +295,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
     if max_keys is None:
         from_env = os.environ.get(MAX_KEYS_VARIABLE) or str(DEFAULT_MAX_KEYS)
         try:
-            max_keys = _max_keys(from_env)
+            max_keys = max_keys_option(from_env)
         except argparse.ArgumentTypeError as exc:
             parser.error(f"{MAX_KEYS_VARIABLE} {exc}")
     token = os.environ.get(TOKEN_VARIABLE) or None
@@ -328,6 +313,12 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> None:
         except (OSError, TypeError, ValueError) as exc:
             parser.error(f"--rules {args.rules}: {exc}")
         os.environ[RULES_VARIABLE] = os.path.abspath(args.rules)
+    busy = port_problem(args.host, args.port)
+    if busy:  # one line, not the banner then uvicorn's error
+        sys.exit(
+            f"python -m tokenbucket.demo: cannot listen on {args.host}:{args.port} ({busy}); "
+            "choose another port with --port"
+        )
     unreachable = _check_redis(parser, args.redis) if args.redis else None
     os.environ.update(
         {

@@ -70,8 +70,7 @@ class TrustedProxyKey:
             as the middlewares' default key: one subscriber holds a whole /56 or /64); 128 keys
             each address alone. Trusted proxies are matched by their full address regardless.
 
-    Example::
-
+    Examples:
         >>> from tokenbucket.proxies import TrustedProxyKey
         >>> key = TrustedProxyKey(["10.0.0.0/8"])
         >>> key.client_address("10.0.0.2", "198.51.100.9, 203.0.113.7, 10.0.0.1")

@@ -28,7 +28,7 @@ too, alone. Admin calls (``update_rule``, ``remove_rule``, ``reset``, ``get_rule
 [`RedisUnavailableError`][tokenbucket.redis.RedisUnavailableError], a builtin
 :class:`ConnectionError`, so adapters can map it to 503 without importing this module.
 
-Exceptions::
+The exceptions it raises:
 
     ConnectionError (builtin)
      └── RedisUnavailableError   an admin call failed in Redis (no answer, or an error)
@@ -90,8 +90,7 @@ class RedisStore(SyncRules, _Store[_SyncClient]):
             timeout per interval rather than one per request; then one decision tries Redis
             again, and the first answer ends the outage. 0 tries Redis on every call.
 
-    Example::
-
+    Examples:
         >>> from tokenbucket.redis import RedisStore
         >>> store = RedisStore.from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
         >>> limits = BucketRegistry(Rule(10, 1.0), store=store)  # doctest: +SKIP
@@ -234,8 +233,7 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
             second on one connection. ``False`` sends each decision alone. Admin and
             in-flight slot calls always go alone.
 
-    Example::
-
+    Examples:
         >>> from tokenbucket.redis import AsyncRedisStore
         >>> store = AsyncRedisStore.from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
         >>> limits = BucketRegistry(Rule(10, 1.0), store=store)  # doctest: +SKIP
@@ -243,8 +241,10 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
         True
 
     ``from_url`` makes no connection until the first call. The store must be used from one
-    event loop (redis-py's asyncio connections belong to the loop that opened them); on Python
-    3.9 also create it while that loop runs (for example in an ASGI lifespan startup).
+    event loop (redis-py's asyncio connections belong to the loop that opened them). On Python
+    3.9, ``from_url`` called while no loop runs builds the client at the first call, inside
+    the loop that makes it (its locks would otherwise belong to the wrong loop); a client
+    passed to the constructor must be built while its loop runs.
     [`aclose`][tokenbucket.redis.AsyncRedisStore.aclose] closes the client.
     """
 

@@ -310,6 +310,18 @@ class TestAuthorisation:
         assert post(h, SEED).body == b"app"
 
 
+def _nested_message(depth: int) -> str:
+    """Newer Pythons (3.13) parse 3,000 nested arrays (a list: not an object); 3.11 and 3.9 raise
+    RecursionError (not valid JSON). Either is a 400 that changes nothing."""
+    try:
+        json.loads("[" * depth + "]" * depth)
+    except RecursionError:
+        return "body must be valid JSON (UTF-8)"
+    return "body must be a JSON object, got list"
+
+
+NESTED_3000 = _nested_message(3000)
+
 BAD_BODIES = [
     (b"", "body must be valid JSON (UTF-8)"),
     (b"{", "body must be valid JSON (UTF-8)"),
@@ -320,7 +332,7 @@ BAD_BODIES = [
     ('{"client_id": "a", "capacity": 9}'.encode("utf-32"), "body must be valid JSON (UTF-8)"),
     (b'{"client_id": "a", "capacity": NaN}', "body must be valid JSON (UTF-8)"),
     (b'{"client_id": "a", "capacity": Infinity}', "body must be valid JSON (UTF-8)"),
-    (b"[" * 3000 + b"]" * 3000, "body must be valid JSON (UTF-8)"),
+    (b"[" * 3000 + b"]" * 3000, NESTED_3000),
     (b'{"client_id": "a", "capacity": 1' + b"0" * 5000 + b"}", "body must be valid JSON (UTF-8)"),
     (b"[]", "body must be a JSON object, got list"),
     (b'"x"', "body must be a JSON object, got str"),

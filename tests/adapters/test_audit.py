@@ -322,7 +322,7 @@ _latin1 = st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characte
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    token=st.text(_printable, min_size=10, max_size=40),
+    token=st.text(_printable, min_size=16, max_size=40),
     offered=st.text(_latin1, min_size=10, max_size=60),
     scheme=st.sampled_from(["Bearer ", "bearer ", "Basic ", "", "Bearer  "]),
     append=st.booleans(),

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tokenbucket import BucketRegistry, ManualClock, Rule
+from tokenbucket._redis_late import LateClient
 from tokenbucket.metrics import (
     STORE_SECONDS_BUCKETS,
     Metrics,
@@ -166,6 +167,14 @@ def test_store_names_are_per_class() -> None:
     assert store_name(BucketRegistry(Rule(1, 1.0)).store) == "memory"
     assert store_name(RedisStore.from_url("redis://127.0.0.1:1/0")) == "redis"
     assert store_name(AsyncRedisStore.from_url("redis://127.0.0.1:1/0")) == "redis"
+    # the stand-in AsyncRedisStore.from_url uses on Python 3.9 outside a loop (built at once
+    # by store.client on later versions)
+    for connect, cluster, name in [
+        (AsyncRedisStore._connect, False, "redis"),
+        (AsyncRedisStore._connect_cluster, True, "redis-cluster"),
+    ]:
+        late = LateClient(connect, "redis://127.0.0.1:1/0", {}, cluster)
+        assert store_name(AsyncRedisStore(late)) == name
 
     class Custom:
         metrics_name = "sqlite"

@@ -352,6 +352,17 @@ class TestValidation:
                 ValueError,
                 r"^'admin_token' must be printable ASCII without spaces",
             ),
+            (  # the length, never the secret itself
+                {"admin_token": "short"},
+                ValueError,
+                r"^'admin_token' must be at least 16 characters, got 5 \(for example "
+                r"secrets\.token_urlsafe\(32\)\)$",
+            ),
+            (
+                {"admin_token": "x" * 15},
+                ValueError,
+                r"^'admin_token' must be at least 16 characters, got 15 ",
+            ),
             (
                 {"admin_path": "admin"},
                 ValueError,

@@ -7,6 +7,7 @@ or a short subprocess that exits at once.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 from tokenbucket import Rule
+from tokenbucket._demo_cli import port_problem
 from tokenbucket.demo import (
     DEFAULT_MAX_KEYS,
     MAX_KEYS_VARIABLE,
@@ -192,3 +194,54 @@ def test_a_bad_rules_file_exits_2_naming_the_entry(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit):
         main(["--rules", str(tmp_path / "garbage.json")])
     assert "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_busy_port_is_one_line_and_no_banner(host: str) -> None:
+    """A port another process listens on: one line naming it and --port, exit 1, before the
+    banner (which used to be printed in full, followed by uvicorn's error and exit 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as taken:
+        taken.bind((host, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "tokenbucket.demo", "--host", host, "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"python -m tokenbucket.demo: cannot listen on {host}:{port} (Address already in use); "
+        "choose another port with --port\n"
+    )
+
+
+def test_a_free_port_passes_the_check() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert port_problem("127.0.0.1", port) is None
+    assert port_problem("no-such-host.invalid", 8000) is not None  # an unknown name, said so
+
+
+def test_help_shows_each_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    for shown in [
+        "address to listen on (default: 127.0.0.1)",
+        "port to listen on (default: 8000)",
+        "bucket size: the burst (default: 10)",
+        "tokens added per second (default: 1.0)",
+        "uvicorn worker processes (default: 1)",
+        "(default: $TOKENBUCKET_REDIS_URL)",
+        "no limit (allow) (default: fallback)",
+        f"(default: ${MAX_KEYS_VARIABLE} or {DEFAULT_MAX_KEYS:,})",
+    ]:
+        assert shown in text, shown
+    assert "(default: None)" not in text

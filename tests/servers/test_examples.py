@@ -82,7 +82,7 @@ def wsgi_get(app, path="/", ip=IP, headers=None, method="GET", body=b""):
 
 def test_fastapi_example(monkeypatch):
     """FastAPI: 10 per client, /login stricter (3), /health exempt, admin API from env."""
-    monkeypatch.setenv("TOKENBUCKET_ADMIN_TOKEN", "example-token")
+    monkeypatch.setenv("TOKENBUCKET_ADMIN_TOKEN", "example-token-0123")
     module = load("fastapi_app")
     responses = asgi_get(module.app, ["/"] * 11)
     assert [r.status_code for r in responses] == [200] * 10 + [429]
@@ -98,7 +98,7 @@ def test_fastapi_example(monkeypatch):
             return await client.post(
                 "/admin/update-rule",
                 json={"client_id": IP, "capacity": 20},
-                headers={"Authorization": "Bearer example-token"},
+                headers={"Authorization": "Bearer example-token-0123"},
             )
 
     assert asyncio.run(update()).json()["capacity"] == 20
@@ -226,7 +226,10 @@ def free_port():
 
 
 def run_header_command(run, env, timeout=30.0):
-    """Start the run command on a free port; return the statuses of 11 GETs to / from it."""
+    """Start the run command on a free port; return the statuses of 11 GETs to / from it.
+
+    Each example says where it serves as it starts (its server's line, or its own print): the
+    output, read once it is stopped, names the address."""
     port = free_port()
     words = shlex.split(run.replace("8000", str(port)))
     assignments = {}
@@ -251,7 +254,7 @@ def run_header_command(run, env, timeout=30.0):
                 assert time.monotonic() < deadline, f"{run}: nothing listens on {port}"
                 time.sleep(0.1)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            return [client.get("/").status_code for _ in range(11)]
+            statuses = [client.get("/").status_code for _ in range(11)]
     finally:
         process.terminate()
         try:
@@ -259,7 +262,10 @@ def run_header_command(run, env, timeout=30.0):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        output = process.stdout.read().decode()
         process.stdout.close()
+    assert f"http://127.0.0.1:{port}" in output, f"{run}: says nothing of where it serves"
+    return statuses
 
 
 @pytest.mark.parametrize("name", NAMES)

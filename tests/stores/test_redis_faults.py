@@ -281,9 +281,9 @@ def test_admin_api_answers_503_while_redis_is_down(own_redis):
     store = RedisStore.from_url(own_redis.url, retry_interval=0.05)
     clock = manual_clock(store)
     limited = RateLimitMiddleware(
-        app, registry=BucketRegistry(Rule(3, 0), store=store), admin_token="t0ken"
+        app, registry=BucketRegistry(Rule(3, 0), store=store), admin_token="t0ken-0123456789ab"
     )
-    auth = {"Authorization": "Bearer t0ken"}
+    auth = {"Authorization": "Bearer t0ken-0123456789ab"}
     transport = httpx.WSGITransport(app=limited, remote_addr="192.0.2.1")
     with httpx.Client(transport=transport, base_url="http://test") as client:
         body = {"client_id": "192.0.2.9", "capacity": 7}

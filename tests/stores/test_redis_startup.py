@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from tokenbucket import BucketRegistry, Rule
+from tokenbucket._redis_late import LateClient
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,3 +167,65 @@ def test_store_made_while_redis_is_down_connects_later(own_redis, kind):
     assert up == [1.0, 0.0]  # Redis's own bucket, fresh
     with redis.Redis.from_url(own_redis.url) as admin:
         assert admin.hget("tokenbucket:k", "u") is not None
+
+
+@pytest.mark.parametrize("loop_before", ["run_and_closed", "set_not_running"])
+def test_async_store_made_outside_its_loop_decides_in_redis(redis_url, loop_before):
+    """AsyncRedisStore.from_url called where no loop runs (module level, before asyncio.run or
+    uvicorn): its first calls, 30 at once without pipelining (so they wait on the connection
+    pool's lock), are all decided by Redis. On Python 3.9 redis-py's locks belonged to the loop
+    current at from_url (none after an asyncio.run: "no current event loop"; a set, idle one:
+    "attached to a different loop" as soon as two calls wait on the pool's lock)."""
+    if loop_before == "run_and_closed":
+        asyncio.run(asyncio.sleep(0))
+        idle = None
+    else:
+        idle = asyncio.new_event_loop()
+        asyncio.set_event_loop(idle)
+    try:
+        store = AsyncRedisStore.from_url(redis_url, pipeline=False, on_error="deny")
+        assert "not built yet" in repr(store) or sys.version_info >= (3, 10)
+        limits = BucketRegistry(Rule(10, 0), store=store)
+
+        async def burst():
+            try:
+                decisions = await asyncio.gather(*(limits.aconsume("k") for _ in range(30)))
+                return [d.allowed for d in decisions], store.available
+            finally:
+                await store.aclose()
+
+        allowed, available = asyncio.run(burst())
+    finally:
+        asyncio.set_event_loop(None)
+        if idle is not None:
+            idle.close()
+    assert available
+    assert allowed.count(True) == 10  # on_error="deny": an error would have refused all 30
+    with redis.Redis.from_url(redis_url) as admin:
+        assert admin.hget("tokenbucket:k", "u") is not None
+
+
+def test_late_client_builds_the_real_client_at_the_first_call(redis_url):
+    """The stand-in from_url uses on 3.9 outside a loop, on every version: nothing is built
+    until a call; the repr says so without the URL's password; then it forwards."""
+    late = LateClient(redis.asyncio.Redis.from_url, redis_url, {"socket_timeout": 2.0}, False)
+    store = AsyncRedisStore(late)
+    assert late._client is None
+    assert repr(store).startswith(f"AsyncRedisStore(<Redis {redis_url[len('redis://') :]}, not")
+    secret = "redis://:hunter2@127.0.0.1:1/0"
+    never = AsyncRedisStore(LateClient(redis.asyncio.Redis.from_url, secret, {}, False))
+    assert repr(never).startswith("AsyncRedisStore(<Redis 127.0.0.1:1/0, not built yet>")
+    asyncio.run(never.aclose())  # nothing built, nothing to close
+
+    async def use():
+        limits = BucketRegistry(Rule(3, 0), store=store)
+        allowed = [(await limits.aconsume("k")).allowed for _ in range(4)]
+        assert isinstance(store.client, redis.asyncio.Redis)
+        assert await late.execute_command("PING") is True  # forwarded
+        assert late.connection_pool is store.client.connection_pool
+        await late.aclose()  # what the store's aclose calls when from_url made it
+        return allowed
+
+    assert asyncio.run(use()) == [True, True, True, False]
+    assert store.available
+    assert late._client is not None

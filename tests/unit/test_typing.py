@@ -30,6 +30,7 @@ def test_rate_limit_preserves_signatures(tmp_path):
         )
     )
     out, _, status = api.run(["--strict", "--no-incremental", "--cache-dir=/dev/null", str(source)])
+    out = out.replace("builtins.", "")  # mypy 1.x (the last for Python 3.9) qualifies builtins
     lines = out.splitlines()
     assert 'Revealed type is "def (page: int, *, lang: str =) -> bytes"' in out, out
     assert 'Revealed type is "def (user: str) -> typing.Coroutine[Any, Any, int]"' in out, out

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ADMIN_PATH = "/admin/update-rule"
 DEFAULT_MAX_BODY = 4096
+#: The shortest admin token accepted: a guessable one would hand every limit to whoever guesses.
+MIN_TOKEN_LENGTH = 16
 _ADMIN_METHODS = "GET, POST, DELETE"
 
 
@@ -103,6 +105,11 @@ class AdminAPI:
             raise ValueError(
                 "'admin_token' must be printable ASCII without spaces "
                 "(for example secrets.token_urlsafe(32))"
+            )
+        if len(token) < MIN_TOKEN_LENGTH:  # its length only: the token is a secret
+            raise ValueError(
+                f"'admin_token' must be at least {MIN_TOKEN_LENGTH} characters, got "
+                f"{len(token)} (for example secrets.token_urlsafe(32))"
             )
         self._expected = token.encode("ascii")
         self.path = check_admin_path(path)

@@ -7,7 +7,7 @@ protocol messages; a policy is seen only through its name (`PolicyFields`).
 
 Header fields follow draft-ietf-httpapi-ratelimit-headers-11 (May 2026; section 3 for
 ``RateLimit-Policy``, section 4 for ``RateLimit``): both are Structured Field Lists (RFC 9651)
-of Items whose value is the policy name as a String, with Integer parameters::
+of Items whose value is the policy name as a String, with Integer parameters:
 
     RateLimit-Policy: "default";q=10;w=10
     RateLimit: "default";r=7;t=3
@@ -24,7 +24,7 @@ without a second store call). ``t`` is omitted when the bucket never refills.
 With several limits (``{"burst": Rule(10, 1.0), "daily": Rule.per(1000, 86400)}``) the
 ``RateLimit-Policy`` field lists every limit in order, each with ``w``, the seconds its bucket
 takes to refill from empty (``capacity / refill_rate``, rounded up; left out if it never
-refills), and ``RateLimit`` names the binding limit (the decision's ``policy``)::
+refills), and ``RateLimit`` names the binding limit (the decision's ``policy``):
 
     RateLimit-Policy: "burst";q=10;w=10, "daily";q=1000;w=86400
     RateLimit: "burst";r=0;t=1
@@ -347,7 +347,7 @@ def in_flight_refusal(limit: int, mode: int) -> Response:
     """Return the 429 for a request refused because its key has ``limit`` requests in flight.
 
     No ``Retry-After``: a slot frees when another request ends, which nothing here can predict.
-    In the draft ``mode``, the fields name the policy with the draft's quota unit for it::
+    In the draft ``mode``, the fields name the policy with the draft's quota unit for it:
 
         RateLimit-Policy: "in-flight";q=4;qu="concurrent-requests"
         RateLimit: "in-flight";r=0

@@ -96,7 +96,7 @@ def check_ipv6_prefix(value: object) -> int:
 class RequestView:
     """The parts of an HTTP request that key, ``exempt`` and ``cost`` callables see.
 
-    Both middlewares build the same view, so one key function serves ASGI and WSGI apps alike::
+    Both middlewares build the same view, so one key function serves ASGI and WSGI apps alike:
 
         API_KEYS = {"demo-key-alice": "alice"}  # issued key -> customer
 

@@ -27,6 +27,7 @@ from time import perf_counter
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._decision import Decision
+from .._redis_late import LateClient
 
 __all__ = [
     "OUTCOMES",
@@ -201,8 +202,10 @@ def store_name(store: object) -> str:
     if kind == "MemoryStore":
         return "memory"
     if kind in ("RedisStore", "AsyncRedisStore"):
-        client = type(getattr(store, "client", None)).__name__
-        return "redis-cluster" if "Cluster" in client else "redis"
+        client = getattr(store, "client", None)
+        if isinstance(client, LateClient):  # Python 3.9, not built yet: see _redis_late
+            return "redis-cluster" if client.is_cluster else "redis"
+        return "redis-cluster" if "Cluster" in type(client).__name__ else "redis"
     return str(getattr(type(store), "metrics_name", kind.lower()))
 
 

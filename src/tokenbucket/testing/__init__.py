@@ -31,7 +31,7 @@ def manual_registry(
 ) -> Tuple[BucketRegistry, ManualClock]:
     """Return a registry (default rule ``rule``, default 10 tokens at 1/s) and its manual clock.
 
-    ``options`` go to [`BucketRegistry`][tokenbucket.BucketRegistry] (e.g. ``max_keys``)::
+    ``options`` go to [`BucketRegistry`][tokenbucket.BucketRegistry] (e.g. ``max_keys``):
 
         >>> registry, clock = manual_registry(Rule(capacity=5, refill_rate=1.0))
         >>> sum(registry.try_consume("login:alice") for _ in range(10))

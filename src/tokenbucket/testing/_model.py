@@ -33,8 +33,7 @@ class ExactBucket:
     full), so under a lowered capacity the level can be negative (a debt that refills first); a
     charge's debt saturates at ``MAX_DEBT`` tokens.
 
-    Example::
-
+    Examples:
         >>> model = ExactBucket(capacity=1, refill_rate=0.1)
         >>> model.consume(0.0, 1), model.consume(9.0, 1), model.consume(10.0, 1)
         (True, False, True)
@@ -169,8 +168,7 @@ class ExactRegistry:
     ``limit=`` picks one limit in `rule_for`, `bucket`, `set_override`, `set_default` and
     `reset` (with one limit it may be omitted).
 
-    Example::
-
+    Examples:
         >>> model = ExactRegistry({"burst": Rule(2, 1), "daily": Rule(3, 0)})
         >>> [model.consume("alice", 0, 1)[0] for _ in range(3)]
         [True, True, False]

@@ -4,7 +4,7 @@ Importing this module imports hypothesis (``pip install 'tokenbucket-ratelimit[t
 
 Subclass [`LimiterMachine`][tokenbucket.testing.stateful.LimiterMachine], say how to build your
 limiter on a manual clock and how to make one request, and hypothesis searches for a schedule
-of requests and clock moves where it admits more, or less, than exact arithmetic allows::
+of requests and clock moves where it admits more, or less, than exact arithmetic allows:
 
     from tokenbucket.testing.stateful import LimiterMachine
 

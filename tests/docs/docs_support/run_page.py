@@ -10,6 +10,7 @@ import doctest
 import re
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 FENCE = re.compile(
@@ -26,7 +27,12 @@ def blocks(text: str):
 
 def main(path: str) -> int:
     page = Path(path)
-    namespace: dict = {"__name__": "__main__"}
+    # The samples run in a fresh __main__ module with no file: tools that look up a sample's
+    # source (hypothesis, through inspect) then find none, not this script's lines (3.13 does
+    # look there for a class, by its __firstlineno__).
+    main_module = types.ModuleType("__main__")
+    sys.modules["__main__"] = main_module
+    namespace = main_module.__dict__
     parser = doctest.DocTestParser()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     for lang, line, body in blocks(page.read_text()):
