@@ -349,9 +349,17 @@ def outbound() -> Path | None:
         ("aiolimiter-loose", "aiolimiter at 80/s", "#c62828"),
     )
     fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(7.2, 6.0), dpi=150, sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+        2,
+        1,
+        figsize=(7.2, 6.0),
+        dpi=150,
+        sharex=True,
+        gridspec_kw={"height_ratios": [2, 1]},
     )
-    end = max(max(runs[name]["sent"]) for name, _, _ in shown if name in runs) + 0.5
+    end = (
+        max(max(runs[name]["sent"]) for name, _, _ in shown if name in runs)
+        + 0.5
+    )
     top.plot(
         [0, end],
         [capacity, capacity + rate * end],

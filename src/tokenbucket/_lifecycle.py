@@ -39,7 +39,6 @@ class Reservation:
     not charged, and gets nothing back), whatever has changed since.
 
     Examples:
-
         >>> limits = BucketRegistry(Rule(1000, 10.0), clock=ManualClock())
         >>> spend = limits.reserve("alice", 300)  # admit on the estimate
         >>> bool(spend)

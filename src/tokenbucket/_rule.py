@@ -123,7 +123,7 @@ class Rule:
         """Parse one or several rates joined by ``;`` (or ``,`` or ``|``) into named limits.
 
         Each limit is named by its rate in a canonical spelling: the amount, ``/``, the count
-        if it is not 1, and the unit's full name, plural after a count::
+        if it is not 1, and the unit's full name, plural after a count:
 
             >>> limits = Rule.parse_many("5/min; 100 per day")
             >>> list(limits), limits["100/day"] == Rule.per(100, 86400)

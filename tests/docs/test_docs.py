@@ -181,12 +181,9 @@ def test_figures_fit_the_column_at_150_dpi():
 
 
 #: Pages whose samples were being rewritten elsewhere when the others were fitted to the box.
-NOT_YET_FITTED = {"headers.md", "lifecycle.md", "redis.md"}
-
-
 @pytest.mark.parametrize(
     "page",
-    [p for p in PAGES if p.parent.name == "docs" and p.name not in NOT_YET_FITTED],
+    [p for p in PAGES if p.parent.name == "docs"],
     ids=lambda p: p.name,
 )
 def test_samples_fit_the_code_box(page):

@@ -28,7 +28,7 @@ QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded
 def problem_details(request: RequestView, decision: Decision) -> Response:
     """A 429 as RFC 9457 problem details (``application/problem+json``), as the draft describes.
 
-    Pass it as ``denied=problem_details`` to either middleware. The body is::
+    Pass it as ``denied=problem_details`` to either middleware. The body is:
 
         {"type": "https://iana.org/assignments/http-problem-types#quota-exceeded",
          "title": "Request cannot be satisfied as assigned quota has been exceeded",
