@@ -71,7 +71,7 @@ def test_problem_details(kind):
     }
     assert headers["retry-after"] == "1"
     assert headers["ratelimit"] == '"default";r=0;t=1'
-    assert headers["ratelimit-policy"] == '"default";q=2'
+    assert headers["ratelimit-policy"] == '"default";q=2;w=2'
 
 
 @KINDS

@@ -82,7 +82,7 @@ def test_middleware_is_exact_and_keeps_the_headers():
         responses = [client.get("/") for _ in range(12)]
     assert [r.status_code for r in responses] == [200] * 10 + [429] * 2
     first, last = responses[0], responses[-1]
-    assert first["RateLimit-Policy"] == '"default";q=10'
+    assert first["RateLimit-Policy"] == '"default";q=10;w=1'
     assert first["RateLimit"] == '"default";r=9;t=1'
     assert last["Retry-After"] == "1"
     assert last["RateLimit"] == '"default";r=0;t=1'
@@ -119,7 +119,7 @@ def test_a_denied_view_of_the_projects_own(tmp_path):
     assert denied.status_code == 429
     assert json.loads(denied.content) == {"mine": True, "retry": 60}
     assert denied["Retry-After"] == "60"
-    assert denied["RateLimit-Policy"] == '"default";q=1'
+    assert denied["RateLimit-Policy"] == '"default";q=1;w=60'
 
 
 def test_the_template_429_html(tmp_path):

@@ -54,7 +54,7 @@ def test_exact_with_the_headers_and_fastapis_own_429():
     client = TestClient(make_app(limit))
     responses = [client.get("/search") for _ in range(12)]
     assert [r.status_code for r in responses] == [200] * 10 + [429] * 2
-    assert responses[0].headers["ratelimit-policy"] == '"default";q=10'
+    assert responses[0].headers["ratelimit-policy"] == '"default";q=10;w=1'
     assert responses[0].headers["ratelimit"] == '"default";r=9;t=1'
     denied = responses[-1]
     assert denied.json() == {"detail": "Rate limit exceeded"}  # FastAPI's HTTPException path

@@ -66,7 +66,7 @@ def test_default_is_exact_and_sends_the_headers():
     client = app.test_client()
     responses = [client.get("/") for _ in range(12)]
     assert [r.status_code for r in responses] == [200] * 10 + [429] * 2
-    assert responses[0].headers["RateLimit-Policy"] == '"10/second";q=10'
+    assert responses[0].headers["RateLimit-Policy"] == '"10/second";q=10;w=1'
     assert responses[0].headers["RateLimit"] == '"10/second";r=9;t=1'
     denied = responses[-1]
     assert denied.headers["Retry-After"] == "1"
@@ -164,7 +164,7 @@ def test_the_app_sets_its_own_fields():
 
     response = app.test_client().get("/own")
     assert response.headers.getlist("RateLimit") == ["mine"]
-    assert response.headers["RateLimit-Policy"] == '"5/second";q=5'
+    assert response.headers["RateLimit-Policy"] == '"5/second";q=5;w=1'
 
 
 def test_bad_arguments():
