@@ -233,7 +233,7 @@ def admin_router(
     path: str = DEFAULT_ADMIN_PATH,
     max_body: int = DEFAULT_MAX_BODY,
 ) -> APIRouter:
-    """An `APIRouter` serving the [admin API](admin-api.md) for the buckets of ``limit``.
+    """An `APIRouter` serving the [admin API](../admin-api.md) for the buckets of ``limit``.
 
     ``app.include_router(admin_router(limit, token=secret), prefix="/ratelimit")`` serves
     ``{prefix}{path}`` and the endpoints under it, as the middlewares serve them: the same

@@ -247,7 +247,7 @@ class Limiter:
         name: str = "tokenbucket_admin",
         max_body: int = DEFAULT_MAX_BODY,
     ) -> Blueprint:
-        """A blueprint serving the [admin API](admin-api.md) for this limiter's buckets.
+        """A blueprint serving the [admin API](../admin-api.md) for this limiter's buckets.
 
         ``app.register_blueprint(limiter.admin_blueprint(secret), url_prefix="/ratelimit")``
         serves ``{url_prefix}{path}`` and the endpoints under it, as the middlewares serve
