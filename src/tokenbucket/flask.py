@@ -308,12 +308,15 @@ class Limiter:
         return Response(body, status=int(status.split()[0]), headers=headers)
 
     def _add_fields(self, response: Response) -> Response:
-        fields = request.environ.pop(_FIELDS, None)
+        # The request object, not the proxy: each attribute read through the proxy costs a
+        # context lookup (~0.8 µs).
+        fields = request._get_current_object().environ.pop(_FIELDS, None)  # type: ignore[attr-defined]
         if fields:
             headers = response.headers
             # The ones the app (or its handler) did not set; a name may repeat (stacked limits).
-            # One pass over the response's names (werkzeug's ``in`` raises a KeyError to miss).
-            present = {name.lower() for name, _ in headers.items()}
+            # One pass over the response's (name, value) pairs (werkzeug's ``in`` raises a
+            # KeyError to miss).
+            present = {name.lower() for name, _ in headers}
             for name, value in fields:
                 if name.lower() not in present:
                     headers.add(name, value)
