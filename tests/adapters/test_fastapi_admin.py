@@ -184,3 +184,25 @@ def test_admin_addresses_a_route_of_an_included_router():
     assert client.post("/ops/admin/update-rule", json=body, headers=AUTH).status_code == 200
     statuses = [client.get(f"/api/items/{n}").status_code for n in range(4)]
     assert statuses == [200, 200, 200, 429]  # one route, whatever the item
+
+
+def test_a_shared_limit_is_addressed_without_a_route():
+    limit = RateLimit(BucketRegistry("1/minute", clock=ManualClock()), shared=True)
+    app = FastAPI(dependencies=[Depends(limit)])
+
+    @app.get("/a")
+    def a():
+        return {}
+
+    @app.get("/b")
+    def b():
+        return {}
+
+    app.include_router(admin_router(limit, token=TOKEN))
+    client = TestClient(app)
+    body = {"client_id": "testclient", "capacity": 3}
+    answer = client.post("/admin/update-rule", json=body, headers=AUTH)
+    assert answer.status_code == 200
+    assert answer.json()["route"] is None
+    codes = [client.get(path).status_code for path in ("/a", "/b", "/a", "/b")]
+    assert codes == [200, 200, 200, 429]

@@ -109,3 +109,27 @@ def test_a_change_is_audited(caplog):
 def test_the_blueprint_needs_a_valid_token():
     with pytest.raises(ValueError, match="admin_token"):
         Limiter().admin_blueprint("has space")
+
+
+def test_a_shared_limit_is_addressed_by_its_name():
+    limiter = Limiter(store=MemoryStore(clock=ManualClock()))
+    app = Flask(__name__)
+    limiter.init_app(app)
+    shared = limiter.limit("2/minute", name="search", shared=True)
+
+    @app.get("/a")
+    @shared
+    def a():
+        return "a"
+
+    @app.get("/b")
+    @shared
+    def b():
+        return "b"
+
+    app.register_blueprint(limiter.admin_blueprint(TOKEN))
+    client = app.test_client()
+    body = {"client_id": CLIENT, "route": "shared:search", "capacity": 3}
+    assert client.post("/admin/update-rule", json=body, headers=AUTH).status_code == 200
+    codes = [client.get(path).status_code for path in ("/a", "/b", "/a", "/b")]
+    assert codes == [200, 200, 200, 429]  # one bucket of 3 for both views
