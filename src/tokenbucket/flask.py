@@ -215,8 +215,8 @@ class Limiter:
             known = self._resolved[id(rule)] = (
                 rule,
                 [
-                    (limit.guard, Guard.prefix(endpoint if limit.scope is None else limit.scope))
-                    for limit in limits
+                    (limit.guard, Guard.prefix(scope))
+                    for limit, scope in zip(limits, _scopes(endpoint, limits))
                 ],
             )
         resolved = known[1]
@@ -254,7 +254,8 @@ class Limiter:
         them: the same bearer token check (constant time), the same 4xx JSON errors, the same
         audit log (``tokenbucket.admin``). A request's ``"route"`` names a view's buckets by
         its endpoint (``"login"``, ``"api.items"``), or a shared limit's by
-        ``"shared:<name>"``; the first of stacked limits is the one addressed. The blueprint's
+        ``"shared:<name>"``; stacked limits as ``"login"``, ``"login#2"``... (innermost
+        decorator first). The blueprint's
         views are exempt from the limiter: a request without the token is counted against the
         caller's bucket of the default limit (of a ``60/minute`` one without a default), so
         the token cannot be guessed faster.
@@ -296,8 +297,9 @@ class Limiter:
             while outer:
                 blueprints.append(outer)
                 outer = outer.rpartition(".")[0]
-            for limit in self._limits_for(endpoint, blueprints) or ():
-                add_scope(options, limit.scope or endpoint, limit.guard.registry)
+            limits = self._limits_for(endpoint, blueprints) or []
+            for limit, scope in zip(limits, _scopes(endpoint, limits)):
+                add_scope(options, scope, limit.guard.registry)
         answer: List[Tuple[str, List[Tuple[str, str]]]] = []
 
         def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
@@ -321,6 +323,22 @@ class Limiter:
                 if name.lower() not in present:
                     headers.add(name, value)
         return response
+
+
+def _scopes(endpoint: str, limits: List[_Limit]) -> List[str]:
+    """The scope each of an endpoint's limits counts in: its shared scope, or the endpoint's.
+
+    Stacked limits of their own each get a scope: ``endpoint``, then ``endpoint#2``, ... (one
+    scope for all would count every request in one bucket key, once per limit).
+    """
+    scopes, own = [], 0
+    for limit in limits:
+        if limit.scope is not None:
+            scopes.append(limit.scope)
+        else:
+            own += 1
+            scopes.append(endpoint if own == 1 else f"{endpoint}#{own}")
+    return scopes
 
 
 def _not_found(environ: Any, start_response: Any) -> Any:
