@@ -336,7 +336,10 @@ def ratelimit(
         if inspect.isclass(target):  # a class-based view: limit its dispatch
             target.dispatch = decorate(target.dispatch)  # type: ignore[attr-defined]
             return target
-        prefix = Guard.prefix(f"view:{target.__module__}.{target.__qualname__}")
+        # Stacked decorators each count in a scope of their own (the innermost: the view's).
+        stacked = getattr(target, "_tokenbucket_stacked", 0) + 1
+        scope = f"view:{target.__module__}.{target.__qualname__}"
+        prefix = Guard.prefix(scope if stacked == 1 else f"{scope}#{stacked}")
 
         @functools.wraps(target)
         def limited(*args: Any, **kwargs: Any) -> Any:
@@ -365,6 +368,7 @@ def ratelimit(
                 return _denial(request, guard.named(decision), fields)
             return _add(target(*args, **kwargs), guard.fields(decision))
 
+        limited._tokenbucket_stacked = stacked  # type: ignore[attr-defined]
         return limited  # type: ignore[return-value]
 
     return decorate
