@@ -138,9 +138,16 @@ class RateLimit:
         known = self._prefixes.get(id(route))  # routes are not hashable
         if known is not None and known[0] is route:
             return known[1]
-        prefix = Guard.prefix(_scope_name(route))
+        prefix = self._route_prefix(route)
         self._prefixes[id(route)] = (route, prefix)
         return prefix
+
+    def _route_prefix(self, route: Any) -> str:
+        """The namespace of ``route``'s buckets: its scope and this limit's policy name.
+
+        With the name, two limits on one route keep buckets of their own in a shared store.
+        """
+        return Guard.prefix(f"{_scope_name(route)} {self._guard.policy.name}")
 
     def __repr__(self) -> str:
         return f"RateLimit({self._guard.policy.name!r}, shared={self._shared})"
@@ -221,7 +228,9 @@ class _AdminEndpoint:
         if not self._limit._shared:  # the app's routes this limit counts in scopes of their own
             for route in _routes(getattr(scope.get("app"), "routes", ())):
                 if any(each is self._limit for each in _limits_of(route)):
-                    add_scope(options, _scope_name(route), registry)
+                    add_scope(
+                        options, _scope_name(route), registry, self._limit._route_prefix(route)
+                    )
         inner = {**scope, "path": self._path, "root_path": ""}
         await self._middleware._admin_request(inner, receive, send)
 

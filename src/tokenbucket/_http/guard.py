@@ -167,12 +167,17 @@ class Guard:
         return decision
 
 
-def add_scope(options: Options, name: str, registry: BucketRegistry) -> None:
+def add_scope(
+    options: Options, name: str, registry: BucketRegistry, prefix: Optional[str] = None
+) -> None:
     """Let the admin API of ``options`` address the buckets of a guard's scope ``name``.
 
     The admin request's ``"route"`` then names the scope (a FastAPI ``"GET /items/{id}"``, a
-    Flask endpoint): its overrides are set on ``registry`` under `Guard.prefix` ``(name)``, the
-    keys the guard counts that scope's requests in. The first guard to claim a name keeps it.
+    Flask endpoint): its overrides are set on ``registry`` under ``prefix`` (by default
+    `Guard.prefix` ``(name)``), the keys the guard counts that scope's requests in. The first
+    guard to claim a name keeps it.
     """
     if name and name not in options.routes:
-        options.routes[name] = Policy(name, registry, Guard.prefix(name))
+        options.routes[name] = Policy(
+            name, registry, Guard.prefix(name) if prefix is None else prefix
+        )
