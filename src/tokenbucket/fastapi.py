@@ -12,7 +12,8 @@
 An allowed request's response carries ``RateLimit-Policy`` and ``RateLimit`` (or the legacy
 fields); a denied one raises FastAPI's ``HTTPException(429)`` with ``Retry-After`` and the same
 fields, so the app's own exception handlers shape it. ``responses`` lists the 429 in the
-route's OpenAPI document.
+route's OpenAPI document; `document` lists it on every limited route. `admin_router` serves
+the admin API for a limit's buckets.
 
 This module only translates FastAPI's request to a `RequestView` and a decision to headers or
 an exception; the counting and the fields are ``tokenbucket._http``'s.
