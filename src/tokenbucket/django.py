@@ -31,7 +31,8 @@ The ``TOKENBUCKET`` setting (every key optional):
 * ``DENIED_VIEW``: the dotted path of ``view(request, exception) -> HttpResponse``.
 * ``IPV6_PREFIX`` (default 56) and ``DRY_RUN`` (default False), as in the middlewares.
 * ``ADMIN_TOKEN`` and ``ADMIN_PATH`` (default ``/admin/update-rule``): the
-  [admin API](../admin-api.md), served by the middleware as the generic ones serve it.
+  [admin API](../admin-api.md), served by the middleware as the generic ones serve it, and
+  by `admin_urls` wherever the URLconf includes them.
 
 This module only translates Django's request to a `RequestView` and decisions to responses;
 the options, the counting and the fields are ``tokenbucket._http``'s.
@@ -41,14 +42,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template import TemplateDoesNotExist
 from django.template.loader import render_to_string
+from django.urls import URLPattern, path
 from django.utils.module_loading import import_string
 
 from ._decision import Decision
@@ -64,7 +66,15 @@ from ._registry import BucketRegistry
 from ._validate import show
 from ._wsgi_io import _admin_op, _run, _view
 
-__all__ = ["RateLimitMiddleware", "Ratelimited", "RequestView", "denied", "ratelimit"]
+__all__ = [
+    "RateLimitMiddleware",
+    "Ratelimited",
+    "RequestView",
+    "admin_urls",
+    "admin_view",
+    "denied",
+    "ratelimit",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _KNOWN = {"DEFAULT", "ROUTES", "EXEMPT", "KEY", "STORE", "HEADERS", "DENIED_VIEW"}
@@ -258,6 +268,35 @@ def _admin(options: Options, view: RequestView) -> HttpResponse:
     return response
 
 
+def admin_view(request: HttpRequest, endpoint: str = "") -> HttpResponse:
+    """The admin API at a URL of the project's URLconf (see `admin_urls`)."""
+    config = _settings()
+    admin = config.options.admin
+    path = "" if admin is None else admin.path + (endpoint and f"/{endpoint}")
+    if path not in config.admin_paths:  # no ADMIN_TOKEN, or no such endpoint
+        raise Http404("no such admin endpoint")
+    return _admin(config.options, _view(request.META, path))
+
+
+# What ``csrf_exempt`` sets (as an attribute, the function keeps its types): a bearer-token API
+# sends no cookie, so there is nothing for CSRF to protect.
+admin_view.csrf_exempt = True  # type: ignore[attr-defined]
+
+
+def admin_urls() -> List[URLPattern]:
+    """The admin API's URL patterns: ``path("ratelimit/", include(admin_urls()))``.
+
+    Serves ``update-rule`` (and the endpoints under it) under the include's prefix, with
+    ``ADMIN_TOKEN`` and the options of ``settings.TOKENBUCKET``, exactly as the middleware
+    serves ``ADMIN_PATH``. Add the prefix to ``EXEMPT`` if the middleware is installed too:
+    the API counts a request without the token itself.
+    """
+    return [
+        path("update-rule", admin_view, name="tokenbucket-admin"),
+        path("update-rule/<str:endpoint>", admin_view, name="tokenbucket-admin-endpoint"),
+    ]
+
+
 def ratelimit(
     limits: GuardLimits,
     *,
@@ -297,7 +336,10 @@ def ratelimit(
         if inspect.isclass(target):  # a class-based view: limit its dispatch
             target.dispatch = decorate(target.dispatch)  # type: ignore[attr-defined]
             return target
-        prefix = Guard.prefix(f"view:{target.__module__}.{target.__qualname__}")
+        # Stacked decorators each count in a scope of their own (the innermost: the view's).
+        stacked = getattr(target, "_tokenbucket_stacked", 0) + 1
+        scope = f"view:{target.__module__}.{target.__qualname__}"
+        prefix = Guard.prefix(scope if stacked == 1 else f"{scope}#{stacked}")
 
         @functools.wraps(target)
         def limited(*args: Any, **kwargs: Any) -> Any:
@@ -326,6 +368,7 @@ def ratelimit(
                 return _denial(request, guard.named(decision), fields)
             return _add(target(*args, **kwargs), guard.fields(decision))
 
+        limited._tokenbucket_stacked = stacked  # type: ignore[attr-defined]
         return limited  # type: ignore[return-value]
 
     return decorate

@@ -22,18 +22,23 @@ or header fields; the counting and the fields are ``tokenbucket._http``'s.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import TooManyRequests
 
 from ._decision import Decision
-from ._http.guard import Guard, GuardLimits
+from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
+from ._http.guard import Guard, GuardLimits, add_scope
 from ._http.headers import TEXT, HeaderList, rate_limit_headers
 from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView
+from ._http.rules import sub_paths
+from ._registry import BucketRegistry
 from ._store import Store
 from ._validate import show
 from ._wsgi_io import _view
+from .wsgi import RateLimitMiddleware as WsgiMiddleware
 
 __all__ = ["Limiter", "RateLimitExceeded", "RequestView"]
 
@@ -180,12 +185,14 @@ class Limiter:
             )
         return guard
 
-    def _limits_for(self, endpoint: str) -> Optional[List[_Limit]]:
-        """The limits of ``endpoint``: its own, its innermost blueprint's, or the default."""
+    def _limits_for(self, endpoint: str, blueprints: List[str]) -> Optional[List[_Limit]]:
+        """The limits of ``endpoint``: its own, its innermost blueprint's, or the default.
+
+        ``blueprints``: the names of the endpoint's blueprints, innermost first.
+        """
         view = current_app.view_functions.get(endpoint)
         if view is not None and getattr(view, _EXEMPT, False):
             return None
-        blueprints = request.blueprints  # innermost first
         if any(name in self._exempt_blueprints for name in blueprints):
             return None
         own = getattr(view, _LIMITS, None)
@@ -204,12 +211,12 @@ class Limiter:
         rule = req.url_rule  # the app's own object for this endpoint: a key for its limits
         known = self._resolved.get(id(rule))
         if known is None or known[0] is not rule:  # once per view: its limits, their namespaces
-            limits = self._limits_for(endpoint) or []
+            limits = self._limits_for(endpoint, req.blueprints) or []
             known = self._resolved[id(rule)] = (
                 rule,
                 [
-                    (limit.guard, Guard.prefix(endpoint if limit.scope is None else limit.scope))
-                    for limit in limits
+                    (limit.guard, Guard.prefix(scope))
+                    for limit, scope in zip(limits, _scopes(endpoint, limits))
                 ],
             )
         resolved = known[1]
@@ -232,17 +239,113 @@ class Limiter:
             fields.extend(rate_limit_headers(decision, guard.policy, guard.mode, TEXT))
         environ[_FIELDS] = fields
 
+    def admin_blueprint(
+        self,
+        token: str,
+        *,
+        path: str = DEFAULT_ADMIN_PATH,
+        name: str = "tokenbucket_admin",
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> Blueprint:
+        """A blueprint serving the [admin API](../admin-api.md) for this limiter's buckets.
+
+        ``app.register_blueprint(limiter.admin_blueprint(secret), url_prefix="/ratelimit")``
+        serves ``{url_prefix}{path}`` and the endpoints under it, as the middlewares serve
+        them: the same bearer token check (constant time), the same 4xx JSON errors, the same
+        audit log (``tokenbucket.admin``). A request's ``"route"`` names a view's buckets by
+        its endpoint (``"login"``, ``"api.items"``), or a shared limit's by
+        ``"shared:<name>"``; stacked limits as ``"login"``, ``"login#2"``... (innermost
+        decorator first). The blueprint's
+        views are exempt from the limiter: a request without the token is counted against the
+        caller's bucket of the default limit (of a ``60/minute`` one without a default), so
+        the token cannot be guessed faster.
+
+        Args:
+            token: the bearer token (printable ASCII, e.g. ``secrets.token_urlsafe(32)``).
+            path: where the API listens under the blueprint's prefix (default
+                ``/admin/update-rule``).
+            name: the blueprint's name.
+            max_body: the largest request body, in bytes (default 4096).
+        """
+        registry = (
+            BucketRegistry("60/minute", store=self._store)
+            if self._default is None
+            else self._default.registry
+        )
+        middleware = WsgiMiddleware(
+            _not_found,
+            registry=registry,
+            key=self._options["key"],
+            headers=self._options["headers"],
+            admin_token=token,
+            admin_path=path,
+            max_body=max_body,
+            ipv6_prefix=self._options["ipv6_prefix"],
+        )
+        blueprint = Blueprint(name, __name__)
+        for number, each in enumerate((path, *sorted(sub_paths(path)))):
+            view = partial(self._admin, middleware, each)
+            blueprint.add_url_rule(each, f"admin{number}", view, methods=_ADMIN_METHODS)
+        return self.exempt(blueprint)
+
+    def _admin(self, middleware: WsgiMiddleware, path: str) -> Response:
+        """One admin request, as the WSGI middleware answers it at ``path``."""
+        options = middleware._options
+        for endpoint in current_app.view_functions:
+            blueprints = []
+            outer = endpoint.rpartition(".")[0]
+            while outer:
+                blueprints.append(outer)
+                outer = outer.rpartition(".")[0]
+            limits = self._limits_for(endpoint, blueprints) or []
+            for limit, scope in zip(limits, _scopes(endpoint, limits)):
+                add_scope(options, scope, limit.guard.registry)
+        answer: List[Tuple[str, List[Tuple[str, str]]]] = []
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            answer.append((status, headers))
+
+        body = b"".join(middleware._admin_request(request.environ, path, start_response))
+        status, headers = answer[0]
+        return Response(body, status=int(status.split()[0]), headers=headers)
+
     def _add_fields(self, response: Response) -> Response:
-        fields = request.environ.pop(_FIELDS, None)
+        # The request object, not the proxy: each attribute read through the proxy costs a
+        # context lookup (~0.8 µs).
+        fields = request._get_current_object().environ.pop(_FIELDS, None)  # type: ignore[attr-defined]
         if fields:
             headers = response.headers
             # The ones the app (or its handler) did not set; a name may repeat (stacked limits).
-            # One pass over the response's names (werkzeug's ``in`` raises a KeyError to miss).
-            present = {name.lower() for name, _ in headers.items()}
+            # One pass over the response's (name, value) pairs (werkzeug's ``in`` raises a
+            # KeyError to miss).
+            present = {name.lower() for name, _ in headers}
             for name, value in fields:
                 if name.lower() not in present:
                     headers.add(name, value)
         return response
+
+
+def _scopes(endpoint: str, limits: List[_Limit]) -> List[str]:
+    """The scope each of an endpoint's limits counts in: its shared scope, or the endpoint's.
+
+    Stacked limits of their own each get a scope: ``endpoint``, then ``endpoint#2``, ... (one
+    scope for all would count every request in one bucket key, once per limit).
+    """
+    scopes, own = [], 0
+    for limit in limits:
+        if limit.scope is not None:
+            scopes.append(limit.scope)
+        else:
+            own += 1
+            scopes.append(endpoint if own == 1 else f"{endpoint}#{own}")
+    return scopes
+
+
+def _not_found(environ: Any, start_response: Any) -> Any:
+    raise AssertionError("the admin blueprint only serves its own paths")  # pragma: no cover
+
+
+_ADMIN_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class _Limit:

@@ -50,6 +50,12 @@ def upload(request):
     return HttpResponse("up")
 
 
+@ratelimit("3/minute")
+@ratelimit("5/hour")
+def stacked(request):
+    return HttpResponse("stacked")
+
+
 @ratelimit("1/minute")
 class Report(View):
     def get(self, request):
@@ -64,6 +70,7 @@ urlpatterns = [
     path("", index),
     path("login/", login),
     path("upload/", upload),
+    path("stacked/", stacked),
     path("report/", Report.as_view()),
 ]
 
@@ -224,3 +231,11 @@ def test_the_admin_api_through_the_middleware():
     assert bad.status_code == 400
     assert codes == [200, 200, 200, 429]  # 4, less the one the wrong token took
     assert json.loads(read.content)["capacity"] == 4
+
+
+def test_stacked_decorators_count_in_buckets_of_their_own():
+    # Regression: both decorators counted in one bucket key, so each request took two tokens.
+    with settings_with():
+        client = Client()
+        codes = [client.get("/stacked/").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]

@@ -153,3 +153,21 @@ def test_every_method_of_a_route_counts_in_one_bucket():
     assert codes == [200, 200]
     assert client.head("/page").status_code == 429
     assert client.get("/page").status_code == 429
+
+
+def test_two_limits_on_one_route_keep_their_own_buckets_in_a_shared_store():
+    # Regression: both counted under the route's namespace in the one store, so each request
+    # took a token from one bucket twice.
+    store = MemoryStore(clock=ManualClock())
+    app = FastAPI()
+    limits = [
+        Depends(RateLimit("3/minute", store=store)),
+        Depends(RateLimit("5/hour", store=store)),
+    ]
+
+    @app.get("/", dependencies=limits)
+    def view():
+        return {}
+
+    client = TestClient(app)
+    assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]

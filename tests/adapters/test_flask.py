@@ -177,3 +177,24 @@ def test_bad_arguments():
         limiter.limit("5/s")(42)
     with pytest.raises(TypeError, match="'shared' must be a bool"):
         limiter.limit("5/s", shared=1)
+
+
+def test_stacked_limits_on_one_view_count_in_buckets_of_their_own():
+    # Regression: both limits counted in one bucket key, so each request took two tokens.
+    limiter = Limiter(store=MemoryStore(clock=ManualClock()))
+    app = Flask(__name__)
+    limiter.init_app(app)
+
+    @app.get("/")
+    @limiter.limit("3/minute")
+    @limiter.limit("5/hour")
+    def view():
+        return "ok"
+
+    client = app.test_client()
+    responses = [client.get("/") for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert responses[0].headers.getlist("RateLimit") == [
+        '"5/hour";r=4;t=720',
+        '"3/minute";r=2;t=20',
+    ]

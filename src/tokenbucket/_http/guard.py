@@ -23,7 +23,7 @@ from .._rule import Limits, Rule, as_limits
 from .._store import AsyncStore, Store
 from .._validate import Number, show
 from .headers import HEADER_MODES, TEXT, HeaderList, rate_limit_headers, retry_after_seconds
-from .options import Policy, _check_cost
+from .options import Options, Policy, _check_cost
 from .request import (
     DEFAULT_IPV6_PREFIX,
     KeyFunc,
@@ -165,3 +165,19 @@ class Guard:
         if self.policy.limits is None:
             return decision._replace(policy=self.policy.name)
         return decision
+
+
+def add_scope(
+    options: Options, name: str, registry: BucketRegistry, prefix: Optional[str] = None
+) -> None:
+    """Let the admin API of ``options`` address the buckets of a guard's scope ``name``.
+
+    The admin request's ``"route"`` then names the scope (a FastAPI ``"GET /items/{id}"``, a
+    Flask endpoint): its overrides are set on ``registry`` under ``prefix`` (by default
+    `Guard.prefix` ``(name)``), the keys the guard counts that scope's requests in. The first
+    guard to claim a name keeps it.
+    """
+    if name and name not in options.routes:
+        options.routes[name] = Policy(
+            name, registry, Guard.prefix(name) if prefix is None else prefix
+        )

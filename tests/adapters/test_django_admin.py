@@ -1,0 +1,110 @@
+"""Django: the admin API through a URLconf include (admin_urls), through django.test.Client."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+django = pytest.importorskip("django")
+
+from django.conf import settings  # noqa: E402
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="tests-not-secret",
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=__name__,
+        MIDDLEWARE=["tokenbucket.django.RateLimitMiddleware"],
+        INSTALLED_APPS=[],
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": []}],
+        TOKENBUCKET={},
+    )
+    django.setup()
+
+from django.http import HttpResponse  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+from django.urls import include, path  # noqa: E402
+
+from tokenbucket import ManualClock, MemoryStore  # noqa: E402
+from tokenbucket.django import admin_urls  # noqa: E402
+
+TOKEN = "s3cret-Token_123"
+AUTH = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+URL = "/ratelimit/update-rule"
+
+
+def login(request):
+    return HttpResponse("login")
+
+
+urlpatterns = [
+    path("login/", login),
+    path("ratelimit/", include(admin_urls())),
+]
+
+
+def configured(**extra):
+    tokenbucket = {
+        "STORE": MemoryStore(clock=ManualClock()),
+        "ROUTES": {"/login/": "2/minute"},
+        "DEFAULT": "3/minute",
+        "EXEMPT": ["/ratelimit/*"],
+        "ADMIN_TOKEN": TOKEN,
+        **extra,
+    }
+    middleware = [
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "tokenbucket.django.RateLimitMiddleware",
+    ]
+    return override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=middleware, TOKENBUCKET=tokenbucket)
+
+
+def test_an_authorised_change_applies():
+    with configured():
+        client = Client(enforce_csrf_checks=True)  # a bearer-token API needs no CSRF token
+        body = {"client_id": "127.0.0.1", "route": "/login/", "capacity": 4}
+        answer = client.post(URL, body, content_type="application/json", **AUTH)
+        assert answer.status_code == 200, answer.content
+        assert answer.json()["capacity"] == 4
+        assert answer.json()["override"] is True
+        assert [client.get("/login/").status_code for _ in range(5)] == [200] * 4 + [429]
+        read = client.get(URL, {"client_id": "127.0.0.1", "route": "/login/"}, **AUTH)
+        assert read.json()["tokens"] == 0
+        assert client.get(f"{URL}/export", **AUTH).status_code == 200  # an endpoint under it
+
+
+def test_unauthorised_is_401_counted_and_changes_nothing():
+    with configured():
+        client = Client()
+        body = {"client_id": "127.0.0.1", "route": "/login/", "capacity": 40}
+        missing = client.post(URL, body, content_type="application/json")
+        assert missing.status_code == 401
+        assert missing.json() == {"error": "missing bearer token"}
+        wrong = client.post(
+            URL, body, content_type="application/json", HTTP_AUTHORIZATION="Bearer nope"
+        )
+        assert wrong.status_code == 403
+        assert client.post(URL, body, content_type="application/json").status_code == 401
+        assert client.post(URL, body, content_type="application/json").status_code == 429
+        assert [client.get("/login/").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_bad_body_is_400_naming_the_field_and_nothing_half_applied(caplog):
+    with configured():
+        client = Client()
+        body = {"client_id": "127.0.0.1", "route": "/login/", "capacity": 0}
+        with caplog.at_level(logging.DEBUG, logger="tokenbucket.admin"):
+            answer = client.post(URL, body, content_type="application/json", **AUTH)
+        assert answer.status_code == 400
+        assert "capacity" in answer.json()["error"]
+        assert any("rejected (400)" in record.getMessage() for record in caplog.records)
+        assert [client.get("/login/").status_code for _ in range(3)] == [200, 200, 429]
+        assert client.put(URL, **AUTH).status_code == 405
+        assert client.get(f"{URL}/nothing", **AUTH).status_code == 404
+
+
+def test_without_an_admin_token_the_include_is_404():
+    with configured(ADMIN_TOKEN=None):
+        assert Client().get(URL, {"client_id": "x"}, **AUTH).status_code == 404
