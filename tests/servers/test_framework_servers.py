@@ -102,7 +102,7 @@ def burst(base: str, policy: str) -> None:
     assert [r.status_code for r in responses] == [200] * 10 + [429] * 2
     first, last = responses[0], responses[-1]
     assert "hello" in first.text
-    assert first.headers["ratelimit-policy"] == f'"{policy}";q=10'
+    assert first.headers["ratelimit-policy"] == f'"{policy}";q=10;w=3600'
     assert first.headers["ratelimit"] == f'"{policy}";r=9;t=360'
     assert last.json() == {"handled_by": "app"}
     retry_after = int(last.headers["retry-after"])

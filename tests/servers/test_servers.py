@@ -261,7 +261,7 @@ def test_uvicorn_root_path_keeps_routes_and_exemptions(tmp_path: Path) -> None:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
                 first, second = client.get("/login"), client.get("/login")
                 assert (first.status_code, first.text) == (200, "/api/login")
-                assert first.headers["ratelimit-policy"] == '"/login";q=1'
+                assert first.headers["ratelimit-policy"] == '"/login";q=1;w=1000'
                 assert second.status_code == 429
                 for _ in range(3):
                     health = client.get("/health")
