@@ -7,18 +7,8 @@
     app = RateLimitMiddleware(app, registry=limits)
     # or, in FastAPI and Starlette: app.add_middleware(RateLimitMiddleware, registry=limits)
 
-Runtime rule API (both middlewares), on when ``admin_token=`` is a non-empty str; every request
-needs ``Authorization: Bearer <token>``:
-
-* ``POST /admin/update-rule`` with ``{"client_id": "203.0.113.7", "capacity": 50,
-  "refill_rate": 10.0}``: give that client its own rule, now (either number may be omitted).
-* ``GET /admin/update-rule?client_id=203.0.113.7``: read its rule and current token level.
-* ``DELETE /admin/update-rule?client_id=203.0.113.7``: remove its override.
-
-Add ``"route"`` (body) or ``&route=`` (query) to address a route's limiter. Requests without the
-right token are counted against the caller's own bucket (429 once it is empty, else 401/403), so
-the token cannot be guessed faster than the limit allows. Bad input gets a 4xx JSON error and
-changes nothing. The full contract is in the ``AdminAPI`` docstring in ``tokenbucket._http.admin``.
+The runtime rule API (both middlewares) is on when ``admin_token=`` is given; its contract is
+in the ``AdminAPI`` docstring in ``tokenbucket._http.admin`` and in docs/admin-api.md.
 
 This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live (its
 scope, message and admin-body helpers are in ``tokenbucket._asgi_io``); it imports no framework.
