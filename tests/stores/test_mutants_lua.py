@@ -1,0 +1,128 @@
+"""Values of the Lua script that mutation testing found unpinned (see scripts/mutate.py).
+
+Redis time cannot be injected, so each test writes a bucket state whose instant ``t`` is
+placed relative to the server's clock (read just before), far enough in the past or the future
+that the time the test itself takes (a millisecond or so) moves the answer by far less than the
+tolerance, while a one-token change to the script (a constant moved, ``+`` for ``-``, a
+comparison moved) moves it by a token or more. A state refilled to full gives exact answers.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tokenbucket import BucketRegistry, RateLimitExceeded, Rule
+from tokenbucket.redis import RedisStore
+
+PREFIX = "tokenbucket:"
+#: A million seconds, in the script's microseconds: far enough that a millisecond is nothing.
+FAR = 10**12
+
+
+@pytest.fixture
+def admin(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def make(redis_url):
+    stores = []
+
+    def registry(default, **options):
+        store = RedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)
+        stores.append(store)
+        return BucketRegistry(default, store=store, **options)
+
+    yield registry
+    for store in stores:
+        assert store.available, "a Redis call failed during the test"
+        store.close()
+
+
+def server_us(admin):
+    seconds, micros = admin.time()
+    return seconds * 1_000_000 + micros
+
+
+def write(admin, key, offset_us, used, rule, carry=None):
+    """Write ``key``'s state: ``used`` short at server time + ``offset_us``, under ``rule``."""
+    state = {
+        "t": server_us(admin) + offset_us,
+        "u": repr(used),
+        "c": repr(rule.capacity),
+        "r": repr(rule.refill_rate),
+    }
+    if carry is not None:
+        state["l"] = repr(carry)
+    admin.hset(PREFIX + key, mapping=state)
+
+
+def close(value, expected, tolerance=0.01):
+    return abs(value - expected) <= tolerance
+
+
+class TestRefill:
+    def test_a_bucket_refilled_to_full_is_at_its_capacity(self, admin, make):
+        """5 short 100 s ago at 1/s: full again, so a peek of 1 leaves exactly 9 of 10."""
+        rule = Rule(10, 1.0)
+        write(admin, "k", -100_000_000, 5, rule)
+        assert tuple(make(rule).peek("k", 1))[:4] == (True, 9.0, 0.0, 1.0)
+
+    def test_a_million_seconds_of_refill_at_two_per_second(self, admin, make):
+        """2,000,005 short a million seconds ago at 2/s: 5 short now, a peek of 1 leaves 4."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", -FAR, 2_000_005, rule)
+        decision = make(rule).peek("k", 1)
+        assert decision.allowed
+        assert close(decision.remaining, 4.0), decision
+
+    def test_a_take_after_a_refill_restarts_from_the_level_now(self, admin, make):
+        """3 short 10 s ago at 0.1/s: 2 short now; a take of 1 then leaves 7, and a second 6."""
+        rule = Rule(10, 0.1)
+        write(admin, "k", -10_000_000, 3, rule)
+        limits = make(rule)
+        assert close(limits.consume("k", 1).remaining, 7.0)
+        assert close(limits.consume("k", 1).remaining, 6.0)
+
+
+class TestClockBehind:
+    def test_a_charge_behind_the_clock_reports_the_refill_line_at_now(self, admin, make):
+        """2 short, the state a million seconds ahead, 2/s: the level on the refill line is
+        8 - 2,000,000; a charge of 1 leaves one token 999,997 s away, full 1,000,001.5 s away."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", FAR, 2, rule)
+        decision = make(rule).charge("k", 1)
+        assert decision.remaining == 0.0
+        assert close(decision.retry_after, 999_997.0), decision
+        assert close(decision.reset_after, 1_000_001.5), decision
+
+    def test_a_refund_to_full_behind_the_clock(self, admin, make):
+        """A refund to full while the state is a million seconds ahead at 2/s: the level is the
+        capacity less what the refill line lacks, so full only 1,000,000 s from now."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", FAR, 2, rule)
+        decision = make(rule).refund("k", 5)
+        assert close(decision.reset_after, 1_000_000.0), decision
+
+
+class TestReserve:
+    def test_a_reservation_of_the_whole_level_at_rate_zero_waits_nothing(self, make):
+        """At rate 0, reserving exactly the 10 there are waits 0 s (not forever)."""
+        limits = make(Rule(10, 0))
+        assert limits.acquire("k", 10, max_wait=0, sleep=lambda s: None) == 0.0
+        with pytest.raises(RateLimitExceeded):
+            limits.acquire("k", 1, sleep=lambda s: None)
+
+    def test_a_wait_of_ten_thousand_seconds_fits_an_infinite_max_wait(self, make):
+        """Reserving 10 at 0.001/s after draining waits 10,000 s: within max_wait=inf."""
+        limits = make(Rule(10, 0.001))
+        limits.consume("k", 10)
+        naps = []
+        assert close(limits.acquire("k", 10, sleep=naps.append), 10_000.0, 0.1)
+        assert len(naps) == 1
+

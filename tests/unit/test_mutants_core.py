@@ -1,0 +1,215 @@
+"""Exact values that mutation testing of the core found unpinned (see scripts/mutate.py).
+
+Each test pins one behaviour of the arithmetic, the in-memory store, its sweep, the decisions
+or the several-limits logic that a one-token change (a comparison moved, ``+`` for ``-``, a
+constant moved) would alter while the rest of the suite still passed. All run on a
+`ManualClock`, so every value is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tokenbucket import BucketRegistry, Decision, ManualClock, MemoryStore, RateLimitExceeded, Rule
+
+
+def one(capacity=10, rate=2.0, **options):
+    clock = ManualClock(100.0)
+    return BucketRegistry(Rule(capacity, rate), clock=clock, **options), clock
+
+
+def several(**options):
+    clock = ManualClock(100.0)
+    limits = {"a": Rule(10, 2.0), "b": Rule(4, 1.0)}
+    return BucketRegistry(limits, clock=clock, **options), clock
+
+
+def fields(decision):
+    return tuple(decision)[:5]
+
+
+class TestChargeAndRefundDecisions:
+    def test_charge_into_debt_reports_when_one_token_and_the_full_bucket_are_back(self):
+        """A charge leaving -5 of 10 at 2/s: the next token in 3 s, full again in 7.5 s."""
+        limits, _ = one()
+        assert fields(limits.charge("k", 15)) == (True, 0.0, 3.0, 7.5, 10)
+
+    def test_charge_leaving_at_least_one_token_has_no_retry_after(self):
+        """A charge leaving exactly 1 (the unit) of 10: retry_after 0, full in 4.5 s."""
+        limits, _ = one()
+        assert fields(limits.charge("k", 9)) == (True, 1.0, 0.0, 4.5, 10)
+
+    def test_charge_leaving_less_than_one_token_waits_for_the_rest(self):
+        """A charge leaving 0.5 of 10 at 2/s: one token in 0.25 s, full in 4.75 s."""
+        limits, _ = one()
+        assert fields(limits.charge("k", 9.5)) == (True, 0.5, 0.25, 4.75, 10)
+
+    def test_a_capacity_below_one_waits_for_the_capacity_not_one_token(self):
+        """Capacity 0.5 at 1/s: after a charge of 0.5 the unit is 0.5, back in 0.5 s."""
+        limits, _ = one(0.5, 1.0)
+        assert fields(limits.charge("k", 0.5)) == (True, 0.0, 0.5, 0.5, 0.5)
+        assert fields(limits.refund("k", 0.25)) == (True, 0.25, 0.25, 0.25, 0.5)
+
+    def test_refund_to_full_reports_zero_waits(self):
+        """A refund back to full: remaining the capacity, both waits exactly 0.0."""
+        limits, _ = one()
+        limits.consume("k", 6)
+        decision = limits.refund("k", 6)
+        assert fields(decision) == (True, 10.0, 0.0, 0.0, 10)
+        assert type(decision.remaining) is float
+
+    def test_partial_refund_reports_the_time_to_full(self):
+        """From 4 of 10, a refund of 3 leaves 7: no retry, full again in 1.5 s."""
+        limits, _ = one()
+        limits.consume("k", 6)
+        assert fields(limits.refund("k", 3)) == (True, 7.0, 0.0, 1.5, 10)
+
+    def test_refund_of_a_bucket_in_debt_reports_its_remaining_debt(self):
+        """From -5, a refund of 2 leaves -3: one token in 2 s, full in 6.5 s."""
+        limits, _ = one()
+        limits.charge("k", 15)
+        assert fields(limits.refund("k", 2)) == (True, 0.0, 2.0, 6.5, 10)
+
+    def test_several_limits_charge_binds_the_deepest_debt(self):
+        """Charging 6 to a (10 at 2/s) and b (4 at 1/s): b at -2 binds, token in 3 s, full in 6."""
+        limits, _ = several()
+        decision = limits.charge("k", 6)
+        assert tuple(decision)[:6] == (True, 0.0, 3.0, 6.0, 4, "b")
+
+    def test_several_limits_refund_binds_the_least_level(self):
+        """After 3 taken of each, a refund of 1: b (2 of 4) binds, full again in 2 s."""
+        limits, _ = several()
+        limits.consume("k", 3)
+        assert tuple(limits.refund("k", 1))[:6] == (True, 2.0, 0.0, 2.0, 4, "b")
+
+
+class TestReserveWaits:
+    def test_a_wait_of_ten_thousand_seconds_is_within_an_infinite_max_wait(self):
+        """acquire() with max_wait=inf reserves even a 10,000 s wait (only inf is refused)."""
+        limits, _ = one(10, 0.001)
+        limits.consume("k", 10)
+        naps = []
+        assert limits.acquire("k", 10, sleep=naps.append) == 10000.0
+        assert naps == [10000.0]
+
+    def test_a_wait_just_within_max_wait_is_reserved_and_just_beyond_is_not(self):
+        """A wait of exactly max_wait is reserved; 0.5 s more is refused, taking nothing."""
+        limits, _ = one(10, 2.0)
+        limits.consume("k", 10)
+        with pytest.raises(RateLimitExceeded):
+            limits.acquire("k", 5, max_wait=2.0, sleep=lambda s: None)
+        assert limits.tokens("k") == 0.0
+        assert limits.acquire("k", 5, max_wait=2.5, sleep=lambda s: None) == 2.5
+        assert limits.tokens("k") == 0.0  # in debt: 5 short, reported as 0
+
+    def test_a_reservation_above_the_capacity_is_refused(self):
+        """acquire() of more than the capacity raises at once, whatever max_wait."""
+        limits, _ = one(10, 2.0)
+        with pytest.raises(RateLimitExceeded):
+            limits.acquire("k", 11, sleep=lambda s: None)
+        assert limits.acquire("k", 10, sleep=lambda s: None) == 0.0
+
+
+class TestKeyCapWithSeveralLimits:
+    def test_peek_at_the_cap_answers_as_consume_would(self):
+        """max_keys 3, two limits: one key tracks 2 buckets, a new key's 2 do not fit."""
+        limits, _ = several(max_keys=3)
+        assert limits.consume("x", 1)
+        peeked = limits.peek("y", 1)
+        consumed = limits.consume("y", 1)
+        assert (peeked.allowed, peeked.remaining) == (False, 0.0)
+        assert (consumed.allowed, consumed.remaining) == (False, 0.0)
+
+    def test_peek_within_the_cap_admits(self):
+        """max_keys 4, two limits: a second key's 2 buckets fit exactly, and peek says so."""
+        limits, _ = several(max_keys=4)
+        assert limits.consume("x", 1)
+        assert limits.peek("y", 1).allowed
+        assert limits.consume("y", 1).allowed
+
+
+class TestSweepTrigger:
+    def test_the_257th_new_key_sweeps_the_full_buckets(self):
+        """After 256 new keys, the next new key forgets every full bucket of the first pass."""
+        clock = ManualClock(100.0)
+        store = MemoryStore(clock=clock)
+        limits = BucketRegistry(Rule(1, 1.0), store=store)
+        for index in range(256):
+            assert limits.consume(f"k{index}")
+        clock.advance(1)  # every bucket full again
+        assert len(store) == 256
+        assert limits.consume("last")
+        assert len(store) == 1
+
+
+def test_decision_fields_are_exact_for_a_denial():
+    """A denial of 4 from 1 of 10 at 2/s: retry in 1.5 s, full in 4.5 s."""
+    limits, _ = one()
+    limits.consume("k", 9)
+    assert limits.consume("k", 4) == Decision(False, 1.0, 1.5, 4.5, 10)
+    assert math.isinf(limits.consume("k", 11).retry_after)
+
+
+class TestUnitOfRetryAfter:
+    def test_a_capacity_between_one_and_two_waits_for_one_token(self):
+        """Capacity 1.5 at 1/s: a charge leaving 0.5 waits 0.5 s for one token, not 1 s."""
+        limits, _ = one(1.5, 1.0)
+        assert fields(limits.charge("k", 1)) == (True, 0.5, 0.5, 1.0, 1.5)
+
+    def test_a_denial_of_exactly_the_capacity_waits_for_the_bucket_to_fill(self):
+        """Asking for the whole capacity (10) with 5 left at 2/s: retry in 2.5 s, not never."""
+        limits, _ = one()
+        limits.consume("k", 5)
+        assert fields(limits.consume("k", 10)) == (False, 5.0, 2.5, 2.5, 10)
+
+
+class TestSeveralLimitsBinding:
+    def test_equal_waits_bind_the_first_declared_limit(self):
+        """Two equal limits both 2 short: the denial names the first declared, 'a'."""
+        clock = ManualClock(0.0)
+        limits = BucketRegistry({"a": Rule(4, 1.0), "b": Rule(4, 1.0)}, clock=clock)
+        limits.consume("k", 4)
+        assert tuple(limits.consume("k", 2)) == (False, 0.0, 2.0, 4.0, 4, "a", ())
+
+    def test_a_request_of_one_limits_whole_capacity_still_waits_a_finite_time(self):
+        """'a' (cap 2) lacks 1 token (1 s), 'b' lacks 2 at 0.1/s (20 s): 'b' binds, 20 s."""
+        clock = ManualClock(0.0)
+        limits = BucketRegistry({"a": Rule(2, 1.0), "b": Rule(10, 0.1)}, clock=clock)
+        for index in range(5):
+            assert limits.consume({"a": f"a{index}", "b": "kb"}, 2)
+        assert limits.consume({"a": "ka", "b": "other"}, 1)
+        decision = limits.consume({"a": "ka", "b": "kb"}, 2)
+        assert tuple(decision)[:6] == (False, 0.0, 20.0, 100.0, 10, "b")
+
+    def test_an_admission_binds_the_least_remaining_first_declared_on_ties(self):
+        """Admitted with 'a' and 'b' both at 1 left: 'a' binds; with only 'b' lowest: 'b'."""
+        clock = ManualClock(0.0)
+        limits = BucketRegistry({"a": Rule(4, 1.0), "b": Rule(4, 2.0)}, clock=clock)
+        assert tuple(limits.consume("k", 3))[:6] == (True, 1.0, 0.0, 3.0, 4, "a")
+        limits = BucketRegistry({"a": Rule(9, 1.0), "b": Rule(4, 2.0)}, clock=clock)
+        assert tuple(limits.consume("k", 3))[:6] == (True, 1.0, 0.0, 1.5, 4, "b")
+
+    def test_refund_binds_the_least_level_when_it_is_declared_first(self):
+        """'a' (2 of 4) and 'b' (8 of 10) after a refund: 'a', the least, binds."""
+        clock = ManualClock(0.0)
+        limits = BucketRegistry({"a": Rule(4, 1.0), "b": Rule(10, 2.0)}, clock=clock)
+        limits.consume("k", 3)
+        assert tuple(limits.refund("k", 1))[:6] == (True, 2.0, 0.0, 2.0, 4, "a")
+
+    def test_equal_charges_bind_the_first_declared_limit(self):
+        """'a' and 'b' alike, both at 5 after a charge: 'a' binds."""
+        clock = ManualClock(0.0)
+        limits = BucketRegistry({"a": Rule(10, 1.0), "b": Rule(10, 1.0)}, clock=clock)
+        assert tuple(limits.charge("k", 5))[:6] == (True, 5.0, 0.0, 5.0, 10, "a")
+
+
+class TestExactCarry:
+    def test_integer_takes_after_a_fractional_one_keep_the_exact_sum(self):
+        """1/3 then 1 and 1 taken: the level is 10 minus the correctly rounded 7/3 + ..."""
+        limits, _ = one(10, 0)
+        limits.consume("k", 1 / 3)
+        limits.consume("k", 1)
+        limits.consume("k", 1)
+        assert limits.tokens("k") == 10 - 2.3333333333333335  # not 10 - 2.333333333333333
