@@ -9,6 +9,7 @@ constant moved) would alter while the rest of the suite still passed. All run on
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 
@@ -206,10 +207,99 @@ class TestSeveralLimitsBinding:
 
 
 class TestExactCarry:
-    def test_integer_takes_after_a_fractional_one_keep_the_exact_sum(self):
-        """1/3 then 1 and 1 taken: the level is 10 minus the correctly rounded 7/3 + ..."""
-        limits, _ = one(10, 0)
+    @pytest.mark.parametrize("way", ["consume", "try_consume", "several", "charge"])
+    def test_integer_takes_after_a_fractional_one_keep_the_exact_sum(self, way):
+        """1/3 then 1 and 1 taken (by each path): 10 less the correctly rounded 7/3 is left."""
+        if way == "several":
+            limits = BucketRegistry({"a": Rule(10, 0), "b": Rule(20, 0)}, clock=ManualClock(0.0))
+        else:
+            limits, _ = one(10, 0)
+        take = getattr(limits, "consume" if way == "several" else way)
         limits.consume("k", 1 / 3)
-        limits.consume("k", 1)
-        limits.consume("k", 1)
-        assert limits.tokens("k") == 10 - 2.3333333333333335  # not 10 - 2.333333333333333
+        take("k", 1)
+        take("k", 1)
+        assert limits.tokens("k", "a" if way == "several" else None) == 10 - 2.3333333333333335
+
+    def test_fractional_takes_add_error_free(self):
+        """0.2, 0.7 and 0.2 taken from 2: exactly 2 - 1.1 left, on one limit and on two."""
+        limits, _ = one(2, 0)
+        for amount in (0.2, 0.7, 0.2):
+            assert limits.consume("k", amount)
+        assert limits.tokens("k") == 2 - 1.1  # not 2 - 1.0999999999999999
+        clock = ManualClock(0.0)
+        pair = BucketRegistry({"a": Rule(2, 0), "b": Rule(3, 0)}, clock=clock)
+        for amount in (0.2, 0.7, 0.2):
+            assert pair.consume("k", amount)
+        assert pair.tokens("k", "a") == 2 - 1.1
+
+
+#: Sequences of (operation, amount) whose exact sums a float sum without its carry misses.
+SEQUENCES = [
+    [("take", 1), ("take", 1 / 3), ("take", 1)],
+    [("take", 1 / 3), ("take", 1), ("take", 1)],
+    [("take", 0.2), ("take", 0.7), ("take", 0.2)],
+    [("charge", 1), ("charge", 1 / 3), ("charge", 1)],
+    [("charge", 1 / 3), ("charge", 1), ("charge", 1)],
+    [("take", 5), ("take", 1 / 3), ("refund", 1), ("refund", 1)],
+    [("take", 5), ("refund", 1 / 3), ("refund", 1), ("refund", 1)],
+    [("take", 0.2), ("take", 0.7), ("take", 2.2), ("refund", 0.2)],
+]
+
+
+@pytest.mark.parametrize("several_limits", [False, True], ids=["one", "several"])
+@pytest.mark.parametrize("steps", SEQUENCES, ids=lambda steps: ",".join(str(a) for _, a in steps))
+def test_mixed_int_and_fractional_sums_are_exact(steps, several_limits):
+    """Takes, charges and refunds of ints and fractions leave 10 - the exact sum, rounded once."""
+    if several_limits:
+        limits = BucketRegistry({"a": Rule(10, 0), "b": Rule(20, 0)}, clock=ManualClock(0.0))
+    else:
+        limits, _ = one(10, 0)
+    exact = Fraction(0)
+    for operation, amount in steps:
+        sign = -1 if operation == "refund" else 1
+        exact += sign * Fraction(amount)
+        call = {"take": limits.consume, "charge": limits.charge, "refund": limits.refund}
+        assert call[operation]("k", amount).allowed
+    assert limits.tokens("k", "a" if several_limits else None) == 10 - float(exact)
+
+
+class TestCeiling:
+    def test_a_request_of_exactly_the_ceiling_is_admitted(self):
+        """A request of capacity + EPSILON (the ceiling) is admitted, on one limit and two."""
+        limits, _ = one(1, 1.0)
+        ceiling = Rule(1, 1.0)._ceiling
+        assert limits.peek("k", ceiling).allowed
+        assert limits.consume("k", ceiling).allowed
+        pair = BucketRegistry({"a": Rule(1, 1.0), "b": Rule(5, 1.0)}, clock=ManualClock(0.0))
+        assert pair.peek("k", ceiling).allowed
+        assert pair.consume("k", ceiling).allowed
+        assert not pair.consume("j", ceiling + 1e-9).allowed
+
+
+class TestStoreOptions:
+    def test_a_cap_of_one_key_tracks_one(self):
+        """max_keys=1 is valid: one key gets a bucket, a second new key is an empty bucket."""
+        store = MemoryStore(clock=ManualClock(0.0), max_keys=1)
+        limits = BucketRegistry(Rule(5, 1.0), store=store)
+        assert limits.consume("a").remaining == 4.0
+        assert tuple(limits.consume("b"))[:2] == (False, 0.0)
+        assert len(store) == 1
+
+    def test_one_stripe_is_valid(self):
+        """stripes=1 is a power of two: every key shares the one lock, and decides."""
+        store = MemoryStore(clock=ManualClock(0.0), stripes=1)
+        limits = BucketRegistry(Rule(5, 1.0), store=store)
+        for key in ("a", "b", "c"):
+            assert limits.consume(key, 2).remaining == 3.0
+        assert limits.tokens("b") == 3.0
+
+
+def test_try_consume_decides_under_the_rule_of_the_registry_that_asks():
+    """Two registries share a store: 5 taken under (10, 1/s); under (2, 1/s) the bucket is
+    still 5 short, so the other registry's try_consume is denied, not decided under (10, 1/s)."""
+    store = MemoryStore(clock=ManualClock(0.0))
+    wide = BucketRegistry(Rule(10, 1.0), store=store)
+    narrow = BucketRegistry(Rule(2, 1.0), store=store)
+    assert wide.consume("k", 5)
+    assert not narrow.try_consume("k", 1)
+    assert narrow.peek("k").retry_after == 4.0  # 3 short of empty, then 1 token
