@@ -290,14 +290,19 @@ def mutants_of(path: str) -> List[Mutant]:
     """Every mutant of the target ``path`` (relative to the root), in line order."""
     text = (ROOT / path).read_text("utf-8")
     found = lua_mutants(text) if path.endswith(".lua") else python_mutants(path, text)
-    source = text.splitlines()
+    # A line's text names it; the second and later lines of the same text get " [n]".
+    source, times = [], {}  # type: ignore[var-annotated]
+    for line in text.splitlines():
+        times[line.strip()] = times.get(line.strip(), 0) + 1
+        count = times[line.strip()]
+        source.append(line.strip() + (f" [{count}]" if count > 1 else ""))
     seen: Dict[Tuple[int, str], int] = {}
     result = []
     for line, description, mutated in sorted(found, key=lambda m: m[0]):
         count = seen[line, description] = seen.get((line, description), 0) + 1
         if count > 1:
             description += f" #{count}"
-        result.append(Mutant(path, line, description, source[line - 1].strip(), mutated))
+        result.append(Mutant(path, line, description, source[line - 1], mutated))
     return result
 
 

@@ -133,7 +133,8 @@ class TestKeyCapWithSeveralLimits:
 
 class TestSweepTrigger:
     def test_the_257th_new_key_sweeps_the_full_buckets(self):
-        """After 256 new keys, the next new key forgets every full bucket of the first pass."""
+        """After 256 new keys, the next new key (not a tracked one) sweeps: it forgets every
+        full bucket of the first pass, and keeps the one just used."""
         clock = ManualClock(100.0)
         store = MemoryStore(clock=clock)
         limits = BucketRegistry(Rule(1, 1.0), store=store)
@@ -141,8 +142,11 @@ class TestSweepTrigger:
             assert limits.consume(f"k{index}")
         clock.advance(1)  # every bucket full again
         assert len(store) == 256
+        assert limits.consume("k0")  # a tracked key: no sweep
+        assert limits.charge("k1", 1)
+        assert len(store) == 256
         assert limits.consume("last")
-        assert len(store) == 1
+        assert len(store) == 3  # k0, k1 (used, not full) and last
 
 
 def test_decision_fields_are_exact_for_a_denial():
@@ -243,6 +247,8 @@ SEQUENCES = [
     [("take", 5), ("take", 1 / 3), ("refund", 1), ("refund", 1)],
     [("take", 5), ("refund", 1 / 3), ("refund", 1), ("refund", 1)],
     [("take", 0.2), ("take", 0.7), ("take", 2.2), ("refund", 0.2)],
+    [("take", 1 / 3), ("try", 1), ("try", 1)],
+    [("try", 1), ("take", 1 / 3), ("try", 1)],
 ]
 
 
@@ -259,11 +265,26 @@ def test_mixed_int_and_fractional_sums_are_exact(steps, several_limits):
         sign = -1 if operation == "refund" else 1
         exact += sign * Fraction(amount)
         call = {"take": limits.consume, "charge": limits.charge, "refund": limits.refund}
-        assert call[operation]("k", amount).allowed
+        call["try"] = limits.try_consume
+        assert call[operation]("k", amount)
     assert limits.tokens("k", "a" if several_limits else None) == 10 - float(exact)
 
 
 class TestCeiling:
+    def test_an_int_request_reaching_exactly_the_ceiling_is_admitted(self):
+        """capacity 1.5: after ceiling - 1 taken, 1 more lands exactly on the ceiling: admitted
+        by try_consume and, with two limits, by consume (their fast paths)."""
+        rule = Rule(1.5, 0)
+        rest = rule._ceiling - 1  # exact: the ceiling is in [1, 2)
+        limits = BucketRegistry(rule, clock=ManualClock(0.0))
+        assert limits.consume("k", rest)
+        assert limits.try_consume("k", 1)
+        pair = BucketRegistry({"a": rule, "b": Rule(5, 0)}, clock=ManualClock(0.0))
+        assert pair.consume("k", rest)
+        assert pair.consume("k", 1).allowed
+        assert pair.consume("j", rest)
+        assert pair.try_consume("j", 1)
+
     def test_a_request_of_exactly_the_ceiling_is_admitted(self):
         """A request of capacity + EPSILON (the ceiling) is admitted, on one limit and two."""
         limits, _ = one(1, 1.0)
@@ -303,3 +324,14 @@ def test_try_consume_decides_under_the_rule_of_the_registry_that_asks():
     assert wide.consume("k", 5)
     assert not narrow.try_consume("k", 1)
     assert narrow.peek("k").retry_after == 4.0  # 3 short of empty, then 1 token
+
+
+def test_several_limits_tracked_buckets_refill_from_their_own_instant():
+    """a (10, 2/s) and b (4, 1/s) at clock 100: 3 taken, then 1 s later 3 more fit a (9 - 3)
+    but not b (2 of 4): denied, b binding, 1 s to wait; nothing refilled from clock 0."""
+    limits, clock = several()
+    assert limits.consume("k", 3)
+    clock.advance(1)
+    assert tuple(limits.consume("k", 3))[:6] == (False, 2.0, 1.0, 2.0, 4, "b")
+    assert limits.try_consume("k", 2)
+    assert limits.tokens("k", "a") == 7  # 9 after the refill, less 2
