@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import re
 import shutil
@@ -150,11 +151,10 @@ def _skipped(tree: ast.Module) -> set:
             under(node.annotation)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             under(node.returns)
-        elif isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets
+        elif (isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING") or (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets)
         ):
-            under(node)
-        elif isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
             under(node)
     return skip
 
@@ -316,7 +316,7 @@ def equivalents() -> Dict[Tuple[str, str, str], str]:
     named: Dict[Tuple[str, str, str], str] = {}
     if not EQUIVALENT_FILE.exists():
         return named
-    lines = [line for line in EQUIVALENT_FILE.read_text("utf-8").splitlines()]
+    lines = EQUIVALENT_FILE.read_text("utf-8").splitlines()
     block: List[str] = []
     for line in [*lines, ""]:
         if line.startswith("#"):
@@ -333,7 +333,7 @@ def equivalents() -> Dict[Tuple[str, str, str], str]:
 
 
 class Runner:
-    """Runs tests against mutated copies of ``src/``: one copy per job, reused mutant after mutant."""
+    """Runs tests on mutated copies of ``src/``: one copy per job, reused mutant after mutant."""
 
     def __init__(self, tests: Optional[List[str]], examples: int) -> None:
         self.tests = tests
@@ -342,7 +342,7 @@ class Runner:
         profile = PROFILE.format(examples=examples)
         (self.base / "plugin" / "_mutation_profile.py").write_text(profile, "utf-8")
         self.free: List[Path] = []
-        self.live: Dict[int, "subprocess.Popen[bytes]"] = {}  # running pytest, by pid
+        self.live: Dict[int, subprocess.Popen[bytes]] = {}  # running pytest, by pid
         self.lock = threading.Lock()
 
     def copy(self) -> Path:
@@ -401,10 +401,8 @@ class Runner:
     def close(self) -> None:
         """Stop the runs still going (interrupted), and remove every copy."""
         for pid in list(self.live):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -416,7 +414,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     parser.add_argument("--only", action="append", default=[], help="FILE:LINE (repeatable)")
-    parser.add_argument("--timeout", type=float, help="seconds per mutant (default: 3 times a clean run, which this skips)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds per mutant (default: 3 times a clean run; given, no clean run)",
+    )
     parser.add_argument(
         "--examples", type=int, default=25, help="hypothesis examples per property (default 25)"
     )

@@ -2,9 +2,9 @@
 
 Redis time cannot be injected, so each test writes a bucket state whose instant ``t`` is
 placed relative to the server's clock (read just before), far enough in the past or the future
-that the time the test itself takes (milliseconds, on a loaded machine) moves the answer by far less than the
-tolerance, while a one-token change to the script (a constant moved, ``+`` for ``-``, a
-comparison moved) moves it by a token or more. A state refilled to full gives exact answers.
+that the time the test itself takes (milliseconds on a loaded machine) moves the answer by far
+less than the tolerance, while a one-token change to the script (a constant moved, ``+`` for
+``-``, a comparison moved) moves it by a token or more. A state refilled to full is exact.
 """
 
 from __future__ import annotations
@@ -125,7 +125,6 @@ class TestReserve:
         naps = []
         assert close(limits.acquire("k", 10, sleep=naps.append), 10_000.0, 0.1)
         assert len(naps) == 1
-
 
     def test_a_wait_beyond_max_wait_is_refused_and_within_it_reserved(self, make):
         """1 token at 0.5/s is 2 s away: refused within max_wait=1, reserved within 2.5."""
