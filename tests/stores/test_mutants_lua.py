@@ -150,3 +150,20 @@ class TestExpiry:
         assert admin.ttl(PREFIX + "k") == -1
         make(rule).refund("k", 10**9 - 10**6)  # 1e12 - 1e9 ... repaid in 1e9 s: expires
         assert 0 < admin.ttl(PREFIX + "k") <= 10**9
+
+
+class TestRuleChanged:
+    def test_a_new_refill_rate_settles_the_state_under_the_old_one(self, admin, make):
+        """10 short 10 s ago at 1/s (full now); read under (10, 0.5/s), the rate alone changed:
+        settled under 1/s the bucket is full, so a peek of 1 leaves 9 (not 10 - 5 - 1)."""
+        write(admin, "k", -10_000_000, 10, Rule(10, 1.0))
+        assert close(make(Rule(10, 0.5)).peek("k", 1).remaining, 9.0)
+
+    def test_a_denial_writes_the_state_settled_under_the_new_rule(self, admin, make):
+        """10 short 2 s ago under (10, 1/s), denied 9 under (10, 0.1/s): 8 short, written back
+        at now under the new rate, so it no longer depends on the old one."""
+        write(admin, "k", -2_000_000, 10, Rule(10, 1.0))
+        assert not make(Rule(10, 0.1)).consume("k", 9)
+        state = admin.hgetall(PREFIX + "k")
+        assert (float(state["c"]), float(state["r"])) == (10.0, 0.1)
+        assert close(float(state["u"]), 8.0)
