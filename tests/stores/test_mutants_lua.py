@@ -73,6 +73,15 @@ class TestRefill:
         write(admin, "k", -100_000_000, 5, rule)
         assert tuple(make(rule).peek("k", 1))[:4] == (True, 9.0, 0.0, 1.0)
 
+    def test_a_take_from_a_full_bucket_restarts_it_at_now(self, admin, make):
+        """5 short 1,000 s ago at 0.01/s (full now): a take of 1 restarts the bucket at now
+        with 1 used, so a second take leaves 8 (not 9 from the old instant, nor 7)."""
+        rule = Rule(10, 0.01)
+        write(admin, "k", -1_000_000_000, 5, rule)
+        limits = make(rule)
+        assert limits.consume("k", 1).remaining == 9.0
+        assert close(limits.consume("k", 1).remaining, 8.0)
+
     def test_a_million_seconds_of_refill_at_two_per_second(self, admin, make):
         """2,000,005 short a million seconds ago at 2/s: 5 short now, a peek of 1 leaves 4."""
         rule = Rule(10, 2.0)

@@ -335,3 +335,15 @@ def test_several_limits_tracked_buckets_refill_from_their_own_instant():
     assert tuple(limits.consume("k", 3))[:6] == (False, 2.0, 1.0, 2.0, 4, "b")
     assert limits.try_consume("k", 2)
     assert limits.tokens("k", "a") == 7  # 9 after the refill, less 2
+
+
+def test_a_limit_exactly_at_its_ceiling_passes_and_another_binds_the_denial():
+    """'a' (1.5, rate 0) lands exactly on its ceiling and passes; 'b' (drained, 1/s) denies:
+    'b' binds with its 1 s wait (a failing 'a' would bind with a wait of never)."""
+    rule = Rule(1.5, 0)
+    pair = BucketRegistry({"a": rule, "b": Rule(5, 1.0)}, clock=ManualClock(0.0))
+    assert pair.consume({"a": "ka", "b": "x"}, rule._ceiling - 1)
+    for index in range(5):
+        assert pair.consume({"a": f"y{index}", "b": "kb"}, 1)
+    decision = pair.consume({"a": "ka", "b": "kb"}, 1)
+    assert tuple(decision)[:6] == (False, 0.0, 1.0, 5.0, 5, "b")
