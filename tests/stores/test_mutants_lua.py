@@ -176,3 +176,8 @@ class TestRuleChanged:
         state = admin.hgetall(PREFIX + "k")
         assert (float(state["c"]), float(state["r"])) == (10.0, 0.1)
         assert close(float(state["u"]), 8.0)
+
+    def test_a_reservation_of_exactly_the_ceiling_is_admitted(self, make):
+        """Reserving capacity + EPSILON (the ceiling) on a full bucket is admitted."""
+        limits = make(Rule(1, 1.0))
+        assert close(limits.acquire("k", Rule(1, 1.0)._ceiling, sleep=lambda s: None), 0.0)

@@ -347,3 +347,73 @@ def test_a_limit_exactly_at_its_ceiling_passes_and_another_binds_the_denial():
         assert pair.consume({"a": f"y{index}", "b": "kb"}, 1)
     decision = pair.consume({"a": "ka", "b": "kb"}, 1)
     assert tuple(decision)[:6] == (False, 0.0, 1.0, 5.0, 5, "b")
+
+
+class TestSweepSteps:
+    @pytest.mark.parametrize("way", ["consume", "charge", "several", "several-charge"])
+    def test_a_new_key_after_256_sweeps_whatever_the_call(self, way):
+        """After 256 new buckets, a new key's consume, charge or several-limits call sweeps
+        first (forgetting the full buckets); the same calls on tracked keys do not."""
+        clock = ManualClock(100.0)
+        store = MemoryStore(clock=clock)
+        if way.startswith("several"):
+            limits = BucketRegistry({"a": Rule(1, 1.0), "b": Rule(2, 1.0)}, store=store)
+            count = 128  # two buckets a key
+        else:
+            limits = BucketRegistry(Rule(1, 1.0), store=store)
+            count = 256
+        for index in range(count):
+            assert limits.consume(f"k{index}")
+        clock.advance(2)  # every bucket full again
+        call = limits.charge if way.endswith("charge") else limits.consume
+        assert call("k0", 1)  # tracked: no sweep
+        assert len(store) == 256
+        assert call("new", 1)
+        assert len(store) == (4 if way.startswith("several") else 2)  # k0 and new
+
+    def test_denied_new_keys_at_the_cap_count_towards_the_next_step(self):
+        """At the cap with nothing due, the first denied key steps by time, then every 256th
+        denied new key steps by count."""
+        arrivals = []
+        at = [-1]
+
+        class Counting(MemoryStore):
+            __slots__ = ()
+
+            def _sweep(self):
+                arrivals.append(at[0])
+                super()._sweep()
+
+        clock = ManualClock()
+        limits = BucketRegistry(Rule(2, 1.0), store=Counting(clock=clock, max_keys=100))
+        for index in range(100):
+            assert limits.try_consume(f"k{index}", 2)  # full again 2 s later
+        assert arrivals == []
+        for index in range(600):
+            clock.advance(0.001)
+            at[0] = index
+            assert not limits.try_consume(f"late-{index}")
+        assert arrivals == [0, 256, 512]
+
+    def test_a_step_visits_512_keys(self):
+        """One step of the first pass visits exactly 512 keys, forgetting those full."""
+        clock = ManualClock()
+        store = MemoryStore(clock=clock)
+        store._until_sweep = 10**9  # no step while the keys arrive
+        limits = BucketRegistry(Rule(1, 1.0), store=store)
+        for index in range(1000):
+            assert limits.consume(f"k{index}")
+        clock.advance(1)
+        store._until_sweep = 0
+        store._sweep()
+        assert len(store) == 1000 - 512
+
+
+class TestReserveCeiling:
+    def test_a_reservation_of_exactly_the_ceiling_is_admitted(self):
+        """acquire() of capacity + EPSILON (the ceiling) reserves; a hair more is refused."""
+        limits, _ = one(1, 1.0)
+        ceiling = Rule(1, 1.0)._ceiling
+        with pytest.raises(RateLimitExceeded):
+            limits.acquire("k", ceiling + 1e-9, sleep=lambda s: None)
+        assert limits.acquire("k", ceiling, sleep=lambda s: None) == pytest.approx(1e-9)
