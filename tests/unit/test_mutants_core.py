@@ -417,3 +417,34 @@ class TestReserveCeiling:
         with pytest.raises(RateLimitExceeded):
             limits.acquire("k", ceiling + 1e-9, sleep=lambda s: None)
         assert limits.acquire("k", ceiling, sleep=lambda s: None) == pytest.approx(1e-9)
+
+    @pytest.mark.parametrize("way", ["consume", "charge", "several", "several-charge"])
+    def test_a_new_key_at_255_does_not_sweep_yet(self, way):
+        """With 255 new buckets so far, a new key's call does not sweep yet (one is left)."""
+        clock = ManualClock(100.0)
+        store = MemoryStore(clock=clock)
+        single = BucketRegistry(Rule(1, 1.0), store=store)
+        for index in range(255):
+            assert single.consume(f"k{index}")
+        clock.advance(2)
+        limits = single
+        if way.startswith("several"):
+            limits = BucketRegistry({"a": Rule(1, 1.0), "b": Rule(2, 1.0)}, store=store)
+        call = limits.charge if way.endswith("charge") else limits.consume
+        assert call("new", 1)
+        assert len(store) == 255 + (2 if way.startswith("several") else 1)
+
+    @pytest.mark.parametrize("several_limits", [False, True], ids=["one", "several"])
+    def test_at_the_cap_a_charge_reclaims_refilled_buckets_by_time(self, several_limits):
+        """Flooded to the cap, all refilled 1 s later: a new key's charge at 1.5 s steps by
+        time, frees room and is tracked (9 of 10 left), rather than refused room."""
+        clock = ManualClock(0.0)
+        store = MemoryStore(clock=clock, max_keys=100)
+        flood = BucketRegistry(Rule(10, 1.0), store=store)
+        for index in range(100):
+            assert flood.consume(f"flood-{index}")
+        clock.set(1.5)
+        limits = flood
+        if several_limits:
+            limits = BucketRegistry({"a": Rule(10, 1.0), "b": Rule(20, 1.0)}, store=store)
+        assert limits.charge("lone", 1).remaining == 9.0
