@@ -448,3 +448,18 @@ class TestReserveCeiling:
         if several_limits:
             limits = BucketRegistry({"a": Rule(10, 1.0), "b": Rule(20, 1.0)}, store=store)
         assert limits.charge("lone", 1).remaining == 9.0
+
+
+def test_a_refused_reservation_writes_the_state_settled_under_the_new_rule():
+    """Emptied at 0 under (10, 1/s); at 1 s a reservation under (10, 0.1/s) is refused, but
+    the state is settled then (9 short); at 2 s it has refilled at 0.1/s since: 1.1 left."""
+    clock = ManualClock(0.0)
+    store = MemoryStore(clock=clock)
+    fast = BucketRegistry(Rule(10, 1.0), store=store)
+    slow = BucketRegistry(Rule(10, 0.1), store=store)
+    assert fast.consume("k", 10)
+    clock.set(1.0)
+    with pytest.raises(RateLimitExceeded):
+        slow.acquire("k", 10, max_wait=0, sleep=lambda s: None)
+    clock.set(2.0)
+    assert slow.tokens("k") == pytest.approx(1.1, abs=1e-12)  # not 2: the old rate to 2 s
