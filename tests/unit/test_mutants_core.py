@@ -9,6 +9,7 @@ constant moved) would alter while the rest of the suite still passed. All run on
 from __future__ import annotations
 
 import math
+import threading
 from fractions import Fraction
 
 import pytest
@@ -463,3 +464,33 @@ def test_a_refused_reservation_writes_the_state_settled_under_the_new_rule():
         slow.acquire("k", 10, max_wait=0, sleep=lambda s: None)
     clock.set(2.0)
     assert slow.tokens("k") == pytest.approx(1.1, abs=1e-12)  # not 2: the old rate to 2 s
+
+
+class TestSweepGuards:
+    def test_a_sweep_while_another_runs_returns_at_once(self):
+        """One thread sweeps at a time: a sweep called while the sweep lock is held returns at
+        once (it does not wait for the other), and steps nothing."""
+        store = MemoryStore(clock=ManualClock(0.0))
+        store._until_sweep = 0
+        store._sweeping.acquire()
+        try:
+            done = threading.Event()
+            thread = threading.Thread(target=lambda: (store._sweep(), done.set()))
+            thread.start()
+            assert done.wait(5)
+            assert store._until_sweep == 0  # no step
+        finally:
+            store._sweeping.release()
+            thread.join()
+
+    def test_a_sweep_with_no_trigger_left_steps_nothing(self):
+        """A sweep called when neither trigger holds (another thread just stepped: one new key
+        is still to come) returns without a step."""
+        clock = ManualClock(0.0)
+        store = MemoryStore(clock=clock)
+        limits = BucketRegistry(Rule(1, 1.0), store=store)
+        assert limits.consume("k")
+        clock.advance(1)
+        store._until_sweep = 1
+        store._sweep()
+        assert (store._until_sweep, len(store)) == (1, 1)
