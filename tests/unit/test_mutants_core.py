@@ -494,3 +494,23 @@ class TestSweepGuards:
         store._until_sweep = 1
         store._sweep()
         assert (store._until_sweep, len(store)) == (1, 1)
+
+    def test_at_the_cap_a_step_pauses_5_microseconds_per_key_it_visited(self):
+        """At the cap (600 keys), a step visiting 512 keys pauses time steps 2.56 ms; the
+        next, visiting the pass's last 88 (and freeing them), 0.44 ms."""
+        clock = ManualClock(0.0)
+        store = MemoryStore(clock=clock, max_keys=600)
+        slow = BucketRegistry(Rule(1, 1.0), store=store)  # full again at 1 s
+        fast = BucketRegistry(Rule(1, 1000.0), store=store)  # full again at 1 ms
+        store._until_sweep = 10**9  # steps by time only
+        for index in range(512):
+            assert slow.consume(f"s{index}")
+        for index in range(88):
+            assert fast.consume(f"f{index}")
+        clock.set(0.5)
+        assert not slow.consume("x1")  # at the cap: a step, nothing full among the first 512
+        assert store._reclaim_at == pytest.approx(0.5 + 512 * 5e-6, abs=1e-12)
+        clock.set(0.503)
+        assert slow.consume("x2")  # the next step frees the 88 fast buckets
+        assert store._reclaim_at == pytest.approx(0.503 + 88 * 5e-6, abs=1e-12)
+        assert len(store) == 513
