@@ -514,3 +514,38 @@ class TestSweepGuards:
         assert slow.consume("x2")  # the next step frees the 88 fast buckets
         assert store._reclaim_at == pytest.approx(0.503 + 88 * 5e-6, abs=1e-12)
         assert len(store) == 513
+
+
+class TestChargesAtTheEdges:
+    def test_a_charge_of_half_a_token_on_a_refilled_bucket_takes_it(self):
+        """5 taken, then 100 s: full. A charge of 0.5 restarts the bucket: 9.5 left, and a
+        reservation of 0.5 beyond max_wait is refused."""
+        limits, clock = one(10, 1.0)
+        assert limits.consume("k", 5)
+        clock.advance(100)
+        assert fields(limits.charge("k", 0.5)) == (True, 9.5, 0.0, 0.5, 10)
+        assert limits.tokens("k") == 9.5
+        assert limits.consume("k", 9.5)
+        with pytest.raises(RateLimitExceeded):
+            limits.acquire("k", 0.5, max_wait=0.25, sleep=lambda s: None)
+
+    @pytest.mark.parametrize("several_limits", [False, True], ids=["one", "several"])
+    def test_at_the_cap_a_charge_reports_the_debt_and_a_reservation_is_refused(
+        self, several_limits
+    ):
+        """Cap of 2 buckets, both used: a new key's charge of 3 is an empty bucket charged
+        (level -3: a token in 4 s, full in 13 s), not tracked; its reservation is refused as
+        an empty bucket's would be (3 s to wait, 10 s to full)."""
+        clock = ManualClock(0.0)
+        store = MemoryStore(clock=clock, max_keys=2)
+        if several_limits:
+            limits = BucketRegistry({"a": Rule(10, 1.0), "b": Rule(10, 1.0)}, store=store)
+        else:
+            limits = BucketRegistry(Rule(10, 1.0), store=store)
+            assert limits.consume("x")
+        assert limits.consume("y")
+        assert fields(limits.charge("new", 3)) == (True, 0.0, 4.0, 13.0, 10)
+        assert "new" not in store
+        with pytest.raises(RateLimitExceeded) as refused:
+            limits.acquire("new", 3, sleep=lambda s: None)
+        assert fields(refused.value.decision) == (False, 0.0, 3.0, 10.0, 10)
