@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "src/tokenbucket/"
@@ -106,7 +106,7 @@ class Mutant(NamedTuple):
 
 # --- Python --------------------------------------------------------------------------------
 
-_SWAP = {
+_SWAP: Dict[type, Any] = {
     ast.Lt: ast.LtE,
     ast.LtE: ast.Lt,
     ast.Gt: ast.GtE,
@@ -136,9 +136,9 @@ def moved(value: float) -> float:
     return value + 1
 
 
-def _skipped(tree: ast.Module) -> set:
+def _skipped(tree: ast.Module) -> Set[int]:
     """Nodes not to mutate: indices, annotations, __slots__, TYPE_CHECKING blocks."""
-    skip: set = set()
+    skip: Set[int] = set()
 
     def under(node: Optional[ast.AST]) -> None:
         if node is not None:
@@ -189,7 +189,8 @@ def _variants(node: ast.AST) -> Iterator[ast.AST]:
     elif isinstance(node, ast.Constant) and type(node.value) is bool:
         yield ast.Constant(not node.value)
     elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        yield ast.Constant(moved(node.value))
+        number: Any = node.value
+        yield ast.Constant(moved(number))
 
 
 def python_mutants(path: str, text: str) -> Iterator[Tuple[int, str, str]]:
@@ -208,7 +209,8 @@ def python_mutants(path: str, text: str) -> Iterator[Tuple[int, str, str]]:
         and node.body
         and isinstance(node.body[0], ast.Expr)
     }
-    for node in ast.walk(tree):
+    for found in ast.walk(tree):
+        node: Any = found  # an expression or a statement: it has a position
         if id(node) in skip or id(node) in docstrings or not hasattr(node, "end_col_offset"):
             continue
         begin = starts[node.lineno - 1] + node.col_offset
@@ -291,11 +293,12 @@ def mutants_of(path: str) -> List[Mutant]:
     text = (ROOT / path).read_text("utf-8")
     found = lua_mutants(text) if path.endswith(".lua") else python_mutants(path, text)
     # A line's text names it; the second and later lines of the same text get " [n]".
-    source, times = [], {}  # type: ignore[var-annotated]
-    for line in text.splitlines():
-        times[line.strip()] = times.get(line.strip(), 0) + 1
-        count = times[line.strip()]
-        source.append(line.strip() + (f" [{count}]" if count > 1 else ""))
+    source: List[str] = []
+    times: Dict[str, int] = {}
+    for written in text.splitlines():
+        times[written.strip()] = times.get(written.strip(), 0) + 1
+        count = times[written.strip()]
+        source.append(written.strip() + (f" [{count}]" if count > 1 else ""))
     seen: Dict[Tuple[int, str], int] = {}
     result = []
     for line, description, mutated in sorted(found, key=lambda m: m[0]):
