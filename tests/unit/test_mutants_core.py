@@ -396,6 +396,30 @@ class TestSweepSteps:
             assert not limits.try_consume(f"late-{index}")
         assert arrivals == [0, 256, 512]
 
+    def test_denied_new_keys_of_several_limits_count_each_bucket(self):
+        """As above with two limits a key: every 128th denied new key steps by count."""
+        arrivals = []
+        at = [-1]
+
+        class Counting(MemoryStore):
+            __slots__ = ()
+
+            def _sweep(self):
+                arrivals.append(at[0])
+                super()._sweep()
+
+        clock = ManualClock()
+        store = Counting(clock=clock, max_keys=100)
+        single = BucketRegistry(Rule(2, 1.0), store=store)
+        pair = BucketRegistry({"a": Rule(2, 1.0), "b": Rule(4, 1.0)}, store=store)
+        for index in range(100):
+            assert single.try_consume(f"k{index}", 2)  # full again 2 s later
+        for index in range(300):
+            clock.advance(0.001)
+            at[0] = index
+            assert not pair.try_consume(f"late-{index}")
+        assert arrivals == [0, 128, 256]
+
     def test_a_step_visits_512_keys(self):
         """One step of the first pass visits exactly 512 keys, forgetting those full."""
         clock = ManualClock()
@@ -546,6 +570,14 @@ class TestChargesAtTheEdges:
         assert limits.consume("y")
         assert fields(limits.charge("new", 3)) == (True, 0.0, 4.0, 13.0, 10)
         assert "new" not in store
+        assert fields(limits.charge("other", 0.5)) == (True, 0.0, 1.5, 10.5, 10)
         with pytest.raises(RateLimitExceeded) as refused:
             limits.acquire("new", 3, sleep=lambda s: None)
         assert fields(refused.value.decision) == (False, 0.0, 3.0, 10.0, 10)
+
+
+def test_several_limits_charge_less_than_a_token_to_a_new_key():
+    """A charge of 0.5 to a new key of two limits is tracked: 9.5 of 10 and 3.5 of 4 left."""
+    limits, _ = several()
+    assert tuple(limits.charge("k", 0.5))[:5] == (True, 3.5, 0.0, 0.5, 4)
+    assert (limits.tokens("k", "a"), limits.tokens("k", "b")) == (9.5, 3.5)
