@@ -78,6 +78,7 @@ LUA_TESTS = [
     "tests/stores/test_store_conformance.py",
     "tests/stores/test_redis_store.py",
     "tests/stores/test_shadow_store.py",
+    "tests/unit/test_core_hardening.py::TestClockBehindRedis",
     "-k",
     "not cluster and not processes and not async",
 ]

@@ -181,3 +181,55 @@ class TestRuleChanged:
         """Reserving capacity + EPSILON (the ceiling) on a full bucket is admitted."""
         limits = make(Rule(1, 1.0))
         assert close(limits.acquire("k", Rule(1, 1.0)._ceiling, sleep=lambda s: None), 0.0)
+
+
+class TestDenialsAndRebase:
+    def test_a_denial_behind_the_clock_reports_the_refill_line(self, admin, make):
+        """2 short, the state a million seconds ahead, 2/s: a peek of 9 is denied with the
+        level on the refill line, 8 - 2,000,000, so retry_after is 1,000,000.5 s."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", FAR, 2, rule)
+        decision = make(rule).peek("k", 9)
+        assert not decision.allowed
+        assert close(decision.retry_after, 1_000_000.5), decision
+
+    def test_a_denial_keeps_a_settled_debt_below_one_token(self, admin, make):
+        """Half a token short under (1, 0.002/s), denied 1 under (1, 0.001/s): the half token
+        is kept (settled, carry 0), so 0.4 more leaves 0.1, not a full bucket nor a token less."""
+        write(admin, "k", 0, 0.5, Rule(1, 0.002))
+        limits = make(Rule(1, 0.001))
+        assert not limits.consume("k", 1)
+        assert close(limits.tokens("k"), 0.5, 0.01)
+        assert limits.consume("k", 0.4)
+        assert close(limits.tokens("k"), 0.1, 0.01)
+
+    def test_an_update_keeps_a_debt_below_one_token(self, admin, make):
+        """Half a token short, then an override of the same numbers: still half a token
+        short (not forgotten), and 0.4 more leaves 0.1 (no carry of 1 written)."""
+        rule = Rule(1, 0.001)
+        write(admin, "k", 0, 0.5, rule)
+        limits = make(rule)
+        assert limits.update_rule("k", capacity=1) == rule  # the rate kept
+        assert close(limits.tokens("k"), 0.5, 0.01)
+        assert limits.consume("k", 0.4)
+        assert close(limits.tokens("k"), 0.1, 0.01)
+
+    def test_an_update_restarts_the_state_at_now(self, admin, make):
+        """15 short 10 s ago at 1/s (5 short now); an override of the same numbers settles it
+        at now: still 5 short, not refilled again from 10 s ago."""
+        rule = Rule(10, 1.0)
+        write(admin, "k", -10_000_000, 15, rule)
+        limits = make(rule)
+        assert limits.update_rule("k", refill_rate=1.0) == rule  # the capacity kept
+        assert close(limits.tokens("k"), 5.0)
+
+    def test_removing_an_override_lets_the_key_expire_again(self, admin, make):
+        """A key with an override never expires; once the override is removed, its state
+        (5 short at 1/s) expires when full again, within 5 s."""
+        rule = Rule(10, 1.0)
+        limits = make(rule)
+        limits.update_rule("k", capacity=10, refill_rate=1.0)
+        assert limits.consume("k", 5)
+        assert admin.ttl(PREFIX + "k") == -1
+        limits.remove_rule("k")
+        assert 0 < admin.pttl(PREFIX + "k") <= 5_001
