@@ -15,6 +15,7 @@ from fractions import Fraction
 import pytest
 
 from tokenbucket import BucketRegistry, Decision, ManualClock, MemoryStore, RateLimitExceeded, Rule
+from tokenbucket._limits import buckets_of, limit_key
 
 
 def one(capacity=10, rate=2.0, **options):
@@ -581,3 +582,38 @@ def test_several_limits_charge_less_than_a_token_to_a_new_key():
     limits, _ = several()
     assert tuple(limits.charge("k", 0.5))[:5] == (True, 3.5, 0.0, 0.5, 4)
     assert (limits.tokens("k", "a"), limits.tokens("k", "b")) == (9.5, 3.5)
+
+
+class TestLimitsSeams:
+    def test_a_denial_binds_the_limit_with_the_longest_wait(self):
+        """'a' (2 of 2 short at 1/s: 2 s) and 'b' (0.1 short at 0.1/s: 1 s): 'a' binds."""
+        clock = ManualClock(0.0)
+        limits = BucketRegistry({"a": Rule(2, 1.0), "b": Rule(10, 0.1)}, clock=clock)
+        assert limits.consume({"a": "ka", "b": "x"}, 2)
+        assert limits.consume({"a": "y", "b": "kb"}, 1.5)
+        for index in range(4):
+            assert limits.consume({"a": f"z{index}", "b": "kb"}, 1.65)
+        assert limits.tokens("kb", "b") == pytest.approx(1.9)
+        decision = limits.consume({"a": "ka", "b": "kb"}, 2)
+        assert tuple(decision)[:6] == (False, 0.0, 2.0, 2.0, 2, "a")
+
+    def test_store_keys_escape_braces(self):
+        """A '}' in a key is written '\\1\\3' in its store key, one key or a key per limit."""
+        assert limit_key("a}b", "x") == "{a\1\3b}\0x"
+        assert limit_key("ab", "x") == "{ab}\0x"
+        rule = Rule(1, 1.0)
+        assert buckets_of("a}b", {"x": rule}) == [("{a\1\3b}\0x", rule)]
+        assert buckets_of("ab", {"x": rule}) == [("{ab}\0x", rule)]
+
+    def test_an_empty_limit_name_is_refused(self):
+        """A limit named '' is refused with a TypeError naming the limit names."""
+        with pytest.raises(TypeError, match="limit names"):
+            BucketRegistry({"": Rule(1, 1.0)})
+
+    def test_the_exception_names_a_limit_other_than_the_default(self):
+        """RateLimitExceeded names the binding limit, unless it is the default one."""
+        assert str(RateLimitExceeded(Decision(False, 0.0, 2.0, 2.0, 5))) == (
+            "rate limit exceeded: retry after 2.000 s"
+        )
+        named = Decision(False, 0.0, 2.0, 2.0, 5, "user")
+        assert str(RateLimitExceeded(named)) == "rate limit exceeded ('user'): retry after 2.000 s"
