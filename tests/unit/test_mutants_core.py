@@ -373,9 +373,10 @@ class TestSweepSteps:
         assert call("new", 1)
         assert len(store) == (4 if way.startswith("several") else 2)  # k0 and new
 
-    def test_denied_new_keys_at_the_cap_count_towards_the_next_step(self):
-        """At the cap with nothing due, the first denied key steps by time, then every 256th
-        denied new key steps by count."""
+    @pytest.mark.parametrize("way", ["try_consume", "charge"])
+    def test_denied_new_keys_at_the_cap_count_towards_the_next_step(self, way):
+        """At the cap with nothing due, the first new key steps by time, then every 256th
+        new key (denied, or charged untracked) steps by count: no sweep is called between."""
         arrivals = []
         at = [-1]
 
@@ -394,7 +395,10 @@ class TestSweepSteps:
         for index in range(600):
             clock.advance(0.001)
             at[0] = index
-            assert not limits.try_consume(f"late-{index}")
+            if way == "charge":
+                assert limits.charge(f"late-{index}", 1).remaining == 0.0  # untracked: -1
+            else:
+                assert not limits.try_consume(f"late-{index}")
         assert arrivals == [0, 256, 512]
 
     def test_denied_new_keys_of_several_limits_count_each_bucket(self):
