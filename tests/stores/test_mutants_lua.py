@@ -233,3 +233,11 @@ class TestDenialsAndRebase:
         assert admin.ttl(PREFIX + "k") == -1
         limits.remove_rule("k")
         assert 0 < admin.pttl(PREFIX + "k") <= 5_001
+
+
+def test_fractional_takes_add_error_free(make):
+    """0.2, 0.7 and 0.2 taken from 2 (no refill): exactly 2 - 1.1 left (TwoSum in the script)."""
+    limits = make(Rule(2, 0))
+    for amount in (0.2, 0.7, 0.2):
+        assert limits.consume("k", amount)
+    assert limits.tokens("k") == 2 - 1.1  # not 2 - 1.0999999999999999

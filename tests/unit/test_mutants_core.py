@@ -149,6 +149,15 @@ class TestSweepTrigger:
         assert len(store) == 256
         assert limits.consume("last")
         assert len(store) == 3  # k0, k1 (used, not full) and last
+        # The next pass forgets the full buckets not used since this one began: those used
+        # at its very instant (k0, k1, last) included.
+        clock.advance(2)
+        for index in range(255):
+            assert limits.consume(f"n{index}")
+        assert len(store) == 258
+        assert limits.consume("trigger")
+        assert len(store) == 256
+        assert "last" not in store
 
 
 def test_decision_fields_are_exact_for_a_denial():
