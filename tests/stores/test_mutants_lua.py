@@ -143,6 +143,11 @@ class TestReserve:
             limits.acquire("k", 1, max_wait=1, sleep=lambda s: None)
         assert close(limits.acquire("k", 1, max_wait=2.5, sleep=lambda s: None), 2.0)
 
+    def test_a_reservation_of_exactly_the_ceiling_is_admitted(self, make):
+        """Reserving capacity + EPSILON (the ceiling) on a full bucket is admitted."""
+        limits = make(Rule(1, 1.0))
+        assert close(limits.acquire("k", Rule(1, 1.0)._ceiling, sleep=lambda s: None), 0.0)
+
 
 class TestExpiry:
     def test_a_bucket_expires_when_it_is_full_again(self, admin, make):
@@ -157,7 +162,7 @@ class TestExpiry:
         rule = Rule(10, 0.001)
         make(rule).charge("k", 10**9)
         assert admin.ttl(PREFIX + "k") == -1
-        make(rule).refund("k", 10**9 - 10**6)  # 1e12 - 1e9 ... repaid in 1e9 s: expires
+        make(rule).refund("k", 10**9 - 10**6)  # 1e6 left: repaid in 1e9 s, so it expires
         assert 0 < admin.ttl(PREFIX + "k") <= 10**9
 
 
@@ -176,11 +181,6 @@ class TestRuleChanged:
         state = admin.hgetall(PREFIX + "k")
         assert (float(state["c"]), float(state["r"])) == (10.0, 0.1)
         assert close(float(state["u"]), 8.0)
-
-    def test_a_reservation_of_exactly_the_ceiling_is_admitted(self, make):
-        """Reserving capacity + EPSILON (the ceiling) on a full bucket is admitted."""
-        limits = make(Rule(1, 1.0))
-        assert close(limits.acquire("k", Rule(1, 1.0)._ceiling, sleep=lambda s: None), 0.0)
 
 
 class TestDenialsAndRebase:
