@@ -630,3 +630,21 @@ class TestLimitsSeams:
         )
         named = Decision(False, 0.0, 2.0, 2.0, 5, "user")
         assert str(RateLimitExceeded(named)) == "rate limit exceeded ('user'): retry after 2.000 s"
+
+    def test_a_later_pass_that_frees_nothing_pauses_until_a_bucket_is_due(self):
+        """At the cap, a second pass (not only the first) that frees nothing pauses time steps
+        until the next bucket is due to be full, not 5 microseconds a key."""
+        clock = ManualClock(0.0)
+        store = MemoryStore(clock=clock, max_keys=10)
+        limits = BucketRegistry(Rule(1, 1.0), store=store)
+        for index in range(10):
+            assert limits.consume(f"k{index}")  # full again at 1 s
+        clock.set(0.001)
+        assert not limits.consume("new-1")  # pass 1 frees nothing: pause until 1 s
+        assert store._reclaim_at == 1.0
+        clock.set(0.9)
+        for index in range(10):
+            assert limits.consume(f"k{index}", 0.5)  # 0.6 short: full again at 1.5 s
+        clock.set(1.0)
+        assert not limits.consume("new-2")  # pass 2 frees nothing either: until 1.5 s
+        assert store._reclaim_at == pytest.approx(1.5)
