@@ -122,8 +122,9 @@ class TestKeyCapWithSeveralLimits:
         assert limits.consume("x", 1)
         peeked = limits.peek("y", 1)
         consumed = limits.consume("y", 1)
-        assert (peeked.allowed, peeked.remaining) == (False, 0.0)
-        assert (consumed.allowed, consumed.remaining) == (False, 0.0)
+        # An empty bucket in each limit: 'b' (1/s) waits longest for a token and binds.
+        assert tuple(peeked) == (False, 0.0, 1.0, 4.0, 4, "b", ())
+        assert tuple(consumed) == (False, 0.0, 1.0, 4.0, 4, "b", ())
 
     def test_peek_within_the_cap_admits(self):
         """max_keys 4, two limits: a second key's 2 buckets fit exactly, and peek says so."""
@@ -648,3 +649,27 @@ class TestLimitsSeams:
         clock.set(1.0)
         assert not limits.consume("new-2")  # pass 2 frees nothing either: until 1.5 s
         assert store._reclaim_at == pytest.approx(1.5)
+
+
+def test_several_limits_refused_reservation_writes_the_settled_state():
+    """As with one limit: 'a' emptied under 1/s, a reservation refused at 1 s under 0.1/s
+    settles it then, so at 2 s 'a' has 1.1 (0.1/s since 1 s), not 2."""
+    clock = ManualClock(0.0)
+    store = MemoryStore(clock=clock)
+    fast = BucketRegistry({"a": Rule(10, 1.0), "b": Rule(10, 1.0)}, store=store)
+    slow = BucketRegistry({"a": Rule(10, 0.1), "b": Rule(10, 1.0)}, store=store)
+    assert fast.consume("k", 10)
+    clock.set(1.0)
+    with pytest.raises(RateLimitExceeded):
+        slow.acquire("k", 10, max_wait=0, sleep=lambda s: None)
+    clock.set(2.0)
+    assert slow.tokens("k", "a") == pytest.approx(1.1, abs=1e-12)
+
+
+def test_several_limits_charges_to_tracked_keys_take_no_room_under_the_cap():
+    """max_keys 4, two limits: charging one key twice keeps 2 buckets, so a second key's 2
+    still fit."""
+    limits, _ = several(max_keys=4)
+    assert limits.charge("k", 1)
+    assert limits.charge("k", 1)
+    assert limits.consume("j").allowed
