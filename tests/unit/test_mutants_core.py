@@ -574,11 +574,12 @@ class TestChargesAtTheEdges:
     ):
         """Cap of 2 buckets, both used: a new key's charge of 3 is an empty bucket charged
         (level -3: a token in 4 s, full in 13 s), not tracked; its reservation is refused as
-        an empty bucket's would be (3 s to wait, 10 s to full)."""
+        an empty bucket's would be (3 s to wait, 10 s to full). With two limits the slower
+        one, 'b', binds both."""
         clock = ManualClock(0.0)
         store = MemoryStore(clock=clock, max_keys=2)
         if several_limits:
-            limits = BucketRegistry({"a": Rule(10, 1.0), "b": Rule(10, 1.0)}, store=store)
+            limits = BucketRegistry({"a": Rule(10, 2.0), "b": Rule(10, 1.0)}, store=store)
         else:
             limits = BucketRegistry(Rule(10, 1.0), store=store)
             assert limits.consume("x")
