@@ -460,9 +460,19 @@ class TestReserveCeiling:
 
     @pytest.mark.parametrize("way", ["consume", "charge", "several", "several-charge"])
     def test_a_new_key_at_255_does_not_sweep_yet(self, way):
-        """With 255 new buckets so far, a new key's call does not sweep yet (one is left)."""
+        """With 255 new buckets so far, a new key's call does not sweep yet (one is left), nor
+        even call the sweep."""
+        calls = []
+
+        class Counting(MemoryStore):
+            __slots__ = ()
+
+            def _sweep(self):
+                calls.append(len(self))
+                super()._sweep()
+
         clock = ManualClock(100.0)
-        store = MemoryStore(clock=clock)
+        store = Counting(clock=clock)
         single = BucketRegistry(Rule(1, 1.0), store=store)
         for index in range(255):
             assert single.consume(f"k{index}")
@@ -473,6 +483,7 @@ class TestReserveCeiling:
         call = limits.charge if way.endswith("charge") else limits.consume
         assert call("new", 1)
         assert len(store) == 255 + (2 if way.startswith("several") else 1)
+        assert calls == []
 
     @pytest.mark.parametrize("several_limits", [False, True], ids=["one", "several"])
     def test_at_the_cap_a_charge_reclaims_refilled_buckets_by_time(self, several_limits):
@@ -674,3 +685,13 @@ def test_several_limits_charges_to_tracked_keys_take_no_room_under_the_cap():
     assert limits.charge("k", 1)
     assert limits.charge("k", 1)
     assert limits.consume("j").allowed
+
+
+def test_several_limits_refused_reservation_charges_nothing():
+    """'b' (3 of 4 at 1/s) cannot give 4 within max_wait 0: refused, and neither limit is
+    charged: 'a' keeps 9 and 'b' 3."""
+    limits, _ = several()
+    assert limits.consume("k", 1)
+    with pytest.raises(RateLimitExceeded):
+        limits.acquire("k", 4, max_wait=0, sleep=lambda s: None)
+    assert (limits.tokens("k", "a"), limits.tokens("k", "b")) == (9, 3)
