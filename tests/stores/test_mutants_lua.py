@@ -241,3 +241,21 @@ def test_fractional_takes_add_error_free(make):
     for amount in (0.2, 0.7, 0.2):
         assert limits.consume("k", amount)
     assert limits.tokens("k") == 2 - 1.1  # not 2 - 1.0999999999999999
+
+
+def test_an_admission_under_a_new_rule_writes_the_whole_state(admin, make):
+    """8 short under (10, 1/s), read and taken from under (10, 0.1/s): the state is written
+    whole (instant, rule), so the next read does not settle it under 1/s again: 1 left."""
+    write(admin, "k", -2_000_000, 10, Rule(10, 1.0))
+    limits = make(Rule(10, 0.1))
+    assert limits.consume("k", 1)
+    assert close(limits.tokens("k"), 1.0)
+
+
+def test_an_update_of_a_full_bucket_leaves_only_the_override(admin, make):
+    """A bucket full again (5 short 100 s ago at 1/s): an update forgets its state, so the
+    hash holds the override alone (a full bucket has no state)."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", -100_000_000, 5, rule)
+    make(rule).update_rule("k", capacity=20)
+    assert admin.hgetall(PREFIX + "k") == {"C": "20", "R": "1.0"}
