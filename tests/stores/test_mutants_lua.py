@@ -1,0 +1,261 @@
+"""Values of the Lua script that mutation testing found unpinned (see scripts/mutate.py).
+
+Redis time cannot be injected, so each test writes a bucket state whose instant ``t`` is
+placed relative to the server's clock (read just before), far enough in the past or the future
+that the time the test itself takes (milliseconds on a loaded machine) moves the answer by far
+less than the tolerance, while a one-token change to the script (a constant moved, ``+`` for
+``-``, a comparison moved) moves it by a token or more. A state refilled to full is exact.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tokenbucket import BucketRegistry, RateLimitExceeded, Rule
+from tokenbucket.redis import RedisStore
+
+PREFIX = "tokenbucket:"
+#: A million seconds, in the script's microseconds: far enough that a millisecond is nothing.
+FAR = 10**12
+
+
+@pytest.fixture
+def admin(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def make(redis_url):
+    stores = []
+
+    def registry(default, **options):
+        store = RedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)
+        stores.append(store)
+        return BucketRegistry(default, store=store, **options)
+
+    yield registry
+    for store in stores:
+        assert store.available, "a Redis call failed during the test"
+        store.close()
+
+
+def server_us(admin):
+    seconds, micros = admin.time()
+    return seconds * 1_000_000 + micros
+
+
+def write(admin, key, offset_us, used, rule, carry=None):
+    """Write ``key``'s state: ``used`` short at server time + ``offset_us``, under ``rule``."""
+    state = {
+        "t": server_us(admin) + offset_us,
+        "u": repr(used),
+        "c": repr(rule.capacity),
+        "r": repr(rule.refill_rate),
+    }
+    if carry is not None:
+        state["l"] = repr(carry)
+    admin.hset(PREFIX + key, mapping=state)
+
+
+def close(value, expected, tolerance=0.1):
+    return abs(value - expected) <= tolerance
+
+
+class TestRefill:
+    def test_a_bucket_refilled_to_full_is_at_its_capacity(self, admin, make):
+        """5 short 100 s ago at 1/s: full again, so a peek of 1 leaves exactly 9 of 10."""
+        rule = Rule(10, 1.0)
+        write(admin, "k", -100_000_000, 5, rule)
+        assert tuple(make(rule).peek("k", 1))[:4] == (True, 9.0, 0.0, 1.0)
+
+    def test_a_take_from_a_full_bucket_restarts_it_at_now(self, admin, make):
+        """5 short 1,000 s ago at 0.01/s (full now): a take of 1 restarts the bucket at now
+        with 1 used, so a second take leaves 8 (not 9 from the old instant, nor 7)."""
+        rule = Rule(10, 0.01)
+        write(admin, "k", -1_000_000_000, 5, rule)
+        limits = make(rule)
+        assert limits.consume("k", 1).remaining == 9.0
+        assert close(limits.consume("k", 1).remaining, 8.0)
+
+    def test_a_million_seconds_of_refill_at_two_per_second(self, admin, make):
+        """2,000,005 short a million seconds ago at 2/s: 5 short now, a peek of 1 leaves 4."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", -FAR, 2_000_005, rule)
+        decision = make(rule).peek("k", 1)
+        assert decision.allowed
+        assert close(decision.remaining, 4.0), decision
+
+    def test_a_take_after_a_refill_restarts_from_the_level_now(self, admin, make):
+        """3 short 10 s ago at 0.1/s: 2 short now; a take of 1 then leaves 7, and a second 6."""
+        rule = Rule(10, 0.1)
+        write(admin, "k", -10_000_000, 3, rule)
+        limits = make(rule)
+        assert close(limits.consume("k", 1).remaining, 7.0)
+        assert close(limits.consume("k", 1).remaining, 6.0)
+
+
+class TestClockBehind:
+    def test_a_charge_behind_the_clock_reports_the_refill_line_at_now(self, admin, make):
+        """2 short, the state a million seconds ahead, 2/s: the level on the refill line is
+        8 - 2,000,000; a charge of 1 leaves one token 999,997 s away, full 1,000,001.5 s away."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", FAR, 2, rule)
+        decision = make(rule).charge("k", 1)
+        assert decision.remaining == 0.0
+        assert close(decision.retry_after, 999_997.0), decision
+        assert close(decision.reset_after, 1_000_001.5), decision
+
+    def test_a_refund_to_full_behind_the_clock(self, admin, make):
+        """A refund to full while the state is a million seconds ahead at 2/s: the level is the
+        capacity less what the refill line lacks, so full only 1,000,000 s from now."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", FAR, 2, rule)
+        decision = make(rule).refund("k", 5)
+        assert close(decision.reset_after, 1_000_000.0), decision
+
+
+class TestReserve:
+    def test_a_reservation_of_the_whole_level_at_rate_zero_waits_nothing(self, make):
+        """At rate 0, reserving exactly the 10 there are waits 0 s (not forever)."""
+        limits = make(Rule(10, 0))
+        assert limits.acquire("k", 10, max_wait=0, sleep=lambda s: None) == 0.0
+        with pytest.raises(RateLimitExceeded):
+            limits.acquire("k", 1, sleep=lambda s: None)
+
+    def test_a_wait_of_ten_thousand_seconds_fits_an_infinite_max_wait(self, make):
+        """Reserving 10 at 0.001/s after draining waits 10,000 s: within max_wait=inf."""
+        limits = make(Rule(10, 0.001))
+        limits.consume("k", 10)
+        naps = []
+        assert close(limits.acquire("k", 10, sleep=naps.append), 10_000.0, 0.1)
+        assert len(naps) == 1
+
+    def test_a_wait_beyond_max_wait_is_refused_and_within_it_reserved(self, make):
+        """1 token at 0.5/s is 2 s away: refused within max_wait=1, reserved within 2.5."""
+        limits = make(Rule(10, 0.5))
+        limits.consume("k", 10)
+        with pytest.raises(RateLimitExceeded):
+            limits.acquire("k", 1, max_wait=1, sleep=lambda s: None)
+        assert close(limits.acquire("k", 1, max_wait=2.5, sleep=lambda s: None), 2.0)
+
+    def test_a_reservation_of_exactly_the_ceiling_is_admitted(self, make):
+        """Reserving capacity + EPSILON (the ceiling) on a full bucket is admitted."""
+        limits = make(Rule(1, 1.0))
+        assert close(limits.acquire("k", Rule(1, 1.0)._ceiling, sleep=lambda s: None), 0.0)
+
+
+class TestExpiry:
+    def test_a_bucket_expires_when_it_is_full_again(self, admin, make):
+        """2,000,005 short a million seconds ago at 2/s, then 1 taken: 6 short, full in 3 s."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", -FAR, 2_000_005, rule)
+        assert make(rule).consume("k", 1)
+        assert 2_900 <= admin.pttl(PREFIX + "k") <= 3_001
+
+    def test_a_bucket_full_only_after_1e15_ms_never_expires(self, admin, make):
+        """A charge of 1e9 at 0.001/s is repaid in exactly 1e12 s (1e15 ms): no expiry."""
+        rule = Rule(10, 0.001)
+        make(rule).charge("k", 10**9)
+        assert admin.ttl(PREFIX + "k") == -1
+        make(rule).refund("k", 10**9 - 10**6)  # 1e6 left: repaid in 1e9 s, so it expires
+        assert 0 < admin.ttl(PREFIX + "k") <= 10**9
+
+
+class TestRuleChanged:
+    def test_a_new_refill_rate_settles_the_state_under_the_old_one(self, admin, make):
+        """10 short 10 s ago at 1/s (full now); read under (10, 0.5/s), the rate alone changed:
+        settled under 1/s the bucket is full, so a peek of 1 leaves 9 (not 10 - 5 - 1)."""
+        write(admin, "k", -10_000_000, 10, Rule(10, 1.0))
+        assert close(make(Rule(10, 0.5)).peek("k", 1).remaining, 9.0)
+
+    def test_a_denial_writes_the_state_settled_under_the_new_rule(self, admin, make):
+        """10 short 2 s ago under (10, 1/s), denied 9 under (10, 0.1/s): 8 short, written back
+        at now under the new rate, so it no longer depends on the old one."""
+        write(admin, "k", -2_000_000, 10, Rule(10, 1.0))
+        assert not make(Rule(10, 0.1)).consume("k", 9)
+        state = admin.hgetall(PREFIX + "k")
+        assert (float(state["c"]), float(state["r"])) == (10.0, 0.1)
+        assert close(float(state["u"]), 8.0)
+
+
+class TestDenialsAndRebase:
+    def test_a_denial_behind_the_clock_reports_the_refill_line(self, admin, make):
+        """2 short, the state a million seconds ahead, 2/s: a peek of 9 is denied with the
+        level on the refill line, 8 - 2,000,000, so retry_after is 1,000,000.5 s."""
+        rule = Rule(10, 2.0)
+        write(admin, "k", FAR, 2, rule)
+        decision = make(rule).peek("k", 9)
+        assert not decision.allowed
+        assert close(decision.retry_after, 1_000_000.5), decision
+
+    def test_a_denial_keeps_a_settled_debt_below_one_token(self, admin, make):
+        """Half a token short under (1, 0.002/s), denied 1 under (1, 0.001/s): the half token
+        is kept (settled, carry 0), so 0.4 more leaves 0.1, not a full bucket nor a token less."""
+        write(admin, "k", 0, 0.5, Rule(1, 0.002))
+        limits = make(Rule(1, 0.001))
+        assert not limits.consume("k", 1)
+        assert close(limits.tokens("k"), 0.5, 0.01)
+        assert limits.consume("k", 0.4)
+        assert close(limits.tokens("k"), 0.1, 0.01)
+
+    def test_an_update_keeps_a_debt_below_one_token(self, admin, make):
+        """Half a token short, then an override of the same numbers: still half a token
+        short (not forgotten), and 0.4 more leaves 0.1 (no carry of 1 written)."""
+        rule = Rule(1, 0.001)
+        write(admin, "k", 0, 0.5, rule)
+        limits = make(rule)
+        assert limits.update_rule("k", capacity=1) == rule  # the rate kept
+        assert close(limits.tokens("k"), 0.5, 0.01)
+        assert limits.consume("k", 0.4)
+        assert close(limits.tokens("k"), 0.1, 0.01)
+
+    def test_an_update_restarts_the_state_at_now(self, admin, make):
+        """15 short 10 s ago at 1/s (5 short now); an override of the same numbers settles it
+        at now: still 5 short, not refilled again from 10 s ago."""
+        rule = Rule(10, 1.0)
+        write(admin, "k", -10_000_000, 15, rule)
+        limits = make(rule)
+        assert limits.update_rule("k", refill_rate=1.0) == rule  # the capacity kept
+        assert close(limits.tokens("k"), 5.0)
+
+    def test_removing_an_override_lets_the_key_expire_again(self, admin, make):
+        """A key with an override never expires; once the override is removed, its state
+        (5 short at 1/s) expires when full again, within 5 s."""
+        rule = Rule(10, 1.0)
+        limits = make(rule)
+        limits.update_rule("k", capacity=10, refill_rate=1.0)
+        assert limits.consume("k", 5)
+        assert admin.ttl(PREFIX + "k") == -1
+        limits.remove_rule("k")
+        assert 0 < admin.pttl(PREFIX + "k") <= 5_001
+
+
+def test_fractional_takes_add_error_free(make):
+    """0.2, 0.7 and 0.2 taken from 2 (no refill): exactly 2 - 1.1 left (TwoSum in the script)."""
+    limits = make(Rule(2, 0))
+    for amount in (0.2, 0.7, 0.2):
+        assert limits.consume("k", amount)
+    assert limits.tokens("k") == 2 - 1.1  # not 2 - 1.0999999999999999
+
+
+def test_an_admission_under_a_new_rule_writes_the_whole_state(admin, make):
+    """8 short under (10, 1/s), read and taken from under (10, 0.1/s): the state is written
+    whole (instant, rule), so the next read does not settle it under 1/s again: 1 left."""
+    write(admin, "k", -2_000_000, 10, Rule(10, 1.0))
+    limits = make(Rule(10, 0.1))
+    assert limits.consume("k", 1)
+    assert close(limits.tokens("k"), 1.0)
+
+
+def test_an_update_of_a_full_bucket_leaves_only_the_override(admin, make):
+    """A bucket full again (5 short 100 s ago at 1/s): an update forgets its state, so the
+    hash holds the override alone (a full bucket has no state)."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", -100_000_000, 5, rule)
+    make(rule).update_rule("k", capacity=20)
+    assert admin.hgetall(PREFIX + "k") == {"C": "20", "R": "1.0"}
