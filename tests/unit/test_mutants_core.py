@@ -386,7 +386,8 @@ class TestSweepSteps:
     @pytest.mark.parametrize("way", ["try_consume", "charge"])
     def test_denied_new_keys_at_the_cap_count_towards_the_next_step(self, way):
         """At the cap with nothing due, the first new key steps by time, then every 256th
-        new key (denied, or charged untracked) steps by count: no sweep is called between."""
+        denied new key steps by count, and every 128th charged one (a charge at the cap is
+        tracked past it, and counts twice): no sweep is called between."""
         arrivals = []
         at = [-1]
 
@@ -406,10 +407,11 @@ class TestSweepSteps:
             clock.advance(0.001)
             at[0] = index
             if way == "charge":
-                assert limits.charge(f"late-{index}", 1).remaining == 0.0  # untracked: -1
+                assert limits.charge(f"late-{index}", 1).remaining == 0.0  # at -1
             else:
                 assert not limits.try_consume(f"late-{index}")
-        assert arrivals == [0, 256, 512]
+        step = 128 if way == "charge" else 256
+        assert arrivals == list(range(0, 600, step))
 
     def test_denied_new_keys_of_several_limits_count_each_bucket(self):
         """As above with two limits a key: every 128th denied new key steps by count."""
@@ -584,9 +586,9 @@ class TestChargesAtTheEdges:
         self, several_limits
     ):
         """Cap of 2 buckets, both used: a new key's charge of 3 is an empty bucket charged
-        (level -3: a token in 4 s, full in 13 s), not tracked; its reservation is refused as
-        an empty bucket's would be (3 s to wait, 10 s to full). With two limits the slower
-        one, 'b', binds both."""
+        (level -3: a token in 4 s, full in 13 s), tracked past the cap so that its debt is
+        kept; another new key's reservation is refused as an empty bucket's would be (3 s to
+        wait, 10 s to full). With two limits the slower one, 'b', binds both."""
         clock = ManualClock(0.0)
         store = MemoryStore(clock=clock, max_keys=2)
         if several_limits:
@@ -595,11 +597,13 @@ class TestChargesAtTheEdges:
             limits = BucketRegistry(Rule(10, 1.0), store=store)
             assert limits.consume("x")
         assert limits.consume("y")
+        before = len(store)
         assert fields(limits.charge("new", 3)) == (True, 0.0, 4.0, 13.0, 10)
-        assert "new" not in store
+        # tracked past the cap (a bucket per limit): its debt is kept
+        assert len(store) == before + (2 if several_limits else 1)
         assert fields(limits.charge("other", 0.5)) == (True, 0.0, 1.5, 10.5, 10)
         with pytest.raises(RateLimitExceeded) as refused:
-            limits.acquire("new", 3, sleep=lambda s: None)
+            limits.acquire("fresh", 3, sleep=lambda s: None)
         assert fields(refused.value.decision) == (False, 0.0, 3.0, 10.0, 10)
 
 
