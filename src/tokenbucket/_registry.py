@@ -8,10 +8,10 @@ prefix); with a synchronous store those simply run the synchronous code, which n
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple, Union
 
+from . import _aio
 from ._admission import Admission
 from ._clock import Clock
 from ._decision import Decision, after, clamp, decide
@@ -102,7 +102,7 @@ class BucketRegistry(Waiting, RegistryRules):
         self._store: Union[Store, AsyncStore] = store
         self._sync: Store
         self._async: AsyncStore
-        if inspect.iscoroutinefunction(getattr(store, "take", None)):
+        if _aio.iscoroutinefunction(getattr(store, "take", None)):
             self._sync = _RequiresAwait(store)
             self._async = store  # type: ignore[assignment]
         else:
