@@ -179,7 +179,8 @@ class BucketRegistry(Waiting, RegistryRules):
             self._refresh()
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
-        return _decision(self._sync.take(key, amount, self._default), amount, self._name)
+        allowed, level, rule = self._sync.take(key, amount, self._default)
+        return decide(allowed, level, amount, rule, self._name)
 
     def peek(self, key: Keys, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, without taking tokens."""
