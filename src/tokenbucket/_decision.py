@@ -49,6 +49,10 @@ class Decision(NamedTuple):
         return self.allowed
 
 
+#: Builds a Decision from its fields without NamedTuple's keyword handling.
+_new = tuple.__new__
+
+
 def clamp(level: float) -> float:
     """Return a store's raw level as reported: a float, never below 0.
 
@@ -64,16 +68,28 @@ def decide(
 
     ``policy`` is the name of the limit the outcome is of.
     """
-    capacity = rule.capacity
+    capacity, rate = rule.capacity, rule.refill_rate
     if allowed:
         retry_after = 0.0
     elif amount > capacity:
         retry_after = math.inf
     else:  # a level behind the refill line (a clock stepped back) includes the catch-up wait
-        retry_after = wait(amount - level, rule.refill_rate)
-    reset_after = wait(capacity - level, rule.refill_rate)
-    return tuple.__new__(
-        Decision, (allowed, clamp(level), retry_after, reset_after, capacity, policy, ())
+        retry_after = wait(amount - level, rate)
+    # Every consume builds its decision here: wait(capacity - level, rate) and clamp(level)
+    # are written out, as each call costs more than its arithmetic.
+    missing = capacity - level
+    reset_after = 0.0 if missing <= 0.0 else missing / rate if rate else math.inf
+    return _new(
+        Decision,
+        (
+            allowed,
+            float(level) if level > 0.0 else 0.0,
+            retry_after,
+            reset_after,
+            capacity,
+            policy,
+            (),
+        ),
     )
 
 

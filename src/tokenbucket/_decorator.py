@@ -7,12 +7,16 @@ in how they wait (``time.sleep`` or ``await asyncio.sleep``).
 from __future__ import annotations
 
 import functools
-import inspect
 import math
+import sys
 from typing import Any, Awaitable, Callable, Mapping, Optional, TypeVar, Union, cast
 
-from typing_extensions import ParamSpec
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:  # pragma: no cover
+    from typing_extensions import ParamSpec
 
+from . import _aio
 from ._decision import Decision, RateLimitExceeded
 from ._inflight import InFlightLimit
 from ._keys import escape_key
@@ -128,7 +132,7 @@ def rate_limit(
                 return {name: escape_key(value) for name, value in given.items()}
             return escape_key(given)
 
-        if inspect.iscoroutinefunction(func):
+        if _aio.iscoroutinefunction(func):
             store = registry.store
             for what, user in (("registry's", store), ("in_flight", in_flight)):
                 if getattr(user, "blocking", False):

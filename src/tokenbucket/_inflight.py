@@ -17,11 +17,11 @@ key, each with a lease, shared by every process). A store has three methods:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import threading
 from typing import Any, AsyncIterator, Dict, Iterator, Optional
 
+from . import _aio
 from ._validate import show
 
 __all__ = ["InFlightLimit", "InFlightLimitExceeded", "MemorySlots", "Slot"]
@@ -179,7 +179,7 @@ class InFlightLimit:
         self._max = max_in_flight
         self._lease = float(lease)
         self._store = store
-        self._is_async = inspect.iscoroutinefunction(store.acquire_slot)
+        self._is_async = _aio.iscoroutinefunction(store.acquire_slot)
         self._acquire = store.acquire_slot
         self._release = store.release_slot
 
@@ -251,7 +251,7 @@ class InFlightLimit:
         """`release`, awaited when the store is async."""
         if slot.held:
             done = slot.owner.release_slot(slot)
-            if inspect.isawaitable(done):
+            if _aio.isawaitable(done):
                 await done
 
     async def ain_flight(self, key: str) -> int:

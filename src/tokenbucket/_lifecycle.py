@@ -9,12 +9,11 @@ tokens into debt when the wait it implies fits, then one sleep until they are ea
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
+from . import _aio
 from ._admission import Admission, admitted
 from ._arith import wait
 from ._decision import Decision, RateLimitExceeded, decide
@@ -309,6 +308,6 @@ def nap(seconds: float, sleep: Optional[Callable[[float], Any]]) -> None:
 
 async def anap(seconds: float, sleep: Optional[Callable[[float], Any]]) -> None:
     """Sleep ``seconds`` with ``sleep`` (default :func:`asyncio.sleep`; may return an awaitable)."""
-    result = (sleep or asyncio.sleep)(seconds)
-    if inspect.isawaitable(result):
+    result = (sleep or _aio.sleep)(seconds)
+    if _aio.isawaitable(result):
         await result

@@ -13,7 +13,6 @@ builds the real client at the first attribute the store reads from inside its lo
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any, Callable, Dict, Optional
 
@@ -22,6 +21,8 @@ def needs_late_client() -> bool:
     """Whether a client built now would bind its locks to the wrong loop (3.9, no loop runs)."""
     if sys.version_info >= (3, 10):
         return False
+    import asyncio  # pragma: no cover - loaded here so that importing the metrics stays light
+
     try:  # pragma: no cover - Python 3.9 only; scripts/test.sh runs 3.9 without coverage
         asyncio.get_running_loop()
     except RuntimeError:

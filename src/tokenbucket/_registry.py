@@ -8,10 +8,10 @@ prefix); with a synchronous store those simply run the synchronous code, which n
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple, Union
 
+from . import _aio
 from ._admission import Admission
 from ._clock import Clock
 from ._decision import Decision, after, clamp, decide
@@ -102,7 +102,7 @@ class BucketRegistry(Waiting, RegistryRules):
         self._store: Union[Store, AsyncStore] = store
         self._sync: Store
         self._async: AsyncStore
-        if inspect.iscoroutinefunction(getattr(store, "take", None)):
+        if _aio.iscoroutinefunction(getattr(store, "take", None)):
             self._sync = _RequiresAwait(store)
             self._async = store  # type: ignore[assignment]
         else:
@@ -179,7 +179,8 @@ class BucketRegistry(Waiting, RegistryRules):
             self._refresh()
         if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
             key, amount = check_key(key), check_amount(amount)
-        return _decision(self._sync.take(key, amount, self._default), amount, self._name)
+        allowed, level, rule = self._sync.take(key, amount, self._default)
+        return decide(allowed, level, amount, rule, self._name)
 
     def peek(self, key: Keys, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, without taking tokens."""

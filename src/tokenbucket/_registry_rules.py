@@ -8,11 +8,11 @@ shared through the store (`share_rules`, see ``_shared``) and listing the overri
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from . import _aio
 from ._export import default_data, override_data, parse
 from ._limits import limit_key, pick
 from ._rule import Rule
@@ -148,7 +148,7 @@ class RegistryRules:
         self._apply(defaults)
         entries = self._entries(defaults, overrides, namespace)
         batch = getattr(self._store, "update_rules", None)
-        if batch is not None and inspect.iscoroutinefunction(batch):
+        if batch is not None and _aio.iscoroutinefunction(batch):
             await batch(entries)
             return len(overrides)
         update = self._async.update_rule
@@ -274,7 +274,7 @@ class RegistryRules:
         cursor, count = check_page(cursor, count)
         lister = _lister(self._store)
         store_page = lister(store_prefix(namespace, len(self.limits) > 1), cursor, count)
-        if inspect.isawaitable(store_page):
+        if _aio.isawaitable(store_page):
             store_page = await store_page
         return store_page[0], registry_entries(store_page[1], namespace, self.limits)
 

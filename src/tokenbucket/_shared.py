@@ -22,8 +22,6 @@ In Redis the document is the string key ``prefix``, the byte 0xff, ``rules:`` an
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import time
 from typing import Any, Callable, Dict, Optional
@@ -31,7 +29,12 @@ from typing import Any, Callable, Dict, Optional
 from ._rule import Rule
 from ._validate import show
 
-_log = logging.getLogger("tokenbucket")
+
+def _warn(message: str, *args: object) -> None:
+    """Log a warning on the ``tokenbucket`` logger, for the caller (imports logging then)."""
+    import logging
+
+    logging.getLogger("tokenbucket").warning(message, *args, stacklevel=2)
 
 
 def check_interval(interval: object) -> float:
@@ -45,6 +48,8 @@ def check_interval(interval: object) -> float:
 
 def encode(limits: Dict[str, Rule]) -> str:
     """The shared document of ``limits`` (JSON, keys in order)."""
+    import json  # here: json is loaded only by registries that share their rules
+
     return json.dumps(
         {
             "version": 1,
@@ -63,6 +68,8 @@ def decode(text: str, names: tuple[str, ...]) -> Dict[str, Rule]:
         text.encode("utf-8")  # a store reads bytes that are not UTF-8 as lone surrogates
     except UnicodeEncodeError:
         raise ValueError("invalid shared rules document (not UTF-8)") from None
+    import json
+
     try:
         document = json.loads(text)
         limits = document["limits"]
@@ -106,12 +113,12 @@ class Sharing:
         try:
             return decode(text, names)
         except ValueError as error:
-            _log.warning("tokenbucket: ignoring shared rules %r: %s", self.name, error)
+            _warn("tokenbucket: ignoring shared rules %r: %s", self.name, error)
             return None
 
     def failed(self, error: BaseException) -> None:
         """A read failed: keep the rules, log it, try again at the next deadline."""
-        _log.warning("tokenbucket: cannot read shared rules %r: %s", self.name, error)
+        _warn("tokenbucket: cannot read shared rules %r: %s", self.name, error)
 
 
 def store_methods(store: Any) -> tuple[Any, Any]:

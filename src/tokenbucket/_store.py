@@ -53,9 +53,7 @@ Semantics every store must keep (the conformance tests hold each store to them):
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
-
-from typing_extensions import Protocol
+from typing import Optional, Protocol, Sequence, Tuple
 
 from ._rule import Rule
 

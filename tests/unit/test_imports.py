@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 FRAMEWORKS = {
     "starlette",
     "fastapi",
@@ -115,3 +117,63 @@ def test_public_api_is_pinned():
         module = importlib.import_module(name)
         assert module.__all__ == expected, name
         assert all(hasattr(module, attribute) for attribute in expected), name
+
+
+def _loaded_after(module: str) -> set[str]:
+    """The top-level modules loaded by ``import <module>`` in a fresh interpreter."""
+    code = (
+        "import sys\n"
+        f"import {module}\n"
+        "print(' '.join({name.split('.')[0] for name in sys.modules}))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return set(output.split())
+
+
+@pytest.mark.parametrize(
+    "module", ["tokenbucket", "tokenbucket.asgi", "tokenbucket.wsgi", "tokenbucket.metrics"]
+)
+def test_sync_import_loads_no_asyncio(module):
+    """asyncio (and ssl through it) and inspect load only when an async path runs."""
+    heavy = {"asyncio", "ssl", "concurrent"}
+    if sys.version_info >= (3, 10):  # 3.9 takes ParamSpec from typing_extensions, which loads it
+        heavy |= {"inspect", "typing_extensions"}
+    if module == "tokenbucket":  # the core logs and writes JSON only for shared rules
+        heavy |= {"json", "logging"}
+    assert _loaded_after(module) & heavy == set()
+
+
+def test_coroutine_check_without_inspect_matches_inspect():
+    """Telling an async callable from a sync one without inspect gives inspect's answers."""
+    code = (
+        "import functools, json, sys\n"
+        "from tokenbucket import _aio\n"
+        "async def a(): pass\n"
+        "def s(): pass\n"
+        "class C:\n"
+        "    async def am(self): pass\n"
+        "    def sm(self): pass\n"
+        "    pm = functools.partialmethod(am)\n"
+        "    @staticmethod\n"
+        "    async def st(): pass\n"
+        "c = C()\n"
+        "things = [a, s, c.am, c.sm, C.am, C.sm, c.pm, C.st, functools.partial(a), None, len,\n"
+        "          lambda: None, c, C]\n"
+        "before = 'inspect' in sys.modules\n"
+        "ours = []\n"
+        "for thing in things:\n"
+        "    sys.modules.pop('inspect', None)  # each answered as if inspect were not loaded\n"
+        "    ours.append(_aio.iscoroutinefunction(thing))\n"
+        "import inspect\n"
+        "print(json.dumps([before, ours, [inspect.iscoroutinefunction(t) for t in things]]))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    before, ours, theirs = json.loads(output)
+    assert ours == theirs
+    assert ours[:6] == [True, False, True, False, True, False]
+    if sys.version_info >= (3, 10):
+        assert before is False

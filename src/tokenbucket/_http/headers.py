@@ -66,6 +66,8 @@ from .._rule import Rule
 HeaderList = List[Tuple[str, str]]
 #: The same as ASGI carries them: bytes, lower-case names.
 RawHeaderList = List[Tuple[bytes, bytes]]
+#: Several limits' (name, default rule) pairs, in order.
+Limited = Tuple[Tuple[str, Rule], ...]
 
 #: The ``headers`` option's values and the fields each writes (a bit set of `DRAFT`, `LEGACY`).
 HEADER_MODES = {"draft": 1, "legacy": 2, "both": 3, None: 0}
@@ -120,7 +122,7 @@ class PolicyFields:
     ``options.Policy`` adds the registry and the key namespace to it.
     """
 
-    __slots__ = ("_values", "default", "field_name", "field_names", "limits", "name")
+    __slots__ = ("_several", "_values", "default", "field_name", "field_names", "limits", "name")
 
     def __init__(
         self,
@@ -141,6 +143,10 @@ class PolicyFields:
         # default and the overrides), so this stays small; entries are immutable and dict
         # operations atomic, so concurrent requests never see each other's value.
         self._values: Dict[Tuple[float, float], Tuple[str, bytes]] = {}
+        # Several limits: by the binding limit's (name, capacity, rate), the enforced limits
+        # and the RateLimit-Policy value with the binding name, (str, str) and (bytes, bytes);
+        # rebuilt when the limits differ (new defaults or shadow). Immutable, as _values.
+        self._several: Dict[Tuple[str, float, Optional[float]], Tuple[Limited, Any]] = {}
 
     def policy_value(self, limit: float) -> Tuple[str, bytes]:
         """The ``RateLimit-Policy`` value for a bucket of capacity ``limit``, as str and bytes.
@@ -169,24 +175,38 @@ class PolicyFields:
     ) -> Tuple[Any, Any]:
         """With several limits: the ``RateLimit-Policy`` value and the binding limit's name.
 
-        ``limits``: the enforced limits' default rules (`limits`), in order.
+        ``limits``: the enforced limits' default rules (`limits`), in order. Built once per
+        limits and binding limit's name, capacity and rate, and kept (see `_several`).
         """
-        binding = decision[5]
-        items = []
-        for name, rule in limits.items():
-            if name == binding:
-                capacity, rate = decision[4], binding_rate(decision, rule)
-            else:
-                capacity, rate = rule.capacity, rule.refill_rate
-            item = f"{sf_string(name)};q={int(capacity) or 1}"
-            if rate:  # rounded first: a derived rate may be an ulp off, not a second
-                window = round(capacity / rate, 6)
-                item += f";w={math.ceil(window) if window < SF_INTEGER_MAX else SF_INTEGER_MAX}"
-            items.append(item)
-        value, name = ", ".join(items), sf_string(binding)
-        if form == RAW:
-            return value.encode("ascii"), name.encode("ascii")
-        return value, name
+        binding, capacity, rule = decision[5], decision[4], limits.get(decision[5])
+        rate = None if rule is None else binding_rate(decision, rule)
+        items = tuple(limits.items())
+        entry = self._several.get((binding, capacity, rate))
+        # Tuples compare item by item, identity first: the same rules (the registry's, until
+        # a change replaces them) are recognised without comparing their numbers.
+        if entry is None or entry[0] != items:
+            value, name = several_value(items, binding, capacity, rate), sf_string(binding)
+            entry = (items, ((value, name), (value.encode("ascii"), name.encode("ascii"))))
+            if len(self._several) >= 1024:  # overrides' rates are unbounded in principle
+                self._several.clear()
+            self._several[binding, capacity, rate] = entry
+        return entry[1][form]
+
+
+def several_value(items: Limited, binding: str, capacity: float, rate: Optional[float]) -> str:
+    """``RateLimit-Policy`` for several limits; ``binding`` with ``capacity`` and ``rate``."""
+    parts = []
+    for name, rule in items:
+        if name == binding:
+            quota, refill = capacity, rate
+        else:
+            quota, refill = rule.capacity, rule.refill_rate
+        item = f"{sf_string(name)};q={int(quota) or 1}"
+        if refill:  # rounded first: a derived rate may be an ulp off, not a second
+            window = round(quota / refill, 6)
+            item += f";w={math.ceil(window) if window < SF_INTEGER_MAX else SF_INTEGER_MAX}"
+        parts.append(item)
+    return ", ".join(parts)
 
 
 def binding_rate(decision: Decision, default: Rule) -> Optional[float]:

@@ -51,8 +51,10 @@ def enforced(registry: BucketRegistry) -> Dict[str, Rule]:
 
     Empty if all are in shadow: then no rate-limit field is sent.
     """
-    shadow = registry.shadow
-    return {name: rule for name, rule in registry.defaults.items() if name not in shadow}
+    shadow, defaults = registry.shadow, registry.defaults  # a copy: the caller's to keep
+    if not shadow:  # the common case, on every request: no comprehension to run
+        return defaults
+    return {name: rule for name, rule in defaults.items() if name not in shadow}
 
 
 def set_policy_shadow(options: Options, policy: Policy, shadow: bool) -> None:
