@@ -14,9 +14,14 @@ the tests import it, Lua script included); the working tree is never written. A 
 *survived* when they pass. Mutants named in ``mutate_equivalent.txt`` (beside this script)
 change no behaviour; they are run all the same and counted apart.
 
+Python mutants run the core's unit tests and the property tests (hypothesis derandomized, 25
+examples a property, ``--examples``), the Lua script's the Redis store tests; each run stops at
+the first failure, and runs past three times a clean run (``--timeout`` sets it and skips the
+clean run) are stopped. All 542 mutants take about 25 minutes with ``--jobs 2``.
+
 Usage (from the repository root, with the project's venv):
 
-    nice -n 19 .venv/bin/python scripts/mutate.py            # every target, 1 job
+    nice -n 19 .venv/bin/python scripts/mutate.py --jobs 2   # every target
     .venv/bin/python scripts/mutate.py --list                # the mutants, not run
     .venv/bin/python scripts/mutate.py --only src/tokenbucket/_arith.py:47
     .venv/bin/python scripts/mutate.py --files src/tokenbucket/_decision.py --jobs 2

@@ -259,3 +259,33 @@ def test_an_update_of_a_full_bucket_leaves_only_the_override(admin, make):
     write(admin, "k", -100_000_000, 5, rule)
     make(rule).update_rule("k", capacity=20)
     assert admin.hgetall(PREFIX + "k") == {"C": "20", "R": "1.0"}
+
+
+def test_a_denial_keeps_the_rounding_carry(make):
+    """0.2 and 0.7 taken from 2 (no refill), 5 denied, 0.2 taken: exactly 2 - 1.1 left (the
+    denial leaves the state, carry included, as it was)."""
+    limits = make(Rule(2, 0))
+    assert limits.consume("k", 0.2)
+    assert limits.consume("k", 0.7)
+    assert not limits.consume("k", 5)
+    assert limits.consume("k", 0.2)
+    assert limits.tokens("k") == 2 - 1.1
+
+
+def test_several_limits_reservation_reads_max_wait(make):
+    """Two limits, 'b' drained at 0.5/s: a reservation of 1 waits 2 s, within max_wait 10;
+    half a token more than the capacity is refused whatever the wait."""
+    limits = make({"a": Rule(10, 1.0), "b": Rule(4, 0.5)})
+    assert limits.consume("k", 4)
+    assert close(limits.acquire("k", 1, max_wait=10, sleep=lambda s: None), 2.0)
+    with pytest.raises(RateLimitExceeded):
+        limits.acquire("j", 4.5, sleep=lambda s: None)
+
+
+def test_a_bucket_expires_one_millisecond_after_it_is_full(admin, make):
+    """A new bucket 1 short at 1/s is full 1 s after its instant t: it expires 1 ms after
+    that (the expiry rounds up, so it never comes before full)."""
+    assert make(Rule(10, 1.0)).consume("k", 1)
+    base_us = int(admin.hget(PREFIX + "k", "t"))
+    expires_ms = admin.execute_command("PEXPIRETIME", PREFIX + "k")
+    assert 1_000_000 <= expires_ms * 1000 - base_us <= 1_001_000
