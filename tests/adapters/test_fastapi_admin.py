@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from tokenbucket import BucketRegistry, ManualClock  # noqa: E402
 from tokenbucket.fastapi import RateLimit, admin_router, document  # noqa: E402
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-the-admin-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUTE = "GET /search"
 

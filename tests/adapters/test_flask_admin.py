@@ -13,7 +13,7 @@ from flask import Blueprint, Flask  # noqa: E402
 from tokenbucket import ManualClock, MemoryStore  # noqa: E402
 from tokenbucket.flask import Limiter  # noqa: E402
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-the-admin-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CLIENT = "127.0.0.1"  # Flask's test client's REMOTE_ADDR
 
