@@ -699,3 +699,57 @@ def test_several_limits_refused_reservation_charges_nothing():
     with pytest.raises(RateLimitExceeded):
         limits.acquire("k", 4, max_wait=0, sleep=lambda s: None)
     assert (limits.tokens("k", "a"), limits.tokens("k", "b")) == (9, 3)
+
+
+class TestForgottenStates:
+    def test_a_reset_bucket_is_new_even_with_the_clock_far_below_zero(self):
+        """Reset at -5000 s, a bucket emptied again refills from -5000: full 5 s later."""
+        limits, clock = one()
+        clock.set(-5000.0)
+        assert limits.consume("k", 10).allowed
+        limits.reset("k")
+        assert limits.consume("k", 10).allowed
+        clock.set(-4995.0)
+        assert fields(limits.consume("k", 10)) == (True, 0.0, 0.0, 5.0, 10)
+
+    def test_a_refund_to_full_at_the_buckets_instant_forgets_it(self):
+        """Charged and refunded to full at 100 s, then the clock steps back to 90: the
+        bucket is new there, so emptied at 90 it is full again at 95."""
+        limits, clock = one()
+        assert limits.charge("k", 5).remaining == 5.0
+        assert limits.refund("k", 5).remaining == 10.0
+        clock.set(90.0)
+        assert limits.consume("k", 10).allowed
+        clock.set(95.0)
+        assert fields(limits.consume("k", 10)) == (True, 0.0, 0.0, 5.0, 10)
+
+
+class TestChargesPastTheCap:
+    def test_a_reservation_of_exactly_the_level_at_rate_zero_waits_nothing(self):
+        """Rate 0, full at 10: reserving 10 with max_wait 0 needs no wait, so it is taken."""
+        rule = Rule(10, 0.0)
+        store = MemoryStore(clock=ManualClock(0.0))
+        assert store.charge("k", 10, rule, 0.0) == (True, 0.0, rule)
+        assert store.charge("k", 1, rule, 0.0) == (False, 0.0, rule)
+
+    def test_a_charge_at_the_cap_reports_it_was_charged(self):
+        """max_keys 1: a second key's charge is taken from an empty bucket: (True, -5)."""
+        rule = Rule(10, 1.0)
+        store = MemoryStore(clock=ManualClock(0.0), max_keys=1)
+        assert store.charge("a", 1, rule, None) == (True, 9.0, rule)
+        assert store.charge("b", 5, rule, None) == (True, -5.0, rule)
+        assert len(store) == 2
+
+    def test_a_key_charged_past_the_cap_counts_until_it_is_forgotten(self):
+        """max_keys 1: 'a' tracked, 'b' charged past the cap; once both are full and swept,
+        exactly one new key ('c') fits again and the next ('d') is an empty bucket."""
+        clock = ManualClock(0.0)
+        store = MemoryStore(clock=clock, max_keys=1)
+        limits = BucketRegistry(Rule(10, 1.0), store=store)
+        assert limits.consume("a").remaining == 9.0
+        assert limits.charge("b", 5).remaining == 0.0
+        clock.set(100.0)
+        assert limits.consume("c").remaining == 9.0
+        assert tuple(limits.consume("d"))[:2] == (False, 0.0)
+        assert "c" in store
+        assert "d" not in store
