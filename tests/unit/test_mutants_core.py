@@ -753,3 +753,32 @@ class TestChargesPastTheCap:
         assert tuple(limits.consume("d"))[:2] == (False, 0.0)
         assert "c" in store
         assert "d" not in store
+
+
+def test_the_sweep_forgets_a_full_bucket_once_the_clock_is_back_at_its_instant():
+    """Refunded to full at 90 s while its instant is 100 s, a bucket is kept; the sweep at
+    exactly 100 s forgets it (255 other keys, then a new one, start the first pass)."""
+    clock = ManualClock(100.0)
+    store = MemoryStore(clock=clock)
+    limits = BucketRegistry(Rule(1, 1.0), store=store)
+    assert limits.charge("k", 1)
+    clock.set(90.0)
+    assert limits.refund("k", 1)
+    assert "k" in store
+    clock.set(100.0)
+    for index in range(255):
+        assert limits.consume(f"k{index}")
+    assert limits.consume("new")
+    assert "k" not in store
+    assert len(store) == 256
+
+
+def test_a_charge_beyond_the_largest_debt_saturates_there():
+    """Charged 2**53 twice at 1/s: the debt stays at 2**53, so 2**53 - 10 below empty, and
+    the bucket is full 2**53 s later (not 2**54)."""
+    rule = Rule(10, 1.0)
+    store = MemoryStore(clock=ManualClock(100.0))
+    assert store.charge("k", 2**53, rule, None) == (True, 10 - 2**53, rule)
+    assert store.charge("k", 2**53, rule, None) == (True, 10 - 2**53, rule)
+    limits = BucketRegistry(rule, store=store)
+    assert fields(limits.peek("k", 1)) == (False, 0.0, 2.0**53 - 9, 2.0**53, 10)
