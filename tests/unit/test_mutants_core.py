@@ -782,3 +782,56 @@ def test_a_charge_beyond_the_largest_debt_saturates_there():
     assert store.charge("k", 2**53, rule, None) == (True, 10 - 2**53, rule)
     limits = BucketRegistry(rule, store=store)
     assert fields(limits.peek("k", 1)) == (False, 0.0, 2.0**53 - 9, 2.0**53, 10)
+
+
+def test_a_peek_at_the_cap_counts_each_shadow_bucket_that_would_fit():
+    """max_keys 4, one key tracked, then one enforced limit and three shadow ones on a new key:
+    the enforced bucket and two shadow ones fit, so a peek reports the third denied, as consume."""
+    rule = Rule(10, 1.0)
+    store = MemoryStore(clock=ManualClock(100.0), max_keys=4)
+    assert BucketRegistry(rule, store=store).consume("other")
+    limits = BucketRegistry(
+        {"a": rule, "s1": rule, "s2": rule, "s3": rule}, shadow={"s1", "s2", "s3"}, store=store
+    )
+    assert limits.peek("k").shadow_denied == ("s3",)
+    assert len(store) == 1
+    assert limits.consume("k").shadow_denied == ("s3",)
+    assert len(store) == 4
+
+
+class TestSeveralLimitsChargeOutcomes:
+    def test_a_charge_reports_each_bucket_charged(self):
+        """charge_all of 3 on two new buckets of 10: each outcome is (True, 7)."""
+        rule = Rule(10, 1.0)
+        store = MemoryStore(clock=ManualClock(100.0))
+        outcomes = ((True, 7, rule), (True, 7, rule))
+        assert store.charge_all(buckets_of("k", {"a": rule, "b": rule}), 3, None) == (
+            True,
+            outcomes,
+        )
+
+    def test_a_charge_at_the_cap_reports_each_empty_bucket_charged(self):
+        """max_keys 1, one key tracked: a new key's two buckets are charged from empty, each
+        (True, -3), and tracked past the cap."""
+        rule = Rule(10, 1.0)
+        store = MemoryStore(clock=ManualClock(100.0), max_keys=1)
+        assert store.charge("x", 1, rule, None) == (True, 9, rule)
+        outcomes = ((True, -3, rule), (True, -3, rule))
+        assert store.charge_all(buckets_of("k", {"a": rule, "b": rule}), 3, None) == (
+            True,
+            outcomes,
+        )
+        assert len(store) == 3
+
+    def test_a_reservation_at_the_cap_leaves_out_only_the_shadow_bucket_without_room(self):
+        """max_keys 2, one key tracked: a reservation on a new key takes the last room for the
+        enforced bucket (True, 9); the shadow one has none: (False, 0.0), untracked."""
+        rule = Rule(10, 1.0)
+        store = MemoryStore(clock=ManualClock(100.0), max_keys=2)
+        assert store.charge("x", 1, rule, None) == (True, 9, rule)
+        buckets = buckets_of("k", {"a": rule, "s": rule})
+        assert store.charge_all(buckets, 1, 0.0, (False, True)) == (
+            True,
+            ((True, 9, rule), (False, 0.0, rule)),
+        )
+        assert len(store) == 2
