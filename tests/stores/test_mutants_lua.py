@@ -338,3 +338,30 @@ def test_undo_before_the_call_gives_nothing_back(redis_url):
         assert store.available
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("u", "nan"), ("u", "-nan"), ("u", "inf"), ("u", "-inf"), ("l", "nan")]
+)
+def test_a_state_with_a_non_finite_field_is_an_empty_bucket_at_its_instant(
+    admin, make, field, value
+):
+    """A state 1,000 s ahead whose u or l is NaN or +-inf reads as empty at its instant:
+    one token (at 1/s) is 1,001 s away, the full bucket 1,010 s."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", 1_000_000_000, 0, rule)
+    admin.hset(PREFIX + "k", field, value)
+    decision = make(rule).peek("k", 1)
+    assert not decision.allowed
+    assert close(decision.retry_after, 1001.0), decision
+    assert close(decision.reset_after, 1010.0), decision
+
+
+def test_a_state_with_a_non_finite_instant_is_an_empty_bucket_from_now(admin, make):
+    """A state whose t is inf reads as an empty bucket from now: one token 1 s away."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", 0, 0, rule)
+    admin.hset(PREFIX + "k", "t", "inf")
+    decision = make(rule).peek("k", 1)
+    assert not decision.allowed
+    assert close(decision.retry_after, 1.0), decision
