@@ -365,3 +365,13 @@ def test_a_state_with_a_non_finite_instant_is_an_empty_bucket_from_now(admin, ma
     decision = make(rule).peek("k", 1)
     assert not decision.allowed
     assert close(decision.retry_after, 1.0), decision
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_a_full_bucket_ahead_of_the_clock_expires_at_its_instant(admin, make, rate):
+    """5 short, its instant 100 s ahead, refunded to full: kept until its instant, so it
+    expires in 100,000 ms (+1), at rate 0 too."""
+    rule = Rule(10, rate)
+    write(admin, "k", 100_000_000, 5, rule)
+    assert make(rule).refund("k", 5)
+    assert 99_950 < admin.pttl(PREFIX + "k") <= 100_001
