@@ -375,3 +375,14 @@ def test_a_full_bucket_ahead_of_the_clock_expires_at_its_instant(admin, make, ra
     write(admin, "k", 100_000_000, 5, rule)
     assert make(rule).refund("k", 5)
     assert 99_950 < admin.pttl(PREFIX + "k") <= 100_001
+
+
+def test_a_full_bucket_kept_ahead_of_the_clock_has_no_rounding_carry(admin, make):
+    """At rate 0, 5 short 100 s ahead, refunded to full: takes of 1 then leave exactly 9
+    and 8 (nothing carried over from before)."""
+    rule = Rule(10, 0)
+    write(admin, "k", 100_000_000, 5, rule, carry=0.25)
+    limits = make(rule)
+    assert limits.refund("k", 5).remaining == 10.0
+    assert limits.consume("k", 1).remaining == 9.0
+    assert limits.consume("k", 1).remaining == 8.0
