@@ -386,3 +386,27 @@ def test_a_full_bucket_kept_ahead_of_the_clock_has_no_rounding_carry(admin, make
     assert limits.refund("k", 5).remaining == 10.0
     assert limits.consume("k", 1).remaining == 9.0
     assert limits.consume("k", 1).remaining == 8.0
+
+
+def test_a_charge_on_an_unsound_state_owes_from_empty_at_its_instant(admin, make):
+    """u NaN, instant 1,000 s ahead, 1/s: a charge of 2 owes from empty there, so one token
+    is 1,003 s away (nothing carried over)."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", 1_000_000_000, 0, rule)
+    admin.hset(PREFIX + "k", "u", "nan")
+    limits = make(rule)
+    assert limits.charge("k", 2)
+    decision = limits.peek("k", 1)
+    assert close(decision.retry_after, 1003.0), decision
+
+
+def test_a_charge_on_a_state_with_an_infinite_instant_rewrites_it_whole(admin, make):
+    """t inf: a charge of 2 owes from empty now and writes t = now, so one token is 3 s away
+    (not 1 s, as if the state were still unsound)."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", 0, 0, rule)
+    admin.hset(PREFIX + "k", "t", "inf")
+    limits = make(rule)
+    assert limits.charge("k", 2)
+    decision = limits.peek("k", 1)
+    assert close(decision.retry_after, 3.0), decision
