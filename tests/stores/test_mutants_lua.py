@@ -410,3 +410,15 @@ def test_a_charge_on_a_state_with_an_infinite_instant_rewrites_it_whole(admin, m
     assert limits.charge("k", 2)
     decision = limits.peek("k", 1)
     assert close(decision.retry_after, 3.0), decision
+
+
+def test_a_denial_on_an_unsound_state_writes_the_empty_bucket(admin, make):
+    """u NaN: a consume is denied (an empty bucket) and the empty state is written then, u
+    10 of 10 owed from now, so the hash is sound again."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", -3_000_000, 0, rule)
+    admin.hset(PREFIX + "k", "u", "nan")
+    before = server_us(admin)
+    assert not make(rule).consume("k", 1).allowed
+    assert admin.hget(PREFIX + "k", "u") == "10"
+    assert before <= float(admin.hget(PREFIX + "k", "t")) <= server_us(admin)
