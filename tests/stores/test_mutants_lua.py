@@ -422,3 +422,12 @@ def test_a_denial_on_an_unsound_state_writes_the_empty_bucket(admin, make):
     assert not make(rule).consume("k", 1).allowed
     assert admin.hget(PREFIX + "k", "u") == "10"
     assert before <= float(admin.hget(PREFIX + "k", "t")) <= server_us(admin)
+
+
+def test_a_reservation_refused_by_one_bucket_charges_none(make):
+    """A reservation of 3 on 'a' (10) and 'b' (2): 'b' refuses it, so 'a' keeps its 10."""
+    limits = make({"a": Rule(10, 0.001), "b": Rule(2, 0.001)})
+    with pytest.raises(RateLimitExceeded):
+        limits.acquire("k", 3, max_wait=0, sleep=lambda seconds: None)
+    assert close(limits.tokens("k", "a"), 10.0, 0.01)
+    assert close(limits.tokens("k", "b"), 2.0, 0.01)
