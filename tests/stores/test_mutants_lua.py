@@ -431,3 +431,15 @@ def test_a_reservation_refused_by_one_bucket_charges_none(make):
         limits.acquire("k", 3, max_wait=0, sleep=lambda seconds: None)
     assert close(limits.tokens("k", "a"), 10.0, 0.01)
     assert close(limits.tokens("k", "b"), 2.0, 0.01)
+
+
+def test_a_charge_beyond_the_largest_debt_saturates_there(admin, make):
+    """2**53 + 1,000 owed since 1,000,000 s ago at 0.001/s (2**53 now): a charge of 4
+    saturates at 2**53 owed from now; a refund of 5 then leaves 2**53 - 5 (refills of
+    less than half a token round away at this size)."""
+    rule = Rule(10, 0.001)
+    write(admin, "k", -FAR, 2**53 + 1000, rule)
+    limits = make(rule)
+    assert limits.charge("k", 4).reset_after == 2.0**53 / 0.001
+    assert limits.refund("k", 5).reset_after == (2.0**53 - 5) / 0.001
+    assert limits.peek("k", 1).reset_after == (2.0**53 - 5) / 0.001
