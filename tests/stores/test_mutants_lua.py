@@ -289,3 +289,157 @@ def test_a_bucket_expires_one_millisecond_after_it_is_full(admin, make):
     base_us = int(admin.hget(PREFIX + "k", "t"))
     expires_ms = admin.execute_command("PEXPIRETIME", PREFIX + "k")
     assert 1_000_000 <= expires_ms * 1000 - base_us <= 1_001_000
+
+
+def test_undo_gives_back_only_to_the_buckets_the_call_charged(redis_url):
+    """A reservation of 3 on 'a' (10) and a shadow 's' (1 of 2 left: not charged), then its
+    undo: 'a' is back at 10, 's' stays at 1; sent again after 'a' is charged 3, it gives
+    nothing more."""
+    from tokenbucket._limits import buckets_of
+    from tokenbucket._redis_once import new_call
+
+    store = RedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)
+    try:
+        big, small = Rule(10, 0.001), Rule(2, 0.001)
+        (a, _), (s, _) = buckets = buckets_of("k", {"a": big, "s": small})
+        assert store.charge(s, 1, small, None)[0]
+        logic = store._logic
+        call = new_call()
+        allowed, outcomes = store._run(logic.charge_all(buckets, 3, 0.0, call, (False, True)))
+        assert allowed
+        assert [outcome[0] for outcome in outcomes] == [True, False]
+        assert close(store.level(a, big), 7.0, 0.01)
+        store._run(logic.undo(buckets, 3, call))
+        assert close(store.level(a, big), 10.0, 0.01)
+        assert close(store.level(s, small), 1.0, 0.01)
+        assert store.charge(a, 3, big, None)[0]
+        store._run(logic.undo(buckets, 3, call))
+        assert close(store.level(a, big), 7.0, 0.01)
+        assert close(store.level(s, small), 1.0, 0.01)
+        assert store.available
+    finally:
+        store.close()
+
+
+def test_undo_before_the_call_gives_nothing_back(redis_url):
+    """An undo that arrives before its call refunds nothing (the bucket stays 4 short) and
+    answers without an error."""
+    from tokenbucket._limits import buckets_of
+    from tokenbucket._redis_once import new_call
+
+    store = RedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)
+    try:
+        rule = Rule(10, 0.001)
+        buckets = buckets_of("j", {"a": rule})
+        logic = store._logic
+        store._run(logic.charge_all(buckets, 4, None, new_call()))
+        store._run(logic.undo(buckets, 3, new_call()))
+        assert close(store.level(buckets[0][0], rule), 6.0, 0.01)
+        assert store.available
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("u", "nan"), ("u", "-nan"), ("u", "inf"), ("u", "-inf"), ("l", "nan")]
+)
+def test_a_state_with_a_non_finite_field_is_an_empty_bucket_at_its_instant(
+    admin, make, field, value
+):
+    """A state 1,000 s ahead whose u or l is NaN or +-inf reads as empty at its instant:
+    one token (at 1/s) is 1,001 s away, the full bucket 1,010 s."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", 1_000_000_000, 0, rule)
+    admin.hset(PREFIX + "k", field, value)
+    decision = make(rule).peek("k", 1)
+    assert not decision.allowed
+    assert close(decision.retry_after, 1001.0), decision
+    assert close(decision.reset_after, 1010.0), decision
+
+
+def test_a_state_with_a_non_finite_instant_is_an_empty_bucket_from_now(admin, make):
+    """A state whose t is inf reads as an empty bucket from now: one token 1 s away."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", 0, 0, rule)
+    admin.hset(PREFIX + "k", "t", "inf")
+    decision = make(rule).peek("k", 1)
+    assert not decision.allowed
+    assert close(decision.retry_after, 1.0), decision
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_a_full_bucket_ahead_of_the_clock_expires_at_its_instant(admin, make, rate):
+    """5 short, its instant 100 s ahead, refunded to full: kept until its instant, so it
+    expires in 100,000 ms (+1), at rate 0 too."""
+    rule = Rule(10, rate)
+    write(admin, "k", 100_000_000, 5, rule)
+    assert make(rule).refund("k", 5)
+    assert 99_950 < admin.pttl(PREFIX + "k") <= 100_001
+
+
+def test_a_full_bucket_kept_ahead_of_the_clock_has_no_rounding_carry(admin, make):
+    """At rate 0, 5 short 100 s ahead, refunded to full: takes of 1 then leave exactly 9
+    and 8 (nothing carried over from before)."""
+    rule = Rule(10, 0)
+    write(admin, "k", 100_000_000, 5, rule, carry=0.25)
+    limits = make(rule)
+    assert limits.refund("k", 5).remaining == 10.0
+    assert limits.consume("k", 1).remaining == 9.0
+    assert limits.consume("k", 1).remaining == 8.0
+
+
+def test_a_charge_on_an_unsound_state_owes_from_empty_at_its_instant(admin, make):
+    """u NaN, instant 1,000 s ahead, 1/s: a charge of 2 owes from empty there, so one token
+    is 1,003 s away (nothing carried over)."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", 1_000_000_000, 0, rule)
+    admin.hset(PREFIX + "k", "u", "nan")
+    limits = make(rule)
+    assert limits.charge("k", 2)
+    decision = limits.peek("k", 1)
+    assert close(decision.retry_after, 1003.0), decision
+
+
+def test_a_charge_on_a_state_with_an_infinite_instant_rewrites_it_whole(admin, make):
+    """t inf: a charge of 2 owes from empty now and writes t = now, so one token is 3 s away
+    (not 1 s, as if the state were still unsound)."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", 0, 0, rule)
+    admin.hset(PREFIX + "k", "t", "inf")
+    limits = make(rule)
+    assert limits.charge("k", 2)
+    decision = limits.peek("k", 1)
+    assert close(decision.retry_after, 3.0), decision
+
+
+def test_a_denial_on_an_unsound_state_writes_the_empty_bucket(admin, make):
+    """u NaN: a consume is denied (an empty bucket) and the empty state is written then, u
+    10 of 10 owed from now, so the hash is sound again."""
+    rule = Rule(10, 1.0)
+    write(admin, "k", -3_000_000, 0, rule)
+    admin.hset(PREFIX + "k", "u", "nan")
+    before = server_us(admin)
+    assert not make(rule).consume("k", 1).allowed
+    assert admin.hget(PREFIX + "k", "u") == "10"
+    assert before <= float(admin.hget(PREFIX + "k", "t")) <= server_us(admin)
+
+
+def test_a_reservation_refused_by_one_bucket_charges_none(make):
+    """A reservation of 3 on 'a' (10) and 'b' (2): 'b' refuses it, so 'a' keeps its 10."""
+    limits = make({"a": Rule(10, 0.001), "b": Rule(2, 0.001)})
+    with pytest.raises(RateLimitExceeded):
+        limits.acquire("k", 3, max_wait=0, sleep=lambda seconds: None)
+    assert close(limits.tokens("k", "a"), 10.0, 0.01)
+    assert close(limits.tokens("k", "b"), 2.0, 0.01)
+
+
+def test_a_charge_beyond_the_largest_debt_saturates_there(admin, make):
+    """2**53 + 1,000 owed since 1,000,000 s ago at 0.001/s (2**53 now): a charge of 4
+    saturates at 2**53 owed from now; a refund of 5 then leaves 2**53 - 5 (refills of
+    less than half a token round away at this size)."""
+    rule = Rule(10, 0.001)
+    write(admin, "k", -FAR, 2**53 + 1000, rule)
+    limits = make(rule)
+    assert limits.charge("k", 4).reset_after == 2.0**53 / 0.001
+    assert limits.refund("k", 5).reset_after == (2.0**53 - 5) / 0.001
+    assert limits.peek("k", 1).reset_after == (2.0**53 - 5) / 0.001

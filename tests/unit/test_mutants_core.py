@@ -699,3 +699,139 @@ def test_several_limits_refused_reservation_charges_nothing():
     with pytest.raises(RateLimitExceeded):
         limits.acquire("k", 4, max_wait=0, sleep=lambda s: None)
     assert (limits.tokens("k", "a"), limits.tokens("k", "b")) == (9, 3)
+
+
+class TestForgottenStates:
+    def test_a_reset_bucket_is_new_even_with_the_clock_far_below_zero(self):
+        """Reset at -5000 s, a bucket emptied again refills from -5000: full 5 s later."""
+        limits, clock = one()
+        clock.set(-5000.0)
+        assert limits.consume("k", 10).allowed
+        limits.reset("k")
+        assert limits.consume("k", 10).allowed
+        clock.set(-4995.0)
+        assert fields(limits.consume("k", 10)) == (True, 0.0, 0.0, 5.0, 10)
+
+    def test_a_refund_to_full_at_the_buckets_instant_forgets_it(self):
+        """Charged and refunded to full at 100 s, then the clock steps back to 90: the
+        bucket is new there, so emptied at 90 it is full again at 95."""
+        limits, clock = one()
+        assert limits.charge("k", 5).remaining == 5.0
+        assert limits.refund("k", 5).remaining == 10.0
+        clock.set(90.0)
+        assert limits.consume("k", 10).allowed
+        clock.set(95.0)
+        assert fields(limits.consume("k", 10)) == (True, 0.0, 0.0, 5.0, 10)
+
+
+class TestChargesPastTheCap:
+    def test_a_reservation_of_exactly_the_level_at_rate_zero_waits_nothing(self):
+        """Rate 0, full at 10: reserving 10 with max_wait 0 needs no wait, so it is taken."""
+        rule = Rule(10, 0.0)
+        store = MemoryStore(clock=ManualClock(0.0))
+        assert store.charge("k", 10, rule, 0.0) == (True, 0.0, rule)
+        assert store.charge("k", 1, rule, 0.0) == (False, 0.0, rule)
+
+    def test_a_charge_at_the_cap_reports_it_was_charged(self):
+        """max_keys 1: a second key's charge is taken from an empty bucket: (True, -5)."""
+        rule = Rule(10, 1.0)
+        store = MemoryStore(clock=ManualClock(0.0), max_keys=1)
+        assert store.charge("a", 1, rule, None) == (True, 9.0, rule)
+        assert store.charge("b", 5, rule, None) == (True, -5.0, rule)
+        assert len(store) == 2
+
+    def test_a_key_charged_past_the_cap_counts_until_it_is_forgotten(self):
+        """max_keys 1: 'a' tracked, 'b' charged past the cap; once both are full and swept,
+        exactly one new key ('c') fits again and the next ('d') is an empty bucket."""
+        clock = ManualClock(0.0)
+        store = MemoryStore(clock=clock, max_keys=1)
+        limits = BucketRegistry(Rule(10, 1.0), store=store)
+        assert limits.consume("a").remaining == 9.0
+        assert limits.charge("b", 5).remaining == 0.0
+        clock.set(100.0)
+        assert limits.consume("c").remaining == 9.0
+        assert tuple(limits.consume("d"))[:2] == (False, 0.0)
+        assert "c" in store
+        assert "d" not in store
+
+
+def test_the_sweep_forgets_a_full_bucket_once_the_clock_is_back_at_its_instant():
+    """Refunded to full at 90 s while its instant is 100 s, a bucket is kept; the sweep at
+    exactly 100 s forgets it (255 other keys, then a new one, start the first pass)."""
+    clock = ManualClock(100.0)
+    store = MemoryStore(clock=clock)
+    limits = BucketRegistry(Rule(1, 1.0), store=store)
+    assert limits.charge("k", 1)
+    clock.set(90.0)
+    assert limits.refund("k", 1)
+    assert "k" in store
+    clock.set(100.0)
+    for index in range(255):
+        assert limits.consume(f"k{index}")
+    assert limits.consume("new")
+    assert "k" not in store
+    assert len(store) == 256
+
+
+def test_a_charge_beyond_the_largest_debt_saturates_there():
+    """Charged 2**53 twice at 1/s: the debt stays at 2**53, so 2**53 - 10 below empty, and
+    the bucket is full 2**53 s later (not 2**54)."""
+    rule = Rule(10, 1.0)
+    store = MemoryStore(clock=ManualClock(100.0))
+    assert store.charge("k", 2**53, rule, None) == (True, 10 - 2**53, rule)
+    assert store.charge("k", 2**53, rule, None) == (True, 10 - 2**53, rule)
+    limits = BucketRegistry(rule, store=store)
+    assert fields(limits.peek("k", 1)) == (False, 0.0, 2.0**53 - 9, 2.0**53, 10)
+
+
+def test_a_peek_at_the_cap_counts_each_shadow_bucket_that_would_fit():
+    """max_keys 4, one key tracked, then one enforced limit and three shadow ones on a new key:
+    the enforced bucket and two shadow ones fit, so a peek reports the third denied, as consume."""
+    rule = Rule(10, 1.0)
+    store = MemoryStore(clock=ManualClock(100.0), max_keys=4)
+    assert BucketRegistry(rule, store=store).consume("other")
+    limits = BucketRegistry(
+        {"a": rule, "s1": rule, "s2": rule, "s3": rule}, shadow={"s1", "s2", "s3"}, store=store
+    )
+    assert limits.peek("k").shadow_denied == ("s3",)
+    assert len(store) == 1
+    assert limits.consume("k").shadow_denied == ("s3",)
+    assert len(store) == 4
+
+
+class TestSeveralLimitsChargeOutcomes:
+    def test_a_charge_reports_each_bucket_charged(self):
+        """charge_all of 3 on two new buckets of 10: each outcome is (True, 7)."""
+        rule = Rule(10, 1.0)
+        store = MemoryStore(clock=ManualClock(100.0))
+        outcomes = ((True, 7, rule), (True, 7, rule))
+        assert store.charge_all(buckets_of("k", {"a": rule, "b": rule}), 3, None) == (
+            True,
+            outcomes,
+        )
+
+    def test_a_charge_at_the_cap_reports_each_empty_bucket_charged(self):
+        """max_keys 1, one key tracked: a new key's two buckets are charged from empty, each
+        (True, -3), and tracked past the cap."""
+        rule = Rule(10, 1.0)
+        store = MemoryStore(clock=ManualClock(100.0), max_keys=1)
+        assert store.charge("x", 1, rule, None) == (True, 9, rule)
+        outcomes = ((True, -3, rule), (True, -3, rule))
+        assert store.charge_all(buckets_of("k", {"a": rule, "b": rule}), 3, None) == (
+            True,
+            outcomes,
+        )
+        assert len(store) == 3
+
+    def test_a_reservation_at_the_cap_leaves_out_only_the_shadow_bucket_without_room(self):
+        """max_keys 2, one key tracked: a reservation on a new key takes the last room for the
+        enforced bucket (True, 9); the shadow one has none: (False, 0.0), untracked."""
+        rule = Rule(10, 1.0)
+        store = MemoryStore(clock=ManualClock(100.0), max_keys=2)
+        assert store.charge("x", 1, rule, None) == (True, 9, rule)
+        buckets = buckets_of("k", {"a": rule, "s": rule})
+        assert store.charge_all(buckets, 1, 0.0, (False, True)) == (
+            True,
+            ((True, 9, rule), (False, 0.0, rule)),
+        )
+        assert len(store) == 2
