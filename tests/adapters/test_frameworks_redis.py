@@ -3,6 +3,7 @@ blocking RedisStore in its thread pool), Flask and Django use RedisStore; 10 of 
 
 from __future__ import annotations
 
+import contextlib
 from types import ModuleType
 
 import pytest
@@ -17,8 +18,14 @@ def test_fastapi_async_and_blocking_redis(redis_url):
 
     from tokenbucket.fastapi import RateLimit
 
-    app = FastAPI()
     stores = {"async": AsyncRedisStore.from_url(redis_url), "sync": RedisStore.from_url(redis_url)}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await stores["async"].aclose()  # in the loop its connections were made in
+
+    app = FastAPI(lifespan=lifespan)
     for kind, store in stores.items():
         limit = RateLimit("10/hour", store=store)
 
@@ -31,6 +38,7 @@ def test_fastapi_async_and_blocking_redis(redis_url):
             responses = [client.get(f"/{kind}") for _ in range(12)]
             assert [r.status_code for r in responses] == [200] * 10 + [429] * 2, kind
             assert responses[-1].headers["ratelimit"].startswith('"10/hour";r=0;t=')
+    stores["sync"].close()
 
 
 def test_flask_on_redis(redis_url):

@@ -556,6 +556,11 @@ def test_four_workers_load_the_file_and_share_a_default_change(tmp_path, redis_u
             change = client.post("/admin/update-rule/default", json={"capacity": 300})
             assert change.status_code == 200, change.text
         time.sleep(1.5)  # the documented bound: the refresh interval (1 s) + one round trip
+        # A worker reads the document on its first decision past the interval; requests it
+        # decides concurrently while that read is on the way still see the old rule. So the
+        # first burst may show the old default on a worker that was idle, never afterwards.
+        _burst(base, 60)
+        time.sleep(0.5)
         seen = set()
         for _ in range(3):  # a loaded machine may hand one burst's connections to one worker
             responses = _burst(base, 60)
