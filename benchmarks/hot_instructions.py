@@ -1,6 +1,7 @@
 """Instructions per call on the hot paths, counted by valgrind's callgrind (repeatable on a
 loaded machine): ``try_consume`` and ``consume`` on a hot key of a one-Rule in-memory registry,
-and a WSGI request through the middleware with one limit and with several.
+and a request through each middleware around the smallest app: with one limit, with several,
+and (ASGI) with several limits and a cost settled from the response.
 
 The script re-runs itself under callgrind; each case runs ``--calls`` times between two calls
 of ``os.getppid`` (callgrind dumps its counters on entering that function), after a warm-up,
@@ -12,6 +13,7 @@ and the empty batch's count (the loop alone) is subtracted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import glob
 import os
 import re
@@ -23,12 +25,13 @@ from typing import Any, Callable, Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from middleware import minimal_wsgi_app, wsgi_batch  # noqa: E402
+from middleware import asgi_batch, minimal_asgi_app, minimal_wsgi_app, wsgi_batch  # noqa: E402
 
 from tokenbucket import BucketRegistry, Rule  # noqa: E402
 
 
 def cases() -> Dict[str, Callable[[int], Any]]:
+    from tokenbucket.asgi import RateLimitMiddleware as ASGIMiddleware
     from tokenbucket.wsgi import RateLimitMiddleware
 
     hot = BucketRegistry(Rule(1e12, 1e12))  # never refuses, so every call takes the same path
@@ -46,12 +49,25 @@ def cases() -> Dict[str, Callable[[int], Any]]:
         minimal_wsgi_app,
         registry=BucketRegistry({"burst": Rule(1e12, 1e12), "daily": Rule(1e12, 1e9)}),
     )
+    loop = asyncio.new_event_loop()
+    asgi_one = ASGIMiddleware(minimal_asgi_app, registry=BucketRegistry(Rule(1e12, 1e12)))
+    asgi_settled = ASGIMiddleware(
+        minimal_asgi_app,
+        registry=BucketRegistry({"burst": Rule(1e12, 1e12), "daily": Rule(1e12, 1e9)}),
+        settle=lambda request, status, headers: 2,
+    )
+
+    def asgi(app: Any) -> Callable[[int], Any]:
+        return lambda n: loop.run_until_complete(asgi_batch(app, n))
+
     return {
         "nothing (the loop)": lambda n: None,
         "try_consume, one Rule, hot key": try_consume,
         "consume, one Rule, hot key": consume,
         "WSGI request, one limit": lambda n: wsgi_batch(one, n),
         "WSGI request, two limits": lambda n: wsgi_batch(several, n),
+        "ASGI request, one limit": asgi(asgi_one),
+        "ASGI request, two limits, settled": asgi(asgi_settled),
     }
 
 

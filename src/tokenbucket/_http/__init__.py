@@ -61,8 +61,9 @@ from .headers import (
     retry_after_seconds,
     status_line,
 )
-from .options import Limit, Options, Policy
+from .options import Options
 from .paths import Paths
+from .policy import Limit, Policy
 from .request import (
     DEFAULT_IPV6_PREFIX,
     UNKNOWN_CLIENT,

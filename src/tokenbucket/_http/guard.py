@@ -23,7 +23,8 @@ from .._rule import Limits, Rule, as_limits
 from .._store import AsyncStore, Store
 from .._validate import Number, show
 from .headers import HEADER_MODES, TEXT, HeaderList, rate_limit_headers, retry_after_seconds
-from .options import Options, Policy, _check_cost
+from .options import Options, _check_cost
+from .policy import Policy
 from .request import (
     DEFAULT_IPV6_PREFIX,
     KeyFunc,

@@ -16,11 +16,12 @@ from .._registry import BucketRegistry
 from .._rule import Limits
 from .._validate import show
 from ..metrics import Metrics
-from .admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
+from .admin import admin_api
+from .admin_options import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, DEFAULT_MAX_IMPORT_BODY
 from .denied import Denied
 from .options import Options
 from .request import DEFAULT_IPV6_PREFIX, DecisionHook, KeyFunc, RequestView
-from .rules import DEFAULT_MAX_IMPORT_BODY, sub_paths
+from .rules import sub_paths
 from .settle import SettleFunc
 
 #: The app a middleware protects: an ASGI or a WSGI callable.
@@ -102,10 +103,10 @@ class Middleware(Generic[App]):
         )
         #: The in-flight limit, if any: a request holds one of its key's slots until it ends.
         self._in_flight = in_flight
-        self._admin = options.admin
-        self._admin_path = None if options.admin is None else options.admin.path
+        admin = self._admin = admin_api(options)
+        self._admin_path = None if admin is None else admin.path
         #: The endpoints under the admin path (``_http.rules``); none without an admin API.
-        self._admin_paths = frozenset() if options.admin is None else sub_paths(options.admin.path)
+        self._admin_paths = frozenset() if admin is None else sub_paths(admin.path)
         # Read on every request: kept here, one attribute lookup away. None when requests need
         # more than the default key, cost and registry (see `Options.is_plain`).
         self._consume = options.default.registry.consume if options.is_plain else None
