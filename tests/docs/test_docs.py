@@ -196,7 +196,7 @@ def test_samples_run(page, tmp_path, redis_url, request):
 
 def test_redis_field_table_lists_every_field_the_script_writes():
     """docs/redis.md's table of hash fields names every field bucket.lua stores (HSET)."""
-    script = (ROOT / "src" / "tokenbucket" / "_lua" / "bucket.lua").read_text()
+    script = (ROOT / "src" / "tokenbucket" / "_stores" / "redis" / "lua" / "bucket.lua").read_text()
     written = set()
     for call in re.findall(r"redis\.call\('HSET', key, ([^)]*)\)", script):
         written.update(re.findall(r"'(\w+)'", call))
