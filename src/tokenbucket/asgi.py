@@ -10,13 +10,14 @@
 The runtime rule API (both middlewares) is on when ``admin_token=`` is given; its contract is
 in the ``AdminAPI`` docstring in ``tokenbucket._http.admin`` and in docs/admin-api.md.
 
-This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live (its
-scope, message and admin-body helpers are in ``tokenbucket._asgi_io``); it imports no framework.
+This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live
+(its scope, message and admin-body helpers are in ``tokenbucket._edges.asgi_io``); it imports
+no framework.
 """
 
 from __future__ import annotations
 
-from ._asgi_io import (
+from ._edges.asgi_io import (
     ASGIApp,
     Receive,
     Scope,
@@ -34,8 +35,8 @@ from ._http.denied import problem_details
 from ._http.headers import RAW, Response
 from ._http.middleware import Middleware
 from ._http.request import RequestView
-from ._inflight import InFlightLimit
-from ._registry import BucketRegistry
+from ._registry.inflight import InFlightLimit
+from ._registry.registry import BucketRegistry
 
 __all__ = ["RateLimitMiddleware", "RequestView", "Response", "problem_details"]
 

@@ -9,7 +9,7 @@
 The options, the rate-limit header fields, the 429 response and the runtime rule API at
 ``/admin/update-rule`` are those of ``tokenbucket.asgi`` (see its docstring). This module only
 translates WSGI (PEP 3333) to and from ``tokenbucket._http``, where the decisions live (its
-environ, response and admin-body helpers are in ``tokenbucket._wsgi_io``); it imports no
+environ, response and admin-body helpers are in ``tokenbucket._edges.wsgi_io``); it imports no
 framework.
 """
 
@@ -17,14 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from ._http.denied import problem_details
-from ._http.headers import TEXT, Response
-from ._http.middleware import Middleware
-from ._http.request import RequestView
-from ._inflight import InFlightLimit
-from ._registry import BucketRegistry
-from ._validate import show
-from ._wsgi_io import (
+from ._core.validate import show
+from ._edges.wsgi_io import (
     _answer_admin,
     _Closing,
     _hold,
@@ -34,6 +28,12 @@ from ._wsgi_io import (
     _view,
     _with_fields,
 )
+from ._http.denied import problem_details
+from ._http.headers import TEXT, Response
+from ._http.middleware import Middleware
+from ._http.request import RequestView
+from ._registry.inflight import InFlightLimit
+from ._registry.registry import BucketRegistry
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import (  # noqa: F401 (WSGIApplication: the base class argument)

@@ -7,7 +7,7 @@ is built from the checked values. Must not know: requests, policies, the admin A
 
 from __future__ import annotations
 
-from .._validate import show
+from .._core.validate import show
 
 DEFAULT_ADMIN_PATH = "/admin/update-rule"
 DEFAULT_MAX_BODY = 4096

@@ -22,10 +22,10 @@ from typing import (
     Union,
 )
 
-from .._inflight import InFlightLimit
-from .._registry import BucketRegistry
-from .._rule import Limits
-from .._validate import show
+from .._core.rule import Limits
+from .._core.validate import show
+from .._registry.inflight import InFlightLimit
+from .._registry.registry import BucketRegistry
 from ..metrics import Metrics
 from .admin import admin_api
 from .admin_options import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, DEFAULT_MAX_IMPORT_BODY

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any, List, Literal, Optional
 
-from .._decision import Decision
-from .._keys import escape_key
+from .._core.decision import Decision
+from .._core.keys import escape_key
 from .admin import AdminAPI
 from .headers import Response
 from .options import Options

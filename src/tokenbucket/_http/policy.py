@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-from .._registry import BucketRegistry
-from .._rule import Rule
-from .._validate import Number
+from .._core.rule import Rule
+from .._core.validate import Number
+from .._registry.registry import BucketRegistry
 from .headers import PolicyFields
 from .unservable import is_cluster
 

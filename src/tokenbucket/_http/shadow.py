@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Union
 
-from .._validate import show
+from .._core.validate import show
 from .admin_op import AdminOp
 from .audit import quote
 from .headers import Response, error, json_response
