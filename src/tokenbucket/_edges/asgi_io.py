@@ -192,11 +192,13 @@ def _decode_fields(fields: Optional[Iterable[Tuple[bytes, bytes]]]) -> Dict[str,
 
 def _view(scope: Scope) -> RequestView:
     client = scope.get("client")
+    root_path = scope.get("root_path")
+    query = scope.get("query_string")
     return RequestView(
         scope.get("method", "GET"),
         scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http"),
-        route_path(scope["path"], scope.get("root_path", "")),
-        (scope.get("query_string") or b"").decode("latin-1"),
+        route_path(scope["path"], root_path) if root_path else scope["path"],
+        query.decode("latin-1") if query else "",
         client[0] if client else None,
         scope,
         _decode_headers,
@@ -224,7 +226,7 @@ async def _admin_op(
     """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
     body = b""
     if admin.wants_body(view.method):
-        limit = admin.limit_for(view.path)
+        limit = admin.body_limit(view.path)
         refused = admin.body_too_large(view.header("content-length"), limit)
         if refused is not None:
             return refused

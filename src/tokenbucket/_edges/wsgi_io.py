@@ -173,7 +173,7 @@ def _admin_op(
     """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
     body = b""
     if admin.wants_body(view.method):
-        read = _read_body(environ, admin, admin.limit_for(view.path))
+        read = _read_body(environ, admin, admin.body_limit(view.path))
         if isinstance(read, Response):
             return read
         body = read

@@ -211,7 +211,7 @@ class AdminAPI:
         """Whether an authorised request with ``method`` needs its body read (POST)."""
         return method == "POST"
 
-    def limit_for(self, path: str) -> int:
+    def body_limit(self, path: str) -> int:
         """The largest body a request to ``path`` may have (``max_import_body`` for imports)."""
         return self.max_import_body if path == self.path + "/import" else self.max_body
 

@@ -30,7 +30,7 @@ from .admin import AdminAPI
 from .headers import Response
 from .options import Options
 from .policy import Policy
-from .request import RequestView
+from .request import RequestView, client_key
 from .rules import sub_paths
 from .settle import Settlement
 from .unservable import Unservable
@@ -42,7 +42,7 @@ class Gate:
     ``form`` is the form of the rate-limit fields the edge adds (`TEXT` or `RAW`).
     """
 
-    __slots__ = ("admin", "admin_paths", "form", "in_flight", "options")
+    __slots__ = ("admin", "admin_paths", "form", "in_flight", "options", "plain")
 
     def __init__(self, options: Options, admin: Optional[AdminAPI], form: Literal[0, 1]) -> None:
         self.options = options
@@ -50,6 +50,8 @@ class Gate:
         self.form = form
         #: Whether requests hold an in-flight slot.
         self.in_flight = options.in_flight is not None
+        #: Whether a request needs nothing but its client address (see `Options.is_plain`).
+        self.plain = options.is_plain
         #: The admin path and the endpoints under it; none without an admin API.
         self.admin_paths = (
             frozenset() if admin is None else frozenset({admin.path, *sub_paths(admin.path)})
@@ -57,8 +59,16 @@ class Gate:
 
     def plan(self, view: RequestView) -> Plan:
         """The plan of an HTTP request: the admin API's, or its count, slot and settling."""
-        if view.path in self.admin_paths:
+        if self.admin_paths and view.path in self.admin_paths:
             return self._admin(view)
+        if self.plain:  # the default limit by client address alone: the common case
+            options = self.options
+            key = client_key(view.client, options.ipv6_prefix)
+            bucket = escape_key(key)
+            plan = Plan(self, view, options.default, key, bucket, options.cost)
+            if self.in_flight:
+                plan.slot = bucket
+            return plan
         plan = self._count(view)
         if self.in_flight and plan.policy is not None:
             plan.slot = escape_key(plan.key)
@@ -74,29 +84,31 @@ class Gate:
         return plan
 
     def _count(self, view: RequestView) -> Plan:
-        plan = Plan(self, view)
         options = self.options
         if options.is_exempt(view):
-            return plan
+            return Plan(self, view)
         try:
-            plan.policy, plan.key, plan.bucket, plan.cost = options.limit_for(view)
+            return Plan(self, view, *options.limit_for(view))
         except Unservable as refused:
+            plan = Plan(self, view)
             plan.respond = refused.response
-        return plan
+            return plan
 
     def _admin(self, view: RequestView) -> Plan:
         admin = self.admin
         assert admin is not None
-        plan = Plan(self, view)
-        plan.refusal = admin.authorize(view.header("authorization"))
-        if not plan.refusal:
+        refusal = admin.authorize(view.header("authorization"))
+        if not refusal:
+            plan = Plan(self, view)
             plan.admin = admin
             return plan
         # Counted against the caller's bucket, whatever dry_run or exempt say.
         try:
-            plan.policy, plan.key, plan.bucket, plan.cost = self.options.limit_for(view)
+            plan = Plan(self, view, *self.options.limit_for(view))
         except Unservable as refused:
+            plan = Plan(self, view)
             plan.respond = refused.response
+        plan.refusal = refusal
         return plan
 
 
@@ -119,22 +131,30 @@ class Plan:
         "view",
     )
 
-    def __init__(self, gate: Gate, view: RequestView) -> None:
+    def __init__(
+        self,
+        gate: Gate,
+        view: RequestView,
+        policy: Optional[Policy] = None,
+        key: Any = None,
+        bucket: Any = None,
+        cost: float = 0,
+    ) -> None:
         self._gate = gate
         self.view = view
+        #: The limiter to count the request with (with ``key``, ``bucket``, ``cost``), or None.
+        self.policy = policy
+        self.key = key
+        self.bucket = bucket
+        self.cost = cost
         #: The admin API, for an authorised admin request; else None.
         self.admin: Optional[AdminAPI] = None
         #: The in-flight slot's key to hold, or None.
         self.slot: Optional[str] = None
-        #: The limiter to count the request with (with ``key``, ``bucket``, ``cost``), or None.
-        self.policy: Optional[Policy] = None
-        self.key: Any = None
-        self.bucket: Any = None
-        self.cost: float = 0
         #: The response to send instead of calling the app, or None.
         self.respond: Optional[Response] = None
         #: The rate-limit fields to add to the app's response (in the gate's form).
-        self.fields: List[Any] = []
+        self.fields: List[Any] = _NONE
         #: What the request's response settles, or None.
         self.settlement: Optional[Settlement] = None
         #: Whether the request is a WebSocket handshake; the admin API's refusal status, or 0.
@@ -159,7 +179,8 @@ class Plan:
         gate, policy, view = self._gate, self.policy, self.view
         assert policy is not None
         options = gate.options
-        options.report(view, self.key, decision)
+        if options.on_decision is not None:
+            options.report(view, self.key, decision)
         if self.refusal:
             assert gate.admin is not None
             self.respond = gate.admin.refusal(self.refusal, policy, decision, view)
@@ -174,3 +195,7 @@ class Plan:
                 self.settlement = Settlement(
                     settle, view, policy.registry, self.bucket, self.cost, decision
                 )
+
+
+#: No fields (shared: never changed).
+_NONE: List[Any] = []
