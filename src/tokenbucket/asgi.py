@@ -164,18 +164,14 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection: its plan (``tokenbucket._http.plan``), carried out."""
         kind = scope["type"]
-        if kind == "http":
-            plan = self._gate.plan(_view(scope))
-        elif kind == "websocket":
-            plan = self._gate.handshake(_view(scope))
-        else:
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        view = _view(scope)
+        plan = self._gate.plan(view) if kind == "http" else self._gate.handshake(view)
         is_async = self._options.is_async
         if plan.admin is not None:
-            await _send_response(
-                send, await _answer_admin(plan.admin, plan.view, receive, is_async)
-            )
+            await _send_response(send, await _answer_admin(plan.admin, view, receive, is_async))
             return
         release = settle = None
         if plan.slot is not None:

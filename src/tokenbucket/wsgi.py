@@ -125,9 +125,10 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request: its plan (``tokenbucket._http.plan``), carried out."""
-        plan = self._gate.plan(_view(environ, _path(environ)))
+        view = _view(environ, _path(environ))
+        plan = self._gate.plan(view)
         if plan.admin is not None:
-            return _respond(start_response, _answer_admin(plan.admin, plan.view, environ))
+            return _respond(start_response, _answer_admin(plan.admin, view, environ))
         release = None
         if plan.slot is not None:
             assert self._in_flight is not None

@@ -59,8 +59,15 @@ class Gate:
 
     def plan(self, view: RequestView) -> Plan:
         """The plan of an HTTP request: the admin API's, or its count, slot and settling."""
-        if self.admin_paths and view.path in self.admin_paths:
-            return self._admin(view)
+        admin = self.admin
+        if admin is not None and view.path in self.admin_paths:
+            refusal = admin.authorize(view.header("authorization"))
+            if not refusal:
+                plan = Plan(self, view)
+                plan.admin = admin
+                return plan
+            # Counted against the caller's bucket, whatever dry_run or exempt say.
+            return self._counted(view, refusal)
         if self.plain:  # the default limit by client address alone: the common case
             options = self.options
             key = client_key(view.client, options.ipv6_prefix)
@@ -69,46 +76,34 @@ class Gate:
             if self.in_flight:
                 plan.slot = bucket
             return plan
-        plan = self._count(view)
-        if self.in_flight and plan.policy is not None:
-            plan.slot = escape_key(plan.key)
-        return plan
+        if self.options.is_exempt(view):
+            return Plan(self, view)
+        return self._counted(view)
 
     def handshake(self, view: RequestView) -> Plan:
         """The plan of a WebSocket handshake: counted as a request, its denial refused.
 
         An allowed handshake passes unchanged: no fields, no in-flight slot, nothing to settle.
         """
-        plan = self._count(view)
+        plan = Plan(self, view) if self.options.is_exempt(view) else self._counted(view, 0, True)
         plan.handshake = True
         return plan
 
-    def _count(self, view: RequestView) -> Plan:
-        options = self.options
-        if options.is_exempt(view):
-            return Plan(self, view)
-        try:
-            return Plan(self, view, *options.limit_for(view))
-        except Unservable as refused:
-            plan = Plan(self, view)
-            plan.respond = refused.response
-            return plan
+    def _counted(self, view: RequestView, refusal: int = 0, handshake: bool = False) -> Plan:
+        """The plan of a request counted as `Options.limit_for` says (its 503 if it cannot be).
 
-    def _admin(self, view: RequestView) -> Plan:
-        admin = self.admin
-        assert admin is not None
-        refusal = admin.authorize(view.header("authorization"))
-        if not refusal:
-            plan = Plan(self, view)
-            plan.admin = admin
-            return plan
-        # Counted against the caller's bucket, whatever dry_run or exempt say.
+        ``refusal``: the status of an unauthorised admin request; it holds no in-flight slot,
+        and neither does a ``handshake``.
+        """
+        plan = Plan(self, view)
         try:
-            plan = Plan(self, view, *self.options.limit_for(view))
+            plan.policy, plan.key, plan.bucket, plan.cost = self.options.limit_for(view)
         except Unservable as refused:
-            plan = Plan(self, view)
             plan.respond = refused.response
+            return plan
         plan.refusal = refusal
+        if self.in_flight and not refusal and not handshake:
+            plan.slot = escape_key(plan.key)
         return plan
 
 
