@@ -1,10 +1,11 @@
 """The WSGI edge's I/O: reading the environ and the body, writing responses, running admin calls.
 
 What belongs here: translating PEP 3333 to and from ``tokenbucket._http`` (the request view, the
-path, the header fields), wrapping ``start_response`` and the response iterable, reading an admin
-body and making an admin operation's registry calls. It must not know the options' meaning, the
-rate-limit decision or the middleware class (``tokenbucket.wsgi`` holds those); it imports no
-framework.
+path, the header fields), carrying out a plan's steps around the app (``start_response`` adding
+the rate-limit fields and reading the cost to settle, holding the in-flight slot, the response
+iterable that settles and releases when it is closed), reading an admin body and making an admin
+operation's registry calls. It must not know the options, the decisions (``tokenbucket._http``
+makes them) or the middleware class; it imports no framework.
 """
 
 from __future__ import annotations
