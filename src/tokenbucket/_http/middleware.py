@@ -41,11 +41,12 @@ App = TypeVar("App", bound=Callable[..., Any])
 
 
 class Middleware(Generic[App]):
-    """What both middlewares are built from: the app, its `Options` and the fast path's values.
+    """What both middlewares are built from: the app, its `Options`, admin API and `Gate`.
 
     The constructor is theirs (the arguments are documented on each middleware); it checks
-    every option here, once. A middleware names its kind of app in ``_app_kind`` and refuses a
-    registry its protocol cannot use in ``_check_registry``.
+    every option here, once. A middleware names its kind of app in ``_app_kind`` and the form
+    of its fields in ``_form``, and refuses a registry its protocol cannot use in
+    ``_check_registry``.
     """
 
     __slots__ = ("_admin", "_gate", "_in_flight", "_options", "app")
