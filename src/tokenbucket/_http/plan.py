@@ -14,7 +14,8 @@ plan and carries the plan out, in this order, without being called back:
    that cannot be decided, an unauthorised admin request's refusal); else call the app, add
    ``fields`` (in the edge's form) to its response, and settle ``settlement`` (None: nothing
    to settle) when the response starts, or with ``at_end`` after its last body message, and
-   in any case once however the request ends.
+   in any case once however the request ends. For a WebSocket handshake (`Gate.handshake`,
+   ``handshake`` True) ``respond`` refuses the handshake; an allowed one passes unchanged.
 
 Knows: the order of those steps and what each option changes in them. Must not know: ASGI or
 WSGI, bodies, sockets; it makes no registry call (the edge does, awaited or not).
