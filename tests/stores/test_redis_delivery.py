@@ -424,8 +424,8 @@ def test_undo_takes_a_charge_back_once_whichever_arrives_first(redis_url):
 def test_the_script_answers_a_call_sent_again_from_its_marker(redis_url):
     """The script alone, each call sent twice: the second send gets the first reply and changes
     nothing; a denial keeps nothing (sent again, it decides afresh)."""
-    from tokenbucket._redis_failure import _TAKE
-    from tokenbucket._redis_logic import _SCRIPT
+    from tokenbucket._stores.redis.failure import _TAKE
+    from tokenbucket._stores.redis.logic import _SCRIPT
 
     with redis.Redis.from_url(redis_url) as client:
         sha = client.script_load(_SCRIPT)
