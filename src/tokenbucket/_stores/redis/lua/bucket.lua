@@ -61,6 +61,7 @@ if not redis.REDIS_VERSION_NUM then
 end
 
 local op = ARGV[1]
+local tonumber = tonumber
 
 -- A marked call (see the header): its marker is the last key. 'undo' acts on it at once; the
 -- others look it up once they know their reply (see claim below), before writing anything.
@@ -222,9 +223,11 @@ if op == 'take' or op == 'peek' or adjusts then
           base = now
         end
         used, carry, fresh, settled = capacity, 0, true, true
-      elseif tonumber(s[3]) ~= capacity or tonumber(s[4]) ~= refill then
+      elseif (s[3] ~= cap and tonumber(s[3]) ~= capacity)
+        or (s[4] ~= rate and tonumber(s[4]) ~= refill) then
         -- The rule changed since this state was written (a new default): settle the state
-        -- under the rule it was written with, then carry the deficit over.
+        -- under the rule it was written with, then carry the deficit over. (The same text
+        -- is the same number: only a rule written otherwise is read.)
         used, carry = deficit(base, used, tonumber(s[4])), 0
         base, fresh, settled = settled_at(base), true, true
       end
