@@ -291,10 +291,11 @@ class Logic(Failing):
             return self._degraded_all(buckets, amount, op, extra, shadow)
         if self.breaker.down:
             self._recovered()
-        text: str = reply if reply.__class__ is str else reply.decode()
+        if reply.__class__ is not bytes:  # a client that decodes replies
+            reply = reply.encode()
         outcomes = tuple(
             self._outcome(key, line, default)
-            for (key, default), line in zip(buckets, text.split("\n"))
+            for (key, default), line in zip(buckets, reply.split(b"\n"))
         )
         return _enforced(outcomes, shadow), outcomes
 
