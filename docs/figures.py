@@ -289,11 +289,12 @@ def several_limits() -> Path:
         else:  # checked separately, as limiters that keep one counter per limit do
             first = BucketRegistry(burst, clock=clock)
             second = BucketRegistry(daily, clock=clock)
-        times, levels, admitted = [], {"burst": [], "daily": []}, 0
+        times, levels, admitted, sent = [], {"burst": [], "daily": []}, 0, 0
         for step in range(3001):
             now = step / 100
             clock.set(now)
             if step % 33 == 0 and now < 30:
+                sent += 1
                 if together:
                     admitted += both.try_consume("k")
                 else:  # the daily limit is charged before the burst limit refuses
@@ -317,7 +318,7 @@ def several_limits() -> Path:
             else "each limit checked on its own"
         )
         ax.set_title(
-            f"{title}: {admitted} of 90 admitted", fontsize=12, loc="left"
+            f"{title}: {admitted} of {sent} admitted", fontsize=12, loc="left"
         )
         ax.set_ylabel("tokens", fontsize=11)
         ax.tick_params(labelsize=10)
