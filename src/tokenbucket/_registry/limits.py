@@ -1,0 +1,160 @@
+r"""Several named limits on one request, all or nothing: their names, store keys and decision.
+
+A registry's default is one [`Rule`][tokenbucket.Rule] (one limit named ``"default"``) or a
+mapping of names to rules, in the order given. A registry of one limit keeps each key's bucket
+under the key itself, as it always has (no store key moves). A registry of several keeps the
+bucket of limit ``name`` for key ``key`` under `limit_key` ``(key, name)``:
+
+    ``"{" + tag(key) + "}" + "\0" + name``
+
+* `tag` (see ``_keys``) writes ``"\1"`` as ``"\1\1"``, ``"}"`` as ``"\1\3"`` and ``""`` as
+  ``"\1"``: the key part ends at the first ``"}"`` and reads back as the key, whatever ``str``
+  it is (escaped by the middleware or not), and the name is what follows the ``"\0"``. So two
+  different ``(key, name)`` pairs give two different store keys, and a listing gives back
+  the key that was set.
+* No key of a one-limit registry looks like that: keys of the default namespace have no
+  ``"\0"`` (see ``_keys``), and a route's keys contain one but start with the route's ``"/"``.
+* On a Redis Cluster the part between the braces is the *hash tag*: every limit of one key hashes
+  to that key's slot, whatever bytes the key holds, so a request's buckets can be taken in one
+  script call. A request charged to several keys (a user and an organisation) spans slots in
+  general: on a Cluster it raises ValueError, and is all-or-nothing on a single Redis.
+
+All limits are decided by one ``take_all`` of the store: one atomic step, so a denial charges
+none of them and no interleaving admits more than any one limit allows. `combine` turns its
+outcomes into one [`Decision`][tokenbucket.Decision].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .._core.arith import wait
+from .._core.decision import Decision, after, clamp, decide
+from .._core.keys import tag
+from .._core.rule import RATE_GRAMMAR, Rule, as_limits
+from .._core.validate import show
+from .._stores.store import Outcomes
+
+#: The name of a registry's limit when its default is one Rule.
+DEFAULT = "default"
+
+#: What a request is charged to: one key (for every limit), or a key per limit name.
+Keys = Union[str, Mapping[str, str]]
+
+
+def check_limits(default: object) -> Dict[str, Rule]:
+    """Return the limits a registry's ``default`` declares, ``{name: rule}`` in order.
+
+    A rate string is read as `Rule.parse_many` reads it: one rate is a Rule (named
+    ``"default"``), several are named limits.
+    """
+    default = as_limits(default)
+    if isinstance(default, Rule):
+        return {DEFAULT: default}
+    if not isinstance(default, Mapping):
+        raise TypeError(
+            f"'default' must be a Rule, a mapping of limit names to Rules, or {RATE_GRAMMAR}; "
+            f"got {show(default)}"
+        )
+    if not default:
+        raise ValueError("'default' must name at least one limit, got an empty mapping")
+    limits: Dict[str, Rule] = {}
+    for name, rule in default.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"limit names must be non-empty str, got {show(name)}")
+        if not all(" " <= char <= "~" for char in name):
+            # Names are written in header fields (RFC 9651 Strings) and metrics labels.
+            raise ValueError(
+                f"limit name {show(name)} must be printable ASCII (space to '~'): "
+                f"the middleware writes it in header fields"
+            )
+        if not isinstance(rule, Rule):
+            raise TypeError(f"limit {name!r} must be a Rule or {RATE_GRAMMAR}; got {show(rule)}")
+        limits[name] = rule
+    return limits
+
+
+def pick(names: Sequence[str], limit: Optional[str]) -> str:
+    """Return the limit ``limit`` names: required (not None) when there are several."""
+    if limit is None:
+        if len(names) == 1:
+            return names[0]
+        raise ValueError(f"this registry has several limits: pass limit= one of {list(names)!r}")
+    if limit not in names:
+        raise ValueError(f"unknown limit {show(limit)}: the limits are {list(names)!r}")
+    return limit
+
+
+def limit_key(key: str, name: str) -> str:
+    """Return the store key of limit ``name``'s bucket for ``key`` (see the module docstring)."""
+    return "{" + tag(key) + "}\0" + name
+
+
+def buckets_of(keys: object, limits: Mapping[str, Rule]) -> List[Tuple[str, Rule]]:
+    """The ``(store key, default rule)`` of every limit a request with ``keys`` is charged to.
+
+    ``keys`` is one key (every limit charges it) or a mapping naming each limit's key.
+    """
+    if type(keys) is str:
+        head = "{" + tag(keys) + "}\0"
+        return [(head + name, rule) for name, rule in limits.items()]
+    if isinstance(keys, Mapping):
+        if keys.keys() != limits.keys():
+            raise ValueError(
+                f"'key' must map every limit to a key: the limits are {list(limits)!r}, "
+                f"got {list(keys)!r}"
+            )
+        buckets = []
+        for name, rule in limits.items():
+            key = keys[name]
+            if not isinstance(key, str):
+                raise TypeError(f"the key of limit {name!r} must be a str, got {show(key)}")
+            buckets.append((limit_key(key, name), rule))
+        return buckets
+    raise TypeError(f"'key' must be a str or a mapping of limit names to keys, got {show(keys)}")
+
+
+def combine(names: Sequence[str], allowed: bool, outcomes: Outcomes, amount: float) -> Decision:
+    """One decision over every limit's outcome (in declaration order).
+
+    ``retry_after`` is the longest wait among the limits (``inf`` if any can never admit);
+    ``remaining`` the least level. The binding limit, whose ``policy``, ``limit`` and
+    ``reset_after`` the decision reports, is for a denial the one with the longest wait,
+    otherwise the one with the least remaining; ties go to the first declared.
+    """
+    binding = 0
+    if allowed:  # the least level binds, and is the least remaining
+        low = outcomes[0][1]
+        for index in range(1, len(outcomes)):
+            if outcomes[index][1] < low:
+                binding, low = index, outcomes[index][1]
+        _, level, rule = outcomes[binding]
+        return decide(True, level, amount, rule, names[binding])
+    longest = -1.0
+    for index, (ok, level, rule) in enumerate(outcomes):
+        if ok:
+            continue
+        waited = math.inf if amount > rule.capacity else wait(amount - level, rule.refill_rate)
+        if waited > longest:
+            binding, longest = index, waited
+    _, level, rule = outcomes[binding]
+    decision = decide(False, level, amount, rule, names[binding])
+    remaining = min(clamp(outcome[1]) for outcome in outcomes)
+    return decision._replace(remaining=remaining) if remaining < decision[1] else decision
+
+
+def after_all(names: Sequence[str], outcomes: Outcomes) -> Decision:
+    """The decision a charge or refund of several limits leaves (see `after`).
+
+    The binding limit is the one whose next token is furthest away (the deepest debt in time),
+    otherwise the one with the least level; ties go to the first declared. ``remaining`` is
+    the least of all limits' levels.
+    """
+    decisions = [after(level, rule, name) for name, (_, level, rule) in zip(names, outcomes)]
+    binding = decisions[0]
+    for decision in decisions[1:]:
+        if (decision.retry_after, -decision.remaining) > (binding.retry_after, -binding.remaining):
+            binding = decision
+    remaining = min(decision.remaining for decision in decisions)
+    return binding._replace(remaining=remaining) if remaining < binding.remaining else binding
