@@ -56,13 +56,13 @@ QUICK_OUTBOUND = "tokenbucket-loose,aiolimiter-loose"
 STEPS: Dict[str, Step] = {
     "core": Step(
         "core.py",
-        ["--rounds", "5", "--calls", "100000", "--json", "{out}"],
+        ["--rounds", "5", "--calls", "50000", "--json", "{out}"],
         ["--rounds", "1", "--calls", "2000", "--json", "{out}"],
         "benchmark-core.json",
     ),
     "middleware": Step(
         "middleware.py",
-        ["--rounds", "21", "--requests", "1000", "--json", "{out}"],
+        ["--rounds", "15", "--requests", "1000", "--json", "{out}"],
         ["--rounds", "2", "--requests", "50", "--json", "{out}"],
         "benchmark-middleware.json",
     ),
@@ -80,13 +80,13 @@ STEPS: Dict[str, Step] = {
     ),
     "redis": Step(
         "redis_bench.py",
-        ["--rounds", "5", "--seconds", "0.5", "--json", "{out}"],
+        ["--rounds", "3", "--seconds", "0.5", "--json", "{out}"],
         ["--rounds", "1", "--seconds", "0.05", "--json", "{out}"],
         "benchmark-redis.json",
     ),
     "several-limits": Step(
         "several_limits.py",
-        ["--rounds", "7", "--calls", "50000", "--json", "{out}"],
+        ["--rounds", "5", "--calls", "30000", "--json", "{out}"],
         ["--rounds", "1", "--calls", "2000", "--json", "{out}"],
         "benchmark-several-limits.json",
     ),
