@@ -130,8 +130,8 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     """One panel per scenario, stacked, from docs/data/<name>.json.
 
     Drawn to be read at the documentation's column width and on a phone: one column of
-    panels, each with its own scale and the libraries named on every panel, 5 inches wide so
-    that a phone's 360 pixels shrink its text by half, not by two thirds.
+    panels, each with its own scale and the libraries named on every panel, 6 inches wide so
+    that a phone's 360 pixels shrink its text by well under two thirds.
     """
     source = DATA / f"{name}.json"
     if not source.exists():
@@ -144,7 +144,7 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     fig, axes = plt.subplots(
         len(scenarios),
         1,
-        figsize=(5.0, panel_height * len(scenarios) + 0.8),
+        figsize=(6.0, panel_height * len(scenarios) + 0.8),
         dpi=150,
     )
     if len(scenarios) == 1:
@@ -157,16 +157,23 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
         ]
         ax.barh(libraries, values, color=colors)
         ax.invert_yaxis()
-        ax.set_title(scenario, fontsize=11, loc="left", fontweight="bold")
+        # Right-aligned: a long title runs over the labels, not off the figure.
+        ax.set_title(scenario, fontsize=11, loc="right", fontweight="bold")
         ax.tick_params(axis="y", labelsize=11)
         ax.tick_params(axis="x", labelsize=10)
         for y, value in enumerate(values):
             ax.text(value, y, f" {value:.2f}", va="center", fontsize=11)
-        ax.margins(x=0.25)
+        ax.margins(x=0.35)
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
     axes[-1].set_xlabel(unit, fontsize=11)
-    fig.suptitle(f"{title}, lower is better\n{results['machine']}", fontsize=10)
+    stamp = results.get("measured")
+    where = (
+        f"commit {stamp['commit']}, {stamp['machine']}, Python {stamp['python']}"
+        if stamp
+        else results["machine"]
+    )
+    fig.suptitle(f"{title}, lower is better\n{where}", fontsize=10)
     fig.tight_layout()
     path = IMG / f"{name}.png"
     fig.savefig(path)
