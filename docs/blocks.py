@@ -9,6 +9,7 @@ wherever both exist, because they do not drift with the load of a shared machine
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
@@ -99,12 +100,18 @@ def count(value: float) -> str:
 def table(
     header: Sequence[str], align: Sequence[str], rows: List[Sequence[str]]
 ) -> str:
-    """A Markdown table; ``align`` holds ``l`` or ``r`` per column."""
+    """A Markdown table; ``align`` holds ``l`` or ``r`` per column.
+
+    A number and its unit (``0.53 µs``) are joined by a no-break space, so that a narrow
+    column (a phone) never puts the unit on a line of its own.
+    """
     lines = ["| " + " | ".join(header) + " |"]
     lines.append(
         "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"
     )
-    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    for row in rows:
+        cells = [re.sub(r"(\d) (µs|ms|s|B)\b", "\\1\u00a0\\2", c) for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
