@@ -108,6 +108,30 @@ STEPS: Dict[str, Step] = {
         ["--clock", "wall", "--keys", "20000", "--decisions", "30000", "--json", "{out}"],
         "flood-wall.json",
     ),
+    "restore-overrides": Step(
+        "restore_overrides.py",
+        ["--overrides", "10000", "--rounds", "3", "--json", "{out}"],
+        ["--overrides", "200", "--rounds", "1", "--json", "{out}"],
+        "restore-overrides.json",
+    ),
+    "delivery-cost": Step(
+        "delivery_cost.py",
+        ["--chunks", "20", "--size", "250", "--json", "{out}"],
+        ["--chunks", "2", "--size", "20", "--json", "{out}"],
+        "delivery-cost.json",
+    ),
+    "demo-latency": Step(
+        "demo_latency.py",
+        ["--workers", "1", "4", "--requests", "300", "--json", "{out}"],
+        ["--workers", "1", "2", "--requests", "20", "--json", "{out}"],
+        "demo-latency.json",
+    ),
+    "shared-rules": Step(
+        "shared_rules.py",
+        ["--workers", "4", "--interval", "0.5", "--trials", "10", "--json", "{out}"],
+        ["--workers", "2", "--interval", "0.2", "--trials", "2", "--json", "{out}"],
+        "shared-rules.json",
+    ),
     "metrics-burst": Step("metrics_burst.py", ["{out}"], ["{out}"], "metrics-burst.json"),
     "outbound": Step(
         "outbound.py",

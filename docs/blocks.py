@@ -82,13 +82,14 @@ def x(value: float) -> str:
     return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
 
 
-def span(values: Sequence[float], unit: str = "x") -> str:
+def span(values: Sequence[float], unit: str = "x", digits: int = 1) -> str:
     """``lo-hi`` of ``values``, as ratios (``2.4-4.6x``) or in ``unit`` (one value if alike)."""
     lo, hi = min(values), max(values)
     if unit == "x":
         low, high, suffix = x(lo)[:-1], x(hi)[:-1], "x"
     else:
-        low, high, suffix = f"{lo:.1f}", f"{hi:.1f}", f" {unit}"
+        low, high = f"{lo:.{digits}f}", f"{hi:.{digits}f}"
+        suffix = f" {unit}"
     return (low if low == high else f"{low}-{high}") + suffix
 
 

@@ -408,3 +408,101 @@ def _outbound_table(data: Data) -> str:
         "429s on the wire",
     ]
     return table(header, "llrrrrr", rows) + "\n\n" + measured(document)
+
+
+# -- restoring overrides, applied-once markers, the demo's latency ---------------------------
+
+
+@block("restore-overrides")
+def _restore_overrides(data: Data) -> str:
+    document = data["restore-overrides"]
+    rounds = document["rounds"]
+    imports = [r["import_seconds"] for r in rounds]
+    exports = [r["export_seconds"] for r in rounds]
+    present = min(r["present"] for r in rounds)
+    return (
+        f"{document['overrides']:,} overrides restored in {span(imports, 's', 2)} "
+        f"({len(rounds)} round{'s' if len(rounds) > 1 else ''}), {present:,} of them "
+        f"present afterwards in the worst "
+        f"round (checked one by one with `HMGET`); exporting them again took "
+        f"{span(exports, 's', 2)}.\n\n" + measured(document)
+    )
+
+
+@block("delivery-cost")
+def _delivery_cost(data: Data) -> str:
+    document = data["delivery-cost"]
+    labels = {"admitted": "admitted (GET + SET)", "denied": "denied (GET)"}
+    rows, sizes = [], []
+    for case, variants in document["results"].items():
+        before = variants["unmarked"]["server_us"]
+        for variant, row in variants.items():
+            server = f"{row['server_us']:.1f}"
+            if variant == "marked":
+                more = row["server_us"] - before
+                server += f" ({more:+.1f}, {more / before:+.0%})"
+                if row["bytes_per_marker"] > 0:
+                    sizes.append(row["bytes_per_marker"])
+            rows.append(
+                [
+                    labels.get(case, case),
+                    "before (no marker)" if variant == "unmarked" else variant,
+                    server,
+                    f"{row['client_us']:.0f}",
+                    f"{row['args_us']:.1f}",
+                ]
+            )
+    header = [
+        "case",
+        "variant",
+        "server µs per EVALSHA",
+        "client µs per decision (round trip)",
+        "client µs to build the call",
+    ]
+    marker = (
+        f" A kept marker took {sizes[0]:.0f} bytes (`used_memory`)."
+        if sizes
+        else ""
+    )
+    return (
+        table(header, "llrrr", rows)
+        + f"\n\nMedians over {document['chunks']} chunks of {document['size']} decisions per "
+        f"variant.{marker}\n\n" + measured(document)
+    )
+
+
+@block("demo-latency")
+def _demo_latency(data: Data) -> str:
+    document = data["demo-latency"]
+    rows = [
+        [
+            str(row["workers"]),
+            f"{row['p50_ms']:.2f} ms",
+            f"{row['p99_ms']:.1f} ms",
+            f"{row['max_ms']:.1f} ms",
+        ]
+        for row in document["rows"]
+    ]
+    return (
+        table(["workers", "p50", "p99", "max"], "lrrr", rows)
+        + f"\n\nOne keep-alive client, {document['requests']} requests to "
+        f"`{document['path']}`.\n\n" + measured(document)
+    )
+
+
+@block("shared-rules")
+def _shared_rules(data: Data) -> str:
+    document = data["shared-rules"]
+    lags = [lag * 1000 for lag in document["lags_seconds"]]
+    costs = document["decision_ns"]
+    plain, shared = costs["not sharing"], costs["sharing"]
+    calls = ", ".join(
+        f"`{c}` {plain[c]:.0f} → {shared[c]:.0f} ns" for c in plain
+    )
+    return (
+        f"{document['workers']} worker processes, `interval={document['interval']:g}`: "
+        f"the last worker decided under a new default {statistics.median(lags):.0f} ms after "
+        f"the change (median of {len(lags)} trials), {max(lags):.0f} ms at most. Following "
+        f"shared rules, in memory (best of 7): {calls}.\n\n"
+        + measured(document)
+    )
