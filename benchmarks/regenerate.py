@@ -6,7 +6,7 @@ Python and the machine it was measured on), redraws ``docs/img/*.png`` (``docs/f
 rewrites the generated blocks of README.md and docs/*.md from docs/data (``docs/tables.py``):
 
     .venv/bin/pip install -e '.[redis,demo]' --group bench --group docs
-    .venv/bin/python benchmarks/regenerate.py              # everything, about 10 minutes
+    .venv/bin/python benchmarks/regenerate.py              # everything, about 12 minutes
     .venv/bin/python benchmarks/regenerate.py --only core redis   # some steps; the others
                                                             # keep their data
     .venv/bin/python benchmarks/regenerate.py --quick --out /tmp/quick   # a few seconds per
