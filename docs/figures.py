@@ -130,8 +130,8 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     """One panel per scenario, stacked, from docs/data/<name>.json.
 
     Drawn to be read at the documentation's column width and on a phone: one column of
-    panels, each with its own scale and the libraries named on every panel, 6 inches wide so
-    that a phone's 360 pixels shrink its text by well under two thirds.
+    panels, each with its own scale and the libraries named on every panel, 5 inches wide so
+    that a phone's 360 pixels shrink its text by half, not by two thirds.
     """
     source = DATA / f"{name}.json"
     if not source.exists():
@@ -144,7 +144,7 @@ def benchmark_bars(name: str, title: str, unit: str) -> Path | None:
     fig, axes = plt.subplots(
         len(scenarios),
         1,
-        figsize=(6.0, panel_height * len(scenarios) + 0.8),
+        figsize=(5.0, panel_height * len(scenarios) + 0.8),
         dpi=150,
     )
     if len(scenarios) == 1:
