@@ -18,6 +18,7 @@ framework run a tenth of ``--calls``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import glob
 import json
 import os
@@ -30,7 +31,13 @@ from typing import Any, Callable, Dict, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from middleware import CLIENT, minimal_wsgi_app, wsgi_batch  # noqa: E402
+from middleware import (  # noqa: E402
+    CLIENT,
+    asgi_batch,
+    minimal_asgi_app,
+    minimal_wsgi_app,
+    wsgi_batch,
+)
 
 from tokenbucket import BucketRegistry, Rule  # noqa: E402
 
@@ -39,6 +46,7 @@ IPV6_CLIENT = "2001:db8:0:1ff::7"
 
 def cases(peers: bool) -> Dict[str, Tuple[Callable[[int], Any], int]]:
     """Each case's batch function and its share of ``--calls`` (1, or 10 for a tenth)."""
+    from tokenbucket.asgi import RateLimitMiddleware as ASGIMiddleware
     from tokenbucket.proxies import TrustedProxyKey
     from tokenbucket.wsgi import RateLimitMiddleware
 
@@ -63,12 +71,25 @@ def cases(peers: bool) -> Dict[str, Tuple[Callable[[int], Any], int]]:
     proxied = RateLimitMiddleware(
         minimal_wsgi_app, registry=limited(), key=TrustedProxyKey(["10.0.0.0/8"])
     )
+    loop = asyncio.new_event_loop()
+    asgi_one = ASGIMiddleware(minimal_asgi_app, registry=limited())
+    asgi_settled = ASGIMiddleware(
+        minimal_asgi_app,
+        registry=BucketRegistry({"burst": Rule(1e12, 1e12), "daily": Rule(1e12, 1e9)}),
+        settle=lambda request, status, headers: 2,
+    )
+
+    def asgi(app: Any) -> Callable[[int], Any]:
+        return lambda n: loop.run_until_complete(asgi_batch(app, n))
+
     built: Dict[str, Tuple[Callable[[int], Any], int]] = {
         "nothing (the loop)": (lambda n: None, 1),
         "try_consume, one Rule, hot key": (try_consume, 1),
         "consume, one Rule, hot key": (consume, 1),
         "WSGI request, one limit": (lambda n: wsgi_batch(one, n), 1),
         "WSGI request, two limits": (lambda n: wsgi_batch(several, n), 1),
+        "ASGI request, one limit": (asgi(asgi_one), 1),
+        "ASGI request, two limits, cost settled": (asgi(asgi_settled), 1),
         "WSGI request, one limit, IPv6 client": (
             lambda n: wsgi_batch(one, n, remote=IPV6_CLIENT),
             1,
@@ -84,10 +105,8 @@ def cases(peers: bool) -> Dict[str, Tuple[Callable[[int], Any], int]]:
     }
     if not peers:
         return built
-    import asyncio
-
     from core import CONTENDERS, HUGE
-    from middleware import asgi_batch, asgi_variants, wsgi_variants
+    from middleware import asgi_variants, wsgi_variants
 
     for name, factory in CONTENDERS.items():
         if name.startswith("tokenbucket"):
@@ -99,12 +118,8 @@ def cases(peers: bool) -> Dict[str, Tuple[Callable[[int], Any], int]]:
                 decide("hot")
 
         built[f"decision, hot key: {name}"] = (hot_key, 1)
-    loop = asyncio.new_event_loop()
     for name, app in asgi_variants().items():
-        built[f"ASGI request: {name}"] = (
-            lambda n, app=app: loop.run_until_complete(asgi_batch(app, n)),
-            10,
-        )
+        built[f"ASGI request: {name}"] = (asgi(app), 10)
     for name, app in wsgi_variants().items():
         built[f"WSGI request: {name}"] = (lambda n, app=app: wsgi_batch(app, n), 10)
     return built
