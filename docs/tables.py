@@ -3,8 +3,8 @@
 No measured number in README.md or docs/*.md can then drift from its data.
 
 A block is the text between ``<!-- generated: NAME -->`` and ``<!-- /generated -->``; NAME is
-one of ``BLOCKS`` (docs/blocks.py), rendered from the JSON that benchmarks/regenerate.py
-writes, each with the commit and the machine it was measured at.
+one of ``BLOCKS`` (docs/blocks.py and the blocks_*.py it imports), rendered from the JSON
+that benchmarks/regenerate.py writes, each with the commit and the machine it was measured at.
 
     .venv/bin/python docs/tables.py           # rewrite every block in place
     .venv/bin/python docs/tables.py --check   # exit 1 if a block differs from docs/data
