@@ -9,13 +9,13 @@ rewrites the generated blocks of README.md and docs/*.md from docs/data (``docs/
     .venv/bin/python benchmarks/regenerate.py              # everything, about 12 minutes
     .venv/bin/python benchmarks/regenerate.py --only core redis   # some steps; the others
                                                             # keep their data
-    .venv/bin/python benchmarks/regenerate.py --quick --out /tmp/quick   # a few seconds per
-                                                            # step: checks the pipeline only
+    .venv/bin/python benchmarks/regenerate.py --quick --out /tmp/quick   # about 5 minutes:
+                                                            # checks the pipeline only
     .venv/bin/python benchmarks/regenerate.py --tables      # no benchmark: tables and figures
 
-A ``--quick`` run is stamped as such and refused in docs/data by the docs tests: its numbers
-are too few to publish. Steps run one after the other (never two at once: they would share
-the cores they measure).
+A ``--quick`` run is stamped as such, may not write docs/data, and its data is refused there
+by the docs tests: its numbers are too few to publish. Steps run one after the other (never
+two at once: they would share the cores they measure).
 """
 
 from __future__ import annotations
