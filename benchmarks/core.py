@@ -15,7 +15,8 @@ Scenarios:
 * bytes per tracked key: tracemalloc growth after one request for each of 100,000 fresh keys
   (the key strings are created beforehand and not counted).
 * 8 threads, capacity 1,000: 20,000 attempts on one key with (almost) no refill; how many pass
-  (exactly 1,000 is correct; more is over-admission).
+  (exactly 1,000 is correct; more is over-admission), in 3 trials (the table shows the one
+  furthest from 1,000; the JSON keeps all three).
 
 "tokenbucket + Prometheus metrics" is tokenbucket with ``tokenbucket.metrics.instrument``
 and a ``PrometheusMetrics``: every decision counted and its store time observed. The added
@@ -233,16 +234,25 @@ def bytes_per_key(factory: Factory) -> float:
     return (after - before) / len(keys)
 
 
-def threaded_admitted(factory: Factory) -> int:
+TRIALS = 3
+
+
+def threaded_admitted(factory: Factory) -> Tuple[int, Dict[str, int]]:
+    """Requests admitted by 8 racing threads, and the exceptions the calls raised, by type."""
     decide = factory(1000, TINY_RATE)
     barrier = threading.Barrier(8)
     counts = [0] * 8
+    errors: Dict[str, int] = {}
 
     def work(index: int) -> None:
         barrier.wait()
         admitted = 0
         for _ in range(2500):
-            admitted += bool(decide("shared"))
+            try:
+                admitted += bool(decide("shared"))
+            except Exception as error:  # a peer's bug under threads: counted, not hidden
+                name = type(error).__name__
+                errors[name] = errors.get(name, 0) + 1
         counts[index] = admitted
 
     previous = sys.getswitchinterval()
@@ -255,7 +265,7 @@ def threaded_admitted(factory: Factory) -> int:
             thread.join()
     finally:
         sys.setswitchinterval(previous)
-    return sum(counts)
+    return sum(counts), errors
 
 
 TIMED: List[Tuple[str, Callable[[Factory, int], float]]] = [
@@ -323,7 +333,16 @@ def main() -> None:
         print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
 
     memory = {name: bytes_per_key(CONTENDERS[name]) for name in names}
-    admitted = {name: threaded_admitted(CONTENDERS[name]) for name in names}
+    # A race is won or lost by chance: TRIALS trials each, every count kept.
+    trials = {name: [threaded_admitted(CONTENDERS[name]) for _ in range(TRIALS)] for name in names}
+    counts = {name: [count for count, _ in runs] for name, runs in trials.items()}
+    # the trial furthest from the right answer
+    admitted = {name: max(runs, key=lambda n: abs(n - 1000)) for name, runs in counts.items()}
+    raised: Dict[str, Dict[str, int]] = {}
+    for name, runs in trials.items():
+        for _, errors in runs:
+            for error, times in errors.items():
+                raised.setdefault(name, {})[error] = raised.get(name, {}).get(error, 0) + times
 
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {_cpu()}; "
@@ -356,6 +375,8 @@ def main() -> None:
         + " | ".join(f"{admitted[name]:,}" + _verdict(admitted[name]) for name in names)
         + " |"
     )
+    for name, errors in raised.items():
+        print(f"\n{name} raised under 8 threads: {errors}")
     print(
         "\nRatios are each library's time (or bytes) divided by tokenbucket's; >1x means "
         "tokenbucket is faster (smaller)."
@@ -393,7 +414,8 @@ def main() -> None:
                 for scenario, _ in TIMED
             },
             "bytes_per_key": memory,
-            "threaded_admitted": admitted,
+            "threaded_admitted": counts,
+            "threaded_errors": raised,
         }
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)

@@ -21,6 +21,7 @@ Run (it starts its own redis-server on a free port)::
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import time
@@ -120,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=40)
     parser.add_argument("--size", type=int, default=250)
+    parser.add_argument("--json", help="also write the results here")
     options = parser.parse_args()
     process, port, workdir = start_server()
     url = f"redis://127.0.0.1:{port}/0"
@@ -138,6 +140,10 @@ def main() -> None:
                 f"| {case} | {variant} | {row['server_us']:.2f} | {row['client_us']:.1f} | "
                 f"{row['args_us']:.2f} | {row['bytes_per_marker']:.0f} |"
             )
+    if options.json:
+        with open(options.json, "w") as out:
+            document = {"chunks": options.chunks, "size": options.size, "results": results}
+            json.dump(document, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ not.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -86,13 +87,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="concurrent keep-alive clients")
     parser.add_argument("--requests", type=int, default=500, help="requests per client")
     parser.add_argument("--path", default="/")
+    parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
+    rows = []
     print(f"{args.clients} keep-alive client(s) x {args.requests} requests to {args.path}")
     print(f"{'workers':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}")
     for workers in args.workers:
         samples = measure(workers, args.clients, args.requests, args.path)
         row = [quantile(samples, q) * 1000 for q in (0.5, 0.99, 0.999)] + [samples[-1] * 1000]
         print(f"{workers:>8} {row[0]:>8.2f} {row[1]:>8.2f} {row[2]:>9.2f} {row[3]:>8.2f}")
+        rows.append({"workers": workers, "p50_ms": row[0], "p99_ms": row[1], "max_ms": row[3]})
+    if args.json:
+        document = {"clients": args.clients, "requests": args.requests, "path": args.path}
+        with open(args.json, "w") as out:
+            json.dump({**document, "rows": rows}, out, indent=1)
 
 
 if __name__ == "__main__":

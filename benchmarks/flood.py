@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import platform
 import time
 from array import array
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument(
         "--clock", choices=["wall", "cpu"], default="wall", help="time per decision: wall or CPU"
     )
+    parser.add_argument("--json", help="also write the row here")
     args = parser.parse_args()
 
     registry = BucketRegistry(Rule(10, 0.001), store=MemoryStore(max_keys=args.max_keys))
@@ -82,6 +84,20 @@ def main() -> None:
         f"| {sum(1 for s in samples if s > 1_000_000)} "
         f"| {sum(1 for s in samples if s > 10_000_000)} |"
     )
+    if args.json:
+        row = {
+            "clock": args.clock,
+            "keys": args.keys,
+            "decisions": args.decisions,
+            "p50_us": percentile(ordered, 0.5) * us,
+            "p99_us": percentile(ordered, 0.99) * us,
+            "p99.9_us": percentile(ordered, 0.999) * us,
+            "max_us": ordered[-1] * us,
+            "over_1ms": sum(1 for s in samples if s > 1_000_000),
+            "over_10ms": sum(1 for s in samples if s > 10_000_000),
+        }
+        with open(args.json, "w") as out:
+            json.dump(row, out, indent=1)
 
 
 if __name__ == "__main__":

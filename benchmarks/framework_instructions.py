@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import glob
+import json
 import os
 import re
 import subprocess
@@ -62,6 +63,7 @@ def inside(requests: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--json", help="also write the counts here")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
@@ -102,6 +104,13 @@ def main() -> None:
             "-" if name == "tokenbucket" or name.startswith("bare") else f"{count - generic:+,.0f}"
         )
         print(f"| {title} | {name} | {count:,.0f} | {delta} |")
+    if args.json:
+        nested: Dict[str, Dict[str, float]] = {}
+        for key, count in per_request.items():
+            title, name = key.split("\t")
+            nested.setdefault(title, {})[name] = count
+        with open(args.json, "w") as file:
+            json.dump({"requests": args.requests, "instructions": nested}, file, indent=1)
 
 
 if __name__ == "__main__":

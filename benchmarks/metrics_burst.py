@@ -1,7 +1,7 @@
 """Record the demo's /metrics under bursts: the data of docs/img/metrics-burst.png.
 
 Run:  .venv/bin/pip install -e '.[demo]' && .venv/bin/python benchmarks/metrics_burst.py
-      (writes docs/data/metrics-burst.json; docs/figures.py draws the figure from it)
+      [PATH]  (writes docs/data/metrics-burst.json, or PATH; docs/figures.py draws the figure)
 
 Starts the demo gateway (``python -m tokenbucket.demo``, capacity 10, refill 5/s) on a free
 loopback port, scrapes ``/metrics`` every 0.5 s for 20 s as Prometheus would, while one client
@@ -112,7 +112,8 @@ def main() -> None:
     last = scrapes[-1]
     if (last["allowed"], last["denied"]) != (sent["allowed"], sent["denied"]):
         raise SystemExit(f"the scrape {last} disagrees with the client's count {sent}")
-    OUT.write_text(
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+    out.write_text(
         json.dumps(
             {
                 "machine": f"Python {platform.python_version()} on {platform.machine()}",
@@ -125,7 +126,7 @@ def main() -> None:
         )
         + "\n"
     )
-    print(f"wrote {OUT.relative_to(ROOT)}: {sent}")
+    print(f"wrote {out}: {sent}")
 
 
 if __name__ == "__main__":

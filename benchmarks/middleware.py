@@ -203,8 +203,8 @@ def wsgi_variants(peers: bool = True) -> Dict[str, Callable[..., Any]]:
     return variants
 
 
-def wsgi_environ() -> Dict[str, Any]:
-    return {
+def wsgi_environ(remote: str = CLIENT, forwarded: Optional[str] = None) -> Dict[str, Any]:
+    environ = {
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "",
         "PATH_INFO": "/",
@@ -212,7 +212,7 @@ def wsgi_environ() -> Dict[str, Any]:
         "SERVER_NAME": "bench.local",
         "SERVER_PORT": "80",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": CLIENT,
+        "REMOTE_ADDR": remote,
         "HTTP_HOST": "bench.local",
         "HTTP_USER_AGENT": "bench",
         "wsgi.version": (1, 0),
@@ -223,10 +223,18 @@ def wsgi_environ() -> Dict[str, Any]:
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
+    if forwarded is not None:
+        environ["HTTP_X_FORWARDED_FOR"] = forwarded
+    return environ
 
 
-def wsgi_batch(app: Callable[..., Any], requests: int) -> Tuple[float, int]:
-    template = wsgi_environ()
+def wsgi_batch(
+    app: Callable[..., Any],
+    requests: int,
+    remote: str = CLIENT,
+    forwarded: Optional[str] = None,
+) -> Tuple[float, int]:
+    template = wsgi_environ(remote, forwarded)
     status = ""
 
     def start_response(line: str, headers: Any, exc_info: Optional[Any] = None) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import platform
@@ -494,6 +495,7 @@ def main():
     parser.add_argument("--only", nargs="*", help="contenders to run (names as in the table)")
     parser.add_argument("--modes", nargs="*", help="modes to run (words each mode's name holds)")
     parser.add_argument("--no-round-trips", action="store_true", help="skip the commands table")
+    parser.add_argument("--json", help="also write the results here")
     options = parser.parse_args()
     names = [n for n in CONTENDERS if not options.only or n in options.only or n.startswith("INCR")]
     missing = [
@@ -527,8 +529,10 @@ def main():
             "| server µs |"
         )
         print("| --- | --- | --- | --- | ---: |")
-        for name in [] if options.no_round_trips else names:
-            for kind, (client, server, busy) in round_trips(name, url, port).items():
+        measured = [] if options.no_round_trips else names
+        trips = {name: round_trips(name, url, port) for name in measured}
+        for name in measured:
+            for kind, (client, server, busy) in trips[name].items():
                 sent = ", ".join(f"{c} {n:.2f}" for c, n in sorted(client.items()))
                 ran = ", ".join(f"{c} {n:.2f}" for c, n in sorted(server.items()))
                 print(f"| {name} | {kind} | {sent} | {ran} | {busy:.1f} |")
@@ -575,6 +579,31 @@ def main():
                     print(f"| {name} | " + " | ".join(cells) + " |")
             slowdown = ", ".join(f"{m}: {floor[m] / ours[m]:.2f}x" for m in modes)
             print(f"\nINCR floor / tokenbucket (target <= 1.5): {slowdown}")
+        if options.json:
+            document = {
+                "rounds": options.rounds,
+                "seconds": options.seconds,
+                "modes": modes,
+                "redis_server": admin.info("server")["redis_version"],
+                "redis_py": version("redis"),
+                "round_trips": {
+                    name: {
+                        kind: {"client": client, "server": server, "server_us": busy}
+                        for kind, (client, server, busy) in by_kind.items()
+                    }
+                    for name, by_kind in trips.items()
+                },
+                # None where a contender has no such mode
+                "decisions_per_second": {
+                    name: {
+                        mode: [None if math.isnan(rate) else rate for rate in rates]
+                        for mode, rates in by_mode.items()
+                    }
+                    for name, by_mode in results.items()
+                },
+            }
+            with open(options.json, "w") as out:
+                json.dump(document, out, indent=1)
     finally:
         admin.close()
         if process is not None:

@@ -13,6 +13,7 @@ Run (it starts its own redis-server on a free port unless given --url)::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import redis
@@ -27,7 +28,9 @@ def main() -> None:
     parser.add_argument("--url", help="a Redis to use (it is FLUSHALLed; default: start one)")
     parser.add_argument("--overrides", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the rounds here")
     args = parser.parse_args()
+    rounds = []
     server = None
     url = args.url
     if url is None:
@@ -60,8 +63,19 @@ def main() -> None:
             f"round {round_}: import {imported:.2f} s, export {listed:.2f} s, "
             f"present {present}/{args.overrides}, exported {len(exported['overrides'])}"
         )
+        rounds.append(
+            {
+                "import_seconds": imported,
+                "export_seconds": listed,
+                "present": present,
+                "exported": len(exported["overrides"]),
+            }
+        )
         store.close()
     client.close()
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"overrides": args.overrides, "rounds": rounds}, out, indent=1)
     if server is not None:
         server.terminate()
         server.wait()

@@ -63,6 +63,9 @@ def memory_rows(rounds: int, calls: int) -> Dict[str, float]:
             "hot"
         )
         cases[f"consume, {limits} limit{'s' * (limits > 1)}"] = lambda m=made: m.consume("hot")
+    shadowed = registry(2, shadow={"hourly"})  # the general take_all, not the fast path
+    shadowed.consume("hot")
+    cases["consume, 2 limits, one in shadow"] = lambda: shadowed.consume("hot")
     samples: Dict[str, List[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, call in cases.items():

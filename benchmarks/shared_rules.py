@@ -18,11 +18,13 @@ Run (it starts its own redis-server on a free port unless given --url)::
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import random
 import statistics
 import time
 import timeit
+from typing import Dict
 
 from redis_bench import start_server
 
@@ -48,17 +50,21 @@ def worker(url: str, interval: float, trials: int, ready, report) -> None:
     store.close()
 
 
-def decision_cost() -> None:
+def decision_cost() -> Dict[str, Dict[str, float]]:
     """ns per try_consume / consume, in memory, without and with share_rules (best of 7)."""
+    table: Dict[str, Dict[str, float]] = {}
     for shared in (False, True):
         registry = BucketRegistry(Rule(1e9, 1e9))
         if shared:
             registry.share_rules(interval=1.0)
         costs = []
+        label = "sharing" if shared else "not sharing"
         for call in (registry.try_consume, registry.consume):
             best = min(timeit.repeat(lambda call=call: call("k"), number=100_000, repeat=7))
+            table.setdefault(label, {})[call.__name__] = best / 100_000 * 1e9
             costs.append(f"{call.__name__} {best / 100_000 * 1e9:.0f} ns")
-        print(f"in memory, {'sharing' if shared else 'not sharing'}: " + ", ".join(costs))
+        print(f"in memory, {label}: " + ", ".join(costs))
+    return table
 
 
 def main() -> None:
@@ -67,8 +73,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--json", help="also write the lags and costs here")
     args = parser.parse_args()
-    decision_cost()
+    costs = decision_cost()
     server = None
     url = args.url
     if url is None:
@@ -109,6 +116,10 @@ def main() -> None:
         f"lag median {statistics.median(lags) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms "
         f"(bound: interval + one round trip = {args.interval * 1000:.0f} ms + RTT)"
     )
+    if args.json:
+        document = {"workers": args.workers, "interval": args.interval, "lags_seconds": lags}
+        with open(args.json, "w") as out:
+            json.dump({**document, "decision_ns": costs}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -134,14 +135,17 @@ def redis_store(url):
 
 
 def server_cpu(url):
+    """redis-server's CPU seconds so far and the connections it has accepted (0, 0 in memory)."""
     if url is None:
-        return 0.0
+        return 0.0, 0
     import redis
 
     client = redis.Redis.from_url(url)
-    info = client.info("cpu")
+    cpu = client.info("cpu")
+    connections = client.info("stats")["total_connections_received"]
     client.close()
-    return info["used_cpu_user"] + info["used_cpu_sys"]
+    # less this very connection
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"], connections - 1
 
 
 def start_redis():
@@ -170,24 +174,48 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--waiters", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--json", help="also write the rows here")
     options = parser.parse_args()
+    rows = []
     process = url = None
     stores = [("memory", memory_store(), None)]
     if not options.no_redis and shutil.which("redis-server"):
         process, url = start_redis()
         stores.append(("redis", redis_store(url), url))
     try:
-        print("store   waiters  way      sleeps/call  calls/call  cpu s  redis cpu s  wall s order")
+        print(
+            "store   waiters  way      sleeps/call  calls/call  cpu s  redis cpu s  wall s order"
+            "  connections"
+        )
         for name, make, server in stores:
             for waiters in options.waiters:
                 for label, way in (("retry", retry), ("reserve", reserve)):
-                    before = server_cpu(server)
+                    cpu_before, connections_before = server_cpu(server)
                     sleeps, calls, cpu, wall, order = asyncio.run(scenario(way, make, waiters))
-                    spent = server_cpu(server) - before
+                    cpu_after, connections_after = server_cpu(server)
+                    spent = cpu_after - cpu_before
+                    connections = connections_after - connections_before
                     print(
                         f"{name:7} {waiters:7}  {label:8} {sleeps:11.2f} {calls:11.2f} "
-                        f"{cpu:6.2f} {spent:12.2f} {wall:7.2f} {order:5.0%}"
+                        f"{cpu:6.2f} {spent:12.2f} {wall:7.2f} {order:5.0%} {connections:12}"
                     )
+                    rows.append(
+                        {
+                            "store": name,
+                            "waiters": waiters,
+                            "way": label,
+                            "sleeps_per_call": sleeps,
+                            "store_calls_per_call": calls,
+                            "cpu_seconds": cpu,
+                            "server_cpu_seconds": spent,
+                            "wall_seconds": wall,
+                            "order_kept": order,
+                            "connections_opened": connections,
+                        }
+                    )
+        if options.json:
+            with open(options.json, "w") as out:
+                json.dump({"rows": rows}, out, indent=1)
     finally:
         if process is not None:
             process.terminate()
