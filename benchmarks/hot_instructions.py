@@ -1,6 +1,8 @@
 """Instructions per call on the hot paths, counted by valgrind's callgrind (repeatable on a
-loaded machine): ``try_consume`` and ``consume`` on a hot key of a one-Rule in-memory registry,
-and a WSGI request through the middleware with one limit and with several.
+loaded machine): ``try_consume`` and ``consume`` on a hot key of an in-memory registry of one
+Rule and of 2 and 3 named limits, the first touch of a key (a new key per call) with 1 and 2
+limits, and a WSGI request through the middleware with one limit and with several. Then (outside
+callgrind, with tracemalloc) the bytes a tracked key costs with 1 and 2 limits.
 
 The script re-runs itself under callgrind; each case runs ``--calls`` times between two calls
 of ``os.getppid`` (callgrind dumps its counters on entering that function), after a warm-up,
@@ -18,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import tracemalloc
 from typing import Any, Callable, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,6 +29,27 @@ sys.path.insert(0, HERE)
 from middleware import minimal_wsgi_app, wsgi_batch  # noqa: E402
 
 from tokenbucket import BucketRegistry, Rule  # noqa: E402
+
+
+def registry(limits: int, rate: float) -> BucketRegistry:
+    """A registry of ``limits`` limits (1: a plain Rule) that never refuses a hot key."""
+    rules = [Rule(1e12, rate), Rule(1e12, rate / 2), Rule(1e12, rate / 3)]
+    if limits == 1:
+        return BucketRegistry(rules[0])
+    return BucketRegistry(dict(zip(["burst", "hourly", "daily"], rules[:limits])))
+
+
+def bytes_per_key(limits: int, keys: int = 20_000) -> float:
+    """tracemalloc's growth per new key (key strings made beforehand) with ``limits`` limits."""
+    made = registry(limits, 1e-9)
+    names = [f"client-{index}" for index in range(keys)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for name in names:
+        made.try_consume(name)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (after - before) / keys
 
 
 def cases() -> Dict[str, Callable[[int], Any]]:
@@ -41,6 +65,31 @@ def cases() -> Dict[str, Callable[[int], Any]]:
         for _ in range(n):
             hot.consume("hot")
 
+    named = [registry(limits, 1e12) for limits in (2, 3)]
+
+    def hot_of(made: BucketRegistry, call: str) -> Callable[[int], None]:
+        method = getattr(made, call)
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                method("hot")
+
+        return run
+
+    # First touch: a new key per call (made beforehand), under rates too slow to refill.
+    fresh = [f"client-{index}" for index in range(200_000)]
+    firsts = {limits: (registry(limits, 1e-9), iter(fresh)) for limits in (1, 2)}
+
+    def first(limits: int) -> Callable[[int], None]:
+        made, keys = firsts[limits]
+
+        def run(n: int) -> None:
+            take = made.try_consume
+            for _ in range(n):
+                take(next(keys))
+
+        return run
+
     one = RateLimitMiddleware(minimal_wsgi_app, registry=BucketRegistry(Rule(1e12, 1e12)))
     several = RateLimitMiddleware(
         minimal_wsgi_app,
@@ -50,6 +99,11 @@ def cases() -> Dict[str, Callable[[int], Any]]:
         "nothing (the loop)": lambda n: None,
         "try_consume, one Rule, hot key": try_consume,
         "consume, one Rule, hot key": consume,
+        "try_consume, 2 limits, hot key": hot_of(named[0], "try_consume"),
+        "try_consume, 3 limits, hot key": hot_of(named[1], "try_consume"),
+        "consume, 2 limits, hot key": hot_of(named[0], "consume"),
+        "try_consume, one Rule, first touch": first(1),
+        "try_consume, 2 limits, first touch": first(2),
         "WSGI request, one limit": lambda n: wsgi_batch(one, n),
         "WSGI request, two limits": lambda n: wsgi_batch(several, n),
     }
@@ -104,6 +158,10 @@ def main() -> None:
     print("| --- | ---: |")
     for name, count in zip(names[1:], batches[1:]):
         print(f"| {name} | {(count - empty) / args.calls:,.0f} |")
+    print("\n| bytes per tracked key (tracemalloc) | bytes |")
+    print("| --- | ---: |")
+    for limits in (1, 2):
+        print(f"| {limits} limit{'s' * (limits > 1)} | {bytes_per_key(limits):,.0f} |")
 
 
 if __name__ == "__main__":
