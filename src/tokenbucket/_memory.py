@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._arith import (
     EXACT,
@@ -40,10 +40,11 @@ from ._arith import (
 )
 from ._clock import Clock
 from ._memory_adjust import Adjusting
+from ._memory_layout import GroupState, split
 from ._memory_rules import Overriding
 from ._memory_several import Several
 from ._rule import Rule
-from ._store import Outcome, Outcomes
+from ._store import Outcome
 from ._sweep import Shape as _Shape
 from ._sweep import State as _State
 
@@ -86,6 +87,7 @@ class MemoryStore(Several, Adjusting, Overriding):
     __slots__ = (
         "_admission",
         "_clock",
+        "_grouped",
         "_mask",
         "_max_keys",
         "_overrides",
@@ -120,22 +122,41 @@ class MemoryStore(Several, Adjusting, Overriding):
         self._shards: List[Tuple[Dict[str, _State], threading.Lock]] = [
             ({}, lock) for lock in self._stripes
         ]
+        #: Per stripe: the group states of its keys (their several limits, see
+        #: ``_memory_layout``), under the same lock.
+        self._grouped: List[Tuple[Dict[str, GroupState], threading.Lock]] = [
+            ({}, lock) for lock in self._stripes
+        ]
         self._mask = stripes - 1
         self._max_keys = max_keys
         self._admission = threading.Lock()
         self._start_sweeping()
 
     def __len__(self) -> int:
-        """Return how many buckets are tracked (full ones not yet forgotten included)."""
-        return sum(len(states) for states, _ in self._shards)
+        """Return how many keys are tracked (full ones not yet forgotten included).
+
+        A key of a registry of several limits counts once, with all its limits.
+        """
+        return sum(len(states) for states, _ in self._shards) + sum(
+            len(groups) for groups, _ in self._grouped
+        )
 
     def __contains__(self, key: object) -> bool:
-        """Return whether ``key`` has a bucket tracked (a full one not yet forgotten included)."""
-        return isinstance(key, str) and key in self._shards[hash(key) & self._mask][0]
+        """Return whether the bucket ``key`` is tracked (a full one not yet forgotten included).
+
+        ``key`` is a store key: a limit's is ``limit_key(key, name)`` (see ``_limits``).
+        """
+        if not isinstance(key, str):
+            return False
+        limit = split(key)
+        if limit is None:
+            return key in self._shards[hash(key) & self._mask][0]
+        state = self._grouped[hash(limit[0]) & self._mask][0].get(limit[0])
+        return state is not None and any(name == limit[1] for name, _ in state[-1])
 
     @property
     def max_keys(self) -> Optional[int]:
-        """The cap on tracked buckets, or None."""
+        """The cap on tracked keys (a key of several limits counts once), or None."""
         return self._max_keys
 
     def take(self, key: str, amount: float, default: Rule, /, _commit: bool = True) -> Outcome:
@@ -144,10 +165,13 @@ class MemoryStore(Several, Adjusting, Overriding):
         ``_commit=False`` is `peek` (private: one body, no extra call on the hot path).
         """
         states, lock = self._shards[hash(key) & self._mask]
-        if key not in states and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
-            self._sweep()
+        if key not in states:
+            limit = split(key)
+            if limit is not None:  # a limit of a key: in its group state
+                group = [(limit[0], ((limit[1], default),))]
+                return self.take_all(group, amount, (), _commit=_commit)[1][0]
+            if self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due()):
+                self._sweep()
         lock.acquire()
         try:
             now = self._clock()
@@ -267,84 +291,55 @@ class MemoryStore(Several, Adjusting, Overriding):
                         used, carry = accumulate(used, carry, amount)
                         states[key] = (base, used, carry, shape)
                     return True
+            elif (  # the first touch, as take admits it: a full bucket, no cap, no sweep due
+                self._max_keys is None
+                and self._until_sweep > 0
+                and key[:1] != "{"  # perhaps a limit's store key: take finds its group
+            ):
+                rule = self._overrides.get(key, default)
+                if amount > rule._ceiling:
+                    return False
+                self._enter(states, key, (self._clock(), amount, EXACT, rule._shape), 0)
+                return True
         finally:
             lock.release()
         return self.take(key, amount, default)[0]
-
-    def _try_take_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: int, /
-    ) -> Optional[Tuple[bool, Outcomes]]:
-        """`take_all` for the common case, or None: the fast path of several limits.
-
-        Private to this class, like `_try_take`: the registry of several limits calls it only
-        when its store is exactly a MemoryStore, with distinct keys and an int ``amount``. The
-        common case is every bucket tracked and written under the default it is given (no
-        override, no rule change since): then it decides as `take_all` does; anything else
-        answers None before changing anything, and the caller goes to `take_all`. Like
-        `_try_take`, it inlines ``_arith.deficit`` and ``admits`` (a call costs more than the
-        arithmetic); the property tests hold both paths to the exact model.
-        """
-        shards, mask = self._shards, self._mask
-        locks = sorted({hash(key) & mask for key, _ in buckets})
-        for index in locks:
-            shards[index][1].acquire()
-        try:
-            now = self._clock()
-            found = []
-            allowed = True
-            for key, rule in buckets:
-                states = shards[hash(key) & mask][0]
-                state = states.get(key)
-                if state is None or state[3] is not rule._shape:
-                    return None
-                base, used = state[0], state[1]
-                if now > base:  # the inlined deficit()
-                    debt = used - (now - base) * rule.refill_rate
-                    if debt <= 0:
-                        debt = 0
-                else:
-                    debt = used
-                if debt + amount > rule._ceiling:  # not admits()
-                    allowed = False
-                found.append((states, key, state, rule, debt))
-            if allowed:
-                outcomes = []
-                for states, key, (base, used, carry, shape), rule, debt in found:
-                    if debt and carry is EXACT:  # an int amount adds exactly
-                        states[key] = (base, used + amount, EXACT, shape)
-                    else:
-                        states[key] = self._charged(base, used, carry, debt, amount, rule, now)
-                    outcomes.append((True, rule.capacity - debt - amount, rule))
-                return True, tuple(outcomes)
-            return False, tuple(
-                (
-                    debt + amount <= rule._ceiling,
-                    behind(rule.capacity - debt, state[0], now, rule.refill_rate),
-                    rule,
-                )
-                for _, _, state, rule, debt in found
-            )
-        finally:
-            for index in locks:
-                shards[index][1].release()
 
     def _admit(
         self, states: Dict[str, _State], key: str, state: _State, held: bool = False
     ) -> bool:
         """Track a new key unless at the cap (``held``: room reserved). Caller holds its lock."""
-        if self._max_keys is not None and not held:
+        if not held and not self._reserve(1):
+            return False
+        self._enter(states, key, state, 0)
+        return True
+
+    def _reserve(self, count: int, over: bool = False) -> bool:
+        """Count ``count`` new keys (< 0: give them back) if the cap has room, or ``over`` it.
+
+        A key counts once, however many limits it holds.
+        """
+        if self._max_keys is not None:
             with self._admission:
-                if self._count >= self._max_keys:
-                    self._until_sweep -= 1
+                if count > 0 and not over and self._count + count > self._max_keys:
+                    self._until_sweep -= count
                     return False
-                self._count += 1
+                self._count += count
+        return True
+
+    def _enter(self, states: Dict[str, Any], key: str, state: Any, kind: int) -> None:
+        """Track ``key`` (counted already): a single bucket (``kind`` 0) or a group (1)."""
         self._until_sweep -= 1  # without a cap, a race loses a count: a sweep a key later
         states[key] = state
         self._keys.append(key)
-        return True
+        self._kinds.append(kind)
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""
+        limit = split(key)
+        if limit is not None:
+            self._reset_limit(*limit)
+            return
         states, lock = self._shards[hash(key) & self._mask]
         with lock:
             state = states.get(key)

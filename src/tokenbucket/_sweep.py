@@ -6,14 +6,16 @@ used here are MemoryStore's (declared below for the type checker, stored in its 
 
 Every key has one entry in ``_keys`` (in order of admission), which sweeps walk a slice at a
 time, compacting it in place; no sweep holds more than one lock at a time, or any lock for
-longer than one deletion.
+longer than one deletion. ``_kinds`` says, entry for entry, whether it is a single bucket (0)
+or a key's group of several limits (1, see ``_memory_layout``): a group is forgotten when all
+its limits are full, and it counts as one key.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._arith import deficit, wait
 from ._clock import Clock
@@ -44,6 +46,7 @@ class Sweeping:
         "_freed",
         "_idle_since",
         "_keys",
+        "_kinds",
         "_next_full",
         "_pass_began",
         "_pass_end",
@@ -60,6 +63,7 @@ class Sweeping:
     _mask: int
     _max_keys: Optional[int]
     _shards: List[Tuple[Dict[str, State], threading.Lock]]
+    _grouped: List[Tuple[Dict[str, Any], threading.Lock]]
 
     def _start_sweeping(self) -> None:
         """Set the sweep's initial state (from ``MemoryStore.__init__``)."""
@@ -68,6 +72,7 @@ class Sweeping:
         self._sweeping = threading.Lock()
         self._count = 0  # tracked keys, kept (under _admission) only if there is a cap
         self._keys: List[str] = []
+        self._kinds = bytearray()  # entry for entry of _keys: 0 a single bucket, 1 a group
         self._read = 0
         self._write = 0
         self._pass_end = 0  # the pass visits the keys tracked when it began: _keys[:_pass_end]
@@ -102,11 +107,13 @@ class Sweeping:
                 return  # another thread stepped while we looked
             self._until_sweep = _MIN_SWEEP_INTERVAL
             now = self._clock()
-            keys, shards, mask = self._keys, self._shards, self._mask
+            keys, kinds, mask = self._keys, self._kinds, self._mask
+            both = (self._shards, self._grouped)
             read, write = self._read, self._write
             if read == 0:
                 self._pass_began = now
-                self._pass_end = len(keys)
+                # (an entry is appended to _keys, then to _kinds)
+                self._pass_end = min(len(keys), len(kinds))
             last = self._pass_end
             idle_since = math.inf if at_cap else self._idle_since
             next_full = self._next_full
@@ -115,15 +122,20 @@ class Sweeping:
             visited = end - read
             dropped = 0
             while read < end:
-                key = keys[read]
+                key, kind = keys[read], kinds[read]
                 read += 1
-                states, lock = shards[hash(key) & mask]
+                states, lock = both[kind][hash(key) & mask]
                 state = states.get(key)
                 if state is None:
                     continue  # gone already (never, while each key has one entry)
-                base, used, _, shape = state
-                missing = deficit(base, used, shape[1], now)
-                if not missing:
+                if kind:  # a group: full when all its limits are, at its latest base
+                    full, base, due = group_fullness(state, now)
+                else:
+                    base, used, _, shape = state
+                    missing = deficit(base, used, shape[1], now)
+                    full = not missing
+                    due = now + wait(missing, shape[1]) if missing else now
+                if full:
                     # Not while the clock is behind base: a bucket made anew at now would
                     # refill from there, earlier than this one may (see _arith).
                     if base <= idle_since and base <= now:
@@ -135,11 +147,9 @@ class Sweeping:
                         if unchanged:
                             dropped += 1
                             continue
-                else:
-                    due = now + wait(missing, shape[1])
-                    if due < next_full:
-                        next_full = due
-                keys[write] = key
+                elif due < next_full:
+                    next_full = due
+                keys[write], kinds[write] = key, kind
                 write += 1
             if dropped:
                 freed = True
@@ -149,6 +159,7 @@ class Sweeping:
             pass_done = read >= last
             if pass_done:
                 del keys[write:last]  # keys admitted since are moved down, not lost
+                del kinds[write:last]
                 self._read = self._write = 0
                 self._idle_since = self._pass_began
                 self._next_full, self._freed = math.inf, False
@@ -162,3 +173,21 @@ class Sweeping:
                 self._reclaim_at = now + pause
         finally:
             self._sweeping.release()
+
+
+def group_fullness(state: Tuple[Any, ...], now: float) -> Tuple[bool, float, float]:
+    """Whether every limit of a group state is full, its latest base, and when all will be.
+
+    A group state holds a key's several limits (see ``_memory_layout``).
+
+    The last is ``now`` when every limit is full, else when the last of them is due to be.
+    """
+    full, latest, due = True, -float("inf"), now
+    for index, (_, shape) in enumerate(state[-1]):
+        base = state[3 * index]
+        missing = deficit(base, state[3 * index + 1], shape[1], now)
+        if missing:
+            full = False
+            due = max(due, now + wait(missing, shape[1]))
+        latest = max(latest, base)
+    return full, latest, due
