@@ -636,7 +636,8 @@ class TestLimitsSeams:
         rule = Rule(1, 1.0)
         store = MemoryStore(clock=ManualClock(0.0))
         assert store.take_all([("a}b", (("x", rule),)), ("ab", (("x", rule),))], 1)[0]
-        assert "{a\1\3b}\0x" in store and "{ab}\0x" in store
+        assert "{a\1\3b}\0x" in store
+        assert "{ab}\0x" in store
 
     def test_an_empty_limit_name_is_refused(self):
         """A limit named '' is refused with a TypeError naming the limit names."""
@@ -810,11 +811,14 @@ def test_the_cap_counts_a_key_of_several_limits_once():
     rule = Rule(10, 1.0)
     store = MemoryStore(clock=ManualClock(100.0), max_keys=2)
     limits = BucketRegistry({"a": rule, "b": rule, "c": rule}, store=store)
-    assert limits.consume("k1") and limits.consume("k2")
+    assert limits.consume("k1")
+    assert limits.consume("k2")
     assert len(store) == 2
     decision = limits.consume("k3")
-    assert not decision.allowed and decision.remaining == 0
-    assert len(store) == 2 and "k3" not in store
+    assert not decision.allowed
+    assert decision.remaining == 0
+    assert len(store) == 2
+    assert "k3" not in store
 
 
 class TestSeveralLimitsChargeOutcomes:
@@ -853,4 +857,5 @@ class TestSeveralLimitsChargeOutcomes:
             True,
             ((True, 9, rule), (False, 0.0, rule)),
         )
-        assert len(store) == 2 and "j" not in store
+        assert len(store) == 2
+        assert "j" not in store
