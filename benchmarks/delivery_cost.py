@@ -1,7 +1,7 @@
 """What applying each call once costs: server and client time per decision, with and without
 markers.
 
-Every call that changes a bucket carries its marker (``tokenbucket._redis_once``): the script
+Every call that changes a bucket carries its marker (``tokenbucket._stores.redis.once``): the script
 looks it up (GET) and, when the call changed something, keeps its reply there for 60 s (SET
 PX). This compares, in one process against one redis-server, the store as it is ("marked")
 with the same store sending each decision the way it did before markers existed ("unmarked":
@@ -31,8 +31,8 @@ import redis
 from redis_bench import start_server
 
 from tokenbucket import Rule
-from tokenbucket._redis_failure import _TAKE
-from tokenbucket._redis_logic import _SHA, Logic, _encode
+from tokenbucket._stores.redis.failure import _TAKE
+from tokenbucket._stores.redis.logic import _SHA, Logic, _encode
 from tokenbucket.redis import RedisStore
 
 CASES = {"admitted": Rule(10**12, 10**6), "denied": Rule(1, 0)}

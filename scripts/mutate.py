@@ -23,8 +23,8 @@ Usage (from the repository root, with the project's venv):
 
     nice -n 19 .venv/bin/python scripts/mutate.py --jobs 2   # every target
     .venv/bin/python scripts/mutate.py --list                # the mutants, not run
-    .venv/bin/python scripts/mutate.py --only src/tokenbucket/_arith.py:47
-    .venv/bin/python scripts/mutate.py --files src/tokenbucket/_decision.py --jobs 2
+    .venv/bin/python scripts/mutate.py --only src/tokenbucket/_core/arith.py:47
+    .venv/bin/python scripts/mutate.py --files src/tokenbucket/_core/decision.py --jobs 2
 
 Exit status: 0 when no mutant outside the equivalent list survived, 1 otherwise.
 """
@@ -52,14 +52,14 @@ PACKAGE = "src/tokenbucket/"
 TARGETS = [
     PACKAGE + name
     for name in (
-        "_arith.py",
-        "_memory.py",
-        "_memory_adjust.py",
-        "_memory_several.py",
-        "_sweep.py",
-        "_decision.py",
-        "_limits.py",
-        "_lua/bucket.lua",
+        "_core/arith.py",
+        "_stores/memory/store.py",
+        "_stores/memory/adjust.py",
+        "_stores/memory/several.py",
+        "_stores/memory/sweep.py",
+        "_core/decision.py",
+        "_registry/limits.py",
+        "_stores/redis/lua/bucket.lua",
     )
 ]
 #: The tests a Python target's mutants run (the fast, exact ones first: -x stops at the first

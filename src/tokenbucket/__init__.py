@@ -10,16 +10,16 @@ The core (this package's top level) is pure Python with no I/O:
 Adapters live in submodules and import their frameworks only when imported themselves.
 """
 
-from ._bucket import TokenBucket
-from ._clock import Clock, ManualClock
-from ._decision import Decision, RateLimitExceeded
-from ._decorator import rate_limit
-from ._inflight import InFlightLimit, InFlightLimitExceeded, MemorySlots, Slot
-from ._lifecycle import Reservation
-from ._memory import MemoryStore
-from ._registry import BucketRegistry
-from ._rule import EPSILON, Rule
-from ._store import AsyncStore, Outcome, Store
+from ._core.clock import Clock, ManualClock
+from ._core.decision import Decision, RateLimitExceeded
+from ._core.rule import EPSILON, Rule
+from ._edges.decorator import rate_limit
+from ._registry.bucket import TokenBucket
+from ._registry.inflight import InFlightLimit, InFlightLimitExceeded, MemorySlots, Slot
+from ._registry.lifecycle import Reservation
+from ._registry.registry import BucketRegistry
+from ._stores.memory.store import MemoryStore
+from ._stores.store import AsyncStore, Outcome, Store
 
 __all__ = [
     "EPSILON",

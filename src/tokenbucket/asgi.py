@@ -10,15 +10,18 @@
 The runtime rule API (both middlewares) is on when ``admin_token=`` is given; its contract is
 in the ``AdminAPI`` docstring in ``tokenbucket._http.admin`` and in docs/admin-api.md.
 
-This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live (its
-scope, message and admin-body helpers are in ``tokenbucket._asgi_io``); it imports no framework.
+This module only translates ASGI to and from ``tokenbucket._http``, where the decisions live
+(its scope, message and admin-body helpers are in ``tokenbucket._edges.asgi_io``); it imports
+no framework.
 """
 
 from __future__ import annotations
 
 from typing import Awaitable, Callable, Optional, Tuple
 
-from ._asgi_io import (
+from ._core.decision import Decision
+from ._core.keys import escape_key
+from ._edges.asgi_io import (
     ASGIApp,
     Message,
     Receive,
@@ -32,7 +35,6 @@ from ._asgi_io import (
     _settling,
     _view,
 )
-from ._decision import Decision
 from ._http.denied import problem_details
 from ._http.headers import (
     RAW,
@@ -46,9 +48,9 @@ from ._http.options import Limit, Policy
 from ._http.paths import route_path
 from ._http.request import RequestView, default_bucket
 from ._http.unservable import Unservable
-from ._inflight import InFlightLimit, _released
-from ._keys import escape_key
-from ._registry import BucketRegistry
+from ._registry.inflight import InFlightLimit
+from ._registry.registry import BucketRegistry
+from ._stores.slots import _released
 
 __all__ = ["RateLimitMiddleware", "RequestView", "Response", "problem_details"]
 

@@ -47,10 +47,10 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, List, Optional, TextIO
 
 from . import __version__
-from ._demo_cli import DefaultsHelp, max_keys_option, number, port_problem
+from ._core.rule import Rule
+from ._edges.demo_cli import DefaultsHelp, max_keys_option, number, port_problem
 from ._http.rules import load_rules
-from ._registry import BucketRegistry
-from ._rule import Rule
+from ._registry.registry import BucketRegistry
 from .asgi import RateLimitMiddleware
 
 _EXTRA_HINT = (

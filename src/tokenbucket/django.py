@@ -53,7 +53,9 @@ from django.template.loader import render_to_string
 from django.urls import URLPattern, path
 from django.utils.module_loading import import_string
 
-from ._decision import Decision
+from ._core.decision import Decision
+from ._core.validate import show
+from ._edges.wsgi_io import _admin_op, _run, _view
 from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
 from ._http.denied import problem_details
 from ._http.guard import Guard, GuardLimits
@@ -61,10 +63,8 @@ from ._http.headers import TEXT, HeaderList, Response, retry_after_seconds
 from ._http.options import Options
 from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView, default_bucket
 from ._http.rules import sub_paths
-from ._memory import MemoryStore
-from ._registry import BucketRegistry
-from ._validate import show
-from ._wsgi_io import _admin_op, _run, _view
+from ._registry.registry import BucketRegistry
+from ._stores.memory.store import MemoryStore
 
 __all__ = [
     "RateLimitMiddleware",

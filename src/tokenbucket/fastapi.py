@@ -31,14 +31,14 @@ from fastapi import routing as fastapi_routing
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from ._asgi_io import _view
-from ._decision import Decision
+from ._core.decision import Decision
+from ._edges.asgi_io import _view
 from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
 from ._http.guard import Guard, GuardLimits, add_scope
 from ._http.headers import RAW, rate_limit_headers
 from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView
 from ._http.rules import sub_paths
-from ._store import AsyncStore, Store
+from ._stores.store import AsyncStore, Store
 from .asgi import RateLimitMiddleware as AsgiMiddleware
 
 __all__ = ["RateLimit", "RequestView", "admin_router", "document"]

@@ -28,16 +28,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import TooManyRequests
 
-from ._decision import Decision
+from ._core.decision import Decision
+from ._core.validate import show
+from ._edges.wsgi_io import _view
 from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
 from ._http.guard import Guard, GuardLimits, add_scope
 from ._http.headers import TEXT, HeaderList, rate_limit_headers
 from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView
 from ._http.rules import sub_paths
-from ._registry import BucketRegistry
-from ._store import Store
-from ._validate import show
-from ._wsgi_io import _view
+from ._registry.registry import BucketRegistry
+from ._stores.store import Store
 from .wsgi import RateLimitMiddleware as WsgiMiddleware
 
 __all__ = ["Limiter", "RateLimitExceeded", "RequestView"]
@@ -99,7 +99,7 @@ class Limiter:
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
     ) -> None:
         if store is None:
-            from ._memory import MemoryStore
+            from ._stores.memory.store import MemoryStore
 
             store = MemoryStore()
         self._store = store

@@ -24,8 +24,8 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - depends on the env
         name=_missing.name,
     ) from _missing
 
-from ._outbound.drive import adrive, drive
-from ._outbound.follow import IDEMPOTENT, AsyncGate, Follower, Gate, LocalLimit
+from ._edges.outbound.drive import adrive, drive
+from ._edges.outbound.follow import IDEMPOTENT, AsyncGate, Follower, Gate, LocalLimit
 
 __all__ = ["AsyncRateLimitedTransport", "RateLimitedTransport", "host_key"]
 

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from typing import Iterable, Iterator, List, Optional, Union
 
+from ._core.validate import show
 from ._http.request import (
     DEFAULT_IPV6_PREFIX,
     UNKNOWN_CLIENT,
@@ -19,7 +20,6 @@ from ._http.request import (
     check_ipv6_prefix,
     ipv6_key,
 )
-from ._validate import show
 
 __all__ = ["TrustedProxyKey"]
 

@@ -3,15 +3,15 @@
 [`RedisStore`][tokenbucket.redis.RedisStore] (redis-py's ``redis.Redis``) and
 [`AsyncRedisStore`][tokenbucket.redis.AsyncRedisStore] (``redis.asyncio.Redis``) keep the
 semantics of [`MemoryStore`][tokenbucket.MemoryStore]; only where the state lives differs. Each
-decision is one round trip: an EVALSHA of one Lua script (``_lua/bucket.lua``, shipped with the
-package) that reads the server's clock, refills, checks, consumes and writes atomically. The
-script, its arguments, the parsing of its replies and the failure policy exist once, as plans
-that make no I/O (``tokenbucket._redis_logic``); the two stores only make the calls a plan asks
-for, ``client.evalsha(...)`` or ``await client.evalsha(...)``. The async store sends the
-decisions that concurrent tasks start while others are in flight as one pipeline, still one
-EVALSHA each (``pipeline=False`` turns this off). What the two share besides the plans (the
-constructor, ``from_url``, the properties, the loop that makes the calls) is their base class,
-in ``tokenbucket._redis_base``.
+decision is one round trip: an EVALSHA of one Lua script (``_stores/redis/lua/bucket.lua``,
+shipped with the package) that reads the server's clock, refills, checks, consumes and writes
+atomically. The script, its arguments, the parsing of its replies and the failure policy exist
+once, as plans that make no I/O (``tokenbucket._stores.redis.logic``); the two stores only make
+the calls a plan asks for, ``client.evalsha(...)`` or ``await client.evalsha(...)``. The async
+store sends the decisions that concurrent tasks start while others are in flight as one
+pipeline, still one EVALSHA each (``pipeline=False`` turns this off). What the two share besides
+the plans (the constructor, ``from_url``, the properties, the loop that makes the calls) is
+their base class, in ``tokenbucket._stores.redis.base``.
 
 Keys: each rate-limited key is one Redis hash, ``prefix + key``, holding the bucket state and
 the key's rule override; each limit of a registry of several is one such hash, under
@@ -56,17 +56,19 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess wit
         "pip install 'tokenbucket-ratelimit[redis]'"
     ) from error
 
-from ._inflight import Slot
-from ._redis_base import _AsyncClient, _Store, _SyncClient
-from ._redis_failure import FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS  # public, as it always was
-from ._redis_failure import RedisUnavailableError
-from ._redis_logic import Plan, flat
-from ._redis_once import new_call
-from ._redis_pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
-from ._redis_pipeline import Pipeliner
-from ._redis_rules import AsyncRules, SyncRules
-from ._rule import Rule
-from ._store import Groups, Mask, Outcome, Outcomes
+from ._core.rule import Rule
+from ._stores.redis.base import _AsyncClient, _Store, _SyncClient
+from ._stores.redis.failure import (
+    FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS,  # public, as it always was
+)
+from ._stores.redis.failure import RedisUnavailableError
+from ._stores.redis.listing import AsyncRules, SyncRules
+from ._stores.redis.logic import Plan, flat
+from ._stores.redis.once import new_call
+from ._stores.redis.pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
+from ._stores.redis.pipeline import Pipeliner
+from ._stores.slots import Slot
+from ._stores.store import Groups, Mask, Outcome, Outcomes
 
 __all__ = ["AsyncRedisStore", "RedisStore", "RedisUnavailableError"]
 

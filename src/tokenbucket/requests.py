@@ -28,8 +28,8 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - depends on the env
         name=_missing.name,
     ) from _missing
 
-from ._outbound.drive import drive
-from ._outbound.follow import IDEMPOTENT, Follower, Gate, LocalLimit
+from ._edges.outbound.drive import drive
+from ._edges.outbound.follow import IDEMPOTENT, Follower, Gate, LocalLimit
 
 __all__ = ["RateLimitedAdapter", "host_key"]
 

@@ -9,7 +9,7 @@
 The options, the rate-limit header fields, the 429 response and the runtime rule API at
 ``/admin/update-rule`` are those of ``tokenbucket.asgi`` (see its docstring). This module only
 translates WSGI (PEP 3333) to and from ``tokenbucket._http``, where the decisions live (its
-environ, response and admin-body helpers are in ``tokenbucket._wsgi_io``); it imports no
+environ, response and admin-body helpers are in ``tokenbucket._edges.wsgi_io``); it imports no
 framework.
 """
 
@@ -17,23 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
-from ._decision import Decision
-from ._http.denied import problem_details
-from ._http.headers import (
-    TEXT,
-    HeaderList,
-    Response,
-)
-from ._http.middleware import Middleware
-from ._http.options import Limit, Policy
-from ._http.request import RequestView, default_bucket
-from ._http.settle import Settlement
-from ._http.unservable import Unservable
-from ._inflight import InFlightLimit, _released
-from ._keys import escape_key
-from ._registry import BucketRegistry
-from ._validate import show
-from ._wsgi_io import (
+from ._core.decision import Decision
+from ._core.keys import escape_key
+from ._core.validate import show
+from ._edges.wsgi_io import (
     _admin_op,
     _Closing,
     _fields,
@@ -45,6 +32,20 @@ from ._wsgi_io import (
     _view,
     _with_fields,
 )
+from ._http.denied import problem_details
+from ._http.headers import (
+    TEXT,
+    HeaderList,
+    Response,
+)
+from ._http.middleware import Middleware
+from ._http.options import Limit, Policy
+from ._http.request import RequestView, default_bucket
+from ._http.settle import Settlement
+from ._http.unservable import Unservable
+from ._registry.inflight import InFlightLimit
+from ._registry.registry import BucketRegistry
+from ._stores.slots import _released
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo

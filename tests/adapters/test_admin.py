@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, Rule
-from tokenbucket._keys import bucket_key
+from tokenbucket._core.keys import bucket_key
 
 IP = "203.0.113.7"
 TOKEN = "s3cret-Token_123"

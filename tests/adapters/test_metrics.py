@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tokenbucket import BucketRegistry, ManualClock, Rule
-from tokenbucket._redis_late import LateClient
+from tokenbucket._stores.redis.late import LateClient
 from tokenbucket.metrics import (
     STORE_SECONDS_BUCKETS,
     Metrics,

@@ -22,7 +22,7 @@ import requests
 
 import tokenbucket.httpx
 from tokenbucket import BucketRegistry, Decision, ManualClock, RateLimitExceeded, Rule
-from tokenbucket._outbound.follow import Follower, Plan, owed
+from tokenbucket._edges.outbound.follow import Follower, Plan, owed
 from tokenbucket.httpx import AsyncRateLimitedTransport, RateLimitedTransport, host_key
 from tokenbucket.requests import RateLimitedAdapter
 
@@ -63,11 +63,11 @@ def test_the_module_uses_the_real_httpx():
 
 
 def test_the_shared_core_is_sans_io_and_a_missing_extra_is_named():
-    """tokenbucket._outbound imports no HTTP client; tokenbucket.httpx without httpx says
+    """tokenbucket._edges.outbound imports no HTTP client; tokenbucket.httpx without httpx says
     which extra to install."""
     code = (
         "import json, sys\n"
-        "import tokenbucket._outbound.drive, tokenbucket._outbound.fields\n"
+        "import tokenbucket._edges.outbound.drive, tokenbucket._edges.outbound.fields\n"
         "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
     )
     out = subprocess.run(

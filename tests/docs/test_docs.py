@@ -196,7 +196,7 @@ def test_samples_run(page, tmp_path, redis_url, request):
 
 def test_redis_field_table_lists_every_field_the_script_writes():
     """docs/redis.md's table of hash fields names every field bucket.lua stores (HSET)."""
-    script = (ROOT / "src" / "tokenbucket" / "_lua" / "bucket.lua").read_text()
+    script = (ROOT / "src" / "tokenbucket" / "_stores" / "redis" / "lua" / "bucket.lua").read_text()
     written = set()
     for call in re.findall(r"redis\.call\('HSET', key, ([^)]*)\)", script):
         written.update(re.findall(r"'(\w+)'", call))
@@ -319,3 +319,42 @@ def test_samples_fit_the_code_box(page):
         if len(text) > 80
     ]
     assert long == []
+
+
+def _tree_paths(page: str) -> set:
+    """The files the package tree in ``page`` names, as paths under ``src/tokenbucket``."""
+    text = (ROOT / "docs" / page).read_text()
+    start = text.index("```text\nsrc/tokenbucket/\n") + len("```text\nsrc/tokenbucket/\n")
+    body = text[start : text.index("```", start)]
+    named, stack = set(), []
+    for line in body.splitlines():
+        entry = re.match(r"^((?:│   |    )*)[├└]── ([\w./]+(?:, [\w./]+)?)", line)
+        if entry is None:
+            continue
+        depth = len(entry.group(1)) // 4
+        del stack[depth:]
+        for name in entry.group(2).split(", "):
+            if name.endswith("/"):
+                named.add("/".join([*stack, name.rstrip("/"), "__init__.py"]))
+            else:
+                named.add("/".join([*stack, name]))
+        if entry.group(2).endswith("/"):
+            stack.append(entry.group(2).rstrip("/"))
+    return named
+
+
+def test_the_package_tree_names_every_module():
+    """how-it-works.md's tree names every module of the package (a public folder, metrics/
+    and testing/, stands for its files) and nothing that is not there: it cannot drift."""
+    package = ROOT / "src" / "tokenbucket"
+    files = {
+        str(path.relative_to(package))
+        for path in package.rglob("*")
+        if path.suffix in (".py", ".lua") and "__pycache__" not in path.parts
+    }
+    public = ("metrics/", "testing/")
+    files = {f for f in files if not f.startswith(public) or f.endswith("/__init__.py")}
+    files = {f for f in files if not (f.endswith("/__init__.py") and f.count("/") > 1)}
+    named = _tree_paths("how-it-works.md")
+    named = {f for f in named if not (f.endswith("/__init__.py") and f.count("/") > 1)}
+    assert named == files

@@ -20,7 +20,8 @@ from typing import Dict, Iterator, Optional, Tuple, Union
 import pytest
 import redis
 
-from tokenbucket import BucketRegistry, MemoryStore, Rule, _redis_logic
+from tokenbucket import BucketRegistry, MemoryStore, Rule
+from tokenbucket._stores.redis import logic as _redis_logic
 from tokenbucket.redis import RedisStore
 
 #: The hash the swapped script reads its clock from.

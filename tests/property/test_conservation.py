@@ -45,7 +45,7 @@ from hypothesis.stateful import (
 )
 
 from tokenbucket import BucketRegistry, ManualClock, MemoryStore, RateLimitExceeded, Rule
-from tokenbucket._limits import limit_key
+from tokenbucket._registry.limits import limit_key
 from tokenbucket.redis import RedisStore
 
 NAMES = ("l0", "l1", "l2")
@@ -311,7 +311,7 @@ def test_the_machine_catches_a_refund_of_a_bucket_never_charged(factor, monkeypa
     """The ledger sees the bug of issue 22 item 6 (a settle or cancel that re-derives its
     buckets), at once through the invariant and, once enforced, as an over-admission; the
     search above finds it too (a few hundred examples with that bug put back)."""
-    from tokenbucket._lifecycle import Waiting
+    from tokenbucket._registry.lifecycle import Waiting
 
     def everywhere(self, admission, actual):
         difference = actual - admission.taken
@@ -344,10 +344,10 @@ def test_the_machine_catches_a_refund_of_a_bucket_never_charged(factor, monkeypa
 def test_the_machine_catches_a_shadow_limit_refusing_acquire(monkeypatch):
     """Before the fix acquire reserved through charge_all without the shadow mask: a spent
     shadow limit refused it. The machine's acquire step sees that at once."""
-    from tokenbucket._admission import Admission
-    from tokenbucket._lifecycle import delay_all
-    from tokenbucket._limits import buckets_of
-    from tokenbucket._several import SeveralLimits
+    from tokenbucket._registry.admission import Admission
+    from tokenbucket._registry.lifecycle import delay_all
+    from tokenbucket._registry.limits import buckets_of
+    from tokenbucket._registry.several import SeveralLimits
 
     def unmasked(self, key, amount, max_wait):
         taken = self._sync.charge_all(buckets_of(key, self._limits), amount, max_wait)
@@ -368,7 +368,7 @@ def test_the_machine_catches_a_shadow_limit_refusing_acquire(monkeypatch):
 def test_the_machine_catches_a_charge_lost_at_the_cap(monkeypatch):
     """Before the fix a charge at the key cap on a key without a bucket was not stored: once
     the cap freed up, the key had a full bucket again, more than its ledger allows."""
-    from tokenbucket._memory_adjust import Adjusting
+    from tokenbucket._stores.memory.adjust import Adjusting
 
     def scenario():
         machine = ConservationMachine()

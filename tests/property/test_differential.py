@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokenbucket import Decision, RateLimitExceeded, Rule
-from tokenbucket._limits import limit_key
+from tokenbucket._registry.limits import limit_key
 from tokenbucket.testing import SLACK, ExactBucket
 
 TICK = 15_625  # µs: 1/64 s, exact in binary

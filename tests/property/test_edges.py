@@ -18,7 +18,8 @@ from fractions import Fraction
 
 import pytest
 
-from tokenbucket import Rule, _validate
+from tokenbucket import Rule
+from tokenbucket._core import validate as _validate
 from tokenbucket.testing import ExactBucket
 
 MAX_AMOUNT = 2**53  # the documented bound on amounts and debts

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, ManualClock, Rule
-from tokenbucket._outbound.fields import (
+from tokenbucket._edges.outbound.fields import (
     MAX_SERVER_WAIT,
     ServerLimit,
     parse_items,
@@ -19,7 +19,7 @@ from tokenbucket._outbound.fields import (
     read_fields,
     retry_wait,
 )
-from tokenbucket._outbound.follow import Follower
+from tokenbucket._edges.outbound.follow import Follower
 
 NOW = 1_800_000_000.0  # a Unix time in 2027
 

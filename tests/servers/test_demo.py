@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 from tokenbucket import Rule
-from tokenbucket._demo_cli import port_problem
+from tokenbucket._edges.demo_cli import port_problem
 from tokenbucket.demo import (
     DEFAULT_MAX_KEYS,
     MAX_KEYS_VARIABLE,

@@ -229,8 +229,8 @@ _ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=12)  # surr
 def test_no_bucket_hash_is_a_slot_set(prefix, key, other_prefix, other_key):
     """Whatever the prefixes and keys, of one store or two, no bucket hash is named like a slot
     set, and two slot sets share a name only for the same prefix and key."""
-    from tokenbucket._redis_inflight import SlotLogic
-    from tokenbucket._redis_logic import Logic
+    from tokenbucket._stores.redis.inflight import SlotLogic
+    from tokenbucket._stores.redis.logic import Logic
 
     slot_set = SlotLogic(Logic(prefix, "fallback", 1.0)).name(key)
     assert Logic(other_prefix, "fallback", 1.0)._name(other_key) != slot_set

@@ -172,7 +172,7 @@ def test_cluster_errors_are_outages(error):
     decision follows the policy and the breaker opens (one probe per retry_interval), as for
     a connection error. SlotNotCoveredError and RedisClusterException are not RedisErrors:
     they escaped the policy; ClusterDownError did not open the breaker."""
-    from tokenbucket._redis_logic import Logic
+    from tokenbucket._stores.redis.logic import Logic
 
     logic = Logic("p:", "deny", 1.0)
     plan = logic.take("k", 1, Rule(3, 1.0))

@@ -392,8 +392,8 @@ def test_undo_takes_a_charge_back_once_whichever_arrives_first(redis_url):
     """The script's undo, in both orders: after the charge, it refunds it (once, however often
     it is sent); before the charge (the cancelled call still on its way), it refunds nothing
     and the charge, when it arrives, changes nothing."""
-    from tokenbucket._redis_failure import _RESERVE
-    from tokenbucket._redis_once import new_call
+    from tokenbucket._stores.redis.failure import _RESERVE
+    from tokenbucket._stores.redis.once import new_call
 
     with redis.Redis.from_url(redis_url) as client:
         store = RedisStore(client)
@@ -431,7 +431,7 @@ def test_a_cluster_marker_shares_its_buckets_slot(prefix, key):
     tags, any text), for any prefix the store accepts, and still starts with the prefix."""
     from redis.crc import key_slot
 
-    from tokenbucket._redis_once import Markers, new_call
+    from tokenbucket._stores.redis.once import Markers, new_call
 
     markers = Markers(prefix, cluster=True)
     name = (prefix + key).encode("utf-8", "surrogatepass")
@@ -444,7 +444,7 @@ def test_a_cluster_marker_shares_its_buckets_slot(prefix, key):
 def test_a_cluster_store_refuses_a_prefix_whose_brace_would_move_markers(prefix):
     """A prefix with a '{' that opens no whole tag in it would put markers in other slots than
     their buckets: a Cluster store refuses it, naming the field; a single server takes it."""
-    from tokenbucket._redis_once import Markers
+    from tokenbucket._stores.redis.once import Markers
 
     with pytest.raises(ValueError, match=r"'prefix' must hold no '\{' or a whole non-empty"):
         Markers(prefix, cluster=True)
@@ -455,7 +455,7 @@ def test_a_cluster_store_refuses_a_prefix_whose_brace_would_move_markers(prefix)
 def test_a_forked_child_draws_call_ids_of_its_own():
     """Workers forked from one parent (gunicorn --preload) never share call ids: a child's
     next id is not its parent's, though both count on from the same number."""
-    from tokenbucket._redis_once import new_call
+    from tokenbucket._stores.redis.once import new_call
 
     new_call()
     read, write = os.pipe()

@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tokenbucket import BucketRegistry, Rule
-from tokenbucket._redis_late import LateClient
+from tokenbucket._stores.redis.late import LateClient
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
 ROOT = Path(__file__).resolve().parents[2]

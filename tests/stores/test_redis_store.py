@@ -70,7 +70,12 @@ class TestImport:
         """The script loads through importlib.resources, as it will from a wheel."""
         from importlib import resources
 
-        text = resources.files("tokenbucket").joinpath("_lua").joinpath("bucket.lua").read_text()
+        text = (
+            resources.files("tokenbucket._stores.redis")
+            .joinpath("lua")
+            .joinpath("bucket.lua")
+            .read_text()
+        )
         assert "redis.call('TIME')" in text
 
 
@@ -347,7 +352,7 @@ class TestRoundTrips:
     def test_a_decision_is_a_plan_without_io(self):
         """The logic both stores share makes no calls itself: it yields them, is sent the
         replies (or thrown the errors) and returns the outcome, here NOSCRIPT and a reload."""
-        from tokenbucket._redis_logic import _SCRIPT, _SHA, Logic
+        from tokenbucket._stores.redis.logic import _SCRIPT, _SHA, Logic
 
         plan = Logic("p:", "deny", 1.0).take("k", 1, Rule(3, 1.0))
         name, args = next(plan)
@@ -374,7 +379,7 @@ class TestRoundTrips:
     def test_take_all_is_one_script_call_or_the_policy(self):
         """take_all sends every key to one EVALSHA; in an outage it follows on_error, all or
         nothing too (fallback: the local store; allow: full buckets, so a denial keeps all)."""
-        from tokenbucket._redis_logic import _SHA, Logic
+        from tokenbucket._stores.redis.logic import _SHA, Logic
 
         buckets = [("a", Rule(3, 1.0)), ("b", Rule(2, 0))]
         plan = Logic("p:", "fallback", 1.0).take_all(buckets, 1)

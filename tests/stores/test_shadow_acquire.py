@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, ManualClock, MemoryStore, RateLimitExceeded, Rule
-from tokenbucket._limits import limit_key
+from tokenbucket._registry.limits import limit_key
 from tokenbucket.redis import RedisStore
 
 from .test_store_conformance import (
@@ -99,7 +99,7 @@ def test_an_interrupted_acquire_refunds_only_what_its_reservation_charged(awaite
 def test_redis_undo_of_a_shadow_reservation_refunds_only_the_charged_buckets(redis_url):
     """The script's undo (an aacquire cancelled while its call was on the way) refunds the
     buckets the reservation charged, read from its reply, and not a shadow bucket it skipped."""
-    from tokenbucket._redis_once import new_call
+    from tokenbucket._stores.redis.once import new_call
 
     burst, daily = Rule(10, 0), Rule(1, 0)
     buckets = (("burst", burst), ("daily", daily))

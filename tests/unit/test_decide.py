@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenbucket import Decision, Rule
-from tokenbucket._arith import wait
-from tokenbucket._decision import clamp, decide
+from tokenbucket._core.arith import wait
+from tokenbucket._core.decision import clamp, decide
 
 levels = st.one_of(
     st.floats(min_value=-1e6, max_value=1e12, allow_nan=False),

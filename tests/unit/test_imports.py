@@ -163,7 +163,7 @@ def test_coroutine_check_without_inspect_matches_inspect():
     """Telling an async callable from a sync one without inspect gives inspect's answers."""
     code = (
         "import functools, json, sys\n"
-        "from tokenbucket import _aio\n"
+        "from tokenbucket._core import aio as _aio\n"
         "async def a(): pass\n"
         "def s(): pass\n"
         "class C:\n"

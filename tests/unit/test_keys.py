@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, ManualClock, Rule, rate_limit
+from tokenbucket._core.keys import bucket_key, escape_key
 from tokenbucket._http import AdminOp, Options, RequestView
-from tokenbucket._keys import bucket_key, escape_key
 
 ROUTES = ("/login", "/login/*", "/", "/api/v1", "/a\\0b")
 
@@ -140,8 +140,8 @@ def test_raw_keys_of_several_limits_have_distinct_store_keys(
     to its (key, limit), so distinct pairs give distinct store keys; both ways of building
     one agree."""
     from tokenbucket import MemoryStore
-    from tokenbucket._limits import limit_key
-    from tokenbucket._rules import registry_entries
+    from tokenbucket._registry.limits import limit_key
+    from tokenbucket._registry.listing import registry_entries
 
     rule = Rule(1, 1.0)
     for key in (first, second):

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from tokenbucket import BucketRegistry, Decision, ManualClock, MemoryStore, Rule
-from tokenbucket._keys import bucket_key
-from tokenbucket._limits import limit_key
+from tokenbucket._core.keys import bucket_key
+from tokenbucket._registry.limits import limit_key
 
 DAY = 86400
 

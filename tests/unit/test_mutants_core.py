@@ -15,7 +15,7 @@ from fractions import Fraction
 import pytest
 
 from tokenbucket import BucketRegistry, Decision, ManualClock, MemoryStore, RateLimitExceeded, Rule
-from tokenbucket._limits import limit_key
+from tokenbucket._registry.limits import limit_key
 
 
 def one(capacity=10, rate=2.0, **options):

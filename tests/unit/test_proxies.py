@@ -285,7 +285,7 @@ class TestAsKeyFunction:
 
 
 def _join(raw):
-    from tokenbucket._asgi_io import _decode_headers
+    from tokenbucket._edges.asgi_io import _decode_headers
 
     return _decode_headers({"headers": raw})
 

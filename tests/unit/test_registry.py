@@ -237,7 +237,7 @@ class TestForgetting:
 
     def test_keys_in_use_are_kept_until_idle(self, monkeypatch):
         """A full bucket used since the last sweep survives the next one, then goes if idle."""
-        monkeypatch.setattr("tokenbucket._sweep._MIN_SWEEP_INTERVAL", 10)
+        monkeypatch.setattr("tokenbucket._stores.memory.sweep._MIN_SWEEP_INTERVAL", 10)
         registry, clock = make(1, 100.0)  # refills within 0.01 s
         store = registry.store
 
@@ -260,7 +260,9 @@ class TestForgetting:
 
     def test_forgetting_never_changes_a_decision(self, monkeypatch):
         """The same traffic gives the same decisions whether or not buckets are swept."""
-        monkeypatch.setattr("tokenbucket._sweep._MIN_SWEEP_INTERVAL", 8)  # sweep often
+        monkeypatch.setattr(
+            "tokenbucket._stores.memory.sweep._MIN_SWEEP_INTERVAL", 8
+        )  # sweep often
         rule = Rule(3, 0.5)
         clocks = [ManualClock(), ManualClock()]
         swept = BucketRegistry(rule, store=MemoryStore(clock=clocks[0]))

@@ -17,8 +17,8 @@ from tokenbucket import (
     Rule,
     rate_limit,
 )
-from tokenbucket._admission import Admission
-from tokenbucket._limits import limit_key
+from tokenbucket._registry.admission import Admission
+from tokenbucket._registry.limits import limit_key
 
 
 def shadowed():

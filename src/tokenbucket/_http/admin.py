@@ -14,8 +14,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
-from .._decision import Decision
-from .._validate import show
+from .._core.decision import Decision
+from .._core.validate import show
 from .admin_op import AdminOp, _describe, _rule_fields, unavailable
 from .admin_parse import parse_query, parse_update
 from .audit import AuditLog, quote

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .._keys import bucket_key
-from .._rule import Rule
-from .._validate import Number, show
+from .._core.keys import bucket_key
+from .._core.rule import Rule
+from .._core.validate import Number, show
 from .headers import Response, error, json_response
 
 if TYPE_CHECKING:
-    from .._registry import BucketRegistry
+    from .._registry.registry import BucketRegistry
     from .options import Policy
 
 

@@ -14,7 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qsl
 
-from .._validate import Number, check_capacity, check_rate, check_rule_fields, show
+from .._core.validate import Number, check_capacity, check_rate, check_rule_fields, show
 from .admin_op import AdminOp
 from .headers import Response, error
 from .request import client_key

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Callable, List, Optional, Tuple
 
-from .._decision import Decision
-from .._validate import show
+from .._core.decision import Decision
+from .._core.validate import show
 from .headers import OWN_FIELDS, OWN_INITIALS, HeaderList, Response, add_fields, retry_after_seconds
 from .request import RequestView
 

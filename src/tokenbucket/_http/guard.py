@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Tuple, Union
 
-from .._decision import Decision
-from .._keys import escape_key
-from .._registry import BucketRegistry
-from .._rule import Limits, Rule, as_limits
-from .._store import AsyncStore, Store
-from .._validate import Number, show
+from .._core.decision import Decision
+from .._core.keys import escape_key
+from .._core.rule import Limits, Rule, as_limits
+from .._core.validate import Number, show
+from .._registry.registry import BucketRegistry
+from .._stores.store import AsyncStore, Store
 from .headers import HEADER_MODES, TEXT, HeaderList, rate_limit_headers, retry_after_seconds
 from .options import Options, Policy, _check_cost
 from .request import (

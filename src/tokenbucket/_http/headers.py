@@ -59,8 +59,8 @@ from typing import (
     overload,
 )
 
-from .._decision import Decision
-from .._rule import Rule
+from .._core.decision import Decision
+from .._core.rule import Rule
 
 #: Response header fields: name/value pairs, as both middlewares exchange them with this package.
 HeaderList = List[Tuple[str, str]]

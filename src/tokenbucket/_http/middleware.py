@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Generic, Iterable, Mapping, Optional, TypeVar, Union
 
-from .._inflight import InFlightLimit
-from .._registry import BucketRegistry
-from .._rule import Limits
-from .._validate import show
+from .._core.rule import Limits
+from .._core.validate import show
+from .._registry.inflight import InFlightLimit
+from .._registry.registry import BucketRegistry
 from ..metrics import Metrics
 from .admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
 from .denied import Denied

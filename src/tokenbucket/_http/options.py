@@ -24,12 +24,12 @@ from typing import (
     overload,
 )
 
-from .._decision import Decision
-from .._inflight import InFlightLimit
-from .._keys import bucket_key
-from .._registry import BucketRegistry
-from .._rule import RATE_GRAMMAR, Limits, Rule, as_limits
-from .._validate import Number, show
+from .._core.decision import Decision
+from .._core.keys import bucket_key
+from .._core.rule import RATE_GRAMMAR, Limits, Rule, as_limits
+from .._core.validate import Number, show
+from .._registry.inflight import InFlightLimit
+from .._registry.registry import BucketRegistry
 from ..metrics import Metrics, instrument, optional_metrics
 from .admin import (
     AdminAPI,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Generic, Iterable, Optional, Tuple, TypeVar
 
-from .._validate import show
+from .._core.validate import show
 
 _V = TypeVar("_V")
 

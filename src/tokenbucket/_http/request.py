@@ -12,9 +12,9 @@ import functools
 import ipaddress
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from .._decision import Decision
-from .._keys import escape_key
-from .._validate import show
+from .._core.decision import Decision
+from .._core.keys import escape_key
+from .._core.validate import show
 
 #: The key used for a request whose client address the server did not report (``scope["client"]``
 #: is None or has an empty host, or ``REMOTE_ADDR`` is missing or empty: a Unix socket, some test

@@ -16,10 +16,10 @@ import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 from urllib.parse import parse_qsl
 
-from .._export import VERSION, default_data, rule_data
-from .._rule import Rule
-from .._rules import MAX_COUNT, unescape
-from .._validate import Number, check_rule_fields, show
+from .._core.rule import Rule
+from .._core.validate import Number, check_rule_fields, show
+from .._registry.export import VERSION, default_data, rule_data
+from .._registry.listing import MAX_COUNT, unescape
 from .admin_parse import admin_number, load_json
 from .audit import AuditLog, quote
 from .headers import Response, error, json_response

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .._export import VERSION, default_data, parse_default, parse_override, rule_data
-from .._keys import escape_key
-from .._rule import Rule
-from .._rules import unescape
-from .._validate import show
+from .._core.keys import escape_key
+from .._core.rule import Rule
+from .._core.validate import show
+from .._registry.export import VERSION, default_data, parse_default, parse_override, rule_data
+from .._registry.listing import unescape
 from .admin_parse import loads
 from .headers import Response, error
 

@@ -15,15 +15,15 @@ import logging
 from math import inf
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Tuple
 
-from .._admission import admitted
-from .._decision import Decision
-from .._lifecycle import Reservation
-from .._limits import Keys
-from .._validate import show
+from .._core.decision import Decision
+from .._core.validate import show
+from .._registry.admission import admitted
+from .._registry.lifecycle import Reservation
+from .._registry.limits import Keys
 from .request import RequestView
 
 if TYPE_CHECKING:
-    from .._registry import BucketRegistry
+    from .._registry.registry import BucketRegistry
 
 _log = logging.getLogger("tokenbucket")
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Union
 
-from .._validate import show
+from .._core.validate import show
 from .audit import quote
 from .headers import Response, error, json_response
 
 if TYPE_CHECKING:
-    from .._registry import BucketRegistry
-    from .._rule import Rule
+    from .._core.rule import Rule
+    from .._registry.registry import BucketRegistry
     from .admin_op import AdminOp
     from .audit import AuditLog
     from .options import Options, Policy

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from .._limits import limit_key
-from .._validate import show
+from .._core.validate import show
+from .._registry.limits import limit_key
 from .headers import error
 
 _log = logging.getLogger("tokenbucket")

@@ -26,8 +26,8 @@ from functools import partial
 from time import perf_counter
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .._decision import Decision
-from .._redis_late import LateClient
+from .._core.decision import Decision
+from .._stores.redis.late import LateClient
 
 __all__ = [
     "OUTCOMES",

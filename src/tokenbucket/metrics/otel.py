@@ -56,9 +56,9 @@ class OtelMetrics(Metrics):
     def __init__(self, meter: Optional[Meter] = None) -> None:
         super().__init__()
         if meter is None:
-            from .. import __version__
+            from importlib.metadata import version
 
-            meter = get_meter("tokenbucket", __version__)
+            meter = get_meter("tokenbucket", version("tokenbucket-ratelimit"))
         #: The meter the instruments were created with.
         self.meter = meter
         self._duration = meter.create_histogram(

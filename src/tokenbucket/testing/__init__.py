@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
-from .._clock import ManualClock
-from .._registry import BucketRegistry
-from .._rule import Rule
+from .._core.clock import ManualClock
+from .._core.rule import Rule
+from .._registry.registry import BucketRegistry
 from ._model import SLACK, ExactBucket, ExactRegistry
 
 __all__ = ["SLACK", "ExactBucket", "ExactRegistry", "ManualClock", "manual_registry"]

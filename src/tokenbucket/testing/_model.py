@@ -10,8 +10,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .._rule import EPSILON, Rule
-from .._validate import MAX_AMOUNT
+from .._core.rule import EPSILON, Rule
+from .._core.validate import MAX_AMOUNT
 
 #: The most tokens a bucket may owe (the library's documented bound, ``MAX_AMOUNT``).
 MAX_DEBT = Fraction(MAX_AMOUNT)

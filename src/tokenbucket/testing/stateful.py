@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Mapping, Union
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from .._clock import ManualClock
-from .._rule import Rule
+from .._core.clock import ManualClock
+from .._core.rule import Rule
 from ._model import ExactBucket, ExactRegistry
 from .strategies import amounts, rules, steps
 

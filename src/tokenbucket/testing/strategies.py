@@ -13,7 +13,7 @@ from typing import Any, List, Tuple
 
 from hypothesis import strategies as st
 
-from .._rule import Rule
+from .._core.rule import Rule
 
 __all__ = [
     "amounts",

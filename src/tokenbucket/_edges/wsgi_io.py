@@ -1,0 +1,173 @@
+"""The WSGI edge's I/O: reading the environ and the body, writing responses, running admin calls.
+
+What belongs here: translating PEP 3333 to and from ``tokenbucket._http`` (the request view, the
+path, the header fields), wrapping ``start_response`` and the response iterable, reading an admin
+body and making an admin operation's registry calls. It must not know the options' meaning, the
+rate-limit decision or the middleware class (``tokenbucket.wsgi`` holds those); it imports no
+framework.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Union
+
+from .._http.admin import AdminAPI
+from .._http.admin_op import AdminOp
+from .._http.headers import OWN_FIELDS, OWN_INITIALS, HeaderList, Response, add_fields, status_line
+from .._http.request import RequestView
+from .._http.rules import RulesOp
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+
+def _with_fields(start_response: StartResponse, fields: HeaderList) -> StartResponse:
+    """``start_response`` adding the rate-limit ``fields`` the app did not set itself."""
+
+    def start_with_fields(
+        status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        combined = add_fields(headers, fields, OWN_FIELDS, OWN_INITIALS)
+        if exc_info is None:
+            return start_response(status, combined)
+        return start_response(status, combined, exc_info)
+
+    return start_with_fields
+
+
+class _Closing:
+    """The app's response iterable, calling ``finish`` once it is closed, whatever happens.
+
+    ``finish`` releases the request's in-flight slot, settles its cost, or both.
+    """
+
+    __slots__ = ("_finish", "_result")
+
+    def __init__(self, result: Iterable[bytes], finish: Callable[[], None]) -> None:
+        self._result = result
+        self._finish = finish
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        """Close the app's iterable (PEP 3333), then call ``finish``."""
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._finish()
+
+
+def _nothing() -> None:
+    """No settling to do."""
+
+
+def _status_code(status: str) -> int:
+    """The code of a WSGI status line (``"200 OK"``); 0 if it has none."""
+    code = status[:3]
+    return int(code) if code.isdigit() else 0
+
+
+def _fields(headers: HeaderList) -> Dict[str, str]:
+    """Response header fields by lower-case name (repeated ones joined with ``", "``)."""
+    fields: Dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        previous = fields.get(name)
+        fields[name] = value if previous is None else f"{previous}, {value}"
+    return fields
+
+
+def _run(op: Union[AdminOp, RulesOp]) -> Union[List[Any], Exception]:
+    """Make the registry calls of ``op``; their results, or the error that stopped them.
+
+    A ``ConnectionError`` or a ValueError (see the ASGI middleware's ``_run``).
+    """
+    try:
+        return [
+            getattr(registry, name)(*args, **kwargs) for registry, name, args, kwargs in op.steps()
+        ]
+    except (ConnectionError, ValueError) as exc:
+        return exc
+
+
+def _admin_op(
+    admin: AdminAPI, view: RequestView, environ: WSGIEnvironment
+) -> Union[Response, AdminOp, RulesOp]:
+    """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
+    body = b""
+    if admin.wants_body(view.method):
+        read = _read_body(environ, admin, admin.limit_for(view.path))
+        if isinstance(read, Response):
+            return read
+        body = read
+    return admin.parse(view.method, view.query_string, body, view.path)
+
+
+def _read_body(environ: WSGIEnvironment, admin: AdminAPI, limit: int) -> Union[bytes, Response]:
+    """Read the request body, refusing one over the limit without reading it all."""
+    declared = environ.get("CONTENT_LENGTH") or None
+    refused = admin.body_too_large(declared, limit)
+    if refused is not None:
+        return refused
+    stream = environ["wsgi.input"]
+    if declared is not None:
+        length = int(declared)
+        body = bytes(stream.read(length))
+        return admin.incomplete() if len(body) < length else body
+    if environ.get("wsgi.input_terminated"):
+        body = bytes(stream.read(limit + 1))
+        return admin.too_large(limit) if len(body) > limit else body
+    return b""
+
+
+def _path(environ: WSGIEnvironment) -> str:
+    """``PATH_INFO``, the path within the app, decoded as UTF-8 like an ASGI path.
+
+    An app mounted under a prefix (``SCRIPT_NAME``: gunicorn's, a dispatcher's) sees its own
+    paths, as the ASGI middleware uses the path without ``root_path``.
+
+    PEP 3333 servers pass the path's bytes as latin-1 code points; they are decoded as UTF-8
+    (invalid sequences become U+FFFD). A path with a character past U+00FF cannot be such bytes:
+    the server has decoded it already, and it is used as it is.
+    """
+    path = environ.get("PATH_INFO", "")
+    if not path.isascii():
+        try:
+            raw = path.encode("latin-1")
+        except UnicodeEncodeError:
+            return str(path)
+        path = raw.decode("utf-8", "replace")
+    return str(path)
+
+
+def _decode_headers(environ: WSGIEnvironment) -> Dict[str, str]:
+    headers: Dict[str, str] = {}
+    for name, value in environ.items():
+        if name.startswith("HTTP_"):
+            headers[name[5:].replace("_", "-").lower()] = value
+    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        value = environ.get(name)
+        if value:
+            headers[name.replace("_", "-").lower()] = value
+    return headers
+
+
+def _view(environ: WSGIEnvironment, path: str) -> RequestView:
+    return RequestView(
+        environ.get("REQUEST_METHOD", "GET"),
+        environ.get("wsgi.url_scheme", "http"),
+        path,
+        environ.get("QUERY_STRING", ""),
+        environ.get("REMOTE_ADDR"),
+        environ,
+        _decode_headers,
+    )
+
+
+def _respond(start_response: StartResponse, response: Response) -> Iterable[bytes]:
+    start_response(status_line(response.status), list(response.headers))
+    return [response.body]

@@ -1,0 +1,1 @@
+"""The in-process store: states under striped locks, charges, overrides, sweeping, slots."""

@@ -1,0 +1,91 @@
+r"""One state per key for all of its limits: the in-memory layout of a key's named limits.
+
+A registry of several limits charges limit ``name`` of key ``key``: the bucket whose store key
+is ``limit_key(key, name)`` (``"{" + tag(key) + "}\0" + name``, see ``_core.keys``).
+`MemoryStore` keeps all the limits of one key in one *group state*, under the key itself in the
+stripe's dict of groups (apart from the dict of single buckets, so a key's single bucket and its
+limits never meet): one lookup, one lock and one entry per key, however many limits it has.
+
+A group state is a flat tuple: ``(base, used, carry)`` of each limit (each exactly a single
+bucket's state, see ``store``), then its *layout*, ``((name, shape), ...)``, the limits' names
+and the shapes of the rules their states were written under. A layout holds only strings and
+numbers, so the cyclic garbage collector untracks the state as it does a single one. Layouts
+are interned (`layout_of`): a state written under a registry's defaults carries the very layout
+object the registry holds, so the hot path recognises it with one ``is``.
+
+What belongs here: the layout, packing and unpacking a group state, and reading a limit's store
+key back (`split`). What it must not know: locks, the cap, decisions (and when a group is full:
+the sweep's ``group_fullness``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from ..._core.keys import tag, untag
+from ..._core.rule import Rule
+from .sweep import Shape, State
+
+#: A group state's layout: the name and rule shape of each limit, in the state's order.
+Layout = Tuple[Tuple[str, Shape], ...]
+#: A key's limits in a MemoryStore: ``(base, used, carry)`` per limit, then the `Layout`.
+GroupState = Tuple[Any, ...]
+
+#: Interned layouts (see `layout_of`); bounded, since override shapes make more (a layout not
+#: interned is only slower: the hot path misses and the general path compares by value).
+_LAYOUTS: Dict[Layout, Layout] = {}
+_MAX_LAYOUTS = 4096
+
+
+def layout_of(limits: Sequence[Tuple[str, Rule]]) -> Layout:
+    """The interned layout of ``limits`` (``(name, rule)`` pairs) under their own rules."""
+    layout = tuple((name, rule._shape) for name, rule in limits)
+    found = _LAYOUTS.get(layout)
+    if found is not None:
+        return found
+    if len(_LAYOUTS) < _MAX_LAYOUTS:
+        return _LAYOUTS.setdefault(layout, layout)
+    return layout
+
+
+def split(store_key: str) -> Optional[Tuple[str, str]]:
+    """The ``(key, name)`` of a limit's store key (``limit_key(key, name)``), or None.
+
+    Only the canonical form counts (what ``limit_key`` writes), so that two store keys never
+    name one limit.
+    """
+    if store_key[:1] != "{":
+        return None
+    end = store_key.find("}\0")
+    if end < 0:
+        return None
+    key, name = untag(store_key[1:end]), store_key[end + 2 :]
+    if tag(key) != store_key[1:end]:
+        return None
+    return key, name
+
+
+def unpack(state: Optional[GroupState]) -> Dict[str, State]:
+    """A group state as ``{name: (base, used, carry, shape)}`` (empty for None)."""
+    if state is None:
+        return {}
+    return {
+        name: (state[3 * index], state[3 * index + 1], state[3 * index + 2], shape)
+        for index, (name, shape) in enumerate(state[-1])
+    }
+
+
+def pack(limits: Dict[str, State], first: Sequence[str]) -> GroupState:
+    """The group state of ``limits`` (``{name: state}``), the names ``first`` first.
+
+    Putting a call's names first (in its order) lets the state match the registry's layout,
+    whatever limits the key had before.
+    """
+    names = [name for name in first if name in limits]
+    names += [name for name in limits if name not in names]
+    flat: list = []  # type: ignore[type-arg]
+    for name in names:
+        flat += limits[name][:3]
+    layout = tuple((name, limits[name][3]) for name in names)
+    flat.append(_LAYOUTS.get(layout, layout))
+    return tuple(flat)
