@@ -109,9 +109,11 @@ def cases() -> Dict[str, Callable[[int], Any]]:
     }
 
 
-def inside(calls: int) -> None:
+def inside(calls: int, only: str) -> None:
     """Under callgrind: one dump per case's batch, in the order printed to stdout."""
-    built = cases()
+    built = {
+        name: run for index, (name, run) in enumerate(cases().items()) if index == 0 or only in name
+    }
     for run in built.values():
         run(200)  # warm up: caches filled
     for run in built.values():
@@ -124,10 +126,11 @@ def inside(calls: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--only", default="", help="only the cases whose name contains this")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
-        inside(args.calls)
+        inside(args.calls, args.only)
         return
     with tempfile.TemporaryDirectory() as out:
         command = [
@@ -139,6 +142,7 @@ def main() -> None:
             os.path.abspath(__file__),
             "--inside",
             f"--calls={args.calls}",
+            f"--only={args.only}",
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
@@ -158,6 +162,8 @@ def main() -> None:
     print("| --- | ---: |")
     for name, count in zip(names[1:], batches[1:]):
         print(f"| {name} | {(count - empty) / args.calls:,.0f} |")
+    if args.only:
+        return
     print("\n| bytes per tracked key (tracemalloc) | bytes |")
     print("| --- | ---: |")
     for limits in (1, 2):

@@ -108,7 +108,7 @@ class SeveralLimits(BucketRegistry):
             self._refresh()
         fast = self._take_all
         if fast is not None and type(key) is str and type(amount) is int and 0 < amount <= 2**53:
-            taken = fast._try_take_group(key, *self._group, amount)
+            taken = fast._try_take_group(key, self._group, amount)
             if taken is not None:
                 return taken  # type: ignore[no-any-return]
         return self._take(key, amount)[0]
@@ -119,7 +119,7 @@ class SeveralLimits(BucketRegistry):
             self._refresh()
         fast = self._take_all
         if fast is not None and type(key) is str and type(amount) is int and 0 < amount <= 2**53:
-            taken = fast._try_take_group(key, *self._group, amount, True)
+            taken = fast._try_take_group(key, self._group, amount, True)
             if taken is not None:
                 return combine(self._names, True, taken[1], amount)
         amount = check_amount(amount)

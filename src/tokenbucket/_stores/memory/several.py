@@ -13,12 +13,12 @@ state is settled or charged (MemoryStore's ``_view`` and ``_charged``, and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from ..._core.arith import EXACT, accumulate, admits, behind, deficit
 from ..._core.keys import tag
 from ..._core.rule import Rule
-from ..store import Groups, Mask, Outcomes
+from ..store import Groups, Limits, Mask, Outcomes
 from .adjust import _adjusted, _charged_empty
 from .layout import GroupState, Layout, pack, unpack
 from .sweep import State, Sweeping
@@ -62,71 +62,77 @@ class Several(Sweeping):
         ) -> State: ...
 
     def _try_take_group(
-        self,
-        key: str,
-        limits: Sequence[Tuple[str, Rule]],
-        layout: Layout,
-        amount: int,
-        want: bool = False,
+        self, key: str, group: Tuple[Limits, Layout], amount: int, want: bool = False
     ) -> Any:
         """`take_all` of one group for an int ``amount``, or None: the hot path of several limits.
 
         Private to this class: the registry calls it only when its store is exactly a
-        MemoryStore, with ``layout`` the interned `layout_of` ``limits``. It decides a key
-        whose state was written under exactly these defaults, and the first touch of a key
-        (no override in the store, no sweep due, room under the cap); anything else answers
-        None before changing anything, and the caller goes to `take_all`. Returns whether it
-        took (``want`` False), or ``take_all``'s ``(allowed, outcomes)`` (``want`` True; a
-        denial then answers None). Like ``MemoryStore._try_take`` it inlines
-        ``_arith.deficit`` and ``admits`` (a call costs more than the arithmetic); the
-        property tests hold both paths to the exact model.
+        MemoryStore, with ``group`` its limits (``(name, default)`` pairs) and their interned
+        `layout_of`. It decides a key whose state was written under exactly these defaults,
+        and the first touch of a key (no override in the store, no sweep due, room under the
+        cap); anything else answers None before changing anything, and the caller goes to
+        `take_all`. Returns whether it took (``want`` False), or ``take_all``'s ``(allowed,
+        outcomes)`` (``want`` True; a denial then answers None). Like
+        ``MemoryStore._try_take`` it inlines ``_arith.deficit`` and ``admits`` (a call costs
+        more than the arithmetic); the property tests hold both paths to the exact model.
         """
         groups, lock = self._grouped[hash(key) & self._mask]
+        layout = group[1]
         lock.acquire()
         try:
             state = groups.get(key)
-            now = self._clock()
             if state is None:  # the first touch: every limit full, under its default
-                if self._overrides or self._until_sweep <= 0 or not self._reserve(1):
+                if (
+                    self._overrides
+                    or self._until_sweep <= 0
+                    or (self._max_keys is not None and not self._reserve(1))
+                ):
                     return None
-                flat: List[Any] = []
                 for _, shape in layout:
                     if amount > shape[2]:
                         self._reserve(-1)
                         return None
-                    flat += (now, amount, EXACT)
-                flat.append(layout)
-                self._enter(groups, key, tuple(flat), 1)
+                now = self._clock()
+                self._enter(groups, key, (now, amount, EXACT) * len(layout) + (layout,), 1)
                 if want:
-                    return True, tuple((True, rule.capacity - amount, rule) for _, rule in limits)
+                    return True, tuple((True, rule.capacity - amount, rule) for _, rule in group[0])
                 return True
             if state[-1] is not layout:
                 return None
-            flat = []
-            debts = []
+            now = self._clock()
+            new = list(state)
+            debts: Optional[List[float]] = [] if want else None
             index = 0
             for _, shape in layout:  # the inlined deficit() and admits(), as in _try_take
-                base, used, carry = state[index], state[index + 1], state[index + 2]
-                index += 3
+                base = state[index]
                 if now > base:
-                    debt = used - (now - base) * shape[1]
+                    debt = state[index + 1] - (now - base) * shape[1]
                     if debt <= 0:  # full: restart at now
-                        base, used, carry, debt = now, 0, EXACT, 0
+                        if amount > shape[2]:
+                            return None if want else False
+                        new[index : index + 3] = now, amount, EXACT
+                        index += 3
+                        if debts is not None:
+                            debts.append(0)
+                        continue
                 else:
-                    debt = used  # a clock behind base earns nothing
+                    debt = state[index + 1]  # a clock behind base earns nothing
                 if debt + amount > shape[2]:
                     return None if want else False
-                if carry is EXACT:  # an int amount adds exactly
-                    flat += (base, used + amount, EXACT)
+                if state[index + 2] is EXACT:  # an int amount adds exactly
+                    new[index + 1] = state[index + 1] + amount
                 else:
-                    flat += (base, *accumulate(used, carry, amount))
-                debts.append(debt)
-            flat.append(layout)
-            groups[key] = tuple(flat)
-            if want:
+                    new[index + 1], new[index + 2] = accumulate(
+                        state[index + 1], state[index + 2], amount
+                    )
+                index += 3
+                if debts is not None:
+                    debts.append(debt)
+            groups[key] = tuple(new)
+            if debts is not None:
                 return True, tuple(
                     (True, rule.capacity - debt - amount, rule)
-                    for (_, rule), debt in zip(limits, debts)
+                    for (_, rule), debt in zip(group[0], debts)
                 )
             return True
         finally:

@@ -400,6 +400,16 @@ def flat(groups: Groups) -> List[Tuple[str, Rule]]:
     """The ``(hash key, default rule)`` of every limit of ``groups``, in order.
 
     Limit ``name`` of ``key`` is the hash ``limit_key(key, name)``: the store protocol's groups
-    (see ``_store``) mapped onto one hash per limit.
+    (see ``_stores.store``) mapped onto one hash per limit. Repeated keys, or names within a
+    key, raise ValueError (as in every store).
     """
-    return [(limit_key(key, name), rule) for key, limits in groups for name, rule in limits]
+    keys = [key for key, _ in groups]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"'groups' must name distinct keys, got {keys!r}")
+    buckets = []
+    for key, limits in groups:
+        names = [name for name, _ in limits]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the limits of key {key!r} must have distinct names: {names!r}")
+        buckets += [(limit_key(key, name), rule) for name, rule in limits]
+    return buckets
