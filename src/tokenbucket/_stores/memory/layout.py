@@ -6,12 +6,15 @@ is ``limit_key(key, name)`` (``"{" + tag(key) + "}\0" + name``, see ``_core.keys
 stripe's dict of groups (apart from the dict of single buckets, so a key's single bucket and its
 limits never meet): one lookup, one lock and one entry per key, however many limits it has.
 
-A group state is a flat tuple: ``(base, used, carry)`` of each limit (each exactly a single
-bucket's state, see ``store``), then its *layout*, ``((name, shape), ...)``, the limits' names
-and the shapes of the rules their states were written under. A layout holds only strings and
-numbers, so the cyclic garbage collector untracks the state as it does a single one. Layouts
-are interned (`layout_of`): a state written under a registry's defaults carries the very layout
-object the registry holds, so the hot path recognises it with one ``is``.
+A group state is a flat tuple: ``(base, used)`` of each limit, then its *layout*, ``((name,
+shape), ...)``, the limits' names and the shapes of the rules their states were written under.
+A limit's state is a single bucket's (see ``store``), ``(base, used, carry)``, with ``carry``
+left out while it is the int ``EXACT`` (an exact sum of integer sizes, the common case): then
+``used`` stands alone, else it is the pair ``(used, carry)``. So a key of two limits costs two
+slots more than a single bucket's 4-tuple. A layout holds only strings and numbers, so the
+cyclic garbage collector untracks the state as it does a single one. Layouts are interned
+(`layout_of`): a state written under a registry's defaults carries the very layout object the
+registry holds, so the hot path recognises it with one ``is``.
 
 What belongs here: the layout, packing and unpacking a group state, and reading a limit's store
 key back (`split`). What it must not know: locks, the cap, decisions (and when a group is full:
@@ -22,13 +25,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from ..._core.arith import EXACT
 from ..._core.keys import tag, untag
 from ..._core.rule import Rule
 from .sweep import Shape, State
 
 #: A group state's layout: the name and rule shape of each limit, in the state's order.
 Layout = Tuple[Tuple[str, Shape], ...]
-#: A key's limits in a MemoryStore: ``(base, used, carry)`` per limit, then the `Layout`.
+#: A key's limits in a MemoryStore: ``(base, used)`` per limit (``used`` the pair ``(used,
+#: carry)`` unless ``carry`` is ``EXACT``), then the `Layout`.
 GroupState = Tuple[Any, ...]
 
 #: Interned layouts (see `layout_of`); bounded, since override shapes make more (a layout not
@@ -69,10 +74,14 @@ def unpack(state: Optional[GroupState]) -> Dict[str, State]:
     """A group state as ``{name: (base, used, carry, shape)}`` (empty for None)."""
     if state is None:
         return {}
-    return {
-        name: (state[3 * index], state[3 * index + 1], state[3 * index + 2], shape)
-        for index, (name, shape) in enumerate(state[-1])
-    }
+    limits = {}
+    for index, (name, shape) in enumerate(state[-1]):
+        used = state[2 * index + 1]
+        if used.__class__ is tuple:
+            limits[name] = (state[2 * index], used[0], used[1], shape)
+        else:
+            limits[name] = (state[2 * index], used, EXACT, shape)
+    return limits
 
 
 def pack(limits: Dict[str, State], first: Sequence[str]) -> GroupState:
@@ -85,7 +94,8 @@ def pack(limits: Dict[str, State], first: Sequence[str]) -> GroupState:
     names += [name for name in limits if name not in names]
     flat: list = []  # type: ignore[type-arg]
     for name in names:
-        flat += limits[name][:3]
+        base, used, carry, _ = limits[name]
+        flat += (base, used if carry is EXACT else (used, carry))
     layout = tuple((name, limits[name][3]) for name in names)
     flat.append(_LAYOUTS.get(layout, layout))
     return tuple(flat)

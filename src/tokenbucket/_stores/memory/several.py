@@ -93,7 +93,7 @@ class Several(Sweeping):
                         self._reserve(-1)
                         return None
                 now = self._clock()
-                self._enter(groups, key, (now, amount, EXACT) * len(layout) + (layout,), 1)
+                self._enter(groups, key, (now, amount) * len(layout) + (layout,), 1)
                 if want:
                     return True, tuple((True, rule.capacity - amount, rule) for _, rule in group[0])
                 return True
@@ -105,27 +105,31 @@ class Several(Sweeping):
             index = 0
             for _, shape in layout:  # the inlined deficit() and admits(), as in _try_take
                 base = state[index]
+                used = state[index + 1]  # or (used, carry): see layout
+                if used.__class__ is tuple:
+                    used, carry = used
+                else:
+                    carry = EXACT
                 if now > base:
-                    debt = state[index + 1] - (now - base) * shape[1]
+                    debt = used - (now - base) * shape[1]
                     if debt <= 0:  # full: restart at now
                         if amount > shape[2]:
                             return None if want else False
-                        new[index : index + 3] = now, amount, EXACT
-                        index += 3
+                        new[index] = now
+                        new[index + 1] = amount
+                        index += 2
                         if debts is not None:
                             debts.append(0)
                         continue
                 else:
-                    debt = state[index + 1]  # a clock behind base earns nothing
+                    debt = used  # a clock behind base earns nothing
                 if debt + amount > shape[2]:
                     return None if want else False
-                if state[index + 2] is EXACT:  # an int amount adds exactly
-                    new[index + 1] = state[index + 1] + amount
+                if carry is EXACT:  # an int amount adds exactly
+                    new[index + 1] = used + amount
                 else:
-                    new[index + 1], new[index + 2] = accumulate(
-                        state[index + 1], state[index + 2], amount
-                    )
-                index += 3
+                    new[index + 1] = accumulate(used, carry, amount)  # (used, carry)
+                index += 2
                 if debts is not None:
                     debts.append(debt)
             groups[key] = tuple(new)

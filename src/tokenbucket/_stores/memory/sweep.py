@@ -184,8 +184,10 @@ def group_fullness(state: Tuple[Any, ...], now: float) -> Tuple[bool, float, flo
     """
     full, latest, due = True, -float("inf"), now
     for index, (_, shape) in enumerate(state[-1]):
-        base = state[3 * index]
-        missing = deficit(base, state[3 * index + 1], shape[1], now)
+        base, used = state[2 * index], state[2 * index + 1]
+        if used.__class__ is tuple:  # (used, carry)
+            used = used[0]
+        missing = deficit(base, used, shape[1], now)
         if missing:
             full = False
             due = max(due, now + wait(missing, shape[1]))
