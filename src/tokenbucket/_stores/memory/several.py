@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-from ..._core.arith import EXACT, accumulate, admits, behind, deficit
+from ..._core.arith import admits, behind, deficit
 from ..._core.keys import tag
 from ..._core.rule import Rule
 from ..store import Groups, Limits, Mask, Outcomes
@@ -101,39 +101,35 @@ class Several(Sweeping):
                 return None
             now = self._clock()
             new = list(state)
-            debts: Optional[List[float]] = [] if want else None
+            debts: List[float] = []
+            size = float(amount)  # compared with floats (the sums stay ints)
             index = 0
             for _, shape in layout:  # the inlined deficit() and admits(), as in _try_take
                 base = state[index]
-                used = state[index + 1]  # or (used, carry): see layout
-                if used.__class__ is tuple:
-                    used, carry = used
-                else:
-                    carry = EXACT
+                used = state[index + 1]
+                if used.__class__ is not int:  # a (used, carry) pair: fractions, see take_all
+                    return None
                 if now > base:
                     debt = used - (now - base) * shape[1]
-                    if debt <= 0:  # full: restart at now
-                        if amount > shape[2]:
+                    if debt <= 0.0:  # full: restart at now
+                        if size > shape[2]:
                             return None if want else False
                         new[index] = now
                         new[index + 1] = amount
                         index += 2
-                        if debts is not None:
+                        if want:
                             debts.append(0)
                         continue
                 else:
                     debt = used  # a clock behind base earns nothing
-                if debt + amount > shape[2]:
+                if debt + size > shape[2]:
                     return None if want else False
-                if carry is EXACT:  # an int amount adds exactly
-                    new[index + 1] = used + amount
-                else:
-                    new[index + 1] = accumulate(used, carry, amount)  # (used, carry)
+                new[index + 1] = used + amount  # an int amount adds exactly
                 index += 2
-                if debts is not None:
+                if want:
                     debts.append(debt)
             groups[key] = tuple(new)
-            if debts is not None:
+            if want:
                 return True, tuple(
                     (True, rule.capacity - debt - amount, rule)
                     for (_, rule), debt in zip(group[0], debts)

@@ -121,20 +121,22 @@ class Sweeping:
             end = min(last, read + _SWEEP_SLICE)
             visited = end - read
             dropped = 0
+            capped = self._max_keys is not None  # only then is next_full needed (at the cap)
             while read < end:
-                key, kind = keys[read], kinds[read]
+                key = keys[read]
+                kind = kinds[read]
                 read += 1
                 states, lock = both[kind][hash(key) & mask]
                 state = states.get(key)
                 if state is None:
                     continue  # gone already (never, while each key has one entry)
                 if kind:  # a group: full when all its limits are, at its latest base
-                    full, base, due = group_fullness(state, now)
+                    full, base, due = group_fullness(state, now, capped)
                 else:
                     base, used, _, shape = state
                     missing = deficit(base, used, shape[1], now)
                     full = not missing
-                    due = now + wait(missing, shape[1]) if missing else now
+                    due = now + wait(missing, shape[1]) if capped and missing else now
                 if full:
                     # Not while the clock is behind base: a bucket made anew at now would
                     # refill from there, earlier than this one may (see _arith).
@@ -149,7 +151,8 @@ class Sweeping:
                             continue
                 elif due < next_full:
                     next_full = due
-                keys[write], kinds[write] = key, kind
+                keys[write] = key
+                kinds[write] = kind
                 write += 1
             if dropped:
                 freed = True
@@ -175,21 +178,33 @@ class Sweeping:
             self._sweeping.release()
 
 
-def group_fullness(state: Tuple[Any, ...], now: float) -> Tuple[bool, float, float]:
+def group_fullness(
+    state: Tuple[Any, ...], now: float, due: bool = True
+) -> Tuple[bool, float, float]:
     """Whether every limit of a group state is full, its latest base, and when all will be.
 
-    A group state holds a key's several limits (see ``layout``).
-
-    The last is ``now`` when every limit is full, else when the last of them is due to be.
+    A group state holds a key's several limits (see ``layout``). The last is ``now`` when
+    every limit is full (or ``due`` is False: not asked), else when the last of them is due to
+    be. (Each limit's deficit is ``_arith.deficit``, inlined: the sweep visits every key.)
     """
-    full, latest, due = True, -float("inf"), now
-    for index, (_, shape) in enumerate(state[-1]):
-        base, used = state[2 * index], state[2 * index + 1]
+    full, latest, last = True, -math.inf, now
+    index = 0
+    for _, shape in state[-1]:
+        base, used = state[index], state[index + 1]
+        index += 2
         if used.__class__ is tuple:  # (used, carry)
             used = used[0]
-        missing = deficit(base, used, shape[1], now)
-        if missing:
-            full = False
-            due = max(due, now + wait(missing, shape[1]))
-        latest = max(latest, base)
-    return full, latest, due
+        if base > latest:
+            latest = base
+        if now > base:
+            used -= (now - base) * shape[1]
+            if used <= 0:
+                continue
+        elif not used:
+            continue
+        full = False
+        if due:
+            at = now + wait(used, shape[1])
+            if at > last:
+                last = at
+    return full, latest, last
