@@ -69,7 +69,7 @@ def test_two_limits_on_one_key_of_a_mapping_share_its_state():
     assert limits.try_consume("k")
     assert len(store) == 2
     state = store._grouped[hash("k") & store._mask][0]["k"]
-    assert state[-1] is limits._group[1]
+    assert state[0] is limits._group[1]
     assert [limits.tokens("k", limit=name) for name in "abc"] == [8, 0, 8]
 
 
@@ -98,7 +98,7 @@ def test_a_changed_default_or_override_leaves_the_hot_path_and_settles():
     assert limits.remove_rule("k", limit="a") == Rule(20, 0)
     assert limits.tokens("k", limit="a") == 0  # 9 missing of 3: back in debt
     state = limits.store._grouped[hash("k") & limits.store._mask][0]["k"]
-    assert state[-1] is limits._group[1]  # under the defaults again: the hot path's layout
+    assert state[0] is limits._group[1]  # under the defaults again: the hot path's layout
 
 
 def test_reset_of_one_limit_keeps_the_others():

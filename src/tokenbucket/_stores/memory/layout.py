@@ -6,8 +6,8 @@ is ``limit_key(key, name)`` (``"{" + tag(key) + "}\0" + name``, see ``_core.keys
 stripe's dict of groups (apart from the dict of single buckets, so a key's single bucket and its
 limits never meet): one lookup, one lock and one entry per key, however many limits it has.
 
-A group state is a flat tuple: ``(base, used)`` of each limit, then its *layout*, ``((name,
-shape), ...)``, the limits' names and the shapes of the rules their states were written under.
+A group state is a flat tuple: its *layout*, ``((name, shape), ...)``, the limits' names and
+the shapes of the rules their states were written under, then ``(base, used)`` of each limit.
 A limit's state is a single bucket's (see ``store``), ``(base, used, carry)``, with ``carry``
 left out while it is the int ``EXACT`` (an exact sum of integer sizes, the common case): then
 ``used`` stands alone, else it is the pair ``(used, carry)``. So a key of two limits costs two
@@ -32,8 +32,8 @@ from .sweep import Shape, State
 
 #: A group state's layout: the name and rule shape of each limit, in the state's order.
 Layout = Tuple[Tuple[str, Shape], ...]
-#: A key's limits in a MemoryStore: ``(base, used)`` per limit (``used`` the pair ``(used,
-#: carry)`` unless ``carry`` is ``EXACT``), then the `Layout`.
+#: A key's limits in a MemoryStore: the `Layout`, then ``(base, used)`` per limit (``used`` the
+#: pair ``(used, carry)`` unless ``carry`` is ``EXACT``).
 GroupState = Tuple[Any, ...]
 
 #: Interned layouts (see `layout_of`); bounded, since override shapes make more (a layout not
@@ -75,12 +75,12 @@ def unpack(state: Optional[GroupState]) -> Dict[str, State]:
     if state is None:
         return {}
     limits = {}
-    for index, (name, shape) in enumerate(state[-1]):
-        used = state[2 * index + 1]
+    for index, (name, shape) in enumerate(state[0]):
+        base, used = state[2 * index + 1], state[2 * index + 2]
         if used.__class__ is tuple:
-            limits[name] = (state[2 * index], used[0], used[1], shape)
+            limits[name] = (base, used[0], used[1], shape)
         else:
-            limits[name] = (state[2 * index], used, EXACT, shape)
+            limits[name] = (base, used, EXACT, shape)
     return limits
 
 
@@ -92,10 +92,9 @@ def pack(limits: Dict[str, State], first: Sequence[str]) -> GroupState:
     """
     names = [name for name in first if name in limits]
     names += [name for name in limits if name not in names]
-    flat: list = []  # type: ignore[type-arg]
+    layout = tuple((name, limits[name][3]) for name in names)
+    flat: list = [_LAYOUTS.get(layout, layout)]  # type: ignore[type-arg]
     for name in names:
         base, used, carry, _ = limits[name]
         flat += (base, used if carry is EXACT else (used, carry))
-    layout = tuple((name, limits[name][3]) for name in names)
-    flat.append(_LAYOUTS.get(layout, layout))
     return tuple(flat)

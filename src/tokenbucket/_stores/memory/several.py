@@ -93,17 +93,17 @@ class Several(Sweeping):
                         self._reserve(-1)
                         return None
                 now = self._clock()
-                self._enter(groups, key, (now, amount) * len(layout) + (layout,), 1)
+                self._enter(groups, key, (layout,) + (now, amount) * len(layout), 1)
                 if want:
                     return True, tuple((True, rule.capacity - amount, rule) for _, rule in group[0])
                 return True
-            if state[-1] is not layout:
+            if state[0] is not layout:
                 return None
             now = self._clock()
             new = list(state)
             debts: List[float] = []
             size = float(amount)  # compared with floats (the sums stay ints)
-            index = 0
+            index = 1
             for _, shape in layout:  # the inlined deficit() and admits(), as in _try_take
                 base = state[index]
                 used = state[index + 1]

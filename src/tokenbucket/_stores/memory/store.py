@@ -152,7 +152,7 @@ class MemoryStore(Several, Adjusting, Overriding):
         if limit is None:
             return key in self._shards[hash(key) & self._mask][0]
         state = self._grouped[hash(limit[0]) & self._mask][0].get(limit[0])
-        return state is not None and any(name == limit[1] for name, _ in state[-1])
+        return state is not None and any(name == limit[1] for name, _ in state[0])
 
     @property
     def max_keys(self) -> Optional[int]:

@@ -189,8 +189,8 @@ def group_fullness(
     be. (Each limit's deficit is ``_arith.deficit``, inlined: the sweep visits every key.)
     """
     full, latest, last = True, -math.inf, now
-    index = 0
-    for _, shape in state[-1]:
+    index = 1
+    for _, shape in state[0]:
         base, used = state[index], state[index + 1]
         index += 2
         if used.__class__ is tuple:  # (used, carry)
