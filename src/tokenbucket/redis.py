@@ -62,8 +62,9 @@ from ._stores.redis.failure import (
     FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS,  # public, as it always was
 )
 from ._stores.redis.failure import RedisUnavailableError
+from ._stores.redis.groups import flat
 from ._stores.redis.listing import AsyncRules, SyncRules
-from ._stores.redis.logic import Plan, flat
+from ._stores.redis.logic import Plan
 from ._stores.redis.once import new_call
 from ._stores.redis.pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._stores.redis.pipeline import Pipeliner

@@ -295,7 +295,7 @@ def test_undo_gives_back_only_to_the_buckets_the_call_charged(redis_url):
     """A reservation of 3 on 'a' (10) and a shadow 's' (1 of 2 left: not charged), then its
     undo: 'a' is back at 10, 's' stays at 1; sent again after 'a' is charged 3, it gives
     nothing more."""
-    from tokenbucket._stores.redis.logic import flat
+    from tokenbucket._stores.redis.groups import flat
     from tokenbucket._stores.redis.once import new_call
 
     store = RedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)
@@ -325,7 +325,7 @@ def test_undo_gives_back_only_to_the_buckets_the_call_charged(redis_url):
 def test_undo_before_the_call_gives_nothing_back(redis_url):
     """An undo that arrives before its call refunds nothing (the bucket stays 4 short) and
     answers without an error."""
-    from tokenbucket._stores.redis.logic import flat
+    from tokenbucket._stores.redis.groups import flat
     from tokenbucket._stores.redis.once import new_call
 
     store = RedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)

@@ -100,7 +100,7 @@ def test_an_interrupted_acquire_refunds_only_what_its_reservation_charged(awaite
 def test_redis_undo_of_a_shadow_reservation_refunds_only_the_charged_buckets(redis_url):
     """The script's undo (an aacquire cancelled while its call was on the way) refunds the
     buckets the reservation charged, read from its reply, and not a shadow bucket it skipped."""
-    from tokenbucket._stores.redis.logic import flat
+    from tokenbucket._stores.redis.groups import flat
     from tokenbucket._stores.redis.once import new_call
 
     burst, daily = Rule(10, 0), Rule(1, 0)

@@ -258,13 +258,15 @@ class MemoryStore(Several, Adjusting, Overriding):
         """`take`, answering only whether, for an int ``amount``: the registry's fast path.
 
         Private to this class: the registry binds it only when its store is exactly a
-        MemoryStore. The common case, a key with a bucket under its current rule, is decided
-        here with one `deficit` call and no outcome built; anything else goes to `take`. The
-        property tests (tests/test_model.py) hold both to the exact model.
+        MemoryStore. The common cases, a key with a bucket under its current rule and the first
+        touch of a key (no cap, no sweep due), are decided here with no outcome built; anything
+        else goes to `take`. The property tests (tests/property/test_model.py) hold both to the
+        exact model.
 
-        For speed (a call costs about 7% of this path) it is the one place in src/ with an
-        inlined copy of the arithmetic: ``_arith.deficit`` and ``admits``, and the restart of a
-        full bucket as `_charged` does it (`take`, the other hot path, inlines only the one
+        For speed (a call costs about 7% of this path) it has an inlined copy of the
+        arithmetic: ``_arith.deficit`` and ``admits``, and the restart of a full bucket as
+        `_charged` does it (as do the hot path of several limits, ``several._try_take_group``,
+        and the sweep's reading of a state; `take`, the other hot path, inlines only the one
         comparison of ``admits``). Everything else calls ``_arith``; `take` decides the same
         requests through it, and the property tests check both paths against the model.
         """
@@ -275,7 +277,7 @@ class MemoryStore(Several, Adjusting, Overriding):
             if state is not None:
                 base, used, carry, shape = state
                 if shape is default._shape or _same(shape, self._overrides.get(key, default)):
-                    # The one inlined copy: deficit(), admits() and _charged()'s restart.
+                    # The inlined deficit(), admits() and _charged()'s restart.
                     now = self._clock()
                     if now > base:
                         debt = used - (now - base) * shape[1]

@@ -25,7 +25,6 @@ from typing import (
     Generator,
     List,
     Optional,
-    Sequence,
     Tuple,
     TypeVar,
     Union,
@@ -34,7 +33,6 @@ from typing import (
 import redis.exceptions
 from redis.crc import key_slot
 
-from ..._core.keys import limit_key
 from ..._core.rule import Rule
 from ..._core.validate import Number
 from ..memory.store import MemoryStore
@@ -51,10 +49,8 @@ from .failure import (
     Failing,
     _enforced,
 )
+from .groups import Buckets, flat
 from .once import MARKED, UNDO, Markers
-
-#: Hashes with their default rules: ``(hash key, rule)`` pairs (see `flat`).
-Buckets = Sequence[Tuple[str, Rule]]
 
 T = TypeVar("T")
 
@@ -139,7 +135,7 @@ class Logic(Failing):
     ) -> Plan[Tuple[bool, Outcomes]]:
         """Take from every limit or none, in one script call; never raises for Redis trouble.
 
-        Each limit is its own hash, ``limit_key(key, name)`` (see `buckets`). Raises
+        Each limit is its own hash, ``limit_key(key, name)`` (see ``groups``). Raises
         ValueError (before any call) for repeated keys, or, on a Redis Cluster, for keys in
         more than one hash slot (give them a common ``{hash tag}``).
         """
@@ -394,22 +390,3 @@ class Logic(Failing):
         if len(seen) >= _MAX_SEEN and key not in seen:
             seen.clear()
         seen[key] = rule
-
-
-def flat(groups: Groups) -> List[Tuple[str, Rule]]:
-    """The ``(hash key, default rule)`` of every limit of ``groups``, in order.
-
-    Limit ``name`` of ``key`` is the hash ``limit_key(key, name)``: the store protocol's groups
-    (see ``_stores.store``) mapped onto one hash per limit. Repeated keys, or names within a
-    key, raise ValueError (as in every store).
-    """
-    keys = [key for key, _ in groups]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"'groups' must name distinct keys, got {keys!r}")
-    buckets = []
-    for key, limits in groups:
-        names = [name for name, _ in limits]
-        if len(set(names)) != len(names):
-            raise ValueError(f"the limits of key {key!r} must have distinct names: {names!r}")
-        buckets += [(limit_key(key, name), rule) for name, rule in limits]
-    return buckets
