@@ -56,6 +56,7 @@ TARGETS = [
         "_stores/memory/store.py",
         "_stores/memory/adjust.py",
         "_stores/memory/several.py",
+        "_stores/memory/layout.py",
         "_stores/memory/sweep.py",
         "_core/decision.py",
         "_registry/limits.py",

@@ -182,3 +182,17 @@ def test_two_limits_take_little_more_memory_than_one():
     state = store._grouped[hash("k") & store._mask][0]["k"]
     assert len(state) == 5
     assert sys.getsizeof(state) == sys.getsizeof((1, 2, 3, 4)) + 8
+
+
+@pytest.mark.parametrize(("interned", "same"), [(4095, True), (4096, False)])
+def test_layouts_are_interned_up_to_4096(monkeypatch, interned, same):
+    """Layouts are interned while fewer than 4,096 are (override shapes make more): past that a
+    new one is a new object each time (the hot path misses; the general path decides)."""
+    from tokenbucket._stores.memory import layout
+
+    shape = Rule(1, 1.0)._shape
+    known = {((f"n{index}", shape),): ((f"n{index}", shape),) for index in range(interned)}
+    monkeypatch.setattr(layout, "_LAYOUTS", known)
+    limits = (("a", Rule(7, 1.0)), ("b", Rule(8, 1.0)))
+    assert (layout.layout_of(limits) is layout.layout_of(limits)) is same
+    assert layout.layout_of(limits) == (("a", Rule(7, 1.0)._shape), ("b", Rule(8, 1.0)._shape))
