@@ -196,3 +196,119 @@ def test_layouts_are_interned_up_to_4096(monkeypatch, interned, same):
     limits = (("a", Rule(7, 1.0)), ("b", Rule(8, 1.0)))
     assert (layout.layout_of(limits) is layout.layout_of(limits)) is same
     assert layout.layout_of(limits) == (("a", Rule(7, 1.0)._shape), ("b", Rule(8, 1.0)._shape))
+
+
+# The hot path of a key's limits, pinned: it answers (not None) where it should, and the state
+# it writes is exactly the general path's.
+
+
+def hot(limits, clock):
+    store = MemoryStore(clock=clock)
+    return BucketRegistry(limits, store=store), store
+
+
+def state_of(store, key):
+    return store._grouped[hash(key) & store._mask][0][key]
+
+
+def test_the_hot_path_restarts_a_full_limit_and_adds_to_the_other():
+    """a (2, 1/s) full again at 2.0 exactly (restarted at 2.0), b (10, no refill) 2 used: the
+    hot path answers, and writes (layout, 2.0, 1, 0.0, 3); then the other way round."""
+    clock = ManualClock(0.0)
+    limits, store = hot({"a": Rule(2, 1.0), "b": Rule(10, 0)}, clock)
+    assert limits.try_consume("k", 2)
+    clock.set(2.0)  # a: 2 - 2.0 * 1.0 = 0.0 missing, exactly full
+    layout = limits._group[1]
+    assert store._try_take_group("k", limits._group, 1) is True
+    assert state_of(store, "k") == (layout, 2.0, 1, 0.0, 3)
+    limits2, store2 = hot({"b": Rule(10, 0), "a": Rule(2, 1.0)}, ManualClock(0.0))
+    assert limits2.try_consume("k", 2)
+    store2._clock.set(2.0)
+    assert store2._try_take_group("k", limits2._group, 1) is True
+    assert state_of(store2, "k") == (limits2._group[1], 0.0, 3, 2.0, 1)
+
+
+def test_the_hot_path_admits_up_to_the_ceiling_and_no_further():
+    """Capacity 10**12: its ceiling is 1e12 as a float, and a request of exactly that passes,
+    on a full bucket restarted and on a bucket in use alike; 3 of 2 never does."""
+    clock = ManualClock(0.0)
+    limits, _ = hot({"a": Rule(10**12, 10**12), "b": Rule(10**12, 0)}, clock)
+    assert limits.try_consume("k", 1)
+    clock.advance(1)  # a full again (restarts); b 1 used
+    assert not limits.try_consume("k", 10**12)  # b: 1 + 1e12 > its ceiling
+    assert limits.try_consume("k", 10**12 - 1)  # b: 1.0 + (1e12 - 1) == its ceiling: passes
+    pair, _ = hot({"a": Rule(2, 1.0), "b": Rule(2, 1.0)}, ManualClock(0.0))
+    assert pair.try_consume("k", 1)
+    pair.store._clock.advance(5)  # both full: the restart path
+    assert pair.try_consume("k", 3) is False
+    assert pair.consume("k", 3).allowed is False
+    big, _ = hot({"a": Rule(10**12, 1.0), "b": Rule(10**12, 1.0)}, ManualClock(0.0))
+    assert big.try_consume("k", 1)
+    big.store._clock.advance(5)  # full: a request of exactly the capacity passes
+    assert big.try_consume("k", 10**12) is True
+
+
+def test_a_denied_first_touch_gives_back_its_room_under_the_cap():
+    """max_keys 2: a new key's request above a limit's capacity is denied and takes no room:
+    two keys still fit, a third does not; consume on a new key answers allowed."""
+    store = MemoryStore(clock=ManualClock(0.0), max_keys=2)
+    limits = BucketRegistry({"a": Rule(5, 0), "b": Rule(5, 0)}, store=store)
+    assert not limits.try_consume("x", 6)
+    assert limits.consume("y").allowed
+    assert limits.try_consume("z")
+    assert not limits.try_consume("w")
+    assert len(store) == 2
+
+
+def test_keys_charged_or_used_in_shadow_count_once_under_the_cap():
+    """max_keys 2, s in shadow: k's second request (s out of tokens) takes no more room, so j
+    still fits; then the cap binds."""
+    store = MemoryStore(clock=ManualClock(0.0), max_keys=2)
+    limits = BucketRegistry({"a": Rule(10, 0), "s": Rule(1, 0)}, store=store, shadow={"s"})
+    assert limits.consume("k").allowed
+    assert limits.consume("k").shadow_denied == ("s",)
+    assert limits.consume("j").allowed
+    assert not limits.consume("i").allowed
+
+
+def test_charges_of_new_keys_count_under_the_cap_and_past_it():
+    """max_keys 2: charges of two new keys take the room; a third new key is refused. At the
+    cap a charge is tracked past it, and holds its place until the sweep frees it."""
+    clock = ManualClock(0.0)
+    store = MemoryStore(clock=clock, max_keys=2)
+    limits = BucketRegistry({"a": Rule(2, 1.0), "b": Rule(2, 0.001)}, store=store)
+    assert limits.charge("x", 1).allowed
+    assert limits.charge("y", 1).allowed
+    assert not limits.consume("z").allowed
+    assert limits.charge("k", 1).allowed  # at the cap: tracked past it
+    assert len(store) == 3
+    clock.advance(4000)  # all full again (k, charged from empty, was 3 short of b's 2)
+    store._until_sweep = 0
+    store._sweep()
+    assert len(store) == 0
+    assert limits.consume("z").allowed
+
+    store = MemoryStore(clock=clock, max_keys=1)
+    limits = BucketRegistry({"a": Rule(2, 1.0), "b": Rule(2, 0.001)}, store=store)
+    assert limits.consume("x")
+    assert limits.charge("k", 2).allowed  # past the cap: k 4 short of b's 2 (4,000 s)
+    clock.advance(1500)  # x full again (1,000 s), k not
+    store._until_sweep = 0
+    store._sweep()
+    assert len(store) == 1
+    assert not limits.consume("y").allowed  # k holds the cap
+
+
+def test_a_shadow_reservation_is_decided_by_the_enforced_limits():
+    """charge_all with a reservation: the watched limit cannot fit, the enforced one can: the
+    call is allowed, and charges the enforced limit only."""
+    store = MemoryStore(clock=ManualClock(0.0))
+    groups = [("k", (("a", Rule(10, 1.0)), ("s", Rule(1, 0))))]
+    assert store.charge_all(groups, 2, 0.0, (False, True)) == (
+        True,
+        ((True, 8, Rule(10, 1.0)), (False, 1, Rule(1, 0))),
+    )
+    assert store.charge_all(groups, 2, 0.0, (True, False)) == (
+        False,
+        ((True, 8, Rule(10, 1.0)), (False, 1, Rule(1, 0))),
+    )

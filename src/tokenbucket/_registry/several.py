@@ -121,7 +121,7 @@ class SeveralLimits(BucketRegistry):
         if fast is not None and type(key) is str and type(amount) is int and 0 < amount <= 2**53:
             taken = fast._try_take_group(key, self._group, amount, True)
             if taken is not None:
-                return combine(self._names, True, taken[1], amount)
+                return combine(self._names, taken[0], taken[1], amount)
         amount = check_amount(amount)
         mask = self._watch.mask
         allowed, outcomes = self._take(key, amount)
