@@ -280,13 +280,14 @@ def test_charges_of_new_keys_count_under_the_cap_and_past_it():
     assert limits.charge("x", 1).allowed
     assert limits.charge("y", 1).allowed
     assert not limits.consume("z").allowed
-    assert limits.charge("k", 1).allowed  # at the cap: tracked past it
+    assert limits.charge("k", 1).allowed  # at the cap: tracked past it, counted once
     assert len(store) == 3
-    clock.advance(4000)  # all full again (k, charged from empty, was 3 short of b's 2)
+    clock.advance(1500)  # x and y full again (1,000 s); k, charged from empty, 3 short of 2
     store._until_sweep = 0
     store._sweep()
-    assert len(store) == 0
-    assert limits.consume("z").allowed
+    assert len(store) == 1
+    assert limits.consume("z").allowed  # k and z: the cap
+    assert not limits.consume("w").allowed
 
     store = MemoryStore(clock=clock, max_keys=1)
     limits = BucketRegistry({"a": Rule(2, 1.0), "b": Rule(2, 0.001)}, store=store)
