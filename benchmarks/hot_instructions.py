@@ -1,7 +1,8 @@
 """Instructions per call on the hot paths, counted by valgrind's callgrind (repeatable on a
 loaded machine): ``try_consume`` and ``consume`` on a hot key of an in-memory registry of one
 Rule and of 2 and 3 named limits, the first touch of a key (a new key per call) with 1 and 2
-limits, and a WSGI request through the middleware with one limit and with several. Then (outside
+limits, and a request through each middleware around the smallest app: with one limit, with
+several, and (ASGI) with several limits and a cost settled from the response. Then (outside
 callgrind, with tracemalloc) the bytes a tracked key costs with 1 and 2 limits.
 
 The script re-runs itself under callgrind; each case runs ``--calls`` times between two calls
@@ -14,6 +15,7 @@ and the empty batch's count (the loop alone) is subtracted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import glob
 import os
 import re
@@ -26,7 +28,7 @@ from typing import Any, Callable, Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from middleware import minimal_wsgi_app, wsgi_batch  # noqa: E402
+from middleware import asgi_batch, minimal_asgi_app, minimal_wsgi_app, wsgi_batch  # noqa: E402
 
 from tokenbucket import BucketRegistry, Rule  # noqa: E402
 
@@ -53,6 +55,7 @@ def bytes_per_key(limits: int, keys: int = 20_000) -> float:
 
 
 def cases() -> Dict[str, Callable[[int], Any]]:
+    from tokenbucket.asgi import RateLimitMiddleware as ASGIMiddleware
     from tokenbucket.wsgi import RateLimitMiddleware
 
     hot = BucketRegistry(Rule(1e12, 1e12))  # never refuses, so every call takes the same path
@@ -95,6 +98,17 @@ def cases() -> Dict[str, Callable[[int], Any]]:
         minimal_wsgi_app,
         registry=BucketRegistry({"burst": Rule(1e12, 1e12), "daily": Rule(1e12, 1e9)}),
     )
+    loop = asyncio.new_event_loop()
+    asgi_one = ASGIMiddleware(minimal_asgi_app, registry=BucketRegistry(Rule(1e12, 1e12)))
+    asgi_settled = ASGIMiddleware(
+        minimal_asgi_app,
+        registry=BucketRegistry({"burst": Rule(1e12, 1e12), "daily": Rule(1e12, 1e9)}),
+        settle=lambda request, status, headers: 2,
+    )
+
+    def asgi(app: Any) -> Callable[[int], Any]:
+        return lambda n: loop.run_until_complete(asgi_batch(app, n))
+
     return {
         "nothing (the loop)": lambda n: None,
         "try_consume, one Rule, hot key": try_consume,
@@ -106,6 +120,8 @@ def cases() -> Dict[str, Callable[[int], Any]]:
         "try_consume, 2 limits, first touch": first(2),
         "WSGI request, one limit": lambda n: wsgi_batch(one, n),
         "WSGI request, two limits": lambda n: wsgi_batch(several, n),
+        "ASGI request, one limit": asgi(asgi_one),
+        "ASGI request, two limits, settled": asgi(asgi_settled),
     }
 
 

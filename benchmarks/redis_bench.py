@@ -1,4 +1,4 @@
-"""Decisions per second against a local Redis: tokenbucket vs limits vs throttled-py vs INCR.
+"""Decisions per second against a local Redis: tokenbucket vs limits, throttled-py, pyrate-limiter.
 
 Every contender limits 1,000 keys at 100 requests per second (burst 100) on the same
 redis-server, through redis-py. A bare ``INCR`` (one round trip doing the least a server can
@@ -164,6 +164,75 @@ def throttled_async(url, single=False):
     return decide, close
 
 
+def pyrate_limiter(make_client, is_async):
+    """pyrate-limiter's token bucket in Redis (its ``StateBucket`` over a ``RedisStateStore``,
+    one Lua script call per decision). Its ready-made limiters share one bucket among all
+    names, so each name gets its own bucket through a ``BucketFactory`` (its documented
+    extension point), all on one client."""
+    from pyrate_limiter import (
+        BucketFactory,
+        Duration,
+        Limiter,
+        Rate,
+        RateItem,
+        StateBucket,
+        TokenBucket,
+    )
+    from pyrate_limiter.buckets.redis_state import RedisStateStore
+
+    client, close = make_client()
+    rates = [Rate(LIMIT, Duration.SECOND, burst=LIMIT)]
+
+    class PerKey(BucketFactory):
+        def __init__(self):
+            self.buckets = {}
+            self.clock = RedisStateStore.default_clock
+
+        def wrap_item(self, name, weight=1):
+            return RateItem(name, self.clock.now(), weight=weight)
+
+        def get(self, item):
+            bucket = self.buckets.get(item.name)
+            if bucket is None:
+                store = RedisStateStore(client, f"pyrate:{item.name}")
+                store.is_async = is_async
+                bucket = StateBucket(rates, TokenBucket(), store)
+                self.buckets[item.name] = bucket
+            return bucket
+
+    if is_async:
+        limiter = Limiter(PerKey(), buffer_ms=0)
+
+        async def decide(key):
+            return bool(await limiter.try_acquire_async(key, blocking=False))
+
+        return decide, close
+    # A Limiter's lock is not waited for with blocking=False (a thread that finds it taken is
+    # refused at once), so each thread has its own Limiter, all on the one client.
+    local = threading.local()
+
+    def decide_sync(key):
+        try:
+            limiter = local.limiter
+        except AttributeError:
+            limiter = local.limiter = Limiter(PerKey(), buffer_ms=0)
+        return bool(limiter.try_acquire(key, blocking=False))
+
+    return decide_sync, close
+
+
+def pyrate_sync(url):
+    def make_client():
+        client = redis.Redis.from_url(url)
+        return client, client.close
+
+    return pyrate_limiter(make_client, False)
+
+
+def pyrate_async(url, single=False):
+    return pyrate_limiter(lambda: async_client(url, single), True)
+
+
 CONTENDERS = {
     "INCR (floor)": (incr_sync, incr_async),
     "tokenbucket": (tokenbucket_sync, tokenbucket_async(True)),
@@ -177,6 +246,7 @@ CONTENDERS = {
         limits_async("FixedWindowRateLimiter"),
     ),
     "throttled-py token bucket": (throttled_sync, throttled_async),
+    "pyrate-limiter token bucket": (pyrate_sync, pyrate_async),
 }
 
 MODES = [
@@ -422,9 +492,13 @@ def main():
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--tasks", type=int, default=32)
     parser.add_argument("--only", nargs="*", help="contenders to run (names as in the table)")
+    parser.add_argument("--modes", nargs="*", help="modes to run (words each mode's name holds)")
+    parser.add_argument("--no-round-trips", action="store_true", help="skip the commands table")
     options = parser.parse_args()
     names = [n for n in CONTENDERS if not options.only or n in options.only or n.startswith("INCR")]
-    missing = [p for p in ("limits", "throttled-py") if version(p) == "not installed"]
+    missing = [
+        p for p in ("limits", "throttled-py", "pyrate-limiter") if version(p) == "not installed"
+    ]
     if missing:
         sys.exit(f"install the peers first: pip install -e '.[redis]' --group bench ({missing})")
 
@@ -438,11 +512,14 @@ def main():
     admin = redis.Redis.from_url(url)
     modes = [m.replace("32 tasks", f"{options.tasks} tasks") for m in MODES]
     modes = [m.replace("8 threads", f"{options.threads} threads") for m in modes]
+    if options.modes:  # "sync" picks the sync modes, "async" the async ones, "pool" ...
+        modes = [m for m in modes if set(options.modes) & set(m.replace(",", "").split())]
     try:
         print(
             f"Python {platform.python_version()}, redis-py {version('redis')}, "
             f"redis-server {admin.info('server')['redis_version']}, {os.cpu_count()} CPUs, "
-            f"limits {version('limits')}, throttled-py {version('throttled-py')}\n"
+            f"limits {version('limits')}, throttled-py {version('throttled-py')}, "
+            f"pyrate-limiter {version('pyrate-limiter')}\n"
         )
         print("## Round trips per decision\n")
         print(
@@ -450,7 +527,7 @@ def main():
             "| server µs |"
         )
         print("| --- | --- | --- | --- | ---: |")
-        for name in names:
+        for name in [] if options.no_round_trips else names:
             for kind, (client, server, busy) in round_trips(name, url, port).items():
                 sent = ", ".join(f"{c} {n:.2f}" for c, n in sorted(client.items()))
                 ran = ", ".join(f"{c} {n:.2f}" for c, n in sorted(server.items()))

@@ -17,40 +17,26 @@ no framework.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Optional, Tuple
-
-from ._core.decision import Decision
-from ._core.keys import escape_key
 from ._edges.asgi_io import (
     ASGIApp,
-    Message,
     Receive,
     Scope,
     Send,
-    _admin_op,
-    _encode,
-    _RawHeaders,
-    _run,
+    _answer_admin,
+    _hold,
+    _refuse_handshake,
+    _releasing,
     _send_response,
     _settling,
     _view,
+    _with_fields,
 )
 from ._http.denied import problem_details
-from ._http.headers import (
-    RAW,
-    RAW_OWN_FIELDS,
-    RAW_OWN_INITIALS,
-    Response,
-    add_fields,
-)
+from ._http.headers import RAW, Response
 from ._http.middleware import Middleware
-from ._http.options import Limit, Policy
-from ._http.paths import route_path
-from ._http.request import RequestView, default_bucket
-from ._http.unservable import Unservable
+from ._http.request import RequestView
 from ._registry.inflight import InFlightLimit
 from ._registry.registry import BucketRegistry
-from ._stores.slots import _released
 
 __all__ = ["RateLimitMiddleware", "RequestView", "Response", "problem_details"]
 
@@ -155,6 +141,7 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
 
     __slots__ = ()
     _app_kind = "an ASGI app"
+    _form = RAW
 
     def _check_registry(self, registry: BucketRegistry) -> None:
         """Refuse a blocking store: it would stall the event loop on every decision."""
@@ -175,221 +162,47 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI connection."""
-        if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                await self._websocket(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        root_path = scope.get("root_path")
-        if root_path:
-            path = route_path(path, root_path)
-        if path == self._admin_path or path in self._admin_paths:
-            await self._admin_request(scope, receive, send)
-            return
-        if self._in_flight is not None:
-            await self._call_in_flight(scope, receive, send, self._in_flight)
-            return
-        options = self._options
-        consume = self._consume
-        if consume is not None:
-            # No exemptions, routes, key or cost function, hook or async store: the common case.
-            policy = options.default
-            client = scope.get("client")
-            decision = consume(
-                default_bucket(client[0] if client else None, self._ipv6_prefix), self._cost
-            )
-        else:
-            view = _view(scope)
-            if options.is_exempt(view):
-                await self.app(scope, receive, send)
-                return
-            try:
-                limit = options.limit_for(view)
-            except Unservable as refused:
-                await _send_response(send, refused.response)
-                return
-            policy, decision = limit[0], await self._decide(view, limit)
-        extra = options.verdict(decision, policy, RAW, None if consume is not None else view)
-        if not isinstance(extra, list):  # denied: the 429
-            await _send_response(send, extra)
-            return
-        if options.settle_func is not None:
-            send, settle = _settling(options, send, view, limit, decision)
-            try:
-                await self._call_with_fields(scope, receive, send, extra)
-            finally:
-                await settle()
-            return
-        await self._call_with_fields(scope, receive, send, extra)
-
-    async def _call_with_fields(
-        self, scope: Scope, receive: Receive, send: Send, extra: _RawHeaders
-    ) -> None:
-        """Call the app, adding the rate-limit fields ``extra`` to its response."""
-        if not extra:
+        """Handle one ASGI connection: its plan (``tokenbucket._http.plan``), carried out."""
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-
-        async def send_with_fields(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = add_fields(
-                    message.get("headers"), extra, RAW_OWN_FIELDS, RAW_OWN_INITIALS
-                )
-            await send(message)
-
-        await self.app(scope, receive, send_with_fields)
-
-    async def _call_in_flight(
-        self, scope: Scope, receive: Receive, send: Send, in_flight: InFlightLimit
-    ) -> None:
-        """`__call__` with an in-flight limit: hold a slot of the key from the decision to the end.
-
-        The slot is taken first, so a request refused for concurrency takes no token; one the
-        rate limit refuses gives its slot back at once. The slot is released once: when the last
-        body message is sent, when the app reads ``http.disconnect``, or when the app returns,
-        raises or is cancelled, whichever comes first.
-        """
-        options = self._options
-        consume = self._consume
-        if consume is not None:  # the fast path's key (see __call__)
-            client = scope.get("client")
-            bucket = slot_key = default_bucket(client[0] if client else None, self._ipv6_prefix)
-        else:
-            view = _view(scope)
-            if options.is_exempt(view):
-                await self.app(scope, receive, send)
+        view = _view(scope)
+        plan = self._gate.plan(view) if kind == "http" else self._gate.handshake(view)
+        is_async = self._options.is_async
+        if plan.admin is not None:
+            await _send_response(send, await _answer_admin(plan.admin, view, receive, is_async))
+            return
+        release = settle = None
+        if plan.slot is not None:
+            assert self._in_flight is not None
+            release = await _hold(self._in_flight, plan.slot)
+            full = None if release is not None else plan.full()
+            if full is not None:
+                await _send_response(send, full)
                 return
-            try:
-                limit = options.limit_for(view)
-            except Unservable as refused:
-                await _send_response(send, refused.response)
-                return
-            slot_key = escape_key(limit[1])
-        is_async = in_flight.is_async
-        slot = await in_flight.aacquire(slot_key) if is_async else in_flight.acquire(slot_key)
-        if slot is None:
-            if not options.dry_run:
-                assert options.in_flight_refusal is not None
-                await _send_response(send, options.in_flight_refusal)
-                return
-            slot = _released(slot_key)  # dry run over the limit: let it through, holding none
-        settle: Optional[Callable[[], Awaitable[None]]] = None
         try:
-            if consume is not None:
-                policy = options.default
-                decision = consume(bucket, self._cost)
-            else:
-                policy = limit[0]
-                decision = await self._decide(view, limit)
-            extra = options.verdict(decision, policy, RAW, None if consume is not None else view)
-            if not isinstance(extra, list):  # denied: the 429
-                await _send_response(send, extra)
+            policy = plan.policy
+            if policy is not None:
+                if is_async:
+                    plan.decided(await policy.registry.aconsume(plan.bucket, plan.cost))
+                else:
+                    plan.decided(policy.registry.consume(plan.bucket, plan.cost))
+            if plan.respond is not None:
+                if plan.handshake:
+                    await _refuse_handshake(scope, receive, send, plan.respond)
+                else:
+                    await _send_response(send, plan.respond)
                 return
-            if options.settle_func is not None:
-                send, settle = _settling(options, send, view, limit, decision)
-
-            async def send_then_release(message: Message) -> None:
-                kind = message["type"]
-                if kind == "http.response.start":
-                    if extra:
-                        message["headers"] = add_fields(
-                            message.get("headers"), extra, RAW_OWN_FIELDS, RAW_OWN_INITIALS
-                        )
-                    await send(message)
-                    return
-                await send(message)
-                if kind == "http.response.body" and not message.get("more_body") and slot.held:
-                    # The response is complete: the request no longer counts.
-                    if is_async:
-                        await in_flight.arelease(slot)
-                    else:
-                        in_flight.release(slot)
-
-            async def receive_then_release() -> Message:
-                message = await receive()
-                if message["type"] == "http.disconnect" and slot.held:
-                    # The client is gone: nothing more of this request reaches it.
-                    if is_async:
-                        await in_flight.arelease(slot)
-                    else:
-                        in_flight.release(slot)
-                return message
-
-            await self.app(scope, receive_then_release, send_then_release)
+            if plan.settlement is not None:
+                send, settle = _settling(send, plan.settlement, plan.at_end, is_async)
+            if plan.fields:
+                send = _with_fields(send, plan.fields)
+            if release is not None:
+                send, receive = _releasing(send, receive, release)
+            await self.app(scope, receive, send)
         finally:
             if settle is not None:
                 await settle()
-            if slot.held:
-                if is_async:
-                    await in_flight.arelease(slot)
-                else:
-                    in_flight.release(slot)
-
-    async def _count(self, view: RequestView) -> Tuple[Policy, Decision]:
-        """Count the request as `Options.limit_for` says; return its policy and the decision."""
-        limit = self._options.limit_for(view)
-        return limit[0], await self._decide(view, limit)
-
-    async def _decide(self, view: RequestView, limit: Limit) -> Decision:
-        """Take the request's tokens and report the decision.
-
-        Only the registry call is this module's own: awaited when the store is async.
-        """
-        options = self._options
-        policy, key, bucket, cost = limit
-        if options.is_async:
-            decision = await policy.registry.aconsume(bucket, cost)
-        else:
-            decision = policy.registry.consume(bucket, cost)
-        options.report(view, key, decision)
-        return decision
-
-    async def _admin_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        admin = self._admin
-        assert admin is not None
-        view = _view(scope)
-        status = admin.authorize(view.header("authorization"))
-        if status:
-            # Counted against the caller's bucket, whatever dry_run or exempt say.
-            try:
-                policy, decision = await self._count(view)
-            except Unservable as refused:
-                await _send_response(send, refused.response)
-                return
-            await _send_response(send, admin.refusal(status, policy, decision, view))
-            return
-        op = await _admin_op(admin, view, receive)
-        if isinstance(op, Response):
-            await _send_response(send, admin.rejected(op, view))
-            return
-        await _send_response(send, admin.outcome(op, await _run(op, self._options.is_async), view))
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        options = self._options
-        view = _view(scope)
-        if options.is_exempt(view):
-            await self.app(scope, receive, send)
-            return
-        policy, decision = await self._count(view)
-        if decision.allowed or options.dry_run or policy.shadow:
-            await self.app(scope, receive, send)
-            return
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return  # the client left before the handshake completed
-        if "websocket.http.response" in (scope.get("extensions") or {}):
-            response = options.denial(decision, policy, view)
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": response.status,
-                    "headers": _encode(response.headers),
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": response.body})
-        else:
-            # Before the accept, the server answers the handshake with 403.
-            await send({"type": "websocket.close", "code": 1008, "reason": "Rate limit exceeded"})
+            if release is not None:
+                await release()

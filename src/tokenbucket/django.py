@@ -56,7 +56,7 @@ from django.utils.module_loading import import_string
 from ._core.decision import Decision
 from ._core.validate import show
 from ._edges.wsgi_io import _admin_op, _run, _view
-from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
+from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, admin_api
 from ._http.denied import problem_details
 from ._http.guard import Guard, GuardLimits
 from ._http.headers import TEXT, HeaderList, Response, retry_after_seconds
@@ -164,7 +164,7 @@ class _Config:
             max_body=DEFAULT_MAX_BODY,
             ipv6_prefix=self.ipv6_prefix,
         )
-        admin = self.options.admin
+        admin = self.admin = admin_api(self.options)
         #: The admin API's paths (none without ``ADMIN_TOKEN``).
         self.admin_paths = frozenset() if admin is None else {admin.path, *sub_paths(admin.path)}
         #: Whether the client address is all a request needs (see `Options.is_plain`).
@@ -233,7 +233,8 @@ class RateLimitMiddleware:
         else:
             view = _view(request.META, request.path)
             if view.path in config.admin_paths:
-                return _admin(options, view)
+                assert config.admin is not None
+                return _admin(options, config.admin, view)
             if options.is_exempt(view) or (
                 config.routes_only and options.route_paths.get(view.path) is None
             ):
@@ -248,10 +249,8 @@ class RateLimitMiddleware:
         return _add(self.get_response(request), answer)
 
 
-def _admin(options: Options, view: RequestView) -> HttpResponse:
+def _admin(options: Options, admin: AdminAPI, view: RequestView) -> HttpResponse:
     """The admin API, as the middlewares serve it (``ADMIN_TOKEN``, ``ADMIN_PATH``)."""
-    admin = options.admin
-    assert admin is not None
     status = admin.authorize(view.header("authorization"))
     if status:  # counted against the caller's bucket, as in the middlewares
         policy, _, bucket, cost = options.limit_for(view)
@@ -271,11 +270,11 @@ def _admin(options: Options, view: RequestView) -> HttpResponse:
 def admin_view(request: HttpRequest, endpoint: str = "") -> HttpResponse:
     """The admin API at a URL of the project's URLconf (see `admin_urls`)."""
     config = _settings()
-    admin = config.options.admin
+    admin = config.admin
     path = "" if admin is None else admin.path + (endpoint and f"/{endpoint}")
-    if path not in config.admin_paths:  # no ADMIN_TOKEN, or no such endpoint
+    if admin is None or path not in config.admin_paths:  # no ADMIN_TOKEN, or no such endpoint
         raise Http404("no such admin endpoint")
-    return _admin(config.options, _view(request.META, path))
+    return _admin(config.options, admin, _view(request.META, path))
 
 
 # What ``csrf_exempt`` sets (as an attribute, the function keeps its types): a bearer-token API

@@ -233,7 +233,7 @@ class _AdminEndpoint:
                         options, _scope_name(route), registry, self._limit._route_prefix(route)
                     )
         inner = {**scope, "path": self._path, "root_path": ""}
-        await self._middleware._admin_request(inner, receive, send)
+        await self._middleware(inner, receive, send)  # the admin path: the admin API's plan
 
 
 def admin_router(

@@ -305,7 +305,9 @@ class Limiter:
         def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
             answer.append((status, headers))
 
-        body = b"".join(middleware._admin_request(request.environ, path, start_response))
+        # At the admin path the middleware's plan is the admin API's.
+        environ = {**request.environ, "PATH_INFO": path}
+        body = b"".join(middleware(environ, start_response))
         status, headers = answer[0]
         return Response(body, status=int(status.split()[0]), headers=headers)
 

@@ -15,40 +15,27 @@ framework.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Iterable
 
-from ._core.decision import Decision
-from ._core.keys import escape_key
 from ._core.validate import show
 from ._edges.wsgi_io import (
-    _admin_op,
+    _answer_admin,
     _Closing,
-    _fields,
-    _nothing,
+    _hold,
     _path,
     _respond,
-    _run,
-    _status_code,
+    _settling,
     _view,
     _with_fields,
 )
 from ._http.denied import problem_details
-from ._http.headers import (
-    TEXT,
-    HeaderList,
-    Response,
-)
+from ._http.headers import TEXT, Response
 from ._http.middleware import Middleware
-from ._http.options import Limit, Policy
-from ._http.request import RequestView, default_bucket
-from ._http.settle import Settlement
-from ._http.unservable import Unservable
+from ._http.request import RequestView
 from ._registry.inflight import InFlightLimit
 from ._registry.registry import BucketRegistry
-from ._stores.slots import _released
 
 if TYPE_CHECKING:
-    from _typeshed import OptExcInfo
     from _typeshed.wsgi import (  # noqa: F401 (WSGIApplication: the base class argument)
         StartResponse,
         WSGIApplication,
@@ -118,6 +105,7 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
 
     __slots__ = ()
     _app_kind = "a WSGI app"
+    _form = TEXT
 
     def _check_registry(self, registry: BucketRegistry) -> None:
         """Refuse an async store: a WSGI server has no event loop to await it on."""
@@ -136,165 +124,35 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
             )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """Handle one WSGI request."""
-        options = self._options
-        path: Optional[str] = None
-        if self._admin_path is not None:
-            path = _path(environ)
-            if path == self._admin_path or path in self._admin_paths:
-                return self._admin_request(environ, path, start_response)
-        if self._in_flight is not None:
-            return self._call_in_flight(environ, start_response, path, self._in_flight)
-        consume = self._consume
-        if consume is not None:
-            # No exemptions, routes, key or cost function, or hook: the common case, which does
-            # not even need the path.
-            policy = options.default
-            address = environ.get("REMOTE_ADDR")
-            decision = consume(default_bucket(address, self._ipv6_prefix), self._cost)
-        else:
-            view = _view(environ, _path(environ) if path is None else path)
-            if options.is_exempt(view):
-                return self.app(environ, start_response)
-            try:
-                limit = options.limit_for(view)
-            except Unservable as refused:
-                return _respond(start_response, refused.response)
-            policy, decision = limit[0], self._decide(view, limit)
-        fields = options.verdict(decision, policy, TEXT, None if consume is not None else view)
-        if not isinstance(fields, list):  # denied: the 429
-            return _respond(start_response, fields)
-        start = start_response if not fields else _with_fields(start_response, fields)
-        if options.settle_func is None:
-            return self.app(environ, start)
-        start, settle = self._settling(start, view, limit, decision)
+        """Handle one WSGI request: its plan (``tokenbucket._http.plan``), carried out."""
+        view = _view(environ, _path(environ))
+        plan = self._gate.plan(view)
+        if plan.admin is not None:
+            return _respond(start_response, _answer_admin(plan.admin, view, environ))
+        release = None
+        if plan.slot is not None:
+            assert self._in_flight is not None
+            release = _hold(self._in_flight, plan.slot)
+            full = None if release is not None else plan.full()
+            if full is not None:
+                return _respond(start_response, full)
+        finish = release
         try:
-            return _Closing(self.app(environ, start), settle)
+            policy = plan.policy
+            if policy is not None:
+                plan.decided(policy.registry.consume(plan.bucket, plan.cost))
+            if plan.respond is not None:
+                if release is not None:
+                    release()  # refused: the request no longer counts
+                return _respond(start_response, plan.respond)
+            start = start_response
+            if plan.fields:
+                start = _with_fields(start, plan.fields)
+            if plan.settlement is not None:
+                start, finish = _settling(start, plan.settlement, plan.at_end, release)
+            result = self.app(environ, start)
         except BaseException:
-            settle()
+            if finish is not None:
+                finish()
             raise
-
-    def _call_in_flight(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        path: Optional[str],
-        in_flight: InFlightLimit,
-    ) -> Iterable[bytes]:
-        """`__call__` with an in-flight limit: hold a slot of the key until the response closes.
-
-        As in the ASGI middleware, the slot is taken before the token. It is released when the
-        server closes the response iterable (PEP 3333 servers always do: after the last chunk,
-        on an error while iterating, on a client that went away), or at once if the app raises.
-        """
-        options = self._options
-        consume = self._consume
-        if consume is not None:  # the fast path's key (see __call__)
-            bucket = slot_key = default_bucket(environ.get("REMOTE_ADDR"), self._ipv6_prefix)
-        else:
-            view = _view(environ, _path(environ) if path is None else path)
-            if options.is_exempt(view):
-                return self.app(environ, start_response)
-            try:
-                limit = options.limit_for(view)
-            except Unservable as refused:
-                return _respond(start_response, refused.response)
-            slot_key = escape_key(limit[1])
-        slot = in_flight.acquire(slot_key)
-        if slot is None:
-            if not options.dry_run:
-                assert options.in_flight_refusal is not None
-                return _respond(start_response, options.in_flight_refusal)
-            slot = _released(slot_key)  # dry run over the limit: let it through, holding none
-        settle: Callable[[], None] = _nothing
-        try:
-            if consume is not None:
-                policy = options.default
-                decision = consume(bucket, self._cost)
-            else:
-                policy = limit[0]
-                decision = self._decide(view, limit)
-            fields = options.verdict(decision, policy, TEXT, None if consume is not None else view)
-            if not isinstance(fields, list):  # denied: the 429
-                in_flight.release(slot)
-                return _respond(start_response, fields)
-            start = start_response if not fields else _with_fields(start_response, fields)
-            if options.settle_func is not None:
-                start, settle = self._settling(start, view, limit, decision)
-
-            def finish() -> None:
-                try:
-                    settle()
-                finally:
-                    in_flight.release(slot)
-
-            return _Closing(self.app(environ, start), finish)
-        except BaseException:
-            try:
-                settle()
-            finally:
-                in_flight.release(slot)
-            raise
-
-    def _settling(
-        self, start_response: StartResponse, view: RequestView, limit: Limit, decision: Decision
-    ) -> tuple[StartResponse, Callable[[], None]]:
-        """``start_response``, settling the request's cost from the response; the settling call.
-
-        As in the ASGI middleware: read (``settle``) when the app starts its response, settled
-        then or (``settle_at="end"``) when the server closes the response iterable, and in any
-        case once, however the request ends (an app that starts its response again with
-        ``exc_info`` does not settle it again).
-        """
-        options = self._options
-        assert options.settle_func is not None
-        policy, _, bucket, cost = limit
-        settlement = Settlement(options.settle_func, view, policy.registry, bucket, cost, decision)
-
-        def settle() -> None:
-            actual = settlement.due()
-            if actual is not None:
-                settlement.reservation.settle(actual)
-
-        def start_settling(
-            status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            settlement.said(_status_code(status), _fields(headers))
-            if not options.settle_at_end:
-                settle()
-            if exc_info is None:
-                return start_response(status, headers)
-            return start_response(status, headers, exc_info)
-
-        return start_settling, settle
-
-    def _count(self, view: RequestView) -> tuple[Policy, Decision]:
-        """Count the request as `Options.limit_for` says; return its policy and the decision."""
-        limit = self._options.limit_for(view)
-        return limit[0], self._decide(view, limit)
-
-    def _decide(self, view: RequestView, limit: Limit) -> Decision:
-        """Take the request's tokens and report the decision."""
-        policy, key, bucket, cost = limit
-        decision = policy.registry.consume(bucket, cost)
-        self._options.report(view, key, decision)
-        return decision
-
-    def _admin_request(
-        self, environ: WSGIEnvironment, path: str, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        admin = self._admin
-        assert admin is not None
-        view = _view(environ, path)
-        status = admin.authorize(view.header("authorization"))
-        if status:
-            # Counted against the caller's bucket, whatever dry_run or exempt say.
-            try:
-                policy, decision = self._count(view)
-            except Unservable as refused:
-                return _respond(start_response, refused.response)
-            return _respond(start_response, admin.refusal(status, policy, decision, view))
-        op = _admin_op(admin, view, environ)
-        if isinstance(op, Response):
-            return _respond(start_response, admin.rejected(op, view))
-        return _respond(start_response, admin.outcome(op, _run(op), view))
+        return result if finish is None else _Closing(result, finish)

@@ -186,7 +186,8 @@ class TestAdmin:
         middleware = RateLimitMiddleware(
             lambda environ, start: [], registry=limits(ManualClock()), admin_token=TOKEN
         )
-        admin: AdminAPI = middleware._options.admin
+        admin = middleware._admin
+        assert isinstance(admin, AdminAPI)
         body = json.dumps({"client_id": IP, "capacity": 5, "limit": value}).encode()
         op = admin.parse("POST", "", body)
         if value in ("burst", "daily"):

@@ -445,3 +445,15 @@ def test_a_charge_beyond_the_largest_debt_saturates_there(admin, make):
     assert limits.charge("k", 4).reset_after == 2.0**53 / 0.001
     assert limits.refund("k", 5).reset_after == (2.0**53 - 5) / 0.001
     assert limits.peek("k", 1).reset_after == (2.0**53 - 5) / 0.001
+
+
+def test_a_rule_written_otherwise_is_the_same_rule(admin, make):
+    """A state written under '10' and '0' and read under the default Rule(10.0, 0.0) (sent as
+    '10.0' and '0.0'): the same numbers, so the state is not settled again; its instant and its
+    rounding carry stay, and a take of 1 leaves 5 short plus the carry 0.25 (6.25), where a
+    settle would have dropped the carry (6) and moved t to now."""
+    write(admin, "k", -FAR, 5, Rule(10, 0), carry=0.25)
+    before = admin.hgetall(PREFIX + "k")
+    assert make(Rule(10.0, 0.0)).try_consume("k")
+    after = admin.hgetall(PREFIX + "k")
+    assert (after["t"], after["u"], after["c"], after["r"]) == (before["t"], "6.25", "10", "0")

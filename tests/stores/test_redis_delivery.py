@@ -423,6 +423,28 @@ def test_undo_takes_a_charge_back_once_whichever_arrives_first(redis_url):
         assert store.level("b", RULE) == 10.0
 
 
+def test_the_script_answers_a_call_sent_again_from_its_marker(redis_url):
+    """The script alone, each call sent twice: the second send gets the first reply and changes
+    nothing; a denial keeps nothing (sent again, it decides afresh)."""
+    from tokenbucket._stores.redis.failure import _TAKE
+    from tokenbucket._stores.redis.logic import _SCRIPT
+
+    with redis.Redis.from_url(redis_url) as client:
+        sha = client.script_load(_SCRIPT)
+        logic = RedisStore(client)._logic
+
+        def send(amount, call):
+            args = logic._take_args("k", amount, RULE, _TAKE, call)
+            return client.evalsha(sha, *args[1:])
+
+        assert [send(3, b"c1"), send(3, b"c1")] == [b"17", b"17"]
+        assert [send(8, b"c2"), send(8, b"c2")] == [b"07", b"07"]  # denied: nothing kept
+        assert [send(7, b"c3"), send(7, b"c3")] == [b"10", b"10"]
+        assert client.hget("tokenbucket:k", "u") == b"10"
+        assert client.get(logic._markers.of(b"tokenbucket:k", b"c2")) is None
+        assert client.get(logic._markers.of(b"tokenbucket:k", b"c3")) == b"10"
+
+
 @given(
     prefix=st.sampled_from(["tokenbucket:", "", "{app}:", "a{b}c{", "x}y:"]),
     key=st.text(max_size=12) | st.sampled_from(["{", "}", "{}", "}{", "{t}k", "a{b", "{}x"]),

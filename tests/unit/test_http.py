@@ -26,6 +26,7 @@ from tokenbucket._http import (
     retry_after_seconds,
     status_line,
 )
+from tokenbucket._http.admin import admin_api
 
 _seconds = st.one_of(st.floats(min_value=0, max_value=1e12), st.just(math.inf))
 _decisions = st.builds(
@@ -216,7 +217,8 @@ def test_rule_change_without_numbers_is_the_cores_400():
     """A POST naming neither capacity nor refill_rate gets the core's own check and message
     (check_rule_fields, as BucketRegistry.update_rule raises it) as a 400."""
     registry = BucketRegistry(Rule(3, 1))
-    admin = options(registry=registry, admin_token="t" * 16).admin
+    admin = admin_api(options(registry=registry, admin_token="t" * 16))
+    assert admin is not None
     with pytest.raises(ValueError, match=r"^at least one of") as core:
         registry.update_rule("a")
     for body in (b'{"client_id": "a"}', b'{"client_id": "a", "route": "/nope"}'):

@@ -1,10 +1,12 @@
 """The ASGI edge's I/O: scopes and messages to and from ``tokenbucket._http``, admin bodies.
 
 What belongs here: the request view of a scope and its header fields, the encoding and sending
-of a `Response`, the ``send`` that settles a request's cost from its response, reading and
-parsing an admin request, and making an admin operation's registry calls (awaited when the
-store is async). It must not know the middleware class, the options' checks or the rate-limit
-decision (``tokenbucket.asgi`` holds those); it imports no framework.
+of a `Response` (and of a WebSocket handshake's refusal), the ``send`` and ``receive`` that
+carry out a plan's steps around the app (adding the rate-limit fields, settling the cost,
+releasing the in-flight slot), reading and parsing an admin request, and making an admin
+operation's registry calls (awaited when the store is async). It must not know the middleware
+class, the options or the decisions (``tokenbucket._http`` makes them); it imports no
+framework.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from typing import (
     Union,
 )
 
-from .._core.decision import Decision
 from .._http.admin import AdminAPI
 from .._http.admin_op import AdminOp
-from .._http.headers import HeaderList, Response
-from .._http.options import Limit, Options
+from .._http.headers import RAW_OWN_FIELDS, RAW_OWN_INITIALS, HeaderList, Response, add_fields
 from .._http.paths import route_path
 from .._http.request import RequestView
 from .._http.rules import RulesOp
 from .._http.settle import Settlement
+from .._registry.inflight import InFlightLimit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,20 +41,29 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _RawHeaders = List[Tuple[bytes, bytes]]
 
 
+def _with_fields(send: Send, fields: _RawHeaders) -> Send:
+    """``send``, adding the rate-limit ``fields`` the app did not set to its response start."""
+
+    async def send_with_fields(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = add_fields(
+                message.get("headers"), fields, RAW_OWN_FIELDS, RAW_OWN_INITIALS
+            )
+        await send(message)
+
+    return send_with_fields
+
+
 def _settling(
-    options: Options, send: Send, view: RequestView, limit: Limit, decision: Decision
+    send: Send, settlement: Settlement, at_end: bool, is_async: bool
 ) -> Tuple[Send, Callable[[], Awaitable[None]]]:
     """``send``, settling the request's cost from its response; and the settling call.
 
     The cost is read (``settle``) when the response starts and settled then, or with
-    ``settle_at="end"`` after its last body message. The settling call, made again however
-    the request ends (a disconnect, an exception, a cancellation), settles what the
-    response said if that has not happened yet; it settles once.
+    ``at_end`` after its last body message. The settling call, made again however the
+    request ends (a disconnect, an exception, a cancellation), settles what the response
+    said if that has not happened yet; it settles once.
     """
-    assert options.settle_func is not None
-    policy, _, bucket, cost = limit
-    settlement = Settlement(options.settle_func, view, policy.registry, bucket, cost, decision)
-    at_end, is_async = options.settle_at_end, options.is_async
 
     async def settle() -> None:
         actual = settlement.due()
@@ -74,6 +84,79 @@ def _settling(
             await settle()
 
     return send_settling, settle
+
+
+async def _hold(in_flight: InFlightLimit, key: str) -> Optional[Callable[[], Awaitable[None]]]:
+    """Take one of ``key``'s in-flight slots; the call that releases it, or None if none is free.
+
+    The release is done once, however often it is called.
+    """
+    is_async = in_flight.is_async
+    slot = await in_flight.aacquire(key) if is_async else in_flight.acquire(key)
+    if slot is None:
+        return None
+    held = slot
+
+    async def release() -> None:
+        if held.held:
+            if is_async:
+                await in_flight.arelease(held)
+            else:
+                in_flight.release(held)
+
+    return release
+
+
+def _releasing(
+    send: Send, receive: Receive, release: Callable[[], Awaitable[None]]
+) -> Tuple[Send, Receive]:
+    """``send`` and ``receive``, releasing the request's in-flight slot once it is done.
+
+    Done: when the last body message is sent, or when the app reads ``http.disconnect``.
+    ``release`` releases the slot if it is still held.
+    """
+
+    async def send_then_release(message: Message) -> None:
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            await release()  # the response is complete: the request no longer counts
+
+    async def receive_then_release() -> Message:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            await release()  # the client is gone: nothing more of this request reaches it
+        return message
+
+    return send_then_release, receive_then_release
+
+
+async def _refuse_handshake(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+    """Refuse a WebSocket handshake: with ``response`` where the server can send one."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # the client left before the handshake completed
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": response.status,
+                "headers": _encode(response.headers),
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": response.body})
+    else:
+        # Before the accept, the server answers the handshake with 403.
+        await send({"type": "websocket.close", "code": 1008, "reason": "Rate limit exceeded"})
+
+
+async def _answer_admin(
+    admin: AdminAPI, view: RequestView, receive: Receive, is_async: bool
+) -> Response:
+    """The answer to an authorised admin request: its body read, its calls made, audited."""
+    op = await _admin_op(admin, view, receive)
+    if isinstance(op, Response):
+        return admin.rejected(op, view)
+    return admin.outcome(op, await _run(op, is_async), view)
 
 
 async def _run(op: Union[AdminOp, RulesOp], is_async: bool) -> Union[List[Any], Exception]:
@@ -109,11 +192,13 @@ def _decode_fields(fields: Optional[Iterable[Tuple[bytes, bytes]]]) -> Dict[str,
 
 def _view(scope: Scope) -> RequestView:
     client = scope.get("client")
+    root_path = scope.get("root_path")
+    query = scope.get("query_string")
     return RequestView(
         scope.get("method", "GET"),
         scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http"),
-        route_path(scope["path"], scope.get("root_path", "")),
-        (scope.get("query_string") or b"").decode("latin-1"),
+        route_path(scope["path"], root_path) if root_path else scope["path"],
+        query.decode("latin-1") if query else "",
         client[0] if client else None,
         scope,
         _decode_headers,
@@ -141,7 +226,7 @@ async def _admin_op(
     """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
     body = b""
     if admin.wants_body(view.method):
-        limit = admin.limit_for(view.path)
+        limit = admin.body_limit(view.path)
         refused = admin.body_too_large(view.header("content-length"), limit)
         if refused is not None:
             return refused

@@ -1,21 +1,35 @@
 """The WSGI edge's I/O: reading the environ and the body, writing responses, running admin calls.
 
 What belongs here: translating PEP 3333 to and from ``tokenbucket._http`` (the request view, the
-path, the header fields), wrapping ``start_response`` and the response iterable, reading an admin
-body and making an admin operation's registry calls. It must not know the options' meaning, the
-rate-limit decision or the middleware class (``tokenbucket.wsgi`` holds those); it imports no
-framework.
+path, the header fields), carrying out a plan's steps around the app (``start_response`` adding
+the rate-limit fields and reading the cost to settle, holding the in-flight slot, the response
+iterable that settles and releases when it is closed), reading an admin body and making an admin
+operation's registry calls. It must not know the options, the decisions (``tokenbucket._http``
+makes them) or the middleware class; it imports no framework.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Union,
+)
 
 from .._http.admin import AdminAPI
 from .._http.admin_op import AdminOp
 from .._http.headers import OWN_FIELDS, OWN_INITIALS, HeaderList, Response, add_fields, status_line
 from .._http.request import RequestView
 from .._http.rules import RulesOp
+from .._http.settle import Settlement
+from .._registry.inflight import InFlightLimit
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -36,10 +50,66 @@ def _with_fields(start_response: StartResponse, fields: HeaderList) -> StartResp
     return start_with_fields
 
 
+def _settling(
+    start_response: StartResponse,
+    settlement: Settlement,
+    at_end: bool,
+    release: Optional[Callable[[], None]] = None,
+) -> Tuple[StartResponse, Callable[[], None]]:
+    """``start_response``, settling the request's cost from the response; the finishing call.
+
+    Read (``settle``) when the app starts its response, settled then or (``at_end``) when the
+    server closes the response iterable, and in any case once, however the request ends (an
+    app that starts its response again with ``exc_info`` does not settle it again). The
+    finishing call settles what is due, then calls ``release`` (the in-flight slot's), if any.
+    """
+
+    def settle() -> None:
+        actual = settlement.due()
+        if actual is not None:
+            settlement.reservation.settle(actual)
+
+    def finish() -> None:
+        try:
+            settle()
+        finally:
+            if release is not None:
+                release()
+
+    def start_settling(
+        status: str, headers: HeaderList, exc_info: OptExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        settlement.said(_status_code(status), _fields(headers))
+        if not at_end:
+            settle()
+        if exc_info is None:
+            return start_response(status, headers)
+        return start_response(status, headers, exc_info)
+
+    return start_settling, finish
+
+
+def _hold(in_flight: InFlightLimit, key: str) -> Optional[Callable[[], None]]:
+    """Take one of ``key``'s in-flight slots; the call that releases it, or None if none is free.
+
+    The release is done once, however often it is called.
+    """
+    slot = in_flight.acquire(key)
+    if slot is None:
+        return None
+    held = slot
+
+    def release() -> None:
+        if held.held:
+            in_flight.release(held)
+
+    return release
+
+
 class _Closing:
     """The app's response iterable, calling ``finish`` once it is closed, whatever happens.
 
-    ``finish`` releases the request's in-flight slot, settles its cost, or both.
+    ``finish`` settles the request's cost, releases its in-flight slot, or both.
     """
 
     __slots__ = ("_finish", "_result")
@@ -59,10 +129,6 @@ class _Closing:
                 close()
         finally:
             self._finish()
-
-
-def _nothing() -> None:
-    """No settling to do."""
 
 
 def _status_code(status: str) -> int:
@@ -94,13 +160,21 @@ def _run(op: Union[AdminOp, RulesOp]) -> Union[List[Any], Exception]:
         return exc
 
 
+def _answer_admin(admin: AdminAPI, view: RequestView, environ: WSGIEnvironment) -> Response:
+    """The answer to an authorised admin request: its body read, its calls made, audited."""
+    op = _admin_op(admin, view, environ)
+    if isinstance(op, Response):
+        return admin.rejected(op, view)
+    return admin.outcome(op, _run(op), view)
+
+
 def _admin_op(
     admin: AdminAPI, view: RequestView, environ: WSGIEnvironment
 ) -> Union[Response, AdminOp, RulesOp]:
     """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
     body = b""
     if admin.wants_body(view.method):
-        read = _read_body(environ, admin, admin.limit_for(view.path))
+        read = _read_body(environ, admin, admin.body_limit(view.path))
         if isinstance(read, Response):
             return read
         body = read

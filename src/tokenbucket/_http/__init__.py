@@ -1,42 +1,57 @@
 """The HTTP decisions both middlewares share, written once and free of I/O (sans-IO).
 
-``asgi.py`` and ``wsgi.py`` are the edges (their I/O helpers in ``_asgi_io.py`` and
-``_wsgi_io.py``): each turns its protocol into a `RequestView`, makes every registry call
-(awaited under ASGI when the store is async, plain under WSGI) and every read and write, and
-translates what this package decides. Nothing here touches a socket, an
-ASGI or WSGI message, a web framework, or calls a registry method:
+``asgi.py`` and ``wsgi.py`` are the edges (their I/O helpers in ``_edges/asgi_io.py`` and
+``_edges/wsgi_io.py``): each turns its request into a `RequestView`, asks its `Gate` for the
+request's `Plan` and carries the plan out, making every registry call (awaited under ASGI when
+the store is async, plain under WSGI) and every read and write. Nothing here touches a socket,
+an ASGI or WSGI message or a web framework, calls back into an edge, or (but for ``guard``,
+the framework integrations' limit) calls a registry method. The modules are listed from the
+top down: each imports only modules below it.
 
-=========== ============================================= =====================================
-module      knows                                         must not know
-=========== ============================================= =====================================
-request     `RequestView`; the default client key (IPv6   protocols, header writing, options
-            networks) and its store key
-headers     rate-limit fields, ``Retry-After``, the 429   requests, options, registries
-            and JSON `Response`; joining the app's fields
-denied      the ``denied`` option's answer checked and     protocols, options, registries
-            given the fields; RFC 9457 problem details
-guard       `Guard`: one limit of a framework integration  frameworks, request objects,
-            (policy, key, cost, scope namespaces), its     responses
-            registry call and its fields
-paths       ``exempt``/``routes`` patterns and matching   requests, policies, headers
-options     `Options` (every option, checked once),       protocols, bodies; it names the
-            `Policy`; how a request is counted, and its   registry call to make, the edge
-            verdict: the 429, or the fields to add        makes it
-middleware  `Middleware`, the constructor both edges      option checks, protocols, requests,
-            share; the fast path's values                 registry calls
-admin       the admin API: token check and refusal, body  how the body is read; the registry
-            size, dispatch to a parser; what is audited   calls (the edge makes them, then
-                                                          sends ``AdminAPI.outcome``)
-admin_parse query and JSON body to an `AdminOp` or a     the token, the body's reading,
-            400 (fields, numbers, route, named limit)     registry calls, answers, audit
-admin_op    `AdminOp`: a plan of registry calls, the 200  requests, the token, parsing; it
-            JSON from their results; the 503              makes no registry call
-audit       the admin audit log (``tokenbucket.admin``),  HTTP, registries, credentials
-            refusals summarised, the ``on_admin`` hook
-shadow      policies in shadow; the admin switch of a     the store: a switch is in-process
-            policy or named limit (the one registry call  (``set_shadow`` does no I/O), made
-            made here: ``set_shadow``), its audit record  in ``AdminAPI.outcome``
-=========== ============================================= =====================================
+============= =========================================== =====================================
+module        knows                                       must not know
+============= =========================================== =====================================
+middleware    `Middleware`, the constructor both edges    option checks, protocols, requests,
+              share: the options, admin API and gate      registry calls
+plan          `Gate`: a request view in, its `Plan` out   protocols, bodies; it names the
+              (the admin API's, or its in-flight slot     registry call to make, the edge
+              and count); `Plan.decided`: the response    makes it
+              to send, or the fields and settlement
+admin         the admin API (`admin_api`): token check    how the body is read; the registry
+              and refusal, body size, dispatch to a       calls (the edge makes them, then
+              parser; what is audited                     sends ``AdminAPI.outcome``)
+rules,        the endpoints for every rule at once: their the token, how the body is read
+rules_import  plans of registry calls, answers, audit
+guard         `Guard`: one limit of a framework            frameworks, request objects,
+              integration (policy, key, cost, scope       responses
+              namespaces), its registry call and fields
+admin_parse   query and JSON body to an `AdminOp` or a    the token, the body's reading,
+              400 (fields, numbers, route, named limit)   registry calls, answers, audit
+options       `Options` (every option, checked once);     protocols, the admin API, bodies,
+              how a request is counted (`limit_for`),     registry calls
+              and its verdict: the 429, or the fields
+shadow        policies in shadow; the admin switch of a   the options, the store: a switch is
+              policy or named limit (the one registry     in-process (``set_shadow`` does no
+              call made here: ``set_shadow``), its audit  I/O), made in ``AdminAPI.outcome``
+              record
+admin_op      `AdminOp`: a plan of registry calls, the    requests, the token, parsing; it
+              200 JSON from their results; the 503        makes no registry call
+policy        `Policy`: a limiter (registry, namespace,   options, requests, protocols
+              header name, shadow) and what it advertises
+denied        the ``denied`` option's answer checked and  protocols, options, registries
+              given the fields; RFC 9457 problem details
+settle        `Settlement`: the ``settle`` option, what   protocols, options
+              the response says a request cost
+unservable    the 503 of a request whose keys span Redis  requests, options, protocols
+              Cluster hash slots
+request       `RequestView`; the default client key       protocols, header writing, options
+              (IPv6 networks) and its store key
+headers       rate-limit fields, ``Retry-After``, the     requests, options, registries
+              429 and JSON `Response`; the app's fields
+paths         ``exempt``/``routes`` patterns, matching    requests, policies, headers
+admin_options the admin API's options checked, defaults   requests, policies, the admin API
+audit         the admin audit log (``tokenbucket.admin``) HTTP, registries, credentials
+============= =========================================== =====================================
 
 The names tests and older imports use are re-exported here; new code imports from the module.
 """
@@ -61,8 +76,9 @@ from .headers import (
     retry_after_seconds,
     status_line,
 )
-from .options import Limit, Options, Policy
+from .options import Options
 from .paths import Paths
+from .policy import Limit, Policy
 from .request import (
     DEFAULT_IPV6_PREFIX,
     UNKNOWN_CLIENT,

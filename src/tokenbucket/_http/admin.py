@@ -17,40 +17,27 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 from .._core.decision import Decision
 from .._core.validate import show
 from .admin_op import AdminOp, _describe, _rule_fields, unavailable
+from .admin_options import DEFAULT_ADMIN_PATH as DEFAULT_ADMIN_PATH
+from .admin_options import DEFAULT_MAX_BODY as DEFAULT_MAX_BODY
 from .admin_parse import parse_query, parse_update
 from .audit import AuditLog, quote
 from .headers import Response, denial, error
-from .rules import DEFAULT_MAX_IMPORT_BODY, RulesOp
+from .options import Options
+from .rules import RulesOp
 from .rules import parse as parse_rules
 from .shadow import apply_switch
 
 if TYPE_CHECKING:
-    from .options import Options, Policy
+    from .policy import Policy
     from .request import RequestView
 
-DEFAULT_ADMIN_PATH = "/admin/update-rule"
-DEFAULT_MAX_BODY = 4096
-#: The shortest admin token accepted: a guessable one would hand every limit to whoever guesses.
-MIN_TOKEN_LENGTH = 16
 _ADMIN_METHODS = "GET, POST, DELETE"
 
 
-def check_admin_path(path: object) -> str:
-    """Return ``path`` if it is a valid ``admin_path`` (a str starting with ``/``), else raise."""
-    if not isinstance(path, str):
-        raise TypeError(f"'admin_path' must be a str, got {show(path)}")
-    if not path.startswith("/"):
-        raise ValueError(f"'admin_path' must start with '/', got {show(path)}")
-    return path
-
-
-def check_max_body(size: object, name: str = "max_body") -> int:
-    """Return ``size`` if it is a valid ``max_body`` (an int >= 1), else raise."""
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"{name!r} must be an int, got {show(size)}")
-    if size < 1:
-        raise ValueError(f"{name!r} must be >= 1, got {show(size)}")
-    return size
+def admin_api(options: Options) -> Optional[AdminAPI]:
+    """The admin API of a middleware with these ``options``; None without an ``admin_token``."""
+    token = options.admin_token
+    return None if token is None else AdminAPI(options, token)
 
 
 class AdminAPI:
@@ -89,36 +76,18 @@ class AdminAPI:
 
     __slots__ = ("_expected", "_options", "audit", "max_body", "max_import_body", "path")
 
-    def __init__(
-        self,
-        token: object,
-        path: object,
-        max_body: object,
-        options: Options,
-        max_import_body: object = DEFAULT_MAX_IMPORT_BODY,
-    ) -> None:
-        if not isinstance(token, str):
-            raise TypeError(f"'admin_token' must be a str or None, got {show(token)}")
-        if not token:
-            raise ValueError("'admin_token' must be a non-empty str (or None to disable the API)")
-        if not all("!" <= char <= "~" for char in token):
-            raise ValueError(
-                "'admin_token' must be printable ASCII without spaces "
-                "(for example secrets.token_urlsafe(32))"
-            )
-        if len(token) < MIN_TOKEN_LENGTH:  # its length only: the token is a secret
-            raise ValueError(
-                f"'admin_token' must be at least {MIN_TOKEN_LENGTH} characters, got "
-                f"{len(token)} (for example secrets.token_urlsafe(32))"
-            )
+    def __init__(self, options: Options, token: str) -> None:
         self._expected = token.encode("ascii")
-        self.path = check_admin_path(path)
-        self.max_body = check_max_body(max_body)
+        self.path = options.admin_path
+        self.max_body = options.max_body
         #: The largest body of ``POST {path}/import`` (see ``_http.rules``).
-        self.max_import_body = check_max_body(max_import_body, "max_import_body")
+        self.max_import_body = options.max_import_body
         self._options = options
-        #: The audit log every request is reported to (see `AuditLog`).
+        #: The audit log every request is reported to (see `AuditLog`); the metrics, if any,
+        #: count each request.
         self.audit = AuditLog()
+        if options.metrics is not None:
+            self.audit.on_admin = options.metrics.admin
 
     def authorize(self, authorization: Optional[str]) -> int:
         """Return 0 if ``authorization`` carries the token, else 401 (no bearer token) or 403."""
@@ -187,7 +156,7 @@ class AdminAPI:
             raise results  # a registry call of an AdminOp is validated: never a ValueError
         action = op.action
         if action in ("shadow", "enforce"):
-            return apply_switch(self._options, op, view, self.audit)
+            return apply_switch(op, view, self.audit, self._options.dry_run)
         where = "the default limiter" if op.route is None else f"route {quote(op.route)}"
         subject = (
             f"admin {action} of client {quote(op.client_id)} on {where} by {quote(view.client)}"
@@ -242,7 +211,7 @@ class AdminAPI:
         """Whether an authorised request with ``method`` needs its body read (POST)."""
         return method == "POST"
 
-    def limit_for(self, path: str) -> int:
+    def body_limit(self, path: str) -> int:
         """The largest body a request to ``path`` may have (``max_import_body`` for imports)."""
         return self.max_import_body if path == self.path + "/import" else self.max_body
 

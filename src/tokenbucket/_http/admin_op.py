@@ -17,7 +17,7 @@ from .headers import Response, error, json_response
 
 if TYPE_CHECKING:
     from .._registry.registry import BucketRegistry
-    from .options import Policy
+    from .policy import Policy
 
 
 #: One registry call of an admin operation: the `BucketRegistry` method's name and its keyword

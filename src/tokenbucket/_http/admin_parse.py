@@ -21,7 +21,8 @@ from .request import client_key
 from .shadow import parse_switch
 
 if TYPE_CHECKING:
-    from .options import Options, Policy
+    from .options import Options
+    from .policy import Policy
 
 _ADMIN_FIELDS = ("client_id", "capacity", "refill_rate", "route", "limit")
 

@@ -23,7 +23,8 @@ from .._core.validate import Number, show
 from .._registry.registry import BucketRegistry
 from .._stores.store import AsyncStore, Store
 from .headers import HEADER_MODES, TEXT, HeaderList, rate_limit_headers, retry_after_seconds
-from .options import Options, Policy, _check_cost
+from .options import Options, _check_cost
+from .policy import Policy
 from .request import (
     DEFAULT_IPV6_PREFIX,
     KeyFunc,

@@ -1,26 +1,39 @@
-"""`Middleware`: the constructor both middlewares share, and the values their hot path reads.
+"""`Middleware`: the constructor both middlewares share: the app, its options, admin API and gate.
 
 What belongs here: taking the middleware arguments, refusing an app that is not callable and a
 registry or in-flight store the protocol cannot use (through the edge's ``_check_registry`` and
-``_check_in_flight``), building the `Options` once, and keeping the fast path's values one
-attribute lookup away. It must not know the options' checks or meaning (`Options` holds them),
-a protocol, a request, or make a registry call.
+``_check_in_flight``), building the `Options` once, the admin API and the `Gate` that plans
+every request. It must not know the options' checks or meaning (`Options` holds them), a
+protocol, a request, or make a registry call.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Generic, Iterable, Mapping, Optional, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Generic,
+    Iterable,
+    Literal,
+    Mapping,
+    Optional,
+    TypeVar,
+    Union,
+)
 
 from .._core.rule import Limits
 from .._core.validate import show
 from .._registry.inflight import InFlightLimit
 from .._registry.registry import BucketRegistry
 from ..metrics import Metrics
-from .admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY
+from .admin import admin_api
+from .admin_options import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, DEFAULT_MAX_IMPORT_BODY
 from .denied import Denied
+from .headers import TEXT
 from .options import Options
+from .plan import Gate
 from .request import DEFAULT_IPV6_PREFIX, DecisionHook, KeyFunc, RequestView
-from .rules import DEFAULT_MAX_IMPORT_BODY, sub_paths
 from .settle import SettleFunc
 
 #: The app a middleware protects: an ASGI or a WSGI callable.
@@ -28,25 +41,18 @@ App = TypeVar("App", bound=Callable[..., Any])
 
 
 class Middleware(Generic[App]):
-    """What both middlewares are built from: the app, its `Options` and the fast path's values.
+    """What both middlewares are built from: the app, its `Options`, admin API and `Gate`.
 
     The constructor is theirs (the arguments are documented on each middleware); it checks
-    every option here, once. A middleware names its kind of app in ``_app_kind`` and refuses a
-    registry its protocol cannot use in ``_check_registry``.
+    every option here, once. A middleware names its kind of app in ``_app_kind`` and the form
+    of its fields in ``_form``, and refuses a registry its protocol cannot use in
+    ``_check_registry``.
     """
 
-    __slots__ = (
-        "_admin",
-        "_admin_path",
-        "_admin_paths",
-        "_consume",
-        "_cost",
-        "_in_flight",
-        "_ipv6_prefix",
-        "_options",
-        "app",
-    )
+    __slots__ = ("_admin", "_gate", "_in_flight", "_options", "app")
     _app_kind: ClassVar[str] = "an app"
+    #: The form of the rate-limit fields the edge adds: `TEXT` (str) or `RAW` (bytes).
+    _form: ClassVar[Literal[0, 1]] = TEXT
 
     def __init__(
         self,
@@ -102,15 +108,10 @@ class Middleware(Generic[App]):
         )
         #: The in-flight limit, if any: a request holds one of its key's slots until it ends.
         self._in_flight = in_flight
-        self._admin = options.admin
-        self._admin_path = None if options.admin is None else options.admin.path
-        #: The endpoints under the admin path (``_http.rules``); none without an admin API.
-        self._admin_paths = frozenset() if options.admin is None else sub_paths(options.admin.path)
-        # Read on every request: kept here, one attribute lookup away. None when requests need
-        # more than the default key, cost and registry (see `Options.is_plain`).
-        self._consume = options.default.registry.consume if options.is_plain else None
-        self._cost = options.cost
-        self._ipv6_prefix = options.ipv6_prefix
+        #: The admin API, if any (``admin_token``).
+        self._admin = admin_api(options)
+        #: Where every request gets its plan.
+        self._gate = Gate(options, self._admin, self._form)
 
     def _check_registry(self, registry: BucketRegistry) -> None:
         """Raise ``TypeError`` for a registry this protocol cannot use (none, by default)."""

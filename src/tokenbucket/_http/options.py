@@ -31,9 +31,10 @@ from .._core.validate import Number, show
 from .._registry.inflight import InFlightLimit
 from .._registry.registry import BucketRegistry
 from ..metrics import Metrics, instrument, optional_metrics
-from .admin import (
-    AdminAPI,
+from .admin_options import (
+    DEFAULT_MAX_IMPORT_BODY,
     check_admin_path,
+    check_admin_token,
     check_max_body,
 )
 from .denied import Denied, shaped_denial
@@ -41,7 +42,6 @@ from .headers import (
     HEADER_MODES,
     TEXT,
     HeaderList,
-    PolicyFields,
     RawHeaderList,
     Response,
     denial,
@@ -49,6 +49,7 @@ from .headers import (
     rate_limit_headers,
 )
 from .paths import Paths, check_pattern, path_set
+from .policy import Limit, Policy
 from .request import (
     DEFAULT_IPV6_PREFIX,
     DecisionHook,
@@ -57,46 +58,11 @@ from .request import (
     check_ipv6_prefix,
     client_key,
 )
-from .rules import DEFAULT_MAX_IMPORT_BODY
 from .settle import SettleFunc, check_settle
-from .shadow import check_shadow_policies, enforced
-from .unservable import Unservable, is_cluster, spans_slots
+from .shadow import check_shadow_policies
+from .unservable import Unservable, spans_slots
 
-
-class Policy(PolicyFields):
-    """One limiter the middleware applies: a registry, a key namespace and a header name.
-
-    The default policy uses the middleware's registry as it is. A route's policy is a
-    registry of its own sharing that registry's store, with keys namespaced by the route
-    pattern, so route buckets and overrides never mix with the default ones.
-    """
-
-    __slots__ = ("cluster", "prefix", "refused", "registry", "shadow")
-
-    def __init__(self, name: str, registry: BucketRegistry, prefix: str) -> None:
-        several = len(registry.limits) > 1
-        super().__init__(
-            name,
-            (lambda: enforced(self.registry)) if several else None,
-            None if several else (lambda: self.registry.default),
-        )
-        self.registry = registry
-        self.prefix = prefix
-        #: Whether the policy runs in shadow: decided and counted, never refusing (no fields).
-        self.shadow = False
-        #: Whether it has several limits in a Redis Cluster; whether it refused a request for
-        #: keys spanning its hash slots yet (see `Unservable`).
-        self.cluster, self.refused = several and is_cluster(registry.store), False
-
-
-#: How one request is counted, as `Options.limit_for` decides it: ``(policy, key, bucket, cost)``.
-#: ``policy`` is the limiter (the default one or the request's route); ``key`` the key function's
-#: answer (by default the client address), which ``on_decision`` gets; ``bucket`` that key in the
-#: policy's namespace, the key to consume from ``policy.registry``; ``cost`` the tokens the
-#: request takes. A plain tuple: it is built for every request, and a NamedTuple costs 10 times
-#: as much to build. With several limits, a key function may return a key per limit (a
-#: mapping of limit names to keys): then ``key`` and ``bucket`` are such mappings.
-Limit = Tuple["Policy", Any, Any, Number]
+__all__ = ["Limit", "Options", "Policy"]  # Limit and Policy: as older imports name them
 
 
 class Options:
@@ -107,7 +73,8 @@ class Options:
     """
 
     __slots__ = (
-        "admin",
+        "admin_path",
+        "admin_token",
         "cost",
         "cost_func",
         "default",
@@ -121,6 +88,8 @@ class Options:
         "ipv6_prefix",
         "is_async",
         "key_func",
+        "max_body",
+        "max_import_body",
         "metrics",
         "on_decision",
         "route_paths",
@@ -209,27 +178,23 @@ class Options:
         self.route_paths: Paths[Policy] = Paths("routes", ())
         if routes is not None:
             self._set_routes(registry, routes)
-        check_shadow_policies(self, shadow_policies)
-        self.admin: Optional[AdminAPI] = None
-        if admin_token is not None:
-            self.admin = AdminAPI(admin_token, admin_path, max_body, self, max_import_body)
-        else:
-            check_admin_path(admin_path)
-            check_max_body(max_body)
-            check_max_body(max_import_body, "max_import_body")
+        check_shadow_policies({"default": self.default, **self.routes}, shadow_policies)
+        #: The admin API's token (None: no admin API), path and body limits (see ``admin``).
+        self.admin_token = None if admin_token is None else check_admin_token(admin_token)
+        self.admin_path = check_admin_path(admin_path)
+        self.max_body = check_max_body(max_body)
+        self.max_import_body = check_max_body(max_import_body, "max_import_body")
         self.metrics = optional_metrics(metrics)
         if self.metrics is not None:
             self._attach(self.metrics)
 
     def _attach(self, metrics: Metrics) -> None:
-        """Count every policy's decisions (dry-run denials as shadow) and admin requests."""
+        """Count every policy's decisions (dry-run denials as shadow)."""
         for policy in (self.default, *self.routes.values()):
             # The counted registry has the registry's methods (see InstrumentedRegistry).
             policy.registry = instrument(  # type: ignore[assignment]
                 policy.registry, metrics, policy=policy.name, shadow=self.dry_run or policy.shadow
             )
-        if self.admin is not None:
-            self.admin.audit.on_admin = metrics.admin
 
     def _set_routes(self, registry: BucketRegistry, routes: Mapping[str, Limits]) -> None:
         if not isinstance(routes, Mapping):
@@ -255,8 +220,8 @@ class Options:
         """Whether requests need nothing but the default key, cost and registry (a fast path).
 
         Then no request is exempt and `limit_for` is always the default policy, the key
-        ``client_key(client)`` and the fixed cost, with no hook to call: a middleware may count
-        the request with those without building a `RequestView`.
+        ``client_key(client)`` and the fixed cost, with no hook to call: a request's plan (and
+        Django's middleware, without a view) may count it with those directly.
         """
         return (
             self.exempt_paths is None

@@ -27,13 +27,12 @@ from .rules_import import DefaultChange, ImportChange, Step, below_cost, parse_i
 from .rules_import import load_rules as load_rules  # the demo's --rules
 
 if TYPE_CHECKING:
-    from .options import Options, Policy
+    from .options import Options
+    from .policy import Policy
     from .request import RequestView
 
 #: The endpoints under the admin path, by name.
 ENDPOINTS = ("rules", "default", "export", "import")
-#: The default of ``max_import_body``: 8 MiB, about 100,000 overrides.
-DEFAULT_MAX_IMPORT_BODY = 8 * 1024 * 1024
 
 
 def sub_paths(admin_path: str) -> frozenset[str]:

@@ -19,9 +19,10 @@ from .._registry.export import VERSION, default_data, parse_default, parse_overr
 from .._registry.listing import unescape
 from .admin_parse import loads
 from .headers import Response, error
+from .policy import Policy
 
 if TYPE_CHECKING:
-    from .options import Options, Policy
+    from .options import Options
 
 #: One registry call: the registry, the method's name (``a`` + name awaited), its arguments.
 Step = Tuple[Any, str, Tuple[Any, ...], Dict[str, Any]]
@@ -202,8 +203,6 @@ def load_rules(path: str, registry: Any) -> Dict[str, Any]:
     Returns the registry's document for `BucketRegistry.import_rules`; raises OSError, or
     ValueError/TypeError naming the file's first bad entry (a repeated field too).
     """
-    from .options import Policy
-
     with open(path, encoding="utf-8-sig") as file:
         try:
             data = loads(file.read())

@@ -13,64 +13,52 @@ Must not know: sockets, ASGI or WSGI messages, how the body is read.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Union
 
 from .._core.validate import show
+from .admin_op import AdminOp
 from .audit import quote
 from .headers import Response, error, json_response
+from .policy import Policy
 
 if TYPE_CHECKING:
-    from .._core.rule import Rule
-    from .._registry.registry import BucketRegistry
-    from .admin_op import AdminOp
     from .audit import AuditLog
-    from .options import Options, Policy
     from .request import RequestView
 
 #: The fields of a switch's body.
 SWITCH_FIELDS = ("shadow", "route", "limit")
 
 
-def check_shadow_policies(options: Options, names: object) -> None:
-    """Put the policies ``names`` (``"default"`` or route patterns) in shadow, or raise."""
+def check_shadow_policies(policies: Mapping[str, Policy], names: object) -> None:
+    """Put the ``policies`` named (``"default"`` or route patterns) in shadow, or raise."""
     if isinstance(names, str) or not isinstance(names, Iterable):
         raise TypeError(f"'shadow_policies' must be a set of policy names, got {show(names)}")
-    policies = {"default": options.default, **options.routes}
     for name in names:
         policy = policies.get(name) if isinstance(name, str) else None
         if policy is None:
+            routes = [each for each in policies if each != "default"]
             raise ValueError(
                 f"'shadow_policies' must name 'default' or configured routes "
-                f"{list(options.routes)!r}, got {show(name)}"
+                f"{routes!r}, got {show(name)}"
             )
         policy.shadow = True
 
 
-def enforced(registry: BucketRegistry) -> Dict[str, Rule]:
-    """The limits ``RateLimit-Policy`` advertises: not those in shadow (they do not bind).
+def set_policy_shadow(policy: Policy, shadow: bool, dry_run: bool) -> None:
+    """Run ``policy`` in shadow or enforce it, from the next request; metrics follow.
 
-    Empty if all are in shadow: then no rate-limit field is sent.
+    ``dry_run``: the middleware's; its denials are counted as shadow ones either way.
     """
-    shadow, defaults = registry.shadow, registry.defaults  # a copy: the caller's to keep
-    if not shadow:  # the common case, on every request: no comprehension to run
-        return defaults
-    return {name: rule for name, rule in defaults.items() if name not in shadow}
-
-
-def set_policy_shadow(options: Options, policy: Policy, shadow: bool) -> None:
-    """Run ``policy`` in shadow or enforce it, from the next request; metrics follow."""
     policy.shadow = shadow
     count_as_shadow = getattr(policy.registry, "count_as_shadow", None)
     if count_as_shadow is not None:  # an instrumented registry: count denials accordingly
-        count_as_shadow(shadow or options.dry_run)
+        count_as_shadow(shadow or dry_run)
 
 
 def parse_switch(
     data: Dict[str, Any], route: Callable[[object], Union[Response, Policy]]
 ) -> Union[Response, AdminOp]:
     """The operation of an admin body with ``"shadow"``, or the 400 refusing it."""
-    from .admin_op import AdminOp
-
     unknown = [name for name in data if name not in SWITCH_FIELDS]
     if unknown:
         return error(
@@ -98,13 +86,16 @@ def parse_switch(
     return AdminOp("shadow" if shadow else "enforce", "", policy, limit=limit)
 
 
-def apply_switch(options: Options, op: AdminOp, view: RequestView, audit: AuditLog) -> Response:
-    """Carry out a switch (in-process, never fails), audit it as one record, answer 200."""
+def apply_switch(op: AdminOp, view: RequestView, audit: AuditLog, dry_run: bool) -> Response:
+    """Carry out a switch (in-process, never fails), audit it as one record, answer 200.
+
+    ``dry_run``: the middleware's (see `set_policy_shadow`).
+    """
     policy, limit, shadow = op.policy, op.limit, op.action == "shadow"
     registry = policy.registry
     before = _state(policy, limit)
     if limit is None:
-        set_policy_shadow(options, policy, shadow)
+        set_policy_shadow(policy, shadow, dry_run)
     else:
         registry.set_shadow(limit, shadow)
     after = _state(policy, limit)

@@ -63,10 +63,11 @@ class MemoryStore(Several, Adjusting, Overriding):
 
     Args:
         clock: zero-argument callable returning seconds; defaults to :func:`time.monotonic`.
-        max_keys: hard cap on tracked buckets, or None for no cap. Buckets that have refilled to
+        max_keys: hard cap on tracked keys, or None for no cap (a key of several limits
+            counts once, and comes in with all its limits). Buckets that have refilled to
             full are always forgotten lazily (they are indistinguishable from new ones), so
             memory follows the number of recently active keys. The cap bounds it under a flood
-            of distinct keys: while ``max_keys`` buckets are tracked, a key without a bucket is
+            of distinct keys: while ``max_keys`` keys are tracked, a key without a bucket is
             treated as an *empty* bucket and denied. An attacker therefore cannot get a fresh
             bucket by pushing others out, and legitimate new keys get in as soon as refilled
             buckets are reclaimed. A ``charge`` on such a key is recorded all the same (that

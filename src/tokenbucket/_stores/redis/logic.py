@@ -18,17 +18,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from importlib import resources
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Generator,
-    List,
-    Optional,
-    Tuple,
-    TypeVar,
-    Union,
-)
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple, TypeVar, Union
 
 import redis.exceptions
 from redis.crc import key_slot
@@ -66,6 +56,8 @@ _SHA = hashlib.sha1(_SCRIPT.encode("utf-8")).hexdigest().encode("ascii")
 
 #: The amount most calls send, encoded once (the operations' names are in _redis_failure).
 _ONE = b"1"
+#: The call that runs the script (see `_script`).
+_EVALSHA = "evalsha"
 _TWO = b"2"
 
 #: Overrides remembered for the fallback policy, at most; beyond it the memory is cleared.
@@ -257,8 +249,14 @@ class Logic(Failing):
         """One bucket: the script's ``op``, or the ``on_error`` policy (``extra``: more args)."""
         if self.breaker.down and self.breaker.skip():
             return self._degraded(key, amount, default, op, extra)
+        args = self._take_args(key, amount, default, op, call)
+        if extra:
+            args += extra
         try:
-            reply = yield from self._script(self._take_args(key, amount, default, op, call) + extra)
+            try:  # (as _script does, without a generator of its own: this is the hot path)
+                reply = yield _EVALSHA, args
+            except redis.exceptions.NoScriptError:
+                reply = yield from self._reload(args)
         except _ERRORS as error:
             self._failed(error)
             return self._degraded(key, amount, default, op, extra)
@@ -298,10 +296,11 @@ class Logic(Failing):
             return self._degraded_all(groups, amount, op, extra, shadow)
         if self.breaker.down:
             self._recovered()
-        text: str = reply if reply.__class__ is str else reply.decode()
+        if reply.__class__ is not bytes:  # a client that decodes replies
+            reply = reply.encode()
         outcomes = tuple(
             self._outcome(key, line, default)
-            for (key, default), line in zip(buckets, text.split("\n"))
+            for (key, default), line in zip(buckets, reply.split(b"\n"))
         )
         return _enforced(outcomes, shadow), outcomes
 
@@ -335,10 +334,14 @@ class Logic(Failing):
     def _script(self, full: Tuple[Any, ...]) -> Plan[Any]:
         """Run the script: EVALSHA ``full``, loading the script once if the server lacks it."""
         try:
-            return (yield ("evalsha", full))
-        except redis.exceptions.NoScriptError:  # a new or flushed server: load it once
-            yield ("script_load", (_SCRIPT,))
-            return (yield ("evalsha", full))
+            return (yield _EVALSHA, full)
+        except redis.exceptions.NoScriptError:
+            return (yield from self._reload(full))
+
+    def _reload(self, full: Tuple[Any, ...]) -> Plan[Any]:
+        """After NOSCRIPT (a new or flushed server): load the script once, EVALSHA ``full``."""
+        yield ("script_load", (_SCRIPT,))
+        return (yield _EVALSHA, full)
 
     def _admin(self, call: str, key: str, args: Tuple[Any, ...]) -> Plan[Any]:
         """Run the script for an admin call; raise RedisUnavailableError if Redis fails."""
@@ -371,15 +374,16 @@ class Logic(Failing):
 
     def _outcome(self, key: str, reply: Any, default: Rule) -> Outcome:
         """Turn a ``take`` reply, ``'<allowed><level>[ <C> <R>]'``, into an outcome."""
-        text: str = reply if reply.__class__ is str else reply.decode()
-        if " " not in text:
+        if reply.__class__ is not bytes:  # a client that decodes replies
+            reply = reply.encode()
+        if b" " not in reply:
             if self._seen:
                 self._seen.pop(key, None)
-            return text[0] == "1", float(text[1:]), default
-        level, capacity, refill_rate = text[1:].split(" ")
+            return reply[0] == 49, float(reply[1:]), default  # 49: b"1"
+        level, capacity, refill_rate = reply[1:].split(b" ")
         rule = _rule(capacity, refill_rate)
         self._remember(key, rule)
-        return text[0] == "1", float(level), rule
+        return reply[0] == 49, float(level), rule
 
     def _remember(self, key: str, rule: Optional[Rule]) -> None:
         """Keep the override last seen for ``key``, for decisions while Redis is down."""

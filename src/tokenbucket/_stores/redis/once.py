@@ -74,10 +74,12 @@ class Markers:
 
     def of(self, name: bytes, call: Optional[bytes]) -> bytes:
         """The marker of ``call`` (a new call if None) on the bucket hash ``name``."""
-        if call is None:
-            call = new_call()
         if self.cluster:
+            if call is None:
+                call = new_call()
             return b"%s{%s}%s" % (self.base, _slot_tags()[key_slot(name)], call)
+        if call is None:  # (new_call's id, written in place: most decisions come this way)
+            return b"%s%s%x" % (self.base, _token[0], next(_calls))
         return self.base + call
 
 

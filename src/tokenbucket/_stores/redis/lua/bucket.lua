@@ -41,7 +41,8 @@
 -- key, last, after the buckets: the call's marker, a name unique to the call (in the buckets'
 -- hash slot). A call that changed something leaves its reply there for ONCE_MS; the same call
 -- sent again (a client retrying a reply it did not get) finds it and gets that reply back,
--- changing nothing. '+undo' (a caller cancelled while its call was on the way) takes the call
+-- changing nothing. The marker is looked up once the reply is known (the buckets read, nothing
+-- written yet), so a decision costs one GET, and one SET if it changes something. '+undo' (a caller cancelled while its call was on the way) takes the call
 -- back: it refunds the amount to the keys the call charged (those whose line in its reply
 -- starts with 1) if the call was applied, and either way leaves '' in the marker, so that the
 -- call, if it arrives after, changes nothing.
@@ -60,16 +61,19 @@ if not redis.REDIS_VERSION_NUM then
 end
 
 local op = ARGV[1]
+local tonumber = tonumber
 
--- A call sent again is answered from its marker (see the header), before any other work.
+-- A marked call (see the header): its marker is the last key. 'undo' acts on it at once; the
+-- others look it up once they know their reply (see claim below), before writing anything.
 local ONCE_MS = 60000
 local marker = nil
 local skip = nil -- undo: a '1' per key the call did not charge (a shadow key), else '0'
 if op:byte(1) == 43 then -- '+'
   op = op:sub(2)
-  marker = table.remove(KEYS)
-  local seen = redis.call('GET', marker)
+  marker = KEYS[#KEYS]
+  KEYS[#KEYS] = nil
   if op == 'undo' then
+    local seen = redis.call('GET', marker)
     redis.call('SET', marker, '', 'PX', ONCE_MS)
     if not seen or seen == '' then
       return ''
@@ -78,37 +82,13 @@ if op:byte(1) == 43 then -- '+'
     for line in (seen .. '\n'):gmatch('([^\n]*)\n') do
       skip = skip .. (line:sub(1, 1) == '0' and '1' or '0')
     end
-  elseif seen then
-    return seen
   end
 end
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-
--- A key's hash fields, and its rule: its override, else the default given (c, r as strings).
-local function read(key, c, r)
-  local s = redis.call('HMGET', key, 't', 'u', 'c', 'r', 'C', 'R', 'l')
-  if s[5] then
-    return s, s[5], s[6]
-  end
-  return s, c, r
-end
+local now = time[1] * 1000000 + time[2] -- (Lua turns the two strings into numbers)
 
 -- _arith.MAX_DEBT: the most tokens a bucket owes (2^53); a charge saturates there.
 local MAX_DEBT = 9007199254740992
-
--- Whether x is a finite number (not nil, NaN or +-inf).
-local function finite(x)
-  return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge
-end
-
--- Whether a hash's state fields (as read returns them) hold a state this script writes: t, u
--- and l finite. An older version wrote '-nan' after a huge charge; such a state reads as an
--- empty bucket (from its instant t, or now), never as a full one. The in-memory store never
--- holds one.
-local function sound(s)
-  return finite(tonumber(s[1])) and finite(tonumber(s[2])) and finite(tonumber(s[7] or 0))
-end
 
 -- _arith.deficit: tokens missing from full at now for the state (base, used) at refill rate
 -- per_s (per second; base and now in microseconds).
@@ -139,33 +119,15 @@ local function behind(level, base, per_s)
   return level
 end
 
--- _arith.wait: seconds until missing tokens have refilled.
-local function wait(missing, per_s)
-  if missing <= 0 then
-    return 0
-  end
-  if per_s > 0 then
-    return missing / per_s
-  end
-  return math.huge
-end
-
--- _arith.accumulate: used + carry + amount as (correctly rounded sum, what rounding left out),
--- Knuth's TwoSum, so that fractional request sizes never drift.
-local function accumulate(used, carry, amount)
-  local total = used + amount
-  local back = total - used
-  carry = carry + ((used - (total - back)) + (amount - back))
-  local rounded = total + carry
-  return rounded, carry - (rounded - total)
-end
-
 -- Write key's state (base, used, carry) under the rule (capacity c, refill rate r, per_s as a
 -- number); only u and l if not whole (t, c and r unchanged). Then, without an override, expire the
 -- key when the bucket is full again: at base + used / per_s, never before base (a full state
 -- ahead of a clock that stepped back is kept until the clock is back at base, as the in-memory
 -- sweep keeps it).
 local function save(key, override, base, used, carry, c, r, per_s, whole)
+  if carry == 0 then
+    carry = '0' -- (Redis writes a number it is given more slowly than Lua passes a string)
+  end
   if whole then
     redis.call('HSET', key, 't', base, 'u', used, 'l', carry, 'c', c, 'r', r)
   else
@@ -187,121 +149,153 @@ local function save(key, override, base, used, carry, c, r, per_s, whole)
   redis.call('PERSIST', key)
 end
 
--- Forget key's bucket state: it is new again. An override stays.
-local function forget(key, override)
-  if override then
+-- _arith.forgotten_at: write key's bucket full at base: forgotten once now >= base (the hash
+-- deleted, or only its state fields if it has an override), else kept (frozen until the clock
+-- is back there; save expires it then).
+local function full(key, override, base, c, r, per_s)
+  if now < base then
+    save(key, override, base, 0, 0, c, r, per_s, true)
+  elseif override then
     redis.call('HDEL', key, 't', 'u', 'c', 'r', 'l')
   else
     redis.call('DEL', key)
   end
 end
 
--- _arith.forgotten_at: write key's bucket full at base: forgotten once now >= base, else kept
--- (frozen until the clock is back there; save expires it then).
-local function full(key, override, base, c, r, per_s)
-  if now >= base then
-    forget(key, override)
-  else
-    save(key, override, base, 0, 0, c, r, per_s, true)
-  end
+-- _arith.accumulate: used + carry + amount as (correctly rounded sum, what rounding left out),
+-- Knuth's TwoSum, so that fractional request sizes never drift.
+local function accumulate(used, carry, amount)
+  local total = used + amount
+  local back = total - used
+  carry = carry + ((used - (total - back)) + (amount - back))
+  local rounded = total + carry
+  return rounded, carry - (rounded - total)
 end
 
 local adjusts = op == 'charge' or op == 'reserve' or op == 'refund'
 if op == 'take' or op == 'peek' or adjusts then
+  local n = #KEYS
   local amount = tonumber(ARGV[4])
   local max_wait, mask = nil, nil
   if op == 'reserve' then
-    max_wait = tonumber(ARGV[2 * #KEYS + 3])
-    mask = ARGV[2 * #KEYS + 4]
+    max_wait = tonumber(ARGV[2 * n + 3])
+    if max_wait then
+      max_wait = math.min(max_wait, 1e300) -- a wait that never ends never fits
+    end
+    mask = ARGV[2 * n + 4]
   elseif not adjusts then
-    mask = ARGV[2 * #KEYS + 3]
+    mask = ARGV[2 * n + 3]
   elseif skip then
     mask = skip
   end
   local buckets = {}
   local all = true
   -- First every key at the one instant now: its rule, its state settled, whether it admits.
-  for i, key in ipairs(KEYS) do
-    local c, r = ARGV[2], ARGV[3]
+  -- Nothing is written yet.
+  for i = 1, n do
+    local key = KEYS[i]
+    local cap, rate = ARGV[2], ARGV[3]
     if i > 1 then
-      c, r = ARGV[2 * i + 1], ARGV[2 * i + 2]
+      cap, rate = ARGV[2 * i + 1], ARGV[2 * i + 2]
     end
-    local s, cap, rate = read(key, c, r)
-    local b = {key = key, s = s, cap = cap, rate = rate, override = s[5]}
-    b.capacity, b.refill = tonumber(cap), tonumber(rate)
-    b.base, b.used, b.debt, b.carry = now, 0, 0, 0
-    b.fresh = true -- whether t, c and r must be written (else only u and l change)
+    local s = redis.call('HMGET', key, 't', 'u', 'c', 'r', 'C', 'R', 'l')
+    local override = s[5]
+    if override then -- the key's own rule decides
+      cap, rate = override, s[6]
+    end
+    local capacity, refill = tonumber(cap), tonumber(rate)
+    local base, used, carry, debt = now, 0, 0, 0
+    local fresh, settled = true, false -- fresh: t, c and r must be written (else u and l only)
     if s[1] then
-      b.base, b.used, b.carry = tonumber(s[1]), tonumber(s[2]), tonumber(s[7]) or 0
-      b.fresh = false
-      if not sound(s) then -- an empty bucket under the current rule, written even if denied
-        b.base, b.used, b.carry, b.fresh, b.settled = now, b.capacity, 0, true, true
-        if finite(tonumber(s[1])) then
-          b.base = settled_at(tonumber(s[1]))
+      base, used, carry, fresh = tonumber(s[1]), tonumber(s[2]), 0, false
+      if s[7] then
+        carry = tonumber(s[7])
+      end
+      -- x - x == 0 holds for a finite number only (not nil, NaN or +-inf). An older version
+      -- wrote '-nan' after a huge charge: a state with t, u or l not finite reads as an empty
+      -- bucket under the current rule (from its instant t, or now), never as a full one, and
+      -- is written even if denied. The in-memory store never holds one.
+      if not (base and base - base == 0 and used and used - used == 0 and carry
+        and carry - carry == 0) then
+        if base and base - base == 0 then
+          base = settled_at(base)
+        else
+          base = now
         end
-      elseif tonumber(s[3]) ~= b.capacity or tonumber(s[4]) ~= b.refill then
+        used, carry, fresh, settled = capacity, 0, true, true
+      elseif (s[3] ~= cap and tonumber(s[3]) ~= capacity)
+        or (s[4] ~= rate and tonumber(s[4]) ~= refill) then
         -- The rule changed since this state was written (a new default): settle the state
-        -- under the rule it was written with, then carry the deficit over.
-        b.used, b.carry = deficit(b.base, b.used, tonumber(s[4])), 0
-        b.base = settled_at(b.base)
-        b.fresh = true
-        b.settled = true
+        -- under the rule it was written with, then carry the deficit over. (The same text
+        -- is the same number: only a rule written otherwise is read.)
+        used, carry = deficit(base, used, tonumber(s[4])), 0
+        base, fresh, settled = settled_at(base), true, true
       end
-      b.debt = deficit(b.base, b.used, b.refill)
-      if b.debt == 0 then -- full: restart (as MemoryStore._view)
-        b.base, b.used, b.carry, b.fresh = settled_at(b.base), 0, 0, true
+      debt = deficit(base, used, refill)
+      if debt == 0 then -- full: restart (as MemoryStore._view)
+        base, used, carry, fresh = settled_at(base), 0, 0, true
       end
     end
+    local admits, before = nil, nil
     if adjusts then -- MemoryStore's _adjusted, step by step
-      b.before = behind(b.capacity - b.debt, b.base, b.refill)
-      b.admits = not max_wait or (amount <= b.capacity + 1e-9
-        and wait(amount - b.before, b.refill) <= math.min(max_wait, 1e300))
+      before = behind(capacity - debt, base, refill)
+      admits = true
+      if max_wait then -- _arith.wait: the seconds until amount - before has refilled
+        local missing, wait = amount - before, math.huge
+        if missing <= 0 then
+          wait = 0
+        elseif refill > 0 then
+          wait = missing / refill
+        end
+        admits = amount <= capacity + 1e-9 and wait <= max_wait
+      end
       if skip and skip:sub(i, i) == '1' then
-        b.admits = false -- the undone call did not charge it: nothing to give back
+        admits = false -- the undone call did not charge it: nothing to give back
       end
-      all = all and (b.admits or (mask ~= nil and mask:sub(i, i) == '1'))
     else
-      b.admits = b.debt + amount <= b.capacity + 1e-9 -- _arith.admits; 1e-9: tokenbucket.EPSILON
-      all = all and (b.admits or (mask ~= nil and mask:sub(i, i) == '1'))
+      admits = debt + amount <= capacity + 1e-9 -- _arith.admits; 1e-9: tokenbucket.EPSILON
     end
-    buckets[i] = b
+    all = all and (admits or (mask ~= nil and mask:sub(i, i) == '1'))
+    buckets[i] = {
+      key = key, override = override, cap = cap, rate = rate, capacity = capacity,
+      refill = refill, base = base, used = used, carry = carry, debt = debt, fresh = fresh,
+      settled = settled, admits = admits, before = before, write = false,
+    }
   end
-  -- Then all or nothing.
-  local lines = {}
-  for i, b in ipairs(buckets) do
+  -- Then all or nothing: each key's level, and the state to write (in place, kept for later).
+  local reply = ''
+  for i = 1, n do
+    local b = buckets[i]
     local level = b.capacity - b.debt
-    if all and op == 'refund' and b.admits then
-      if b.debt - amount <= 0 then -- refunded to full (as _adjusted)
-        full(b.key, b.override, b.base, b.cap, b.rate, b.refill)
-        level = behind(b.capacity, settled_at(b.base), b.refill)
-      else -- less used since base: the debt less the amount
-        local used, carry = accumulate(b.used, b.carry, -amount)
-        save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
-        level = b.before + amount
-      end
-    elseif all and adjusts and b.admits then
-      level = b.before - amount
-      if amount > MAX_DEBT - b.debt then -- saturated: MAX_DEBT short, no further (_arith)
-        local base = settled_at(b.base)
-        save(b.key, b.override, base, MAX_DEBT, 0, b.cap, b.rate, b.refill, true)
-        level = behind(b.capacity - MAX_DEBT, base, b.refill)
+    if all and b.admits and op ~= 'peek' then
+      b.write = save
+      if op == 'refund' then
+        if b.debt - amount <= 0 then -- refunded to full (as _adjusted)
+          b.write = full
+          level = behind(b.capacity, settled_at(b.base), b.refill)
+        else -- less used since base: the debt less the amount
+          b.used, b.carry = accumulate(b.used, b.carry, -amount)
+          level = b.before + amount
+        end
+      elseif op == 'take' then -- (a shadow key that lacks the amount is not consumed)
+        b.used, b.carry = accumulate(b.used, b.carry, amount)
+        level = level - amount
+      elseif amount > MAX_DEBT - b.debt then -- saturated: MAX_DEBT short, no further (_arith)
+        b.base, b.used, b.carry, b.fresh = settled_at(b.base), MAX_DEBT, 0, true
+        level = behind(b.capacity - MAX_DEBT, b.base, b.refill)
       else
-        local used, carry = accumulate(b.used, b.carry, amount)
-        save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
+        b.used, b.carry = accumulate(b.used, b.carry, amount)
+        level = b.before - amount
       end
-    elseif all and b.admits then -- (a shadow key that lacks the amount is not consumed)
+    elseif all and b.admits then -- a peek that admits
       level = level - amount
-      if op == 'take' then
-        local used, carry = accumulate(b.used, b.carry, amount)
-        save(b.key, b.override, b.base, used, carry, b.cap, b.rate, b.refill, b.fresh)
-      end
     else
       if op ~= 'peek' and b.settled then
         -- Denied, but the settled state is written all the same (it changes no level).
         if b.used > 0 then
-          save(b.key, b.override, b.base, b.used, 0, b.cap, b.rate, b.refill, true)
+          b.write, b.carry, b.fresh = save, 0, true
         else
-          full(b.key, b.override, b.base, b.cap, b.rate, b.refill)
+          b.write = full
         end
       end
       if adjusts then
@@ -314,27 +308,60 @@ if op == 'take' or op == 'peek' or adjusts then
       end
     end
     -- One string (cheaper to send and parse than an array): the flag, then the level.
-    local flag = 0
-    if b.admits then
-      flag = 1
-    end
+    local line
+    local flag = b.admits and 1 or 0
     if b.override then
-      lines[i] = string.format('%d%.17g %s %s', flag, level, b.s[5], b.s[6])
+      line = string.format('%d%.17g %s %s', flag, level, b.cap, b.rate)
     else
-      lines[i] = string.format('%d%.17g', flag, level)
+      line = string.format('%d%.17g', flag, level)
+    end
+    if i > 1 then
+      reply = reply .. '\n' .. line
+    else
+      reply = line
     end
   end
-  local reply = table.concat(lines, '\n')
-  if marker and all then -- it changed something: a call sent again gets this reply back
-    redis.call('SET', marker, reply, 'PX', ONCE_MS)
+  -- A marked call sent before gets its first reply back and changes nothing. Else, if it
+  -- changes something (all), its reply is kept under the marker for ONCE_MS.
+  if marker then
+    local seen = redis.call('GET', marker)
+    if seen then
+      return seen
+    elseif all then
+      redis.call('SET', marker, reply, 'PX', ONCE_MS)
+    end
+  end
+  for i = 1, n do
+    local b = buckets[i]
+    if b.write == save then
+      save(b.key, b.override, b.base, b.used, b.carry, b.cap, b.rate, b.refill, b.fresh)
+    elseif b.write then
+      full(b.key, b.override, b.base, b.cap, b.rate, b.refill)
+    end
   end
   return reply
 end
 
--- The admin operations act on KEYS[1] alone.
+-- The admin operations act on KEYS[1] alone: its hash's fields, and its rule (its override,
+-- else the default given).
 local key = KEYS[1]
-local s, cap, rate = read(key, ARGV[2], ARGV[3])
+local s = redis.call('HMGET', key, 't', 'u', 'c', 'r', 'C', 'R', 'l')
 local override = s[5]
+local cap, rate = ARGV[2], ARGV[3]
+if override then
+  cap, rate = override, s[6]
+end
+
+-- Whether x is a finite number (not nil, NaN or +-inf).
+local function finite(x)
+  return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge
+end
+
+-- Whether the state fields hold a state this script writes: t, u and l finite (an unsound
+-- state is an empty bucket, as the decisions above read it).
+local function sound()
+  return finite(tonumber(s[1])) and finite(tonumber(s[2])) and finite(tonumber(s[7] or 0))
+end
 
 -- Settle the state under its recorded rule now, then move it to the rule (c, r): the deficit
 -- carries over, unclamped.
@@ -344,7 +371,7 @@ local function rebase(c, r)
   end
   local base = tonumber(s[1])
   local missing = tonumber(s[3]) -- an unsound state is an empty bucket (see sound)
-  if sound(s) then
+  if sound() then
     missing = deficit(base, tonumber(s[2]), tonumber(s[4]))
   elseif not finite(base) then
     base = now
@@ -377,8 +404,12 @@ elseif op == 'remove' then
   override = false
   rebase(ARGV[2], ARGV[3]) -- a hash left empty is deleted by Redis
   return {s[5], s[6]}
-elseif op == 'reset' then
-  forget(key, override)
+elseif op == 'reset' then -- the bucket is new again; an override stays
+  if override then
+    redis.call('HDEL', key, 't', 'u', 'c', 'r', 'l')
+  else
+    redis.call('DEL', key)
+  end
   return nil
 end
 return redis.error_reply('tokenbucket: unknown operation ' .. tostring(op))

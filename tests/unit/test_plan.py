@@ -1,0 +1,113 @@
+"""A request's plan (``tokenbucket._http.plan``): what an edge is told to do, step by step.
+
+The gate of a real WSGI middleware plans requests from hand-made views; the test makes the
+registry call the plan names, as an edge does, on a manual clock, and checks each step.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tokenbucket import BucketRegistry, InFlightLimit, ManualClock, Rule
+from tokenbucket._http.plan import Gate, Plan
+from tokenbucket._http.request import RequestView
+from tokenbucket.wsgi import RateLimitMiddleware
+
+TOKEN = "t" * 16
+IP = "203.0.113.7"
+
+
+def gate(**options: object) -> Gate:
+    options.setdefault("registry", BucketRegistry(Rule(2, 1), clock=ManualClock()))
+    middleware = RateLimitMiddleware(lambda environ, start: [], **options)  # type: ignore[arg-type]
+    return middleware._gate
+
+
+def view(path: str = "/", headers: object = None, scheme: str = "http") -> RequestView:
+    return RequestView("GET", scheme, path, "", IP, headers or {}, dict)
+
+
+def counted(plan: Plan) -> Plan:
+    """Make the plan's registry call, as an edge does, and hand it the decision."""
+    assert plan.policy is not None
+    plan.decided(plan.policy.registry.consume(plan.bucket, plan.cost))
+    return plan
+
+
+def test_a_plain_request_is_counted_then_passes_with_its_fields():
+    g = gate()
+    plan = g.plan(view())
+    assert (plan.admin, plan.slot, plan.respond, plan.fields) == (None, None, None, [])
+    assert (plan.policy is g.options.default, plan.key, plan.bucket, plan.cost) == (True, IP, IP, 1)
+    counted(plan)
+    assert plan.respond is None
+    assert plan.settlement is None
+    assert plan.fields == [
+        ("RateLimit-Policy", '"default";q=2;w=2'),
+        ("RateLimit", '"default";r=1;t=1'),
+    ]
+
+
+def test_a_denied_request_gets_the_429_instead_of_the_app():
+    g = gate()
+    counted(g.plan(view()))
+    counted(g.plan(view()))
+    plan = counted(g.plan(view()))
+    assert plan.respond is not None
+    assert plan.respond.status == 429
+    assert plan.fields == []
+
+
+def test_an_exempt_request_is_neither_counted_nor_changed():
+    plan = gate(exempt=["/health"], in_flight=InFlightLimit(1)).plan(view("/health"))
+    assert (plan.policy, plan.slot, plan.respond, plan.fields) == (None, None, None, [])
+
+
+def test_an_in_flight_limit_names_the_slot_and_the_answer_when_none_is_free():
+    g = gate(in_flight=InFlightLimit(1), key=lambda request: "user\0a")
+    plan = g.plan(view())
+    assert plan.slot == "user\1\2a"  # the key as the store writes it
+    full = plan.full()
+    assert full is not None
+    assert full.status == 429
+    assert json.loads(full.body) == {"error": "Too many requests in flight", "limit": 1}
+    assert gate(in_flight=InFlightLimit(1), dry_run=True).plan(view()).full() is None
+
+
+def test_an_unauthorised_admin_request_is_counted_then_refused_without_a_slot():
+    g = gate(admin_token=TOKEN, in_flight=InFlightLimit(1))
+    plan = g.plan(view("/admin/update-rule"))
+    assert (plan.admin, plan.slot, plan.refusal) == (None, None, 401)
+    counted(plan)
+    assert plan.respond is not None
+    assert plan.respond.status == 401
+    assert ("RateLimit", '"default";r=1;t=1') in plan.respond.headers
+
+
+def test_an_authorised_admin_request_goes_to_the_admin_api_uncounted():
+    g = gate(admin_token=TOKEN)
+    for path in ("/admin/update-rule", "/admin/update-rule/rules"):
+        plan = g.plan(view(path, {"authorization": f"Bearer {TOKEN}"}))
+        assert plan.admin is g.admin
+        assert plan.policy is None
+        assert plan.respond is None
+    assert g.plan(view("/admin/update-rule/other")).admin is None  # an ordinary path
+
+
+def test_a_handshake_passes_unchanged_or_is_refused():
+    g = gate(in_flight=InFlightLimit(1), settle=lambda request, status, headers: 1)
+    plan = counted(g.handshake(view(scheme="ws")))
+    assert (plan.slot, plan.fields, plan.settlement, plan.respond) == (None, [], None, None)
+    counted(g.handshake(view(scheme="ws")))
+    plan = counted(g.handshake(view(scheme="ws")))
+    assert plan.respond is not None
+    assert plan.respond.status == 429
+
+
+def test_a_settled_request_carries_its_settlement():
+    g = gate(settle=lambda request, status, headers: 2, settle_at="end")
+    plan = counted(g.plan(view()))
+    assert plan.settlement is not None
+    assert plan.at_end
+    plan.settlement.said(200, {})
+    assert plan.settlement.due() == 2
