@@ -84,16 +84,26 @@ def unpack(state: Optional[GroupState]) -> Dict[str, State]:
     return limits
 
 
-def pack(limits: Dict[str, State], first: Sequence[str]) -> GroupState:
+def pack(
+    limits: Dict[str, State], first: Sequence[str], previous: Optional[Layout] = None
+) -> GroupState:
     """The group state of ``limits`` (``{name: state}``), the names ``first`` first.
 
     Putting a call's names first (in its order) lets the state match the registry's layout,
-    whatever limits the key had before.
+    whatever limits the key had before. The ``previous`` layout is kept if it still fits.
     """
     names = [name for name in first if name in limits]
     names += [name for name in limits if name not in names]
-    layout = tuple((name, limits[name][3]) for name in names)
-    flat: list = [_LAYOUTS.get(layout, layout)]  # type: ignore[type-arg]
+    layout = previous
+    if layout is not None and len(layout) == len(names):
+        for (was, shape), name in zip(layout, names):
+            if was != name or shape is not limits[name][3]:
+                layout = None
+                break
+    if layout is None or len(layout) != len(names):
+        layout = tuple((name, limits[name][3]) for name in names)
+        layout = _LAYOUTS.get(layout, layout)
+    flat: list = [layout]  # type: ignore[type-arg]
     for name in names:
         base, used, carry, _ = limits[name]
         flat += (base, used if carry is EXACT else (used, carry))

@@ -27,8 +27,10 @@ from .sweep import State, Sweeping
 _TAKE, _RESERVE, _CHARGE = "take", "reserve", "charge"
 
 #: One group of a call as it is decided: its dict of groups, key, whether it is tracked, its
-#: limits' states by store key (``prefix + name``), that prefix, and the call's names.
-_Entry = Tuple[Dict[str, GroupState], str, bool, Dict[str, State], str, List[str]]
+#: limits' states by name, the call's names, and the layout it had (None if untracked).
+_Entry = Tuple[Dict[str, GroupState], str, bool, Dict[str, State], List[str], Optional[Layout]]
+#: The overrides of a group's limits when the store has none.
+_NO_RULES: Dict[str, Rule] = {}
 
 
 class Several(Sweeping):
@@ -43,7 +45,13 @@ class Several(Sweeping):
     if TYPE_CHECKING:  # MemoryStore's, called here
 
         def _view(
-            self, states: Dict[str, State], key: str, default: Rule, now: float, commit: bool
+            self,
+            states: Dict[str, State],
+            key: str,
+            default: Rule,
+            now: float,
+            commit: bool,
+            rules: Optional[Dict[str, Rule]] = None,
         ) -> Tuple[Optional[State], Rule, float, float, float]: ...
 
         def _reserve(self, count: int, over: bool = False) -> bool: ...
@@ -253,24 +261,37 @@ class Several(Sweeping):
     ) -> Tuple[List[_Entry], List[Tuple[Any, ...]]]:
         """Every group's entry, and every limit's view, in order.
 
-        A view is ``(group, store key, state, rule, base, used, carry)``: the limit settled
-        under its current rule (``_view``).
+        A view is ``(group, name, state, rule, base, used, carry)``: the limit settled under its
+        current rule (``_view``; a limit's override is under its store key, ``limit_key``).
         """
-        grouped, mask = self._grouped, self._mask
+        grouped, mask, overrides = self._grouped, self._mask, self._overrides
         entries: List[_Entry] = []
         views = []
         for key, limits in groups:
             states = grouped[hash(key) & mask][0]
             found = states.get(key)
-            prefix = "{" + tag(key) + "}\0"
-            limited = {prefix + name: state for name, state in unpack(found).items()}
+            limited = unpack(found)
             group = len(entries)
             names = [name for name, _ in limits]
-            entries.append((states, key, found is not None, limited, prefix, names))
+            entries.append(
+                (
+                    states,
+                    key,
+                    found is not None,
+                    limited,
+                    names,
+                    None if found is None else found[0],
+                )
+            )
+            rules = _NO_RULES  # (an override of these limits needs the lock we hold)
+            if overrides:
+                prefix = "{" + tag(key) + "}\0"
+                rules = {
+                    name: overrides[prefix + name] for name in names if prefix + name in overrides
+                }
             for name, default in limits:
-                store_key = prefix + name
-                view = self._view(limited, store_key, default, now, commit)
-                views.append((group, store_key, *view))
+                view = self._view(limited, name, default, now, commit, rules)
+                views.append((group, name, *view))
         return entries, views
 
     def _admit_groups(
@@ -329,11 +350,10 @@ class Several(Sweeping):
         The new ones are those ``admitted``, and those ``over`` the cap (a charge's: counted
         past it).
         """
-        for index, (states, key, tracked, limited, prefix, names) in enumerate(entries):
+        for index, (states, key, tracked, limited, names, layout) in enumerate(entries):
             if not limited or not (tracked or index in admitted or index in over):
                 continue
-            cut = len(prefix)
-            state = pack({store_key[cut:]: one for store_key, one in limited.items()}, names)
+            state = pack(limited, names, layout)
             if tracked:
                 states[key] = state
             else:
@@ -347,14 +367,23 @@ class Several(Sweeping):
         Checks that the keys (and each group's names) are distinct, sweeps if due, then locks
         each stripe once, in index order.
         """
+        for key, limits in groups:
+            if len(limits) > 1 and len({name for name, _ in limits}) != len(limits):
+                names = [name for name, _ in limits]
+                raise ValueError(f"the limits of key {key!r} must have distinct names: {names!r}")
+        grouped, mask = self._grouped, self._mask
+        if len(groups) == 1:  # the common case: one key (no set to build, one stripe)
+            key = groups[0][0]
+            index = hash(key) & mask
+            if key not in grouped[index][0] and (
+                self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+            ):
+                self._sweep()
+            grouped[index][1].acquire()
+            return [index]
         keys = [key for key, _ in groups]
         if len(set(keys)) != len(keys):
             raise ValueError(f"'groups' must name distinct keys, got {keys!r}")
-        for key, limits in groups:
-            names = [name for name, _ in limits]
-            if len(set(names)) != len(names):
-                raise ValueError(f"the limits of key {key!r} must have distinct names: {names!r}")
-        grouped, mask = self._grouped, self._mask
         if any(key not in grouped[hash(key) & mask][0] for key in keys) and (
             self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
         ):

@@ -214,20 +214,28 @@ class MemoryStore(Several, Adjusting, Overriding):
         return self.take(key, 0, default, False)[1]
 
     def _view(
-        self, states: Dict[str, _State], key: str, default: Rule, now: float, commit: bool
+        self,
+        states: Dict[str, _State],
+        key: str,
+        default: Rule,
+        now: float,
+        commit: bool,
+        rules: Optional[Dict[str, Rule]] = None,
     ) -> _View:
         """``key``'s state and rule: ``(state, rule, base, used, carry)``. Caller holds the lock.
 
         State written under another rule is settled under that one first (and, if ``commit``,
         written back so settled: that changes no level). An untracked key is ``(now, 0)``.
+        ``rules``: the overrides by ``key`` (a group's limits by name), else the store's.
         """
+        overrides = self._overrides if rules is None else rules
         state = states.get(key)
         if state is None:
-            return None, self._overrides.get(key, default), now, 0, EXACT
+            return None, overrides.get(key, default), now, 0, EXACT
         base, used, carry, shape = state
         rule = default
         if shape is not default._shape:
-            rule = self._overrides.get(key, default)
+            rule = overrides.get(key, default)
             if not _same(shape, rule):
                 # The rule changed since this state was written: settle it under the rule it
                 # was written with, then carry the deficit over. Rules compare by value (as in
