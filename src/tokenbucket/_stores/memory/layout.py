@@ -92,17 +92,21 @@ def pack(
     Putting a call's names first (in its order) lets the state match the registry's layout,
     whatever limits the key had before. The ``previous`` layout is kept if it still fits.
     """
+    if previous is not None and len(previous) == len(limits) == len(first):
+        for (name, shape), wanted in zip(previous, first):
+            state = limits.get(name)
+            if name != wanted or state is None or state[3] is not shape:
+                break
+        else:  # the same limits in the call's order, under the same rules: as it was
+            return _packed(previous, limits, first)
     names = [name for name in first if name in limits]
     names += [name for name in limits if name not in names]
-    layout = previous
-    if layout is not None and len(layout) == len(names):
-        for (was, shape), name in zip(layout, names):
-            if was != name or shape is not limits[name][3]:
-                layout = None
-                break
-    if layout is None or len(layout) != len(names):
-        layout = tuple((name, limits[name][3]) for name in names)
-        layout = _LAYOUTS.get(layout, layout)
+    layout = tuple((name, limits[name][3]) for name in names)
+    return _packed(_LAYOUTS.get(layout, layout), limits, names)
+
+
+def _packed(layout: Layout, limits: Dict[str, State], names: Sequence[str]) -> GroupState:
+    """The group state of ``limits`` in the order of ``names``, under ``layout``."""
     flat: list = [layout]  # type: ignore[type-arg]
     for name in names:
         base, used, carry, _ = limits[name]

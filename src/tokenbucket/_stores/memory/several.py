@@ -13,7 +13,7 @@ state is settled or charged (MemoryStore's ``_view`` and ``_charged``, and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, AbstractSet, Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from ..._core.arith import admits, behind, deficit
 from ..._core.keys import tag
@@ -29,6 +29,8 @@ _TAKE, _RESERVE, _CHARGE = "take", "reserve", "charge"
 #: One group of a call as it is decided: its dict of groups, key, whether it is tracked, its
 #: limits' states by name, the call's names, and the layout it had (None if untracked).
 _Entry = Tuple[Dict[str, GroupState], str, bool, Dict[str, State], List[str], Optional[Layout]]
+#: No index: what most calls have of capped limits and new keys.
+_NONE: FrozenSet[int] = frozenset()
 #: The overrides of a group's limits when the store has none.
 _NO_RULES: Dict[str, Rule] = {}
 
@@ -166,9 +168,9 @@ class Several(Sweeping):
             allowed = all(passes)
             if shadow:
                 allowed = all(ok for ok, watched in zip(passes, shadow) if not watched)
-            capped: Set[int] = set()
-            admitted: Set[int] = set()
-            if allowed:
+            capped: AbstractSet[int] = _NONE
+            admitted: AbstractSet[int] = _NONE
+            if allowed and False in [entry[2] for entry in entries]:  # new keys to track
                 allowed, capped, admitted = self._admit_groups(
                     entries, views, passes, shadow, _commit, _TAKE
                 )
@@ -186,7 +188,7 @@ class Several(Sweeping):
                     level = behind(rule.capacity - debt, base, now, rule.refill_rate)
                     outcomes.append((passed, level, rule))
             if _commit:
-                self._put_groups(entries, admitted, set())
+                self._put_groups(entries, admitted, _NONE)
             return allowed, tuple(outcomes)
         finally:
             self._unlock(stripes)
@@ -227,10 +229,10 @@ class Several(Sweeping):
             allowed = all(passes)
             if shadow:
                 allowed = all(ok for ok, watched in zip(passes, shadow) if not watched)
-            capped: Set[int] = set()  # limits of new keys at the cap: empty
-            admitted: Set[int] = set()
-            over: Set[int] = set()  # new keys a charge found at the cap: tracked past it
-            if allowed and amount > 0:
+            capped: AbstractSet[int] = _NONE  # limits of new keys at the cap: empty
+            admitted: AbstractSet[int] = _NONE
+            over: AbstractSet[int] = _NONE  # new keys a charge found at the cap: tracked past it
+            if allowed and amount > 0 and False in [entry[2] for entry in entries]:
                 how = _CHARGE if max_wait is None else _RESERVE
                 allowed, capped, admitted = self._admit_groups(
                     entries, views, passes, shadow, True, how
@@ -344,7 +346,9 @@ class Several(Sweeping):
         limit = self._max_keys
         return limit is None or self._count + pending + count <= limit
 
-    def _put_groups(self, entries: List[_Entry], admitted: Set[int], over: Set[int]) -> None:
+    def _put_groups(
+        self, entries: List[_Entry], admitted: AbstractSet[int], over: AbstractSet[int]
+    ) -> None:
         """Write back every tracked group and the new ones. Caller holds the locks.
 
         The new ones are those ``admitted``, and those ``over`` the cap (a charge's: counted
