@@ -313,3 +313,56 @@ def test_a_shadow_reservation_is_decided_by_the_enforced_limits():
         False,
         ((True, 8, Rule(10, 1.0)), (False, 1, Rule(1, 0))),
     )
+
+
+def test_a_tracked_key_beside_a_new_one_takes_no_more_room():
+    """max_keys 3: alice and acme tracked, then bob (new) with acme (tracked): one more key,
+    admitted; a fourth key does not fit."""
+    store = MemoryStore(clock=ManualClock(0.0), max_keys=3)
+    limits = BucketRegistry({"user": Rule(5, 0), "org": Rule(50, 0)}, store=store)
+    assert limits.try_consume({"user": "alice", "org": "acme"})
+    assert limits.try_consume({"user": "bob", "org": "acme"})
+    assert len(store) == 3
+    assert not limits.try_consume({"user": "carol", "org": "acme"})
+    assert limits.tokens("acme", limit="org") == 48
+
+
+def test_a_request_on_two_keys_sweeps_first_when_one_is_new_and_a_step_is_due():
+    """After 256 new keys, a request on two tracked keys does not sweep; one with a new key
+    does, first (forgetting the full buckets, then deciding)."""
+    clock = ManualClock(100.0)
+    store = MemoryStore(clock=clock)
+    limits = BucketRegistry({"user": Rule(1, 1.0), "org": Rule(2, 1.0)}, store=store)
+    for index in range(128):
+        assert limits.consume({"user": f"u{index}", "org": f"o{index}"})
+    clock.advance(2)  # every bucket full again
+    assert limits.consume({"user": "u0", "org": "o0"})  # tracked: no sweep
+    assert len(store) == 256
+    assert limits.consume({"user": "u1", "org": "new"})
+    assert len(store) == 4  # u0 and o0 (in use), u1 (forgotten, then made again) and new
+
+
+def test_bad_groups_raise_before_anything_is_taken():
+    """Repeated keys, or names within a key (two of them or more), raise ValueError; no groups
+    admit."""
+    store = MemoryStore(clock=ManualClock(0.0))
+    rule = Rule(5, 0)
+    with pytest.raises(ValueError, match="distinct keys"):
+        store.take_all([("k", (("a", rule),)), ("k", (("b", rule),))], 1)
+    with pytest.raises(ValueError, match="distinct names"):
+        store.take_all([("k", (("a", rule), ("a", rule)))], 1)
+    assert len(store) == 0
+    assert store.take_all([], 1) == (True, ())
+
+
+def test_new_defaults_for_every_limit_give_the_state_their_layout():
+    """Both limits' defaults changed: the next decision settles both and writes the state
+    under the new layout (the hot path's again), not the old one."""
+    limits = BucketRegistry({"a": Rule(10, 0), "b": Rule(10, 0)}, clock=ManualClock(0.0))
+    assert limits.try_consume("k", 4)
+    limits.update_default(capacity=20, limit="a")
+    limits.update_default(capacity=30, limit="b")
+    assert limits.try_consume("k", 1)
+    state = limits.store._grouped[hash("k") & limits.store._mask][0]["k"]
+    assert state[0] is limits._group[1]
+    assert (limits.tokens("k", limit="a"), limits.tokens("k", limit="b")) == (15, 25)
