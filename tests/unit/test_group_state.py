@@ -366,3 +366,41 @@ def test_new_defaults_for_every_limit_give_the_state_their_layout():
     state = limits.store._grouped[hash("k") & limits.store._mask][0]["k"]
     assert state[0] is limits._group[1]
     assert (limits.tokens("k", limit="a"), limits.tokens("k", limit="b")) == (15, 25)
+
+
+def test_a_request_on_two_keys_at_the_cap_steps_by_time():
+    """Four keys fill the cap; all full again 2 s later, a request on two new keys steps the
+    sweep by time (no count is due), frees room and is admitted."""
+    clock = ManualClock(0.0)
+    store = MemoryStore(clock=clock, max_keys=4)
+    limits = BucketRegistry({"user": Rule(1, 1.0), "org": Rule(1, 1.0)}, store=store)
+    assert limits.consume({"user": "u0", "org": "o0"}).allowed
+    assert limits.consume({"user": "u1", "org": "o1"}).allowed
+    clock.advance(2)
+    assert limits.consume({"user": "u2", "org": "o2"}).allowed
+    assert len(store) == 2
+
+
+def test_a_request_on_two_keys_with_one_new_at_255_does_not_sweep_yet():
+    """255 new keys so far: a request on a tracked key and a new one does not call the sweep
+    (one key is left before a step is due)."""
+    calls = []
+
+    class Counting(MemoryStore):
+        __slots__ = ()
+
+        def _sweep(self):
+            calls.append(len(self))
+            super()._sweep()
+
+    clock = ManualClock(100.0)
+    store = Counting(clock=clock)
+    limits = BucketRegistry({"user": Rule(1, 1.0), "org": Rule(2, 1.0)}, store=store)
+    for index in range(127):
+        assert limits.consume({"user": f"u{index}", "org": f"o{index}"})
+    assert limits.consume("x")  # one key for both limits: 255 keys
+    assert len(store) == 255
+    clock.advance(1)  # u0 has its token again
+    assert limits.consume({"user": "u0", "org": "new"})
+    assert len(store) == 256
+    assert calls == []
