@@ -404,3 +404,47 @@ def test_a_request_on_two_keys_with_one_new_at_255_does_not_sweep_yet():
     assert limits.consume({"user": "u0", "org": "new"})
     assert len(store) == 256
     assert calls == []
+
+
+def test_only_limit_keys_of_tracked_limits_are_in_the_store():
+    store = MemoryStore(clock=ManualClock(0.0))
+    limits = BucketRegistry({"a": Rule(5, 1.0), "b": Rule(5, 1.0)}, store=store)
+    assert limits.try_consume({"a": "k", "b": "j"})
+    assert limit_key("k", "a") in store
+    assert limit_key("k", "b") not in store  # k is tracked, with a only
+    assert limit_key("nobody", "a") not in store
+    assert 12 not in store
+
+
+def test_a_first_touch_of_exactly_the_capacity_passes():
+    """Capacity 10**12: its ceiling is 1e12 as a float; a new key's request of it passes."""
+    limits = BucketRegistry(Rule(10**12, 1.0), clock=ManualClock(0.0))
+    assert limits.try_consume("k", 10**12) is True
+    assert limits.try_consume("k", 1) is False
+
+
+def test_the_sweep_keeps_a_bucket_that_is_not_full():
+    """At clock 100, 5 of 10 taken, 1 s later 4 short: a sweep pass keeps it, level intact."""
+    clock = ManualClock(100.0)
+    store = MemoryStore(clock=clock)
+    single = BucketRegistry(Rule(10, 1.0), store=store)
+    several = BucketRegistry({"a": Rule(10, 1.0), "b": Rule(10, 2.0)}, store=store)
+    assert single.consume("k", 5)
+    assert several.consume("g", 5)
+    clock.advance(1)
+    store._until_sweep = 0
+    store._sweep()
+    assert len(store) == 2
+    assert single.tokens("k") == 6
+    assert several.tokens("g", limit="b") == 7
+
+
+def test_at_the_cap_a_step_that_freed_nothing_waits_for_a_group_to_be_full():
+    """max_keys 1, k's limits full again in 1 s and 10 s: a new key at the cap steps, frees
+    nothing, and the next step by time waits until k is full, at 10 s."""
+    clock = ManualClock(0.0)
+    store = MemoryStore(clock=clock, max_keys=1)
+    limits = BucketRegistry({"a": Rule(1, 1.0), "b": Rule(1, 0.1)}, store=store)
+    assert limits.consume("k").allowed
+    assert not limits.consume("j").allowed
+    assert store._reclaim_at == 10.0

@@ -179,9 +179,7 @@ class Sweeping:
             self._sweeping.release()
 
 
-def group_fullness(
-    state: Tuple[Any, ...], now: float, due: bool = True
-) -> Tuple[bool, float, float]:
+def group_fullness(state: Tuple[Any, ...], now: float, due: bool) -> Tuple[bool, float, float]:
     """Whether every limit of a group state is full, its latest base, and when all will be.
 
     A group state holds a key's several limits (see ``layout``). The last is ``now`` when
