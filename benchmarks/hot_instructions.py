@@ -1,6 +1,8 @@
 """Instructions per call on the hot paths, counted by valgrind's callgrind (repeatable on a
-loaded machine): ``try_consume`` and ``consume`` on a hot key of a one-Rule in-memory registry,
-and a WSGI request through the middleware with one limit and with several.
+loaded machine): ``try_consume`` and ``consume`` on a hot key of an in-memory registry of one
+Rule and of 2 and 3 named limits, the first touch of a key (a new key per call) with 1 and 2
+limits, and a request through each middleware around the smallest app. Then (outside
+callgrind, with tracemalloc) the bytes a tracked key costs with 1 and 2 limits.
 
 The script re-runs itself under callgrind; each case runs ``--calls`` times between two calls
 of ``os.getppid`` (callgrind dumps its counters on entering that function), after a warm-up,
@@ -26,6 +28,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import tracemalloc
 from typing import Any, Callable, Dict, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,6 +47,27 @@ from tokenbucket import BucketRegistry, Rule  # noqa: E402
 IPV6_CLIENT = "2001:db8:0:1ff::7"
 
 
+def registry(limits: int, rate: float) -> BucketRegistry:
+    """A registry of ``limits`` limits (1: a plain Rule) that never refuses a hot key."""
+    rules = [Rule(1e12, rate), Rule(1e12, rate / 2), Rule(1e12, rate / 3)]
+    if limits == 1:
+        return BucketRegistry(rules[0])
+    return BucketRegistry(dict(zip(["burst", "hourly", "daily"], rules[:limits])))
+
+
+def bytes_per_key(limits: int, keys: int = 20_000) -> float:
+    """tracemalloc's growth per new key (key strings made beforehand) with ``limits`` limits."""
+    made = registry(limits, 1e-9)
+    names = [f"client-{index}" for index in range(keys)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for name in names:
+        made.try_consume(name)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (after - before) / keys
+
+
 def cases(peers: bool) -> Dict[str, Tuple[Callable[[int], Any], int]]:
     """Each case's batch function and its share of ``--calls`` (1, or 10 for a tenth)."""
     from tokenbucket.asgi import RateLimitMiddleware as ASGIMiddleware
@@ -59,6 +83,31 @@ def cases(peers: bool) -> Dict[str, Tuple[Callable[[int], Any], int]]:
     def consume(n: int) -> None:
         for _ in range(n):
             hot.consume("hot")
+
+    named = [registry(limits, 1e12) for limits in (2, 3)]
+
+    def hot_of(made: BucketRegistry, call: str) -> Callable[[int], None]:
+        method = getattr(made, call)
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                method("hot")
+
+        return run
+
+    # First touch: a new key per call (made beforehand), under rates too slow to refill.
+    fresh = [f"client-{index}" for index in range(200_000)]
+    firsts = {limits: (registry(limits, 1e-9), iter(fresh)) for limits in (1, 2)}
+
+    def first(limits: int) -> Callable[[int], None]:
+        made, keys = firsts[limits]
+
+        def run(n: int) -> None:
+            take = made.try_consume
+            for _ in range(n):
+                take(next(keys))
+
+        return run
 
     def limited() -> BucketRegistry:
         return BucketRegistry(Rule(1e12, 1e12))
@@ -86,6 +135,11 @@ def cases(peers: bool) -> Dict[str, Tuple[Callable[[int], Any], int]]:
         "nothing (the loop)": (lambda n: None, 1),
         "try_consume, one Rule, hot key": (try_consume, 1),
         "consume, one Rule, hot key": (consume, 1),
+        "try_consume, 2 limits, hot key": (hot_of(named[0], "try_consume"), 1),
+        "try_consume, 3 limits, hot key": (hot_of(named[1], "try_consume"), 1),
+        "consume, 2 limits, hot key": (hot_of(named[0], "consume"), 1),
+        "try_consume, one Rule, first touch": (first(1), 1),
+        "try_consume, 2 limits, first touch": (first(2), 1),
         "WSGI request, one limit": (lambda n: wsgi_batch(one, n), 1),
         "WSGI request, two limits": (lambda n: wsgi_batch(several, n), 1),
         "ASGI request, one limit": (asgi(asgi_one), 1),
@@ -180,9 +234,18 @@ def main() -> None:
     print("| --- | ---: |")
     for name, count in per_call.items():
         print(f"| {name} | {count:,.0f} |")
+    sizes = {f"{limits} limit{'s' * (limits > 1)}": bytes_per_key(limits) for limits in (1, 2)}
+    print("\n| bytes per tracked key (tracemalloc) | bytes |")
+    print("| --- | ---: |")
+    for name, size in sizes.items():
+        print(f"| {name} | {size:,.0f} |")
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"calls": args.calls, "instructions": per_call}, file, indent=1)
+            json.dump(
+                {"calls": args.calls, "instructions": per_call, "bytes_per_key": sizes},
+                file,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ In memory, on one hot key whose buckets never run out (every request passes):
   hits all alike); each cell is the median over rounds of the time per call;
 * per-call latency of ``consume`` (p50, p99, p99.9, max), each call timed on its own;
 * bytes per tracked key and limit: tracemalloc growth after one request for each of 100,000
-  fresh keys (key strings made beforehand; the store keys of named limits, made by the
-  registry, are counted), divided by the number of limits.
+  fresh keys (key strings made beforehand; whatever the registry and store build per key is
+  counted), divided by the number of limits.
 
 On a private redis-server (started on a free port, unless ``--url``): ``consume`` through
 ``RedisStore`` with 1, 2 and 3 limits on one hot key, one thread: the time per decision, the

@@ -56,6 +56,7 @@ TARGETS = [
         "_stores/memory/store.py",
         "_stores/memory/adjust.py",
         "_stores/memory/several.py",
+        "_stores/memory/layout.py",
         "_stores/memory/sweep.py",
         "_core/decision.py",
         "_registry/limits.py",
@@ -66,6 +67,7 @@ TARGETS = [
 #: failure), and those of the Lua script (Redis only; the cluster variants add nothing).
 PYTHON_TESTS = [
     "tests/unit/test_mutants_core.py",
+    "tests/unit/test_group_state.py",
     "tests/unit/test_bucket.py",
     "tests/unit/test_limits.py",
     "tests/unit/test_limits_lifecycle.py",

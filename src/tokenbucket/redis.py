@@ -14,8 +14,9 @@ the plans (the constructor, ``from_url``, the properties, the loop that makes th
 their base class, in ``tokenbucket._stores.redis.base``.
 
 Keys: each rate-limited key is one Redis hash, ``prefix + key``, holding the bucket state and
-the key's rule override. Every call touches that one key (``take_all`` the keys it names, which
-on a Redis Cluster must share a hash slot), so Redis Cluster works. A hash without
+the key's rule override; each limit of a registry of several is one such hash, under
+``limit_key(key, name)``. Every call touches that one key (``take_all`` the hashes of the limits
+it names, which on a Redis Cluster must share a hash slot), so Redis Cluster works. A hash without
 an override expires when its bucket is full again (a full bucket and a missing one decide the
 same), so memory follows the number of recently active clients; a hash with an override never
 expires (the override must survive). Overrides live only in Redis, with no local cache, so an
@@ -61,13 +62,14 @@ from ._stores.redis.failure import (
     FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS,  # public, as it always was
 )
 from ._stores.redis.failure import RedisUnavailableError
+from ._stores.redis.groups import flat
 from ._stores.redis.listing import AsyncRules, SyncRules
 from ._stores.redis.logic import Plan
 from ._stores.redis.once import new_call
 from ._stores.redis.pipeline import PIPELINE_MAX as PIPELINE_MAX  # public: the batch size
 from ._stores.redis.pipeline import Pipeliner
 from ._stores.slots import Slot
-from ._stores.store import Buckets, Mask, Outcome, Outcomes
+from ._stores.store import Groups, Mask, Outcome, Outcomes
 
 __all__ = ["AsyncRedisStore", "RedisStore", "RedisUnavailableError"]
 
@@ -158,20 +160,20 @@ class RedisStore(SyncRules, _Store[_SyncClient]):
         return self._run(self._logic.level(key, default))
 
     def take_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.take_all`][tokenbucket.Store.take_all]. One EVALSHA with every key.
 
         On a Redis Cluster the keys must share a hash slot (a common ``{hash tag}``), else
         ValueError; repeated keys raise ValueError too. Never raises for Redis trouble.
         """
-        return self._run(self._logic.take_all(buckets, amount, shadow))
+        return self._run(self._logic.take_all(groups, amount, shadow))
 
     def peek_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
-        return self._run(self._logic.peek_all(buckets, amount, shadow))
+        return self._run(self._logic.peek_all(groups, amount, shadow))
 
     def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
@@ -184,14 +186,14 @@ class RedisStore(SyncRules, _Store[_SyncClient]):
         return self._run(self._logic.refund(key, amount, default))
 
     def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
+        self, groups: Groups, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.charge_all`][tokenbucket.Store.charge_all]; keys as for `take_all`."""
-        return self._run(self._logic.charge_all(buckets, amount, max_wait, None, shadow))
+        return self._run(self._logic.charge_all(groups, amount, max_wait, None, shadow))
 
-    def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    def refund_all(self, groups: Groups, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.refund_all`][tokenbucket.Store.refund_all]; keys as for `take_all`."""
-        return self._run(self._logic.refund_all(buckets, amount))
+        return self._run(self._logic.refund_all(groups, amount))
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""
@@ -324,16 +326,16 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
         return await self._drive(self._logic.level(key, default), self._batch)
 
     async def take_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`RedisStore.take_all`][tokenbucket.redis.RedisStore.take_all]."""
-        return await self._drive(self._logic.take_all(buckets, amount, shadow), self._batch)
+        return await self._drive(self._logic.take_all(groups, amount, shadow), self._batch)
 
     async def peek_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]; as `take_all`, changing nothing."""
-        return await self._drive(self._logic.peek_all(buckets, amount, shadow), self._batch)
+        return await self._drive(self._logic.peek_all(groups, amount, shadow), self._batch)
 
     async def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
@@ -356,7 +358,7 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
         return await self._drive(self._logic.refund(key, amount, default))
 
     async def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
+        self, groups: Groups, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.charge_all`][tokenbucket.Store.charge_all]; keys as for `take_all`.
 
@@ -367,15 +369,15 @@ class AsyncRedisStore(AsyncRules, _Store[_AsyncClient]):
         call = new_call()
         logic = self._logic
         try:
-            return await self._drive(logic.charge_all(buckets, amount, max_wait, call, shadow))
+            return await self._drive(logic.charge_all(groups, amount, max_wait, call, shadow))
         except BaseException as error:
             if not isinstance(error, Exception):  # cancelled (its own errors: a bad call)
-                await self._drive(logic.undo(buckets, amount, call))
+                await self._drive(logic.undo(flat(groups), amount, call))
             raise
 
-    async def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def refund_all(self, groups: Groups, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.refund_all`][tokenbucket.Store.refund_all]; keys as for `take_all`."""
-        return await self._drive(self._logic.refund_all(buckets, amount))
+        return await self._drive(self._logic.refund_all(groups, amount))
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         """See [`Store.get_rule`][tokenbucket.Store.get_rule]. Raises RedisUnavailableError."""

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tokenbucket import BucketRegistry, ManualClock, TokenBucket
+from tokenbucket._core.keys import limit_key
 from tokenbucket.testing import SLACK, ExactBucket, ExactRegistry
 from tokenbucket.testing.stateful import LimiterMachine
 from tokenbucket.testing.strategies import amounts, capacities, refill_rates, rules, steps
@@ -72,7 +73,10 @@ class BucketMachine(LimiterMachine):
         assert 0 <= tokens <= self.limiter.capacity
 
 
-KEYS = st.sampled_from(["a", "b", "c"])
+#: A registry's store key may be a limit's of another registry's several (key "g"'s limits
+#: a, b, c): then its calls address that limit, which take_all's groups name too.
+LIMIT_KEYS = {name: limit_key("g", name) for name in "abc"}
+KEYS = st.sampled_from(["a", "b", "c", *LIMIT_KEYS.values()])
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -103,16 +107,17 @@ class RegistryMachine(RuleBasedStateMachine):
         self.model.bucket(key, self.clock(), commit=False).follow(self.clock(), amount, allowed)
 
     @rule(
-        keys=st.lists(KEYS, min_size=1, max_size=3, unique=True),
+        keys=st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
         amount=amounts(),
         commit=st.booleans(),
     )
     def take_all(self, keys, amount, commit):
-        """All or nothing over several buckets, straight on the store (as the next layer will)."""
+        """All or nothing over several limits of key g, straight on the store (as a registry
+        of several does); the registry's calls on their store keys address the same buckets."""
         store, default = self.registry.store, self.registry.default
-        buckets = [(key, default) for key in keys]
         call = store.take_all if commit else store.peek_all
-        allowed, outcomes = call(buckets, amount)
+        allowed, outcomes = call([("g", tuple((name, default) for name in keys))], amount)
+        keys = [LIMIT_KEYS[name] for name in keys]
         assert allowed == all(outcome[0] for outcome in outcomes)
         assert [outcome[2] for outcome in outcomes] == [self.model.rule_for(k) for k in keys]
         now = self.clock()
@@ -194,7 +199,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @invariant()
     def levels_match(self):
-        for key in ("a", "b", "c"):
+        for key in ("a", "b", "c", *LIMIT_KEYS.values()):
             tokens = self.registry.tokens(key)
             level = self.model.bucket(key, self.clock(), commit=False).advance(self.clock())
             assert abs(Fraction(tokens) - max(level, 0)) <= TOLERANCE, key

@@ -295,17 +295,18 @@ def test_undo_gives_back_only_to_the_buckets_the_call_charged(redis_url):
     """A reservation of 3 on 'a' (10) and a shadow 's' (1 of 2 left: not charged), then its
     undo: 'a' is back at 10, 's' stays at 1; sent again after 'a' is charged 3, it gives
     nothing more."""
-    from tokenbucket._registry.limits import buckets_of
+    from tokenbucket._stores.redis.groups import flat
     from tokenbucket._stores.redis.once import new_call
 
     store = RedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)
     try:
         big, small = Rule(10, 0.001), Rule(2, 0.001)
-        (a, _), (s, _) = buckets = buckets_of("k", {"a": big, "s": small})
+        groups = [("k", (("a", big), ("s", small)))]
+        (a, _), (s, _) = buckets = flat(groups)
         assert store.charge(s, 1, small, None)[0]
         logic = store._logic
         call = new_call()
-        allowed, outcomes = store._run(logic.charge_all(buckets, 3, 0.0, call, (False, True)))
+        allowed, outcomes = store._run(logic.charge_all(groups, 3, 0.0, call, (False, True)))
         assert allowed
         assert [outcome[0] for outcome in outcomes] == [True, False]
         assert close(store.level(a, big), 7.0, 0.01)
@@ -324,15 +325,16 @@ def test_undo_gives_back_only_to_the_buckets_the_call_charged(redis_url):
 def test_undo_before_the_call_gives_nothing_back(redis_url):
     """An undo that arrives before its call refunds nothing (the bucket stays 4 short) and
     answers without an error."""
-    from tokenbucket._registry.limits import buckets_of
+    from tokenbucket._stores.redis.groups import flat
     from tokenbucket._stores.redis.once import new_call
 
     store = RedisStore.from_url(redis_url, on_error="deny", socket_timeout=5)
     try:
         rule = Rule(10, 0.001)
-        buckets = buckets_of("j", {"a": rule})
+        groups = [("j", (("a", rule),))]
+        buckets = flat(groups)
         logic = store._logic
-        store._run(logic.charge_all(buckets, 4, None, new_call()))
+        store._run(logic.charge_all(groups, 4, None, new_call()))
         store._run(logic.undo(buckets, 3, new_call()))
         assert close(store.level(buckets[0][0], rule), 6.0, 0.01)
         assert store.available

@@ -30,12 +30,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, ManualClock, Rule
+from tokenbucket._core.keys import limit_key
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
 from ..redis_proxy import ReplyDropper
 
 RULE = Rule(10, 0)
-BOTH = [(("a", RULE), ("b", RULE))]
+BOTH = [[("k", (("a", RULE), ("b", RULE)))]]  # limits a and b of key k: a hash each
+LA, LB = limit_key("k", "a"), limit_key("k", "b")
 
 
 def port_of(url):
@@ -48,12 +50,12 @@ CASES = {
     "charge": ([], ("charge", "a", 3, RULE, None), {"a": 7.0}),
     "reserve": ([], ("charge", "a", 3, RULE, 0.0), {"a": 7.0}),
     "refund": ([("take", "a", 9, RULE)], ("refund", "a", 3, RULE), {"a": 4.0}),
-    "take_all": ([], ("take_all", BOTH[0], 2), {"a": 8.0, "b": 8.0}),
-    "charge_all": ([], ("charge_all", BOTH[0], 3, None), {"a": 7.0, "b": 7.0}),
+    "take_all": ([], ("take_all", BOTH[0], 2), {LA: 8.0, LB: 8.0}),
+    "charge_all": ([], ("charge_all", BOTH[0], 3, None), {LA: 7.0, LB: 7.0}),
     "refund_all": (
         [("take_all", BOTH[0], 9)],
         ("refund_all", BOTH[0], 3),
-        {"a": 4.0, "b": 4.0},
+        {LA: 4.0, LB: 4.0},
     ),
 }
 

@@ -381,12 +381,13 @@ class TestRoundTrips:
         nothing too (fallback: the local store; allow: full buckets, so a denial keeps all)."""
         from tokenbucket._stores.redis.logic import _SHA, Logic
 
-        buckets = [("a", Rule(3, 1.0)), ("b", Rule(2, 0))]
-        plan = Logic("p:", "fallback", 1.0).take_all(buckets, 1)
+        groups = [("k", (("a", Rule(3, 1.0)), ("b", Rule(2, 0))))]  # a hash per limit
+        plan = Logic("p:", "fallback", 1.0).take_all(groups, 1)
         name, args = next(plan)
+        a, b = b"p:{k}\0a", b"p:{k}\0b"
         assert (name, args) == (
             "evalsha",
-            (_SHA, 3, b"p:a", b"p:b", args[4], b"+take", b"3", b"1.0", b"1", b"2", b"0"),
+            (_SHA, 3, a, b, args[4], b"+take", b"3", b"1.0", b"1", b"2", b"0"),
         )
         assert args[4].startswith(b"p:\xffonce:")
         with pytest.raises(StopIteration) as done:
@@ -397,7 +398,7 @@ class TestRoundTrips:
             ("deny", 1, (False, ((False, 0.0, Rule(3, 1.0)), (False, 0.0, Rule(2, 0))))),
             ("allow", 3, (False, ((True, 3.0, Rule(3, 1.0)), (False, 2.0, Rule(2, 0))))),
         ]:
-            plan = Logic("p:", policy, 1.0).take_all(buckets, amount)
+            plan = Logic("p:", policy, 1.0).take_all(groups, amount)
             next(plan)
             with pytest.raises(StopIteration) as done:
                 plan.throw(redis.exceptions.ConnectionError("refused"))

@@ -26,6 +26,7 @@ from .test_store_conformance import (
     C,
     Direct,
     flusher,
+    grouped,
     redis_url_for,
 )
 
@@ -99,20 +100,22 @@ def test_an_interrupted_acquire_refunds_only_what_its_reservation_charged(awaite
 def test_redis_undo_of_a_shadow_reservation_refunds_only_the_charged_buckets(redis_url):
     """The script's undo (an aacquire cancelled while its call was on the way) refunds the
     buckets the reservation charged, read from its reply, and not a shadow bucket it skipped."""
+    from tokenbucket._stores.redis.groups import flat
     from tokenbucket._stores.redis.once import new_call
 
     burst, daily = Rule(10, 0), Rule(1, 0)
-    buckets = (("burst", burst), ("daily", daily))
+    groups = [("k", (("burst", burst), ("daily", daily)))]
+    (burst_key, _), (daily_key, _) = buckets = flat(groups)
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
         store = RedisStore(client)
         logic = store._logic
-        assert store.take("daily", 1, daily)[0]
+        assert store.take(daily_key, 1, daily)[0]
         call = new_call()
-        taken = store._run(logic.charge_all(buckets, 2, 0.0, call, (False, True)))
+        taken = store._run(logic.charge_all(groups, 2, 0.0, call, (False, True)))
         assert taken == (True, ((True, 8.0, burst), (False, 0.0, daily)))
         store._run(logic.undo(buckets, 2, call))
-        assert (store.level("burst", burst), store.level("daily", daily)) == (10.0, 0.0)
+        assert (store.level(burst_key, burst), store.level(daily_key, daily)) == (10.0, 0.0)
 
 
 RESERVATIONS = st.lists(
@@ -143,7 +146,7 @@ def test_random_shadow_reservations_match_memory(kind, request):
             reference = MemoryStore(clock=ManualClock(1000.0))
             for index, (method, keys, mask, amount, max_wait) in enumerate(steps):
                 rule = Rule(capacities[index % 2], 0)
-                buckets = [(key, rule) for key in keys]
+                buckets = grouped([(key, rule) for key in keys])
                 shadow = tuple(mask[: len(keys)])
                 if method == "charge_all":
                     args = (buckets, amount, max_wait, shadow)

@@ -20,6 +20,7 @@ from .test_store_conformance import (
     C,
     Direct,
     flusher,
+    grouped,
     redis_url_for,
 )
 
@@ -36,7 +37,7 @@ def test_a_shadow_bucket_never_decides_and_is_charged_only_when_it_admits(direct
     """Enforced A (5), shadow B (2): B's denials refuse nothing and charge B nothing."""
     buckets = [(A, Rule(5, 0)), (B, Rule(2, 0))]
     mask = (False, True)
-    results = [direct.take_all(buckets, 1, mask) for _ in range(6)]
+    results = [direct.take_all(grouped(buckets), 1, mask) for _ in range(6)]
     assert [allowed for allowed, _ in results] == [True] * 5 + [False]
     assert [outcome[1][0] for _, outcome in results] == [True, True, False, False, False, False]
     assert results[1] == (True, ((True, 3, Rule(5, 0)), (True, 0, Rule(2, 0))))
@@ -48,8 +49,8 @@ def test_a_shadow_bucket_never_decides_and_is_charged_only_when_it_admits(direct
 def test_an_enforced_denial_charges_the_shadow_bucket_nothing(direct):
     """A request the enforced bucket refuses charges no bucket, shadow or not."""
     buckets = [(A, Rule(1, 0)), (B, Rule(5, 0))]
-    assert direct.take_all(buckets, 1, (False, True))[0]
-    assert direct.take_all(buckets, 1, (False, True)) == (
+    assert direct.take_all(grouped(buckets), 1, (False, True))[0]
+    assert direct.take_all(grouped(buckets), 1, (False, True)) == (
         False,
         ((False, 0, Rule(1, 0)), (True, 4, Rule(5, 0))),
     )
@@ -59,11 +60,11 @@ def test_an_enforced_denial_charges_the_shadow_bucket_nothing(direct):
 def test_every_bucket_in_shadow_admits_everything(direct):
     """All watched: always allowed; each bucket charged while it has the amount."""
     buckets = [(A, Rule(2, 0)), (C, Rule(3, 0))]
-    results = [direct.take_all(buckets, 1, (True, True)) for _ in range(4)]
+    results = [direct.take_all(grouped(buckets), 1, (True, True)) for _ in range(4)]
     assert [allowed for allowed, _ in results] == [True] * 4
     assert direct.level(A, Rule(2, 0)) == 0
     assert direct.level(C, Rule(3, 0)) == 0
-    assert direct.peek_all(buckets, 1, (True, True)) == (
+    assert direct.peek_all(grouped(buckets), 1, (True, True)) == (
         True,
         ((False, 0, Rule(2, 0)), (False, 0, Rule(3, 0))),
     )
@@ -96,7 +97,7 @@ def test_random_shadow_take_all_match_memory(kind, request):
             reference = MemoryStore(clock=ManualClock(1000.0))
             for index, (method, keys, mask, amount) in enumerate(steps):
                 rule = Rule(capacities[index % 2], 0)
-                args = ([(key, rule) for key in keys], amount, tuple(mask[: len(keys)]))
+                args = (grouped([(key, rule) for key in keys]), amount, tuple(mask[: len(keys)]))
                 assert getattr(store, method)(*args) == getattr(reference, method)(*args)
 
         check()

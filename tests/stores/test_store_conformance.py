@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenbucket import BucketRegistry, Decision, ManualClock, MemoryStore, Rule
+from tokenbucket._core.keys import limit_key
 from tokenbucket.redis import AsyncRedisStore, RedisStore
 
 REDIS_BACKENDS = ["redis", "redis-async", "cluster", "cluster-async"]
@@ -452,9 +453,21 @@ def test_random_sequences_match_memory(kind, request):
         backend.close()
 
 
-# Several buckets at once, all or nothing: straight on each store (the protocol's take_all).
-# Keys share a {hash tag}, so that on a Redis Cluster they are in one slot.
-A, B, C = "{u1}a", "{u1}b", "{u1}c"
+# Several limits at once, all or nothing: straight on each store (the protocol's take_all, on
+# groups: a key and its limits). Limit n of key "u1" is the bucket of store key limit_key("u1",
+# n), which one-bucket calls address too; on a Redis Cluster a key's limits share its slot.
+A, B, C = (limit_key("u1", name) for name in "abc")
+
+
+def group(*limits, key="u1"):
+    """The groups of one key's limits, ``("a", rule), ...``."""
+    return [(key, tuple(limits))]
+
+
+def grouped(buckets):
+    """``[(A, rule), (C, rule)]``, limits of key u1 by store key, as the store's groups."""
+    names = {A: "a", B: "b", C: "c"}
+    return group(*((names[key], rule) for key, rule in buckets))
 
 
 class Direct:
@@ -473,110 +486,135 @@ class Direct:
 
 class TestTakeAll:
     def test_all_or_nothing(self, backend):
-        """Allowed only if every bucket has the amount; a denial charges none of them."""
+        """Allowed only if every limit has the amount; a denial charges none of them."""
         store = Direct(backend)
-        buckets = [(A, Rule(5, 0)), (B, Rule(3, 0))]
-        assert store.take_all(buckets, 2) == (True, ((True, 3, Rule(5, 0)), (True, 1, Rule(3, 0))))
-        assert store.take_all(buckets, 2) == (
+        groups = group(("a", Rule(5, 0)), ("b", Rule(3, 0)))
+        assert store.take_all(groups, 2) == (True, ((True, 3, Rule(5, 0)), (True, 1, Rule(3, 0))))
+        assert store.take_all(groups, 2) == (
             False,
             ((True, 3, Rule(5, 0)), (False, 1, Rule(3, 0))),
         )
         assert (store.level(A, Rule(5, 0)), store.level(B, Rule(3, 0))) == (3, 1)
-        assert store.take_all(buckets, 1)[0]
+        assert store.take_all(groups, 1)[0]
         assert (store.level(A, Rule(5, 0)), store.level(B, Rule(3, 0))) == (2, 0)
 
     def test_peek_all_changes_nothing(self, backend):
-        """peek_all answers what take_all would, and takes nothing."""
+        """peek_all answers what take_all would, and takes nothing; a one-bucket take on a
+        limit's store key takes from that limit."""
         store = Direct(backend)
-        buckets = [(A, Rule(5, 0)), (B, Rule(3, 0)), (C, Rule(1, 0))]
+        limits = (("a", Rule(5, 0)), ("b", Rule(3, 0)), ("c", Rule(1, 0)))
         store.take(B, 2, Rule(3, 0))
-        assert store.peek_all(buckets, 1) == (
+        assert store.peek_all(group(*limits), 1) == (
             True,
             ((True, 4, Rule(5, 0)), (True, 0, Rule(3, 0)), (True, 0, Rule(1, 0))),
         )
-        assert store.peek_all(buckets, 2)[0] is False
-        assert [store.level(key, rule) for key, rule in buckets] == [5, 1, 1]
-        assert store.take_all(buckets, 1) == (
+        assert store.peek_all(group(*limits), 2)[0] is False
+        assert [store.level(key, rule) for key, (_, rule) in zip((A, B, C), limits)] == [5, 1, 1]
+        assert store.take_all(group(*limits), 1) == (
             True,
             ((True, 4, Rule(5, 0)), (True, 0, Rule(3, 0)), (True, 0, Rule(1, 0))),
         )
 
     def test_overrides_decide_and_are_reported(self, backend):
-        """Each bucket's outcome names the rule that decided it: its override, if any."""
+        """Each limit's outcome names the rule that decided it: its override, if any."""
         store = Direct(backend)
         store.update_rule(B, Rule(3, 0), 10, None)
-        assert store.take_all([(A, Rule(5, 0)), (B, Rule(3, 0))], 4) == (
+        assert store.take_all(group(("a", Rule(5, 0)), ("b", Rule(3, 0))), 4) == (
             True,
             ((True, 1, Rule(5, 0)), (True, 6, Rule(10, 0))),
         )
 
     def test_same_as_take_for_one_bucket(self, backend):
-        """take_all on one bucket decides as take, fractions and debt included."""
+        """take_all on one limit decides as take, fractions and debt included."""
         store = Direct(backend)
         rule = Rule(1, 0)
         for _ in range(10):
-            assert store.take_all([(A, rule)], 0.1)[0] == store.take(B, 0.1, rule)[0]
-        assert store.take_all([(A, rule)], 0.1) == (False, (store.take(B, 0.1, rule),))
-        assert store.level(A, rule) == store.level(B, rule)
+            assert store.take_all(group(("a", rule)), 0.1)[0] == store.take("{u1}", 0.1, rule)[0]
+        assert store.take_all(group(("a", rule)), 0.1) == (False, (store.take("{u1}", 0.1, rule),))
+        assert store.level(A, rule) == store.level("{u1}", rule)
 
-    def test_bad_buckets(self, backend):
-        """Repeated keys raise ValueError before anything is taken; no buckets admit."""
+    def test_keys_of_two_groups_go_together(self, backend):
+        """A request charged to two keys (a user and an organisation) is all or nothing across
+        both: the user's limit denies, so the organisation's is not charged. (On a Redis
+        Cluster two keys are two hash slots: ValueError, before anything is taken.)"""
+        store = Direct(backend)
+        groups = [("alice", (("user", Rule(1, 0)),)), ("acme", (("org", Rule(5, 0)),))]
+        if backend.kind.startswith("cluster"):
+            with pytest.raises(ValueError, match="hash slot"):
+                store.take_all(groups, 1)
+            return
+        assert store.take_all(groups, 1)[0]
+        assert store.take_all(groups, 1) == (
+            False,
+            ((False, 0, Rule(1, 0)), (True, 4, Rule(5, 0))),
+        )
+        assert store.level(limit_key("acme", "org"), Rule(5, 0)) == 4
+
+    def test_bad_groups(self, backend):
+        """Repeated keys, or names within a key, raise ValueError before anything is taken;
+        no groups admit."""
         store = Direct(backend)
         with pytest.raises(ValueError, match="distinct keys"):
-            store.take_all([(A, Rule(5, 0)), (A, Rule(5, 0))], 1)
+            store.take_all(group(("a", Rule(5, 0))) + group(("b", Rule(5, 0))), 1)
+        with pytest.raises(ValueError, match="distinct names"):
+            store.take_all(group(("a", Rule(5, 0)), ("a", Rule(5, 0))), 1)
         assert store.level(A, Rule(5, 0)) == 5
+        assert store.level(B, Rule(5, 0)) == 5
         assert store.take_all([], 1) == (True, ())
 
 
 @pytest.mark.parametrize("kind", ["cluster", "cluster-async"])
 def test_cluster_keys_of_several_slots_are_refused(kind, request):
     """On a Redis Cluster, keys of different hash slots raise ValueError (no CROSSSLOT error
-    hidden by the on_error policy); keys sharing a {hash tag} work."""
+    hidden by the on_error policy); the limits of one key, or keys sharing a {hash tag},
+    work."""
     backend = Backend(kind, redis_url_for(request, kind))
     try:
         store = Direct(backend)
         with pytest.raises(ValueError, match="one Redis Cluster hash slot"):
-            store.take_all([("a", Rule(5, 0)), ("b", Rule(5, 0))], 1)
-        assert store.level("a", Rule(5, 0)) == 5
-        assert store.take_all([("{t}a", Rule(5, 0)), ("{t}b", Rule(5, 0))], 1)[0]
+            store.take_all(group(("x", Rule(5, 0)), key="a") + group(("x", Rule(5, 0)), key="b"), 1)
+        assert store.level(limit_key("a", "x"), Rule(5, 0)) == 5
+        assert store.take_all(group(("x", Rule(5, 0)), ("y", Rule(5, 0)), key="t"), 1)[0]
     finally:
         backend.close()
 
 
 def test_take_all_at_the_cap_admits_all_new_keys_or_none():
-    """MemoryStore at max_keys: a take_all that needs more new buckets than the cap allows is
-    denied (the new keys count as empty) and charges the tracked ones nothing."""
+    """MemoryStore at max_keys: a take_all that needs more new keys than the cap allows is
+    denied (the new keys count as empty) and charges the tracked ones nothing. A key counts
+    once, whatever its limits."""
     store = MemoryStore(clock=ManualClock(), max_keys=2)
-    assert store.take("a", 1, Rule(5, 0))[0]
-    allowed, outcomes = store.take_all([("a", Rule(5, 0)), ("b", Rule(5, 0)), ("c", Rule(5, 0))], 1)
-    assert (allowed, outcomes) == (
-        False,
-        ((True, 4, Rule(5, 0)), (False, 0.0, Rule(5, 0)), (False, 0.0, Rule(5, 0))),
+    limits = (("x", Rule(5, 0)), ("y", Rule(5, 0)))
+    assert store.take_all(group(*limits, key="a"), 1)[0]
+    allowed, outcomes = store.take_all(
+        group(*limits, key="a") + group(*limits, key="b") + group(*limits, key="c"), 1
     )
-    assert store.peek_all([("a", Rule(5, 0)), ("b", Rule(5, 0))], 1)[0]
-    assert store.level("a", Rule(5, 0)) == 4
-    assert "b" not in store
-    assert store.take_all([("a", Rule(5, 0)), ("b", Rule(5, 0))], 1)[0]
+    empty = (False, 0.0, Rule(5, 0))
+    assert (allowed, outcomes) == (False, ((True, 4, Rule(5, 0)),) * 2 + (empty,) * 4)
+    assert store.peek_all(group(*limits, key="a") + group(*limits, key="b"), 1)[0]
+    assert store.level(limit_key("a", "y"), Rule(5, 0)) == 4
+    assert limit_key("b", "x") not in store
+    assert store.take_all(group(*limits, key="a") + group(*limits, key="b"), 1)[0]
     assert len(store) == 2
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_take_all_from_threads_is_atomic(kind, request):
     """8 threads taking 1 from both of {a: 1000, b: 1500}: exactly 1,000 admitted, and b is
-    left with exactly 500 (a denial charges neither bucket)."""
+    left with exactly 500 (a denial charges neither limit)."""
     import threading
 
     backend = Backend(kind, redis_url_for(request, kind) if kind != "memory" else None)
     try:
         store = backend.store()
-        buckets = [(A, Rule(1000, 0)), (B, Rule(1500, 0))]
+        groups = group(("a", Rule(1000, 0)), ("b", Rule(1500, 0)))
         admitted = [0] * 8
         barrier = threading.Barrier(8)
 
         def work(index):
             barrier.wait()
             for _ in range(160):
-                admitted[index] += store.take_all(buckets, 1)[0]
+                admitted[index] += store.take_all(groups, 1)[0]
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
         for thread in threads:
@@ -594,7 +632,7 @@ MAX_WAITS = st.none() | st.sampled_from([0.0, 1.0, math.inf])
 TAKE_ALL_STEPS = st.lists(
     st.tuples(
         st.sampled_from(["take_all", "peek_all", "charge_all", "refund_all"]),
-        st.lists(st.sampled_from([A, B, C]), min_size=1, max_size=3, unique=True),
+        st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
         AMOUNTS,
         MAX_WAITS,
     )
@@ -610,9 +648,9 @@ TAKE_ALL_STEPS = st.lists(
 
 @pytest.mark.parametrize("kind", REDIS_BACKENDS)
 def test_random_take_all_match_memory(kind, request):
-    """Hypothesis-generated take_all/peek_all/take and charge/refund (one bucket or several,
-    reservations too) steps (with a changing default rule per key) return on Redis exactly
-    what the in-memory store returns."""
+    """Hypothesis-generated take_all/peek_all/take and charge/refund (one limit or several,
+    reservations too; one-bucket calls on the limits' store keys) steps (with a changing
+    default rule per key) return on Redis exactly what the in-memory store returns."""
     backend = Backend(kind, redis_url_for(request, kind))
     store = Direct(backend)
     admin, flush = flusher(backend)
@@ -627,8 +665,8 @@ def test_random_take_all_match_memory(kind, request):
                 rule = Rule(capacities[index % 2], 0)  # defaults change between calls
                 if method in ("take", "charge", "refund"):
                     args = (keys, amount, rule)
-                else:
-                    args = ([(key, rule) for key in keys], amount)
+                else:  # limits of key u1, named a, b, c: the store keys A, B, C
+                    args = (group(*((name, rule) for name in keys)), amount)
                 if method.startswith("charge"):  # a reservation, or (None) a plain charge
                     args += (max_wait,)
                 assert getattr(store, method)(*args) == getattr(reference, method)(*args)

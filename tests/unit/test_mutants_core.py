@@ -15,7 +15,7 @@ from fractions import Fraction
 import pytest
 
 from tokenbucket import BucketRegistry, Decision, ManualClock, MemoryStore, RateLimitExceeded, Rule
-from tokenbucket._registry.limits import buckets_of, limit_key
+from tokenbucket._registry.limits import limit_key
 
 
 def one(capacity=10, rate=2.0, **options):
@@ -117,8 +117,9 @@ class TestReserveWaits:
 
 class TestKeyCapWithSeveralLimits:
     def test_peek_at_the_cap_answers_as_consume_would(self):
-        """max_keys 3, two limits: one key tracks 2 buckets, a new key's 2 do not fit."""
-        limits, _ = several(max_keys=3)
+        """max_keys 1, two limits: one key (with both its limits) fills it, a new key does
+        not fit."""
+        limits, _ = several(max_keys=1)
         assert limits.consume("x", 1)
         peeked = limits.peek("y", 1)
         consumed = limits.consume("y", 1)
@@ -127,8 +128,9 @@ class TestKeyCapWithSeveralLimits:
         assert tuple(consumed) == (False, 0.0, 1.0, 4.0, 4, "b", ())
 
     def test_peek_within_the_cap_admits(self):
-        """max_keys 4, two limits: a second key's 2 buckets fit exactly, and peek says so."""
-        limits, _ = several(max_keys=4)
+        """max_keys 2, two limits: a second key (both its limits) fits exactly, and peek says
+        so."""
+        limits, _ = several(max_keys=2)
         assert limits.consume("x", 1)
         assert limits.peek("y", 1).allowed
         assert limits.consume("y", 1).allowed
@@ -364,24 +366,23 @@ def test_a_limit_exactly_at_its_ceiling_passes_and_another_binds_the_denial():
 class TestSweepSteps:
     @pytest.mark.parametrize("way", ["consume", "charge", "several", "several-charge"])
     def test_a_new_key_after_256_sweeps_whatever_the_call(self, way):
-        """After 256 new buckets, a new key's consume, charge or several-limits call sweeps
-        first (forgetting the full buckets); the same calls on tracked keys do not."""
+        """After 256 new keys, a new key's consume, charge or several-limits call sweeps
+        first (forgetting the full buckets); the same calls on tracked keys do not. A key of
+        several limits counts once."""
         clock = ManualClock(100.0)
         store = MemoryStore(clock=clock)
         if way.startswith("several"):
             limits = BucketRegistry({"a": Rule(1, 1.0), "b": Rule(2, 1.0)}, store=store)
-            count = 128  # two buckets a key
         else:
             limits = BucketRegistry(Rule(1, 1.0), store=store)
-            count = 256
-        for index in range(count):
+        for index in range(256):
             assert limits.consume(f"k{index}")
         clock.advance(2)  # every bucket full again
         call = limits.charge if way.endswith("charge") else limits.consume
         assert call("k0", 1)  # tracked: no sweep
         assert len(store) == 256
         assert call("new", 1)
-        assert len(store) == (4 if way.startswith("several") else 2)  # k0 and new
+        assert len(store) == 2  # k0 and new
 
     @pytest.mark.parametrize("way", ["try_consume", "charge"])
     def test_denied_new_keys_at_the_cap_count_towards_the_next_step(self, way):
@@ -413,8 +414,9 @@ class TestSweepSteps:
         step = 128 if way == "charge" else 256
         assert arrivals == list(range(0, 600, step))
 
-    def test_denied_new_keys_of_several_limits_count_each_bucket(self):
-        """As above with two limits a key: every 128th denied new key steps by count."""
+    def test_denied_new_keys_of_several_limits_count_once_each(self):
+        """As above with two limits a key: every 256th denied new key steps by count (a key
+        counts once, whatever its limits)."""
         arrivals = []
         at = [-1]
 
@@ -435,7 +437,7 @@ class TestSweepSteps:
             clock.advance(0.001)
             at[0] = index
             assert not pair.try_consume(f"late-{index}")
-        assert arrivals == [0, 128, 256]
+        assert arrivals == [0, 256]
 
     def test_a_step_visits_512_keys(self):
         """One step of the first pass visits exactly 512 keys, forgetting those full."""
@@ -462,8 +464,8 @@ class TestReserveCeiling:
 
     @pytest.mark.parametrize("way", ["consume", "charge", "several", "several-charge"])
     def test_a_new_key_at_255_does_not_sweep_yet(self, way):
-        """With 255 new buckets so far, a new key's call does not sweep yet (one is left), nor
-        even call the sweep."""
+        """With 255 new keys so far, a new key's call does not sweep yet (one is left), nor
+        even call the sweep (a key of several limits counts once)."""
         calls = []
 
         class Counting(MemoryStore):
@@ -484,7 +486,7 @@ class TestReserveCeiling:
             limits = BucketRegistry({"a": Rule(1, 1.0), "b": Rule(2, 1.0)}, store=store)
         call = limits.charge if way.endswith("charge") else limits.consume
         assert call("new", 1)
-        assert len(store) == 255 + (2 if way.startswith("several") else 1)
+        assert len(store) == 256
         assert calls == []
 
     @pytest.mark.parametrize("several_limits", [False, True], ids=["one", "several"])
@@ -585,7 +587,7 @@ class TestChargesAtTheEdges:
     def test_at_the_cap_a_charge_reports_the_debt_and_a_reservation_is_refused(
         self, several_limits
     ):
-        """Cap of 2 buckets, both used: a new key's charge of 3 is an empty bucket charged
+        """Cap of 2 keys, both used: a new key's charge of 3 is an empty bucket charged
         (level -3: a token in 4 s, full in 13 s), tracked past the cap so that its debt is
         kept; another new key's reservation is refused as an empty bucket's would be (3 s to
         wait, 10 s to full). With two limits the slower one, 'b', binds both."""
@@ -595,12 +597,12 @@ class TestChargesAtTheEdges:
             limits = BucketRegistry({"a": Rule(10, 2.0), "b": Rule(10, 1.0)}, store=store)
         else:
             limits = BucketRegistry(Rule(10, 1.0), store=store)
-            assert limits.consume("x")
+        assert limits.consume("x")
         assert limits.consume("y")
-        before = len(store)
+        assert len(store) == 2
         assert fields(limits.charge("new", 3)) == (True, 0.0, 4.0, 13.0, 10)
-        # tracked past the cap (a bucket per limit): its debt is kept
-        assert len(store) == before + (2 if several_limits else 1)
+        # tracked past the cap (one key more, with all its limits): its debt is kept
+        assert len(store) == 3
         assert fields(limits.charge("other", 0.5)) == (True, 0.0, 1.5, 10.5, 10)
         with pytest.raises(RateLimitExceeded) as refused:
             limits.acquire("fresh", 3, sleep=lambda s: None)
@@ -632,8 +634,10 @@ class TestLimitsSeams:
         assert limit_key("a}b", "x") == "{a\1\3b}\0x"
         assert limit_key("ab", "x") == "{ab}\0x"
         rule = Rule(1, 1.0)
-        assert buckets_of("a}b", {"x": rule}) == [("{a\1\3b}\0x", rule)]
-        assert buckets_of("ab", {"x": rule}) == [("{ab}\0x", rule)]
+        store = MemoryStore(clock=ManualClock(0.0))
+        assert store.take_all([("a}b", (("x", rule),)), ("ab", (("x", rule),))], 1)[0]
+        assert "{a\1\3b}\0x" in store
+        assert "{ab}\0x" in store
 
     def test_an_empty_limit_name_is_refused(self):
         """A limit named '' is refused with a TypeError naming the limit names."""
@@ -784,19 +788,37 @@ def test_a_charge_beyond_the_largest_debt_saturates_there():
     assert fields(limits.peek("k", 1)) == (False, 0.0, 2.0**53 - 9, 2.0**53, 10)
 
 
-def test_a_peek_at_the_cap_counts_each_shadow_bucket_that_would_fit():
-    """max_keys 4, one key tracked, then one enforced limit and three shadow ones on a new key:
-    the enforced bucket and two shadow ones fit, so a peek reports the third denied, as consume."""
+def test_a_peek_at_the_cap_counts_each_shadow_key_that_would_fit():
+    """max_keys 4, one key tracked, then one enforced limit and three shadow ones on a new key
+    each: the enforced key and two shadow ones fit, so a peek reports the third denied, as
+    consume."""
     rule = Rule(10, 1.0)
     store = MemoryStore(clock=ManualClock(100.0), max_keys=4)
     assert BucketRegistry(rule, store=store).consume("other")
     limits = BucketRegistry(
         {"a": rule, "s1": rule, "s2": rule, "s3": rule}, shadow={"s1", "s2", "s3"}, store=store
     )
-    assert limits.peek("k").shadow_denied == ("s3",)
+    keys = {"a": "k", "s1": "k1", "s2": "k2", "s3": "k3"}
+    assert limits.peek(keys).shadow_denied == ("s3",)
     assert len(store) == 1
-    assert limits.consume("k").shadow_denied == ("s3",)
+    assert limits.consume(keys).shadow_denied == ("s3",)
     assert len(store) == 4
+
+
+def test_the_cap_counts_a_key_of_several_limits_once():
+    """max_keys 2: a key of three limits is one tracked key, so a second one still fits and a
+    third is an empty bucket (denied, untracked)."""
+    rule = Rule(10, 1.0)
+    store = MemoryStore(clock=ManualClock(100.0), max_keys=2)
+    limits = BucketRegistry({"a": rule, "b": rule, "c": rule}, store=store)
+    assert limits.consume("k1")
+    assert limits.consume("k2")
+    assert len(store) == 2
+    decision = limits.consume("k3")
+    assert not decision.allowed
+    assert decision.remaining == 0
+    assert len(store) == 2
+    assert "k3" not in store
 
 
 class TestSeveralLimitsChargeOutcomes:
@@ -805,33 +827,35 @@ class TestSeveralLimitsChargeOutcomes:
         rule = Rule(10, 1.0)
         store = MemoryStore(clock=ManualClock(100.0))
         outcomes = ((True, 7, rule), (True, 7, rule))
-        assert store.charge_all(buckets_of("k", {"a": rule, "b": rule}), 3, None) == (
+        assert store.charge_all([("k", (("a", rule), ("b", rule)))], 3, None) == (
             True,
             outcomes,
         )
 
     def test_a_charge_at_the_cap_reports_each_empty_bucket_charged(self):
         """max_keys 1, one key tracked: a new key's two buckets are charged from empty, each
-        (True, -3), and tracked past the cap."""
+        (True, -3), and tracked past the cap (one key more)."""
         rule = Rule(10, 1.0)
         store = MemoryStore(clock=ManualClock(100.0), max_keys=1)
         assert store.charge("x", 1, rule, None) == (True, 9, rule)
         outcomes = ((True, -3, rule), (True, -3, rule))
-        assert store.charge_all(buckets_of("k", {"a": rule, "b": rule}), 3, None) == (
+        assert store.charge_all([("k", (("a", rule), ("b", rule)))], 3, None) == (
             True,
             outcomes,
         )
-        assert len(store) == 3
+        assert len(store) == 2
+        assert store.level(limit_key("k", "b"), rule) == -3
 
     def test_a_reservation_at_the_cap_leaves_out_only_the_shadow_bucket_without_room(self):
-        """max_keys 2, one key tracked: a reservation on a new key takes the last room for the
-        enforced bucket (True, 9); the shadow one has none: (False, 0.0), untracked."""
+        """max_keys 2, one key tracked: a reservation on two new keys takes the last room for the
+        enforced limit's key (True, 9); the shadow one's key has none: (False, 0.0), untracked."""
         rule = Rule(10, 1.0)
         store = MemoryStore(clock=ManualClock(100.0), max_keys=2)
         assert store.charge("x", 1, rule, None) == (True, 9, rule)
-        buckets = buckets_of("k", {"a": rule, "s": rule})
-        assert store.charge_all(buckets, 1, 0.0, (False, True)) == (
+        groups = [("k", (("a", rule),)), ("j", (("s", rule),))]
+        assert store.charge_all(groups, 1, 0.0, (False, True)) == (
             True,
             ((True, 9, rule), (False, 0.0, rule)),
         )
         assert len(store) == 2
+        assert "j" not in store

@@ -44,6 +44,15 @@ def tag(key: str) -> str:
     return key or "\1"
 
 
+def limit_key(key: str, name: str) -> str:
+    r"""Return the store key of limit ``name`` of ``key``: ``"{" + tag(key) + "}\0" + name``.
+
+    A registry of several limits keeps its buckets there (see ``_registry.limits``); a store
+    that keeps a key's limits together (``MemoryStore``) still answers to this name for each.
+    """
+    return "{" + tag(key) + "}\0" + name
+
+
 def untag(text: str) -> str:
     r"""Undo `tag`: ``"\1"`` alone is ``""``, ``"\1\1"`` is ``"\1"`` and ``"\1\3"`` is ``"}"``."""
     if "\1" not in text:

@@ -19,9 +19,10 @@ bucket of limit ``name`` for key ``key`` under `limit_key` ``(key, name)``:
   script call. A request charged to several keys (a user and an organisation) spans slots in
   general: on a Cluster it raises ValueError, and is all-or-nothing on a single Redis.
 
-All limits are decided by one ``take_all`` of the store: one atomic step, so a denial charges
-none of them and no interleaving admits more than any one limit allows. `combine` turns its
-outcomes into one [`Decision`][tokenbucket.Decision].
+All limits are decided by one ``take_all`` of the store, given the request's limits grouped by
+key (`groups_of`: one group for one key), so that a store can keep a key's limits in one state:
+one atomic step, so a denial charges none of them and no interleaving admits more than any one
+limit allows. `combine` turns its outcomes into one [`Decision`][tokenbucket.Decision].
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._core.arith import wait
 from .._core.decision import Decision, after, clamp, decide
-from .._core.keys import tag
+from .._core.keys import limit_key as limit_key  # the store key of a limit (see above)
 from .._core.rule import RATE_GRAMMAR, Rule, as_limits
 from .._core.validate import show
-from .._stores.store import Outcomes
+from .._stores.store import Groups, Limits, Outcomes
 
 #: The name of a registry's limit when its default is one Rule.
 DEFAULT = "default"
@@ -86,33 +87,53 @@ def pick(names: Sequence[str], limit: Optional[str]) -> str:
     return limit
 
 
-def limit_key(key: str, name: str) -> str:
-    """Return the store key of limit ``name``'s bucket for ``key`` (see the module docstring)."""
-    return "{" + tag(key) + "}\0" + name
+def groups_of(
+    keys: object, limits: Mapping[str, Rule], group: Limits
+) -> Tuple[Groups, Optional[List[int]]]:
+    """The store's groups (see ``_store``) for a request charged to ``keys``, and their order.
 
-
-def buckets_of(keys: object, limits: Mapping[str, Rule]) -> List[Tuple[str, Rule]]:
-    """The ``(store key, default rule)`` of every limit a request with ``keys`` is charged to.
-
-    ``keys`` is one key (every limit charges it) or a mapping naming each limit's key.
+    ``keys`` is one key (every limit charges it: one group, ``group``, the limits' pairs) or a
+    mapping naming each limit's key (a group per distinct key). The order is None when the
+    outcomes come in the limits' order, else, for each limit in order, the index of its
+    outcome (see `reorder`).
     """
     if type(keys) is str:
-        head = "{" + tag(keys) + "}\0"
-        return [(head + name, rule) for name, rule in limits.items()]
-    if isinstance(keys, Mapping):
-        if keys.keys() != limits.keys():
-            raise ValueError(
-                f"'key' must map every limit to a key: the limits are {list(limits)!r}, "
-                f"got {list(keys)!r}"
-            )
-        buckets = []
-        for name, rule in limits.items():
-            key = keys[name]
-            if not isinstance(key, str):
-                raise TypeError(f"the key of limit {name!r} must be a str, got {show(key)}")
-            buckets.append((limit_key(key, name), rule))
-        return buckets
-    raise TypeError(f"'key' must be a str or a mapping of limit names to keys, got {show(keys)}")
+        return ((keys, group),), None
+    if not isinstance(keys, Mapping):
+        raise TypeError(
+            f"'key' must be a str or a mapping of limit names to keys, got {show(keys)}"
+        )
+    if keys.keys() != limits.keys():
+        raise ValueError(
+            f"'key' must map every limit to a key: the limits are {list(limits)!r}, "
+            f"got {list(keys)!r}"
+        )
+    by_key: Dict[str, List[Tuple[str, Rule]]] = {}
+    for name, rule in limits.items():
+        key = keys[name]
+        if not isinstance(key, str):
+            raise TypeError(f"the key of limit {name!r} must be a str, got {show(key)}")
+        by_key.setdefault(key, []).append((name, rule))
+    groups = [(key, tuple(pairs)) for key, pairs in by_key.items()]
+    flat = [name for _, pairs in groups for name, _ in pairs]
+    if flat == list(limits):
+        return groups, None
+    return groups, [flat.index(name) for name in limits]
+
+
+def reorder(outcomes: Outcomes, order: Optional[List[int]]) -> Outcomes:
+    """``outcomes`` of the groups of `groups_of` in the limits' order."""
+    return outcomes if order is None else tuple(outcomes[index] for index in order)
+
+
+def mask_of(mask: Sequence[bool], order: Optional[List[int]]) -> Sequence[bool]:
+    """A shadow ``mask`` (in the limits' order) in the order of the groups of `groups_of`."""
+    if order is None or not mask:
+        return mask
+    flat = [False] * len(mask)
+    for index, watched in zip(order, mask):
+        flat[index] = watched
+    return flat
 
 
 def combine(names: Sequence[str], allowed: bool, outcomes: Outcomes, amount: float) -> Decision:

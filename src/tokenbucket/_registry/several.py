@@ -12,11 +12,22 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tupl
 from .._core.decision import Decision, clamp
 from .._core.rule import Rule
 from .._core.validate import check_amount, check_key
+from .._stores.memory.layout import Layout, layout_of
 from .._stores.memory.store import MemoryStore
-from .._stores.store import AsyncStore, Buckets, Outcomes, Store
+from .._stores.store import AsyncStore, Groups, Limits, Outcomes, Store
 from .admission import Admission
 from .lifecycle import delay_all
-from .limits import Keys, after_all, buckets_of, check_limits, combine, limit_key, pick
+from .limits import (
+    Keys,
+    after_all,
+    check_limits,
+    combine,
+    groups_of,
+    limit_key,
+    mask_of,
+    pick,
+    reorder,
+)
 from .registry import BucketRegistry, _check_update
 from .shadow import check_shadow, decide_watched, switched
 
@@ -33,7 +44,7 @@ class SeveralLimits(BucketRegistry):
     limits](../several-limits.md#shadow-limits)); `set_shadow` switches one at runtime.
     """
 
-    __slots__ = ("_limits", "_memory", "_names", "_take_all", "_watch")
+    __slots__ = ("_group", "_limits", "_memory", "_names", "_take_all", "_watch")
 
     def __init__(
         self,
@@ -48,6 +59,9 @@ class SeveralLimits(BucketRegistry):
         #: The limits by name, replaced as a whole (never changed in place) by update_default.
         self._limits: Dict[str, Rule] = check_limits(default)
         self._names = tuple(self._limits)
+        #: The store's group of one key's limits, and its in-memory layout (one attribute, so
+        #: that a decision reads the two of one default; see `_apply`).
+        self._group: Tuple[Limits, Layout] = _group_of(self._limits)
         #: The limits in shadow, replaced as a whole by set_shadow.
         self._watch = check_shadow(self._names, shadow)
         # The in-memory store's fast path when the store is exactly a MemoryStore (and no
@@ -92,66 +106,71 @@ class SeveralLimits(BucketRegistry):
         """Take ``amount`` from every limit's bucket if all have it; return whether it did."""
         if self._sharing is not None:
             self._refresh()
+        fast = self._take_all
+        if fast is not None and type(key) is str and type(amount) is int and 0 < amount <= 2**53:
+            taken = fast._try_take_group(key, self._group, amount)
+            if taken is not None:
+                return taken  # type: ignore[no-any-return]
         return self._take(key, amount)[0]
 
     def consume(self, key: Keys, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the combined [`Decision`][tokenbucket.Decision]."""
         if self._sharing is not None:
             self._refresh()
-        if type(amount) is not int or not 0 < amount <= 2**53:
-            amount = check_amount(amount)
-        buckets = buckets_of(key, self._limits)
         fast = self._take_all
-        taken = None
-        if fast is not None and type(amount) is int:  # check_amount made big ints floats
-            taken = fast._try_take_all(buckets, amount)
-        if taken is None:
-            mask = self._watch.mask
-            if mask:
-                allowed, outcomes = self._sync.take_all(buckets, amount, mask)
-                return decide_watched(self._names, mask, allowed, outcomes, amount)
-            taken = self._sync.take_all(buckets, amount)
-        return combine(self._names, taken[0], taken[1], amount)
+        if fast is not None and type(key) is str and type(amount) is int and 0 < amount <= 2**53:
+            taken = fast._try_take_group(key, self._group, amount, True)
+            if taken is not None:
+                return combine(self._names, taken[0], taken[1], amount)
+        amount = check_amount(amount)
+        mask = self._watch.mask
+        allowed, outcomes = self._take(key, amount)
+        if mask:
+            return decide_watched(self._names, mask, allowed, outcomes, amount)
+        return combine(self._names, allowed, outcomes, amount)
+
+    def _groups(self, key: Keys) -> Tuple[Groups, Optional[List[int]]]:
+        """The store's groups for a request charged to ``key`` (see `groups_of`)."""
+        return groups_of(key, self._limits, self._group[0])
 
     def _take(self, key: Keys, amount: float) -> Tuple[bool, Outcomes]:
-        """One ``take_all`` over the request's buckets: the in-memory fast path if it can."""
-        buckets = buckets_of(key, self._limits)
-        fast = self._take_all
-        if fast is not None and type(amount) is int and 0 < amount <= 2**53:
-            taken = fast._try_take_all(buckets, amount)
-            if taken is not None:
-                return taken
+        """One ``take_all`` over the request's limits (``amount`` checked), in their order."""
+        groups, order = self._groups(key)
         mask = self._watch.mask
         if mask:
-            return self._sync.take_all(buckets, check_amount(amount), mask)
-        return self._sync.take_all(buckets, check_amount(amount))
+            taken = self._sync.take_all(groups, check_amount(amount), mask_of(mask, order))
+        else:
+            taken = self._sync.take_all(groups, check_amount(amount))
+        return taken[0], reorder(taken[1], order)
 
     def peek(self, key: Keys, amount: float = 1) -> Decision:
         """Return the decision ``consume(key, amount)`` would make now, taking nothing."""
         if self._sharing is not None:
             self._refresh()
         amount = check_amount(amount)
-        limits = self._limits
+        groups, order = self._groups(key)
         mask = self._watch.mask
         if mask:
-            allowed, outcomes = self._sync.peek_all(buckets_of(key, limits), amount, mask)
-            return decide_watched(self._names, mask, allowed, outcomes, amount)
-        allowed, outcomes = self._sync.peek_all(buckets_of(key, limits), amount)
-        return combine(self._names, allowed, outcomes, amount)
+            allowed, outcomes = self._sync.peek_all(groups, amount, mask_of(mask, order))
+            return decide_watched(self._names, mask, allowed, reorder(outcomes, order), amount)
+        allowed, outcomes = self._sync.peek_all(groups, amount)
+        return combine(self._names, allowed, reorder(outcomes, order), amount)
 
     def charge(self, key: Keys, amount: float) -> Decision:
         """`BucketRegistry.charge` on every limit at once (each may go into debt)."""
         if self._sharing is not None:
             self._refresh()
-        taken = self._sync.charge_all(buckets_of(key, self._limits), check_amount(amount), None)
-        return after_all(self._names, taken[1])
+        groups, order = self._groups(key)
+        taken = self._sync.charge_all(groups, check_amount(amount), None)
+        return after_all(self._names, reorder(taken[1], order))
 
     def refund(self, key: Keys, amount: float) -> Decision:
         """`BucketRegistry.refund` on every limit at once (each never above full)."""
         if self._sharing is not None:
             self._refresh()
-        taken = self._sync.refund_all(buckets_of(key, self._limits), check_amount(amount))
-        return after_all(self._names, taken[1])
+        groups, order = self._groups(key)
+        taken = self._sync.refund_all(groups, check_amount(amount))
+        return after_all(self._names, reorder(taken[1], order))
 
     def _reserved(self, key: Keys, amount: float, max_wait: float) -> Tuple[float, Admission]:
         """Reserve ``amount`` in every limit at once if every wait fits; the longest wait.
@@ -161,45 +180,45 @@ class SeveralLimits(BucketRegistry):
         """
         if self._sharing is not None:
             self._refresh()
-        buckets = buckets_of(key, self._limits)
+        groups, order = self._groups(key)
         mask = self._watch.mask
         if mask:
-            taken = self._sync.charge_all(buckets, amount, max_wait, mask)
+            taken = self._sync.charge_all(groups, amount, max_wait, mask_of(mask, order))
         else:
-            taken = self._sync.charge_all(buckets, amount, max_wait)
-        return delay_all(self._names, taken, amount, key, mask)
+            taken = self._sync.charge_all(groups, amount, max_wait)
+        return delay_all(self._names, (taken[0], reorder(taken[1], order)), amount, key, mask)
 
     def _adjust(self, admission: Admission, difference: float) -> Decision:
         """Charge (``difference`` > 0) or refund the buckets ``admission`` charged, only those."""
         if self._sharing is not None:
             self._refresh()
-        names, buckets = self._charged(admission)
+        names, groups, order = self._charged(admission)
         if difference > 0:
-            taken = self._sync.charge_all(buckets, check_amount(difference), None)
+            taken = self._sync.charge_all(groups, check_amount(difference), None)
         else:
-            taken = self._sync.refund_all(buckets, check_amount(-difference))
-        return after_all(names, taken[1])
+            taken = self._sync.refund_all(groups, check_amount(-difference))
+        return after_all(names, reorder(taken[1], order))
 
     async def _aadjust(self, admission: Admission, difference: float) -> Decision:
         """Awaitable `_adjust`."""
         if self._sharing is not None:
             await self._arefresh()
-        names, buckets = self._charged(admission)
+        names, groups, order = self._charged(admission)
         if difference > 0:
-            taken = await self._async.charge_all(buckets, check_amount(difference), None)
+            taken = await self._async.charge_all(groups, check_amount(difference), None)
         else:
-            taken = await self._async.refund_all(buckets, check_amount(-difference))
-        return after_all(names, taken[1])
+            taken = await self._async.refund_all(groups, check_amount(-difference))
+        return after_all(names, reorder(taken[1], order))
 
-    def _charged(self, admission: Admission) -> Tuple[List[str], Buckets]:
-        """The names and ``(store key, default rule)`` of the limits ``admission`` charged."""
+    def _charged(self, admission: Admission) -> Tuple[List[str], Groups, Optional[List[int]]]:
+        """The names of the limits ``admission`` charged, and their groups (`groups_of`)."""
         charged = admission.charged
-        pairs = [
-            (name, bucket)
-            for name, bucket in zip(self._names, buckets_of(admission.key, self._limits))
-            if name in charged
-        ]
-        return [name for name, _ in pairs], [bucket for _, bucket in pairs]
+        names = [name for name in self._names if name in charged]
+        limits = {name: self._limits[name] for name in names}
+        key = admission.key
+        if type(key) is not str:
+            key = {name: key[name] for name in names}  # type: ignore[index]
+        return names, *groups_of(key, limits, tuple(limits.items()))
 
     def _one(self, key: str, limit: Optional[str]) -> Tuple[str, Rule]:
         """The store key and default rule of one named limit of ``key``."""
@@ -245,17 +264,18 @@ class SeveralLimits(BucketRegistry):
 
     def _apply(self, limits: Dict[str, Rule]) -> None:
         """Make ``limits`` the defaults (replaced as a whole, never changed in place)."""
-        self._limits = limits
+        self._limits, self._group = limits, _group_of(limits)
 
     async def atry_consume(self, key: Keys, amount: float = 1) -> bool:
         """Awaitable `try_consume`."""
         if self._sharing is not None:
             await self._arefresh()
         amount = check_amount(amount)
+        groups, order = self._groups(key)
         mask = self._watch.mask
         if mask:
-            return (await self._async.take_all(buckets_of(key, self._limits), amount, mask))[0]
-        return (await self._async.take_all(buckets_of(key, self._limits), amount))[0]
+            return (await self._async.take_all(groups, amount, mask_of(mask, order)))[0]
+        return (await self._async.take_all(groups, amount))[0]
 
     async def aconsume(self, key: Keys, amount: float = 1) -> Decision:
         """Awaitable `consume`."""
@@ -270,30 +290,30 @@ class SeveralLimits(BucketRegistry):
         if self._sharing is not None:
             await self._arefresh()
         amount = check_amount(amount)
-        buckets = buckets_of(key, self._limits)
+        groups, order = self._groups(key)
         call = self._async.take_all if take else self._async.peek_all
         mask = self._watch.mask
         if mask:
-            allowed, outcomes = await call(buckets, amount, mask)
-            return decide_watched(self._names, mask, allowed, outcomes, amount)
-        allowed, outcomes = await call(buckets, amount)
-        return combine(self._names, allowed, outcomes, amount)
+            allowed, outcomes = await call(groups, amount, mask_of(mask, order))
+            return decide_watched(self._names, mask, allowed, reorder(outcomes, order), amount)
+        allowed, outcomes = await call(groups, amount)
+        return combine(self._names, allowed, reorder(outcomes, order), amount)
 
     async def acharge(self, key: Keys, amount: float) -> Decision:
         """Awaitable `charge`."""
         if self._sharing is not None:
             await self._arefresh()
-        buckets = buckets_of(key, self._limits)
-        taken = await self._async.charge_all(buckets, check_amount(amount), None)
-        return after_all(self._names, taken[1])
+        groups, order = self._groups(key)
+        taken = await self._async.charge_all(groups, check_amount(amount), None)
+        return after_all(self._names, reorder(taken[1], order))
 
     async def arefund(self, key: Keys, amount: float) -> Decision:
         """Awaitable `refund`."""
         if self._sharing is not None:
             await self._arefresh()
-        buckets = buckets_of(key, self._limits)
-        taken = await self._async.refund_all(buckets, check_amount(amount))
-        return after_all(self._names, taken[1])
+        groups, order = self._groups(key)
+        taken = await self._async.refund_all(groups, check_amount(amount))
+        return after_all(self._names, reorder(taken[1], order))
 
     async def _areserved(
         self, key: Keys, amount: float, max_wait: float
@@ -301,13 +321,13 @@ class SeveralLimits(BucketRegistry):
         """Awaitable `_reserved`."""
         if self._sharing is not None:
             await self._arefresh()
-        buckets = buckets_of(key, self._limits)
+        groups, order = self._groups(key)
         mask = self._watch.mask
         if mask:
-            taken = await self._async.charge_all(buckets, amount, max_wait, mask)
+            taken = await self._async.charge_all(groups, amount, max_wait, mask_of(mask, order))
         else:
-            taken = await self._async.charge_all(buckets, amount, max_wait)
-        return delay_all(self._names, taken, amount, key, mask)
+            taken = await self._async.charge_all(groups, amount, max_wait)
+        return delay_all(self._names, (taken[0], reorder(taken[1], order)), amount, key, mask)
 
     async def atokens(self, key: str, limit: Optional[str] = None) -> float:
         """Awaitable `tokens`."""
@@ -349,3 +369,9 @@ class SeveralLimits(BucketRegistry):
     def __repr__(self) -> str:
         shadow = f", shadow={set(self._watch.names)!r}" if self._watch.names else ""
         return f"BucketRegistry({self._limits!r}, store={self._store!r}{shadow})"
+
+
+def _group_of(limits: Dict[str, Rule]) -> Tuple[Limits, Layout]:
+    """The store's group of ``limits`` (``(name, rule)`` pairs) and its in-memory layout."""
+    group = tuple(limits.items())
+    return group, layout_of(group)

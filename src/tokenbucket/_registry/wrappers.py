@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, NoReturn, Optional, Tuple
 
 from .._core.rule import Rule
-from .._stores.store import Buckets, Mask, Outcome, Outcomes, Store
+from .._stores.store import Groups, Mask, Outcome, Outcomes, Store
 from .shared import store_methods
 
 
@@ -44,18 +44,18 @@ class _Awaitable:
         return self._store.level(key, default)
 
     async def take_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         if shadow:
-            return self._store.take_all(buckets, amount, shadow)
-        return self._store.take_all(buckets, amount)
+            return self._store.take_all(groups, amount, shadow)
+        return self._store.take_all(groups, amount)
 
     async def peek_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         if shadow:
-            return self._store.peek_all(buckets, amount, shadow)
-        return self._store.peek_all(buckets, amount)
+            return self._store.peek_all(groups, amount, shadow)
+        return self._store.peek_all(groups, amount)
 
     async def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
@@ -66,14 +66,14 @@ class _Awaitable:
         return self._store.refund(key, amount, default)
 
     async def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
+        self, groups: Groups, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         if shadow:
-            return self._store.charge_all(buckets, amount, max_wait, shadow)
-        return self._store.charge_all(buckets, amount, max_wait)
+            return self._store.charge_all(groups, amount, max_wait, shadow)
+        return self._store.charge_all(groups, amount, max_wait)
 
-    async def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
-        return self._store.refund_all(buckets, amount)
+    async def refund_all(self, groups: Groups, amount: float, /) -> Tuple[bool, Outcomes]:
+        return self._store.refund_all(groups, amount)
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:
         return self._store.get_rule(key)

@@ -1,4 +1,4 @@
-"""The store protocol: where a registry keeps bucket state and per-key rule overrides.
+r"""The store protocol: where a registry keeps bucket state and per-key rule overrides.
 
 This is the contract a store author implements. A store does the bucket arithmetic atomically
 per call and owns the overrides; the registry validates input (keys are str, amounts finite and
@@ -12,7 +12,8 @@ Operations, each one atomic step:
 * ``take``: refill, check ``amount``, take it if it fits (changes the bucket);
 * ``peek``: what ``take`` would answer now (changes nothing);
 * ``level``: the token level now (changes nothing);
-* ``take_all``: ``take`` on several buckets at once, all of them or none (changes the buckets);
+* ``take_all``: ``take`` on the limits of one or more keys at once, all of them or none
+  (changes the buckets);
 * ``peek_all``: what ``take_all`` would answer now (changes nothing);
 * ``get_rule``: the key's override (changes nothing);
 * ``update_rule``, ``remove_rule``: settle the bucket, then set or drop the override;
@@ -20,6 +21,18 @@ Operations, each one atomic step:
 * ``charge``: take ``amount`` whatever the level, leaving debt (or, given ``max_wait``, only if
   the level is back at 0 within ``max_wait`` seconds: a reservation); ``charge_all`` on several;
 * ``refund``: give ``amount`` back, never above full; ``refund_all`` on several.
+
+Buckets are named by store keys. A registry of one Rule keeps key ``k``'s bucket under ``k``
+itself. A registry of several named limits charges limit ``name`` of key ``k``: the bucket
+whose store key is ``limit_key(k, name)`` (``"{" + tag(k) + "}\0" + name``, ``_core.keys``).
+The ``*_all`` calls name those buckets as *groups*, ``(k, ((name, default rule), ...))``: one
+group per key, its limits in the registry's order, so that a store can keep all the limits of
+a key together (``MemoryStore`` keeps them in one state: one lookup and one lock per key; the
+Redis stores keep one hash per ``limit_key``). Whatever a store does inside, the one-bucket
+calls on ``limit_key(k, name)`` (``take``, ``level``, ``charge``, the overrides, ``reset``...)
+address that same bucket, and ``list_rules`` lists a limit's override under that store key.
+A ``*_all`` call returns ``(allowed, outcomes)``: one outcome per limit, groups in order and
+each group's limits in order; a registry's ``try_consume`` reads only ``allowed``.
 
 Optional (a registry's `list_rules`, `export_rules` and `import_rules` need them; a store
 without them makes those raise TypeError):
@@ -36,8 +49,9 @@ Semantics every store must keep (the conformance tests hold each store to them):
 * A key without state is a full bucket under its current rule (its override, else the default
   the caller passes). A full bucket may be forgotten at any time without changing a decision.
 * ``take`` reads the store's clock, refills, checks and consumes as one atomic step. A denial
-  consumes nothing. ``take_all`` does so for every bucket at one instant: it admits only if
-  every bucket has ``amount``, and a denial consumes from none of them.
+  consumes nothing. ``take_all`` does so for every limit of every group at one instant: it
+  admits only if every one has ``amount``, and a denial consumes from none of them (a request
+  charged to two keys, a user and an organisation, is all or nothing across both).
 * State written under one rule and read under another is first settled under the rule it was
   written with, up to the instant of reading. What carries over is the deficit (tokens missing
   from full): tokens used stay used. Below a lowered capacity the level goes negative (the
@@ -62,13 +76,17 @@ StorePage = Tuple[Optional[str], List[Tuple[str, Rule]]]
 #: What ``take`` returns: whether the tokens were (or would be) taken, the token level after the
 #: decision, and the rule that decided.
 Outcome = Tuple[bool, float, Rule]
-#: What ``take_all`` returns per bucket, in the order given: whether that bucket alone has the
+#: What ``take_all`` returns per limit, in the order given: whether that limit alone has the
 #: amount, its level after the call (after the take if all were taken, else now) and its rule.
 Outcomes = Tuple[Outcome, ...]
-#: The buckets of a ``take_all``: ``(key, default rule)`` pairs, keys distinct.
-Buckets = Sequence[Tuple[str, Rule]]
-#: A ``take_all``'s shadow mask: one flag per bucket, True for a bucket that is only watched
-#: (see `Store.take_all`); empty (the default) when every bucket decides.
+#: A key's limits in a ``take_all``: ``(name, default rule)`` pairs, names distinct.
+Limits = Sequence[Tuple[str, Rule]]
+#: The groups of a ``take_all``: ``(key, limits)`` pairs, keys distinct. Limit ``name`` of
+#: group ``key`` is the bucket whose store key is ``limit_key(key, name)``.
+Groups = Sequence[Tuple[str, Limits]]
+#: A ``take_all``'s shadow mask: one flag per limit (groups in order, each group's limits in
+#: order), True for a limit that is only watched (see `Store.take_all`); empty (the default)
+#: when every limit decides.
 Mask = Sequence[bool]
 
 
@@ -101,28 +119,31 @@ class Store(Protocol):
         """
 
     def take_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
-        """Take ``amount`` from every bucket in ``buckets``, or from none, atomically.
+        """Take ``amount`` from every limit of every group, or from none, atomically.
 
-        ``buckets`` is a sequence of ``(key, default rule)`` with distinct keys (else
-        ValueError). Every bucket is refilled and checked at one instant; the call is allowed
-        only if every bucket has ``amount``. Returns ``(allowed, outcomes)``, one outcome per
-        bucket in order: whether that bucket alone had the amount, its level after the call and
-        the rule that decided it. A denial charges none of them. A shared store may restrict
-        which keys can go together (Redis Cluster: one hash slot) and says so with ValueError.
+        ``groups`` is a sequence of ``(key, ((name, default rule), ...))`` with distinct keys,
+        and distinct names within a key (else ValueError); limit ``name`` of ``key`` is the
+        bucket of store key ``limit_key(key, name)`` (see the module docstring). Every limit is
+        refilled and checked at one instant; the call is allowed only if every one has
+        ``amount``. Returns ``(allowed, outcomes)``, one outcome per limit in order: whether
+        that limit alone had the amount, its level after the call and the rule that decided
+        it. A denial charges none of them. A shared store may restrict which keys can go
+        together (Redis Cluster: one hash slot) and says so with ValueError. A store with a
+        ``max_keys`` cap counts keys: a new key comes in with all its limits, or none.
 
         ``shadow`` (optional; a registry passes it only when it has shadow limits) flags the
-        buckets that are watched, not enforced: ``allowed`` is then decided by the others
-        alone, and a flagged bucket is charged only if it has the amount and the call is
+        limits that are watched, not enforced: ``allowed`` is then decided by the others
+        alone, and a flagged limit is charged only if it has the amount and the call is
         allowed (else its outcome is its level now, as for a denial). A store that does not
         take the argument works with every registry without shadow limits.
         """
 
     def peek_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
-        """Return what ``take_all(buckets, amount)`` would now, changing nothing."""
+        """Return what ``take_all(groups, amount)`` would now, changing nothing."""
 
     def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
@@ -143,21 +164,21 @@ class Store(Protocol):
         """
 
     def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
+        self, groups: Groups, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
-        """`charge` on every bucket in ``buckets``, all or none, at one instant.
+        """`charge` on every limit of every group, all or none, at one instant.
 
-        With ``max_wait`` None every bucket is charged; with a number all are charged only if
-        each one would be (see `charge`). ``buckets`` as for `take_all`.
+        With ``max_wait`` None every limit is charged; with a number all are charged only if
+        each one would be (see `charge`). ``groups`` and outcomes as for `take_all`.
 
         ``shadow`` (optional, with a ``max_wait``; a registry passes it only when it has
-        shadow limits) flags the buckets that are watched, as for `take_all`: ``allowed`` is
-        decided by the others alone, and a flagged bucket is charged only if its own
+        shadow limits) flags the limits that are watched, as for `take_all`: ``allowed`` is
+        decided by the others alone, and a flagged limit is charged only if its own
         reservation fits and the call is allowed (else its outcome is its level now).
         """
 
-    def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
-        """`refund` on every bucket in ``buckets`` at one instant; always allowed."""
+    def refund_all(self, groups: Groups, amount: float, /) -> Tuple[bool, Outcomes]:
+        """`refund` on every limit of every group at one instant; always allowed."""
 
     def get_rule(self, key: str, /) -> Optional[Rule]:
         """Return ``key``'s override, or None."""
@@ -192,12 +213,12 @@ class AsyncStore(Protocol):
         """See [`Store.level`][tokenbucket.Store.level]."""
 
     async def take_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.take_all`][tokenbucket.Store.take_all]."""
 
     async def peek_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
 
@@ -210,11 +231,11 @@ class AsyncStore(Protocol):
         """See [`Store.refund`][tokenbucket.Store.refund]."""
 
     async def charge_all(
-        self, buckets: Buckets, amount: float, max_wait: Optional[float], shadow: Mask = (), /
+        self, groups: Groups, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
 
-    async def refund_all(self, buckets: Buckets, amount: float, /) -> Tuple[bool, Outcomes]:
+    async def refund_all(self, groups: Groups, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.refund_all`][tokenbucket.Store.refund_all]."""
 
     async def get_rule(self, key: str, /) -> Optional[Rule]:

@@ -24,7 +24,8 @@ from ..._core.arith import (
     wait,
 )
 from ..._core.rule import Rule
-from ..store import Outcome
+from ..store import Groups, Mask, Outcome, Outcomes
+from .layout import split
 from .sweep import State, Sweeping
 
 
@@ -43,6 +44,12 @@ class Adjusting(Sweeping):
             self, states: Dict[str, State], key: str, state: State, held: bool = False
         ) -> bool: ...
 
+        def _reserve(self, count: int, over: bool = False) -> bool: ...
+
+        def _adjust_all(
+            self, groups: Groups, amount: float, max_wait: Optional[float], shadow: Mask = ()
+        ) -> Tuple[bool, Outcomes]: ...
+
     def charge(
         self, key: str, amount: float, default: Rule, max_wait: Optional[float], /
     ) -> Outcome:
@@ -55,10 +62,13 @@ class Adjusting(Sweeping):
         makes no extra call.)
         """
         states, lock = self._shards[hash(key) & self._mask]
-        if key not in states and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
-            self._sweep()
+        if key not in states:
+            limit = split(key)
+            if limit is not None:  # a limit of a key: in its group state
+                group = [(limit[0], ((limit[1], default),))]
+                return self._adjust_all(group, amount, max_wait)[1][0]
+            if self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due()):
+                self._sweep()
         lock.acquire()
         try:
             now = self._clock()
@@ -92,9 +102,7 @@ class Adjusting(Sweeping):
 
         New keys are refused (empty) until the sweep brings the count back under the cap.
         """
-        if self._max_keys is not None:
-            with self._admission:
-                self._count += 1
+        self._reserve(1, True)
         self._admit(states, key, state, True)
 
 

@@ -13,11 +13,12 @@ import bisect
 import threading
 from typing import Dict, List, Mapping, Optional
 
-from ..._core.arith import EXACT, carry_of, deficit, forgotten_at, settled_at
+from ..._core.arith import EXACT, FORGOTTEN, carry_of, deficit, forgotten_at, settled_at
 from ..._core.rule import Rule
 from ..._core.validate import show
 from ..store import StorePage
-from .sweep import Sweeping
+from .layout import pack, split, unpack
+from .sweep import State, Sweeping
 
 
 def memory_page(
@@ -65,7 +66,7 @@ class Overriding(Sweeping):
         /,
     ) -> Rule:
         """See [`Store.update_rule`][tokenbucket.Store.update_rule]."""
-        with self._stripes[hash(key) & self._mask]:
+        with self._lock_of(key):
             rule = self._overrides.get(key, default).replace(
                 capacity=capacity, refill_rate=refill_rate
             )
@@ -75,7 +76,7 @@ class Overriding(Sweeping):
 
     def remove_rule(self, key: str, default: Rule, /) -> Optional[Rule]:
         """See [`Store.remove_rule`][tokenbucket.Store.remove_rule]."""
-        with self._stripes[hash(key) & self._mask]:
+        with self._lock_of(key):
             if key not in self._overrides:
                 return None
             self._rebase(key, default)
@@ -93,17 +94,43 @@ class Overriding(Sweeping):
         """Write the shared document ``name`` (see `BucketRegistry.share_rules`)."""
         self._shared[name] = text
 
+    def _lock_of(self, key: str) -> threading.Lock:
+        """The stripe lock of the store key ``key`` (a limit's: its key's, see ``layout``)."""
+        limit = split(key)
+        return self._stripes[hash(key if limit is None else limit[0]) & self._mask]
+
     def _rebase(self, key: str, rule: Rule) -> None:
         """Settle ``key``'s bucket now and move it to ``rule``. Caller holds the key's lock."""
+        limit = split(key)
+        if limit is not None:  # a limit of a key: in its group state
+            groups = self._grouped[hash(limit[0]) & self._mask][0]
+            found = groups.get(limit[0])
+            limits = unpack(found)
+            if limit[1] in limits:
+                limits[limit[1]] = _rebased(limits[limit[1]], rule, self._clock())
+                groups[limit[0]] = pack(limits, ())
+            return
         states = self._shards[hash(key) & self._mask][0]
         state = states.get(key)
-        if state is None:
-            return  # full, and full under any rule
-        base, used, _, shape = state
-        now = self._clock()
-        missing = deficit(base, used, shape[1], now)
-        if missing:
-            states[key] = (settled_at(base, now), missing, carry_of(missing), rule._shape)
-        else:  # full: forgotten unless ahead of the clock (not deleted: the key keeps its one
-            # entry in _keys, and the sweep drops it)
-            states[key] = (forgotten_at(base, now), 0, EXACT, rule._shape)
+        if state is not None:  # else full, and full under any rule
+            states[key] = _rebased(state, rule, self._clock())
+
+    def _reset_limit(self, key: str, name: str) -> None:
+        """Forget the state of limit ``name`` of ``key`` (see `MemoryStore.reset`)."""
+        groups, lock = self._grouped[hash(key) & self._mask]
+        with lock:
+            limits = unpack(groups.get(key))
+            if name in limits:
+                limits[name] = (FORGOTTEN, 0, EXACT, limits[name][3])
+                groups[key] = pack(limits, ())
+
+
+def _rebased(state: State, rule: Rule, now: float) -> State:
+    """``state`` settled at ``now`` and moved to ``rule``: what its deficit carries over."""
+    base, used, _, shape = state
+    missing = deficit(base, used, shape[1], now)
+    if missing:
+        return (settled_at(base, now), missing, carry_of(missing), rule._shape)
+    # Full: forgotten unless ahead of the clock (not deleted: the key keeps its one entry in
+    # _keys, and the sweep drops it).
+    return (forgotten_at(base, now), 0, EXACT, rule._shape)

@@ -1,41 +1,64 @@
-"""Several buckets at once in a MemoryStore: take_all, peek_all, charge_all and refund_all.
+"""A key's several limits in a MemoryStore: take_all, peek_all, charge_all and refund_all.
 
-What belongs here: the calls that decide or adjust several buckets at one clock reading, all
-or none, holding the stripe locks of all their keys (each once, in index order), and
-``_admit_all``, which tracks their new keys all or none under the ``max_keys`` cap. What it
-must not know: how one state is looked up, settled or charged (MemoryStore's ``_view``,
-``_charged`` and ``_admit``, and ``_memory_adjust._adjusted``, declared or imported below); and
-it is not the fast path of several limits, ``MemoryStore._try_take_all``, which stays with the
-other hot paths in ``_memory`` and falls back to `take_all` here.
+What belongs here: the calls on groups ``(key, ((name, default), ...))`` (see ``_store``),
+which decide or adjust every limit of every group at one clock reading, all or none, holding
+the stripe locks of the groups' keys (each once, in index order); the hot path of one group
+(`_try_take_group`, a registry's ``try_consume`` and ``consume``); and the one-limit calls on a
+limit's store key (``limit_key(key, name)``), which come here as a group of one limit. A
+group's limits live in one state under its key (``layout``); ``max_keys`` counts keys,
+so a key is tracked with all its limits or not at all. What it must not know: how one bucket's
+state is settled or charged (MemoryStore's ``_view`` and ``_charged``, and
+``adjust._adjusted``, declared or imported below).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, AbstractSet, Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from ..._core.arith import admits, behind, deficit
+from ..._core.keys import tag
 from ..._core.rule import Rule
-from ..store import Mask, Outcomes
+from ..store import Groups, Limits, Mask, Outcomes
 from .adjust import _adjusted, _charged_empty
+from .layout import GroupState, Layout, pack, unpack
 from .sweep import State, Sweeping
+
+#: How `_admit_groups` treats new keys at the cap (see there).
+_TAKE, _RESERVE, _CHARGE = "take", "reserve", "charge"
+
+#: One group of a call as it is decided: its dict of groups, key, whether it is tracked, its
+#: limits' states by name, the call's names, and the layout it had (None if untracked).
+_Entry = Tuple[Dict[str, GroupState], str, bool, Dict[str, State], List[str], Optional[Layout]]
+#: No index: what most calls have of capped limits and new keys.
+_NONE: FrozenSet[int] = frozenset()
+#: The overrides of a group's limits when the store has none.
+_NO_RULES: Dict[str, Rule] = {}
 
 
 class Several(Sweeping):
-    """Decisions on several buckets, a base of [`MemoryStore`][tokenbucket.MemoryStore]."""
+    """Decisions on a key's several limits, a base of [`MemoryStore`][tokenbucket.MemoryStore]."""
 
     __slots__ = ()
+
+    # MemoryStore's, read here.
+    _grouped: List[Tuple[Dict[str, GroupState], Any]]
+    _overrides: Dict[str, Rule]
 
     if TYPE_CHECKING:  # MemoryStore's, called here
 
         def _view(
-            self, states: Dict[str, State], key: str, default: Rule, now: float, commit: bool
+            self,
+            states: Dict[str, State],
+            key: str,
+            default: Rule,
+            now: float,
+            commit: bool,
+            rules: Optional[Dict[str, Rule]] = None,
         ) -> Tuple[Optional[State], Rule, float, float, float]: ...
 
-        def _admit(
-            self, states: Dict[str, State], key: str, state: State, held: bool = False
-        ) -> bool: ...
+        def _reserve(self, count: int, over: bool = False) -> bool: ...
 
-        def _track_over(self, states: Dict[str, State], key: str, state: State) -> None: ...
+        def _enter(self, states: Dict[str, Any], key: str, state: Any, kind: int) -> None: ...
 
         @staticmethod
         def _charged(
@@ -48,225 +71,332 @@ class Several(Sweeping):
             now: float,
         ) -> State: ...
 
+    def _try_take_group(
+        self, key: str, group: Tuple[Limits, Layout], amount: int, want: bool = False
+    ) -> Any:
+        """`take_all` of one group for an int ``amount``, or None: the hot path of several limits.
+
+        Private to this class: the registry calls it only when its store is exactly a
+        MemoryStore, with ``group`` its limits (``(name, default)`` pairs) and their interned
+        `layout_of`. It decides a key whose state was written under exactly these defaults,
+        and the first touch of a key (no override in the store, no sweep due, room under the
+        cap); anything else answers None before changing anything, and the caller goes to
+        `take_all`. Returns whether it took (``want`` False), or ``take_all``'s ``(allowed,
+        outcomes)`` (``want`` True; a denial then answers None). Like
+        ``MemoryStore._try_take`` it inlines ``_arith.deficit`` and ``admits`` (a call costs
+        more than the arithmetic); the property tests hold both paths to the exact model.
+        """
+        groups, lock = self._grouped[hash(key) & self._mask]
+        layout = group[1]
+        lock.acquire()
+        try:
+            state = groups.get(key)
+            if state is None:  # the first touch: every limit full, under its default
+                if (
+                    self._overrides
+                    or self._until_sweep <= 0
+                    or (self._max_keys is not None and not self._reserve(1))
+                ):
+                    return None
+                for _, shape in layout:
+                    if amount > shape[2]:
+                        self._reserve(-1)
+                        return None
+                now = self._clock()
+                self._enter(groups, key, (layout,) + (now, amount) * len(layout), 1)
+                if want:
+                    return True, tuple((True, rule.capacity - amount, rule) for _, rule in group[0])
+                return True
+            if state[0] is not layout:
+                return None
+            now = self._clock()
+            new = list(state)
+            debts: List[float] = []
+            size = float(amount)  # compared with floats (the sums stay ints)
+            index = 1
+            for _, shape in layout:  # the inlined deficit() and admits(), as in _try_take
+                base = state[index]
+                used = state[index + 1]
+                if used.__class__ is not int:  # a (used, carry) pair: fractions, see take_all
+                    return None
+                if now > base:
+                    debt = used - (now - base) * shape[1]
+                    if debt <= 0.0:  # full: restart at now
+                        if size > shape[2]:
+                            return None if want else False
+                        new[index] = now
+                        new[index + 1] = amount
+                        index += 2
+                        if want:
+                            debts.append(0)
+                        continue
+                else:
+                    debt = used  # a clock behind base earns nothing
+                if debt + size > shape[2]:
+                    return None if want else False
+                new[index + 1] = used + amount  # an int amount adds exactly
+                index += 2
+                if want:
+                    debts.append(debt)
+            groups[key] = tuple(new)
+            if want:
+                return True, tuple(
+                    (True, rule.capacity - debt - amount, rule)
+                    for (_, rule), debt in zip(group[0], debts)
+                )
+            return True
+        finally:
+            lock.release()
+
     def take_all(
-        self,
-        buckets: Sequence[Tuple[str, Rule]],
-        amount: float,
-        shadow: Mask = (),
-        /,
-        _commit: bool = True,
+        self, groups: Groups, amount: float, shadow: Mask = (), /, _commit: bool = True
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.take_all`][tokenbucket.Store.take_all].
 
         Locks the stripes of every key, each once, in index order (so two calls never wait on
-        each other in a cycle), decides every bucket at one clock reading, then writes all or
+        each other in a cycle), decides every limit at one clock reading, then writes all or
         none (of those that admit, with ``shadow``). ``_commit=False`` is `peek_all`.
         """
-        shards, mask = self._shards, self._mask
-        stripes = self._lock_all(buckets)
+        stripes = self._lock_groups(groups)
         try:
             now = self._clock()
-            views = []
-            for key, default in buckets:
-                states = shards[hash(key) & mask][0]
-                state, rule, base, used, carry = self._view(states, key, default, now, _commit)
-                debt = deficit(base, used, rule.refill_rate, now)
-                views.append((states, key, (state, rule, base, used, carry, debt)))
-            passes = [admits(view[5], amount, view[1]._ceiling) for _, _, view in views]
-            # Shadow buckets do not decide; each is charged only if it admits (as are all the
+            entries, views = self._open(groups, now, _commit)
+            debts = [deficit(view[4], view[5], view[3].refill_rate, now) for view in views]
+            passes = [admits(debt, amount, view[3]._ceiling) for debt, view in zip(debts, views)]
+            # Shadow limits do not decide; each is charged only if it admits (as are all the
             # others when the request is allowed, since they all admit then).
             allowed = all(passes)
             if shadow:
                 allowed = all(ok for ok, watched in zip(passes, shadow) if not watched)
-            # New buckets to track: the enforced ones all or none (none: a denial), then each
-            # watched one if there is still room (else it is an empty bucket, and only it).
-            capped: Set[int] = set()
-            fresh = [
-                index
-                for index, ((_, _, view), passed) in enumerate(zip(views, passes))
-                if view[0] is None and passed
-            ]
-            if allowed and fresh:
-                enforced = [index for index in fresh if not (shadow and shadow[index])]
-                if enforced and not self._room(views, enforced, amount, now, _commit, 0):
-                    allowed = False
-                    capped = {index for index, view in enumerate(views) if view[2][0] is None}
-                else:
-                    tracked = len(enforced)  # counted by now (a peek: would be)
-                    for index in fresh:
-                        if index in enforced:
-                            continue
-                        if self._room(views, [index], amount, now, _commit, tracked):
-                            tracked += 1
-                        else:
-                            capped.add(index)
+            capped: AbstractSet[int] = _NONE
+            admitted: AbstractSet[int] = _NONE
+            if allowed and False in [entry[2] for entry in entries]:  # new keys to track
+                allowed, capped, admitted = self._admit_groups(
+                    entries, views, passes, shadow, _commit, _TAKE
+                )
             outcomes = []
-            for index, ((states, key, view), passed) in enumerate(zip(views, passes)):
-                state, rule, base, used, carry, debt = view
+            for index, (view, passed, debt) in enumerate(zip(views, passes, debts)):
+                group, key, _, rule, base, used, carry = view
                 if index in capped:
                     outcomes.append((False, 0.0, rule))  # at the cap: an empty bucket
                 elif allowed and passed:
-                    if _commit and state is not None:
-                        states[key] = self._charged(base, used, carry, debt, amount, rule, now)
+                    if _commit:
+                        charged = self._charged(base, used, carry, debt, amount, rule, now)
+                        entries[group][3][key] = charged
                     outcomes.append((True, rule.capacity - debt - amount, rule))
                 else:
-                    outcomes.append(
-                        (passed, behind(rule.capacity - debt, base, now, rule.refill_rate), rule)
-                    )
+                    level = behind(rule.capacity - debt, base, now, rule.refill_rate)
+                    outcomes.append((passed, level, rule))
+            if _commit:
+                self._put_groups(entries, admitted, _NONE)
             return allowed, tuple(outcomes)
         finally:
-            for index in stripes:
-                shards[index][1].release()
-
-    def _room(
-        self,
-        views: List[Tuple[Dict[str, State], str, Tuple[Any, ...]]],
-        indices: List[int],
-        amount: float,
-        now: float,
-        commit: bool,
-        pending: int,
-    ) -> bool:
-        """Track the new buckets ``indices`` of a `take_all`, charged, all or none; if it could.
-
-        ``commit`` False (a peek): whether it could, tracking nothing, after the ``pending``
-        new buckets the peek has already counted.
-        """
-        if not commit:
-            limit = self._max_keys
-            return limit is None or self._count + pending + len(indices) <= limit
-        entries = []
-        for index in indices:
-            states, key, (_, rule, base, used, carry, debt) = views[index]
-            entries.append((states, key, self._charged(base, used, carry, debt, amount, rule, now)))
-        return self._admit_all(entries)
+            self._unlock(stripes)
 
     def peek_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, shadow: Mask = (), /
+        self, groups: Groups, amount: float, shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.peek_all`][tokenbucket.Store.peek_all]."""
-        return self.take_all(buckets, amount, shadow, _commit=False)
+        return self.take_all(groups, amount, shadow, _commit=False)
 
     def charge_all(
-        self,
-        buckets: Sequence[Tuple[str, Rule]],
-        amount: float,
-        max_wait: Optional[float],
-        shadow: Mask = (),
-        /,
+        self, groups: Groups, amount: float, max_wait: Optional[float], shadow: Mask = (), /
     ) -> Tuple[bool, Outcomes]:
         """See [`Store.charge_all`][tokenbucket.Store.charge_all]."""
-        return self._adjust_all(buckets, amount, max_wait, shadow)
+        return self._adjust_all(groups, amount, max_wait, shadow)
 
-    def refund_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: float, /
-    ) -> Tuple[bool, Outcomes]:
+    def refund_all(self, groups: Groups, amount: float, /) -> Tuple[bool, Outcomes]:
         """See [`Store.refund_all`][tokenbucket.Store.refund_all]."""
-        return self._adjust_all(buckets, -amount, None)
+        return self._adjust_all(groups, -amount, None)
 
     def _adjust_all(
-        self,
-        buckets: Sequence[Tuple[str, Rule]],
-        amount: float,
-        max_wait: Optional[float],
-        shadow: Mask = (),
+        self, groups: Groups, amount: float, max_wait: Optional[float], shadow: Mask = ()
     ) -> Tuple[bool, Outcomes]:
-        """`charge` (or refund) on several buckets at one instant, all or none (as `take_all`).
+        """`charge` (or refund) on several limits at one instant, all or none (as `take_all`).
 
-        ``shadow`` (a reservation's mask): a flagged bucket does not decide, and is charged
+        ``shadow`` (a reservation's mask): a flagged limit does not decide, and is charged
         only if its own reservation fits and the others are charged.
         """
-        shards, mask = self._shards, self._mask
-        stripes = self._lock_all(buckets)
+        stripes = self._lock_groups(groups)
         try:
             now = self._clock()
-            views = []
-            for key, default in buckets:
-                states = shards[hash(key) & mask][0]
-                state, rule, base, used, carry = self._view(states, key, default, now, True)
-                done, before, after, new = _adjusted(base, used, carry, amount, rule, now, max_wait)
-                views.append((states, key, state, rule, done, before, after, new))
-            watched = shadow or (False,) * len(views)
-            allowed = all(view[4] for view, flag in zip(views, watched) if not flag)
-            capped: Set[int] = set()  # new buckets a reservation has no room for: not charged
-            empty: List[int] = []  # new buckets a charge found at the cap: empty, charged
-            if allowed and amount > 0:
-                fresh = [i for i, view in enumerate(views) if view[2] is None and view[4]]
-                if max_wait is None:  # a charge is recorded, at the cap too (see `charge`)
-                    if self._track_all([views[i] for i in fresh], amount, now):
-                        empty = fresh
-                else:  # a reservation: the enforced all or none, then each watched if room
-                    enforced = [i for i in fresh if not watched[i]]
-                    if enforced and not self._admit_all([self._entry(views[i]) for i in enforced]):
-                        allowed = False
-                        capped = set(enforced)
-                    else:
-                        capped = {
-                            i
-                            for i in fresh
-                            if watched[i] and not self._admit_all([self._entry(views[i])])
-                        }
+            entries, views = self._open(groups, now, True)
+            steps = [
+                _adjusted(view[4], view[5], view[6], amount, view[3], now, max_wait)
+                for view in views
+            ]
+            passes = [step[0] for step in steps]
+            allowed = all(passes)
+            if shadow:
+                allowed = all(ok for ok, watched in zip(passes, shadow) if not watched)
+            capped: AbstractSet[int] = _NONE  # limits of new keys at the cap: empty
+            admitted: AbstractSet[int] = _NONE
+            over: AbstractSet[int] = _NONE  # new keys a charge found at the cap: tracked past it
+            if allowed and amount > 0 and False in [entry[2] for entry in entries]:
+                how = _CHARGE if max_wait is None else _RESERVE
+                allowed, capped, admitted = self._admit_groups(
+                    entries, views, passes, shadow, True, how
+                )
+                if how is _CHARGE:
+                    over = {views[index][0] for index in capped}
             outcomes = []
-            for index, (states, key, state, rule, done, before, after, new) in enumerate(views):
-                if index in capped:  # at the cap: an empty bucket
-                    outcomes.append((False, 0.0, rule))
-                elif index in empty:
+            for index, (view, (done, before, after, new)) in enumerate(zip(views, steps)):
+                group, key, state, rule = view[:4]
+                if group in over:  # a charge at the cap: the empty bucket, charged
+                    entries[group][3][key] = _charged_empty(amount, rule, now)
                     outcomes.append((True, -amount, rule))
+                elif index in capped:  # a reservation at the cap: an empty bucket
+                    outcomes.append((False, 0.0, rule))
                 elif allowed and done:
-                    if state is not None:
-                        states[key] = new
+                    if state is not None or amount > 0:
+                        entries[group][3][key] = new
                     outcomes.append((True, after, rule))
                 else:
                     outcomes.append((done, before, rule))
+            self._put_groups(entries, admitted, over)
             return allowed, tuple(outcomes)
         finally:
-            for index in stripes:
-                shards[index][1].release()
+            self._unlock(stripes)
 
-    @staticmethod
-    def _entry(view: Tuple[Any, ...]) -> Tuple[Dict[str, State], str, State]:
-        """The ``(states, key, new state)`` of an `_adjust_all` view, to track it."""
-        return view[0], view[1], view[7]
+    def _open(
+        self, groups: Groups, now: float, commit: bool
+    ) -> Tuple[List[_Entry], List[Tuple[Any, ...]]]:
+        """Every group's entry, and every limit's view, in order.
 
-    def _track_all(self, views: List[Tuple[Any, ...]], amount: float, now: float) -> bool:
-        """Track the new buckets of a charge (``_adjust_all`` views), all of them.
-
-        Under the ``max_keys`` cap as any new buckets; at the cap (returns True) each is what
-        the cap says an untracked key is, an empty bucket, charged, tracked past the cap.
+        A view is ``(group, name, state, rule, base, used, carry)``: the limit settled under its
+        current rule (``_view``; a limit's override is under its store key, ``limit_key``).
         """
-        if not views or self._admit_all([self._entry(view) for view in views]):
-            return False
-        for states, key, _, rule, *_ in views:
-            self._track_over(states, key, _charged_empty(amount, rule, now))
-        return True
+        grouped, mask, overrides = self._grouped, self._mask, self._overrides
+        entries: List[_Entry] = []
+        views = []
+        for key, limits in groups:
+            states = grouped[hash(key) & mask][0]
+            found = states.get(key)
+            limited = unpack(found)
+            group = len(entries)
+            names = [name for name, _ in limits]
+            entries.append(
+                (
+                    states,
+                    key,
+                    found is not None,
+                    limited,
+                    names,
+                    None if found is None else found[0],
+                )
+            )
+            rules = _NO_RULES  # (an override of these limits needs the lock we hold)
+            if overrides:
+                prefix = "{" + tag(key) + "}\0"
+                rules = {
+                    name: overrides[prefix + name] for name in names if prefix + name in overrides
+                }
+            for name, default in limits:
+                view = self._view(limited, name, default, now, commit, rules)
+                views.append((group, name, *view))
+        return entries, views
 
-    def _lock_all(self, buckets: Sequence[Tuple[str, Rule]]) -> List[int]:
-        """Check the keys are distinct, sweep if due, then lock their stripes; return them.
+    def _admit_groups(
+        self,
+        entries: List[_Entry],
+        views: List[Tuple[Any, ...]],
+        passes: List[bool],
+        shadow: Mask,
+        commit: bool,
+        how: str,
+    ) -> Tuple[bool, Set[int], Set[int]]:
+        """Track the new keys an allowed call charges: ``(allowed, capped, admitted)``.
 
-        Each stripe is locked once, in index order, so that two calls never wait on each other
-        in a cycle. The caller releases the returned stripes.
+        ``capped`` holds the limits (indices of ``views``) found empty at the cap, ``admitted``
+        the new keys (indices of ``entries``) counted. The keys with an enforced limit charged
+        are admitted all or none; if none, a take (``how`` ``_TAKE``) is denied and every
+        limit of a new key is capped, a reservation (``_RESERVE``) is denied and those limits
+        are capped, and a charge (``_CHARGE``) is allowed and those limits are capped, for the
+        caller to record as charged empty buckets. Then each key charged only in shadow
+        limits is admitted if there is still room, else its charged limits are capped.
+        ``commit`` False (a peek): whether there would be room, tracking nothing.
         """
-        keys = [key for key, _ in buckets]
+        enforced: Dict[int, List[int]] = {}
+        watched: Dict[int, List[int]] = {}
+        for index, (view, passed) in enumerate(zip(views, passes)):
+            group = view[0]
+            if passed and not entries[group][2]:
+                kind = watched if shadow and shadow[index] else enforced
+                kind.setdefault(group, []).append(index)
+        for group in enforced:  # a key with an enforced limit charged comes in with it
+            enforced[group] += watched.pop(group, [])
+        if enforced and not self._room(len(enforced), commit):
+            if how is _TAKE:
+                new = {index for index, view in enumerate(views) if not entries[view[0]][2]}
+                return False, new, set()
+            charged = {index for indices in enforced.values() for index in indices}
+            return how is _CHARGE, charged, set()
+        admitted, capped = set(enforced), set()
+        for group in sorted(watched):
+            if self._room(1, commit, len(admitted)):
+                admitted.add(group)
+            else:
+                capped.update(watched[group])
+        return True, capped, admitted
+
+    def _room(self, count: int, commit: bool, pending: int = 0) -> bool:
+        """Count ``count`` new keys if the cap has room (a peek: whether it would)."""
+        if commit:
+            return self._reserve(count)
+        limit = self._max_keys
+        return limit is None or self._count + pending + count <= limit
+
+    def _put_groups(
+        self, entries: List[_Entry], admitted: AbstractSet[int], over: AbstractSet[int]
+    ) -> None:
+        """Write back every tracked group and the new ones. Caller holds the locks.
+
+        The new ones are those ``admitted``, and those ``over`` the cap (a charge's: counted
+        past it).
+        """
+        for index, (states, key, tracked, limited, names, layout) in enumerate(entries):
+            if not limited or not (tracked or index in admitted or index in over):
+                continue
+            state = pack(limited, names, layout)
+            if tracked:
+                states[key] = state
+            else:
+                if index in over:
+                    self._reserve(1, True)
+                self._enter(states, key, state, 1)
+
+    def _lock_groups(self, groups: Groups) -> List[int]:
+        """Lock the stripes of the groups' keys; return them (the caller unlocks them).
+
+        Checks that the keys (and each group's names) are distinct, sweeps if due, then locks
+        each stripe once, in index order.
+        """
+        for key, limits in groups:
+            if len(limits) > 1 and len({name for name, _ in limits}) != len(limits):
+                names = [name for name, _ in limits]
+                raise ValueError(f"the limits of key {key!r} must have distinct names: {names!r}")
+        grouped, mask = self._grouped, self._mask
+        if len(groups) == 1:  # the common case: one key (no set to build, one stripe)
+            key = groups[0][0]
+            index = hash(key) & mask
+            if key not in grouped[index][0] and (
+                self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+            ):
+                self._sweep()
+            grouped[index][1].acquire()
+            return [index]
+        keys = [key for key, _ in groups]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"'buckets' must name distinct keys, got {keys!r}")
-        shards, mask = self._shards, self._mask
-        if any(key not in shards[hash(key) & mask][0] for key in keys) and (
+            raise ValueError(f"'groups' must name distinct keys, got {keys!r}")
+        if any(key not in grouped[hash(key) & mask][0] for key in keys) and (
             self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
         ):
             self._sweep()
         stripes = sorted({hash(key) & mask for key in keys})
         for index in stripes:
-            shards[index][1].acquire()
+            grouped[index][1].acquire()
         return stripes
 
-    def _admit_all(self, entries: List[Tuple[Dict[str, State], str, State]]) -> bool:
-        """Track new keys, all or none (none if the cap would be passed). Caller holds the locks."""
-        if self._max_keys is not None:
-            with self._admission:
-                if self._count + len(entries) > self._max_keys:
-                    self._until_sweep -= len(entries)
-                    return False
-                self._count += len(entries)
-        for entry in entries:
-            self._admit(*entry, True)
-        return True
+    def _unlock(self, stripes: List[int]) -> None:
+        for index in stripes:
+            self._grouped[index][1].release()

@@ -17,16 +17,16 @@ a full collection's work (with the Rule and the Lock inside, one took 150 ms).
 
 States live in one dict per stripe (the key's hash picks both): a dict that grows doubles at
 once, and one of a million keys took 29 ms to do it; one of 1/64 of them takes well under one.
-Forgetting is incremental: see ``_sweep``. The calls off the hot paths are in the bases of
-`MemoryStore`: several buckets at once in ``_memory_several``, charges and refunds in
-``_memory_adjust``, overrides and shared documents in ``_memory_rules``.
+Forgetting is incremental: see ``sweep``. The calls off the hot paths are in the bases of
+`MemoryStore`: a key's several limits (one group state per key, ``layout``) in ``several``,
+charges and refunds in ``adjust``, overrides and shared documents in ``overrides``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..._core.arith import (
     EXACT,
@@ -40,8 +40,9 @@ from ..._core.arith import (
 )
 from ..._core.clock import Clock
 from ..._core.rule import Rule
-from ..store import Outcome, Outcomes
+from ..store import Outcome
 from .adjust import Adjusting
+from .layout import GroupState, split
 from .overrides import Overriding
 from .several import Several
 from .sweep import Shape as _Shape
@@ -62,10 +63,11 @@ class MemoryStore(Several, Adjusting, Overriding):
 
     Args:
         clock: zero-argument callable returning seconds; defaults to :func:`time.monotonic`.
-        max_keys: hard cap on tracked buckets, or None for no cap. Buckets that have refilled to
+        max_keys: hard cap on tracked keys, or None for no cap (a key of several limits
+            counts once, and comes in with all its limits). Buckets that have refilled to
             full are always forgotten lazily (they are indistinguishable from new ones), so
             memory follows the number of recently active keys. The cap bounds it under a flood
-            of distinct keys: while ``max_keys`` buckets are tracked, a key without a bucket is
+            of distinct keys: while ``max_keys`` keys are tracked, a key without a bucket is
             treated as an *empty* bucket and denied. An attacker therefore cannot get a fresh
             bucket by pushing others out, and legitimate new keys get in as soon as refilled
             buckets are reclaimed. A ``charge`` on such a key is recorded all the same (that
@@ -86,6 +88,7 @@ class MemoryStore(Several, Adjusting, Overriding):
     __slots__ = (
         "_admission",
         "_clock",
+        "_grouped",
         "_mask",
         "_max_keys",
         "_overrides",
@@ -120,22 +123,41 @@ class MemoryStore(Several, Adjusting, Overriding):
         self._shards: List[Tuple[Dict[str, _State], threading.Lock]] = [
             ({}, lock) for lock in self._stripes
         ]
+        #: Per stripe: the group states of its keys (their several limits, see
+        #: ``layout``), under the same lock.
+        self._grouped: List[Tuple[Dict[str, GroupState], threading.Lock]] = [
+            ({}, lock) for lock in self._stripes
+        ]
         self._mask = stripes - 1
         self._max_keys = max_keys
         self._admission = threading.Lock()
         self._start_sweeping()
 
     def __len__(self) -> int:
-        """Return how many buckets are tracked (full ones not yet forgotten included)."""
-        return sum(len(states) for states, _ in self._shards)
+        """Return how many keys are tracked (full ones not yet forgotten included).
+
+        A key of a registry of several limits counts once, with all its limits.
+        """
+        return sum(len(states) for states, _ in self._shards) + sum(
+            len(groups) for groups, _ in self._grouped
+        )
 
     def __contains__(self, key: object) -> bool:
-        """Return whether ``key`` has a bucket tracked (a full one not yet forgotten included)."""
-        return isinstance(key, str) and key in self._shards[hash(key) & self._mask][0]
+        """Return whether the bucket ``key`` is tracked (a full one not yet forgotten included).
+
+        ``key`` is a store key: a limit's is ``limit_key(key, name)`` (see ``_registry.limits``).
+        """
+        if not isinstance(key, str):
+            return False
+        limit = split(key)
+        if limit is None:
+            return key in self._shards[hash(key) & self._mask][0]
+        state = self._grouped[hash(limit[0]) & self._mask][0].get(limit[0])
+        return state is not None and any(name == limit[1] for name, _ in state[0])
 
     @property
     def max_keys(self) -> Optional[int]:
-        """The cap on tracked buckets, or None."""
+        """The cap on tracked keys (a key of several limits counts once), or None."""
         return self._max_keys
 
     def take(self, key: str, amount: float, default: Rule, /, _commit: bool = True) -> Outcome:
@@ -144,10 +166,13 @@ class MemoryStore(Several, Adjusting, Overriding):
         ``_commit=False`` is `peek` (private: one body, no extra call on the hot path).
         """
         states, lock = self._shards[hash(key) & self._mask]
-        if key not in states and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
-            self._sweep()
+        if key not in states:
+            limit = split(key)
+            if limit is not None:  # a limit of a key: in its group state
+                group = [(limit[0], ((limit[1], default),))]
+                return self.take_all(group, amount, (), _commit=_commit)[1][0]
+            if self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due()):
+                self._sweep()
         lock.acquire()
         try:
             now = self._clock()
@@ -189,20 +214,28 @@ class MemoryStore(Several, Adjusting, Overriding):
         return self.take(key, 0, default, False)[1]
 
     def _view(
-        self, states: Dict[str, _State], key: str, default: Rule, now: float, commit: bool
+        self,
+        states: Dict[str, _State],
+        key: str,
+        default: Rule,
+        now: float,
+        commit: bool,
+        rules: Optional[Dict[str, Rule]] = None,
     ) -> _View:
         """``key``'s state and rule: ``(state, rule, base, used, carry)``. Caller holds the lock.
 
         State written under another rule is settled under that one first (and, if ``commit``,
         written back so settled: that changes no level). An untracked key is ``(now, 0)``.
+        ``rules``: the overrides by ``key`` (a group's limits by name), else the store's.
         """
+        overrides = self._overrides if rules is None else rules
         state = states.get(key)
         if state is None:
-            return None, self._overrides.get(key, default), now, 0, EXACT
+            return None, overrides.get(key, default), now, 0, EXACT
         base, used, carry, shape = state
         rule = default
         if shape is not default._shape:
-            rule = self._overrides.get(key, default)
+            rule = overrides.get(key, default)
             if not _same(shape, rule):
                 # The rule changed since this state was written: settle it under the rule it
                 # was written with, then carry the deficit over. Rules compare by value (as in
@@ -234,13 +267,15 @@ class MemoryStore(Several, Adjusting, Overriding):
         """`take`, answering only whether, for an int ``amount``: the registry's fast path.
 
         Private to this class: the registry binds it only when its store is exactly a
-        MemoryStore. The common case, a key with a bucket under its current rule, is decided
-        here with one `deficit` call and no outcome built; anything else goes to `take`. The
-        property tests (tests/test_model.py) hold both to the exact model.
+        MemoryStore. The common cases, a key with a bucket under its current rule and the first
+        touch of a key (no cap, no sweep due), are decided here with no outcome built; anything
+        else goes to `take`. The property tests (tests/property/test_model.py) hold both to the
+        exact model.
 
-        For speed (a call costs about 7% of this path) it is the one place in src/ with an
-        inlined copy of the arithmetic: ``_arith.deficit`` and ``admits``, and the restart of a
-        full bucket as `_charged` does it (`take`, the other hot path, inlines only the one
+        For speed (a call costs about 7% of this path) it has an inlined copy of the
+        arithmetic: ``_arith.deficit`` and ``admits``, and the restart of a full bucket as
+        `_charged` does it (as do the hot path of several limits, ``several._try_take_group``,
+        and the sweep's reading of a state; `take`, the other hot path, inlines only the one
         comparison of ``admits``). Everything else calls ``_arith``; `take` decides the same
         requests through it, and the property tests check both paths against the model.
         """
@@ -251,7 +286,7 @@ class MemoryStore(Several, Adjusting, Overriding):
             if state is not None:
                 base, used, carry, shape = state
                 if shape is default._shape or _same(shape, self._overrides.get(key, default)):
-                    # The one inlined copy: deficit(), admits() and _charged()'s restart.
+                    # The inlined deficit(), admits() and _charged()'s restart.
                     now = self._clock()
                     if now > base:
                         debt = used - (now - base) * shape[1]
@@ -267,84 +302,55 @@ class MemoryStore(Several, Adjusting, Overriding):
                         used, carry = accumulate(used, carry, amount)
                         states[key] = (base, used, carry, shape)
                     return True
+            elif (  # the first touch, as take admits it: a full bucket, no cap, no sweep due
+                self._max_keys is None
+                and self._until_sweep > 0
+                and key[:1] != "{"  # perhaps a limit's store key: take finds its group
+            ):
+                rule = self._overrides.get(key, default)
+                if amount > rule._ceiling:
+                    return False
+                self._enter(states, key, (self._clock(), amount, EXACT, rule._shape), 0)
+                return True
         finally:
             lock.release()
         return self.take(key, amount, default)[0]
-
-    def _try_take_all(
-        self, buckets: Sequence[Tuple[str, Rule]], amount: int, /
-    ) -> Optional[Tuple[bool, Outcomes]]:
-        """`take_all` for the common case, or None: the fast path of several limits.
-
-        Private to this class, like `_try_take`: the registry of several limits calls it only
-        when its store is exactly a MemoryStore, with distinct keys and an int ``amount``. The
-        common case is every bucket tracked and written under the default it is given (no
-        override, no rule change since): then it decides as `take_all` does; anything else
-        answers None before changing anything, and the caller goes to `take_all`. Like
-        `_try_take`, it inlines ``_arith.deficit`` and ``admits`` (a call costs more than the
-        arithmetic); the property tests hold both paths to the exact model.
-        """
-        shards, mask = self._shards, self._mask
-        locks = sorted({hash(key) & mask for key, _ in buckets})
-        for index in locks:
-            shards[index][1].acquire()
-        try:
-            now = self._clock()
-            found = []
-            allowed = True
-            for key, rule in buckets:
-                states = shards[hash(key) & mask][0]
-                state = states.get(key)
-                if state is None or state[3] is not rule._shape:
-                    return None
-                base, used = state[0], state[1]
-                if now > base:  # the inlined deficit()
-                    debt = used - (now - base) * rule.refill_rate
-                    if debt <= 0:
-                        debt = 0
-                else:
-                    debt = used
-                if debt + amount > rule._ceiling:  # not admits()
-                    allowed = False
-                found.append((states, key, state, rule, debt))
-            if allowed:
-                outcomes = []
-                for states, key, (base, used, carry, shape), rule, debt in found:
-                    if debt and carry is EXACT:  # an int amount adds exactly
-                        states[key] = (base, used + amount, EXACT, shape)
-                    else:
-                        states[key] = self._charged(base, used, carry, debt, amount, rule, now)
-                    outcomes.append((True, rule.capacity - debt - amount, rule))
-                return True, tuple(outcomes)
-            return False, tuple(
-                (
-                    debt + amount <= rule._ceiling,
-                    behind(rule.capacity - debt, state[0], now, rule.refill_rate),
-                    rule,
-                )
-                for _, _, state, rule, debt in found
-            )
-        finally:
-            for index in locks:
-                shards[index][1].release()
 
     def _admit(
         self, states: Dict[str, _State], key: str, state: _State, held: bool = False
     ) -> bool:
         """Track a new key unless at the cap (``held``: room reserved). Caller holds its lock."""
-        if self._max_keys is not None and not held:
+        if not held and not self._reserve(1):
+            return False
+        self._enter(states, key, state, 0)
+        return True
+
+    def _reserve(self, count: int, over: bool = False) -> bool:
+        """Count ``count`` new keys (< 0: give them back) if the cap has room, or ``over`` it.
+
+        A key counts once, however many limits it holds.
+        """
+        if self._max_keys is not None:
             with self._admission:
-                if self._count >= self._max_keys:
-                    self._until_sweep -= 1
+                if count > 0 and not over and self._count + count > self._max_keys:
+                    self._until_sweep -= count
                     return False
-                self._count += 1
+                self._count += count
+        return True
+
+    def _enter(self, states: Dict[str, Any], key: str, state: Any, kind: int) -> None:
+        """Track ``key`` (counted already): a single bucket (``kind`` 0) or a group (1)."""
         self._until_sweep -= 1  # without a cap, a race loses a count: a sweep a key later
         states[key] = state
         self._keys.append(key)
-        return True
+        self._kinds.append(kind)
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""
+        limit = split(key)
+        if limit is not None:
+            self._reset_limit(*limit)
+            return
         states, lock = self._shards[hash(key) & self._mask]
         with lock:
             state = states.get(key)

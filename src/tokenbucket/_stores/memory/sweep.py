@@ -6,16 +6,18 @@ used here are MemoryStore's (declared below for the type checker, stored in its 
 
 Every key has one entry in ``_keys`` (in order of admission), which sweeps walk a slice at a
 time, compacting it in place; no sweep holds more than one lock at a time, or any lock for
-longer than one deletion.
+longer than one deletion. ``_kinds`` says, entry for entry, whether it is a single bucket (0)
+or a key's group of several limits (1, see ``layout``): a group is forgotten when all
+its limits are full, and it counts as one key.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from ..._core.arith import deficit, wait
+from ..._core.arith import wait
 from ..._core.clock import Clock
 from ..._core.validate import Number
 
@@ -44,6 +46,7 @@ class Sweeping:
         "_freed",
         "_idle_since",
         "_keys",
+        "_kinds",
         "_next_full",
         "_pass_began",
         "_pass_end",
@@ -60,6 +63,7 @@ class Sweeping:
     _mask: int
     _max_keys: Optional[int]
     _shards: List[Tuple[Dict[str, State], threading.Lock]]
+    _grouped: List[Tuple[Dict[str, Any], threading.Lock]]
 
     def _start_sweeping(self) -> None:
         """Set the sweep's initial state (from ``MemoryStore.__init__``)."""
@@ -68,6 +72,7 @@ class Sweeping:
         self._sweeping = threading.Lock()
         self._count = 0  # tracked keys, kept (under _admission) only if there is a cap
         self._keys: List[str] = []
+        self._kinds = bytearray()  # entry for entry of _keys: 0 a single bucket, 1 a group
         self._read = 0
         self._write = 0
         self._pass_end = 0  # the pass visits the keys tracked when it began: _keys[:_pass_end]
@@ -102,11 +107,13 @@ class Sweeping:
                 return  # another thread stepped while we looked
             self._until_sweep = _MIN_SWEEP_INTERVAL
             now = self._clock()
-            keys, shards, mask = self._keys, self._shards, self._mask
+            keys, kinds, mask = self._keys, self._kinds, self._mask
+            both = (self._shards, self._grouped)
             read, write = self._read, self._write
             if read == 0:
                 self._pass_began = now
-                self._pass_end = len(keys)
+                # (an entry is appended to _keys, then to _kinds)
+                self._pass_end = min(len(keys), len(kinds))
             last = self._pass_end
             idle_since = math.inf if at_cap else self._idle_since
             next_full = self._next_full
@@ -114,16 +121,24 @@ class Sweeping:
             end = min(last, read + _SWEEP_SLICE)
             visited = end - read
             dropped = 0
+            capped = self._max_keys is not None  # only then is next_full needed (at the cap)
             while read < end:
                 key = keys[read]
+                kind = kinds[read]
                 read += 1
-                states, lock = shards[hash(key) & mask]
+                states, lock = both[kind][hash(key) & mask]
                 state = states.get(key)
                 if state is None:
                     continue  # gone already (never, while each key has one entry)
-                base, used, _, shape = state
-                missing = deficit(base, used, shape[1], now)
-                if not missing:
+                if kind:  # a group: full when all its limits are, at its latest base
+                    full, base, due = group_fullness(state, now, capped)
+                else:  # the inlined _arith.deficit (a call is a good part of a visit)
+                    base, missing, _, shape = state
+                    if now > base:
+                        missing -= (now - base) * shape[1]
+                    full = missing <= 0
+                    due = now + wait(missing, shape[1]) if capped and not full else now
+                if full:
                     # Not while the clock is behind base: a bucket made anew at now would
                     # refill from there, earlier than this one may (see _arith).
                     if base <= idle_since and base <= now:
@@ -135,11 +150,10 @@ class Sweeping:
                         if unchanged:
                             dropped += 1
                             continue
-                else:
-                    due = now + wait(missing, shape[1])
-                    if due < next_full:
-                        next_full = due
+                elif due < next_full:
+                    next_full = due
                 keys[write] = key
+                kinds[write] = kind
                 write += 1
             if dropped:
                 freed = True
@@ -149,6 +163,7 @@ class Sweeping:
             pass_done = read >= last
             if pass_done:
                 del keys[write:last]  # keys admitted since are moved down, not lost
+                del kinds[write:last]
                 self._read = self._write = 0
                 self._idle_since = self._pass_began
                 self._next_full, self._freed = math.inf, False
@@ -162,3 +177,33 @@ class Sweeping:
                 self._reclaim_at = now + pause
         finally:
             self._sweeping.release()
+
+
+def group_fullness(state: Tuple[Any, ...], now: float, due: bool) -> Tuple[bool, float, float]:
+    """Whether every limit of a group state is full, its latest base, and when all will be.
+
+    A group state holds a key's several limits (see ``layout``). The last is ``now`` when
+    every limit is full (or ``due`` is False: not asked), else when the last of them is due to
+    be. (Each limit's deficit is ``_arith.deficit``, inlined: the sweep visits every key.)
+    """
+    full, latest, last = True, -math.inf, now
+    index = 1
+    for _, shape in state[0]:
+        base, used = state[index], state[index + 1]
+        index += 2
+        if used.__class__ is tuple:  # (used, carry)
+            used = used[0]
+        if base > latest:
+            latest = base
+        if now > base:
+            used -= (now - base) * shape[1]
+            if used <= 0:
+                continue
+        elif not used:
+            continue
+        full = False
+        if due:
+            at = now + wait(used, shape[1])
+            if at > last:
+                last = at
+    return full, latest, last

@@ -22,9 +22,10 @@ from typing import Callable, Dict, Optional, Tuple
 
 import redis.exceptions
 
+from ..._core.keys import limit_key
 from ..._core.rule import EPSILON, Rule
 from ..memory.store import MemoryStore
-from ..store import Buckets, Mask, Outcome, Outcomes
+from ..store import Groups, Mask, Outcome, Outcomes
 
 _log = logging.getLogger("tokenbucket.redis")
 
@@ -207,7 +208,7 @@ class Failing:
 
     def _degraded_all(
         self,
-        buckets: Buckets,
+        groups: Groups,
         amount: float,
         op: bytes,
         extra: Tuple[bytes, ...] = (),
@@ -216,8 +217,16 @@ class Failing:
         """Several buckets without Redis, following the ``on_error`` policy."""
         if self.on_policy is not None:
             self.on_policy(self.policy)
-        if self.policy == "fallback":
-            seen = [(key, self._seen.get(key, default)) for key, default in buckets]
+        if self.policy == "fallback":  # the overrides last seen, by their hash's key
+            seen = [
+                (
+                    key,
+                    tuple(
+                        (name, self._seen.get(limit_key(key, name), rule)) for name, rule in limits
+                    ),
+                )
+                for key, limits in groups
+            ]
             if op is _TAKE:
                 return self.fallback.take_all(seen, amount, shadow)
             if op is _CHARGE or op is _RESERVE:
@@ -225,7 +234,11 @@ class Failing:
             if op is _REFUND:
                 return self.fallback.refund_all(seen, amount)
             return self.fallback.peek_all(seen, amount, shadow)
-        outcomes = tuple(self._by_policy(key, amount, default, op) for key, default in buckets)
+        outcomes = tuple(
+            self._by_policy(limit_key(key, name), amount, default, op)
+            for key, limits in groups
+            for name, default in limits
+        )
         allowed = _enforced(outcomes, shadow)
         if not allowed:  # allow: every bucket is full, so a denial left all of them full
             outcomes = tuple(

@@ -26,7 +26,7 @@ from redis.crc import key_slot
 from ..._core.rule import Rule
 from ..._core.validate import Number
 from ..memory.store import MemoryStore
-from ..store import Buckets, Mask, Outcome, Outcomes
+from ..store import Groups, Mask, Outcome, Outcomes
 from .failure import (
     _CHARGE,
     _ERRORS,
@@ -39,6 +39,7 @@ from .failure import (
     Failing,
     _enforced,
 )
+from .groups import Buckets, flat
 from .once import MARKED, UNDO, Markers
 
 T = TypeVar("T")
@@ -122,20 +123,21 @@ class Logic(Failing):
         return (yield from self._decide(key, 0, default, _PEEK))[1]
 
     def take_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = ()
+        self, groups: Groups, amount: float, shadow: Mask = ()
     ) -> Plan[Tuple[bool, Outcomes]]:
-        """Take from every bucket or none, in one script call; never raises for Redis trouble.
+        """Take from every limit or none, in one script call; never raises for Redis trouble.
 
-        Raises ValueError (before any call) for repeated keys, or, on a Redis Cluster, for keys
-        in more than one hash slot (give them a common ``{hash tag}``).
+        Each limit is its own hash, ``limit_key(key, name)`` (see ``groups``). Raises
+        ValueError (before any call) for repeated keys, or, on a Redis Cluster, for keys in
+        more than one hash slot (give them a common ``{hash tag}``).
         """
-        return self._decide_all(buckets, amount, _TAKE, (), shadow)
+        return self._decide_all(groups, amount, _TAKE, (), shadow)
 
     def peek_all(
-        self, buckets: Buckets, amount: float, shadow: Mask = ()
+        self, groups: Groups, amount: float, shadow: Mask = ()
     ) -> Plan[Tuple[bool, Outcomes]]:
         """What `take_all` would answer, changing nothing."""
-        return self._decide_all(buckets, amount, _PEEK, (), shadow)
+        return self._decide_all(groups, amount, _PEEK, (), shadow)
 
     def charge(
         self,
@@ -159,7 +161,7 @@ class Logic(Failing):
 
     def charge_all(
         self,
-        buckets: Buckets,
+        groups: Groups,
         amount: float,
         max_wait: Optional[float],
         call: Optional[bytes] = None,
@@ -170,12 +172,14 @@ class Logic(Failing):
         ``shadow``: its mask, for a reservation (a plain charge charges every bucket).
         """
         if max_wait is None:
-            return self._decide_all(buckets, amount, _CHARGE, (), (), call)
+            return self._decide_all(groups, amount, _CHARGE, (), (), call)
         extra = (_encode(float(max_wait)),)
-        return self._decide_all(buckets, amount, _RESERVE, extra, shadow, call)
+        return self._decide_all(groups, amount, _RESERVE, extra, shadow, call)
 
     def undo(self, buckets: Buckets, amount: float, call: bytes) -> Plan[None]:
         """Take back the charge ``call`` of ``amount`` on ``buckets`` if Redis applied it.
+
+        ``buckets``: ``(hash key, default rule)`` pairs (see `buckets`).
 
         For a caller cancelled while its call was on the way: the amount is refunded (to the
         buckets the call charged, as its stored reply says) if the call was applied, and the
@@ -188,9 +192,9 @@ class Logic(Failing):
         except _ERRORS as error:
             self._failed(error)
 
-    def refund_all(self, buckets: Buckets, amount: float) -> Plan[Tuple[bool, Outcomes]]:
+    def refund_all(self, groups: Groups, amount: float) -> Plan[Tuple[bool, Outcomes]]:
         """`refund` on several buckets in one script call, as `take_all`."""
-        return self._decide_all(buckets, amount, _REFUND)
+        return self._decide_all(groups, amount, _REFUND)
 
     def get_rule(self, key: str) -> Plan[Optional[Rule]]:
         """Read ``key``'s override (HMGET); raise RedisUnavailableError if Redis fails."""
@@ -262,7 +266,7 @@ class Logic(Failing):
 
     def _decide_all(
         self,
-        buckets: Buckets,
+        groups: Groups,
         amount: float,
         op: bytes,
         extra: Tuple[bytes, ...] = (),
@@ -270,6 +274,7 @@ class Logic(Failing):
         call: Optional[bytes] = None,
     ) -> Plan[Tuple[bool, Outcomes]]:
         """Several buckets, all or nothing: one script call with every key, or the policy."""
+        buckets = flat(groups)
         names = [self._name(key) for key, _ in buckets]
         if len(set(names)) != len(names):
             raise ValueError(f"'buckets' must name distinct keys, got {[k for k, _ in buckets]!r}")
@@ -281,14 +286,14 @@ class Logic(Failing):
         if not buckets:
             return True, ()
         if self.breaker.down and self.breaker.skip():
-            return self._degraded_all(buckets, amount, op, extra, shadow)
+            return self._degraded_all(groups, amount, op, extra, shadow)
         try:
             reply = yield from self._script(
                 self._all_args(buckets, amount, op, extra, shadow, call, names)
             )
         except _ERRORS as error:
             self._failed(error)
-            return self._degraded_all(buckets, amount, op, extra, shadow)
+            return self._degraded_all(groups, amount, op, extra, shadow)
         if self.breaker.down:
             self._recovered()
         if reply.__class__ is not bytes:  # a client that decodes replies

@@ -1,0 +1,114 @@
+r"""One state per key for all of its limits: the in-memory layout of a key's named limits.
+
+A registry of several limits charges limit ``name`` of key ``key``: the bucket whose store key
+is ``limit_key(key, name)`` (``"{" + tag(key) + "}\0" + name``, see ``_core.keys``).
+`MemoryStore` keeps all the limits of one key in one *group state*, under the key itself in the
+stripe's dict of groups (apart from the dict of single buckets, so a key's single bucket and its
+limits never meet): one lookup, one lock and one entry per key, however many limits it has.
+
+A group state is a flat tuple: its *layout*, ``((name, shape), ...)``, the limits' names and
+the shapes of the rules their states were written under, then ``(base, used)`` of each limit.
+A limit's state is a single bucket's (see ``store``), ``(base, used, carry)``, with ``carry``
+left out while it is the int ``EXACT`` (an exact sum of integer sizes, the common case): then
+``used`` stands alone, else it is the pair ``(used, carry)``. So a key of two limits costs two
+slots more than a single bucket's 4-tuple. A layout holds only strings and numbers, so the
+cyclic garbage collector untracks the state as it does a single one. Layouts are interned
+(`layout_of`): a state written under a registry's defaults carries the very layout object the
+registry holds, so the hot path recognises it with one ``is``.
+
+What belongs here: the layout, packing and unpacking a group state, and reading a limit's store
+key back (`split`). What it must not know: locks, the cap, decisions (and when a group is full:
+the sweep's ``group_fullness``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from ..._core.arith import EXACT
+from ..._core.keys import tag, untag
+from ..._core.rule import Rule
+from .sweep import Shape, State
+
+#: A group state's layout: the name and rule shape of each limit, in the state's order.
+Layout = Tuple[Tuple[str, Shape], ...]
+#: A key's limits in a MemoryStore: the `Layout`, then ``(base, used)`` per limit (``used`` the
+#: pair ``(used, carry)`` unless ``carry`` is ``EXACT``).
+GroupState = Tuple[Any, ...]
+
+#: Interned layouts (see `layout_of`); bounded, since override shapes make more (a layout not
+#: interned is only slower: the hot path misses and the general path compares by value).
+_LAYOUTS: Dict[Layout, Layout] = {}
+_MAX_LAYOUTS = 4096
+
+
+def layout_of(limits: Sequence[Tuple[str, Rule]]) -> Layout:
+    """The interned layout of ``limits`` (``(name, rule)`` pairs) under their own rules."""
+    layout = tuple((name, rule._shape) for name, rule in limits)
+    found = _LAYOUTS.get(layout)
+    if found is not None:
+        return found
+    if len(_LAYOUTS) < _MAX_LAYOUTS:
+        return _LAYOUTS.setdefault(layout, layout)
+    return layout
+
+
+def split(store_key: str) -> Optional[Tuple[str, str]]:
+    """The ``(key, name)`` of a limit's store key (``limit_key(key, name)``), or None.
+
+    Only the canonical form counts (what ``limit_key`` writes), so that two store keys never
+    name one limit.
+    """
+    if store_key[:1] != "{":
+        return None
+    end = store_key.find("}\0")
+    if end < 0:
+        return None
+    key, name = untag(store_key[1:end]), store_key[end + 2 :]
+    if tag(key) != store_key[1:end]:
+        return None
+    return key, name
+
+
+def unpack(state: Optional[GroupState]) -> Dict[str, State]:
+    """A group state as ``{name: (base, used, carry, shape)}`` (empty for None)."""
+    if state is None:
+        return {}
+    limits = {}
+    for index, (name, shape) in enumerate(state[0]):
+        base, used = state[2 * index + 1], state[2 * index + 2]
+        if used.__class__ is tuple:
+            limits[name] = (base, used[0], used[1], shape)
+        else:
+            limits[name] = (base, used, EXACT, shape)
+    return limits
+
+
+def pack(
+    limits: Dict[str, State], first: Sequence[str], previous: Optional[Layout] = None
+) -> GroupState:
+    """The group state of ``limits`` (``{name: state}``), the names ``first`` first.
+
+    Putting a call's names first (in its order) lets the state match the registry's layout,
+    whatever limits the key had before. The ``previous`` layout is kept if it still fits.
+    """
+    if previous is not None and len(previous) == len(limits) == len(first):
+        for (name, shape), wanted in zip(previous, first):
+            state = limits.get(name)
+            if name != wanted or state is None or state[3] is not shape:
+                break
+        else:  # the same limits in the call's order, under the same rules: as it was
+            return _packed(previous, limits, first)
+    names = [name for name in first if name in limits]
+    names += [name for name in limits if name not in names]
+    layout = tuple((name, limits[name][3]) for name in names)
+    return _packed(_LAYOUTS.get(layout, layout), limits, names)
+
+
+def _packed(layout: Layout, limits: Dict[str, State], names: Sequence[str]) -> GroupState:
+    """The group state of ``limits`` in the order of ``names``, under ``layout``."""
+    flat: list = [layout]  # type: ignore[type-arg]
+    for name in names:
+        base, used, carry, _ = limits[name]
+        flat += (base, used if carry is EXACT else (used, carry))
+    return tuple(flat)
