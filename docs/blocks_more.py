@@ -20,6 +20,47 @@ from blocks import (
 # -- several limits (benchmarks/several_limits.py) ---------------------------------------------
 
 
+@block("several-limits-instructions")
+def _several_limits_instructions(data: Data) -> str:
+    hot = data["instructions-hot"]
+    counts = hot["instructions"]
+    cases = {  # label: the one-Rule case, the several-limit cases' name pattern
+        "try_consume, hot key": (
+            "try_consume, one Rule, hot key",
+            "try_consume, {} limits, hot key",
+        ),
+        "consume, hot key": (
+            "consume, one Rule, hot key",
+            "consume, {} limits, hot key",
+        ),
+        "try_consume, a new key each call": (
+            "try_consume, one Rule, first touch",
+            "try_consume, {} limits, first touch",
+        ),
+    }
+    rows = []
+    for label, (one, several) in cases.items():
+        rows.append([f"{label}, 1 limit", count(counts[one]), "1.0x"])
+        for limits in (2, 3):
+            n = counts.get(several.format(limits))
+            if n is not None:
+                rows.append(
+                    [f"{label}, {limits} limits", count(n), x(n / counts[one])]
+                )
+    parts = [
+        table(["in memory", "instructions / call", "vs 1 limit"], "lrr", rows)
+    ]
+    rows = [
+        [name, f"{size:.0f} B"]
+        for name, size in hot.get("bytes_per_key", {}).items()
+    ]
+    if rows:
+        parts.append(
+            table(["a tracked key holding", "bytes (tracemalloc)"], "lr", rows)
+        )
+    return "\n\n".join(parts) + "\n\n" + measured(hot)
+
+
 @block("several-limits-tables")
 def _several_limits_tables(data: Data) -> str:
     several = data["benchmark-several-limits"]

@@ -57,7 +57,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess wit
     ) from error
 
 from ._core.rule import Rule
-from ._stores.redis.base import _AsyncClient, _Store, _SyncClient
+from ._stores.redis.base import _AsyncClient, _Store, _SyncClient, drive_blocking
 from ._stores.redis.failure import (
     FALLBACK_MAX_KEYS as FALLBACK_MAX_KEYS,  # public, as it always was
 )
@@ -119,28 +119,8 @@ class RedisStore(SyncRules, _Store[_SyncClient]):
     _retry = redis.retry.Retry
 
     def _run(self, plan: Plan[T]) -> T:
-        """Run ``plan`` to its answer: `_drive`'s loop, blocking, without a coroutine around it.
-
-        A sync decision's own cost is mostly this loop (the rest is redis-py's and the
-        network's), so it is written out here: each call the plan asks for is made at once and
-        its reply (or error) fed back. An EVALSHA goes straight to ``execute_command``, which
-        is what ``client.evalsha`` calls.
-        """
-        client = self._client
-        try:
-            name, args = next(plan)
-            while True:
-                try:
-                    if name == "evalsha":
-                        reply = client.execute_command("EVALSHA", *args)
-                    else:
-                        reply = getattr(client, name)(*args)
-                except Exception as error:  # the plan decides what it survives
-                    name, args = plan.throw(error)
-                else:
-                    name, args = plan.send(reply)
-        except StopIteration as done:
-            return cast(T, done.value)
+        """Run ``plan`` to its answer, blocking (see ``drive_blocking``)."""
+        return drive_blocking(self._client, plan)
 
     def close(self) -> None:
         """Close the client if this store created it (``from_url``); otherwise do nothing."""

@@ -12,8 +12,8 @@ so a key containing ``"\0"`` would otherwise land in a route's namespace:
 * A store key is then ``namespace + escaped key``, with at most one ``"\0"``, ending its
   namespace: two different (namespace, key) pairs always give two different store keys.
 
-A registry of several limits puts each key between braces (see ``_limits``), as a Redis Cluster
-hash tag: `tag` writes a key without ``"}"`` and never empty, `untag` reads it back. Both
+A registry of several limits puts each key between braces (see ``_registry.limits``), as a Redis
+Cluster hash tag: `tag` writes a key without ``"}"`` and never empty, `untag` reads it back. Both
 encodings are injective over every ``str``, whether the key was escaped first or not.
 """
 

@@ -71,7 +71,7 @@ class Rule:
     _ceiling: float
     #: ``(capacity, refill_rate, _ceiling)``: what the in-memory store keeps of a rule in each
     #: bucket's state. A tuple of numbers, so that states hold no object the cyclic garbage
-    #: collector must visit (see ``_memory.py``); equal rules have equal shapes.
+    #: collector must visit (see ``_stores/memory/store.py``); equal rules have equal shapes.
     _shape: Tuple[Number, Number, float]
 
     def __init__(self, capacity: float, refill_rate: float) -> None:

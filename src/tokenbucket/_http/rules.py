@@ -6,7 +6,7 @@ registry calls it needs (`steps`, made by the middleware, awaited with an async 
 to answer and audit their results (`outcome`). Nothing here knows ASGI or WSGI.
 
 Keys over HTTP are client ids: the middleware stores a client's bucket under
-``bucket_key(policy prefix, client_id)`` (escaped, see ``_keys``), so a listing unescapes them
+``bucket_key(policy prefix, client_id)`` (escaped, see ``_core.keys``), so a listing unescapes them
 and an import escapes them, and both name the route (``null``: the default limiter).
 """
 

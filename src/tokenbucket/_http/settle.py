@@ -48,10 +48,10 @@ def check_settle(settle: object, settle_at: object) -> Tuple[Optional[SettleFunc
 class Settlement:
     """One request's settlement: what its admission took, what its response said it cost.
 
-    ``reservation`` holds the record of what the admission took (see ``_admission``), so that
-    settling charges or refunds the buckets it charged and no other: a limit in shadow that
-    would have refused the request was not charged, and gets nothing back. A denial let
-    through (a dry run) took nothing, and its real cost is charged to every limit in full.
+    ``reservation`` holds the record of what the admission took (see ``_registry.admission``), so
+    that settling charges or refunds the buckets it charged and no other: a limit in shadow that
+    would have refused the request was not charged, and gets nothing back. A denial let through (a
+    dry run) took nothing, and its real cost is charged to every limit in full.
     """
 
     __slots__ = ("_done", "_func", "_said", "reservation", "view")

@@ -1,9 +1,9 @@
 """The registry's rule methods beyond one key's: the defaults (shared or not) and listing.
 
-A mixin of [`BucketRegistry`][tokenbucket.BucketRegistry], kept apart so that the registry
-module stays small: changing the default rules (`update_default`), following default rules
-shared through the store (`share_rules`, see ``_shared``) and listing the overrides page by page
-(`list_rules`, see ``_rules``).
+A mixin of [`BucketRegistry`][tokenbucket.BucketRegistry], kept apart so that the registry module
+stays small: changing the default rules (`update_default`), following default rules shared through
+the store (`share_rules`, see ``_registry.shared``) and listing the overrides page by page
+(`list_rules`, see ``_registry.listing``).
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ class RegistryRules:
 
 
 def _document(defaults: Dict[str, Rule], overrides: Dict[Tuple[str, str], Rule]) -> Dict[str, Any]:
-    """An export document (see ``_export``)."""
+    """An export document (see ``_registry.export``)."""
     return {
         "version": 1,
         "default": default_data(defaults),

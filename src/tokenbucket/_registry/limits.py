@@ -7,13 +7,13 @@ bucket of limit ``name`` for key ``key`` under `limit_key` ``(key, name)``:
 
     ``"{" + tag(key) + "}" + "\0" + name``
 
-* `tag` (see ``_keys``) writes ``"\1"`` as ``"\1\1"``, ``"}"`` as ``"\1\3"`` and ``""`` as
+* `tag` (see ``_core.keys``) writes ``"\1"`` as ``"\1\1"``, ``"}"`` as ``"\1\3"`` and ``""`` as
   ``"\1"``: the key part ends at the first ``"}"`` and reads back as the key, whatever ``str``
   it is (escaped by the middleware or not), and the name is what follows the ``"\0"``. So two
   different ``(key, name)`` pairs give two different store keys, and a listing gives back
   the key that was set.
 * No key of a one-limit registry looks like that: keys of the default namespace have no
-  ``"\0"`` (see ``_keys``), and a route's keys contain one but start with the route's ``"/"``.
+  ``"\0"`` (see ``_core.keys``), and a route's keys contain one but start with the route's ``"/"``.
 * On a Redis Cluster the part between the braces is the *hash tag*: every limit of one key hashes
   to that key's slot, whatever bytes the key holds, so a request's buckets can be taken in one
   script call. A request charged to several keys (a user and an organisation) spans slots in
@@ -90,7 +90,7 @@ def pick(names: Sequence[str], limit: Optional[str]) -> str:
 def groups_of(
     keys: object, limits: Mapping[str, Rule], group: Limits
 ) -> Tuple[Groups, Optional[List[int]]]:
-    """The store's groups (see ``_store``) for a request charged to ``keys``, and their order.
+    """The store's groups (``_stores.store``) for a request charged to ``keys``, and their order.
 
     ``keys`` is one key (every limit charges it: one group, ``group``, the limits' pairs) or a
     mapping naming each limit's key (a group per distinct key). The order is None when the

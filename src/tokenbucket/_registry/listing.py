@@ -3,10 +3,10 @@ r"""Listing every override of a registry, page by page, in any store.
 A store lists its overrides by *store key* (``list_rules(prefix, cursor, count)``): the keys
 that start with ``prefix``, a page at a time, with an opaque cursor (None: start; a returned
 None: done). The in-memory store pages through its keys in sorted order; the Redis stores page
-with SCAN (see ``_redis_rules``). A registry turns store keys back into what its callers
+with SCAN (see ``_stores.redis.listing``). A registry turns store keys back into what its callers
 address: a key (in the namespace the caller gives, ``""`` for the default one) and the name of
 a limit (``"default"`` with one rule; a registry of several limits keeps limit ``name`` of key
-``k`` under ``limit_key(k, name)``: see ``_limits``). Store keys of other namespaces or of
+``k`` under ``limit_key(k, name)``: see ``_registry.limits``). Store keys of other namespaces or of
 other registries sharing the store are skipped, so a page may hold fewer than ``count``
 entries (even none) and still have a next cursor.
 """

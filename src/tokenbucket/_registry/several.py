@@ -2,7 +2,7 @@
 
 `BucketRegistry` becomes a `SeveralLimits` when its default maps two or more names to rules,
 so that the registry of one rule keeps its hot path as it is. The store keys, the key forms a
-request may be charged to and the combined decision are in ``_limits``.
+request may be charged to and the combined decision are in ``_registry.limits``.
 """
 
 from __future__ import annotations

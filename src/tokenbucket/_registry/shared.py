@@ -17,7 +17,8 @@ and the registry keeps the rules it has. A read that fails (Redis down) keeps th
 the next refresh.
 
 In Redis the document is the string key ``prefix``, the byte 0xff, ``rules:`` and the name
-(``b"tokenbucket:\xffrules:default"``), which no client key can name (see ``_redis_rules``).
+(``b"tokenbucket:\xffrules:default"``), which no client key can name (see
+``_stores.redis.listing``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Charges and refunds of one bucket in a MemoryStore: the lifecycle calls after a decision.
 
 What belongs here: `charge` and `refund` (a charge of ``-amount``) and ``_adjusted``, the one
-step that both they and ``charge_all``/``refund_all`` (in ``_memory_several``) apply to a
+step that both they and ``charge_all``/``refund_all`` (in ``_stores.memory.several``) apply to a
 bucket's state; the Lua script's ``charge`` and ``refund`` mirror it. What it must not know:
 how states are looked up, settled under a changed rule or admitted at the cap (MemoryStore's
 ``_view`` and ``_admit``, declared below for the type checker), nor anything of the hot paths

@@ -1,10 +1,10 @@
 """Rule overrides and shared documents in a MemoryStore: the admin side of the store.
 
-What belongs here: ``get_rule``, ``update_rule``, ``remove_rule``, ``list_rules`` (overrides,
-kept in ``_overrides`` and changed under the key's stripe lock), ``get_shared``/``set_shared``
-(``_shared``) and ``_rebase``, which settles a bucket when its rule changes. What it must not
-know: how decisions read states (``take`` and the other hot paths in ``_memory`` read
-``_overrides`` directly), the sweep, or the ``max_keys`` cap.
+What belongs here: ``get_rule``, ``update_rule``, ``remove_rule``, ``list_rules`` (overrides, kept
+in ``_overrides`` and changed under the key's stripe lock), ``get_shared``/``set_shared``
+(``_registry.shared``) and ``_rebase``, which settles a bucket when its rule changes. What it must
+not know: how decisions read states (``take`` and the other hot paths in ``_stores.memory.store``
+read ``_overrides`` directly), the sweep, or the ``max_keys`` cap.
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """A key's several limits in a MemoryStore: take_all, peek_all, charge_all and refund_all.
 
-What belongs here: the calls on groups ``(key, ((name, default), ...))`` (see ``_store``),
-which decide or adjust every limit of every group at one clock reading, all or none, holding
-the stripe locks of the groups' keys (each once, in index order); the hot path of one group
+What belongs here: the calls on groups ``(key, ((name, default), ...))`` (see ``_stores.store``),
+which decide or adjust every limit of every group at one clock reading, all or none, holding the
+stripe locks of the groups' keys (each once, in index order); the hot path of one group
 (`_try_take_group`, a registry's ``try_consume`` and ``consume``); and the one-limit calls on a
-limit's store key (``limit_key(key, name)``), which come here as a group of one limit. A
-group's limits live in one state under its key (``layout``); ``max_keys`` counts keys,
-so a key is tracked with all its limits or not at all. What it must not know: how one bucket's
-state is settled or charged (MemoryStore's ``_view`` and ``_charged``, and
-``adjust._adjusted``, declared or imported below).
+limit's store key (``limit_key(key, name)``), which come here as a group of one limit. A group's
+limits live in one state under its key (``layout``); ``max_keys`` counts keys, so a key is tracked
+with all its limits or not at all. What it must not know: how one bucket's state is settled or
+charged (MemoryStore's ``_view`` and ``_charged``, and ``adjust._adjusted``).
 """
 
 from __future__ import annotations
@@ -29,10 +28,8 @@ _TAKE, _RESERVE, _CHARGE = "take", "reserve", "charge"
 #: One group of a call as it is decided: its dict of groups, key, whether it is tracked, its
 #: limits' states by name, the call's names, and the layout it had (None if untracked).
 _Entry = Tuple[Dict[str, GroupState], str, bool, Dict[str, State], List[str], Optional[Layout]]
-#: No index: what most calls have of capped limits and new keys.
-_NONE: FrozenSet[int] = frozenset()
-#: The overrides of a group's limits when the store has none.
-_NO_RULES: Dict[str, Rule] = {}
+_NONE: FrozenSet[int] = frozenset()  #: No index: what most calls have of capped limits, new keys.
+_NO_RULES: Dict[str, Rule] = {}  #: The overrides of a group's limits when the store has none.
 
 
 class Several(Sweeping):

@@ -5,7 +5,7 @@ was ``used`` tokens short of full under the rule whose ``_shape`` is ``shape`` (
 refill rate and ceiling), and ``carry`` is what rounding left out of ``used`` (``used + carry``
 is the exact sum of the request sizes). ``carry`` is the int ``EXACT`` exactly when ``used``
 is an int, an exact sum of integer sizes; otherwise it is a float. The level at ``now`` is
-``capacity - deficit(base, used, refill_rate, now)``: the arithmetic is in ``_arith``, once.
+``capacity - deficit(base, used, refill_rate, now)``: the arithmetic is in ``_core.arith``, once.
 
 Why this shape: ``base`` is a clock reading and ``used`` the correctly rounded sum of request
 sizes, so each decision rounds once, in ``(now - base) * refill_rate``; nothing is accumulated
@@ -276,7 +276,7 @@ class MemoryStore(Several, Adjusting, Overriding):
         arithmetic: ``_arith.deficit`` and ``admits``, and the restart of a full bucket as
         `_charged` does it (as do the hot path of several limits, ``several._try_take_group``,
         and the sweep's reading of a state; `take`, the other hot path, inlines only the one
-        comparison of ``admits``). Everything else calls ``_arith``; `take` decides the same
+        comparison of ``admits``). Everything else calls ``_core.arith``; `take` decides the same
         requests through it, and the property tests check both paths against the model.
         """
         states, lock = self._shards[hash(key) & self._mask]

@@ -4,7 +4,7 @@ A full bucket decides exactly as a missing one, so forgetting it changes no deci
 only about memory. See [`MemoryStore`][tokenbucket.MemoryStore] for the policy; the attributes
 used here are MemoryStore's (declared below for the type checker, stored in its slots).
 
-Every key has one entry in ``_keys`` (in order of admission), which sweeps walk a slice at a
+Every key has one entry in ``_core.keys`` (in order of admission), which sweeps walk a slice at a
 time, compacting it in place; no sweep holds more than one lock at a time, or any lock for
 longer than one deletion. ``_kinds`` says, entry for entry, whether it is a single bucket (0)
 or a key's group of several limits (1, see ``layout``): a group is forgotten when all
@@ -23,7 +23,7 @@ from ..._core.validate import Number
 
 #: A rule's numbers as a state records them: capacity, refill rate, ceiling (``Rule._shape``).
 Shape = Tuple[Number, Number, float]
-#: One key's state in a MemoryStore: ``(base, used, carry, shape)`` (see ``_memory``).
+#: One key's state in a MemoryStore: ``(base, used, carry, shape)`` (see ``_stores.memory.store``).
 State = Tuple[float, float, float, Shape]
 
 #: A sweep step runs after this many new keys and visits at most ``_SWEEP_SLICE`` tracked keys

@@ -2,13 +2,13 @@
 
 What belongs here: ``_Store``, the base of [`RedisStore`][tokenbucket.redis.RedisStore] and
 [`AsyncRedisStore`][tokenbucket.redis.AsyncRedisStore]: checking the client and the options,
-``from_url`` (bounded timeouts, one retry), the public properties, ``_drive`` (the one loop
-that makes the calls a plan asks for, awaited or not), taking an in-flight slot, and the
-``repr``. What it must not know: what any operation sends or how a reply reads (the plans in
-``_redis_logic``, ``_redis_inflight`` and ``_redis_rules``), nor anything one of the two
-stores does alone (``RedisStore._run``, the async store's pipelining): those stay in
-``tokenbucket.redis``, the public module, which is imported first and checks that redis-py
-is installed.
+``from_url`` (bounded timeouts, one retry), the public properties, ``_drive`` (the one loop that
+makes the calls a plan asks for, awaited or not), taking an in-flight slot, and the ``repr``. What
+it must not know: what any operation sends or how a reply reads (the plans in
+``_stores.redis.logic``, ``_stores.redis.inflight`` and ``_stores.redis.listing``), nor anything one
+of the two stores does alone (``RedisStore._run``, the async store's pipelining): those stay in
+``tokenbucket.redis``, the public module, which is imported first and checks that redis-py is
+installed.
 """
 
 from __future__ import annotations
@@ -211,6 +211,30 @@ class _Store(Generic[C]):
             f"{type(self).__name__}({_describe(self._client)}, prefix={self.prefix!r}, "
             f"on_error={self.on_error!r}, retry_interval={self.retry_interval!r})"
         )
+
+
+def drive_blocking(client: Any, plan: Plan[T]) -> T:
+    """Run ``plan`` to its answer with a blocking client: `_drive`'s loop, without a coroutine.
+
+    A sync decision's own cost is mostly this loop (the rest is redis-py's and the network's),
+    so it is written out here: each call the plan asks for is made at once and its reply (or
+    error) fed back. An EVALSHA goes straight to ``execute_command``, which is what
+    ``client.evalsha`` calls.
+    """
+    try:
+        name, args = next(plan)
+        while True:
+            try:
+                if name == "evalsha":
+                    reply = client.execute_command("EVALSHA", *args)
+                else:
+                    reply = getattr(client, name)(*args)
+            except Exception as error:  # the plan decides what it survives
+                name, args = plan.throw(error)
+            else:
+                name, args = plan.send(reply)
+    except StopIteration as done:
+        return cast(T, done.value)
 
 
 def _describe(client: Any) -> str:

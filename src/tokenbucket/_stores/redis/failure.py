@@ -5,7 +5,7 @@ that open the breaker (``_OUTAGES``); the ``on_error`` policies; `RedisUnavailab
 admin calls raise; the `Breaker`; and `Failing`, the base of ``_redis_logic.Logic`` with the
 steps a failure takes: noting it (breaker, log line, metrics hook), closing the breaker on the
 next answer, and deciding without Redis (the per-process fallback store, deny or allow). The
-script's operation names are here too, since the policy tells them apart (``_redis_logic``
+script's operation names are here too, since the policy tells them apart (``_stores.redis.logic``
 sends them).
 
 What it must not know: the script, its arguments or replies, key names, or any I/O: it is

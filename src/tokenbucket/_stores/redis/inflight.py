@@ -1,4 +1,4 @@
-r"""In-flight slots in Redis, without I/O: the plans the Redis stores drive (see ``_redis_logic``).
+r"""In-flight slots in Redis, without I/O: the plans the Redis stores drive (see ``logic``).
 
 Each key's slots are one sorted set, ``prefix + b"\xffin-flight:" + key`` (prefix and key in
 UTF-8): a member per slot held (a random id), scored by the end of its lease in server

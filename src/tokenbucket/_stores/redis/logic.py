@@ -8,9 +8,9 @@ answer (``StopIteration.value``). The stores in ``tokenbucket.redis`` only make 
 [`AsyncRedisStore`][tokenbucket.redis.AsyncRedisStore] awaiting, so the arguments, the reading
 of replies, the failure policy and the circuit breaker exist once. A new operation is one more
 plan here and one line in each store. What a failure does (the breaker, the ``on_error``
-policy, the errors) is in ``_redis_failure``, the base of `Logic`. Every call that changes a
+policy, the errors) is in ``_stores.redis.failure``, the base of `Logic`. Every call that changes a
 bucket carries a marker, so that it is applied once however often the client sends it
-(``_redis_once``).
+(``_stores.redis.once``).
 """
 
 from __future__ import annotations

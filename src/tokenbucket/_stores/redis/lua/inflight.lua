@@ -1,4 +1,4 @@
--- tokenbucket: in-flight slots of one key, atomically, in one script (see _redis_inflight.py).
+-- tokenbucket: in-flight slots of one key, atomically, in one script (see _stores/redis/inflight.py).
 --
 -- KEYS[1] is the key's sorted set: one member per slot held (a random id), scored by the
 -- instant its lease ends, in milliseconds of the server's TIME. Expired members are dropped
