@@ -80,7 +80,7 @@ class Snapshot:
             (not cumulative)..., sum]``.
         store_errors: ``(store, policy_applied) -> count``.
         degraded: ``store -> whether its failure policy is in force``.
-        tracked_keys: ``store -> buckets held in memory``, read now.
+        tracked_keys: ``store -> keys held in memory``, read now.
         admin: ``(action, status) -> count``.
     """
 

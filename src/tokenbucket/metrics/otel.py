@@ -92,7 +92,7 @@ class OtelMetrics(Metrics):
             "tokenbucket.tracked_keys",
             callbacks=[self._callback(_tracked)],
             unit="{bucket}",
-            description="Buckets held in this process's memory.",
+            description="Keys held in this process's memory (a key of several limits once).",
         )
 
     def _callback(

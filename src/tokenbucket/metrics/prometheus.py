@@ -18,7 +18,8 @@ Serve the registry as usual (``prometheus_client.start_http_server``, ``make_asg
 * ``tokenbucket_store_errors_total{store, policy_applied}``: decisions the store could not
   make, made by its failure policy (``fallback``, ``deny``, ``allow``);
 * ``tokenbucket_store_degraded{store}``: 1 while the failure policy is in force;
-* ``tokenbucket_tracked_keys{store}``: buckets held in this process's memory;
+* ``tokenbucket_tracked_keys{store}``: keys held in this process's memory (a key of several
+  limits once);
 * ``tokenbucket_admin_requests_total{action, status}``: admin API requests.
 """
 
@@ -123,7 +124,7 @@ class _Collector(Collector):
             degraded.add_metric((store,), 1 if flag else 0)
         tracked = GaugeMetricFamily(
             "tokenbucket_tracked_keys",
-            "Buckets held in this process's memory.",
+            "Keys held in this process's memory (a key of several limits once).",
             labels=("store",),
         )
         for store, count in sorted(snap.tracked_keys.items()):
