@@ -322,24 +322,30 @@ def test_samples_fit_the_code_box(page):
 
 
 def _tree_paths(page: str) -> set:
-    """The files the package tree in ``page`` names, as paths under ``src/tokenbucket``."""
+    """The files the package trees in ``page`` name, as paths under ``src/tokenbucket``.
+
+    Every ``text`` block whose first line is ``src/tokenbucket/`` or a folder under it is a tree;
+    an entry may name several files or folders, separated by ", ".
+    """
     text = (ROOT / "docs" / page).read_text()
-    start = text.index("```text\nsrc/tokenbucket/\n") + len("```text\nsrc/tokenbucket/\n")
-    body = text[start : text.index("```", start)]
-    named, stack = set(), []
-    for line in body.splitlines():
-        entry = re.match(r"^((?:│   |    )*)[├└]── ([\w./]+(?:, [\w./]+)?)", line)
-        if entry is None:
-            continue
-        depth = len(entry.group(1)) // 4
-        del stack[depth:]
-        for name in entry.group(2).split(", "):
-            if name.endswith("/"):
-                named.add("/".join([*stack, name.rstrip("/"), "__init__.py"]))
-            else:
-                named.add("/".join([*stack, name]))
-        if entry.group(2).endswith("/"):
-            stack.append(entry.group(2).rstrip("/"))
+    named = set()
+    for root, body in re.findall(r"```text\nsrc/tokenbucket/((?:[\w]+/)*)\n(.*?)```", text, re.S):
+        stack = [part for part in root.split("/") if part]
+        depth0 = len(stack)
+        for line in body.splitlines():
+            entry = re.match(r"^((?:│   |    )*)[├└]── ([\w./]+(?:, [\w./]+)*)", line)
+            if entry is None:
+                continue
+            depth = depth0 + len(entry.group(1)) // 4
+            del stack[depth:]
+            names = entry.group(2).split(", ")
+            for name in names:
+                if name.endswith("/"):
+                    named.add("/".join([*stack, name.rstrip("/"), "__init__.py"]))
+                else:
+                    named.add("/".join([*stack, name]))
+            if len(names) == 1 and names[0].endswith("/"):
+                stack.append(names[0].rstrip("/"))
     return named
 
 
