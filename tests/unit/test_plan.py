@@ -87,8 +87,10 @@ def test_an_unauthorised_admin_request_is_counted_then_refused_without_a_slot():
 def test_an_authorised_admin_request_goes_to_the_admin_api_uncounted():
     g = gate(admin_token=TOKEN)
     for path in ("/admin/update-rule", "/admin/update-rule/rules"):
-        plan = g.plan(view(path, {"authorization": f"Bearer {TOKEN}"}))
-        assert plan.admin is g.admin
+        request = view(path, {"authorization": f"Bearer {TOKEN}"})
+        plan = g.plan(request)
+        assert plan.admin is not None
+        assert (plan.admin.view, plan.admin.limit) == (request, 0)  # a GET: no body to read
         assert plan.policy is None
         assert plan.respond is None
     assert g.plan(view("/admin/update-rule/other")).admin is None  # an ordinary path
@@ -96,10 +98,10 @@ def test_an_authorised_admin_request_goes_to_the_admin_api_uncounted():
 
 def test_a_handshake_passes_unchanged_or_is_refused():
     g = gate(in_flight=InFlightLimit(1), settle=lambda request, status, headers: 1)
-    plan = counted(g.handshake(view(scheme="ws")))
+    plan = counted(g.plan(view(scheme="ws"), True))
     assert (plan.slot, plan.fields, plan.settlement, plan.respond) == (None, [], None, None)
-    counted(g.handshake(view(scheme="ws")))
-    plan = counted(g.handshake(view(scheme="ws")))
+    counted(g.plan(view(scheme="ws"), True))
+    plan = counted(g.plan(view(scheme="ws"), True))
     assert plan.respond is not None
     assert plan.respond.status == 429
 

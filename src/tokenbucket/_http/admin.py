@@ -207,34 +207,9 @@ class AdminAPI:
         self.audit.done(level, message, action, response.status, view.client, fields)
         return response
 
-    def wants_body(self, method: str) -> bool:
-        """Whether an authorised request with ``method`` needs its body read (POST)."""
-        return method == "POST"
-
-    def body_limit(self, path: str) -> int:
-        """The largest body a request to ``path`` may have (``max_import_body`` for imports)."""
-        return self.max_import_body if path == self.path + "/import" else self.max_body
-
-    def body_too_large(
-        self, content_length: Optional[str], limit: Optional[int] = None
-    ) -> Optional[Response]:
-        """Check a declared ``Content-Length`` before reading: a 400 or 413 response, or None."""
-        if content_length is None:
-            return None
-        text = content_length.strip()
-        if not text.isdigit() or not text.isascii():
-            return error(400, f"invalid Content-Length: {show(content_length)}")
-        if int(text) > (self.max_body if limit is None else limit):
-            return self.too_large(limit)
-        return None
-
-    def too_large(self, limit: Optional[int] = None) -> Response:
-        """Return the 413 response for a body over ``max_body`` (or ``limit``) bytes."""
-        return error(413, f"request body is larger than {limit or self.max_body} bytes")
-
-    def incomplete(self) -> Response:
-        """Return the 400 response for a body cut short: it is never acted on."""
-        return error(400, "request body incomplete: the client disconnected")
+    def too_large(self, limit: int) -> Response:
+        """Return the 413 response for a body over ``limit`` bytes."""
+        return error(413, f"request body is larger than {limit} bytes")
 
     def parse(
         self, method: str, query_string: str, body: bytes, path: Optional[str] = None
@@ -252,3 +227,60 @@ class AdminAPI:
         if method in ("GET", "DELETE"):
             return parse_query(self._options, "read" if method == "GET" else "remove", query_string)
         return error(405, f"method {show(method)} not allowed", [("Allow", _ADMIN_METHODS)])
+
+
+class AdminRequest:
+    """One authorised admin request, as its edge carries it out without being called back.
+
+    The edge reads the body when ``limit`` says so (at most ``limit`` bytes, ``length`` of them
+    when the client declared a ``Content-Length``), hands it to `operation`, makes the
+    operation's registry calls (``op.steps()``) and sends `answer` of their results; an
+    operation that is a `Response` (a 4xx, already audited) is sent as it is.
+    """
+
+    __slots__ = ("_api", "_refused", "length", "limit", "view")
+
+    def __init__(self, api: AdminAPI, view: RequestView) -> None:
+        self._api = api
+        self.view = view
+        #: The largest body to read (``max_import_body`` for imports); 0: read none.
+        self.limit = 0
+        #: The body's declared length, or None (then read until the body ends).
+        self.length: Optional[int] = None
+        #: The 4xx refusing a declared length (not a number, over the limit), or None.
+        self._refused: Optional[Response] = None
+        if view.method == "POST":
+            limit = api.max_import_body if view.path == api.path + "/import" else api.max_body
+            declared = view.header("content-length")
+            text = "0" if declared is None else declared.strip()
+            if not text.isdigit() or not text.isascii():
+                self._refused = error(400, f"invalid Content-Length: {show(declared)}")
+            elif int(text) > limit:
+                self._refused = api.too_large(limit)
+            else:
+                self.limit = limit
+                self.length = None if declared is None else int(text)
+
+    def operation(self, body: Optional[bytes]) -> Union[Response, AdminOp, RulesOp]:
+        """The request's operation, or the audited 4xx refusing it.
+
+        ``body``: what the edge read (more than ``limit`` bytes is refused with 413), or
+        None if the client disconnected before the end of it (400: never act on part of a
+        request).
+        """
+        api, view = self._api, self.view
+        if self._refused is not None:
+            return api.rejected(self._refused, view)
+        if body is None:
+            refused = error(400, "request body incomplete: the client disconnected")
+            return api.rejected(refused, view)
+        if len(body) > self.limit:
+            return api.rejected(api.too_large(self.limit), view)
+        op = api.parse(view.method, view.query_string, body, view.path)
+        return api.rejected(op, view) if isinstance(op, Response) else op
+
+    def answer(
+        self, op: Union[AdminOp, RulesOp], results: Union[Sequence[Any], Exception]
+    ) -> Response:
+        """The audited response to ``op``, from its registry calls' results (see `outcome`)."""
+        return self._api.outcome(op, results, self.view)
