@@ -253,7 +253,8 @@ class RateLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         """Count ``request``; answer it with the denied view, or add the fields to its response."""
-        plan = _settings().gate.plan(_view(request.META, request.path))
+        view = _view(request.META, request.path)
+        plan = _settings().gate.plan(view)
         answer = _answer(request, plan)
         if answer is not None:
             return answer
@@ -267,7 +268,8 @@ def admin_view(request: HttpRequest, endpoint: str = "") -> HttpResponse:
     path = "" if admin is None else admin.path + (endpoint and f"/{endpoint}")
     if admin is None or path not in gate.admin_paths:  # no ADMIN_TOKEN, or no such endpoint
         raise Http404("no such admin endpoint")
-    answer = _answer(request, gate.plan(_view(request.META, path)))
+    view = _view(request.META, path)
+    answer = _answer(request, gate.plan(view))
     assert answer is not None  # an admin path's plan is the admin API's, or its refusal
     return answer
 
