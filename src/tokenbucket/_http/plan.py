@@ -30,7 +30,7 @@ from typing import Any, List, Literal, Optional
 from .._core.decision import Decision
 from .._core.keys import escape_key
 from .admin import AdminAPI, AdminRequest
-from .headers import Response
+from .headers import Response, rate_limit_headers
 from .options import Options
 from .policy import Policy
 from .request import RequestView, client_key
@@ -163,7 +163,10 @@ class Plan:
     def decided(self, decision: Decision) -> None:
         """Take the decision of the request's count: ``respond``, or ``fields`` and ``settlement``.
 
-        Calls ``on_decision`` first, if there is one.
+        Calls ``on_decision`` first, if there is one. A denied request gets the 429 (the
+        ``denied`` option's, if any) unless ``dry_run`` is on; any other gets the rate-limit
+        fields in the gate's form (none with ``headers=None``). A policy in shadow never
+        refuses and adds no fields.
         """
         gate, policy, view = self._gate, self.policy, self.view
         assert policy is not None
@@ -174,14 +177,15 @@ class Plan:
             assert gate.admin is not None
             self.respond = gate.admin.refusal(self.refusal, policy, decision, view)
             return
-        verdict = options.verdict(decision, policy, gate.form, view)
-        if not isinstance(verdict, list):  # denied: the 429
-            self.respond = verdict
+        shadow = policy.shadow  # the policy does not bind: never refuses, advertises nothing
+        if not decision[0] and not options.dry_run and not shadow:  # denied: the 429
+            self.respond = options.denial(decision, policy, view)
             self.denied = (
                 decision if policy.limits is not None else decision._replace(policy=policy.name)
             )
         elif not self.handshake:
-            self.fields = verdict
+            if not shadow:
+                self.fields = rate_limit_headers(decision, policy, options.header_mode, gate.form)
             settle = options.settle_func
             if settle is not None:
                 self.settlement = Settlement(
