@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 
@@ -419,6 +420,49 @@ class TestBadInput:
             # WSGI without Content-Length and without wsgi.input_terminated: the body is empty.
             response = h.request("POST", PATH, headers=AUTH, body=b"{}", content_length=None)
             assert response.status == 400
+
+    def test_a_body_shorter_than_declared_is_400_and_changes_nothing(self, admin):
+        """A body that ends before its Content-Length is never acted on, on either edge.
+
+        Regression: the ASGI edge applied such a body when its last message said no more
+        body was coming; the WSGI edge refused it.
+        """
+        h = admin()
+        body = json.dumps({**SEED, "capacity": 9}).encode()
+        response = post(h, body, content_length=str(len(body) + 10))
+        assert response.status == 400
+        assert response.json() == {"error": "request body incomplete: the client disconnected"}
+        assert h.registry.rule_for(SEED["client_id"]) == Rule(3, 1.0)
+
+    def test_a_body_cut_by_a_disconnect_is_400(self, admin, kind):
+        """The client leaves in the middle of an ASGI body: nothing is applied."""
+        if kind != "asgi":
+            return  # a WSGI disconnect is a short read: the test above
+        h = admin()
+        body = json.dumps({**SEED, "capacity": 9}).encode()
+        messages = [{"type": "http.request", "body": body[:5], "more_body": True}]
+        sent = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": PATH,
+            "query_string": b"",
+            "headers": [(b"authorization", AUTH["Authorization"].encode())],
+            "client": ("127.0.0.1", 40000),
+        }
+        asyncio.run(h.middleware(scope, receive, send))
+        assert sent[0]["status"] == 400
+        assert json.loads(sent[1]["body"]) == {
+            "error": "request body incomplete: the client disconnected"
+        }
+        assert h.registry.rule_for(SEED["client_id"]) == Rule(3, 1.0)
 
     @pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "OPTIONS"])
     def test_other_methods_are_405_with_allow(self, admin, method):

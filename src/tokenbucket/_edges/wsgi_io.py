@@ -175,18 +175,16 @@ def _answer_admin(admin: AdminRequest, stream: Any, terminated: bool) -> Respons
     return admin.answer(op, results)
 
 
-def _read_body(stream: Any, admin: AdminRequest, terminated: bool) -> Optional[bytes]:
-    """Read the request body: the declared length (None if cut short), else up to the limit.
+def _read_body(stream: Any, admin: AdminRequest, terminated: bool) -> bytes:
+    """Read the request body: its declared length, else up to the limit.
 
     Without a declared length, the body is read (to one byte past the limit) only when the
     stream is ``terminated``; else it is empty. Nothing is read when ``admin`` wants no body.
     """
     if not admin.limit:
         return b""
-    length = admin.length
-    if length is not None:
-        body = bytes(stream.read(length))
-        return None if len(body) < length else body
+    if admin.length is not None:
+        return bytes(stream.read(admin.length))  # shorter: cut short (see operation)
     return bytes(stream.read(admin.limit + 1)) if terminated else b""
 
 

@@ -265,13 +265,13 @@ class AdminRequest:
         """The request's operation, or the audited 4xx refusing it.
 
         ``body``: what the edge read (more than ``limit`` bytes is refused with 413), or
-        None if the client disconnected before the end of it (400: never act on part of a
-        request).
+        None if the client disconnected before the end of it; a body shorter than its declared
+        ``length`` is cut short too (400: never act on part of a request).
         """
         api, view = self._api, self.view
         if self._refused is not None:
             return api.rejected(self._refused, view)
-        if body is None:
+        if body is None or (self.length is not None and len(body) < self.length):
             refused = error(400, "request body incomplete: the client disconnected")
             return api.rejected(refused, view)
         if len(body) > self.limit:
