@@ -3,10 +3,10 @@
 What belongs here: the request view of a scope and its header fields, the encoding and sending
 of a `Response` (and of a WebSocket handshake's refusal), the ``send`` and ``receive`` that
 carry out a plan's steps around the app (adding the rate-limit fields, settling the cost,
-releasing the in-flight slot), reading and parsing an admin request, and making an admin
-operation's registry calls (awaited when the store is async). It must not know the middleware
-class, the options or the decisions (``tokenbucket._http`` makes them); it imports no
-framework.
+releasing the in-flight slot), reading an admin request's body as its `AdminRequest` says,
+and making its operation's registry calls (awaited when the store is async). It must not know
+the middleware class, the options or the decisions (``tokenbucket._http`` makes them); it
+imports no framework.
 """
 
 from __future__ import annotations

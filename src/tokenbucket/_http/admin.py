@@ -1,10 +1,11 @@
 """The runtime rule API: an authorised HTTP request in, an operation or a refusal out.
 
-Knows: the token check and the refusal of a request without it, the admin request's method and
-body size (bytes in), which parser a request goes to, and what the audit log (`audit`) is told
-about each request. The parsing of a query or JSON body is in `admin_parse`; the operation a
-valid request asks for (`AdminOp`) and the JSON that answers it in `admin_op`. Must not know:
-sockets, ASGI or WSGI messages, or how the body is read.
+Knows: the token check and the refusal of a request without it; an authorised request as its
+edge carries it out (`AdminRequest`: the body to read, its size and declared length, which
+parser it goes to, its answer); and what the audit log (`audit`) is told about each request.
+The parsing of a query or JSON body is in `admin_parse`; the operation a valid request asks for
+(`AdminOp`) and the JSON that answers it in `admin_op`. Must not know: sockets, ASGI or WSGI
+messages, or how the body is read.
 """
 
 from __future__ import annotations
