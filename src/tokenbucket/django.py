@@ -269,7 +269,8 @@ def admin_view(request: HttpRequest, endpoint: str = "") -> HttpResponse:
     if admin is None or path not in gate.admin_paths:  # no ADMIN_TOKEN, or no such endpoint
         raise Http404("no such admin endpoint")
     view = _view(request.META, path)
-    answer = _answer(request, gate.plan(view))
+    plan = gate.plan(view)
+    answer = _answer(request, plan)
     assert answer is not None  # an admin path's plan is the admin API's, or its refusal
     return answer
 
