@@ -113,3 +113,44 @@ def test_a_settled_request_carries_its_settlement():
     assert plan.at_end
     plan.settlement.said(200, {})
     assert plan.settlement.due() == 2
+
+
+def test_a_handshake_holds_no_slot_on_the_plain_path_either():
+    g = gate(in_flight=InFlightLimit(1))
+    assert g.plain  # the default key and cost: the plain path
+    assert g.plan(view()).slot == IP
+    plan = g.plan(view(scheme="ws"), True)
+    assert (plan.slot, plan.handshake, plan.bucket) == (None, True, IP)
+
+
+def test_a_denial_carries_its_decision_named_as_the_fields_name_it():
+    g = gate(routes={"/login": Rule(1, 1)})
+    counted(g.plan(view("/login")))
+    plan = counted(g.plan(view("/login")))
+    assert plan.respond is not None
+    assert plan.denied is not None
+    assert plan.denied.policy == "/login"
+    assert not plan.denied.allowed
+    assert counted(g.plan(view())).denied is None  # allowed: nothing denied
+
+
+def test_an_admin_post_says_how_much_body_to_read():
+    g = gate(admin_token=TOKEN, max_body=100)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+
+    def post(headers: object) -> RequestView:
+        return RequestView("POST", "http", "/admin/update-rule", "", IP, headers, dict)
+
+    request = g.plan(post(auth)).admin
+    assert request is not None
+    assert (request.limit, request.length) == (100, None)
+    declared = {**auth, "content-length": " 12 "}
+    request = g.plan(post(declared)).admin
+    assert request is not None
+    assert (request.limit, request.length) == (100, 12)
+    assert request.operation(b"{}").status == 400  # shorter than declared: cut short
+    too_long = {**auth, "content-length": "101"}
+    request = g.plan(post(too_long)).admin
+    assert request is not None
+    assert request.limit == 0  # nothing to read: refused as it is
+    assert request.operation(b"").status == 413
