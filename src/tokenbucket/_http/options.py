@@ -214,8 +214,8 @@ class Options:
         """Whether requests need nothing but the default key, cost and registry (a fast path).
 
         Then no request is exempt and `limit_for` is always the default policy, the key
-        ``client_key(client)`` and the fixed cost, with no hook to call: a request's plan (and
-        Django's middleware, without a view) may count it with those directly.
+        ``client_key(client)`` and the fixed cost, with no hook to call: a request's plan may
+        count it with those directly.
         """
         return (
             self.exempt_paths is None
