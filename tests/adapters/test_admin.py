@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
+import wsgiref.util
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -433,6 +435,30 @@ class TestBadInput:
         assert response.status == 400
         assert response.json() == {"error": "request body incomplete: the client disconnected"}
         assert h.registry.rule_for(SEED["client_id"]) == Rule(3, 1.0)
+
+    def test_a_wsgi_body_without_length_is_read_when_the_server_ends_it(self, admin, kind):
+        """``wsgi.input_terminated``: read to the limit, a byte more is 413."""
+        if kind != "wsgi":
+            return  # ASGI: test_streamed_body_over_limit_is_413
+        answers = {}
+        started: list = []
+        for name, body in (("fits", json.dumps(SEED).encode()), ("over", b"{" + b" " * 80)):
+            h = admin(max_body=64)
+            environ = {
+                "REQUEST_METHOD": "POST",
+                "PATH_INFO": PATH,
+                "REMOTE_ADDR": "127.0.0.1",
+                "HTTP_AUTHORIZATION": AUTH["Authorization"],
+                "CONTENT_TYPE": "application/json",
+                "wsgi.input": io.BytesIO(body),
+                "wsgi.input_terminated": True,
+            }
+            wsgiref.util.setup_testing_defaults(environ)
+            out = b"".join(h.middleware(environ, lambda status, headers: started.append(status)))
+            answers[name] = (started.pop()[:3], json.loads(out))
+        assert answers["fits"][0] == "200"
+        assert answers["fits"][1]["capacity"] == 50
+        assert answers["over"] == ("413", {"error": "request body is larger than 64 bytes"})
 
     def test_a_body_cut_by_a_disconnect_is_400(self, admin, kind):
         """The client leaves in the middle of an ASGI body: nothing is applied."""
