@@ -168,10 +168,10 @@ class RateLimitMiddleware(Middleware[ASGIApp]):
             await self.app(scope, receive, send)
             return
         view = _view(scope)
-        plan = self._gate.plan(view) if kind == "http" else self._gate.handshake(view)
+        plan = self._gate.plan(view, kind == "websocket")
         is_async = self._options.is_async
         if plan.admin is not None:
-            await _send_response(send, await _answer_admin(plan.admin, view, receive, is_async))
+            await _send_response(send, await _answer_admin(plan.admin, receive, is_async))
             return
         release = settle = None
         if plan.slot is not None:

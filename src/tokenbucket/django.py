@@ -34,8 +34,9 @@ The ``TOKENBUCKET`` setting (every key optional):
   [admin API](../admin-api.md), served by the middleware as the generic ones serve it, and
   by `admin_urls` wherever the URLconf includes them.
 
-This module only translates Django's request to a `RequestView` and decisions to responses;
-the options, the counting and the fields are ``tokenbucket._http``'s.
+This module only translates, as the generic middlewares do: a Django request becomes a
+`RequestView`, ``tokenbucket._http`` plans it (the options, the counting, the fields, the admin
+API) and the middleware carries the plan out, with the project's view for a denial.
 """
 
 from __future__ import annotations
@@ -55,14 +56,14 @@ from django.utils.module_loading import import_string
 
 from ._core.decision import Decision
 from ._core.validate import show
-from ._edges.wsgi_io import _admin_op, _run, _view
-from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, AdminAPI, admin_api
+from ._edges.wsgi_io import _answer_admin, _view
+from ._http.admin import DEFAULT_ADMIN_PATH, DEFAULT_MAX_BODY, admin_api
 from ._http.denied import problem_details
 from ._http.guard import Guard, GuardLimits
 from ._http.headers import TEXT, HeaderList, Response, retry_after_seconds
 from ._http.options import Options
-from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView, default_bucket
-from ._http.rules import sub_paths
+from ._http.plan import Gate, Plan
+from ._http.request import DEFAULT_IPV6_PREFIX, KeyFunc, RequestView
 from ._registry.registry import BucketRegistry
 from ._stores.memory.store import MemoryStore
 
@@ -164,11 +165,9 @@ class _Config:
             max_body=DEFAULT_MAX_BODY,
             ipv6_prefix=self.ipv6_prefix,
         )
-        admin = self.admin = admin_api(self.options)
-        #: The admin API's paths (none without ``ADMIN_TOKEN``).
-        self.admin_paths = frozenset() if admin is None else {admin.path, *sub_paths(admin.path)}
-        #: Whether the client address is all a request needs (see `Options.is_plain`).
-        self.plain = self.options.is_plain and not self.routes_only and admin is None
+        self.admin = admin_api(self.options)
+        #: Where every request gets its plan (without ``DEFAULT``, only routes are counted).
+        self.gate = Gate(self.options, self.admin, TEXT, self.routes_only)
 
 
 _config: Optional[_Config] = None
@@ -205,6 +204,38 @@ def _denial(request: HttpRequest, decision: Decision, fields: HeaderList) -> Htt
     return _add(_settings().denied(request, Ratelimited(decision)), extra)
 
 
+def _answer(request: HttpRequest, plan: Plan) -> Optional[HttpResponse]:
+    """Carry out ``plan`` up to the view: the response to send instead of it, or None.
+
+    A denial is the project's denied view, with ``Retry-After`` and the rate-limit fields of the
+    plan's 429; any other answer (the admin API's, its refusal, a 503) is sent as it is.
+    """
+    if plan.admin is not None:
+        # Read from the request, which ends where its body does (under ASGI too).
+        return _django_response(_answer_admin(plan.admin, request, True))
+    policy = plan.policy
+    if policy is not None:
+        plan.decided(policy.registry.consume(plan.bucket, plan.cost))
+    respond = plan.respond
+    if respond is None:
+        return None
+    if plan.denied is None:
+        return _django_response(respond)
+    fields = [field for field in respond.headers if field[0] not in _REPRESENTATION]
+    return _add(_settings().denied(request, Ratelimited(plan.denied)), fields)
+
+
+#: The built-in 429's own fields, which the denied view's response replaces.
+_REPRESENTATION = frozenset({"Content-Type", "Content-Length"})
+
+
+def _django_response(answer: Response) -> HttpResponse:
+    response = HttpResponse(answer.body, status=answer.status)
+    for name, value in answer.headers:
+        response.headers[name] = value
+    return response
+
+
 class RateLimitMiddleware:
     """Rate-limit every request as ``settings.TOKENBUCKET`` says (see the module docstring).
 
@@ -222,59 +253,26 @@ class RateLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         """Count ``request``; answer it with the denied view, or add the fields to its response."""
-        config = _settings()
-        options = config.options
-        if config.plain:  # the default limit by client address alone: no view to build
-            policy = options.default
-            address = request.META.get("REMOTE_ADDR")
-            decision = policy.registry.consume(
-                default_bucket(address, options.ipv6_prefix), options.cost
-            )
-        else:
-            view = _view(request.META, request.path)
-            if view.path in config.admin_paths:
-                assert config.admin is not None
-                return _admin(options, config.admin, view)
-            if options.is_exempt(view) or (
-                config.routes_only and options.route_paths.get(view.path) is None
-            ):
-                return self.get_response(request)
-            policy, _, bucket, cost = options.limit_for(view)
-            decision = policy.registry.consume(bucket, cost)
-        answer = options.verdict(decision, policy, TEXT)
-        if not isinstance(answer, list):  # denied: the project's view answers
-            if policy.limits is None:
-                decision = decision._replace(policy=policy.name)
-            return _denial(request, decision, options.headers_for(decision, policy))
-        return _add(self.get_response(request), answer)
-
-
-def _admin(options: Options, admin: AdminAPI, view: RequestView) -> HttpResponse:
-    """The admin API, as the middlewares serve it (``ADMIN_TOKEN``, ``ADMIN_PATH``)."""
-    status = admin.authorize(view.header("authorization"))
-    if status:  # counted against the caller's bucket, as in the middlewares
-        policy, _, bucket, cost = options.limit_for(view)
-        answer = admin.refusal(status, policy, policy.registry.consume(bucket, cost), view)
-    else:
-        op = _admin_op(admin, view, view.raw)
-        if isinstance(op, Response):
-            answer = admin.rejected(op, view)
-        else:
-            answer = admin.outcome(op, _run(op), view)
-    response = HttpResponse(answer.body, status=answer.status)
-    for name, value in answer.headers:
-        response.headers[name] = value
-    return response
+        view = _view(request.META, request.path)
+        plan = _settings().gate.plan(view)
+        answer = _answer(request, plan)
+        if answer is not None:
+            return answer
+        return _add(self.get_response(request), plan.fields)
 
 
 def admin_view(request: HttpRequest, endpoint: str = "") -> HttpResponse:
     """The admin API at a URL of the project's URLconf (see `admin_urls`)."""
-    config = _settings()
-    admin = config.admin
+    gate = _settings().gate
+    admin = gate.admin
     path = "" if admin is None else admin.path + (endpoint and f"/{endpoint}")
-    if admin is None or path not in config.admin_paths:  # no ADMIN_TOKEN, or no such endpoint
+    if admin is None or path not in gate.admin_paths:  # no ADMIN_TOKEN, or no such endpoint
         raise Http404("no such admin endpoint")
-    return _admin(config.options, admin, _view(request.META, path))
+    view = _view(request.META, path)
+    plan = gate.plan(view)
+    answer = _answer(request, plan)
+    assert answer is not None  # an admin path's plan is the admin API's, or its refusal
+    return answer
 
 
 # What ``csrf_exempt`` sets (as an attribute, the function keeps its types): a bearer-token API

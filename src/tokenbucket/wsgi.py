@@ -22,7 +22,6 @@ from ._edges.wsgi_io import (
     _answer_admin,
     _Closing,
     _hold,
-    _path,
     _respond,
     _settling,
     _view,
@@ -125,10 +124,11 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request: its plan (``tokenbucket._http.plan``), carried out."""
-        view = _view(environ, _path(environ))
+        view = _view(environ)
         plan = self._gate.plan(view)
         if plan.admin is not None:
-            return _respond(start_response, _answer_admin(plan.admin, view, environ))
+            stream, terminated = environ["wsgi.input"], bool(environ.get("wsgi.input_terminated"))
+            return _respond(start_response, _answer_admin(plan.admin, stream, terminated))
         release = None
         if plan.slot is not None:
             assert self._in_flight is not None

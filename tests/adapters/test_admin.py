@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import math
+import wsgiref.util
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -419,6 +422,73 @@ class TestBadInput:
             # WSGI without Content-Length and without wsgi.input_terminated: the body is empty.
             response = h.request("POST", PATH, headers=AUTH, body=b"{}", content_length=None)
             assert response.status == 400
+
+    def test_a_body_shorter_than_declared_is_400_and_changes_nothing(self, admin):
+        """A body that ends before its Content-Length is never acted on, on either edge.
+
+        Regression: the ASGI edge applied such a body when its last message said no more
+        body was coming; the WSGI edge refused it.
+        """
+        h = admin()
+        body = json.dumps({**SEED, "capacity": 9}).encode()
+        response = post(h, body, content_length=str(len(body) + 10))
+        assert response.status == 400
+        assert response.json() == {"error": "request body incomplete: the client disconnected"}
+        assert h.registry.rule_for(SEED["client_id"]) == Rule(3, 1.0)
+
+    def test_a_wsgi_body_without_length_is_read_when_the_server_ends_it(self, admin, kind):
+        """``wsgi.input_terminated``: read to the limit, a byte more is 413."""
+        if kind != "wsgi":
+            return  # ASGI: test_streamed_body_over_limit_is_413
+        answers = {}
+        started: list = []
+        for name, body in (("fits", json.dumps(SEED).encode()), ("over", b"{" + b" " * 80)):
+            h = admin(max_body=64)
+            environ = {
+                "REQUEST_METHOD": "POST",
+                "PATH_INFO": PATH,
+                "REMOTE_ADDR": "127.0.0.1",
+                "HTTP_AUTHORIZATION": AUTH["Authorization"],
+                "CONTENT_TYPE": "application/json",
+                "wsgi.input": io.BytesIO(body),
+                "wsgi.input_terminated": True,
+            }
+            wsgiref.util.setup_testing_defaults(environ)
+            out = b"".join(h.middleware(environ, lambda status, headers: started.append(status)))
+            answers[name] = (started.pop()[:3], json.loads(out))
+        assert answers["fits"][0] == "200"
+        assert answers["fits"][1]["capacity"] == 50
+        assert answers["over"] == ("413", {"error": "request body is larger than 64 bytes"})
+
+    def test_a_body_cut_by_a_disconnect_is_400(self, admin, kind):
+        """The client leaves in the middle of an ASGI body: nothing is applied."""
+        if kind != "asgi":
+            return  # a WSGI disconnect is a short read: the test above
+        h = admin()
+        body = json.dumps({**SEED, "capacity": 9}).encode()
+        messages = [{"type": "http.request", "body": body[:5], "more_body": True}]
+        sent = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": PATH,
+            "query_string": b"",
+            "headers": [(b"authorization", AUTH["Authorization"].encode())],
+            "client": ("127.0.0.1", 40000),
+        }
+        asyncio.run(h.middleware(scope, receive, send))
+        assert sent[0]["status"] == 400
+        assert json.loads(sent[1]["body"]) == {
+            "error": "request body incomplete: the client disconnected"
+        }
+        assert h.registry.rule_for(SEED["client_id"]) == Rule(3, 1.0)
 
     @pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "OPTIONS"])
     def test_other_methods_are_405_with_allow(self, admin, method):

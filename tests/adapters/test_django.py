@@ -239,3 +239,55 @@ def test_stacked_decorators_count_in_buckets_of_their_own():
         client = Client()
         codes = [client.get("/stacked/").status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
+
+
+def test_the_middleware_answers_as_the_wsgi_one_does():
+    # One plan, two edges: the same requests get the same statuses, fields and problem details.
+    from wsgiref.util import setup_testing_defaults
+
+    from tokenbucket.asgi import problem_details
+    from tokenbucket.wsgi import RateLimitMiddleware
+
+    routes = {"/api/": {"burst": "2/minute", "daily": "3/day"}}
+    names = ("RateLimit", "RateLimit-Policy", "Retry-After")
+    requests = ["/", "/", "/", "/", "/api/", "/api/", "/api/", "/health/"]
+
+    def hello(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    wsgi = RateLimitMiddleware(
+        hello,
+        registry=BucketRegistry("3/minute", store=MemoryStore(clock=ManualClock())),
+        routes=routes,
+        exempt=["/health"],
+        denied=problem_details,
+    )
+    started = []
+    seen_wsgi = []
+    for path_info in requests:
+        environ = {"PATH_INFO": path_info, "REMOTE_ADDR": "127.0.0.1"}
+        setup_testing_defaults(environ)
+        body = b"".join(wsgi(environ, lambda status, headers: started.append((status, headers))))
+        status, headers = started.pop()
+        fields = dict(headers)
+        seen_wsgi.append(
+            (int(status[:3]), [fields.get(name) for name in names], body[:1] == b"{" and body)
+        )
+
+    seen_django = []
+    store = MemoryStore(clock=ManualClock())
+    with override_settings(
+        TOKENBUCKET={"STORE": store, "DEFAULT": "3/minute", "ROUTES": routes, "EXEMPT": ["/health"]}
+    ):
+        client = Client()
+        for path_info in requests:
+            answer = client.get(path_info, HTTP_ACCEPT="application/json")
+            json_body = answer.content if answer.status_code == 429 else False
+            status = answer.status_code if answer.status_code != 404 else 200
+            seen_django.append((status, [answer.get(name) for name in names], json_body))
+    assert [entry[0] for entry in seen_django] == [200, 200, 200, 429, 200, 200, 429, 200]
+    for (status, fields, body), (status_d, fields_d, body_d) in zip(seen_wsgi, seen_django):
+        assert (status, fields) == (status_d, fields_d)
+        if status == 429:
+            assert json.loads(body) == json.loads(body_d)

@@ -31,7 +31,8 @@ from tokenbucket import ManualClock, MemoryStore  # noqa: E402
 from tokenbucket.django import admin_urls  # noqa: E402
 
 TOKEN = "s3cret-Token_123"
-AUTH = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+AUTH_VALUE = f"Bearer {TOKEN}"
+AUTH = {"HTTP_AUTHORIZATION": AUTH_VALUE}
 URL = "/ratelimit/update-rule"
 
 
@@ -108,3 +109,20 @@ def test_bad_body_is_400_naming_the_field_and_nothing_half_applied(caplog):
 def test_without_an_admin_token_the_include_is_404():
     with configured(ADMIN_TOKEN=None):
         assert Client().get(URL, {"client_id": "x"}, **AUTH).status_code == 404
+
+
+def test_an_authorised_change_applies_under_asgi():
+    # Under ASGI, request.META has no wsgi.input: the body is read from the request itself.
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    with configured():
+        client = AsyncClient()
+        body = {"client_id": "127.0.0.1", "route": "/login/", "capacity": 4}
+        post = async_to_sync(client.post)
+        answer = post(
+            URL, body, content_type="application/json", headers={"authorization": AUTH_VALUE}
+        )
+        assert answer.status_code == 200, answer.content
+        assert answer.json()["capacity"] == 4
+        assert answer.json()["override"] is True

@@ -87,8 +87,10 @@ def test_an_unauthorised_admin_request_is_counted_then_refused_without_a_slot():
 def test_an_authorised_admin_request_goes_to_the_admin_api_uncounted():
     g = gate(admin_token=TOKEN)
     for path in ("/admin/update-rule", "/admin/update-rule/rules"):
-        plan = g.plan(view(path, {"authorization": f"Bearer {TOKEN}"}))
-        assert plan.admin is g.admin
+        request = view(path, {"authorization": f"Bearer {TOKEN}"})
+        plan = g.plan(request)
+        assert plan.admin is not None
+        assert (plan.admin.view, plan.admin.limit) == (request, 0)  # a GET: no body to read
         assert plan.policy is None
         assert plan.respond is None
     assert g.plan(view("/admin/update-rule/other")).admin is None  # an ordinary path
@@ -96,10 +98,10 @@ def test_an_authorised_admin_request_goes_to_the_admin_api_uncounted():
 
 def test_a_handshake_passes_unchanged_or_is_refused():
     g = gate(in_flight=InFlightLimit(1), settle=lambda request, status, headers: 1)
-    plan = counted(g.handshake(view(scheme="ws")))
+    plan = counted(g.plan(view(scheme="ws"), True))
     assert (plan.slot, plan.fields, plan.settlement, plan.respond) == (None, [], None, None)
-    counted(g.handshake(view(scheme="ws")))
-    plan = counted(g.handshake(view(scheme="ws")))
+    counted(g.plan(view(scheme="ws"), True))
+    plan = counted(g.plan(view(scheme="ws"), True))
     assert plan.respond is not None
     assert plan.respond.status == 429
 
@@ -111,3 +113,44 @@ def test_a_settled_request_carries_its_settlement():
     assert plan.at_end
     plan.settlement.said(200, {})
     assert plan.settlement.due() == 2
+
+
+def test_a_handshake_holds_no_slot_on_the_plain_path_either():
+    g = gate(in_flight=InFlightLimit(1))
+    assert g.plain  # the default key and cost: the plain path
+    assert g.plan(view()).slot == IP
+    plan = g.plan(view(scheme="ws"), True)
+    assert (plan.slot, plan.handshake, plan.bucket) == (None, True, IP)
+
+
+def test_a_denial_carries_its_decision_named_as_the_fields_name_it():
+    g = gate(routes={"/login": Rule(1, 1)})
+    counted(g.plan(view("/login")))
+    plan = counted(g.plan(view("/login")))
+    assert plan.respond is not None
+    assert plan.denied is not None
+    assert plan.denied.policy == "/login"
+    assert not plan.denied.allowed
+    assert counted(g.plan(view())).denied is None  # allowed: nothing denied
+
+
+def test_an_admin_post_says_how_much_body_to_read():
+    g = gate(admin_token=TOKEN, max_body=100)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+
+    def post(headers: object) -> RequestView:
+        return RequestView("POST", "http", "/admin/update-rule", "", IP, headers, dict)
+
+    request = g.plan(post(auth)).admin
+    assert request is not None
+    assert (request.limit, request.length) == (100, None)
+    declared = {**auth, "content-length": " 12 "}
+    request = g.plan(post(declared)).admin
+    assert request is not None
+    assert (request.limit, request.length) == (100, 12)
+    assert request.operation(b"{}").status == 400  # shorter than declared: cut short
+    too_long = {**auth, "content-length": "101"}
+    request = g.plan(post(too_long)).admin
+    assert request is not None
+    assert request.limit == 0  # nothing to read: refused as it is
+    assert request.operation(b"").status == 413

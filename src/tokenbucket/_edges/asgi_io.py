@@ -3,10 +3,10 @@
 What belongs here: the request view of a scope and its header fields, the encoding and sending
 of a `Response` (and of a WebSocket handshake's refusal), the ``send`` and ``receive`` that
 carry out a plan's steps around the app (adding the rate-limit fields, settling the cost,
-releasing the in-flight slot), reading and parsing an admin request, and making an admin
-operation's registry calls (awaited when the store is async). It must not know the middleware
-class, the options or the decisions (``tokenbucket._http`` makes them); it imports no
-framework.
+releasing the in-flight slot), reading an admin request's body as its `AdminRequest` says,
+and making its operation's registry calls (awaited when the store is async). It must not know
+the middleware class, the options or the decisions (``tokenbucket._http`` makes them); it
+imports no framework.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import (
     Union,
 )
 
-from .._http.admin import AdminAPI
+from .._http.admin import AdminRequest
 from .._http.admin_op import AdminOp
 from .._http.headers import RAW_OWN_FIELDS, RAW_OWN_INITIALS, HeaderList, Response, add_fields
 from .._http.paths import route_path
@@ -149,14 +149,14 @@ async def _refuse_handshake(scope: Scope, receive: Receive, send: Send, response
         await send({"type": "websocket.close", "code": 1008, "reason": "Rate limit exceeded"})
 
 
-async def _answer_admin(
-    admin: AdminAPI, view: RequestView, receive: Receive, is_async: bool
-) -> Response:
+async def _answer_admin(admin: AdminRequest, receive: Receive, is_async: bool) -> Response:
     """The answer to an authorised admin request: its body read, its calls made, audited."""
-    op = await _admin_op(admin, view, receive)
+    body = await _read_body(receive, admin.limit) if admin.limit else b""
+    op = admin.operation(body)
     if isinstance(op, Response):
-        return admin.rejected(op, view)
-    return admin.outcome(op, await _run(op, is_async), view)
+        return op
+    results = await _run(op, is_async)
+    return admin.answer(op, results)
 
 
 async def _run(op: Union[AdminOp, RulesOp], is_async: bool) -> Union[List[Any], Exception]:
@@ -220,35 +220,16 @@ async def _send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-async def _admin_op(
-    admin: AdminAPI, view: RequestView, receive: Receive
-) -> Union[Response, AdminOp, RulesOp]:
-    """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
-    body = b""
-    if admin.wants_body(view.method):
-        limit = admin.body_limit(view.path)
-        refused = admin.body_too_large(view.header("content-length"), limit)
-        if refused is not None:
-            return refused
-        read = await _read_body(receive, admin, limit)
-        if isinstance(read, Response):
-            return read
-        body = read
-    return admin.parse(view.method, view.query_string, body, view.path)
-
-
-async def _read_body(receive: Receive, admin: AdminAPI, limit: int) -> Union[bytes, Response]:
-    """Read the request body; a 413 as soon as it is over the limit, a 400 if it is cut short."""
+async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
+    """Read the request body, stopping once it is over ``limit`` bytes; None if cut short."""
     chunks: List[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return admin.incomplete()  # disconnected: never act on part of a request
+            return None  # disconnected: never act on part of a request
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            return admin.too_large(limit)
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        if size > limit or not message.get("more_body", False):
             return b"".join(chunks)

@@ -23,7 +23,7 @@ from typing import (
     Union,
 )
 
-from .._http.admin import AdminAPI
+from .._http.admin import AdminRequest
 from .._http.admin_op import AdminOp
 from .._http.headers import OWN_FIELDS, OWN_INITIALS, HeaderList, Response, add_fields, status_line
 from .._http.request import RequestView
@@ -160,42 +160,32 @@ def _run(op: Union[AdminOp, RulesOp]) -> Union[List[Any], Exception]:
         return exc
 
 
-def _answer_admin(admin: AdminAPI, view: RequestView, environ: WSGIEnvironment) -> Response:
-    """The answer to an authorised admin request: its body read, its calls made, audited."""
-    op = _admin_op(admin, view, environ)
+def _answer_admin(admin: AdminRequest, stream: Any, terminated: bool) -> Response:
+    """The answer to an authorised admin request: its body read, its calls made, audited.
+
+    ``stream`` is the body's (``wsgi.input``, or a Django request); ``terminated`` says whether
+    it ends where the body does (``wsgi.input_terminated``), so that it may be read without a
+    declared length.
+    """
+    body = _read_body(stream, admin, terminated)
+    op = admin.operation(body)
     if isinstance(op, Response):
-        return admin.rejected(op, view)
-    return admin.outcome(op, _run(op), view)
+        return op
+    results = _run(op)
+    return admin.answer(op, results)
 
 
-def _admin_op(
-    admin: AdminAPI, view: RequestView, environ: WSGIEnvironment
-) -> Union[Response, AdminOp, RulesOp]:
-    """Read and parse an authorised admin request: its operation, or the 4xx refusing it."""
-    body = b""
-    if admin.wants_body(view.method):
-        read = _read_body(environ, admin, admin.body_limit(view.path))
-        if isinstance(read, Response):
-            return read
-        body = read
-    return admin.parse(view.method, view.query_string, body, view.path)
+def _read_body(stream: Any, admin: AdminRequest, terminated: bool) -> bytes:
+    """Read the request body: its declared length, else up to the limit.
 
-
-def _read_body(environ: WSGIEnvironment, admin: AdminAPI, limit: int) -> Union[bytes, Response]:
-    """Read the request body, refusing one over the limit without reading it all."""
-    declared = environ.get("CONTENT_LENGTH") or None
-    refused = admin.body_too_large(declared, limit)
-    if refused is not None:
-        return refused
-    stream = environ["wsgi.input"]
-    if declared is not None:
-        length = int(declared)
-        body = bytes(stream.read(length))
-        return admin.incomplete() if len(body) < length else body
-    if environ.get("wsgi.input_terminated"):
-        body = bytes(stream.read(limit + 1))
-        return admin.too_large(limit) if len(body) > limit else body
-    return b""
+    Without a declared length, the body is read (to one byte past the limit) only when the
+    stream is ``terminated``; else it is empty. Nothing is read when ``admin`` wants no body.
+    """
+    if not admin.limit:
+        return b""
+    if admin.length is not None:
+        return bytes(stream.read(admin.length))  # shorter: cut short (see operation)
+    return bytes(stream.read(admin.limit + 1)) if terminated else b""
 
 
 def _path(environ: WSGIEnvironment) -> str:
@@ -230,7 +220,10 @@ def _decode_headers(environ: WSGIEnvironment) -> Dict[str, str]:
     return headers
 
 
-def _view(environ: WSGIEnvironment, path: str) -> RequestView:
+def _view(environ: WSGIEnvironment, path: Optional[str] = None) -> RequestView:
+    """The view of a request: its ``path`` is ``PATH_INFO`` (`_path`) unless given."""
+    if path is None:
+        path = _path(environ)
     return RequestView(
         environ.get("REQUEST_METHOD", "GET"),
         environ.get("wsgi.url_scheme", "http"),

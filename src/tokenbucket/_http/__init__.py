@@ -16,7 +16,8 @@ middleware    `Middleware`, the constructor both edges    option checks, protoco
 plan          `Gate`: a request view in, its `Plan` out   protocols, bodies; it names the
               (the admin API's, or its in-flight slot     registry call to make, the edge
               and count); `Plan.decided`: the response    makes it
-              to send, or the fields and settlement
+              to send (429 unless dry-run or shadow),
+              or the fields and settlement
 admin         the admin API (`admin_api`): token check    how the body is read; the registry
               and refusal, body size, dispatch to a       calls (the edge makes them, then
               parser; what is audited                     sends ``AdminAPI.outcome``)
@@ -29,7 +30,7 @@ admin_parse   query and JSON body to an `AdminOp` or a    the token, the body's 
               400 (fields, numbers, route, named limit)   registry calls, answers, audit
 options       `Options` (every option, checked once);     protocols, the admin API, bodies,
               how a request is counted (`limit_for`),     registry calls
-              and its verdict: the 429, or the fields
+              the 429 of a denial (`denial`)
 shadow        policies in shadow; the admin switch of a   the options, the store: a switch is
               policy or named limit (the one registry     in-process (``set_shadow`` does no
               call made here: ``set_shadow``), its audit  I/O), made in ``AdminAPI.outcome``

@@ -1,10 +1,11 @@
 """The runtime rule API: an authorised HTTP request in, an operation or a refusal out.
 
-Knows: the token check and the refusal of a request without it, the admin request's method and
-body size (bytes in), which parser a request goes to, and what the audit log (`audit`) is told
-about each request. The parsing of a query or JSON body is in `admin_parse`; the operation a
-valid request asks for (`AdminOp`) and the JSON that answers it in `admin_op`. Must not know:
-sockets, ASGI or WSGI messages, or how the body is read.
+Knows: the token check and the refusal of a request without it; an authorised request as its
+edge carries it out (`AdminRequest`: the body to read, its size and declared length, which
+parser it goes to, its answer); and what the audit log (`audit`) is told about each request.
+The parsing of a query or JSON body is in `admin_parse`; the operation a valid request asks for
+(`AdminOp`) and the JSON that answers it in `admin_op`. Must not know: sockets, ASGI or WSGI
+messages, or how the body is read.
 """
 
 from __future__ import annotations
@@ -207,34 +208,9 @@ class AdminAPI:
         self.audit.done(level, message, action, response.status, view.client, fields)
         return response
 
-    def wants_body(self, method: str) -> bool:
-        """Whether an authorised request with ``method`` needs its body read (POST)."""
-        return method == "POST"
-
-    def body_limit(self, path: str) -> int:
-        """The largest body a request to ``path`` may have (``max_import_body`` for imports)."""
-        return self.max_import_body if path == self.path + "/import" else self.max_body
-
-    def body_too_large(
-        self, content_length: Optional[str], limit: Optional[int] = None
-    ) -> Optional[Response]:
-        """Check a declared ``Content-Length`` before reading: a 400 or 413 response, or None."""
-        if content_length is None:
-            return None
-        text = content_length.strip()
-        if not text.isdigit() or not text.isascii():
-            return error(400, f"invalid Content-Length: {show(content_length)}")
-        if int(text) > (self.max_body if limit is None else limit):
-            return self.too_large(limit)
-        return None
-
-    def too_large(self, limit: Optional[int] = None) -> Response:
-        """Return the 413 response for a body over ``max_body`` (or ``limit``) bytes."""
-        return error(413, f"request body is larger than {limit or self.max_body} bytes")
-
-    def incomplete(self) -> Response:
-        """Return the 400 response for a body cut short: it is never acted on."""
-        return error(400, "request body incomplete: the client disconnected")
+    def too_large(self, limit: int) -> Response:
+        """Return the 413 response for a body over ``limit`` bytes."""
+        return error(413, f"request body is larger than {limit} bytes")
 
     def parse(
         self, method: str, query_string: str, body: bytes, path: Optional[str] = None
@@ -252,3 +228,60 @@ class AdminAPI:
         if method in ("GET", "DELETE"):
             return parse_query(self._options, "read" if method == "GET" else "remove", query_string)
         return error(405, f"method {show(method)} not allowed", [("Allow", _ADMIN_METHODS)])
+
+
+class AdminRequest:
+    """One authorised admin request, as its edge carries it out without being called back.
+
+    The edge reads the body when ``limit`` says so (at most ``limit`` bytes, ``length`` of them
+    when the client declared a ``Content-Length``), hands it to `operation`, makes the
+    operation's registry calls (``op.steps()``) and sends `answer` of their results; an
+    operation that is a `Response` (a 4xx, already audited) is sent as it is.
+    """
+
+    __slots__ = ("_api", "_refused", "length", "limit", "view")
+
+    def __init__(self, api: AdminAPI, view: RequestView) -> None:
+        self._api = api
+        self.view = view
+        #: The largest body to read (``max_import_body`` for imports); 0: read none.
+        self.limit = 0
+        #: The body's declared length, or None (then read until the body ends).
+        self.length: Optional[int] = None
+        #: The 4xx refusing a declared length (not a number, over the limit), or None.
+        self._refused: Optional[Response] = None
+        if view.method == "POST":
+            limit = api.max_import_body if view.path == api.path + "/import" else api.max_body
+            declared = view.header("content-length")
+            text = "0" if declared is None else declared.strip()
+            if not text.isdigit() or not text.isascii():
+                self._refused = error(400, f"invalid Content-Length: {show(declared)}")
+            elif int(text) > limit:
+                self._refused = api.too_large(limit)
+            else:
+                self.limit = limit
+                self.length = None if declared is None else int(text)
+
+    def operation(self, body: Optional[bytes]) -> Union[Response, AdminOp, RulesOp]:
+        """The request's operation, or the audited 4xx refusing it.
+
+        ``body``: what the edge read (more than ``limit`` bytes is refused with 413), or
+        None if the client disconnected before the end of it; a body shorter than its declared
+        ``length`` is cut short too (400: never act on part of a request).
+        """
+        api, view = self._api, self.view
+        if self._refused is not None:
+            return api.rejected(self._refused, view)
+        if body is None or (self.length is not None and len(body) < self.length):
+            refused = error(400, "request body incomplete: the client disconnected")
+            return api.rejected(refused, view)
+        if len(body) > self.limit:
+            return api.rejected(api.too_large(self.limit), view)
+        op = api.parse(view.method, view.query_string, body, view.path)
+        return api.rejected(op, view) if isinstance(op, Response) else op
+
+    def answer(
+        self, op: Union[AdminOp, RulesOp], results: Union[Sequence[Any], Exception]
+    ) -> Response:
+        """The audited response to ``op``, from its registry calls' results (see `outcome`)."""
+        return self._api.outcome(op, results, self.view)

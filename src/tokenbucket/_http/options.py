@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import math
 from typing import (
-    Any,
     Callable,
     Dict,
     Iterable,
-    List,
-    Literal,
     Mapping,
     Optional,
-    Tuple,
     Union,
-    overload,
 )
 
 from .._core.decision import Decision
@@ -42,7 +37,6 @@ from .headers import (
     HEADER_MODES,
     TEXT,
     HeaderList,
-    RawHeaderList,
     Response,
     denial,
     in_flight_refusal,
@@ -220,8 +214,8 @@ class Options:
         """Whether requests need nothing but the default key, cost and registry (a fast path).
 
         Then no request is exempt and `limit_for` is always the default policy, the key
-        ``client_key(client)`` and the fixed cost, with no hook to call: a request's plan (and
-        Django's middleware, without a view) may count it with those directly.
+        ``client_key(client)`` and the fixed cost, with no hook to call: a request's plan may
+        count it with those directly.
         """
         return (
             self.exempt_paths is None
@@ -303,44 +297,6 @@ class Options:
                 decision = decision._replace(policy=policy.name)
             return shaped_denial(denied, view, decision, fields)
         return denial(decision, fields, policy.limits is not None)
-
-    @overload
-    def verdict(
-        self,
-        decision: Decision,
-        policy: Policy,
-        form: Literal[0],
-        view: Optional[RequestView] = None,
-    ) -> Union[Response, HeaderList]: ...
-
-    @overload
-    def verdict(
-        self,
-        decision: Decision,
-        policy: Policy,
-        form: Literal[1],
-        view: Optional[RequestView] = None,
-    ) -> Union[Response, RawHeaderList]: ...
-
-    def verdict(
-        self,
-        decision: Decision,
-        policy: Policy,
-        form: Literal[0, 1],
-        view: Optional[RequestView] = None,
-    ) -> Union[Response, List[Tuple[Any, Any]]]:
-        """What becomes of a counted request: the one answer each middleware translates.
-
-        A `Response` (the 429) to send instead of calling the app, when the request is denied
-        and ``dry_run`` is off; else the rate-limit fields, in ``form`` (`TEXT` or `RAW`), to
-        add to the app's response: none when the ``headers`` option is None. ``view`` is the
-        request's, for the ``denied`` option (the fast path, which has none, never has one).
-        """
-        if policy.shadow:  # it does not bind: never refuses, advertises nothing
-            return []
-        if not decision[0] and not self.dry_run:
-            return self.denial(decision, policy, view)
-        return rate_limit_headers(decision, policy, self.header_mode, form)
 
 
 def _check_cost(cost: object) -> Number:
