@@ -102,11 +102,12 @@ class Several(Sweeping):
                 now = self._clock()
                 self._enter(groups, key, (layout,) + (now, amount) * len(layout), 1)
                 if want:
-                    return True, tuple((True, rule.capacity - amount, rule) for _, rule in group[0])
+                    return True, [(True, rule.capacity - amount, rule) for _, rule in group[0]]
                 return True
             if state[0] is not layout:
                 return None
-            now = self._clock()
+            clock = self._clock  # (a slot read and a call: cheaper than a method call)
+            now = clock()
             new = list(state)
             debts: List[float] = []
             size = float(amount)  # compared with floats (the sums stay ints)
@@ -137,10 +138,10 @@ class Several(Sweeping):
                     debts.append(debt)
             groups[key] = tuple(new)
             if want:
-                return True, tuple(
-                    (True, rule.capacity - debt - amount, rule)
-                    for (_, rule), debt in zip(group[0], debts)
-                )
+                outcomes = []
+                for (_, rule), debt in zip(group[0], debts):
+                    outcomes.append((True, rule.capacity - debt - amount, rule))
+                return True, outcomes
             return True
         finally:
             lock.release()
