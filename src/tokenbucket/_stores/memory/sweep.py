@@ -136,7 +136,7 @@ class Sweeping:
                     base, missing, _, shape = state
                     if now > base:
                         missing -= (now - base) * shape[1]
-                    full = missing <= 0
+                    full = missing <= 0.0
                     due = now + wait(missing, shape[1]) if capped and not full else now
                 if full:
                     # Not while the clock is behind base: a bucket made anew at now would
@@ -152,8 +152,9 @@ class Sweeping:
                             continue
                 elif due < next_full:
                     next_full = due
-                keys[write] = key
-                kinds[write] = kind
+                if write != read - 1:  # compacting: a key before this one was dropped
+                    keys[write] = key
+                    kinds[write] = kind
                 write += 1
             if dropped:
                 freed = True
