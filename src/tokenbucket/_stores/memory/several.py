@@ -108,7 +108,7 @@ class Several(Sweeping):
                 return None
             clock = self._clock  # (a slot read and a call: cheaper than a method call)
             now = clock()
-            new = list(state)
+            new = [layout]
             debts: List[float] = []
             size = float(amount)  # compared with floats (the sums stay ints)
             index = 1
@@ -122,8 +122,8 @@ class Several(Sweeping):
                     if debt <= 0.0:  # full: restart at now
                         if size > shape[2]:
                             return None if want else False
-                        new[index] = now
-                        new[index + 1] = amount
+                        new.append(now)
+                        new.append(amount)
                         index += 2
                         if want:
                             debts.append(0)
@@ -132,7 +132,8 @@ class Several(Sweeping):
                     debt = used  # a clock behind base earns nothing
                 if debt + size > shape[2]:
                     return None if want else False
-                new[index + 1] = used + amount  # an int amount adds exactly
+                new.append(base)
+                new.append(used + amount)  # an int amount adds exactly
                 index += 2
                 if want:
                     debts.append(debt)
