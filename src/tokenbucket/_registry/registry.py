@@ -24,8 +24,7 @@ from .lifecycle import Waiting, delay
 from .limits import Keys, check_limits, pick
 from .wrappers import _Allowed, _Awaitable, _RequiresAwait
 
-#: The default amount. ``amount is _ONE`` holds only for the int 1 (never True, nor a float),
-#: so the hot paths take it with one comparison instead of the type and range checks.
+#: The default amount: ``amount is _ONE`` holds for the int 1 only (not True), checked at once.
 _ONE = 1
 
 
@@ -177,8 +176,7 @@ class BucketRegistry(Waiting, RegistryRules):
         ):
             key, amount = check_key(key), check_amount(amount)
             return self._sync.take(key, amount, self._default)[0]
-        # amount is an int here (mypy does not narrow by ``is _ONE``); all four arguments, as
-        # a call filling in a default costs more.
+        # (amount is an int here: mypy does not narrow by ``is _ONE``)
         return self._fast._try_take(key, amount, self._default, False)  # type: ignore[call-overload,no-any-return]
 
     def consume(self, key: Keys, amount: float = 1) -> Decision:

@@ -79,7 +79,7 @@ class Several(Sweeping):
         and the first touch of a key (no override in the store, no sweep due, room under the
         cap); anything else answers None before changing anything, and the caller goes to
         `take_all`. Returns whether it took (``want`` False), or ``take_all``'s ``(allowed,
-        outcomes)`` (``want`` True; a denial then answers None). Like
+        outcomes)`` (``want`` True, outcomes a list; a denial then answers None). Like
         ``MemoryStore._try_take`` it inlines ``_arith.deficit`` and ``admits`` (a call costs
         more than the arithmetic); the property tests hold both paths to the exact model.
         """
@@ -113,8 +113,7 @@ class Several(Sweeping):
             size = float(amount)  # compared with floats (the sums stay ints)
             index = 1
             for _, shape in layout:  # the inlined deficit() and admits(), as in _try_take
-                base = state[index]
-                used = state[index + 1]
+                base, used = state[index], state[index + 1]
                 if used.__class__ is not int:  # a (used, carry) pair: fractions, see take_all
                     return None
                 if now > base:

@@ -161,9 +161,10 @@ class MemoryStore(Several, Adjusting, Overriding):
         return self._max_keys
 
     def take(self, key: str, amount: float, default: Rule, /, _commit: bool = True) -> Outcome:
-        """See [`Store.take`][tokenbucket.Store.take]. The hot path of ``consume``.
+        """See [`Store.take`][tokenbucket.Store.take].
 
-        ``_commit=False`` is `peek` (private: one body, no extra call on the hot path).
+        The general path: what `_try_take` does not decide (a fractional amount, the cap, a
+        changed rule...) comes here. ``_commit=False`` is `peek` (private: one body).
         """
         states, lock = self._shards[hash(key) & self._mask]
         if key not in states:
@@ -289,7 +290,9 @@ class MemoryStore(Several, Adjusting, Overriding):
         arithmetic: ``_arith.deficit`` and ``admits``, and the restart of a full bucket as
         `_charged` does it (as do the hot path of several limits, ``several._try_take_group``,
         and the sweep's reading of a state; `take`, the other hot path, inlines only the one
-        comparison of ``admits``). Everything else calls ``_core.arith``; `take` decides the same
+        comparison of ``admits``). A full bucket restarts in its own branch: there the sums
+        stay ints and the comparisons floats (mixing them costs more than the arithmetic).
+        Everything else calls ``_core.arith``; `take` decides the same
         requests through it, and the property tests check both paths against the model.
         """
         states, lock = self._shards[hash(key) & self._mask]
