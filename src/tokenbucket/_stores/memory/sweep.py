@@ -122,13 +122,12 @@ class Sweeping:
             visited = end - read
             dropped = 0
             capped = self._max_keys is not None  # only then is next_full needed (at the cap)
-            while read < end:
-                key = keys[read]
-                kind = kinds[read]
-                read += 1
+            gap = read - write  # entries dropped so far in this pass: keys move down by it
+            for key, kind in zip(keys[read:end], kinds[read:end]):
                 states, lock = both[kind][hash(key) & mask]
                 state = states.get(key)
                 if state is None:
+                    gap += 1
                     continue  # gone already (never, while each key has one entry)
                 if kind:  # a group: full when all its limits are, at its latest base
                     full, base, due = group_fullness(state, now, capped)
@@ -149,13 +148,15 @@ class Sweeping:
                         lock.release()
                         if unchanged:
                             dropped += 1
+                            gap += 1
                             continue
                 elif due < next_full:
                     next_full = due
-                if write != read - 1:  # compacting: a key before this one was dropped
+                if gap:  # compacting
                     keys[write] = key
                     kinds[write] = kind
                 write += 1
+            read = end
             if dropped:
                 freed = True
                 if self._max_keys is not None:
