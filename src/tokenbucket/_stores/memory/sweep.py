@@ -122,12 +122,12 @@ class Sweeping:
             visited = end - read
             dropped = 0
             capped = self._max_keys is not None  # only then is next_full needed (at the cap)
-            gap = read - write  # entries dropped so far in this pass: keys move down by it
+            moving = read != write  # keys move down over the entries dropped in this pass
             for key, kind in zip(keys[read:end], kinds[read:end]):
                 states, lock = both[kind][hash(key) & mask]
                 state = states.get(key)
                 if state is None:
-                    gap += 1
+                    moving = True
                     continue  # gone already (never, while each key has one entry)
                 if kind:  # a group: full when all its limits are, at its latest base
                     full, base, due = group_fullness(state, now, capped)
@@ -148,11 +148,11 @@ class Sweeping:
                         lock.release()
                         if unchanged:
                             dropped += 1
-                            gap += 1
+                            moving = True
                             continue
                 elif due < next_full:
                     next_full = due
-                if gap:  # compacting
+                if moving:
                     keys[write] = key
                     kinds[write] = kind
                 write += 1
