@@ -299,6 +299,20 @@ class TestCeiling:
         assert pair.consume("j", rest)
         assert pair.try_consume("j", 1)
 
+    def test_an_int_request_of_exactly_the_ceiling_is_admitted_by_a_refilled_bucket(self):
+        """capacity 2 - EPSILON has the ceiling 2.0: a request of the int 2 is admitted by a
+        tracked bucket that has refilled (the fast path's restart), by try_consume and
+        consume, as by a new bucket."""
+        rule = Rule(2 - 1e-9, 1.0)
+        assert rule._ceiling == 2
+        clock = ManualClock(0.0)
+        limits = BucketRegistry(rule, clock=clock)
+        assert limits.try_consume("k", 2)
+        assert limits.try_consume("j", 2)
+        clock.advance(10.0)  # full again, still tracked
+        assert limits.try_consume("k", 2)
+        assert limits.consume("j", 2).allowed
+
     def test_a_request_of_exactly_the_ceiling_is_admitted(self):
         """A request of capacity + EPSILON (the ceiling) is admitted, on one limit and two."""
         limits, _ = one(1, 1.0)

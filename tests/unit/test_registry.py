@@ -235,6 +235,26 @@ class TestForgetting:
         assert not any(key.startswith("old-") for key in store._keys)
         assert registry.tokens("active") == 0.0
 
+    def test_a_step_after_one_that_forgot_moves_its_keys_down(self):
+        """Every tracked key stays listed once when a pass's first step forgets keys and the
+        next forgets none (the second step must still move its keys down over the gap)."""
+        clock = ManualClock(0.0)
+        store = MemoryStore(clock=clock)
+        store._until_sweep = 10**6  # no step while the keys come in
+        full = [f"full-{index}" for index in range(512)]  # one step's slice: all full by t=10
+        busy = [f"busy-{index}" for index in range(512)]  # never full again
+        for key in full:
+            store.take(key, 1, Rule(2, 1.0))
+        clock.set(10.0)
+        for key in busy:
+            store.take(key, 1, Rule(2, 1e-9))
+        for _ in range(2):  # two steps: the whole pass
+            store._until_sweep = 0
+            store._sweep()
+        assert (store._read, len(store)) == (0, 512)
+        assert sorted(store._keys) == sorted(busy)
+        assert len(store._kinds) == 512
+
     def test_keys_in_use_are_kept_until_idle(self, monkeypatch):
         """A full bucket used since the last sweep survives the next one, then goes if idle."""
         monkeypatch.setattr("tokenbucket._stores.memory.sweep._MIN_SWEEP_INTERVAL", 10)

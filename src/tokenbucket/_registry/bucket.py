@@ -79,7 +79,9 @@ class TokenBucket:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision]."""
         if type(amount) is not int or not 0 < amount <= 2**53:
             amount = check_amount(amount)
-        allowed, level, rule = self._store.take(_KEY, amount, self._rule)
+            allowed, level, rule = self._store.take(_KEY, amount, self._rule)
+        else:  # as in try_consume
+            allowed, level, rule = self._store._try_take(_KEY, amount, self._rule, True)
         return decide(allowed, level, amount, rule)
 
     def peek(self, amount: float = 1) -> Decision:

@@ -24,6 +24,9 @@ from .lifecycle import Waiting, delay
 from .limits import Keys, check_limits, pick
 from .wrappers import _Allowed, _Awaitable, _RequiresAwait
 
+#: The default amount: ``amount is _ONE`` holds for the int 1 only (not True), checked at once.
+_ONE = 1
+
 
 class BucketRegistry(Waiting, RegistryRules):
     """Token buckets by key (a client IP, a user, an API key), all under one default rule.
@@ -167,11 +170,14 @@ class BucketRegistry(Waiting, RegistryRules):
         if self._sharing is not None:
             self._refresh()
         # Fast path: a small positive int needs no checks (check_amount turns larger ints
-        # into floats, so that the arithmetic cannot overflow).
-        if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
+        # into floats, so that the arithmetic cannot overflow); the default 1 is one `is`.
+        if type(key) is not str or (
+            amount is not _ONE and not (type(amount) is int and 0 < amount <= 2**53)
+        ):
             key, amount = check_key(key), check_amount(amount)
             return self._sync.take(key, amount, self._default)[0]
-        return self._fast._try_take(key, amount, self._default)
+        # (amount is an int here: mypy does not narrow by ``is _ONE``)
+        return self._fast._try_take(key, amount, self._default, False)  # type: ignore[call-overload,no-any-return]
 
     def consume(self, key: Keys, amount: float = 1) -> Decision:
         """Like `try_consume`, but return the full [`Decision`][tokenbucket.Decision].
@@ -180,9 +186,13 @@ class BucketRegistry(Waiting, RegistryRules):
         """
         if self._sharing is not None:
             self._refresh()
-        if type(amount) is not int or not 0 < amount <= 2**53 or type(key) is not str:
-            key, amount = check_key(key), check_amount(amount)
-        allowed, level, rule = self._sync.take(key, amount, self._default)
+        if type(key) is not str or (
+            amount is not _ONE and not (type(amount) is int and 0 < amount <= 2**53)
+        ):
+            key, amount = check_key(key), check_amount(amount)  # as in try_consume
+            allowed, level, rule = self._sync.take(key, amount, self._default)
+        else:
+            allowed, level, rule = self._fast._try_take(key, amount, self._default, True)  # type: ignore[call-overload]
         return decide(allowed, level, amount, rule, self._name)
 
     def peek(self, key: Keys, amount: float = 1) -> Decision:

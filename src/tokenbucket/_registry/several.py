@@ -28,7 +28,7 @@ from .limits import (
     pick,
     reorder,
 )
-from .registry import BucketRegistry, _check_update
+from .registry import _ONE, BucketRegistry, _check_update
 from .shadow import check_shadow, decide_watched, switched
 
 
@@ -107,8 +107,12 @@ class SeveralLimits(BucketRegistry):
         if self._sharing is not None:
             self._refresh()
         fast = self._take_all
-        if fast is not None and type(key) is str and type(amount) is int and 0 < amount <= 2**53:
-            taken = fast._try_take_group(key, self._group, amount)
+        if (
+            fast is not None
+            and type(key) is str
+            and (amount is _ONE or (type(amount) is int and 0 < amount <= 2**53))
+        ):
+            taken = fast._try_take_group(key, self._group, amount)  # type: ignore[arg-type]
             if taken is not None:
                 return taken  # type: ignore[no-any-return]
         return self._take(key, amount)[0]
@@ -118,8 +122,12 @@ class SeveralLimits(BucketRegistry):
         if self._sharing is not None:
             self._refresh()
         fast = self._take_all
-        if fast is not None and type(key) is str and type(amount) is int and 0 < amount <= 2**53:
-            taken = fast._try_take_group(key, self._group, amount, True)
+        if (
+            fast is not None
+            and type(key) is str
+            and (amount is _ONE or (type(amount) is int and 0 < amount <= 2**53))
+        ):
+            taken = fast._try_take_group(key, self._group, amount, True)  # type: ignore[arg-type]
             if taken is not None:
                 return combine(self._names, taken[0], taken[1], amount)
         amount = check_amount(amount)

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn, Optional, Tuple
+from typing import Any, Literal, NoReturn, Optional, Tuple, Union, overload
 
 from .._core.rule import Rule
 from .._stores.store import Groups, Mask, Outcome, Outcomes, Store
@@ -15,15 +15,28 @@ from .shared import store_methods
 
 
 class _Allowed:
-    """``_try_take`` for any store: the protocol's ``take``, answering only whether."""
+    """``_try_take`` for any store: the protocol's ``take``, answering whether, or its outcome."""
 
     __slots__ = ("_store",)
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def _try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        return self._store.take(key, amount, default)[0]
+    @overload
+    def _try_take(
+        self, key: str, amount: int, default: Rule, want: Literal[False] = ..., /
+    ) -> bool: ...
+
+    @overload
+    def _try_take(
+        self, key: str, amount: int, default: Rule, want: Literal[True], /
+    ) -> Outcome: ...
+
+    def _try_take(
+        self, key: str, amount: int, default: Rule, want: bool = False, /
+    ) -> Union[bool, Outcome]:
+        outcome = self._store.take(key, amount, default)
+        return outcome if want else outcome[0]
 
 
 class _Awaitable:

@@ -79,7 +79,7 @@ class Several(Sweeping):
         and the first touch of a key (no override in the store, no sweep due, room under the
         cap); anything else answers None before changing anything, and the caller goes to
         `take_all`. Returns whether it took (``want`` False), or ``take_all``'s ``(allowed,
-        outcomes)`` (``want`` True; a denial then answers None). Like
+        outcomes)`` (``want`` True, outcomes a list; a denial then answers None). Like
         ``MemoryStore._try_take`` it inlines ``_arith.deficit`` and ``admits`` (a call costs
         more than the arithmetic); the property tests hold both paths to the exact model.
         """
@@ -102,18 +102,18 @@ class Several(Sweeping):
                 now = self._clock()
                 self._enter(groups, key, (layout,) + (now, amount) * len(layout), 1)
                 if want:
-                    return True, tuple((True, rule.capacity - amount, rule) for _, rule in group[0])
+                    return True, [(True, rule.capacity - amount, rule) for _, rule in group[0]]
                 return True
             if state[0] is not layout:
                 return None
-            now = self._clock()
-            new = list(state)
+            clock = self._clock  # (a slot read and a call: cheaper than a method call)
+            now = clock()
+            new = [layout]
             debts: List[float] = []
             size = float(amount)  # compared with floats (the sums stay ints)
             index = 1
             for _, shape in layout:  # the inlined deficit() and admits(), as in _try_take
-                base = state[index]
-                used = state[index + 1]
+                base, used = state[index], state[index + 1]
                 if used.__class__ is not int:  # a (used, carry) pair: fractions, see take_all
                     return None
                 if now > base:
@@ -121,8 +121,8 @@ class Several(Sweeping):
                     if debt <= 0.0:  # full: restart at now
                         if size > shape[2]:
                             return None if want else False
-                        new[index] = now
-                        new[index + 1] = amount
+                        new.append(now)
+                        new.append(amount)
                         index += 2
                         if want:
                             debts.append(0)
@@ -131,16 +131,17 @@ class Several(Sweeping):
                     debt = used  # a clock behind base earns nothing
                 if debt + size > shape[2]:
                     return None if want else False
-                new[index + 1] = used + amount  # an int amount adds exactly
+                new.append(base)
+                new.append(used + amount)  # an int amount adds exactly
                 index += 2
                 if want:
                     debts.append(debt)
             groups[key] = tuple(new)
             if want:
-                return True, tuple(
-                    (True, rule.capacity - debt - amount, rule)
-                    for (_, rule), debt in zip(group[0], debts)
-                )
+                outcomes = []
+                for (_, rule), debt in zip(group[0], debts):
+                    outcomes.append((True, rule.capacity - debt - amount, rule))
+                return True, outcomes
             return True
         finally:
             lock.release()

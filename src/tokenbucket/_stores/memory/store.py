@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union, overload
 
 from ..._core.arith import (
     EXACT,
@@ -161,9 +161,10 @@ class MemoryStore(Several, Adjusting, Overriding):
         return self._max_keys
 
     def take(self, key: str, amount: float, default: Rule, /, _commit: bool = True) -> Outcome:
-        """See [`Store.take`][tokenbucket.Store.take]. The hot path of ``consume``.
+        """See [`Store.take`][tokenbucket.Store.take].
 
-        ``_commit=False`` is `peek` (private: one body, no extra call on the hot path).
+        The general path: what `_try_take` does not decide (a fractional amount, the cap, a
+        changed rule...) comes here. ``_commit=False`` is `peek` (private: one body).
         """
         states, lock = self._shards[hash(key) & self._mask]
         if key not in states:
@@ -263,20 +264,35 @@ class MemoryStore(Several, Adjusting, Overriding):
         used, carry = accumulate(used, carry, amount)
         return (base, used, carry, rule._shape)
 
-    def _try_take(self, key: str, amount: int, default: Rule, /) -> bool:
-        """`take`, answering only whether, for an int ``amount``: the registry's fast path.
+    @overload
+    def _try_take(
+        self, key: str, amount: int, default: Rule, want: Literal[False] = ..., /
+    ) -> bool: ...
 
+    @overload
+    def _try_take(
+        self, key: str, amount: int, default: Rule, want: Literal[True], /
+    ) -> Outcome: ...
+
+    def _try_take(
+        self, key: str, amount: int, default: Rule, want: bool = False, /
+    ) -> Union[bool, Outcome]:
+        """`take` for an int ``amount``: the fast path of the registry's try_consume and consume.
+
+        Returns whether it took, or (``want``) take's whole outcome ``(allowed, level, rule)``.
         Private to this class: the registry binds it only when its store is exactly a
         MemoryStore. The common cases, a key with a bucket under its current rule and the first
-        touch of a key (no cap, no sweep due), are decided here with no outcome built; anything
-        else goes to `take`. The property tests (tests/property/test_model.py) hold both to the
-        exact model.
+        touch of a key (no cap, no sweep due), are decided here; anything else goes to `take`.
+        The property tests (tests/property/test_model.py, test_fast_paths.py) hold both to the
+        exact model and to each other.
 
         For speed (a call costs about 7% of this path) it has an inlined copy of the
         arithmetic: ``_arith.deficit`` and ``admits``, and the restart of a full bucket as
         `_charged` does it (as do the hot path of several limits, ``several._try_take_group``,
         and the sweep's reading of a state; `take`, the other hot path, inlines only the one
-        comparison of ``admits``). Everything else calls ``_core.arith``; `take` decides the same
+        comparison of ``admits``). A full bucket restarts in its own branch: there the sums
+        stay ints and the comparisons floats (mixing them costs more than the arithmetic).
+        Everything else calls ``_core.arith``; `take` decides the same
         requests through it, and the property tests check both paths against the model.
         """
         states, lock = self._shards[hash(key) & self._mask]
@@ -285,36 +301,47 @@ class MemoryStore(Several, Adjusting, Overriding):
             state = states.get(key)
             if state is not None:
                 base, used, carry, shape = state
-                if shape is default._shape or _same(shape, self._overrides.get(key, default)):
+                rule = default
+                if shape is default._shape or _same(shape, rule := self._overrides.get(key, rule)):
                     # The inlined deficit(), admits() and _charged()'s restart.
-                    now = self._clock()
+                    clock = self._clock  # (a slot read and a call: cheaper than a method call)
+                    now = clock()
                     if now > base:
                         debt = used - (now - base) * shape[1]
-                        if debt <= 0:  # full: restart at now
-                            base, used, debt, carry = now, 0, 0, EXACT
+                        if debt <= 0.0:  # full: restart at now
+                            if amount > shape[2]:
+                                return (False, rule.capacity, rule) if want else False
+                            states[key] = (now, amount, EXACT, shape)
+                            return (True, rule.capacity - amount, rule) if want else True
                     else:
                         debt = used  # a clock behind base earns nothing
                     if debt + amount > shape[2]:
+                        if want:
+                            level = behind(rule.capacity - debt, base, now, rule.refill_rate)
+                            return False, level, rule
                         return False
                     if carry is EXACT:  # an int amount adds exactly
                         states[key] = (base, used + amount, EXACT, shape)
                     else:
                         used, carry = accumulate(used, carry, amount)
                         states[key] = (base, used, carry, shape)
-                    return True
+                    return (True, rule.capacity - debt - amount, rule) if want else True
             elif (  # the first touch, as take admits it: a full bucket, no cap, no sweep due
                 self._max_keys is None
                 and self._until_sweep > 0
                 and key[:1] != "{"  # perhaps a limit's store key: take finds its group
             ):
-                rule = self._overrides.get(key, default)
+                overrides = self._overrides
+                rule = overrides.get(key, default) if overrides else default
                 if amount > rule._ceiling:
-                    return False
-                self._enter(states, key, (self._clock(), amount, EXACT, rule._shape), 0)
-                return True
+                    return (False, rule.capacity, rule) if want else False
+                clock = self._clock
+                self._enter(states, key, (clock(), amount, EXACT, rule._shape), 0)
+                return (True, rule.capacity - amount, rule) if want else True
         finally:
             lock.release()
-        return self.take(key, amount, default)[0]
+        outcome = self.take(key, amount, default)
+        return outcome if want else outcome[0]
 
     def _admit(
         self, states: Dict[str, _State], key: str, state: _State, held: bool = False

@@ -122,13 +122,12 @@ class Sweeping:
             visited = end - read
             dropped = 0
             capped = self._max_keys is not None  # only then is next_full needed (at the cap)
-            while read < end:
-                key = keys[read]
-                kind = kinds[read]
-                read += 1
+            moving = read != write  # keys move down over the entries dropped in this pass
+            for key, kind in zip(keys[read:end], kinds[read:end]):
                 states, lock = both[kind][hash(key) & mask]
                 state = states.get(key)
                 if state is None:
+                    moving = True
                     continue  # gone already (never, while each key has one entry)
                 if kind:  # a group: full when all its limits are, at its latest base
                     full, base, due = group_fullness(state, now, capped)
@@ -136,7 +135,7 @@ class Sweeping:
                     base, missing, _, shape = state
                     if now > base:
                         missing -= (now - base) * shape[1]
-                    full = missing <= 0
+                    full = missing <= 0.0
                     due = now + wait(missing, shape[1]) if capped and not full else now
                 if full:
                     # Not while the clock is behind base: a bucket made anew at now would
@@ -149,12 +148,15 @@ class Sweeping:
                         lock.release()
                         if unchanged:
                             dropped += 1
+                            moving = True
                             continue
                 elif due < next_full:
                     next_full = due
-                keys[write] = key
-                kinds[write] = kind
+                if moving:
+                    keys[write] = key
+                    kinds[write] = kind
                 write += 1
+            read = end
             if dropped:
                 freed = True
                 if self._max_keys is not None:
