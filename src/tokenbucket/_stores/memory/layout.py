@@ -45,8 +45,11 @@ Steps = Tuple[Tuple[int, int, float, float], ...]
 #: interned is only slower: the hot path misses and the general path compares by value).
 _LAYOUTS: Dict[Layout, Layout] = {}
 _MAX_LAYOUTS = 4096
-#: The twins of layouts for states with a fraction (see `_fractional`), bounded as `_LAYOUTS`.
+#: The twins of layouts for states with a fraction (see `_fractional`), bounded as `_LAYOUTS`,
+#: and the layout each twins, by the twin's id (kept here, a twin lives on: its id is its own).
+#: A twin not kept (past the bound) stays on its state: the hot path then misses that key.
 _FRACTIONAL: Dict[Layout, Layout] = {}
+_TWINNED: Dict[int, Layout] = {}
 
 
 def layout_of(limits: Sequence[Tuple[str, Rule]]) -> Layout:
@@ -134,7 +137,7 @@ def _packed(layout: Layout, limits: Dict[str, State], names: Sequence[str]) -> G
         else:
             flat += (base, (used, carry))
             exact = False
-    flat[0] = _LAYOUTS.get(layout, layout) if exact else _fractional(layout)
+    flat[0] = _TWINNED.get(id(layout), layout) if exact else _fractional(layout)
     return tuple(flat)
 
 
@@ -150,4 +153,5 @@ def _fractional(layout: Layout) -> Layout:
     twin = (*layout,)  # a new tuple (tuple() would answer layout itself)
     if len(_FRACTIONAL) < _MAX_LAYOUTS:
         _FRACTIONAL[twin] = twin
+        _TWINNED[id(twin)] = _LAYOUTS.get(layout, layout)
     return twin

@@ -374,17 +374,19 @@ class Several(Sweeping):
                 names = [name for name, _ in limits]
                 raise ValueError(f"the limits of key {key!r} must have distinct names: {names!r}")
         grouped, mask = self._grouped, self._mask
+        if len(groups) == 1:  # the common case: one key (no set to build, one stripe)
+            key = groups[0][0]
+            index = hash(key) & mask
+            if key not in grouped[index][0] and self._sweep_due():
+                self._sweep()
+            grouped[index][1].acquire()
+            return [index]
         keys = [key for key, _ in groups]
-        if len(keys) > 1 and len(set(keys)) != len(keys):
+        if len(set(keys)) != len(keys):
             raise ValueError(f"'groups' must name distinct keys, got {keys!r}")
-        if any(key not in grouped[hash(key) & mask][0] for key in keys) and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
+        if any(key not in grouped[hash(key) & mask][0] for key in keys) and self._sweep_due():
             self._sweep()
-        if len(keys) == 1:  # the common case: one key (no set to build, one stripe)
-            stripes = [hash(keys[0]) & mask]
-        else:
-            stripes = sorted({hash(key) & mask for key in keys})
+        stripes = sorted({hash(key) & mask for key in keys})
         for index in stripes:
             grouped[index][1].acquire()
         return stripes
