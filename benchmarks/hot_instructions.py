@@ -6,7 +6,11 @@ callgrind, with tracemalloc) the bytes a tracked key costs with 1 and 2 limits.
 
 The script re-runs itself under callgrind; each case runs ``--calls`` times between two calls
 of ``os.getppid`` (callgrind dumps its counters on entering that function), after a warm-up,
-and the empty batch's count (the loop alone) is subtracted.
+and the empty batch's count (the loop alone) is subtracted. Every batch, the empty one too,
+runs with the cyclic garbage collector off, after a full collection: otherwise a collection
+that happens to land inside a batch (the first-touch cases allocate a state per call) would
+add thousands of instructions per call to one run and not to the next. So the counts leave out
+the collector's amortised cost, the same for every library.
 
 With ``--peers`` (the ``bench`` dependency group installed) it also counts each peer's
 decision on a hot key (the contenders of benchmarks/core.py) and a request through each
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import glob
 import json
 import os
@@ -185,9 +190,12 @@ def inside(calls: int, peers: bool) -> None:
     for run, share in built.values():
         run(max(20, 200 // share))  # warm up: caches filled
     for run, share in built.values():
+        gc.collect()  # no garbage of a case left for the next one's batch to collect
+        gc.disable()  # and no collection inside a batch (see the docstring)
         os.getppid()  # dump: what came before
         run(calls // share)
         os.getppid()  # dump: this batch
+        gc.enable()
     print("\n".join(f"{name}\t{share}" for name, (_, share) in built.items()))
 
 

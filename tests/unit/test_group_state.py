@@ -149,6 +149,66 @@ def test_fractional_sizes_keep_their_carry_in_a_group():
     assert limits.tokens("k", limit="b") == 18
 
 
+def test_a_state_with_a_fraction_carries_a_twin_of_the_layout():
+    """A fraction puts the state under a twin layout (equal, another object): the hot path's
+    one ``is`` then sends it to take_all, which adds an int to the (used, carry) pair; once
+    every limit is back to an int sum, the state is under the registry's layout again."""
+    clock = ManualClock(0.0)
+    limits = BucketRegistry({"a": Rule(10, 1.0), "b": Rule(20, 1.0)}, clock=clock)
+    store = limits.store
+    layout = limits._group[1]
+
+    def state():
+        return store._grouped[hash("k") & store._mask][0]["k"]
+
+    assert limits.try_consume("k", 2)
+    assert state()[0] is layout
+    assert limits.try_consume("k", 0.5)
+    assert state()[0] == layout
+    assert state()[0] is not layout
+    assert state()[2] == (2.5, 0.0)  # a's used: the pair (used, carry)
+    assert limits.try_consume("k", 3)  # an int after a fraction: the general path
+    assert [limits.tokens("k", limit=name) for name in "ab"] == [4.5, 14.5]
+    assert state()[0] is not layout
+    assert limits.consume("k", 1).remaining == 3.5  # the general path again
+    clock.advance(100.0)  # both full: the next take restarts them at an int
+    assert limits.try_consume("k", 1)
+    assert state() == (layout, 100.0, 1, 100.0, 1)
+    assert limits.try_consume("k", 1)  # the hot path, under the registry's layout
+    assert state() == (layout, 100.0, 2, 100.0, 2)
+
+
+@pytest.mark.parametrize("amount", [2, 3])
+def test_the_hot_path_of_several_limits_compares_the_whole_amount(amount):
+    """A tracked key one token short of ``amount`` in one limit: denied, nothing charged."""
+    limits = BucketRegistry({"a": Rule(9, 0), "b": Rule(2 * amount - 1, 0)}, clock=ManualClock(0))
+    assert limits.try_consume("k", amount)
+    assert not limits.try_consume("k", amount)  # b has amount - 1 left
+    assert limits.consume("k", amount - 1).allowed
+    assert [limits.tokens("k", limit=name) for name in "ab"] == [10 - 2 * amount, 0]
+
+
+def test_a_call_on_several_keys_locks_each_of_their_stripes_once_in_order():
+    """take_all's locks: every stripe of the call's keys, each once, in index order."""
+    store = MemoryStore(clock=ManualClock(0.0))
+    limit = (("a", Rule(1, 1.0)),)
+    keys = [f"k{index}" for index in range(40)]
+    stripes = sorted({hash(key) & store._mask for key in keys})
+    assert 1 < len(stripes) < len(keys)  # keys on several stripes, some sharing one
+    apart = next(key for key in keys if hash(key) & store._mask != hash(keys[0]) & store._mask)
+    calls = [(key, limit) for key in keys], [(keys[0], limit), (apart, limit)], [(keys[0], limit)]
+    for call in calls:
+        locked = store._lock_groups(call)
+        try:
+            assert locked == sorted({hash(key) & store._mask for key, _ in call})
+            assert all(store._grouped[index][1].locked() for index in locked)
+        finally:
+            store._unlock(locked)
+        assert not any(lock.locked() for _, lock in store._grouped)
+    with pytest.raises(ValueError, match="distinct keys"):
+        store._lock_groups([("k", limit), ("k", limit)])
+
+
 @pytest.mark.parametrize(
     ("store_key", "expected"),
     [

@@ -12,7 +12,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tupl
 from .._core.decision import Decision, clamp
 from .._core.rule import Rule
 from .._core.validate import check_amount, check_key
-from .._stores.memory.layout import Layout, layout_of
+from .._stores.memory.layout import Layout, Steps, layout_of, steps_of
 from .._stores.memory.store import MemoryStore
 from .._stores.store import AsyncStore, Groups, Limits, Outcomes, Store
 from .admission import Admission
@@ -59,9 +59,9 @@ class SeveralLimits(BucketRegistry):
         #: The limits by name, replaced as a whole (never changed in place) by update_default.
         self._limits: Dict[str, Rule] = check_limits(default)
         self._names = tuple(self._limits)
-        #: The store's group of one key's limits, and its in-memory layout (one attribute, so
-        #: that a decision reads the two of one default; see `_apply`).
-        self._group: Tuple[Limits, Layout] = _group_of(self._limits)
+        #: The store's group of one key's limits, its in-memory layout and the layout's steps
+        #: (one attribute, so that a decision reads the three of one default; see `_apply`).
+        self._group: Tuple[Limits, Layout, Steps] = _group_of(self._limits)
         #: The limits in shadow, replaced as a whole by set_shadow.
         self._watch = check_shadow(self._names, shadow)
         # The in-memory store's fast path when the store is exactly a MemoryStore (and no
@@ -379,7 +379,8 @@ class SeveralLimits(BucketRegistry):
         return f"BucketRegistry({self._limits!r}, store={self._store!r}{shadow})"
 
 
-def _group_of(limits: Dict[str, Rule]) -> Tuple[Limits, Layout]:
-    """The store's group of ``limits`` (``(name, rule)`` pairs) and its in-memory layout."""
+def _group_of(limits: Dict[str, Rule]) -> Tuple[Limits, Layout, Steps]:
+    """The store's group of ``limits`` (``(name, rule)`` pairs), its in-memory layout and steps."""
     group = tuple(limits.items())
-    return group, layout_of(group)
+    layout = layout_of(group)
+    return group, layout, steps_of(layout)

@@ -14,7 +14,9 @@ left out while it is the int ``EXACT`` (an exact sum of integer sizes, the commo
 slots more than a single bucket's 4-tuple. A layout holds only strings and numbers, so the
 cyclic garbage collector untracks the state as it does a single one. Layouts are interned
 (`layout_of`): a state written under a registry's defaults carries the very layout object the
-registry holds, so the hot path recognises it with one ``is``.
+registry holds, so the hot path recognises it with one ``is``. A state with a fraction (a
+``(used, carry)`` pair) carries a twin of its layout instead, equal to it but another object
+(`_fractional`): so that one ``is`` also tells the hot path that every ``used`` is an int.
 
 What belongs here: the layout, packing and unpacking a group state, and reading a limit's store
 key back (`split`). What it must not know: locks, the cap, decisions (and when a group is full:
@@ -35,11 +37,19 @@ Layout = Tuple[Tuple[str, Shape], ...]
 #: A key's limits in a MemoryStore: the `Layout`, then ``(base, used)`` per limit (``used`` the
 #: pair ``(used, carry)`` unless ``carry`` is ``EXACT``).
 GroupState = Tuple[Any, ...]
+#: What the hot path reads of each limit of a layout, computed once per rule set (`steps_of`):
+#: ``(index, index + 1, refill_rate, ceiling)``, where its ``base`` and ``used`` are in a state.
+Steps = Tuple[Tuple[int, int, float, float], ...]
 
 #: Interned layouts (see `layout_of`); bounded, since override shapes make more (a layout not
 #: interned is only slower: the hot path misses and the general path compares by value).
 _LAYOUTS: Dict[Layout, Layout] = {}
 _MAX_LAYOUTS = 4096
+#: The twins of layouts for states with a fraction (see `_fractional`), bounded as `_LAYOUTS`,
+#: and the layout each twins, by the twin's id (kept here, a twin lives on: its id is its own).
+#: A twin not kept (past the bound) stays on its state: the hot path then misses that key.
+_FRACTIONAL: Dict[Layout, Layout] = {}
+_TWINNED: Dict[int, Layout] = {}
 
 
 def layout_of(limits: Sequence[Tuple[str, Rule]]) -> Layout:
@@ -51,6 +61,14 @@ def layout_of(limits: Sequence[Tuple[str, Rule]]) -> Layout:
     if len(_LAYOUTS) < _MAX_LAYOUTS:
         return _LAYOUTS.setdefault(layout, layout)
     return layout
+
+
+def steps_of(layout: Layout) -> Steps:
+    """What the hot path reads of each limit of ``layout`` (see `Steps`)."""
+    return tuple(
+        (2 * index + 1, 2 * index + 2, shape[1], shape[2])
+        for index, (_, shape) in enumerate(layout)
+    )
 
 
 def split(store_key: str) -> Optional[Tuple[str, str]]:
@@ -106,9 +124,34 @@ def pack(
 
 
 def _packed(layout: Layout, limits: Dict[str, State], names: Sequence[str]) -> GroupState:
-    """The group state of ``limits`` in the order of ``names``, under ``layout``."""
+    """The group state of ``limits`` in the order of ``names``, under ``layout``.
+
+    Under the interned layout if every ``used`` is an int, else under its `_fractional` twin.
+    """
     flat: list = [layout]  # type: ignore[type-arg]
+    exact = True
     for name in names:
         base, used, carry, _ = limits[name]
-        flat += (base, used if carry is EXACT else (used, carry))
+        if carry is EXACT:
+            flat += (base, used)
+        else:
+            flat += (base, (used, carry))
+            exact = False
+    flat[0] = _TWINNED.get(id(layout), layout) if exact else _fractional(layout)
     return tuple(flat)
+
+
+def _fractional(layout: Layout) -> Layout:
+    """The twin of ``layout`` for a state with a fraction: equal to it, never the same object.
+
+    So a state under an interned layout has every ``used`` an int, and the hot path, which
+    recognises the registry's layout with one ``is``, needs no test of each limit's ``used``.
+    """
+    found = _FRACTIONAL.get(layout)
+    if found is not None:
+        return found
+    twin = (*layout,)  # a new tuple (tuple() would answer layout itself)
+    if len(_FRACTIONAL) < _MAX_LAYOUTS:
+        _FRACTIONAL[twin] = twin
+        _TWINNED[id(twin)] = _LAYOUTS.get(layout, layout)
+    return twin

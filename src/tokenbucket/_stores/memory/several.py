@@ -19,7 +19,7 @@ from ..._core.keys import tag
 from ..._core.rule import Rule
 from ..store import Groups, Limits, Mask, Outcomes
 from .adjust import _adjusted, _charged_empty
-from .layout import GroupState, Layout, pack, unpack
+from .layout import GroupState, Layout, Steps, pack, unpack
 from .sweep import State, Sweeping
 
 #: How `_admit_groups` treats new keys at the cap (see there).
@@ -69,13 +69,14 @@ class Several(Sweeping):
         ) -> State: ...
 
     def _try_take_group(
-        self, key: str, group: Tuple[Limits, Layout], amount: int, want: bool = False
+        self, key: str, group: Tuple[Limits, Layout, Steps], amount: int, want: bool = False
     ) -> Any:
         """`take_all` of one group for an int ``amount``, or None: the hot path of several limits.
 
         Private to this class: the registry calls it only when its store is exactly a
-        MemoryStore, with ``group`` its limits (``(name, default)`` pairs) and their interned
-        `layout_of`. It decides a key whose state was written under exactly these defaults,
+        MemoryStore, with ``group`` its limits (``(name, default)`` pairs), their interned
+        `layout_of` and their `steps_of` (what the loop reads of each limit, computed once per
+        rule set). It decides a key whose state was written under exactly these defaults,
         and the first touch of a key (no override in the store, no sweep due, room under the
         cap); anything else answers None before changing anything, and the caller goes to
         `take_all`. Returns whether it took (``want`` False), or ``take_all``'s ``(allowed,
@@ -84,7 +85,7 @@ class Several(Sweeping):
         more than the arithmetic); the property tests hold both paths to the exact model.
         """
         groups, lock = self._grouped[hash(key) & self._mask]
-        layout = group[1]
+        limits, layout, steps = group
         lock.acquire()
         try:
             state = groups.get(key)
@@ -95,51 +96,50 @@ class Several(Sweeping):
                     or (self._max_keys is not None and not self._reserve(1))
                 ):
                     return None
-                for _, shape in layout:
-                    if amount > shape[2]:
+                for _, _, _, ceiling in steps:
+                    if amount > ceiling:
                         self._reserve(-1)
                         return None
                 now = self._clock()
                 self._enter(groups, key, (layout,) + (now, amount) * len(layout), 1)
-                if want:
-                    return True, [(True, rule.capacity - amount, rule) for _, rule in group[0]]
+                if want:  # (a loop, not a comprehension: that would make amount a cell)
+                    outcomes = []
+                    for _, rule in limits:
+                        outcomes.append((True, rule.capacity - amount, rule))
+                    return True, outcomes
                 return True
             if state[0] is not layout:
                 return None
             clock = self._clock  # (a slot read and a call: cheaper than a method call)
             now = clock()
             new = [layout]
-            debts: List[float] = []
-            size = float(amount)  # compared with floats (the sums stay ints)
-            index = 1
-            for _, shape in layout:  # the inlined deficit() and admits(), as in _try_take
-                base, used = state[index], state[index + 1]
-                if used.__class__ is not int:  # a (used, carry) pair: fractions, see take_all
-                    return None
+            if want:  # the debts consume reports
+                debts: List[float] = []
+            size = 1.0 if amount == 1 else float(amount)  # compared with floats (sums stay ints)
+            for index, after, rate, ceiling in steps:  # inlined deficit(), admits(): as _try_take
+                base, used = state[index], state[after]  # used an int (see layout)
                 if now > base:
-                    debt = used - (now - base) * shape[1]
+                    debt = used - (now - base) * rate
                     if debt <= 0.0:  # full: restart at now
-                        if size > shape[2]:
+                        if size > ceiling:
                             return None if want else False
                         new.append(now)
                         new.append(amount)
-                        index += 2
                         if want:
                             debts.append(0)
                         continue
                 else:
                     debt = used  # a clock behind base earns nothing
-                if debt + size > shape[2]:
+                if debt + size > ceiling:
                     return None if want else False
                 new.append(base)
                 new.append(used + amount)  # an int amount adds exactly
-                index += 2
                 if want:
                     debts.append(debt)
             groups[key] = tuple(new)
             if want:
                 outcomes = []
-                for (_, rule), debt in zip(group[0], debts):
+                for (_, rule), debt in zip(limits, debts):
                     outcomes.append((True, rule.capacity - debt - amount, rule))
                 return True, outcomes
             return True
@@ -377,18 +377,14 @@ class Several(Sweeping):
         if len(groups) == 1:  # the common case: one key (no set to build, one stripe)
             key = groups[0][0]
             index = hash(key) & mask
-            if key not in grouped[index][0] and (
-                self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-            ):
+            if key not in grouped[index][0] and self._sweep_due():
                 self._sweep()
             grouped[index][1].acquire()
             return [index]
         keys = [key for key, _ in groups]
         if len(set(keys)) != len(keys):
             raise ValueError(f"'groups' must name distinct keys, got {keys!r}")
-        if any(key not in grouped[hash(key) & mask][0] for key in keys) and (
-            self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
-        ):
+        if any(key not in grouped[hash(key) & mask][0] for key in keys) and self._sweep_due():
             self._sweep()
         stripes = sorted({hash(key) & mask for key in keys})
         for index in stripes:

@@ -172,7 +172,7 @@ class MemoryStore(Several, Adjusting, Overriding):
             if limit is not None:  # a limit of a key: in its group state
                 group = [(limit[0], ((limit[1], default),))]
                 return self.take_all(group, amount, (), _commit=_commit)[1][0]
-            if self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due()):
+            if self._sweep_due():
                 self._sweep()
         lock.acquire()
         try:

@@ -83,6 +83,10 @@ class Sweeping:
         self._freed = False  # whether this pass forgot any bucket
         self._reclaim_at = -math.inf  # when, at the cap, a step may run again
 
+    def _sweep_due(self) -> bool:
+        """Whether a request that tracks a new key sweeps first: by count, or at the cap by time."""
+        return self._until_sweep <= 0 or (self._max_keys is not None and self._reclaim_due())
+
     def _reclaim_due(self) -> bool:
         """At the cap: whether a step may run by time (see MemoryStore's docstring)."""
         return (
