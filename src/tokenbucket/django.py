@@ -211,7 +211,12 @@ def _answer(request: HttpRequest, plan: Plan) -> Optional[HttpResponse]:
     plan's 429; any other answer (the admin API's, its refusal, a 503) is sent as it is.
     """
     if plan.admin is not None:
-        # Read from the request, which ends where its body does (under ASGI too).
+        # The request ends where its body does (ASGI) or its Content-Length says (WSGI); a
+        # WSGI body without one is read as the WSGI middleware reads it (wsgi.input_terminated).
+        meta = request.META
+        if plan.admin.length is None and "wsgi.input" in meta:
+            stream, ends = meta["wsgi.input"], bool(meta.get("wsgi.input_terminated"))
+            return _django_response(_answer_admin(plan.admin, stream, ends))
         return _django_response(_answer_admin(plan.admin, request, True))
     policy = plan.policy
     if policy is not None:

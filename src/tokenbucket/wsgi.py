@@ -127,7 +127,8 @@ class RateLimitMiddleware(Middleware["WSGIApplication"]):
         view = _view(environ)
         plan = self._gate.plan(view)
         if plan.admin is not None:
-            stream, terminated = environ["wsgi.input"], bool(environ.get("wsgi.input_terminated"))
+            stream = environ.get("wsgi.input")  # (read only for a body: see _read_body)
+            terminated = bool(environ.get("wsgi.input_terminated"))
             return _respond(start_response, _answer_admin(plan.admin, stream, terminated))
         release = None
         if plan.slot is not None:

@@ -436,6 +436,48 @@ class TestBadInput:
         assert response.json() == {"error": "request body incomplete: the client disconnected"}
         assert h.registry.rule_for(SEED["client_id"]) == Rule(3, 1.0)
 
+    def test_a_body_longer_than_declared_is_400_and_changes_nothing(self, admin):
+        """Only the declared length is the body: more than it is never acted on, on either edge.
+
+        Regression: the ASGI edge read past a Content-Length of 2 and applied the whole body;
+        the WSGI edge reads the 2 bytes (not JSON: 400).
+        """
+        h = admin()
+        response = post(h, json.dumps({**SEED, "capacity": 9}).encode(), content_length="2")
+        assert response.status == 400
+        assert h.registry.rule_for(SEED["client_id"]) == Rule(3, 1.0)
+
+    def test_a_content_length_of_thousands_of_digits_is_read_as_its_value(self, admin, kind):
+        """Leading zeros count for nothing, and a huge value is 413, never a 500.
+
+        Regression: 5,000 digits made int() raise (Python's limit of 4,300 digits): a 500.
+        """
+        h = admin()
+
+        def send(capacity: int, length: str) -> str:
+            body = json.dumps({**SEED, "capacity": capacity}).encode()
+            if kind == "asgi":
+                return str(post(h, body, content_length=length).status)
+            # (wsgiref's validator, which the harness adds, itself fails on such a length)
+            environ = {
+                "REQUEST_METHOD": "POST",
+                "PATH_INFO": PATH,
+                "REMOTE_ADDR": "127.0.0.1",
+                "HTTP_AUTHORIZATION": AUTH["Authorization"],
+                "CONTENT_LENGTH": length,
+                "wsgi.input": io.BytesIO(body),
+            }
+            wsgiref.util.setup_testing_defaults(environ)
+            started: list = []
+            b"".join(h.middleware(environ, lambda status, headers: started.append(status)))
+            return started[0][:3]
+
+        size = len(json.dumps({**SEED, "capacity": 9}))
+        assert send(9, "0" * 5000 + str(size)) == "200"
+        assert h.registry.rule_for(SEED["client_id"]).capacity == 9
+        assert send(7, "9" * 5000) == "413"
+        assert h.registry.rule_for(SEED["client_id"]).capacity == 9
+
     def test_a_wsgi_body_without_length_is_read_when_the_server_ends_it(self, admin, kind):
         """``wsgi.input_terminated``: read to the limit, a byte more is 413."""
         if kind != "wsgi":

@@ -126,3 +126,35 @@ def test_an_authorised_change_applies_under_asgi():
         assert answer.status_code == 200, answer.content
         assert answer.json()["capacity"] == 4
         assert answer.json()["override"] is True
+
+
+def test_a_wsgi_body_without_length_is_read_when_the_server_ends_it():
+    """A chunked POST (no Content-Length, ``wsgi.input_terminated``) as the WSGI middleware.
+
+    Regression: Django's middleware read the request, whose stream is empty without a
+    Content-Length, and answered 400 where the WSGI middleware applies the body.
+    """
+    import io
+    import json
+    import wsgiref.util
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    body = json.dumps({"client_id": "127.0.0.1", "route": "/login/", "capacity": 4}).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": URL,
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_AUTHORIZATION": AUTH_VALUE,
+        "CONTENT_TYPE": "application/json",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,
+    }
+    wsgiref.util.setup_testing_defaults(environ)
+    started = []
+    with configured():
+        out = b"".join(WSGIHandler()(environ, lambda status, headers: started.append(status)))
+        assert started == ["200 OK"], out
+        assert json.loads(out)["capacity"] == 4
+        assert [Client().get("/login/").status_code for _ in range(5)] == [200] * 4 + [429]

@@ -254,26 +254,33 @@ class AdminRequest:
             limit = api.max_import_body if view.path == api.path + "/import" else api.max_body
             declared = view.header("content-length")
             text = "0" if declared is None else declared.strip()
+            # (Leading zeros dropped, a length longer than the limit's is over it: int() of
+            # more than 4300 digits raises.)
+            digits = text.lstrip("0") or "0"
             if not text.isdigit() or not text.isascii():
                 self._refused = error(400, f"invalid Content-Length: {show(declared)}")
-            elif int(text) > limit:
+            elif len(digits) > len(str(limit)) or int(digits) > limit:
                 self._refused = api.too_large(limit)
             else:
                 self.limit = limit
-                self.length = None if declared is None else int(text)
+                self.length = None if declared is None else int(digits)
 
     def operation(self, body: Optional[bytes]) -> Union[Response, AdminOp, RulesOp]:
         """The request's operation, or the audited 4xx refusing it.
 
         ``body``: what the edge read (more than ``limit`` bytes is refused with 413), or
         None if the client disconnected before the end of it; a body shorter than its declared
-        ``length`` is cut short too (400: never act on part of a request).
+        ``length`` is cut short too (400: never act on part of a request), and one longer than
+        it (which only a server that does not frame requests by it delivers) is refused (400).
         """
         api, view = self._api, self.view
         if self._refused is not None:
             return api.rejected(self._refused, view)
         if body is None or (self.length is not None and len(body) < self.length):
             refused = error(400, "request body incomplete: the client disconnected")
+            return api.rejected(refused, view)
+        if self.length is not None and len(body) > self.length:
+            refused = error(400, f"request body is longer than its Content-Length ({self.length})")
             return api.rejected(refused, view)
         if len(body) > self.limit:
             return api.rejected(api.too_large(self.limit), view)
