@@ -178,6 +178,53 @@ def test_a_state_with_a_fraction_carries_a_twin_of_the_layout():
     assert state() == (layout, 100.0, 2, 100.0, 2)
 
 
+def test_threads_that_make_a_twin_at_once_share_one_kept_twin(monkeypatch):
+    """Three threads all miss a layout's twin, then make it: one twin is kept and handed to all,
+    and every id `_TWINNED` knows is a kept twin's.
+
+    Regression: each thread kept its own twin in `_TWINNED`; the middle one was held by no
+    table, so once its states were gone its id could be a new tuple's, which `_packed` then
+    read as a twin of an unrelated layout (a state written under other limits' names).
+    """
+    import threading
+
+    from tokenbucket._stores.memory import layout as module
+
+    class Missing(dict):
+        """The twins table, whose first three lookups wait until all three have missed."""
+
+        meet = threading.Barrier(3)
+        counting = threading.Lock()
+        waits = 3
+
+        def get(self, key, default=None):
+            found = dict.get(self, key, default)
+            with self.counting:
+                wait = found is None and self.waits > 0
+                self.waits -= wait
+            if wait:
+                self.meet.wait(timeout=10)
+            return found
+
+    monkeypatch.setattr(module, "_FRACTIONAL", Missing())
+    monkeypatch.setattr(module, "_TWINNED", {})
+    layout = (("x", Rule(1_000_003, 1)._shape), ("y", Rule(7, 1)._shape))
+    twins: list = []
+    threads = [
+        threading.Thread(target=lambda: twins.append(module._fractional(tuple(layout))))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(twins) == 3
+    assert all(twin == layout for twin in twins)
+    assert len({id(twin) for twin in twins}) == 1
+    kept = {id(twin) for twin in module._FRACTIONAL.values()}
+    assert set(module._TWINNED) == kept == {id(twins[0])}
+
+
 @pytest.mark.parametrize("amount", [2, 3])
 def test_the_hot_path_of_several_limits_compares_the_whole_amount(amount):
     """A tracked key one token short of ``amount`` in one limit: denied, nothing charged."""

@@ -25,6 +25,7 @@ the sweep's ``group_fullness``).
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..._core.arith import EXACT
@@ -50,6 +51,9 @@ _MAX_LAYOUTS = 4096
 #: A twin not kept (past the bound) stays on its state: the hot path then misses that key.
 _FRACTIONAL: Dict[Layout, Layout] = {}
 _TWINNED: Dict[int, Layout] = {}
+#: Held while a twin is made and kept, so that a layout has one kept twin and every id in
+#: `_TWINNED` is a kept twin's (a twin another thread made at the same time is not kept).
+_TWINNING = threading.Lock()
 
 
 def layout_of(limits: Sequence[Tuple[str, Rule]]) -> Layout:
@@ -151,7 +155,12 @@ def _fractional(layout: Layout) -> Layout:
     if found is not None:
         return found
     twin = (*layout,)  # a new tuple (tuple() would answer layout itself)
-    if len(_FRACTIONAL) < _MAX_LAYOUTS:
-        _FRACTIONAL[twin] = twin
-        _TWINNED[id(twin)] = _LAYOUTS.get(layout, layout)
+    with _TWINNING:
+        found = _FRACTIONAL.get(layout)  # (made by another thread meanwhile)
+        if found is not None:
+            return found
+        if len(_FRACTIONAL) < _MAX_LAYOUTS:
+            # Known as a twin before it is handed out; kept (so its id stays its own) for good.
+            _TWINNED[id(twin)] = _LAYOUTS.get(layout, layout)
+            _FRACTIONAL[twin] = twin
     return twin
