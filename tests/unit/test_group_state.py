@@ -13,8 +13,7 @@ import sys
 import pytest
 
 from tokenbucket import BucketRegistry, ManualClock, MemoryStore, Rule
-from tokenbucket._core.keys import limit_key
-from tokenbucket._stores.memory.layout import split
+from tokenbucket._core.keys import limit_key, split_limit_key
 
 LIMITS = {"a": Rule(10, 1.0), "b": Rule(1, 0.001), "c": Rule(10, 1.0)}
 
@@ -269,7 +268,7 @@ def test_a_call_on_several_keys_locks_each_of_their_stripes_once_in_order():
     ],
 )
 def test_only_a_limit_keys_canonical_form_names_a_limit(store_key, expected):
-    assert split(store_key) == expected
+    assert split_limit_key(store_key) == expected
 
 
 def test_a_non_canonical_limit_like_key_is_a_single_bucket():

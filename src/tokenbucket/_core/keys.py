@@ -19,6 +19,8 @@ encodings are injective over every ``str``, whether the key was escaped first or
 
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 
 def escape_key(key: str) -> str:
     r"""Return ``key`` with ``"\1"`` doubled and ``"\0"`` written ``"\1\2"`` (else as it is)."""
@@ -68,3 +70,20 @@ def untag(text: str) -> str:
         out.append(char)
         index += 1
     return "".join(out)
+
+
+def split_limit_key(store_key: str) -> Optional[Tuple[str, str]]:
+    """The ``(key, name)`` of a limit's store key (see `limit_key`), or None if it is not one.
+
+    Only the canonical form counts (what `limit_key` writes), so that two store keys never name
+    one limit.
+    """
+    if store_key[:1] != "{":
+        return None
+    end = store_key.find("}\0")
+    if end < 0:
+        return None
+    key, name = untag(store_key[1:end]), store_key[end + 2 :]
+    if tag(key) != store_key[1:end]:
+        return None
+    return key, name

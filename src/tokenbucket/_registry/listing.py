@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .._core.keys import tag, untag
+from .._core.keys import split_limit_key, tag
 from .._core.rule import Rule
 from .._core.validate import show
 
@@ -49,7 +49,7 @@ def registry_entries(
     several = len(limits) > 1
     found = []
     for store_key, rule in entries:
-        named = _split_limit_key(store_key)
+        named = split_limit_key(store_key)
         if several:
             if named is None or named[1] not in limits:
                 continue
@@ -73,16 +73,6 @@ def store_prefix(namespace: str, several: bool) -> str:
     if not several:
         return namespace
     return "{" + tag(namespace) if namespace else "{"
-
-
-def _split_limit_key(store_key: str) -> Optional[Tuple[str, str]]:
-    """The ``(key, limit name)`` of a ``limit_key`` store key, or None if it is not one."""
-    if not store_key.startswith("{"):
-        return None
-    end = store_key.find("}\0")
-    if end < 0:
-        return None
-    return untag(store_key[1:end]), store_key[end + 2 :]
 
 
 def unescape(key: str) -> str:

@@ -23,9 +23,9 @@ from ..._core.arith import (
     settled_at,
     wait,
 )
+from ..._core.keys import split_limit_key
 from ..._core.rule import Rule
 from ..store import Groups, Mask, Outcome, Outcomes
-from .layout import split
 from .sweep import State, Sweeping
 
 
@@ -63,7 +63,7 @@ class Adjusting(Sweeping):
         """
         states, lock = self._shards[hash(key) & self._mask]
         if key not in states:
-            limit = split(key)
+            limit = split_limit_key(key)
             if limit is not None:  # a limit of a key: in its group state
                 group = [(limit[0], ((limit[1], default),))]
                 return self._adjust_all(group, amount, max_wait)[1][0]

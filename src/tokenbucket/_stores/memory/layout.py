@@ -18,9 +18,9 @@ registry holds, so the hot path recognises it with one ``is``. A state with a fr
 ``(used, carry)`` pair) carries a twin of its layout instead, equal to it but another object
 (`_fractional`): so that one ``is`` also tells the hot path that every ``used`` is an int.
 
-What belongs here: the layout, packing and unpacking a group state, and reading a limit's store
-key back (`split`). What it must not know: locks, the cap, decisions (and when a group is full:
-the sweep's ``group_fullness``).
+What belongs here: the layout, packing and unpacking a group state (a limit's store key is read
+back by ``_core.keys.split_limit_key``). What it must not know: locks, the cap, decisions (and
+when a group is full: the sweep's ``group_fullness``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import threading
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..._core.arith import EXACT
-from ..._core.keys import tag, untag
 from ..._core.rule import Rule
 from .sweep import Shape, State
 
@@ -73,23 +72,6 @@ def steps_of(layout: Layout) -> Steps:
         (2 * index + 1, 2 * index + 2, shape[1], shape[2])
         for index, (_, shape) in enumerate(layout)
     )
-
-
-def split(store_key: str) -> Optional[Tuple[str, str]]:
-    """The ``(key, name)`` of a limit's store key (``limit_key(key, name)``), or None.
-
-    Only the canonical form counts (what ``limit_key`` writes), so that two store keys never
-    name one limit.
-    """
-    if store_key[:1] != "{":
-        return None
-    end = store_key.find("}\0")
-    if end < 0:
-        return None
-    key, name = untag(store_key[1:end]), store_key[end + 2 :]
-    if tag(key) != store_key[1:end]:
-        return None
-    return key, name
 
 
 def unpack(state: Optional[GroupState]) -> Dict[str, State]:

@@ -14,10 +14,11 @@ import threading
 from typing import Dict, List, Mapping, Optional
 
 from ..._core.arith import EXACT, FORGOTTEN, carry_of, deficit, forgotten_at, settled_at
+from ..._core.keys import split_limit_key
 from ..._core.rule import Rule
 from ..._core.validate import show
 from ..store import StorePage
-from .layout import pack, split, unpack
+from .layout import pack, unpack
 from .sweep import State, Sweeping
 
 
@@ -96,12 +97,12 @@ class Overriding(Sweeping):
 
     def _lock_of(self, key: str) -> threading.Lock:
         """The stripe lock of the store key ``key`` (a limit's: its key's, see ``layout``)."""
-        limit = split(key)
+        limit = split_limit_key(key)
         return self._stripes[hash(key if limit is None else limit[0]) & self._mask]
 
     def _rebase(self, key: str, rule: Rule) -> None:
         """Settle ``key``'s bucket now and move it to ``rule``. Caller holds the key's lock."""
-        limit = split(key)
+        limit = split_limit_key(key)
         if limit is not None:  # a limit of a key: in its group state
             groups = self._grouped[hash(limit[0]) & self._mask][0]
             found = groups.get(limit[0])

@@ -39,10 +39,11 @@ from ..._core.arith import (
     settled_at,
 )
 from ..._core.clock import Clock
+from ..._core.keys import split_limit_key
 from ..._core.rule import Rule
 from ..store import Outcome
 from .adjust import Adjusting
-from .layout import GroupState, split
+from .layout import GroupState
 from .overrides import Overriding
 from .several import Several
 from .sweep import Shape as _Shape
@@ -149,7 +150,7 @@ class MemoryStore(Several, Adjusting, Overriding):
         """
         if not isinstance(key, str):
             return False
-        limit = split(key)
+        limit = split_limit_key(key)
         if limit is None:
             return key in self._shards[hash(key) & self._mask][0]
         state = self._grouped[hash(limit[0]) & self._mask][0].get(limit[0])
@@ -168,7 +169,7 @@ class MemoryStore(Several, Adjusting, Overriding):
         """
         states, lock = self._shards[hash(key) & self._mask]
         if key not in states:
-            limit = split(key)
+            limit = split_limit_key(key)
             if limit is not None:  # a limit of a key: in its group state
                 group = [(limit[0], ((limit[1], default),))]
                 return self.take_all(group, amount, (), _commit=_commit)[1][0]
@@ -374,7 +375,7 @@ class MemoryStore(Several, Adjusting, Overriding):
 
     def reset(self, key: str, /) -> None:
         """See [`Store.reset`][tokenbucket.Store.reset]."""
-        limit = split(key)
+        limit = split_limit_key(key)
         if limit is not None:
             self._reset_limit(*limit)
             return
