@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
 from tokenbucket import BucketRegistry, InFlightLimit, ManualClock, Rule
 from tokenbucket._http.plan import Gate, Plan
 from tokenbucket._http.request import RequestView
@@ -154,3 +157,37 @@ def test_an_admin_post_says_how_much_body_to_read():
     assert request is not None
     assert request.limit == 0  # nothing to read: refused as it is
     assert request.operation(b"").status == 413
+
+
+_LENGTHS = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet="0123456789 \t", max_size=6000),  # padded, huge, spaced
+    st.integers(min_value=0, max_value=10**30).map(str),
+    st.builds(lambda zeros, n: "0" * zeros + str(n), st.integers(0, 5000), st.integers(0, 200)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(declared=_LENGTHS)
+@example(declared="9" * 5000)
+@example(declared="0" * 5000 + "12")
+@example(declared="\u0663")  # a digit, not ASCII
+def test_a_hostile_content_length_is_its_value_or_a_4xx(declared):
+    """Whatever a client writes as Content-Length, the admin plan reads it as its decimal value
+    (at most the limit: read exactly that much), or refuses it (400 not a number, 413 over the
+    limit); it never raises (int() of over 4,300 digits would) and never reads a different size.
+    """
+    g = gate(admin_token=TOKEN, max_body=100)
+    headers = {"authorization": f"Bearer {TOKEN}", "content-length": declared}
+    request = g.plan(RequestView("POST", "http", "/admin/update-rule", "", IP, headers, dict)).admin
+    assert request is not None
+    text = declared.strip()
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit()):
+        assert request.limit == 0
+        assert request.operation(b"").status == 400
+    elif len(digits) > 3 or int(digits) > 100:
+        assert request.limit == 0
+        assert request.operation(b"").status == 413
+    else:
+        assert (request.limit, request.length) == (100, int(digits))
